@@ -1,0 +1,7 @@
+//! portrange_exporter: a Prometheus exporter for port ranges that services
+//! claim one port per session from (Citrix Framehawk, mosh, RTP, FTP passive
+//! ranges, Kubernetes NodePorts). Data flows one way: [`config`] →
+//! [`sample`] → [`attribution`] → [`collect`] → [`http`] / [`check`].
+
+pub mod config;
+pub mod ranges;
