@@ -6,3 +6,4 @@
 pub mod config;
 pub mod ranges;
 pub mod sample;
+pub mod attribution;

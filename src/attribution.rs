@@ -1,0 +1,571 @@
+//! Process attribution: which process holds each sampled socket, found
+//! through the `socket:[<inode>]` links under `<procfs>/<pid>/fd`. Owners
+//! are cached by inode across scrapes. A cached owner is re-checked with one
+//! `readlinkat` of its fd plus one read of `<pid>/stat` per owning process
+//! (whose start time catches pid reuse); only inodes never seen before
+//! trigger a scan, which visits first the processes that already own
+//! sockets in the ranges, then the processes running as the new sockets'
+//! uids, then the rest, and stops once every new inode is found or the
+//! deadline passes. Inodes a complete scan could not find are not searched
+//! again until a back-off expires, so an unprivileged exporter does not
+//! rescan `/proc` on every scrape.
+//!
+//! Reading other users' fd directories needs CAP_DAC_READ_SEARCH (to search
+//! the 0500 directory) and CAP_SYS_PTRACE (the kernel's ptrace access check
+//! on each link), or root. Without them the sockets stay unattributed.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::sample::Socket;
+
+/// The process that holds a socket. No pid reaches a metric label; it is
+/// shown only by the `check` command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: u32,
+    /// The kernel's `comm` (at most 15 bytes, any bytes but NUL).
+    pub comm: Vec<u8>,
+    /// The `exe` link target, when readable.
+    pub exe: Option<Vec<u8>>,
+}
+
+/// Counters of one attribution pass, for logs and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PassStats {
+    /// Cached owners confirmed without a scan.
+    pub confirmed: usize,
+    /// Inodes that needed a scan.
+    pub searched: usize,
+    /// Processes whose fd directory the scan read.
+    pub processes_scanned: usize,
+    /// Processes whose fd directory could not be read for lack of privilege.
+    pub permission_denied: usize,
+    /// The scan stopped at the deadline with inodes left to find.
+    pub deadline_hit: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Cached {
+    pid: u32,
+    fd: u32,
+    start_time: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Missing {
+    retry_at: Instant,
+    misses: u32,
+}
+
+/// What one process looks like at one moment.
+#[derive(Clone, Debug)]
+struct ProcInfo {
+    start_time: u64,
+    owner: Arc<Owner>,
+}
+
+/// The inode → owner cache and the `/proc` scanner.
+pub struct Attributor {
+    procfs: PathBuf,
+    cache: HashMap<u64, Cached>,
+    missing: HashMap<u64, Missing>,
+    own_uid: u32,
+}
+
+const MISS_BACKOFF_START: Duration = Duration::from_secs(15);
+const MISS_BACKOFF_MAX: Duration = Duration::from_secs(600);
+
+impl Attributor {
+    pub fn new(procfs: impl Into<PathBuf>) -> Attributor {
+        Attributor {
+            procfs: procfs.into(),
+            cache: HashMap::new(),
+            missing: HashMap::new(),
+            own_uid: rustix::process::geteuid().as_raw(),
+        }
+    }
+
+    pub fn procfs(&self) -> &Path {
+        &self.procfs
+    }
+
+    /// Number of cached owners (for tests and the leak checks).
+    pub fn cached(&self) -> usize {
+        self.cache.len() + self.missing.len()
+    }
+
+    /// Finds the owner of every socket, by inode. Sockets with inode 0
+    /// (TIME_WAIT, request sockets) have no owner and are skipped.
+    pub fn attribute(&mut self, sockets: &[Socket], deadline: Instant) -> (HashMap<u64, Arc<Owner>>, PassStats) {
+        let now = Instant::now();
+        let mut stats = PassStats::default();
+        let mut uid_of: HashMap<u64, u32> = HashMap::new();
+        for s in sockets.iter().filter(|s| s.inode != 0) {
+            uid_of.insert(s.inode, s.uid);
+        }
+        // Forget sockets that are gone: the cache never outgrows the sample.
+        self.cache.retain(|inode, _| uid_of.contains_key(inode));
+        self.missing.retain(|inode, _| uid_of.contains_key(inode));
+
+        let mut found: HashMap<u64, Arc<Owner>> = HashMap::with_capacity(uid_of.len());
+        let mut procs: HashMap<u32, Option<ProcInfo>> = HashMap::new();
+
+        // 1. Re-check cached owners.
+        let mut stale = Vec::new();
+        for (&inode, c) in &self.cache {
+            let info = procs
+                .entry(c.pid)
+                .or_insert_with(|| read_proc(&self.procfs, c.pid))
+                .clone();
+            match info {
+                Some(p) if p.start_time == c.start_time && link_is(&self.procfs, c.pid, c.fd, inode) => {
+                    stats.confirmed += 1;
+                    found.insert(inode, p.owner);
+                }
+                _ => stale.push(inode),
+            }
+        }
+        let known_pids: Vec<u32> = {
+            let mut v: Vec<u32> = self.cache.values().map(|c| c.pid).collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        for inode in stale {
+            self.cache.remove(&inode);
+        }
+
+        // 2. Scan for inodes not confirmed and not in back-off.
+        let mut wanted: HashSet<u64> = uid_of
+            .keys()
+            .copied()
+            .filter(|i| !found.contains_key(i))
+            .filter(|i| self.missing.get(i).is_none_or(|m| m.retry_at <= now))
+            .collect();
+        stats.searched = wanted.len();
+        if !wanted.is_empty() {
+            let uids: HashSet<u32> = wanted.iter().map(|i| uid_of[i]).collect();
+            let complete = self.scan(&mut wanted, &known_pids, &uids, deadline, &mut stats, &mut procs, &mut found);
+            stats.deadline_hit = !complete;
+            if complete {
+                for inode in wanted {
+                    let misses = self.missing.get(&inode).map_or(0, |m| m.misses) + 1;
+                    let backoff = MISS_BACKOFF_START
+                        .saturating_mul(1 << (misses - 1).min(6))
+                        .min(MISS_BACKOFF_MAX);
+                    self.missing.insert(inode, Missing { retry_at: now + backoff, misses });
+                }
+            }
+        }
+        for inode in found.keys() {
+            self.missing.remove(inode);
+        }
+        (found, stats)
+    }
+
+    /// Scans fd directories for the `wanted` inodes; returns false when the
+    /// deadline stopped it before every process was visited.
+    #[allow(clippy::too_many_arguments)]
+    fn scan(
+        &mut self,
+        wanted: &mut HashSet<u64>,
+        known_pids: &[u32],
+        uids: &HashSet<u32>,
+        deadline: Instant,
+        stats: &mut PassStats,
+        procs: &mut HashMap<u32, Option<ProcInfo>>,
+        found: &mut HashMap<u64, Arc<Owner>>,
+    ) -> bool {
+        let Ok(proc_dir) = rustix::fs::open(&self.procfs, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        else {
+            return true;
+        };
+        let all = list_pids(&proc_dir);
+        // Order: known owners, then processes of the sockets' uids, then the rest.
+        let known: HashSet<u32> = known_pids.iter().copied().collect();
+        let mut order: Vec<u32> = known_pids.to_vec();
+        let mut rest = Vec::new();
+        for &pid in &all {
+            if known.contains(&pid) {
+                continue;
+            }
+            let uid = rustix::fs::statat(&proc_dir, pid.to_string(), AtFlags::empty())
+                .map(|st| st.st_uid)
+                .ok();
+            match uid {
+                Some(u) if uids.contains(&u) => order.push(pid),
+                Some(_) => rest.push(pid),
+                None => {} // gone already
+            }
+        }
+        order.extend(rest);
+
+        let mut buf = Vec::with_capacity(64);
+        for pid in order {
+            if wanted.is_empty() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            let fd_dir = match rustix::fs::openat(
+                &proc_dir,
+                format!("{pid}/fd"),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => fd,
+                Err(Errno::ACCESS) | Err(Errno::PERM) => {
+                    stats.permission_denied += 1;
+                    continue;
+                }
+                Err(_) => continue, // exited, or a kernel thread
+            };
+            stats.processes_scanned += 1;
+            let hits = scan_fds(fd_dir, wanted, &mut buf, &mut stats.permission_denied);
+            if hits.is_empty() {
+                continue;
+            }
+            let Some(info) = procs.entry(pid).or_insert_with(|| read_proc(&self.procfs, pid)).clone() else {
+                continue; // exited between the links and its stat
+            };
+            for (inode, fd) in hits {
+                wanted.remove(&inode);
+                self.cache.insert(
+                    inode,
+                    Cached {
+                        pid,
+                        fd,
+                        start_time: info.start_time,
+                    },
+                );
+                found.insert(inode, info.owner.clone());
+            }
+        }
+        true
+    }
+
+    /// The uid this exporter runs as.
+    pub fn own_uid(&self) -> u32 {
+        self.own_uid
+    }
+}
+
+/// Reads every fd link of one process and returns the wanted socket inodes
+/// with their fd numbers.
+fn scan_fds(fd_dir: OwnedFd, wanted: &HashSet<u64>, buf: &mut Vec<u8>, denied: &mut usize) -> Vec<(u64, u32)> {
+    let mut hits = Vec::new();
+    let Ok(dir) = rustix::fs::Dir::read_from(&fd_dir) else {
+        return hits;
+    };
+    for entry in dir {
+        let Ok(entry) = entry else { break };
+        let name = entry.file_name().to_bytes();
+        let Some(fd) = parse_u32(name) else { continue };
+        buf.clear();
+        match rustix::fs::readlinkat(&fd_dir, entry.file_name(), std::mem::take(buf)) {
+            Ok(target) => {
+                let target = target.into_bytes();
+                if let Some(inode) = parse_socket_link(&target)
+                    && wanted.contains(&inode)
+                {
+                    hits.push((inode, fd));
+                }
+                *buf = target;
+            }
+            Err(Errno::ACCESS) | Err(Errno::PERM) => {
+                *denied += 1;
+                break;
+            }
+            Err(_) => {} // the fd closed meanwhile
+        }
+    }
+    hits
+}
+
+/// Whether `<procfs>/<pid>/fd/<fd>` still points at socket `inode`.
+fn link_is(procfs: &Path, pid: u32, fd: u32, inode: u64) -> bool {
+    let path = procfs.join(format!("{pid}/fd/{fd}"));
+    match std::fs::read_link(&path) {
+        Ok(target) => parse_socket_link(target.as_os_str().as_bytes()) == Some(inode),
+        Err(_) => false,
+    }
+}
+
+fn list_pids(proc_dir: &OwnedFd) -> Vec<u32> {
+    let Ok(dir) = rustix::fs::Dir::read_from(proc_dir) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| parse_u32(e.file_name().to_bytes()))
+        .collect()
+}
+
+/// Reads `<procfs>/<pid>/stat` and `exe`.
+fn read_proc(procfs: &Path, pid: u32) -> Option<ProcInfo> {
+    let stat = std::fs::read(procfs.join(format!("{pid}/stat"))).ok()?;
+    let (comm, start_time) = parse_stat(&stat)?;
+    let exe = std::fs::read_link(procfs.join(format!("{pid}/exe")))
+        .ok()
+        .map(|p| p.into_os_string().into_vec_bytes());
+    Some(ProcInfo {
+        start_time,
+        owner: Arc::new(Owner {
+            pid,
+            comm: comm.to_vec(),
+            exe,
+        }),
+    })
+}
+
+trait IntoVecBytes {
+    fn into_vec_bytes(self) -> Vec<u8>;
+}
+
+impl IntoVecBytes for std::ffi::OsString {
+    fn into_vec_bytes(self) -> Vec<u8> {
+        use std::os::unix::ffi::OsStringExt;
+        self.into_vec()
+    }
+}
+
+/// Parses `socket:[12345]`.
+pub fn parse_socket_link(target: &[u8]) -> Option<u64> {
+    let inner = target.strip_prefix(b"socket:[")?.strip_suffix(b"]")?;
+    if inner.is_empty() || inner.len() > 20 || !inner.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(inner).ok()?.parse().ok()
+}
+
+/// Parses `comm` (field 2, between the first `(` and the last `)`, so a
+/// name holding `)` or spaces is kept whole) and `starttime` (field 22)
+/// from `/proc/<pid>/stat`.
+pub fn parse_stat(stat: &[u8]) -> Option<(&[u8], u64)> {
+    let open = stat.iter().position(|&b| b == b'(')?;
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    if close < open {
+        return None;
+    }
+    let comm = &stat[open + 1..close];
+    // After ") " come fields 3.. ; starttime is field 22, the 20th of them.
+    let rest = stat.get(close + 2..)?;
+    let field = rest.split(|&b| b == b' ').nth(19)?;
+    let start_time = std::str::from_utf8(field).ok()?.trim().parse().ok()?;
+    Some((comm, start_time))
+}
+
+fn parse_u32(name: &[u8]) -> Option<u32> {
+    if name.is_empty() || name.len() > 10 || !name.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(name).ok()?.parse().ok()
+}
+
+/// The capabilities attribution needs that this process lacks, read from
+/// `<procfs>/self/status`; empty when it has them all (or runs as root with
+/// the full set).
+pub fn missing_capabilities(procfs: &Path) -> Vec<&'static str> {
+    const CAP_DAC_READ_SEARCH: u32 = 2;
+    const CAP_SYS_PTRACE: u32 = 19;
+    let status = std::fs::read(procfs.join("self/status")).unwrap_or_default();
+    let eff = status
+        .split(|&b| b == b'\n')
+        .find_map(|l| l.strip_prefix(b"CapEff:"))
+        .and_then(|v| u64::from_str_radix(OsStr::from_bytes(v).to_str()?.trim(), 16).ok());
+    let Some(eff) = eff else {
+        return vec!["CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"];
+    };
+    let mut missing = Vec::new();
+    if eff & (1 << CAP_SYS_PTRACE) == 0 {
+        missing.push("CAP_SYS_PTRACE");
+    }
+    if eff & (1 << CAP_DAC_READ_SEARCH) == 0 {
+        missing.push("CAP_DAC_READ_SEARCH");
+    }
+    missing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ranges::Protocol;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    #[test]
+    fn socket_links() {
+        assert_eq!(parse_socket_link(b"socket:[12345]"), Some(12345));
+        assert_eq!(parse_socket_link(b"socket:[]"), None);
+        assert_eq!(parse_socket_link(b"socket:[12a]"), None);
+        assert_eq!(parse_socket_link(b"pipe:[12345]"), None);
+        assert_eq!(parse_socket_link(b"/dev/null"), None);
+        assert_eq!(parse_socket_link(b"socket:[99999999999999999999999]"), None);
+    }
+
+    #[test]
+    fn stat_with_hostile_comm() {
+        let stat = b"42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 200";
+        let (comm, start) = parse_stat(stat).unwrap();
+        assert_eq!(comm, b"a) b (c)");
+        assert_eq!(start, 987654);
+        let nl = b"7 (x\ny) R 1 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 55 0 0";
+        assert_eq!(parse_stat(nl), Some((&b"x\ny"[..], 55)));
+        assert_eq!(parse_stat(b"garbage"), None);
+        assert_eq!(parse_stat(b"1 (x) S 1"), None);
+    }
+
+    /// Builds a fake procfs tree: pid 100 (comm "CtxGfx") holds socket 5001
+    /// at fd 3; pid 200 (comm "other") holds socket 5002 at fd 7.
+    fn fake_proc(root: &Path) {
+        for (pid, comm, fds, start) in [(100u32, "CtxGfx", vec![(3u32, 5001u64), (4, 1)], 111u64), (200, "other", vec![(7, 5002)], 222)] {
+            let dir = root.join(pid.to_string());
+            std::fs::create_dir_all(dir.join("fd")).unwrap();
+            std::fs::write(
+                dir.join("stat"),
+                format!("{pid} ({comm}) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {start} 0 0\n"),
+            )
+            .unwrap();
+            std::os::unix::fs::symlink(format!("/opt/{comm}"), dir.join("exe")).unwrap();
+            for (fd, inode) in fds {
+                std::os::unix::fs::symlink(format!("socket:[{inode}]"), dir.join(format!("fd/{fd}"))).unwrap();
+            }
+        }
+        std::fs::create_dir_all(root.join("self")).unwrap();
+    }
+
+    fn sock(inode: u64) -> Socket {
+        Socket {
+            protocol: Protocol::Udp,
+            state: 7,
+            local: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 3224,
+            remote: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            remote_port: 0,
+            uid: 0,
+            inode,
+            pid_hint: None,
+        }
+    }
+
+    fn tempdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("portrange-attr-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
+    #[test]
+    fn finds_owners_in_a_fake_tree_and_caches_them() {
+        let root = tempdir("find");
+        fake_proc(&root);
+        let mut a = Attributor::new(&root);
+        let socks = [sock(5001), sock(5002), sock(9999), sock(0)];
+        let (owners, stats) = a.attribute(&socks, far());
+        assert_eq!(owners[&5001].comm, b"CtxGfx");
+        assert_eq!(owners[&5001].pid, 100);
+        assert_eq!(owners[&5001].exe.as_deref(), Some(&b"/opt/CtxGfx"[..]));
+        assert_eq!(owners[&5002].comm, b"other");
+        assert!(!owners.contains_key(&9999));
+        assert_eq!(stats.searched, 3);
+        assert_eq!(stats.confirmed, 0);
+
+        // Second pass: both confirmed from the cache, 9999 is in back-off.
+        let (owners, stats) = a.attribute(&socks, far());
+        assert_eq!(owners.len(), 2);
+        assert_eq!(stats.confirmed, 2);
+        assert_eq!(stats.searched, 0);
+        assert_eq!(stats.processes_scanned, 0);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn pid_reuse_and_moved_sockets_are_not_kept_stale() {
+        let root = tempdir("reuse");
+        fake_proc(&root);
+        let mut a = Attributor::new(&root);
+        let socks = [sock(5001)];
+        assert_eq!(a.attribute(&socks, far()).0[&5001].comm, b"CtxGfx");
+
+        // pid 100 is reused by another program (new start time) that holds
+        // nothing; the socket moved to pid 200 at fd 9.
+        std::fs::write(root.join("100/stat"), "100 (impostor) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 999 0 0\n").unwrap();
+        std::fs::remove_file(root.join("100/fd/3")).unwrap();
+        std::os::unix::fs::symlink("socket:[5001]", root.join("200/fd/9")).unwrap();
+        let (owners, stats) = a.attribute(&socks, far());
+        assert_eq!(owners[&5001].comm, b"other");
+        assert_eq!(owners[&5001].pid, 200);
+        assert_eq!(stats.confirmed, 0);
+
+        // The holder exits: the owner is unknown, never the stale one.
+        std::fs::remove_dir_all(root.join("200")).unwrap();
+        let (owners, _) = a.attribute(&socks, far());
+        assert!(owners.is_empty(), "{owners:?}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn comm_changes_are_seen() {
+        let root = tempdir("comm");
+        fake_proc(&root);
+        let mut a = Attributor::new(&root);
+        a.attribute(&[sock(5001)], far());
+        // Same process (same start time) renamed itself.
+        std::fs::write(root.join("100/stat"), "100 (renamed) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 111 0 0\n").unwrap();
+        let (owners, stats) = a.attribute(&[sock(5001)], far());
+        assert_eq!(owners[&5001].comm, b"renamed");
+        assert_eq!(stats.confirmed, 1);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_past_deadline_leaves_sockets_unattributed_without_back_off() {
+        let root = tempdir("deadline");
+        fake_proc(&root);
+        let mut a = Attributor::new(&root);
+        let (owners, stats) = a.attribute(&[sock(5001)], Instant::now());
+        assert!(owners.is_empty());
+        assert!(stats.deadline_hit);
+        // Not put in back-off: the next scrape searches again and finds it.
+        let (owners, _) = a.attribute(&[sock(5001)], far());
+        assert_eq!(owners[&5001].pid, 100);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn cache_is_bounded_by_live_sockets() {
+        let root = tempdir("bound");
+        fake_proc(&root);
+        let mut a = Attributor::new(&root);
+        a.attribute(&[sock(5001), sock(5002), sock(777)], far());
+        assert_eq!(a.cached(), 3);
+        a.attribute(&[], far());
+        assert_eq!(a.cached(), 0);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn capabilities_from_status() {
+        let root = tempdir("caps");
+        std::fs::create_dir_all(root.join("self")).unwrap();
+        std::fs::write(root.join("self/status"), "Name:\tx\nCapEff:\t000001ffffffffff\n").unwrap();
+        assert!(missing_capabilities(&root).is_empty());
+        std::fs::write(root.join("self/status"), "CapEff:\t0000000000000000\n").unwrap();
+        assert_eq!(missing_capabilities(&root), vec!["CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"]);
+        std::fs::write(root.join("self/status"), "CapEff:\t0000000000080000\n").unwrap();
+        assert_eq!(missing_capabilities(&root), vec!["CAP_DAC_READ_SEARCH"]);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
