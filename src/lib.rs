@@ -7,3 +7,6 @@ pub mod config;
 pub mod ranges;
 pub mod sample;
 pub mod attribution;
+pub mod kernel;
+pub mod users;
+pub mod collect;
