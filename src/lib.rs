@@ -10,3 +10,4 @@ pub mod attribution;
 pub mod kernel;
 pub mod users;
 pub mod collect;
+pub mod metrics;
