@@ -179,13 +179,16 @@ impl Collector {
             return (HashMap::new(), PassStats::default());
         }
         let (owners, stats) = self.attributor.attribute(sockets, deadline);
-        if stats.permission_denied > 0 && !self.warned_permission {
+        if stats.permission_denied > 0 && self.missing_caps.is_empty() {
+            // Privileged, yet refused: processes of another user namespace or
+            // under a security module. Not a configuration problem.
+            log::debug!(
+                "{} processes' fd directories were refused despite CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH",
+                stats.permission_denied
+            );
+        } else if stats.permission_denied > 0 && !self.warned_permission {
             self.warned_permission = true;
-            let caps = if self.missing_caps.is_empty() {
-                "CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH".to_string()
-            } else {
-                self.missing_caps.join(" and ")
-            };
+            let caps = self.missing_caps.join(" and ");
             log::warn!(
                 "process attribution is incomplete: {} processes' fd directories under {} could not be read; \
                  missing {caps} (or run as root); their sockets count in portrange_unattributed_sockets \

@@ -11,3 +11,7 @@ pub mod kernel;
 pub mod users;
 pub mod collect;
 pub mod metrics;
+pub mod logging;
+pub mod http;
+pub mod check;
+pub mod cli;

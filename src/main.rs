@@ -1,1 +1,5 @@
-fn main() {}
+//! Entry point; the wiring lives in `cli`.
+
+fn main() {
+    std::process::exit(portrange_exporter::cli::main());
+}

@@ -78,13 +78,13 @@ impl Family {
         let pairs = labels
             .iter()
             .map(|(k, v)| {
-                let mut p = LabelPair::new();
+                let mut p = LabelPair::default();
                 p.set_name(k.to_string());
                 p.set_value(v.to_string());
                 p
             })
             .collect();
-        let mut g = Gauge::new();
+        let mut g = Gauge::default();
         g.set_value(value);
         let mut m = Metric::from_gauge(g);
         m.set_label(pairs);

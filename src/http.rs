@@ -1,0 +1,344 @@
+//! The HTTP endpoint: `/metrics` (or `--web.telemetry-path`), a landing
+//! page at `/`, `/-/healthy`, 404 elsewhere, 405 for methods other than GET
+//! and HEAD. Concurrent scrapes share one collection (single flight): a
+//! scrape that arrives while a collection runs waits for it and serves its
+//! result. The server takes a bound listener and a shutdown future, caps
+//! open connections, cuts clients that do not finish their headers in time,
+//! and drains open connections on shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::collect::Collector;
+use crate::metrics;
+
+/// Server settings.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub telemetry_path: String,
+    /// A client must send its complete request head within this time.
+    pub header_read_timeout: Duration,
+    /// Connections beyond this are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Default scrape budget when Prometheus sends no
+    /// `X-Prometheus-Scrape-Timeout-Seconds`.
+    pub default_budget: Duration,
+    /// How long shutdown waits for open connections.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            telemetry_path: "/metrics".into(),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 256,
+            default_budget: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A finished collection, encoded.
+struct Encoded {
+    finished: Instant,
+    body: Bytes,
+}
+
+/// What the handlers share.
+pub struct State {
+    collector: Arc<Mutex<Collector>>,
+    flight: tokio::sync::Mutex<Option<Encoded>>,
+    registry: prometheus::Registry,
+    options: Options,
+}
+
+impl State {
+    pub fn new(collector: Collector, options: Options) -> Arc<State> {
+        let registry = prometheus::Registry::new();
+        #[cfg(target_os = "linux")]
+        {
+            let pc = prometheus::process_collector::ProcessCollector::for_self();
+            registry
+                .register(Box::new(pc))
+                .expect("a fresh registry accepts the process collector");
+        }
+        Arc::new(State {
+            collector: Arc::new(Mutex::new(collector)),
+            flight: tokio::sync::Mutex::new(None),
+            registry,
+            options,
+        })
+    }
+
+    pub fn collector(&self) -> &Arc<Mutex<Collector>> {
+        &self.collector
+    }
+
+    /// Returns the exposition for a scrape that arrived at `arrived`: the
+    /// result of a collection that finished after that moment if there is
+    /// one (a concurrent scrape's), else a fresh one.
+    async fn scrape(&self, arrived: Instant, budget: Duration) -> Bytes {
+        let mut slot = self.flight.lock().await;
+        if let Some(done) = slot.as_ref()
+            && done.finished >= arrived
+        {
+            return done.body.clone();
+        }
+        let collector = self.collector.clone();
+        let registry = self.registry.clone();
+        let deadline = arrived + budget;
+        let body = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let mut c = collector.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let report = c.collect(deadline);
+            let mut families = metrics::families(&report, c.config(), 0.0);
+            drop(c);
+            families.extend(registry.gather());
+            // The duration covers the whole collection, encoding excepted.
+            let seconds = started.elapsed().as_secs_f64();
+            for f in families.iter_mut().filter(|f| f.name() == "portrange_scrape_duration_seconds") {
+                let mut m = f.take_metric();
+                let mut g = prometheus::proto::Gauge::default();
+                g.set_value(seconds);
+                m[0].set_gauge(g);
+                f.set_metric(m);
+            }
+            Bytes::from(metrics::encode(families))
+        })
+        .await
+        .unwrap_or_else(|e| Bytes::from(format!("# collection failed: {e}\n")));
+        *slot = Some(Encoded {
+            finished: Instant::now(),
+            body: body.clone(),
+        });
+        body
+    }
+}
+
+/// Serves until `shutdown` completes, then drains open connections for up
+/// to the grace period.
+pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(state.options.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    log::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            log::debug!("closing connection from {peer}: {} connections already open", state.options.max_connections);
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let st = state.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let st = st.clone();
+            async move { Ok::<_, Infallible>(handle(&st, req).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(state.options.header_read_timeout)
+            .max_buf_size(16 * 1024)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                log::debug!("connection from {peer}: {e}");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(state.options.shutdown_grace) => {
+            log::warn!("shutdown: connections still open after {:?}, closing them", state.options.shutdown_grace);
+        }
+    }
+    Ok(())
+}
+
+type Resp = Response<Full<Bytes>>;
+
+async fn handle(state: &State, req: Request<Incoming>) -> Resp {
+    let arrived = Instant::now();
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
+        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let path = req.uri().path();
+    if path == state.options.telemetry_path {
+        let budget = scrape_budget(req.headers(), state.options.default_budget);
+        let gzip = accepts_gzip(req.headers());
+        let body = state.scrape(arrived, budget).await;
+        return metrics_response(body, gzip);
+    }
+    match path {
+        "/" => html(landing_page(state)),
+        "/-/healthy" => text(StatusCode::OK, "Healthy\n"),
+        _ => text(StatusCode::NOT_FOUND, "Not Found\n"),
+    }
+}
+
+/// The time a collection may take: 80% of Prometheus's scrape timeout
+/// (leaving room for encoding and the network), or the default.
+pub fn scrape_budget(headers: &hyper::HeaderMap, default: Duration) -> Duration {
+    headers
+        .get("x-prometheus-scrape-timeout-seconds")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(|s| Duration::from_secs_f64((s * 0.8).min(3600.0)))
+        .unwrap_or(default)
+}
+
+/// Whether `Accept-Encoding` allows gzip (a `q=0` refuses it).
+pub fn accepts_gzip(headers: &hyper::HeaderMap) -> bool {
+    headers.get_all(header::ACCEPT_ENCODING).iter().any(|v| {
+        v.to_str().unwrap_or("").split(',').any(|item| {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|p| {
+                let p = p.trim();
+                p.strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f64>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+        })
+    })
+}
+
+fn metrics_response(body: Bytes, gzip: bool) -> Resp {
+    let mut builder = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, metrics::CONTENT_TYPE)
+        .header(header::VARY, "Accept-Encoding");
+    let body = if gzip {
+        let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+        let _ = enc.write_all(&body);
+        match enc.finish() {
+            Ok(z) => {
+                builder = builder.header(header::CONTENT_ENCODING, "gzip");
+                Bytes::from(z)
+            }
+            Err(_) => body,
+        }
+    } else {
+        body
+    };
+    builder.body(Full::new(body)).expect("static headers are valid")
+}
+
+fn text(status: StatusCode, body: &'static str) -> Resp {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .expect("static headers are valid")
+}
+
+fn html(body: String) -> Resp {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .body(Full::new(Bytes::from(body)))
+        .expect("static headers are valid")
+}
+
+fn landing_page(state: &State) -> String {
+    let config = state
+        .collector
+        .lock()
+        .map(|c| c.config().clone())
+        .unwrap_or_else(|p| p.into_inner().config().clone());
+    let mut rows = String::new();
+    for r in &config.ranges {
+        let protocols: Vec<&str> = r.protocols.iter().map(|p| p.as_str()).collect();
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            escape_html(&r.name),
+            escape_html(&r.ports.to_string()),
+            r.ports.len(),
+            protocols.join(", "),
+            r.expected.len()
+        ));
+    }
+    let path = escape_html(&state.options.telemetry_path);
+    format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>portrange_exporter</title></head>\n<body>\n\
+         <h1>portrange_exporter</h1>\n<p>Version {} (revision {})</p>\n\
+         <p><a href=\"{path}\">Metrics</a></p>\n<h2>Watched ranges</h2>\n\
+         <table border=\"1\" cellpadding=\"4\">\n<tr><th>Range</th><th>Ports</th><th>Count</th><th>Protocols</th><th>Allowlist entries</th></tr>\n{rows}</table>\n\
+         </body></html>\n",
+        escape_html(metrics::VERSION),
+        escape_html(metrics::REVISION),
+    )
+}
+
+fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> hyper::HeaderMap {
+        let mut h = hyper::HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn gzip_negotiation() {
+        assert!(accepts_gzip(&headers(&[("accept-encoding", "gzip")])));
+        assert!(accepts_gzip(&headers(&[("accept-encoding", "deflate, GZIP;q=0.5")])));
+        assert!(!accepts_gzip(&headers(&[("accept-encoding", "gzip;q=0")])));
+        assert!(!accepts_gzip(&headers(&[("accept-encoding", "identity")])));
+        assert!(!accepts_gzip(&headers(&[])));
+    }
+
+    #[test]
+    fn budget_from_prometheus_header() {
+        let d = Duration::from_secs(5);
+        assert_eq!(scrape_budget(&headers(&[("x-prometheus-scrape-timeout-seconds", "10")]), d), Duration::from_secs(8));
+        assert_eq!(scrape_budget(&headers(&[("x-prometheus-scrape-timeout-seconds", "junk")]), d), d);
+        assert_eq!(scrape_budget(&headers(&[("x-prometheus-scrape-timeout-seconds", "-1")]), d), d);
+        assert_eq!(scrape_budget(&headers(&[]), d), d);
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(escape_html("<a href=\"x\">&"), "&lt;a href=&quot;x&quot;&gt;&amp;");
+    }
+}
