@@ -1,0 +1,349 @@
+//! Shared integration-test helpers: a private network namespace per test
+//! thread, socket-holding child processes with chosen names, the exporter
+//! binary on a fixed port inside that namespace, and a small HTTP client.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const EXPORTER: &str = env!("CARGO_BIN_EXE_portrange_exporter");
+pub const ADDR: &str = "127.0.0.1:10224";
+
+/// Moves the calling thread (and every child it spawns from now on) into a
+/// new network namespace with loopback up. Returns false, after printing
+/// why, when that is not allowed (not root): the caller then skips.
+pub fn enter_netns(test: &str) -> bool {
+    // SAFETY: unshare(2) with CLONE_NEWNET only changes the calling
+    // thread's network namespace; it touches no memory of ours.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if std::env::var_os("CI").is_some() {
+            panic!("{test}: cannot create a network namespace in CI: {e}");
+        }
+        eprintln!("SKIPPED {test}: needs root for a private network namespace ({e})");
+        return false;
+    }
+    let st = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .expect("running `ip link set lo up` (iproute2)");
+    assert!(st.success(), "ip link set lo up failed");
+    true
+}
+
+/// A child process holding sockets until dropped.
+pub struct Holder {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Holder {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stop(mut self) {
+        self.kill();
+    }
+
+    fn kill(&mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn holder_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/holder.py")
+}
+
+/// Starts a holder named `name` with the given socket specs (see holder.py)
+/// and waits until its sockets are bound.
+pub fn hold(name: &str, specs: &[&str]) -> Holder {
+    let mut child = Command::new("python3")
+        .arg(holder_script())
+        .args(["--name", name])
+        .args(specs)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting python3 tests/holder.py");
+    let stdin = child.stdin.take();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready", "holder {name} {specs:?} did not start");
+    Holder { child, stdin }
+}
+
+/// The exporter under test.
+pub struct Exporter {
+    pub child: Child,
+    pub addr: String,
+    pub stderr_path: PathBuf,
+}
+
+impl Exporter {
+    /// Starts the exporter with `args` plus `--web.listen-address` and
+    /// waits until it answers.
+    pub fn start(args: &[&str]) -> Exporter {
+        Exporter::start_as(args, None)
+    }
+
+    /// Like `start`, wrapped in `prefix` (for example setpriv to drop privileges).
+    pub fn start_as(args: &[&str], prefix: Option<&[&str]>) -> Exporter {
+        let stderr_path = std::env::temp_dir().join(format!(
+            "portrange-exporter-{}-{:?}.log",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let stderr = std::fs::File::create(&stderr_path).unwrap();
+        let mut cmd = match prefix {
+            Some(p) => {
+                let mut c = Command::new(p[0]);
+                c.args(&p[1..]).arg(EXPORTER);
+                c
+            }
+            None => Command::new(EXPORTER),
+        };
+        let child = cmd
+            .args(["--web.listen-address", ADDR])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("starting the exporter");
+        let mut e = Exporter {
+            child,
+            addr: ADDR.to_string(),
+            stderr_path,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(r) = get(&e.addr, "/-/healthy", &[]) {
+                assert_eq!(r.status, 200);
+                break;
+            }
+            if let Ok(Some(st)) = e.child.try_wait() {
+                panic!("exporter exited with {st} before answering:\n{}", e.stderr());
+            }
+            assert!(Instant::now() < deadline, "exporter did not answer:\n{}", e.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        e
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        let r = get(&self.addr, "/metrics", &[]).expect("scraping /metrics");
+        assert_eq!(r.status, 200, "{}", r.text());
+        Metrics::parse(&r.text())
+    }
+
+    pub fn raw_metrics(&self) -> String {
+        get(&self.addr, "/metrics", &[]).unwrap().text()
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid, which has not been reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "exporter ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.stderr_path);
+    }
+}
+
+/// A parsed HTTP response.
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).expect("UTF-8 body")
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`.
+pub fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse_response(&raw)
+}
+
+pub fn get(addr: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+    request(addr, "GET", path, headers)
+}
+
+fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no header end"))?;
+    let head = std::str::from_utf8(&raw[..end]).map_err(|_| bad("head not UTF-8"))?;
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("bad status line"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[end + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body).ok_or_else(|| bad("bad chunked body"))?;
+    }
+    Ok(Response { status, headers, body })
+}
+
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = b.windows(2).position(|w| w == b"\r\n")?;
+        let size = usize::from_str_radix(std::str::from_utf8(&b[..line_end]).ok()?.trim(), 16).ok()?;
+        b = &b[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(b.get(..size)?);
+        b = b.get(size + 2..)?;
+    }
+}
+
+/// Samples of one scrape: series text (`name{labels}`) → value.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub series: BTreeMap<String, f64>,
+}
+
+impl Metrics {
+    pub fn parse(text: &str) -> Metrics {
+        let mut series = BTreeMap::new();
+        for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+            let (k, v) = line.rsplit_once(' ').expect("sample line has a value");
+            let v: f64 = v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+            assert!(series.insert(k.to_string(), v).is_none(), "duplicate series {k}");
+        }
+        Metrics { series }
+    }
+
+    /// The value of `series` (exact text, labels in exposition order).
+    pub fn get(&self, series: &str) -> Option<f64> {
+        self.series.get(series).copied()
+    }
+
+    #[track_caller]
+    pub fn value(&self, series: &str) -> f64 {
+        self.get(series)
+            .unwrap_or_else(|| panic!("no series {series}; have:\n{}", self.dump("portrange_")))
+    }
+
+    /// Series whose name is `name`, as label strings.
+    pub fn named(&self, name: &str) -> Vec<(String, f64)> {
+        self.series
+            .iter()
+            .filter(|(k, _)| k.as_str() == name || k.starts_with(&format!("{name}{{")))
+            .map(|(k, v)| (k[name.len()..].to_string(), *v))
+            .collect()
+    }
+
+    pub fn dump(&self, prefix: &str) -> String {
+        self.series
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| format!("{k} {v}\n"))
+            .collect()
+    }
+}
+
+/// Writes `text` to a fresh temporary config file.
+pub fn config_file(tag: &str, text: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("portrange-{tag}-{}.yml", std::process::id()));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Runs `ss` with `args` in the caller's namespace.
+pub fn ss(args: &[&str]) -> String {
+    let out = Command::new("ss").args(args).output().expect("running ss (iproute2)");
+    assert!(out.status.success(), "ss {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `portrange_exporter check` with `args`; returns (exit code, stdout).
+pub fn check(args: &[&str]) -> (i32, String) {
+    let out = Command::new(EXPORTER)
+        .arg("check")
+        .args(args)
+        .output()
+        .expect("running check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Open fds of `pid`.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}
