@@ -293,13 +293,11 @@ fn owner_of(s: &Socket, owners: &HashMap<u64, Arc<Owner>>) -> Option<Arc<Owner>>
     if let Some(o) = owners.get(&s.inode) {
         return Some(o.clone());
     }
-    s.pid_hint.map(|pid| {
-        Arc::new(Owner {
-            pid,
-            comm: crate::sample::process_name(pid).unwrap_or_default(),
-            exe: None,
-        })
-    })
+    // A backend that knows only the pid gives an owner only when the name
+    // can be resolved too: a nameless owner would be judged as a real one.
+    let pid = s.pid_hint?;
+    let comm = crate::sample::process_name(pid)?;
+    Some(Arc::new(Owner { pid, comm, exe: None }))
 }
 
 fn per_port(range: &RangeConfig, used: &BTreeSet<u16>) -> Option<Vec<(u16, bool)>> {

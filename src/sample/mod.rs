@@ -10,7 +10,6 @@ use crate::ranges::{PortSet, Protocol};
 
 #[cfg(target_os = "linux")]
 pub mod netlink;
-#[cfg(not(target_os = "linux"))]
 pub mod portable;
 
 /// One socket as the kernel reports it.

@@ -1,0 +1,113 @@
+//! The portable sampler, on top of the `netstat2` crate: the backend on
+//! macOS, Windows and the BSDs, and on Linux an independent oracle that the
+//! tests compare the sock_diag sampler with. netstat2 reports owning pids
+//! itself, so sockets from here carry `pid_hint`; it does not filter in
+//! the kernel and on Linux it scans every process on each call, which is
+//! why it is not the Linux hot path.
+
+use netstat2::{AddressFamilyFlags, ProtocolFlags, ProtocolSocketInfo, TcpState};
+
+use super::{Filter, SampleError, Socket, TCP_CLOSE, TCP_ESTABLISHED};
+use crate::ranges::Protocol;
+
+/// Samples through netstat2 and keeps the sockets in `filter`'s ports.
+pub fn sample(filter: &Filter) -> Result<Vec<Socket>, SampleError> {
+    let mut protocols = ProtocolFlags::empty();
+    if !filter.tcp.is_empty() {
+        protocols |= ProtocolFlags::TCP;
+    }
+    if !filter.udp.is_empty() {
+        protocols |= ProtocolFlags::UDP;
+    }
+    if protocols.is_empty() {
+        return Ok(Vec::new());
+    }
+    let infos = netstat2::get_sockets_info(AddressFamilyFlags::IPV4 | AddressFamilyFlags::IPV6, protocols)
+        .map_err(|e| SampleError::Unsupported(format!("netstat2: {e}")))?;
+    Ok(infos
+        .iter()
+        .filter_map(convert)
+        .filter(|s| filter.ports(s.protocol).contains(s.port))
+        .collect())
+}
+
+/// Converts one netstat2 record.
+pub fn convert(info: &netstat2::SocketInfo) -> Option<Socket> {
+    let pid_hint = info.associated_pids.first().copied();
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let (uid, inode) = (info.uid, u64::from(info.inode));
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let (uid, inode) = (u32::MAX, 0u64);
+    Some(match &info.protocol_socket_info {
+        ProtocolSocketInfo::Tcp(t) => Socket {
+            protocol: Protocol::Tcp,
+            state: tcp_state(&t.state),
+            local: t.local_addr,
+            port: t.local_port,
+            remote: t.remote_addr,
+            remote_port: t.remote_port,
+            uid,
+            inode,
+            pid_hint,
+        },
+        ProtocolSocketInfo::Udp(u) => Socket {
+            protocol: Protocol::Udp,
+            // netstat2 reports no UDP peer; treat the socket as unconnected.
+            state: TCP_CLOSE,
+            local: u.local_addr,
+            port: u.local_port,
+            remote: if u.local_addr.is_ipv4() {
+                std::net::Ipv4Addr::UNSPECIFIED.into()
+            } else {
+                std::net::Ipv6Addr::UNSPECIFIED.into()
+            },
+            remote_port: 0,
+            uid,
+            inode,
+            pid_hint,
+        },
+    })
+}
+
+fn tcp_state(s: &TcpState) -> u8 {
+    match s {
+        TcpState::Established => TCP_ESTABLISHED,
+        TcpState::SynSent => 2,
+        TcpState::SynReceived => 3,
+        TcpState::FinWait1 => 4,
+        TcpState::FinWait2 => 5,
+        TcpState::TimeWait => 6,
+        TcpState::Closed => 7,
+        TcpState::CloseWait => 8,
+        TcpState::LastAck => 9,
+        TcpState::Listen => 10,
+        TcpState::Closing => 11,
+        _ => 7,
+    }
+}
+
+/// Process names are not resolved by this backend yet.
+pub fn process_name(_pid: u32) -> Option<Vec<u8>> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ranges::PortSet;
+
+    #[test]
+    fn finds_an_own_socket_with_its_pid() {
+        let s = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = s.local_addr().unwrap().port();
+        let filter = Filter {
+            tcp: PortSet::from_intervals(vec![(port, port)]),
+            udp: PortSet::default(),
+        };
+        let got = sample(&filter).unwrap();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].port, port);
+        assert_eq!(got[0].state_name(), "listen");
+        assert_eq!(got[0].pid_hint, Some(std::process::id()));
+    }
+}
