@@ -13,7 +13,10 @@ fn main() {
             .and_then(|o| String::from_utf8(o.stdout).ok())
             .map(|s| s.trim().to_string())
     });
-    println!("cargo:rustc-env=PORTRANGE_REVISION={}", revision.unwrap_or_else(|| "unknown".into()));
+    println!(
+        "cargo:rustc-env=PORTRANGE_REVISION={}",
+        revision.unwrap_or_else(|| "unknown".into())
+    );
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let version = Command::new(rustc)
         .arg("--version")

@@ -16,8 +16,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -105,7 +105,11 @@ impl Attributor {
 
     /// Finds the owner of every socket, by inode. Sockets with inode 0
     /// (TIME_WAIT, request sockets) have no owner and are skipped.
-    pub fn attribute(&mut self, sockets: &[Socket], deadline: Instant) -> (HashMap<u64, Arc<Owner>>, PassStats) {
+    pub fn attribute(
+        &mut self,
+        sockets: &[Socket],
+        deadline: Instant,
+    ) -> (HashMap<u64, Arc<Owner>>, PassStats) {
         let now = Instant::now();
         let mut stats = PassStats::default();
         let mut uid_of: HashMap<u64, u32> = HashMap::new();
@@ -127,7 +131,10 @@ impl Attributor {
                 .or_insert_with(|| read_proc(&self.procfs, c.pid))
                 .clone();
             match info {
-                Some(p) if p.start_time == c.start_time && link_is(&self.procfs, c.pid, c.fd, inode) => {
+                Some(p)
+                    if p.start_time == c.start_time
+                        && link_is(&self.procfs, c.pid, c.fd, inode) =>
+                {
                     stats.confirmed += 1;
                     found.insert(inode, p.owner);
                 }
@@ -154,7 +161,15 @@ impl Attributor {
         stats.searched = wanted.len();
         if !wanted.is_empty() {
             let uids: HashSet<u32> = wanted.iter().map(|i| uid_of[i]).collect();
-            let complete = self.scan(&mut wanted, &known_pids, &uids, deadline, &mut stats, &mut procs, &mut found);
+            let complete = self.scan(
+                &mut wanted,
+                &known_pids,
+                &uids,
+                deadline,
+                &mut stats,
+                &mut procs,
+                &mut found,
+            );
             stats.deadline_hit = !complete;
             if complete {
                 for inode in wanted {
@@ -162,7 +177,13 @@ impl Attributor {
                     let backoff = MISS_BACKOFF_START
                         .saturating_mul(1 << (misses - 1).min(6))
                         .min(MISS_BACKOFF_MAX);
-                    self.missing.insert(inode, Missing { retry_at: now + backoff, misses });
+                    self.missing.insert(
+                        inode,
+                        Missing {
+                            retry_at: now + backoff,
+                            misses,
+                        },
+                    );
                 }
             }
         }
@@ -185,8 +206,11 @@ impl Attributor {
         procs: &mut HashMap<u32, Option<ProcInfo>>,
         found: &mut HashMap<u64, Arc<Owner>>,
     ) -> bool {
-        let Ok(proc_dir) = rustix::fs::open(&self.procfs, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        else {
+        let Ok(proc_dir) = rustix::fs::open(
+            &self.procfs,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) else {
             return true;
         };
         let all = list_pids(&proc_dir);
@@ -235,7 +259,11 @@ impl Attributor {
             if hits.is_empty() {
                 continue;
             }
-            let Some(info) = procs.entry(pid).or_insert_with(|| read_proc(&self.procfs, pid)).clone() else {
+            let Some(info) = procs
+                .entry(pid)
+                .or_insert_with(|| read_proc(&self.procfs, pid))
+                .clone()
+            else {
                 continue; // exited between the links and its stat
             };
             for (inode, fd) in hits {
@@ -262,7 +290,12 @@ impl Attributor {
 
 /// Reads every fd link of one process and returns the wanted socket inodes
 /// with their fd numbers.
-fn scan_fds(fd_dir: OwnedFd, wanted: &HashSet<u64>, buf: &mut Vec<u8>, denied: &mut usize) -> Vec<(u64, u32)> {
+fn scan_fds(
+    fd_dir: OwnedFd,
+    wanted: &HashSet<u64>,
+    buf: &mut Vec<u8>,
+    denied: &mut usize,
+) -> Vec<(u64, u32)> {
     let mut hits = Vec::new();
     let Ok(dir) = rustix::fs::Dir::read_from(&fd_dir) else {
         return hits;
@@ -413,7 +446,8 @@ mod tests {
 
     #[test]
     fn stat_with_hostile_comm() {
-        let stat = b"42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 200";
+        let stat =
+            b"42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 200";
         let (comm, start) = parse_stat(stat).unwrap();
         assert_eq!(comm, b"a) b (c)");
         assert_eq!(start, 987654);
@@ -426,7 +460,10 @@ mod tests {
     /// Builds a fake procfs tree: pid 100 (comm "CtxGfx") holds socket 5001
     /// at fd 3; pid 200 (comm "other") holds socket 5002 at fd 7.
     fn fake_proc(root: &Path) {
-        for (pid, comm, fds, start) in [(100u32, "CtxGfx", vec![(3u32, 5001u64), (4, 1)], 111u64), (200, "other", vec![(7, 5002)], 222)] {
+        for (pid, comm, fds, start) in [
+            (100u32, "CtxGfx", vec![(3u32, 5001u64), (4, 1)], 111u64),
+            (200, "other", vec![(7, 5002)], 222),
+        ] {
             let dir = root.join(pid.to_string());
             std::fs::create_dir_all(dir.join("fd")).unwrap();
             std::fs::write(
@@ -436,7 +473,11 @@ mod tests {
             .unwrap();
             std::os::unix::fs::symlink(format!("/opt/{comm}"), dir.join("exe")).unwrap();
             for (fd, inode) in fds {
-                std::os::unix::fs::symlink(format!("socket:[{inode}]"), dir.join(format!("fd/{fd}"))).unwrap();
+                std::os::unix::fs::symlink(
+                    format!("socket:[{inode}]"),
+                    dir.join(format!("fd/{fd}")),
+                )
+                .unwrap();
             }
         }
         std::fs::create_dir_all(root.join("self")).unwrap();
@@ -501,7 +542,11 @@ mod tests {
 
         // pid 100 is reused by another program (new start time) that holds
         // nothing; the socket moved to pid 200 at fd 9.
-        std::fs::write(root.join("100/stat"), "100 (impostor) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 999 0 0\n").unwrap();
+        std::fs::write(
+            root.join("100/stat"),
+            "100 (impostor) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 999 0 0\n",
+        )
+        .unwrap();
         std::fs::remove_file(root.join("100/fd/3")).unwrap();
         std::os::unix::fs::symlink("socket:[5001]", root.join("200/fd/9")).unwrap();
         let (owners, stats) = a.attribute(&socks, far());
@@ -523,7 +568,11 @@ mod tests {
         let mut a = Attributor::new(&root);
         a.attribute(&[sock(5001)], far());
         // Same process (same start time) renamed itself.
-        std::fs::write(root.join("100/stat"), "100 (renamed) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 111 0 0\n").unwrap();
+        std::fs::write(
+            root.join("100/stat"),
+            "100 (renamed) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 111 0 0\n",
+        )
+        .unwrap();
         let (owners, stats) = a.attribute(&[sock(5001)], far());
         assert_eq!(owners[&5001].comm, b"renamed");
         assert_eq!(stats.confirmed, 1);
@@ -560,10 +609,17 @@ mod tests {
     fn capabilities_from_status() {
         let root = tempdir("caps");
         std::fs::create_dir_all(root.join("self")).unwrap();
-        std::fs::write(root.join("self/status"), "Name:\tx\nCapEff:\t000001ffffffffff\n").unwrap();
+        std::fs::write(
+            root.join("self/status"),
+            "Name:\tx\nCapEff:\t000001ffffffffff\n",
+        )
+        .unwrap();
         assert!(missing_capabilities(&root).is_empty());
         std::fs::write(root.join("self/status"), "CapEff:\t0000000000000000\n").unwrap();
-        assert_eq!(missing_capabilities(&root), vec!["CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"]);
+        assert_eq!(
+            missing_capabilities(&root),
+            vec!["CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"]
+        );
         std::fs::write(root.join("self/status"), "CapEff:\t0000000000080000\n").unwrap();
         assert_eq!(missing_capabilities(&root), vec!["CAP_DAC_READ_SEARCH"]);
         std::fs::remove_dir_all(&root).unwrap();

@@ -38,7 +38,10 @@ impl std::str::FromStr for WarnFree {
     fn from_str(s: &str) -> Result<WarnFree, String> {
         let s = s.trim();
         if let Some(p) = s.strip_suffix('%') {
-            let v: f64 = p.trim().parse().map_err(|_| format!("{s:?} is not a percentage"))?;
+            let v: f64 = p
+                .trim()
+                .parse()
+                .map_err(|_| format!("{s:?} is not a percentage"))?;
             if !(0.0..=100.0).contains(&v) {
                 return Err(format!("{s:?} is not between 0% and 100%"));
             }
@@ -77,12 +80,20 @@ pub fn printable(s: &str) -> String {
 pub fn render(report: &Report, warn_free: WarnFree) -> (Status, String) {
     let mut out = String::new();
     if let Some(e) = &report.error {
-        let _ = writeln!(out, "PORTRANGE UNKNOWN - sockets could not be sampled: {}", printable(e));
+        let _ = writeln!(
+            out,
+            "PORTRANGE UNKNOWN - sockets could not be sampled: {}",
+            printable(e)
+        );
         return (Status::Unknown, out);
     }
     let mut status = Status::Ok;
     let mut reasons = Vec::new();
-    let unexpected: usize = report.listeners.iter().filter(|l| l.expected == Expected::False).count();
+    let unexpected: usize = report
+        .listeners
+        .iter()
+        .filter(|l| l.expected == Expected::False)
+        .count();
     if unexpected > 0 {
         status = Status::Critical;
         reasons.push(format!(
@@ -97,16 +108,29 @@ pub fn render(report: &Report, warn_free: WarnFree) -> (Status, String) {
             reasons.push(format!("{}/{} is full", r.range, r.protocol));
         } else if warn_free.below(free, r.ports) {
             status = status.max(Status::Warning);
-            reasons.push(format!("{}/{} has {free} of {} ports free", r.range, r.protocol, r.ports));
+            reasons.push(format!(
+                "{}/{} has {free} of {} ports free",
+                r.range, r.protocol, r.ports
+            ));
         }
     }
-    let unknown = report.listeners.iter().filter(|l| l.expected == Expected::Unknown).count();
+    let unknown = report
+        .listeners
+        .iter()
+        .filter(|l| l.expected == Expected::Unknown)
+        .count();
     if unknown > 0 {
-        reasons.push(format!("{unknown} listener{} with unknown owner", if unknown == 1 { "" } else { "s" }));
+        reasons.push(format!(
+            "{unknown} listener{} with unknown owner",
+            if unknown == 1 { "" } else { "s" }
+        ));
     }
     let summary = if reasons.is_empty() {
         let total_free: u32 = report.ranges.iter().map(|r| r.ports - r.in_use).sum();
-        format!("{} range/protocol pairs, {total_free} ports free, no unexpected listener", report.ranges.len())
+        format!(
+            "{} range/protocol pairs, {total_free} ports free, no unexpected listener",
+            report.ranges.len()
+        )
     } else {
         reasons.join("; ")
     };
@@ -152,13 +176,19 @@ pub fn render(report: &Report, warn_free: WarnFree) -> (Status, String) {
                 l.protocol.to_string(),
                 addr,
                 printable(&l.process()),
-                l.owner.as_ref().map_or("-".to_string(), |o| o.pid.to_string()),
+                l.owner
+                    .as_ref()
+                    .map_or("-".to_string(), |o| o.pid.to_string()),
                 printable(&l.user),
                 l.expected.as_str().to_string(),
                 l.range.clone(),
             ]);
         }
-        table(&mut out, &rows, &[false, false, false, true, false, false, false]);
+        table(
+            &mut out,
+            &rows,
+            &[false, false, false, true, false, false, false],
+        );
     }
     (status, out)
 }
@@ -237,13 +267,29 @@ mod tests {
     fn statuses() {
         let w = WarnFree::Percent(10.0);
         assert_eq!(render(&report(0, vec![]), w).0, Status::Ok);
-        assert_eq!(render(&report(91, vec![]), w).0, Status::Warning, "10 free < 10.1");
+        assert_eq!(
+            render(&report(91, vec![]), w).0,
+            Status::Warning,
+            "10 free < 10.1"
+        );
         assert_eq!(render(&report(90, vec![]), w).0, Status::Ok, "11 free");
         assert_eq!(render(&report(101, vec![]), w).0, Status::Critical);
-        assert_eq!(render(&report(1, vec![(b"nc", Expected::False)]), w).0, Status::Critical);
-        assert_eq!(render(&report(1, vec![(b"nc", Expected::Unknown)]), w).0, Status::Ok);
-        assert_eq!(render(&report(96, vec![]), WarnFree::Ports(5)).0, Status::Ok);
-        assert_eq!(render(&report(97, vec![]), WarnFree::Ports(5)).0, Status::Warning);
+        assert_eq!(
+            render(&report(1, vec![(b"nc", Expected::False)]), w).0,
+            Status::Critical
+        );
+        assert_eq!(
+            render(&report(1, vec![(b"nc", Expected::Unknown)]), w).0,
+            Status::Ok
+        );
+        assert_eq!(
+            render(&report(96, vec![]), WarnFree::Ports(5)).0,
+            Status::Ok
+        );
+        assert_eq!(
+            render(&report(97, vec![]), WarnFree::Ports(5)).0,
+            Status::Warning
+        );
         let mut failed = report(0, vec![]);
         failed.error = Some("udp/ipv4 dump: refused".into());
         let (s, text) = render(&failed, w);
@@ -253,19 +299,31 @@ mod tests {
 
     #[test]
     fn table_layout() {
-        let (s, text) = render(&report(1, vec![(b"CtxGfx", Expected::False)]), WarnFree::Percent(10.0));
+        let (s, text) = render(
+            &report(1, vec![(b"CtxGfx", Expected::False)]),
+            WarnFree::Percent(10.0),
+        );
         assert_eq!(s, Status::Critical);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "PORTRANGE CRITICAL - 1 unexpected listener");
         assert_eq!(lines[2], "RANGE      PROTOCOL  PORTS  IN USE  FREE");
         assert_eq!(lines[3], "framehawk  udp         101       1   100");
-        assert_eq!(lines[5], "PROTOCOL  ADDRESS:PORT  PROCESS   PID  USER  EXPECTED  RANGE");
-        assert_eq!(lines[6], "udp       [::]:3224     CtxGfx   4242  root  false     framehawk");
+        assert_eq!(
+            lines[5],
+            "PROTOCOL  ADDRESS:PORT  PROCESS   PID  USER  EXPECTED  RANGE"
+        );
+        assert_eq!(
+            lines[6],
+            "udp       [::]:3224     CtxGfx   4242  root  false     framehawk"
+        );
     }
 
     #[test]
     fn hostile_names_stay_on_one_line() {
-        let (_, text) = render(&report(1, vec![(b"a\nb\tc\\d", Expected::False)]), WarnFree::Percent(10.0));
+        let (_, text) = render(
+            &report(1, vec![(b"a\nb\tc\\d", Expected::False)]),
+            WarnFree::Percent(10.0),
+        );
         let row = text.lines().find(|l| l.starts_with("udp ")).unwrap();
         assert!(row.contains(r"a\nb\tc\\d"), "{row}");
         assert_eq!(text.lines().count(), 7);

@@ -26,15 +26,27 @@ pub struct Cli {
     pub command: Option<Command>,
 
     /// Address to listen on (":PORT" listens on every interface).
-    #[arg(long = "web.listen-address", env = "PORTRANGE_EXPORTER_WEB_LISTEN_ADDRESS", default_value = ":10224")]
+    #[arg(
+        long = "web.listen-address",
+        env = "PORTRANGE_EXPORTER_WEB_LISTEN_ADDRESS",
+        default_value = ":10224"
+    )]
     pub listen_address: String,
 
     /// Path under which to expose metrics.
-    #[arg(long = "web.telemetry-path", env = "PORTRANGE_EXPORTER_WEB_TELEMETRY_PATH", default_value = "/metrics")]
+    #[arg(
+        long = "web.telemetry-path",
+        env = "PORTRANGE_EXPORTER_WEB_TELEMETRY_PATH",
+        default_value = "/metrics"
+    )]
     pub telemetry_path: String,
 
     /// Maximum number of open HTTP connections; more are closed on accept.
-    #[arg(long = "web.max-connections", env = "PORTRANGE_EXPORTER_WEB_MAX_CONNECTIONS", default_value_t = 256)]
+    #[arg(
+        long = "web.max-connections",
+        env = "PORTRANGE_EXPORTER_WEB_MAX_CONNECTIONS",
+        default_value_t = 256
+    )]
     pub max_connections: usize,
 
     /// Time a client has to send its request headers.
@@ -42,11 +54,20 @@ pub struct Cli {
     pub header_read_timeout: Duration,
 
     /// Range configuration (YAML). Without it the built-in framehawk range is watched.
-    #[arg(long = "config.file", env = "PORTRANGE_EXPORTER_CONFIG_FILE", global = true)]
+    #[arg(
+        long = "config.file",
+        env = "PORTRANGE_EXPORTER_CONFIG_FILE",
+        global = true
+    )]
     pub config_file: Option<PathBuf>,
 
     /// procfs mount point.
-    #[arg(long = "path.procfs", env = "PORTRANGE_EXPORTER_PATH_PROCFS", default_value = "/proc", global = true)]
+    #[arg(
+        long = "path.procfs",
+        env = "PORTRANGE_EXPORTER_PATH_PROCFS",
+        default_value = "/proc",
+        global = true
+    )]
     pub procfs: PathBuf,
 
     /// Only log messages with the given severity or above.
@@ -54,7 +75,13 @@ pub struct Cli {
     pub log_level: String,
 
     /// Output format of log messages.
-    #[arg(long = "log.format", env = "PORTRANGE_EXPORTER_LOG_FORMAT", value_enum, default_value = "logfmt", global = true)]
+    #[arg(
+        long = "log.format",
+        env = "PORTRANGE_EXPORTER_LOG_FORMAT",
+        value_enum,
+        default_value = "logfmt",
+        global = true
+    )]
     pub log_format: Format,
 }
 
@@ -78,7 +105,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .map_or((s, "s"), |i| (&s[..i], &s[i..]));
-    let v: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration such as 10s"))?;
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 10s"))?;
     let secs = match unit {
         "ms" => v / 1000.0,
         "s" => v,
@@ -107,7 +136,10 @@ pub fn listen_addrs(addr: &str) -> anyhow::Result<Vec<SocketAddr>> {
         .to_socket_addrs()
         .with_context(|| format!("--web.listen-address {addr:?}: cannot resolve"))?
         .collect();
-    anyhow::ensure!(!addrs.is_empty(), "--web.listen-address {addr:?} resolves to nothing");
+    anyhow::ensure!(
+        !addrs.is_empty(),
+        "--web.listen-address {addr:?} resolves to nothing"
+    );
     Ok(addrs)
 }
 
@@ -289,7 +321,10 @@ mod tests {
         let a = listen_addrs(":10224").unwrap();
         assert_eq!(a[0].to_string(), "[::]:10224");
         assert_eq!(a[1].to_string(), "0.0.0.0:10224");
-        assert_eq!(listen_addrs("127.0.0.1:9").unwrap()[0].to_string(), "127.0.0.1:9");
+        assert_eq!(
+            listen_addrs("127.0.0.1:9").unwrap()[0].to_string(),
+            "127.0.0.1:9"
+        );
         assert!(listen_addrs(":x").is_err());
     }
 }

@@ -161,19 +161,31 @@ impl Collector {
             Ok(p) => Some(p),
             Err(e) => {
                 if !self.warned_ephemeral {
-                    log::warn!("cannot read the kernel's ephemeral port range, portrange_ephemeral_overlap_ports is left out: {e}");
+                    log::warn!(
+                        "cannot read the kernel's ephemeral port range, portrange_ephemeral_overlap_ports is left out: {e}"
+                    );
                     self.warned_ephemeral = true;
                 }
                 None
             }
         };
-        let mut report = build_report(&self.config, &sockets, &owners, ephemeral.as_ref(), &mut self.users);
+        let mut report = build_report(
+            &self.config,
+            &sockets,
+            &owners,
+            ephemeral.as_ref(),
+            &mut self.users,
+        );
         report.attribution = stats;
         report.duration = started.elapsed();
         report
     }
 
-    fn attribute(&mut self, sockets: &[Socket], deadline: Instant) -> (HashMap<u64, Arc<Owner>>, PassStats) {
+    fn attribute(
+        &mut self,
+        sockets: &[Socket],
+        deadline: Instant,
+    ) -> (HashMap<u64, Arc<Owner>>, PassStats) {
         // Backends that know the pid already (netstat2) need no scan.
         if sockets.iter().any(|s| s.pid_hint.is_some()) {
             return (HashMap::new(), PassStats::default());
@@ -270,15 +282,24 @@ pub fn build_report(
         }
     }
     listeners.sort_by(|a, b| {
-        (&a.range, a.protocol, a.port, a.address, a.process(), &a.user, a.expected).cmp(&(
-            &b.range,
-            b.protocol,
-            b.port,
-            b.address,
-            b.process(),
-            &b.user,
-            b.expected,
-        ))
+        (
+            &a.range,
+            a.protocol,
+            a.port,
+            a.address,
+            a.process(),
+            &a.user,
+            a.expected,
+        )
+            .cmp(&(
+                &b.range,
+                b.protocol,
+                b.port,
+                b.address,
+                b.process(),
+                &b.user,
+                b.expected,
+            ))
     });
     Report {
         error: None,
@@ -297,13 +318,21 @@ fn owner_of(s: &Socket, owners: &HashMap<u64, Arc<Owner>>) -> Option<Arc<Owner>>
     // can be resolved too: a nameless owner would be judged as a real one.
     let pid = s.pid_hint?;
     let comm = crate::sample::process_name(pid)?;
-    Some(Arc::new(Owner { pid, comm, exe: None }))
+    Some(Arc::new(Owner {
+        pid,
+        comm,
+        exe: None,
+    }))
 }
 
 fn per_port(range: &RangeConfig, used: &BTreeSet<u16>) -> Option<Vec<(u16, bool)>> {
-    range
-        .per_port
-        .then(|| range.ports.ports().map(|p| (p, used.contains(&p))).collect())
+    range.per_port.then(|| {
+        range
+            .ports
+            .ports()
+            .map(|p| (p, used.contains(&p)))
+            .collect()
+    })
 }
 
 /// Judges a listener against an allowlist. An entry matches when every
@@ -354,7 +383,11 @@ fn judge_entry(m: &Matcher, owner: &Owner, uid: u32, user: &str) -> Expected {
             return Expected::False;
         }
     }
-    if undecided { Expected::Unknown } else { Expected::True }
+    if undecided {
+        Expected::Unknown
+    } else {
+        Expected::True
+    }
 }
 
 #[cfg(test)]
@@ -390,33 +423,60 @@ mod tests {
 
     #[test]
     fn judging() {
-        let c = cfg("ranges:\n  - name: a\n    ports: 1\n    expected:\n      - process: CtxGfx\n        exe: /opt/citrix/*\n      - user: citrix\n");
+        let c = cfg(
+            "ranges:\n  - name: a\n    ports: 1\n    expected:\n      - process: CtxGfx\n        exe: /opt/citrix/*\n      - user: citrix\n",
+        );
         let m = &c.ranges[0].expected;
         let ctx = owner("CtxGfx", Some("/opt/citrix/bin/CtxGfx"));
         assert_eq!(judge(m, Some(&ctx), 0, "root"), Expected::True);
-        assert_eq!(judge(m, Some(&owner("CtxGfx", Some("/tmp/CtxGfx"))), 0, "root"), Expected::False);
-        assert_eq!(judge(m, Some(&owner("CtxGfx", None)), 0, "root"), Expected::Unknown);
-        assert_eq!(judge(m, Some(&owner("nc", None)), 0, "root"), Expected::False, "process already fails entry 0");
-        assert_eq!(judge(m, Some(&owner("nc", None)), 1001, "citrix"), Expected::True);
-        assert_eq!(judge(m, None, 1001, "citrix"), Expected::Unknown, "no owner is never expected");
+        assert_eq!(
+            judge(m, Some(&owner("CtxGfx", Some("/tmp/CtxGfx"))), 0, "root"),
+            Expected::False
+        );
+        assert_eq!(
+            judge(m, Some(&owner("CtxGfx", None)), 0, "root"),
+            Expected::Unknown
+        );
+        assert_eq!(
+            judge(m, Some(&owner("nc", None)), 0, "root"),
+            Expected::False,
+            "process already fails entry 0"
+        );
+        assert_eq!(
+            judge(m, Some(&owner("nc", None)), 1001, "citrix"),
+            Expected::True
+        );
+        assert_eq!(
+            judge(m, None, 1001, "citrix"),
+            Expected::Unknown,
+            "no owner is never expected"
+        );
         assert_eq!(judge(&[], Some(&ctx), 0, "root"), Expected::False);
         let by_uid = cfg("ranges:\n  - name: a\n    ports: 1\n    expected:\n      - user: 1001\n");
-        assert_eq!(judge(&by_uid.ranges[0].expected, Some(&ctx), 1001, "citrix"), Expected::True);
-        assert_eq!(judge(&by_uid.ranges[0].expected, Some(&ctx), 0, "1001"), Expected::False);
+        assert_eq!(
+            judge(&by_uid.ranges[0].expected, Some(&ctx), 1001, "citrix"),
+            Expected::True
+        );
+        assert_eq!(
+            judge(&by_uid.ranges[0].expected, Some(&ctx), 0, "1001"),
+            Expected::False
+        );
     }
 
     #[test]
     fn counts_per_range_and_protocol() {
-        let c = cfg("ranges:\n  - name: fh\n    ports: 3224-3324\n    expected:\n      - process: ok\n  - name: one\n    ports: 3224\n    protocols: [udp]\n    per_port: false\n");
+        let c = cfg(
+            "ranges:\n  - name: fh\n    ports: 3224-3324\n    expected:\n      - process: ok\n  - name: one\n    ports: 3224\n    protocols: [udp]\n    per_port: false\n",
+        );
         let socks = vec![
-            sock(Protocol::Udp, 3224, 7, 0, 10),        // listener, owner "ok"
-            sock(Protocol::Udp, 3225, 1, 5000, 11),     // connected UDP: not a listener
-            sock(Protocol::Udp, 3226, 7, 0, 12),        // listener, owner "bad"
-            sock(Protocol::Udp, 3227, 7, 0, 13),        // listener, owner unknown
-            sock(Protocol::Tcp, 3300, 10, 0, 20),       // listen
-            sock(Protocol::Tcp, 3300, 1, 40000, 21),    // accepted connection, same port
-            sock(Protocol::Tcp, 3301, 6, 40001, 0),     // TIME_WAIT: does not hold the port
-            sock(Protocol::Tcp, 3400, 10, 0, 22),       // outside every range
+            sock(Protocol::Udp, 3224, 7, 0, 10),     // listener, owner "ok"
+            sock(Protocol::Udp, 3225, 1, 5000, 11),  // connected UDP: not a listener
+            sock(Protocol::Udp, 3226, 7, 0, 12),     // listener, owner "bad"
+            sock(Protocol::Udp, 3227, 7, 0, 13),     // listener, owner unknown
+            sock(Protocol::Tcp, 3300, 10, 0, 20),    // listen
+            sock(Protocol::Tcp, 3300, 1, 40000, 21), // accepted connection, same port
+            sock(Protocol::Tcp, 3301, 6, 40001, 0),  // TIME_WAIT: does not hold the port
+            sock(Protocol::Tcp, 3400, 10, 0, 22),    // outside every range
         ];
         let mut owners = HashMap::new();
         owners.insert(10, Arc::new(owner("ok", None)));
@@ -428,7 +488,10 @@ mod tests {
         let r = build_report(&c, &socks, &owners, Some(&eph), &mut UserNames::default());
         assert_eq!(r.ranges.len(), 3);
         let fh_udp = &r.ranges[0];
-        assert_eq!((fh_udp.range.as_str(), fh_udp.protocol), ("fh", Protocol::Udp));
+        assert_eq!(
+            (fh_udp.range.as_str(), fh_udp.protocol),
+            ("fh", Protocol::Udp)
+        );
         assert_eq!(fh_udp.ports, 101);
         assert_eq!(fh_udp.in_use, 4);
         assert_eq!(fh_udp.states, vec![("unconn", 3), ("established", 1)]);
@@ -442,15 +505,26 @@ mod tests {
         assert_eq!(fh_tcp.protocol, Protocol::Tcp);
         assert_eq!(fh_tcp.in_use, 1, "TIME_WAIT does not hold 3301");
         let count = |n: &str| fh_tcp.states.iter().find(|(s, _)| *s == n).unwrap().1;
-        assert_eq!((count("listen"), count("established"), count("time_wait")), (1, 1, 1));
+        assert_eq!(
+            (count("listen"), count("established"), count("time_wait")),
+            (1, 1, 1)
+        );
         assert_eq!(fh_tcp.states.len(), 11);
         assert_eq!(fh_tcp.unattributed, 0, "TIME_WAIT has no owner to find");
         let one = &r.ranges[2];
-        assert_eq!((one.ports, one.in_use, one.unexpected), (1, 1, 1), "the allowlist of fh does not apply here");
+        assert_eq!(
+            (one.ports, one.in_use, one.unexpected),
+            (1, 1, 1),
+            "the allowlist of fh does not apply here"
+        );
         assert!(one.per_port.is_none());
         // Listeners: 3 UDP + 1 TCP in fh, 1 UDP in "one".
         assert_eq!(r.listeners.len(), 5);
-        let exp: Vec<_> = r.listeners.iter().map(|l| (l.range.as_str(), l.port, l.expected)).collect();
+        let exp: Vec<_> = r
+            .listeners
+            .iter()
+            .map(|l| (l.range.as_str(), l.port, l.expected))
+            .collect();
         assert!(exp.contains(&("fh", 3224, Expected::True)));
         assert!(exp.contains(&("fh", 3226, Expected::False)));
         assert!(exp.contains(&("fh", 3227, Expected::Unknown)));
@@ -464,7 +538,10 @@ mod tests {
         let r = build_report(&c, &[], &HashMap::new(), None, &mut UserNames::default());
         assert_eq!(r.ranges.len(), 2);
         for s in &r.ranges {
-            assert_eq!((s.ports, s.in_use, s.unexpected, s.unattributed), (101, 0, 0, 0));
+            assert_eq!(
+                (s.ports, s.in_use, s.unexpected, s.unattributed),
+                (101, 0, 0, 0)
+            );
             assert!(s.states.iter().all(|(_, n)| *n == 0));
             assert_eq!(s.ephemeral_overlap, None);
         }

@@ -232,7 +232,12 @@ struct Errors<'a> {
 }
 
 impl Errors<'_> {
-    fn at<T>(&self, span: &Spanned<T>, key: impl Into<String>, message: impl fmt::Display) -> ConfigError {
+    fn at<T>(
+        &self,
+        span: &Spanned<T>,
+        key: impl Into<String>,
+        message: impl fmt::Display,
+    ) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.to_string(),
             line: span.referenced.line(),
@@ -285,7 +290,11 @@ fn unknown_key(message: &str) -> Option<String> {
 fn validate(raw: RawConfig, path: &str) -> Result<Config, ConfigError> {
     let err = Errors { path };
     if raw.ranges.value.is_empty() {
-        return Err(err.at(&raw.ranges, "ranges", "the range list is empty: watch at least one range"));
+        return Err(err.at(
+            &raw.ranges,
+            "ranges",
+            "the range list is empty: watch at least one range",
+        ));
     }
     let mut ranges: Vec<RangeConfig> = Vec::with_capacity(raw.ranges.value.len());
     for (i, r) in raw.ranges.value.into_iter().enumerate() {
@@ -297,15 +306,24 @@ fn validate(raw: RawConfig, path: &str) -> Result<Config, ConfigError> {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         {
-            return Err(err.at(&r.name, key("name"), format!("{name:?} is not a valid range name: use [a-z0-9_]+")));
+            return Err(err.at(
+                &r.name,
+                key("name"),
+                format!("{name:?} is not a valid range name: use [a-z0-9_]+"),
+            ));
         }
         if ranges.iter().any(|other| other.name == name) {
-            return Err(err.at(&r.name, key("name"), format!("duplicate range name {name:?}")));
+            return Err(err.at(
+                &r.name,
+                key("name"),
+                format!("duplicate range name {name:?}"),
+            ));
         }
 
         let mut intervals = Vec::new();
         if let Some(single) = &r.ports.value.1 {
-            let item = PortSet::parse_item(&single.0).map_err(|e| err.at(&r.ports, key("ports"), e))?;
+            let item =
+                PortSet::parse_item(&single.0).map_err(|e| err.at(&r.ports, key("ports"), e))?;
             intervals.push(item);
         }
         for (j, item) in r.ports.value.0.iter().enumerate() {
@@ -322,7 +340,11 @@ fn validate(raw: RawConfig, path: &str) -> Result<Config, ConfigError> {
             None => vec![Protocol::Udp, Protocol::Tcp],
             Some(list) => {
                 if list.value.is_empty() {
-                    return Err(err.at(list, key("protocols"), "no protocols: give tcp, udp or both"));
+                    return Err(err.at(
+                        list,
+                        key("protocols"),
+                        "no protocols: give tcp, udp or both",
+                    ));
                 }
                 let mut out = Vec::new();
                 for (j, p) in list.value.iter().enumerate() {
@@ -331,7 +353,11 @@ fn validate(raw: RawConfig, path: &str) -> Result<Config, ConfigError> {
                         RawProtocol::Udp => Protocol::Udp,
                     };
                     if out.contains(&proto) {
-                        return Err(err.at(p, format!("ranges[{i}].protocols[{j}]"), format!("{proto} is listed twice")));
+                        return Err(err.at(
+                            p,
+                            format!("ranges[{i}].protocols[{j}]"),
+                            format!("{proto} is listed twice"),
+                        ));
                     }
                     out.push(proto);
                 }
@@ -352,7 +378,9 @@ fn validate(raw: RawConfig, path: &str) -> Result<Config, ConfigError> {
             }
             let process = match &e.process {
                 None => None,
-                Some(p) => Some(parse_name_match(&p.value).map_err(|m| err.at(p, ekey("process"), m))?),
+                Some(p) => {
+                    Some(parse_name_match(&p.value).map_err(|m| err.at(p, ekey("process"), m))?)
+                }
             };
             let exe = match &e.exe {
                 None => None,
@@ -374,7 +402,10 @@ fn validate(raw: RawConfig, path: &str) -> Result<Config, ConfigError> {
             expected,
         });
     }
-    Ok(Config { ranges, source: None })
+    Ok(Config {
+        ranges,
+        source: None,
+    })
 }
 
 fn parse_name_match(text: &str) -> Result<NameMatch, String> {
@@ -464,7 +495,13 @@ mod tests {
     fn refused(text: &str, line: u64, key: &str, needle: &str) {
         match parse(text) {
             Ok(_) => panic!("accepted:\n{text}"),
-            Err(ConfigError::Invalid { path, line: l, key: k, message, column }) => {
+            Err(ConfigError::Invalid {
+                path,
+                line: l,
+                key: k,
+                message,
+                column,
+            }) => {
                 let shown = format!("{path}:{l}:{column}: {k}: {message}");
                 assert_eq!(path, "ranges.yml", "{shown}");
                 assert_eq!(l, line, "{shown}");
@@ -503,8 +540,14 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let cfg = parse("ranges:\n  - name: big\n    ports: 30000-32767\n  - name: one\n    ports: 3224\n").unwrap();
-        assert!(!cfg.ranges[0].per_port, "2768 ports is above the per-port limit");
+        let cfg = parse(
+            "ranges:\n  - name: big\n    ports: 30000-32767\n  - name: one\n    ports: 3224\n",
+        )
+        .unwrap();
+        assert!(
+            !cfg.ranges[0].per_port,
+            "2768 ports is above the per-port limit"
+        );
         assert_eq!(cfg.ranges[0].protocols, vec![Protocol::Udp, Protocol::Tcp]);
         assert_eq!(cfg.ranges[1].ports.len(), 1);
         assert!(cfg.ranges[1].per_port);
@@ -523,49 +566,104 @@ mod tests {
 
     #[test]
     fn port_zero() {
-        refused("ranges:\n  - name: a\n    ports: 0\n", 3, "ranges[0].ports", "port 0");
+        refused(
+            "ranges:\n  - name: a\n    ports: 0\n",
+            3,
+            "ranges[0].ports",
+            "port 0",
+        );
     }
 
     #[test]
     fn port_too_large() {
-        refused("ranges:\n  - name: a\n    ports: 3224-65536\n", 3, "ranges[0].ports", "above 65535");
-        refused("ranges:\n  - name: a\n    ports:\n      - 1\n      - 70000\n", 5, "ranges[0].ports[1]", "above 65535");
+        refused(
+            "ranges:\n  - name: a\n    ports: 3224-65536\n",
+            3,
+            "ranges[0].ports",
+            "above 65535",
+        );
+        refused(
+            "ranges:\n  - name: a\n    ports:\n      - 1\n      - 70000\n",
+            5,
+            "ranges[0].ports[1]",
+            "above 65535",
+        );
     }
 
     #[test]
     fn reversed_range() {
-        refused("ranges:\n  - name: a\n    ports: 3324-3224\n", 3, "ranges[0].ports", "reversed");
+        refused(
+            "ranges:\n  - name: a\n    ports: 3324-3224\n",
+            3,
+            "ranges[0].ports",
+            "reversed",
+        );
     }
 
     #[test]
     fn not_a_port() {
-        refused("ranges:\n  - name: a\n    ports: [\"12x\"]\n", 3, "ranges[0].ports[0]", "not a port");
-        refused("ranges:\n  - name: a\n    ports: -5\n", 3, "ranges[0].ports", "port");
+        refused(
+            "ranges:\n  - name: a\n    ports: [\"12x\"]\n",
+            3,
+            "ranges[0].ports[0]",
+            "not a port",
+        );
+        refused(
+            "ranges:\n  - name: a\n    ports: -5\n",
+            3,
+            "ranges[0].ports",
+            "port",
+        );
     }
 
     #[test]
     fn duplicate_names() {
-        refused("ranges:\n  - name: a\n    ports: 1\n  - name: a\n    ports: 2\n", 4, "ranges[1].name", "duplicate range name");
+        refused(
+            "ranges:\n  - name: a\n    ports: 1\n  - name: a\n    ports: 2\n",
+            4,
+            "ranges[1].name",
+            "duplicate range name",
+        );
     }
 
     #[test]
     fn bad_name() {
-        refused("ranges:\n  - name: Frame-Hawk\n    ports: 1\n", 2, "ranges[0].name", "[a-z0-9_]+");
+        refused(
+            "ranges:\n  - name: Frame-Hawk\n    ports: 1\n",
+            2,
+            "ranges[0].name",
+            "[a-z0-9_]+",
+        );
     }
 
     #[test]
     fn no_protocols() {
-        refused("ranges:\n  - name: a\n    ports: 1\n    protocols: []\n", 4, "ranges[0].protocols", "no protocols");
+        refused(
+            "ranges:\n  - name: a\n    ports: 1\n    protocols: []\n",
+            4,
+            "ranges[0].protocols",
+            "no protocols",
+        );
     }
 
     #[test]
     fn unknown_protocol() {
-        refused("ranges:\n  - name: a\n    ports: 1\n    protocols: [sctp]\n", 4, "(document)", "sctp");
+        refused(
+            "ranges:\n  - name: a\n    ports: 1\n    protocols: [sctp]\n",
+            4,
+            "(document)",
+            "sctp",
+        );
     }
 
     #[test]
     fn duplicate_protocol() {
-        refused("ranges:\n  - name: a\n    ports: 1\n    protocols: [udp, udp]\n", 4, "ranges[0].protocols[1]", "twice");
+        refused(
+            "ranges:\n  - name: a\n    ports: 1\n    protocols: [udp, udp]\n",
+            4,
+            "ranges[0].protocols[1]",
+            "twice",
+        );
     }
 
     #[test]
@@ -590,12 +688,22 @@ mod tests {
 
     #[test]
     fn empty_allowlist_entry() {
-        refused("ranges:\n  - name: a\n    ports: 1\n    expected:\n      - {}\n", 5, "ranges[0].expected[0]", "at least one");
+        refused(
+            "ranges:\n  - name: a\n    ports: 1\n    expected:\n      - {}\n",
+            5,
+            "ranges[0].expected[0]",
+            "at least one",
+        );
     }
 
     #[test]
     fn unknown_keys() {
-        refused("ranges:\n  - name: a\n    ports: 1\n    prots: [udp]\n", 4, "prots", "unknown field");
+        refused(
+            "ranges:\n  - name: a\n    ports: 1\n    prots: [udp]\n",
+            4,
+            "prots",
+            "unknown field",
+        );
         refused("rangez: []\n", 1, "rangez", "unknown field");
         refused(
             "ranges:\n  - name: a\n    ports: 1\n    expected:\n      - process: x\n        pid: 1\n",
@@ -618,12 +726,22 @@ mod tests {
 
     #[test]
     fn syntax_error() {
-        refused("ranges:\n  - name: a\n    ports: [1, 2\n", 3, "(document)", "unclosed bracket");
+        refused(
+            "ranges:\n  - name: a\n    ports: [1, 2\n",
+            3,
+            "(document)",
+            "unclosed bracket",
+        );
     }
 
     #[test]
     fn empty_port_list() {
-        refused("ranges:\n  - name: a\n    ports: []\n", 3, "ranges[0].ports", "empty");
+        refused(
+            "ranges:\n  - name: a\n    ports: []\n",
+            3,
+            "ranges[0].ports",
+            "empty",
+        );
     }
 
     #[test]
@@ -658,6 +776,10 @@ mod tests {
     #[test]
     fn read_error_names_the_file() {
         let e = Config::load(Path::new("/nonexistent/ranges.yml")).unwrap_err();
-        assert!(e.to_string().starts_with("/nonexistent/ranges.yml: cannot read"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/ranges.yml: cannot read"),
+            "{e}"
+        );
     }
 }

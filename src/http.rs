@@ -102,14 +102,19 @@ impl State {
         let deadline = arrived + budget;
         let body = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let mut c = collector.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut c = collector
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             let report = c.collect(deadline);
             let mut families = metrics::families(&report, c.config(), 0.0);
             drop(c);
             families.extend(registry.gather());
             // The duration covers the whole collection, encoding excepted.
             let seconds = started.elapsed().as_secs_f64();
-            for f in families.iter_mut().filter(|f| f.name() == "portrange_scrape_duration_seconds") {
+            for f in families
+                .iter_mut()
+                .filter(|f| f.name() == "portrange_scrape_duration_seconds")
+            {
                 let mut m = f.take_metric();
                 let mut g = prometheus::proto::Gauge::default();
                 g.set_value(seconds);
@@ -130,7 +135,11 @@ impl State {
 
 /// Serves until `shutdown` completes, then drains open connections for up
 /// to the grace period.
-pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(state.options.max_connections));
     tokio::pin!(shutdown);
@@ -148,7 +157,10 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Futu
             _ = &mut shutdown => break,
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            log::debug!("closing connection from {peer}: {} connections already open", state.options.max_connections);
+            log::debug!(
+                "closing connection from {peer}: {} connections already open",
+                state.options.max_connections
+            );
             drop(stream);
             continue;
         };
@@ -187,7 +199,8 @@ async fn handle(state: &State, req: Request<Incoming>) -> Resp {
     let arrived = Instant::now();
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
-        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
     let path = req.uri().path();
@@ -239,7 +252,10 @@ fn metrics_response(body: Bytes, gzip: bool) -> Resp {
         .header(header::CONTENT_TYPE, metrics::CONTENT_TYPE)
         .header(header::VARY, "Accept-Encoding");
     let body = if gzip {
-        let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+        let mut enc = flate2::write::GzEncoder::new(
+            Vec::with_capacity(body.len() / 4),
+            flate2::Compression::fast(),
+        );
         let _ = enc.write_all(&body);
         match enc.finish() {
             Ok(z) => {
@@ -251,7 +267,9 @@ fn metrics_response(body: Bytes, gzip: bool) -> Resp {
     } else {
         body
     };
-    builder.body(Full::new(body)).expect("static headers are valid")
+    builder
+        .body(Full::new(body))
+        .expect("static headers are valid")
 }
 
 fn text(status: StatusCode, body: &'static str) -> Resp {
@@ -322,7 +340,10 @@ mod tests {
     #[test]
     fn gzip_negotiation() {
         assert!(accepts_gzip(&headers(&[("accept-encoding", "gzip")])));
-        assert!(accepts_gzip(&headers(&[("accept-encoding", "deflate, GZIP;q=0.5")])));
+        assert!(accepts_gzip(&headers(&[(
+            "accept-encoding",
+            "deflate, GZIP;q=0.5"
+        )])));
         assert!(!accepts_gzip(&headers(&[("accept-encoding", "gzip;q=0")])));
         assert!(!accepts_gzip(&headers(&[("accept-encoding", "identity")])));
         assert!(!accepts_gzip(&headers(&[])));
@@ -331,14 +352,35 @@ mod tests {
     #[test]
     fn budget_from_prometheus_header() {
         let d = Duration::from_secs(5);
-        assert_eq!(scrape_budget(&headers(&[("x-prometheus-scrape-timeout-seconds", "10")]), d), Duration::from_secs(8));
-        assert_eq!(scrape_budget(&headers(&[("x-prometheus-scrape-timeout-seconds", "junk")]), d), d);
-        assert_eq!(scrape_budget(&headers(&[("x-prometheus-scrape-timeout-seconds", "-1")]), d), d);
+        assert_eq!(
+            scrape_budget(
+                &headers(&[("x-prometheus-scrape-timeout-seconds", "10")]),
+                d
+            ),
+            Duration::from_secs(8)
+        );
+        assert_eq!(
+            scrape_budget(
+                &headers(&[("x-prometheus-scrape-timeout-seconds", "junk")]),
+                d
+            ),
+            d
+        );
+        assert_eq!(
+            scrape_budget(
+                &headers(&[("x-prometheus-scrape-timeout-seconds", "-1")]),
+                d
+            ),
+            d
+        );
         assert_eq!(scrape_budget(&headers(&[]), d), d);
     }
 
     #[test]
     fn html_is_escaped() {
-        assert_eq!(escape_html("<a href=\"x\">&"), "&lt;a href=&quot;x&quot;&gt;&amp;");
+        assert_eq!(
+            escape_html("<a href=\"x\">&"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;"
+        );
     }
 }

@@ -16,7 +16,11 @@ pub enum KernelError {
         source: std::io::Error,
     },
     #[error("{path}: cannot parse {text:?}: {reason}")]
-    Parse { path: PathBuf, text: String, reason: String },
+    Parse {
+        path: PathBuf,
+        text: String,
+        reason: String,
+    },
 }
 
 /// Parses `ip_local_port_range` ("32768\t60999").
@@ -83,13 +87,16 @@ mod tests {
         assert_eq!(framehawk.intersect(&eph).len(), 25 - 10);
         std::fs::write(dir.join("ip_local_reserved_ports"), "junk\n").unwrap();
         let e = ephemeral_ports(&root).unwrap_err().to_string();
-        assert!(e.contains("ip_local_reserved_ports") && e.contains("junk"), "{e}");
+        assert!(
+            e.contains("ip_local_reserved_ports") && e.contains("junk"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn live_host_is_readable() {
         let eph = ephemeral_ports(Path::new("/proc")).unwrap();
-        assert!(eph.len() > 0);
+        assert!(!eph.is_empty());
     }
 }

@@ -3,15 +3,15 @@
 //! ranges, Kubernetes NodePorts). Data flows one way: [`config`] →
 //! [`sample`] → [`attribution`] → [`collect`] → [`http`] / [`check`].
 
-pub mod config;
-pub mod ranges;
-pub mod sample;
 pub mod attribution;
-pub mod kernel;
-pub mod users;
-pub mod collect;
-pub mod metrics;
-pub mod logging;
-pub mod http;
 pub mod check;
 pub mod cli;
+pub mod collect;
+pub mod config;
+pub mod http;
+pub mod kernel;
+pub mod logging;
+pub mod metrics;
+pub mod ranges;
+pub mod sample;
+pub mod users;

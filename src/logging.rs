@@ -35,7 +35,12 @@ impl Log for Logger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let line = format_line(self.format, SystemTime::now(), record.level(), &record.args().to_string());
+        let line = format_line(
+            self.format,
+            SystemTime::now(),
+            record.level(),
+            &record.args().to_string(),
+        );
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 
@@ -60,7 +65,11 @@ pub fn format_line(format: Format, now: SystemTime, level: Level, msg: &str) -> 
             let v = serde_json::json!({"ts": ts, "level": level_name(level), "msg": msg});
             format!("{v}\n")
         }
-        Format::Logfmt => format!("ts={ts} level={} msg={}\n", level_name(level), logfmt_value(msg)),
+        Format::Logfmt => format!(
+            "ts={ts} level={} msg={}\n",
+            level_name(level),
+            logfmt_value(msg)
+        ),
     }
 }
 
@@ -122,13 +131,24 @@ mod tests {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         let t = UNIX_EPOCH + Duration::from_millis(1_795_664_400_123);
         assert_eq!(rfc3339(t), "2026-11-26T03:40:00.123Z");
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00.000Z"
+        );
     }
 
     #[test]
     fn lines_cannot_be_forged() {
-        let l = format_line(Format::Logfmt, UNIX_EPOCH, Level::Warn, "evil\" level=error\nts=0");
-        assert_eq!(l, "ts=1970-01-01T00:00:00.000Z level=warn msg=\"evil\\\" level=error\\nts=0\"\n");
+        let l = format_line(
+            Format::Logfmt,
+            UNIX_EPOCH,
+            Level::Warn,
+            "evil\" level=error\nts=0",
+        );
+        assert_eq!(
+            l,
+            "ts=1970-01-01T00:00:00.000Z level=warn msg=\"evil\\\" level=error\\nts=0\"\n"
+        );
         let j = format_line(Format::Json, UNIX_EPOCH, Level::Info, "a\nb\"");
         assert_eq!(j.lines().count(), 1);
         let v: serde_json::Value = serde_json::from_str(&j).unwrap();

@@ -25,7 +25,10 @@ pub const FAMILIES: &[(&str, &str)] = &[
         "portrange_ports_in_use",
         "Distinct ports of the range with at least one socket not in TIME_WAIT.",
     ),
-    ("portrange_ports_free", "Ports of the range with no socket (ports minus ports in use)."),
+    (
+        "portrange_ports_free",
+        "Ports of the range with no socket (ports minus ports in use).",
+    ),
     (
         "portrange_sockets",
         "Sockets in the range by state (tcp: established, syn_sent, syn_recv, fin_wait1, fin_wait2, time_wait, close, close_wait, last_ack, listen, closing; udp: unconn, established).",
@@ -42,13 +45,22 @@ pub const FAMILIES: &[(&str, &str)] = &[
         "portrange_ephemeral_overlap_ports",
         "Ports of the range inside net.ipv4.ip_local_port_range and not in ip_local_reserved_ports: ports outgoing connections can take.",
     ),
-    ("portrange_port_in_use", "1 when the port holds at least one socket not in TIME_WAIT, else 0."),
+    (
+        "portrange_port_in_use",
+        "1 when the port holds at least one socket not in TIME_WAIT, else 0.",
+    ),
     (
         "portrange_listener_info",
         "A listener in the range (TCP LISTEN or UDP without a peer); expected is true, false, or unknown when its owner was not found.",
     ),
-    ("portrange_up", "1 when socket sampling succeeded in this scrape, 0 when it failed."),
-    ("portrange_scrape_duration_seconds", "Time this scrape took to sample, attribute and count, in seconds."),
+    (
+        "portrange_up",
+        "1 when socket sampling succeeded in this scrape, 0 when it failed.",
+    ),
+    (
+        "portrange_scrape_duration_seconds",
+        "Time this scrape took to sample, attribute and count, in seconds.",
+    ),
     (
         "portrange_exporter_build_info",
         "Build information of portrange_exporter; the value is always 1.",
@@ -71,7 +83,10 @@ struct Family {
 
 impl Family {
     fn new(name: &'static str) -> Family {
-        Family { name, metrics: Vec::new() }
+        Family {
+            name,
+            metrics: Vec::new(),
+        }
     }
 
     fn add(&mut self, labels: &[(&str, &str)], value: f64) {
@@ -113,14 +128,24 @@ pub fn families(report: &Report, config: &Config, scrape_seconds: f64) -> Vec<Me
     dur.add(&[], scrape_seconds);
     out.push(dur.build());
     let mut build = Family::new("portrange_exporter_build_info");
-    build.add(&[("version", VERSION), ("revision", REVISION), ("rustc_version", RUSTC_VERSION)], 1.0);
+    build.add(
+        &[
+            ("version", VERSION),
+            ("revision", REVISION),
+            ("rustc_version", RUSTC_VERSION),
+        ],
+        1.0,
+    );
     out.push(build.build());
 
     let mut ports = Family::new("portrange_ports");
     if !report.up() {
         for r in &config.ranges {
             for p in &r.protocols {
-                ports.add(&[("range", &r.name), ("protocol", p.as_str())], f64::from(r.ports.len()));
+                ports.add(
+                    &[("range", &r.name), ("protocol", p.as_str())],
+                    f64::from(r.ports.len()),
+                );
             }
         }
         out.push(ports.build());
@@ -135,7 +160,10 @@ pub fn families(report: &Report, config: &Config, scrape_seconds: f64) -> Vec<Me
     let mut overlap = Family::new("portrange_ephemeral_overlap_ports");
     let mut port_in_use = Family::new("portrange_port_in_use");
     for r in &report.ranges {
-        let base = [("range", r.range.as_str()), ("protocol", r.protocol.as_str())];
+        let base = [
+            ("range", r.range.as_str()),
+            ("protocol", r.protocol.as_str()),
+        ];
         ports.add(&base, f64::from(r.ports));
         in_use.add(&base, f64::from(r.in_use));
         free.add(&base, f64::from(r.ports - r.in_use));
@@ -149,7 +177,10 @@ pub fn families(report: &Report, config: &Config, scrape_seconds: f64) -> Vec<Me
         }
         if let Some(pp) = &r.per_port {
             for (port, used) in pp {
-                port_in_use.add(&[base[0], base[1], ("port", &port.to_string())], if *used { 1.0 } else { 0.0 });
+                port_in_use.add(
+                    &[base[0], base[1], ("port", &port.to_string())],
+                    if *used { 1.0 } else { 0.0 },
+                );
             }
         }
     }
@@ -267,20 +298,36 @@ mod tests {
 
     #[test]
     fn hostile_names_are_escaped() {
-        let t = text(&report(vec![listener(b"a\"b\\c\nd"), listener(b"bad\xff\xfe")]));
+        let t = text(&report(vec![
+            listener(b"a\"b\\c\nd"),
+            listener(b"bad\xff\xfe"),
+        ]));
         assert!(t.contains(r#"process="a\"b\\c\nd""#), "{t}");
         assert!(t.contains("process=\"bad\u{FFFD}\u{FFFD}\""), "{t}");
         // Every sample line stays on one line.
-        for line in t.lines().filter(|l| l.starts_with("portrange_listener_info")) {
+        for line in t
+            .lines()
+            .filter(|l| l.starts_with("portrange_listener_info"))
+        {
             assert!(line.ends_with(" 1"), "{line}");
         }
-        assert_eq!(t.lines().filter(|l| l.starts_with("portrange_listener_info{")).count(), 2);
+        assert_eq!(
+            t.lines()
+                .filter(|l| l.starts_with("portrange_listener_info{"))
+                .count(),
+            2
+        );
     }
 
     #[test]
     fn duplicate_listeners_share_a_series() {
         let t = text(&report(vec![listener(b"nginx"), listener(b"nginx")]));
-        assert_eq!(t.lines().filter(|l| l.starts_with("portrange_listener_info{")).count(), 1);
+        assert_eq!(
+            t.lines()
+                .filter(|l| l.starts_with("portrange_listener_info{"))
+                .count(),
+            1
+        );
     }
 
     #[test]
@@ -316,7 +363,10 @@ mod tests {
         r.ranges.clear();
         let t = text(&r);
         assert!(t.lines().any(|l| l == "portrange_up 0"));
-        assert!(t.contains(r#"portrange_ports{range="framehawk",protocol="udp"} 101"#), "{t}");
+        assert!(
+            t.contains(r#"portrange_ports{range="framehawk",protocol="udp"} 101"#),
+            "{t}"
+        );
         assert!(!t.contains("portrange_ports_free"), "{t}");
         assert!(!t.contains("portrange_ports_in_use"), "{t}");
     }

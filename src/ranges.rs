@@ -225,17 +225,29 @@ mod tests {
     #[test]
     fn refuses_bad_ports() {
         assert_eq!(PortSet::parse_item("0"), Err(PortError::Zero));
-        assert_eq!(PortSet::parse_item("65536"), Err(PortError::TooLarge(65536)));
+        assert_eq!(
+            PortSet::parse_item("65536"),
+            Err(PortError::TooLarge(65536))
+        );
         assert_eq!(
             PortSet::parse_item("99999999999999999999999"),
             Err(PortError::TooLarge(u64::MAX))
         );
-        assert_eq!(PortSet::parse_item("3324-3224"), Err(PortError::Reversed(3324, 3224)));
+        assert_eq!(
+            PortSet::parse_item("3324-3224"),
+            Err(PortError::Reversed(3324, 3224))
+        );
         assert_eq!(PortSet::parse_item(""), Err(PortError::Empty));
         assert_eq!(PortSet::parse_item("3224-"), Err(PortError::Empty));
         assert_eq!(PortSet::parse_item("-5"), Err(PortError::Empty));
-        assert_eq!(PortSet::parse_item("12a"), Err(PortError::NotANumber("12a".into())));
-        assert_eq!(PortSet::parse_item("+5"), Err(PortError::NotANumber("+5".into())));
+        assert_eq!(
+            PortSet::parse_item("12a"),
+            Err(PortError::NotANumber("12a".into()))
+        );
+        assert_eq!(
+            PortSet::parse_item("+5"),
+            Err(PortError::NotANumber("+5".into()))
+        );
     }
 
     #[test]
@@ -260,7 +272,15 @@ mod tests {
     #[test]
     fn contains_across_several_intervals() {
         let s = PortSet::from_intervals(vec![(1, 1), (100, 200), (65535, 65535)]);
-        for (p, want) in [(1, true), (2, false), (99, false), (100, true), (200, true), (201, false), (65535, true)] {
+        for (p, want) in [
+            (1, true),
+            (2, false),
+            (99, false),
+            (100, true),
+            (200, true),
+            (201, false),
+            (65535, true),
+        ] {
             assert_eq!(s.contains(p), want, "port {p}");
         }
         assert!(!PortSet::default().contains(1));
@@ -278,18 +298,30 @@ mod tests {
         );
         let reserved = PortSet::parse_kernel_list("3301,3310-3312,7").unwrap();
         let exposed = i.difference(&reserved);
-        assert_eq!(exposed.intervals(), &[(3300, 3300), (3302, 3309), (3313, 3324)]);
+        assert_eq!(
+            exposed.intervals(),
+            &[(3300, 3300), (3302, 3309), (3313, 3324)]
+        );
         assert_eq!(exposed.len(), 25 - 4);
         assert_eq!(a.difference(&a).len(), 0);
         assert_eq!(a.difference(&PortSet::default()), a);
         let full = PortSet::from_intervals(vec![(1, 65535)]);
-        assert_eq!(full.difference(&PortSet::from_intervals(vec![(1, 1), (65535, 65535)])).len(), 65533);
+        assert_eq!(
+            full.difference(&PortSet::from_intervals(vec![(1, 1), (65535, 65535)]))
+                .len(),
+            65533
+        );
     }
 
     #[test]
     fn kernel_list_format() {
         assert_eq!(PortSet::parse_kernel_list("").unwrap().len(), 0);
         assert_eq!(PortSet::parse_kernel_list("\n").unwrap().len(), 0);
-        assert_eq!(PortSet::parse_kernel_list("8080,9000-9010\n").unwrap().len(), 12);
+        assert_eq!(
+            PortSet::parse_kernel_list("8080,9000-9010\n")
+                .unwrap()
+                .len(),
+            12
+        );
     }
 }

@@ -41,7 +41,15 @@ fn scenario_gauges_listeners_check_and_ss_agree() {
     }
     let cfg = config_file("scenario", SCENARIO);
     let cfg_arg = cfg.to_str().unwrap();
-    let ctx = hold("CtxGfx", &["udp:0.0.0.0:3224", "udp:[::]:3225", "tcp:127.0.0.1:3300", "udpc:127.0.0.1:3240:9"]);
+    let ctx = hold(
+        "CtxGfx",
+        &[
+            "udp:0.0.0.0:3224",
+            "udp:[::]:3225",
+            "tcp:127.0.0.1:3300",
+            "udpc:127.0.0.1:3240:9",
+        ],
+    );
     let intruder = hold("intruder", &["udp:127.0.0.1:3226", "udp:0.0.0.0:4000"]);
     let mosh = hold("mosh-server", &["udp:0.0.0.0:60001"]);
     let exporter = Exporter::start(&["--config.file", cfg_arg]);
@@ -53,27 +61,67 @@ fn scenario_gauges_listeners_check_and_ss_agree() {
     let v = |name: &str, labels: &str| m.value(&format!("{name}{labels}"));
     assert_eq!(m.value("portrange_up"), 1.0);
     assert_eq!(v("portrange_ports", fh_udp), 101.0);
-    assert_eq!(v("portrange_ports_in_use", fh_udp), 4.0, "3224, 3225, 3226 and the connected 3240");
+    assert_eq!(
+        v("portrange_ports_in_use", fh_udp),
+        4.0,
+        "3224, 3225, 3226 and the connected 3240"
+    );
     assert_eq!(v("portrange_ports_free", fh_udp), 97.0);
     assert_eq!(v("portrange_ports_in_use", fh_tcp), 1.0);
     assert_eq!(v("portrange_ports_free", fh_tcp), 100.0);
-    assert_eq!(v("portrange_unexpected_listeners", fh_udp), 1.0, "only the intruder");
+    assert_eq!(
+        v("portrange_unexpected_listeners", fh_udp),
+        1.0,
+        "only the intruder"
+    );
     assert_eq!(v("portrange_unexpected_listeners", fh_tcp), 0.0);
     assert_eq!(v("portrange_unattributed_sockets", fh_udp), 0.0);
     assert_eq!(v("portrange_unattributed_sockets", fh_tcp), 0.0);
-    assert_eq!(m.value(r#"portrange_sockets{range="framehawk",protocol="udp",state="unconn"}"#), 3.0);
-    assert_eq!(m.value(r#"portrange_sockets{range="framehawk",protocol="udp",state="established"}"#), 1.0);
-    assert_eq!(m.value(r#"portrange_sockets{range="framehawk",protocol="tcp",state="listen"}"#), 1.0);
-    assert_eq!(m.value(r#"portrange_sockets{range="framehawk",protocol="tcp",state="established"}"#), 0.0);
+    assert_eq!(
+        m.value(r#"portrange_sockets{range="framehawk",protocol="udp",state="unconn"}"#),
+        3.0
+    );
+    assert_eq!(
+        m.value(r#"portrange_sockets{range="framehawk",protocol="udp",state="established"}"#),
+        1.0
+    );
+    assert_eq!(
+        m.value(r#"portrange_sockets{range="framehawk",protocol="tcp",state="listen"}"#),
+        1.0
+    );
+    assert_eq!(
+        m.value(r#"portrange_sockets{range="framehawk",protocol="tcp",state="established"}"#),
+        0.0
+    );
     assert_eq!(m.named("portrange_sockets").len(), 2 + 11 + 2);
     assert_eq!(v("portrange_ports", mosh_udp), 1001.0);
     assert_eq!(v("portrange_ports_in_use", mosh_udp), 1.0);
-    assert_eq!(v("portrange_unexpected_listeners", mosh_udp), 1.0, "mosh has an empty allowlist");
-    assert_eq!(m.value(r#"portrange_port_in_use{range="framehawk",protocol="udp",port="3224"}"#), 1.0);
-    assert_eq!(m.value(r#"portrange_port_in_use{range="framehawk",protocol="udp",port="3227"}"#), 0.0);
-    assert_eq!(m.value(r#"portrange_port_in_use{range="framehawk",protocol="tcp",port="3300"}"#), 1.0);
-    assert_eq!(m.named("portrange_port_in_use").len(), 202, "per-port for framehawk only");
-    assert!(m.get(r#"portrange_port_in_use{range="framehawk",protocol="udp",port="4000"}"#).is_none());
+    assert_eq!(
+        v("portrange_unexpected_listeners", mosh_udp),
+        1.0,
+        "mosh has an empty allowlist"
+    );
+    assert_eq!(
+        m.value(r#"portrange_port_in_use{range="framehawk",protocol="udp",port="3224"}"#),
+        1.0
+    );
+    assert_eq!(
+        m.value(r#"portrange_port_in_use{range="framehawk",protocol="udp",port="3227"}"#),
+        0.0
+    );
+    assert_eq!(
+        m.value(r#"portrange_port_in_use{range="framehawk",protocol="tcp",port="3300"}"#),
+        1.0
+    );
+    assert_eq!(
+        m.named("portrange_port_in_use").len(),
+        202,
+        "per-port for framehawk only"
+    );
+    assert!(
+        m.get(r#"portrange_port_in_use{range="framehawk",protocol="udp",port="4000"}"#)
+            .is_none()
+    );
     let want: BTreeSet<String> = [
         r#"{range="framehawk",protocol="tcp",port="3300",address="127.0.0.1",process="CtxGfx",user="root",expected="true"}"#,
         r#"{range="framehawk",protocol="udp",port="3224",address="0.0.0.0",process="CtxGfx",user="root",expected="true"}"#,
@@ -97,21 +145,50 @@ fn scenario_gauges_listeners_check_and_ss_agree() {
         let cols: Vec<&str> = line.split_whitespace().collect();
         let proto = cols[0].to_string();
         let port: u16 = cols[4].rsplit(':').next().unwrap().parse().unwrap();
-        let process = line.split("((\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("?").to_string();
+        let process = line
+            .split("((\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("?")
+            .to_string();
         ss_ports.insert((proto.clone(), port));
         ss_owned.insert((proto, port, process));
     }
-    assert_eq!(ss_out.lines().count() as f64, {
-        let s: f64 = m.named("portrange_sockets").iter().filter(|(l, _)| l.contains("framehawk")).map(|(_, v)| v).sum();
-        s
-    }, "socket count vs ss:\n{ss_out}");
+    assert_eq!(
+        ss_out.lines().count() as f64,
+        {
+            let s: f64 = m
+                .named("portrange_sockets")
+                .iter()
+                .filter(|(l, _)| l.contains("framehawk"))
+                .map(|(_, v)| v)
+                .sum();
+            s
+        },
+        "socket count vs ss:\n{ss_out}"
+    );
     let ours_ports: BTreeSet<(String, u16)> = m
         .named("portrange_port_in_use")
         .into_iter()
         .filter(|(_, v)| *v == 1.0)
         .map(|(l, _)| {
-            let proto = l.split("protocol=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
-            let port = l.split("port=\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
+            let proto = l
+                .split("protocol=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .to_string();
+            let port = l
+                .split("port=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
             (proto, port)
         })
         .collect();
@@ -122,7 +199,8 @@ fn scenario_gauges_listeners_check_and_ss_agree() {
             continue; // connected: not a listener
         }
         assert!(
-            listener_set(&m).iter().any(|l| l.contains(&format!("protocol=\"{proto}\",port=\"{port}\""))
+            listener_set(&m).iter().any(|l| l
+                .contains(&format!("protocol=\"{proto}\",port=\"{port}\""))
                 && l.contains(&format!("process=\"{process}\""))),
             "ss has {proto} {port} {process}, we do not:\n{ss_out}"
         );
@@ -131,17 +209,35 @@ fn scenario_gauges_listeners_check_and_ss_agree() {
     // check: an unexpected listener is CRITICAL, and the table names it.
     let (code, out) = check(&["--config.file", cfg_arg]);
     assert_eq!(code, 2, "{out}");
-    assert!(out.starts_with("PORTRANGE CRITICAL - 2 unexpected listeners"), "{out}");
-    let row = out.lines().find(|l| l.contains("intruder")).expect("intruder row");
-    assert!(row.contains("127.0.0.1:3226") && row.contains(&intruder.pid().to_string()) && row.contains("false"), "{row}");
-    assert!(out.lines().any(|l| l.starts_with("framehawk  udp ") && l.ends_with(" 97")), "{out}");
+    assert!(
+        out.starts_with("PORTRANGE CRITICAL - 2 unexpected listeners"),
+        "{out}"
+    );
+    let row = out
+        .lines()
+        .find(|l| l.contains("intruder"))
+        .expect("intruder row");
+    assert!(
+        row.contains("127.0.0.1:3226")
+            && row.contains(&intruder.pid().to_string())
+            && row.contains("false"),
+        "{row}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("framehawk  udp ") && l.ends_with(" 97")),
+        "{out}"
+    );
 
     // Close sockets: the numbers fall back.
     intruder.stop();
     mosh.stop();
     let m = exporter.metrics();
     assert_eq!(m.value(&format!("portrange_ports_in_use{fh_udp}")), 3.0);
-    assert_eq!(m.value(&format!("portrange_unexpected_listeners{fh_udp}")), 0.0);
+    assert_eq!(
+        m.value(&format!("portrange_unexpected_listeners{fh_udp}")),
+        0.0
+    );
     assert_eq!(m.value(&format!("portrange_ports_in_use{mosh_udp}")), 0.0);
     assert_eq!(listener_set(&m).len(), 3);
     let (code, out) = check(&["--config.file", cfg_arg]);
@@ -152,7 +248,10 @@ fn scenario_gauges_listeners_check_and_ss_agree() {
     assert!(out.starts_with("PORTRANGE WARNING"), "{out}");
 
     // A full range is CRITICAL.
-    let tiny = config_file("tiny", "ranges:\n  - name: tiny\n    ports: 3224-3225\n    protocols: [udp]\n    expected:\n      - process: CtxGfx\n");
+    let tiny = config_file(
+        "tiny",
+        "ranges:\n  - name: tiny\n    ports: 3224-3225\n    protocols: [udp]\n    expected:\n      - process: CtxGfx\n",
+    );
     let (code, out) = check(&["--config.file", tiny.to_str().unwrap()]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("tiny/udp is full"), "{out}");
@@ -167,7 +266,11 @@ fn scenario_gauges_listeners_check_and_ss_agree() {
     assert_eq!(m.value(&format!("portrange_ports_in_use{fh_udp}")), 0.0);
     assert_eq!(m.value(&format!("portrange_ports_in_use{fh_tcp}")), 0.0);
     assert!(listener_set(&m).is_empty());
-    assert!(m.named("portrange_port_in_use").iter().all(|(_, v)| *v == 0.0));
+    assert!(
+        m.named("portrange_port_in_use")
+            .iter()
+            .all(|(_, v)| *v == 0.0)
+    );
     let st = exporter.terminate();
     assert!(st.success(), "SIGTERM exits 0, got {st}");
     for p in [cfg, tiny, bad] {
@@ -180,7 +283,10 @@ fn scenario_gauges_listeners_check_and_ss_agree() {
 fn normalize(raw: &str) -> String {
     let mut out = String::new();
     for line in raw.lines() {
-        if line.starts_with("process_") || line.starts_with("# HELP process_") || line.starts_with("# TYPE process_") {
+        if line.starts_with("process_")
+            || line.starts_with("# HELP process_")
+            || line.starts_with("# TYPE process_")
+        {
             continue;
         }
         if line.starts_with("portrange_scrape_duration_seconds ") {
@@ -206,14 +312,28 @@ fn promtool_check(raw: &str) {
         if std::env::var_os("CI").is_some() {
             panic!("promtool is missing in CI: .ci/run must install the prometheus package");
         }
-        eprintln!("SKIPPED promtool check metrics: promtool not installed (apt-get install prometheus)");
+        eprintln!(
+            "SKIPPED promtool check metrics: promtool not installed (apt-get install prometheus)"
+        );
         return;
     };
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(raw.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(raw.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && report.trim().is_empty(), "promtool check metrics:\n{report}");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool check metrics:\n{report}"
+    );
 }
 
 #[test]
@@ -241,7 +361,8 @@ fn golden_metrics_and_promtool() {
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, &got).unwrap();
     }
-    let want = std::fs::read_to_string(&path).expect("tests/golden/metrics.prom (UPDATE_GOLDEN=1 writes it)");
+    let want = std::fs::read_to_string(&path)
+        .expect("tests/golden/metrics.prom (UPDATE_GOLDEN=1 writes it)");
     if got != want {
         let diff: Vec<String> = want
             .lines()
@@ -262,7 +383,9 @@ fn golden_metrics_and_promtool() {
     assert_eq!(z.header("content-encoding"), Some("gzip"));
     let mut text = String::new();
     use std::io::Read;
-    flate2::read::GzDecoder::new(&z.body[..]).read_to_string(&mut text).unwrap();
+    flate2::read::GzDecoder::new(&z.body[..])
+        .read_to_string(&mut text)
+        .unwrap();
     assert_eq!(normalize(&text), want);
 }
 
@@ -274,12 +397,24 @@ fn http_endpoints() {
     let exporter = Exporter::start(&[]);
     let landing = get(ADDR, "/", &[]).unwrap();
     assert_eq!(landing.status, 200);
-    assert!(landing.header("content-type").unwrap().starts_with("text/html"));
+    assert!(
+        landing
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
     let body = landing.text();
     assert!(body.contains("portrange_exporter") && body.contains(env!("CARGO_PKG_VERSION")));
-    assert!(body.contains("href=\"/metrics\"") && body.contains("framehawk") && body.contains("3224-3324"));
+    assert!(
+        body.contains("href=\"/metrics\"")
+            && body.contains("framehawk")
+            && body.contains("3224-3324")
+    );
     let healthy = get(ADDR, "/-/healthy", &[]).unwrap();
-    assert_eq!((healthy.status, healthy.text().as_str()), (200, "Healthy\n"));
+    assert_eq!(
+        (healthy.status, healthy.text().as_str()),
+        (200, "Healthy\n")
+    );
     assert_eq!(get(ADDR, "/nope", &[]).unwrap().status, 404);
     let post = request(ADDR, "POST", "/metrics", &[("Content-Length", "0")]).unwrap();
     assert_eq!(post.status, 405);
@@ -288,28 +423,50 @@ fn http_endpoints() {
     assert_eq!(head.status, 200);
     assert!(head.body.is_empty());
     let m = get(ADDR, "/metrics", &[]).unwrap();
-    assert_eq!(m.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    assert_eq!(
+        m.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
     assert!(m.header("content-encoding").is_none());
 
     // Concurrent scrapes all succeed and agree.
     let handles: Vec<_> = (0..8)
-        .map(|_| std::thread::spawn(|| get(ADDR, "/metrics", &[]).map(|r| (r.status, normalize(&r.text())))))
+        .map(|_| {
+            std::thread::spawn(|| {
+                get(ADDR, "/metrics", &[]).map(|r| (r.status, normalize(&r.text())))
+            })
+        })
         .collect();
-    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap().unwrap()).collect();
-    assert!(results.iter().all(|(s, body)| *s == 200 && body == &results[0].1));
+    let results: Vec<_> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap().unwrap())
+        .collect();
+    assert!(
+        results
+            .iter()
+            .all(|(s, body)| *s == 200 && body == &results[0].1)
+    );
 
     // A client that never finishes its headers is cut off.
     drop(exporter);
     let exporter = Exporter::start(&["--web.header-read-timeout", "500ms"]);
     let mut slow = std::net::TcpStream::connect(ADDR).unwrap();
     use std::io::{Read, Write};
-    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let started = std::time::Instant::now();
     let mut buf = Vec::new();
     let _ = slow.read_to_end(&mut buf);
-    assert!(started.elapsed() < Duration::from_secs(4), "not cut off by the header timeout");
-    assert_eq!(exporter.metrics().value("portrange_up"), 1.0, "still serving");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "not cut off by the header timeout"
+    );
+    assert_eq!(
+        exporter.metrics().value("portrange_up"),
+        1.0,
+        "still serving"
+    );
 }
 
 #[test]
@@ -317,9 +474,11 @@ fn custom_telemetry_path_and_env_flags() {
     if !enter_netns("custom_telemetry_path_and_env_flags") {
         return;
     }
-    let cfg = config_file("envflags", "ranges:\n  - name: rtp\n    ports: 10000-10009\n    protocols: [udp]\n");
-    // SAFETY-free: the variables reach only the child through Command::env.
-    let mut child = std::process::Command::new(EXPORTER)
+    let cfg = config_file(
+        "envflags",
+        "ranges:\n  - name: rtp\n    ports: 10000-10009\n    protocols: [udp]\n",
+    );
+    let child = std::process::Command::new(EXPORTER)
         .env("PORTRANGE_EXPORTER_WEB_LISTEN_ADDRESS", ADDR)
         .env("PORTRANGE_EXPORTER_WEB_TELEMETRY_PATH", "/x/metrics")
         .env("PORTRANGE_EXPORTER_CONFIG_FILE", &cfg)
@@ -332,20 +491,30 @@ fn custom_telemetry_path_and_env_flags() {
         if let Ok(r) = get(ADDR, "/x/metrics", &[]) {
             break r;
         }
-        assert!(std::time::Instant::now() < deadline, "no answer on /x/metrics");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no answer on /x/metrics"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(r.status, 200);
     let m = Metrics::parse(&r.text());
-    assert_eq!(m.value(r#"portrange_ports{range="rtp",protocol="udp"}"#), 10.0);
-    assert!(m.get(r#"portrange_ports{range="framehawk",protocol="udp"}"#).is_none());
+    assert_eq!(
+        m.value(r#"portrange_ports{range="rtp",protocol="udp"}"#),
+        10.0
+    );
+    assert!(
+        m.get(r#"portrange_ports{range="framehawk",protocol="udp"}"#)
+            .is_none()
+    );
     assert_eq!(get(ADDR, "/metrics", &[]).unwrap().status, 404);
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let log = String::from_utf8_lossy(&out.stderr);
-    let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).expect("JSON log line");
+    let first: serde_json::Value =
+        serde_json::from_str(log.lines().next().unwrap()).expect("JSON log line");
     assert_eq!(first["level"], "info");
     assert!(first["msg"].as_str().unwrap().contains("rtp=10000-10009"));
     let _ = std::fs::remove_file(cfg);
@@ -353,9 +522,17 @@ fn custom_telemetry_path_and_env_flags() {
 
 #[test]
 fn bad_config_exits_2_naming_file_line_and_key() {
-    let cfg = config_file("badserve", "ranges:\n  - name: fh\n    ports: 3224-3324\n    protocls: [udp]\n");
+    let cfg = config_file(
+        "badserve",
+        "ranges:\n  - name: fh\n    ports: 3224-3324\n    protocls: [udp]\n",
+    );
     let out = std::process::Command::new(EXPORTER)
-        .args(["--config.file", cfg.to_str().unwrap(), "--web.listen-address", "127.0.0.1:0"])
+        .args([
+            "--config.file",
+            cfg.to_str().unwrap(),
+            "--web.listen-address",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -370,7 +547,10 @@ fn no_fd_leak_over_50_scrapes() {
     if !enter_netns("no_fd_leak_over_50_scrapes") {
         return;
     }
-    let _ctx = hold("CtxGfx", &["udp:0.0.0.0:3224", "udp:0.0.0.0:3225", "tcp:0.0.0.0:3300"]);
+    let _ctx = hold(
+        "CtxGfx",
+        &["udp:0.0.0.0:3224", "udp:0.0.0.0:3225", "tcp:0.0.0.0:3300"],
+    );
     let _x = hold("other", &["udp:0.0.0.0:3226"]);
     let exporter = Exporter::start(&[]);
     for _ in 0..3 {
@@ -391,7 +571,11 @@ fn unprivileged_exporter_reports_unattributed_not_expected() {
     if !enter_netns("unprivileged_exporter_reports_unattributed_not_expected") {
         return;
     }
-    if std::process::Command::new("setpriv").arg("--version").output().is_err() {
+    if std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         panic!("setpriv (util-linux) is needed to drop privileges");
     }
     let cfg = config_file(
@@ -404,20 +588,47 @@ fn unprivileged_exporter_reports_unattributed_not_expected() {
     let _ctx = hold("CtxGfx", &["udp:0.0.0.0:3224", "tcp:127.0.0.1:3300"]);
     let exporter = Exporter::start_as(
         &["--config.file", cfg.to_str().unwrap()],
-        Some(&["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]),
+        Some(&[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ]),
     );
     let m = exporter.metrics();
     assert_eq!(m.value("portrange_up"), 1.0, "sampling needs no privilege");
-    assert_eq!(m.value(r#"portrange_ports_in_use{range="framehawk",protocol="udp"}"#), 1.0);
-    assert_eq!(m.value(r#"portrange_unattributed_sockets{range="framehawk",protocol="udp"}"#), 1.0);
-    assert_eq!(m.value(r#"portrange_unattributed_sockets{range="framehawk",protocol="tcp"}"#), 1.0);
-    assert_eq!(m.value(r#"portrange_unexpected_listeners{range="framehawk",protocol="udp"}"#), 0.0);
+    assert_eq!(
+        m.value(r#"portrange_ports_in_use{range="framehawk",protocol="udp"}"#),
+        1.0
+    );
+    assert_eq!(
+        m.value(r#"portrange_unattributed_sockets{range="framehawk",protocol="udp"}"#),
+        1.0
+    );
+    assert_eq!(
+        m.value(r#"portrange_unattributed_sockets{range="framehawk",protocol="tcp"}"#),
+        1.0
+    );
+    assert_eq!(
+        m.value(r#"portrange_unexpected_listeners{range="framehawk",protocol="udp"}"#),
+        0.0
+    );
     let listeners = listener_set(&m);
     assert_eq!(listeners.len(), 2);
     for l in &listeners {
-        assert!(l.contains(r#"process="unknown""#) && l.contains(r#"expected="unknown""#) && l.contains(r#"user="root""#), "{l}");
+        assert!(
+            l.contains(r#"process="unknown""#)
+                && l.contains(r#"expected="unknown""#)
+                && l.contains(r#"user="root""#),
+            "{l}"
+        );
     }
     let log = exporter.stderr();
-    assert!(log.contains("CAP_SYS_PTRACE") && log.contains("CAP_DAC_READ_SEARCH"), "{log}");
+    assert!(
+        log.contains("CAP_SYS_PTRACE") && log.contains("CAP_DAC_READ_SEARCH"),
+        "{log}"
+    );
     let _ = std::fs::remove_file(cfg);
 }

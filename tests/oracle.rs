@@ -23,8 +23,19 @@ fn sock_diag_and_netstat2_agree_on_sockets_and_owners() {
     if !enter_netns("sock_diag_and_netstat2_agree_on_sockets_and_owners") {
         return;
     }
-    let a = hold("CtxGfx", &["udp:0.0.0.0:3224", "udp:[::]:3225", "tcp:127.0.0.1:3300", "udpc:127.0.0.1:3240:9"]);
-    let b = hold("intruder", &["udp:127.0.0.1:3226", "tcp:[::1]:3301", "udp:0.0.0.0:4000"]);
+    let a = hold(
+        "CtxGfx",
+        &[
+            "udp:0.0.0.0:3224",
+            "udp:[::]:3225",
+            "tcp:127.0.0.1:3300",
+            "udpc:127.0.0.1:3240:9",
+        ],
+    );
+    let b = hold(
+        "intruder",
+        &["udp:127.0.0.1:3226", "tcp:[::1]:3301", "udp:0.0.0.0:4000"],
+    );
     let c = hold("client", &["tcpc:127.0.0.1:3300"]);
     let d = hold("mosh-server", &["udp:0.0.0.0:60001"]);
     let cfg = Config::parse(
@@ -35,11 +46,15 @@ fn sock_diag_and_netstat2_agree_on_sockets_and_owners() {
     let filter = Filter::from_config(&cfg);
 
     let ours = sample::sample(&filter, Duration::from_secs(5)).unwrap();
-    let (owners, _) = Attributor::new("/proc").attribute(&ours, Instant::now() + Duration::from_secs(30));
+    let (owners, _) =
+        Attributor::new("/proc").attribute(&ours, Instant::now() + Duration::from_secs(30));
     let mut ours_map: BTreeMap<Key, (u32, u64, u32)> = BTreeMap::new();
     for s in &ours {
         let pid = owners.get(&s.inode).map_or(0, |o| o.pid);
-        ours_map.insert((s.protocol, s.local, s.port, s.remote_port), (pid, s.inode, s.uid));
+        ours_map.insert(
+            (s.protocol, s.local, s.port, s.remote_port),
+            (pid, s.inode, s.uid),
+        );
     }
 
     let infos = netstat2::get_sockets_info(
@@ -57,14 +72,21 @@ fn sock_diag_and_netstat2_agree_on_sockets_and_owners() {
         if !filter.ports(proto).contains(i.local_port()) {
             continue;
         }
-        theirs.insert((proto, i.local_addr(), i.local_port(), rport), (i.associated_pids.clone(), u64::from(i.inode), i.uid));
+        theirs.insert(
+            (proto, i.local_addr(), i.local_port(), rport),
+            (i.associated_pids.clone(), u64::from(i.inode), i.uid),
+        );
     }
     // Align the UDP keys (peer port unknown to netstat2) through the inode.
     let theirs: BTreeMap<Key, (Vec<u32>, u64, u32)> = theirs
         .into_iter()
         .map(|(k, v)| {
             if k.0 == Protocol::Udp {
-                let ours_key = ours_map.iter().find(|(_, o)| o.1 == v.1).map(|(k, _)| *k).unwrap_or(k);
+                let ours_key = ours_map
+                    .iter()
+                    .find(|(_, o)| o.1 == v.1)
+                    .map(|(k, _)| *k)
+                    .unwrap_or(k);
                 (ours_key, v)
             } else {
                 (k, v)
@@ -91,12 +113,21 @@ fn sock_diag_and_netstat2_agree_on_sockets_and_owners() {
             assert!(pids.is_empty(), "{k:?}: netstat2 {pids:?}");
             continue;
         }
-        assert!(pids.contains(pid), "{k:?}: our owner {pid}, netstat2 {pids:?}");
-        assert!(holders.contains(pid), "{k:?}: owner {pid} is one of the holders");
+        assert!(
+            pids.contains(pid),
+            "{k:?}: our owner {pid}, netstat2 {pids:?}"
+        );
+        assert!(
+            holders.contains(pid),
+            "{k:?}: owner {pid} is one of the holders"
+        );
     }
     // The server end of the client's connection waits in the listen queue
     // (the holder never calls accept): no fd holds it yet, so no owner.
-    let queued = ours_map.iter().find(|(k, _)| k.0 == Protocol::Tcp && k.2 == 3300 && k.3 != 0).unwrap();
+    let queued = ours_map
+        .iter()
+        .find(|(k, _)| k.0 == Protocol::Tcp && k.2 == 3300 && k.3 != 0)
+        .unwrap();
     assert_eq!(*queued.1, (0, 0, 0));
     assert_eq!(ours_map.values().filter(|v| v.0 == a.pid()).count(), 4);
     assert_eq!(ours_map.values().filter(|v| v.0 == b.pid()).count(), 2);

@@ -106,7 +106,11 @@ pub fn run_filter(bytecode: &[u8], sport: u16) -> bool {
 
 /// Builds one `SOCK_DIAG_BY_FAMILY` dump request for all socket states.
 pub fn build_request(family: u8, protocol: u8, seq: u32, bytecode: &[u8]) -> Vec<u8> {
-    let attr_len = if bytecode.is_empty() { 0 } else { 4 + bytecode.len() };
+    let attr_len = if bytecode.is_empty() {
+        0
+    } else {
+        4 + bytecode.len()
+    };
     let total = NLMSG_HDRLEN + 56 + attr_len;
     let mut m = Vec::with_capacity(total);
     // nlmsghdr
@@ -142,7 +146,12 @@ pub enum Chunk {
 /// Decodes one buffer of replies to the request numbered `seq`, appending
 /// the sockets to `out`. Messages for other sequence numbers (leftovers of
 /// an earlier, abandoned dump) are skipped.
-pub fn decode(buf: &[u8], seq: u32, protocol: Protocol, out: &mut Vec<Socket>) -> Result<Chunk, DecodeError> {
+pub fn decode(
+    buf: &[u8],
+    seq: u32,
+    protocol: Protocol,
+    out: &mut Vec<Socket>,
+) -> Result<Chunk, DecodeError> {
     let mut rest = buf;
     while !rest.is_empty() {
         if rest.len() < NLMSG_HDRLEN {
@@ -241,8 +250,12 @@ fn hint(protocol: Protocol, errno: i32) -> &'static str {
     const ENOENT: i32 = 2;
     const EINVAL: i32 = 22;
     match (protocol, errno) {
-        (Protocol::Udp, ENOENT) => " (is the udp_diag kernel module loaded? try `modprobe udp_diag`)",
-        (Protocol::Tcp, ENOENT) => " (is the tcp_diag kernel module loaded? try `modprobe tcp_diag`)",
+        (Protocol::Udp, ENOENT) => {
+            " (is the udp_diag kernel module loaded? try `modprobe udp_diag`)"
+        }
+        (Protocol::Tcp, ENOENT) => {
+            " (is the tcp_diag kernel module loaded? try `modprobe tcp_diag`)"
+        }
         (_, EINVAL) => " (the kernel refused the port filter bytecode)",
         _ => "",
     }
@@ -258,8 +271,12 @@ pub fn sample(filter: &Filter, timeout: Duration) -> Result<Vec<Socket>, SampleE
         Some(netlink::SOCK_DIAG),
     )
     .map_err(|e| SampleError::Open(e.into()))?;
-    rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Recv, Some(timeout))
-        .map_err(|e| SampleError::Open(e.into()))?;
+    rustix::net::sockopt::set_socket_timeout(
+        &fd,
+        rustix::net::sockopt::Timeout::Recv,
+        Some(timeout),
+    )
+    .map_err(|e| SampleError::Open(e.into()))?;
     let kernel = SocketAddrNetlink::new(0, 0);
     let mut buf = vec![0u8; 64 * 1024];
     let mut sockets = Vec::new();
@@ -282,9 +299,11 @@ pub fn sample(filter: &Filter, timeout: Duration) -> Result<Vec<Socket>, SampleE
             seq += 1;
             let dump = || dump_name(family, protocol);
             let request = build_request(family, proto, seq, &bytecode);
-            rustix::net::sendto(&fd, &request, SendFlags::empty(), &kernel).map_err(|e| SampleError::Send {
-                dump: dump(),
-                source: e.into(),
+            rustix::net::sendto(&fd, &request, SendFlags::empty(), &kernel).map_err(|e| {
+                SampleError::Send {
+                    dump: dump(),
+                    source: e.into(),
+                }
             })?;
             let start = sockets.len();
             let started = Instant::now();
@@ -317,9 +336,11 @@ pub fn sample(filter: &Filter, timeout: Duration) -> Result<Vec<Socket>, SampleE
                     });
                 }
                 received += data.len();
-                let chunk = decode(data, seq, protocol, &mut sockets).map_err(|source| SampleError::Decode {
-                    dump: dump(),
-                    source,
+                let chunk = decode(data, seq, protocol, &mut sockets).map_err(|source| {
+                    SampleError::Decode {
+                        dump: dump(),
+                        source,
+                    }
                 })?;
                 match chunk {
                     Chunk::More => {}
@@ -379,7 +400,10 @@ mod tests {
     fn one_range_compiles_like_ss() {
         // ss -Hanu 'sport >= :3224 and sport <= :3324'
         let bc = compile_filter(&set(&[(3224, 3324)]));
-        assert_eq!(ops(&bc), vec![(2, 8, 20), (0, 0, 3224), (3, 8, 12), (0, 0, 3324)]);
+        assert_eq!(
+            ops(&bc),
+            vec![(2, 8, 20), (0, 0, 3224), (3, 8, 12), (0, 0, 3324)]
+        );
     }
 
     #[test]
@@ -418,7 +442,11 @@ mod tests {
         ] {
             let bc = compile_filter(&s);
             for port in (0..=65535u16).step_by(1) {
-                assert_eq!(run_filter(&bc, port), s.contains(port), "port {port} in {s}");
+                assert_eq!(
+                    run_filter(&bc, port),
+                    s.contains(port),
+                    "port {port} in {s}"
+                );
             }
         }
     }
@@ -432,10 +460,17 @@ mod tests {
         let mut len = bc.len() as isize;
         let mut at = 0usize;
         while len > 0 {
-            let (code, yes, no) = (bc[at], bc[at + 1] as isize, u16::from_ne_bytes([bc[at + 2], bc[at + 3]]) as isize);
+            let (code, yes, no) = (
+                bc[at],
+                bc[at + 1] as isize,
+                u16::from_ne_bytes([bc[at + 2], bc[at + 3]]) as isize,
+            );
             let min = if code == BC_JMP { 4 } else { 8 };
             assert_eq!(yes, min, "yes at {at}");
-            assert!(no >= min && no <= len + 4 && no % 4 == 0, "no={no} at {at}, len {len}");
+            assert!(
+                no >= min && no <= len + 4 && no % 4 == 0,
+                "no={no} at {at}, len {len}"
+            );
             at += yes as usize;
             len -= yes;
         }
@@ -461,7 +496,17 @@ mod tests {
     }
 
     /// Builds a reply message the way the kernel lays it out.
-    fn diag_msg(seq: u32, family: u8, state: u8, local: &[u8], sport: u16, dport: u16, uid: u32, inode: u32) -> Vec<u8> {
+    #[allow(clippy::too_many_arguments)]
+    fn diag_msg(
+        seq: u32,
+        family: u8,
+        state: u8,
+        local: &[u8],
+        sport: u16,
+        dport: u16,
+        uid: u32,
+        inode: u32,
+    ) -> Vec<u8> {
         let mut p = vec![family, state, 0, 0];
         p.extend_from_slice(&sport.to_be_bytes());
         p.extend_from_slice(&dport.to_be_bytes());
@@ -502,7 +547,10 @@ mod tests {
         assert_eq!(decode(&buf, 5, Protocol::Udp, &mut out), Ok(Chunk::More));
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].local, "127.0.0.1".parse::<IpAddr>().unwrap());
-        assert_eq!((out[0].port, out[0].uid, out[0].inode, out[0].state), (3224, 1000, 4242, 7));
+        assert_eq!(
+            (out[0].port, out[0].uid, out[0].inode, out[0].state),
+            (3224, 1000, 4242, 7)
+        );
         assert!(out[0].is_listener());
         assert_eq!(out[1].local, "::1".parse::<IpAddr>().unwrap());
         assert_eq!(out[1].port, 3300);
@@ -516,9 +564,15 @@ mod tests {
         let mut payload = (-2i32).to_ne_bytes().to_vec();
         payload.extend_from_slice(&build_request(AF_INET, IPPROTO_UDP, 3, &[])[..16]);
         let err = nlmsg(NLMSG_ERROR, 3, &payload);
-        assert_eq!(decode(&err, 3, Protocol::Udp, &mut out), Ok(Chunk::Error(2)));
+        assert_eq!(
+            decode(&err, 3, Protocol::Udp, &mut out),
+            Ok(Chunk::Error(2))
+        );
         let done_err = nlmsg(NLMSG_DONE, 3, &(-22i32).to_ne_bytes());
-        assert_eq!(decode(&done_err, 3, Protocol::Udp, &mut out), Ok(Chunk::Error(22)));
+        assert_eq!(
+            decode(&done_err, 3, Protocol::Udp, &mut out),
+            Ok(Chunk::Error(22))
+        );
         assert!(hint(Protocol::Udp, 2).contains("udp_diag"));
     }
 
@@ -526,21 +580,39 @@ mod tests {
     fn refuses_malformed_replies() {
         let mut out = Vec::new();
         let good = diag_msg(1, AF_INET, 7, &[127, 0, 0, 1], 3224, 0, 0, 1);
-        assert_eq!(decode(&good[..10], 1, Protocol::Udp, &mut out), Err(DecodeError::ShortHeader(10)));
+        assert_eq!(
+            decode(&good[..10], 1, Protocol::Udp, &mut out),
+            Err(DecodeError::ShortHeader(10))
+        );
         assert_eq!(
             decode(&good[..50], 1, Protocol::Udp, &mut out),
-            Err(DecodeError::BadLength { len: 88, available: 50 })
+            Err(DecodeError::BadLength {
+                len: 88,
+                available: 50
+            })
         );
         let mut short_len = good.clone();
         short_len[0..4].copy_from_slice(&8u32.to_ne_bytes());
-        assert!(matches!(decode(&short_len, 1, Protocol::Udp, &mut out), Err(DecodeError::BadLength { .. })));
+        assert!(matches!(
+            decode(&short_len, 1, Protocol::Udp, &mut out),
+            Err(DecodeError::BadLength { .. })
+        ));
         let truncated = nlmsg(SOCK_DIAG_BY_FAMILY, 1, &[2u8; 40]);
-        assert_eq!(decode(&truncated, 1, Protocol::Udp, &mut out), Err(DecodeError::ShortPayload(40)));
+        assert_eq!(
+            decode(&truncated, 1, Protocol::Udp, &mut out),
+            Err(DecodeError::ShortPayload(40))
+        );
         let mut bad_family = good.clone();
         bad_family[16] = 99;
-        assert_eq!(decode(&bad_family, 1, Protocol::Udp, &mut out), Err(DecodeError::Family(99)));
+        assert_eq!(
+            decode(&bad_family, 1, Protocol::Udp, &mut out),
+            Err(DecodeError::Family(99))
+        );
         let odd = nlmsg(77, 1, &[]);
-        assert_eq!(decode(&odd, 1, Protocol::Udp, &mut out), Err(DecodeError::MessageType(77)));
+        assert_eq!(
+            decode(&odd, 1, Protocol::Udp, &mut out),
+            Err(DecodeError::MessageType(77))
+        );
         assert!(out.is_empty());
     }
 
@@ -586,14 +658,26 @@ mod tests {
             udp: set(&[(pa, pa), (1, 1), (65535, 65535)]),
         };
         let got = sample(&filter, Duration::from_secs(5)).unwrap();
-        let udp: Vec<_> = got.iter().filter(|s| s.protocol == Protocol::Udp && s.port == pa).collect();
+        let udp: Vec<_> = got
+            .iter()
+            .filter(|s| s.protocol == Protocol::Udp && s.port == pa)
+            .collect();
         assert_eq!(udp.len(), 1, "{got:?}");
         assert_eq!(udp[0].uid, rustix::process::geteuid().as_raw());
         assert!(udp[0].is_listener());
-        let tcp: Vec<_> = got.iter().filter(|s| s.protocol == Protocol::Tcp && s.port == pb).collect();
+        let tcp: Vec<_> = got
+            .iter()
+            .filter(|s| s.protocol == Protocol::Tcp && s.port == pb)
+            .collect();
         assert_eq!(tcp.len(), 1, "{got:?}");
         assert_eq!(tcp[0].state_name(), "listen");
-        assert!(!got.iter().any(|s| s.port == pc), "port {pc} is not filtered: {got:?}");
-        assert!(got.iter().all(|s| s.port == pa || s.port == pb || s.port == 1 || s.port == 65535));
+        assert!(
+            !got.iter().any(|s| s.port == pc),
+            "port {pc} is not filtered: {got:?}"
+        );
+        assert!(
+            got.iter()
+                .all(|s| s.port == pa || s.port == pb || s.port == 1 || s.port == 65535)
+        );
     }
 }

@@ -22,8 +22,11 @@ pub fn sample(filter: &Filter) -> Result<Vec<Socket>, SampleError> {
     if protocols.is_empty() {
         return Ok(Vec::new());
     }
-    let infos = netstat2::get_sockets_info(AddressFamilyFlags::IPV4 | AddressFamilyFlags::IPV6, protocols)
-        .map_err(|e| SampleError::Unsupported(format!("netstat2: {e}")))?;
+    let infos = netstat2::get_sockets_info(
+        AddressFamilyFlags::IPV4 | AddressFamilyFlags::IPV6,
+        protocols,
+    )
+    .map_err(|e| SampleError::Unsupported(format!("netstat2: {e}")))?;
     Ok(infos
         .iter()
         .filter_map(convert)

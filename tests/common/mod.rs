@@ -91,7 +91,11 @@ pub fn hold(name: &str, specs: &[&str]) -> Holder {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    assert_eq!(line.trim(), "ready", "holder {name} {specs:?} did not start");
+    assert_eq!(
+        line.trim(),
+        "ready",
+        "holder {name} {specs:?} did not start"
+    );
     Holder { child, stdin }
 }
 
@@ -145,9 +149,16 @@ impl Exporter {
                 break;
             }
             if let Ok(Some(st)) = e.child.try_wait() {
-                panic!("exporter exited with {st} before answering:\n{}", e.stderr());
+                panic!(
+                    "exporter exited with {st} before answering:\n{}",
+                    e.stderr()
+                );
             }
-            assert!(Instant::now() < deadline, "exporter did not answer:\n{}", e.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "exporter did not answer:\n{}",
+                e.stderr()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         e
@@ -211,7 +222,12 @@ impl Response {
 }
 
 /// One HTTP/1.1 request with `Connection: close`.
-pub fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Response> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
@@ -253,14 +269,19 @@ fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
     if chunked {
         body = dechunk(&body).ok_or_else(|| bad("bad chunked body"))?;
     }
-    Ok(Response { status, headers, body })
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let line_end = b.windows(2).position(|w| w == b"\r\n")?;
-        let size = usize::from_str_radix(std::str::from_utf8(&b[..line_end]).ok()?.trim(), 16).ok()?;
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&b[..line_end]).ok()?.trim(), 16).ok()?;
         b = &b[line_end + 2..];
         if size == 0 {
             return Some(out);
@@ -279,10 +300,18 @@ pub struct Metrics {
 impl Metrics {
     pub fn parse(text: &str) -> Metrics {
         let mut series = BTreeMap::new();
-        for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
             let (k, v) = line.rsplit_once(' ').expect("sample line has a value");
-            let v: f64 = v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
-            assert!(series.insert(k.to_string(), v).is_none(), "duplicate series {k}");
+            let v: f64 = v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+            assert!(
+                series.insert(k.to_string(), v).is_none(),
+                "duplicate series {k}"
+            );
         }
         Metrics { series }
     }
@@ -325,8 +354,15 @@ pub fn config_file(tag: &str, text: &str) -> PathBuf {
 
 /// Runs `ss` with `args` in the caller's namespace.
 pub fn ss(args: &[&str]) -> String {
-    let out = Command::new("ss").args(args).output().expect("running ss (iproute2)");
-    assert!(out.status.success(), "ss {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("ss")
+        .args(args)
+        .output()
+        .expect("running ss (iproute2)");
+    assert!(
+        out.status.success(),
+        "ss {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -345,5 +381,7 @@ pub fn check(args: &[&str]) -> (i32, String) {
 
 /// Open fds of `pid`.
 pub fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
