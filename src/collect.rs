@@ -106,7 +106,14 @@ pub struct Collector {
     missing_caps: Vec<&'static str>,
     warned_permission: bool,
     warned_ephemeral: bool,
+    /// Test hook: this many next samples fail as if the kernel refused
+    /// them (`PORTRANGE_EXPORTER_TEST_FAIL_SAMPLES`).
+    fail_samples: u64,
 }
+
+/// The environment variable that makes the next N samples fail, so tests
+/// can drive `portrange_up 0` and its recovery through the real binary.
+pub const FAIL_SAMPLES_ENV: &str = "PORTRANGE_EXPORTER_TEST_FAIL_SAMPLES";
 
 impl Collector {
     pub fn new(config: Arc<Config>, procfs: PathBuf) -> Collector {
@@ -121,6 +128,10 @@ impl Collector {
             missing_caps,
             warned_permission: false,
             warned_ephemeral: false,
+            fail_samples: std::env::var(FAIL_SAMPLES_ENV)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0),
         }
     }
 
@@ -143,7 +154,13 @@ impl Collector {
     /// not reach by then count as unattributed.
     pub fn collect(&mut self, deadline: Instant) -> Report {
         let started = Instant::now();
-        let sockets = match sample::sample(&self.filter, self.sample_timeout) {
+        let sampled = if self.fail_samples > 0 {
+            self.fail_samples -= 1;
+            Err(sample::SampleError::Injected(self.fail_samples))
+        } else {
+            sample::sample(&self.filter, self.sample_timeout)
+        };
+        let sockets = match sampled {
             Ok(s) => s,
             Err(e) => {
                 log::error!("socket sampling failed: {e}");

@@ -160,6 +160,8 @@ pub enum SampleError {
     },
     #[error("socket sampling is not supported here: {0}")]
     Unsupported(String),
+    #[error("injected failure ({0} further samples will fail; set by PORTRANGE_EXPORTER_TEST_FAIL_SAMPLES)")]
+    Injected(u64),
 }
 
 /// A reply that does not follow the netlink / inet_diag layout.
