@@ -53,6 +53,17 @@ pub struct Cli {
     #[arg(long = "web.header-read-timeout", env = "PORTRANGE_EXPORTER_WEB_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
 
+    /// TLS, basic auth and response headers, in the exporter-toolkit web config format.
+    #[arg(long = "web.config.file", env = "PORTRANGE_EXPORTER_WEB_CONFIG_FILE")]
+    pub web_config_file: Option<PathBuf>,
+
+    /// Serve POST /-/reload, which re-reads --config.file.
+    #[arg(
+        long = "web.enable-lifecycle",
+        env = "PORTRANGE_EXPORTER_WEB_ENABLE_LIFECYCLE"
+    )]
+    pub enable_lifecycle: bool,
+
     /// Range configuration (YAML). Without it the built-in framehawk range is watched.
     #[arg(
         long = "config.file",
@@ -172,7 +183,18 @@ pub fn main() -> i32 {
             return 2;
         }
     };
-    match serve(cli, config) {
+    let web = match &cli.web_config_file {
+        None => None,
+        Some(p) => match crate::webconfig::WebConfig::load(p) {
+            Ok(w) => Some(Arc::new(w)),
+            Err(e) => {
+                log::error!("refusing the web configuration: {e}");
+                eprintln!("portrange_exporter: {e}");
+                return 2;
+            }
+        },
+    };
+    match serve(cli, config, web) {
         Ok(()) => 0,
         Err(e) => {
             log::error!("{e:#}");
@@ -196,7 +218,11 @@ fn run_check(cli: &Cli, warn_free: WarnFree, timeout: Duration) -> i32 {
     status as i32
 }
 
-fn serve(cli: Cli, config: Config) -> anyhow::Result<()> {
+fn serve(
+    cli: Cli,
+    config: Config,
+    web: Option<Arc<crate::webconfig::WebConfig>>,
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(4)
@@ -215,6 +241,9 @@ fn serve(cli: Cli, config: Config) -> anyhow::Result<()> {
                 telemetry_path: cli.telemetry_path.clone(),
                 header_read_timeout: cli.header_read_timeout,
                 max_connections: cli.max_connections.max(1),
+                web: web.clone(),
+                enable_lifecycle: cli.enable_lifecycle,
+                config_path: cli.config_file.clone(),
                 ..http::Options::default()
             },
         );
@@ -227,9 +256,11 @@ fn serve(cli: Cli, config: Config) -> anyhow::Result<()> {
                 .map(|r| format!("{}={}", r.name, r.ports))
                 .collect();
             log::info!(
-                "portrange_exporter {} (revision {}) listening on {local}, metrics at {}, watching {}{}",
+                "portrange_exporter {} (revision {}) listening on {}://{local}{}, metrics at {}, watching {}{}",
                 crate::metrics::VERSION,
                 crate::metrics::REVISION,
+                if web.as_ref().is_some_and(|w| w.tls.is_some()) { "https" } else { "http" },
+                if web.as_ref().is_some_and(|w| w.auth.is_some()) { " (basic auth)" } else { "" },
                 cli.telemetry_path,
                 ranges.join(" "),
                 cli.config_file
@@ -244,7 +275,7 @@ fn serve(cli: Cli, config: Config) -> anyhow::Result<()> {
                 missing.join(" and ")
             );
         }
-        tokio::spawn(reload_on_sighup(state.clone(), cli.config_file.clone()));
+        tokio::spawn(reload_on_sighup(state.clone()));
         http::serve(listener, state, shutdown_signal()).await?;
         log::info!("shut down");
         Ok(())
@@ -276,28 +307,14 @@ async fn shutdown_signal() {
 }
 
 /// SIGHUP re-reads `--config.file`; a refused file keeps the old ranges.
-async fn reload_on_sighup(state: Arc<http::State>, path: Option<PathBuf>) {
+async fn reload_on_sighup(state: Arc<http::State>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         return;
     };
     while hup.recv().await.is_some() {
-        let Some(p) = &path else {
-            log::info!("received SIGHUP: no --config.file, the built-in configuration stays");
-            continue;
-        };
-        match Config::load(p) {
-            Ok(c) => {
-                let n = c.ranges.len();
-                state
-                    .collector()
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .set_config(Arc::new(c));
-                log::info!("reloaded {}: {n} ranges", p.display());
-            }
-            Err(e) => log::error!("reload refused, keeping the previous configuration: {e}"),
-        }
+        log::info!("received SIGHUP, reloading the configuration");
+        let _ = state.reload().await;
     }
 }
 

@@ -109,6 +109,16 @@ pub struct Collector {
     /// Test hook: this many next samples fail as if the kernel refused
     /// them (`PORTRANGE_EXPORTER_TEST_FAIL_SAMPLES`).
     fail_samples: u64,
+    reload: ReloadStatus,
+}
+
+/// The outcome of the last configuration (re)load, as Prometheus reports
+/// its own.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReloadStatus {
+    pub successful: bool,
+    /// Unix time of the last successful load, in seconds.
+    pub last_success: f64,
 }
 
 /// The environment variable that makes the next N samples fail, so tests
@@ -132,6 +142,10 @@ impl Collector {
                 .ok()
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(0),
+            reload: ReloadStatus {
+                successful: true,
+                last_success: unix_now(),
+            },
         }
     }
 
@@ -143,6 +157,38 @@ impl Collector {
     pub fn set_config(&mut self, config: Arc<Config>) {
         self.filter = Filter::from_config(&config);
         self.config = config;
+        self.reload = ReloadStatus {
+            successful: true,
+            last_success: unix_now(),
+        };
+    }
+
+    /// Re-reads `path` (the built-in configuration when `None`). A file that
+    /// is refused leaves the current configuration in place and marks the
+    /// reload as failed.
+    pub fn reload(
+        &mut self,
+        path: Option<&std::path::Path>,
+    ) -> Result<usize, crate::config::ConfigError> {
+        let loaded = match path {
+            Some(p) => Config::load(p),
+            None => Ok(Config::builtin()),
+        };
+        match loaded {
+            Ok(c) => {
+                let n = c.ranges.len();
+                self.set_config(Arc::new(c));
+                Ok(n)
+            }
+            Err(e) => {
+                self.reload.successful = false;
+                Err(e)
+            }
+        }
+    }
+
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.reload
     }
 
     /// The capabilities process attribution lacks (empty when it has all).
@@ -234,6 +280,13 @@ impl Collector {
         }
         (owners, stats)
     }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// Builds the report for one sample. Pure: no I/O but the user-name lookups.

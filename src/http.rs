@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 
 use crate::collect::Collector;
 use crate::metrics;
+use crate::webconfig::WebConfig;
 
 /// Server settings.
 #[derive(Clone, Debug)]
@@ -37,6 +38,12 @@ pub struct Options {
     pub default_budget: Duration,
     /// How long shutdown waits for open connections.
     pub shutdown_grace: Duration,
+    /// TLS, basic auth and response headers (`--web.config.file`).
+    pub web: Option<Arc<WebConfig>>,
+    /// Serve `POST /-/reload` (`--web.enable-lifecycle`).
+    pub enable_lifecycle: bool,
+    /// The file `/-/reload` and SIGHUP re-read (`--config.file`).
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -47,6 +54,9 @@ impl Default for Options {
             max_connections: 256,
             default_budget: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
+            web: None,
+            enable_lifecycle: false,
+            config_path: None,
         }
     }
 }
@@ -87,6 +97,37 @@ impl State {
         &self.collector
     }
 
+    /// Re-reads `--config.file` (SIGHUP and `POST /-/reload`). A refused
+    /// file keeps the current ranges; the error names file, line and key.
+    pub async fn reload(&self) -> Result<usize, String> {
+        let collector = self.collector.clone();
+        let path = self.options.config_path.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            collector
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .reload(path.as_deref())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("reload task failed: {e}")));
+        // The next scrape must not reuse a result of the old configuration.
+        *self.flight.lock().await = None;
+        match &result {
+            Ok(n) => log::info!(
+                "configuration reloaded: {n} ranges from {}",
+                self.options
+                    .config_path
+                    .as_ref()
+                    .map_or("the built-in default".to_string(), |p| p
+                        .display()
+                        .to_string())
+            ),
+            Err(e) => log::error!("configuration reload refused, keeping the previous ranges: {e}"),
+        }
+        result
+    }
+
     /// Returns the exposition for a scrape that arrived at `arrived`: the
     /// result of a collection that finished after that moment if there is
     /// one (a concurrent scrape's), else a fresh one.
@@ -106,7 +147,7 @@ impl State {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let report = c.collect(deadline);
-            let mut families = metrics::families(&report, c.config(), 0.0);
+            let mut families = metrics::families(&report, c.config(), c.reload_status(), 0.0);
             drop(c);
             families.extend(registry.gather());
             // The duration covers the whole collection, encoding excepted.
@@ -165,20 +206,28 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let tls = state
+            .options
+            .web
+            .as_ref()
+            .and_then(|w| w.tls.as_ref())
+            .map(|t| t.config());
         let st = state.clone();
-        let service = hyper::service::service_fn(move |req| {
-            let st = st.clone();
-            async move { Ok::<_, Infallible>(handle(&st, req).await) }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(state.options.header_read_timeout)
-            .max_buf_size(16 * 1024)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let watcher = graceful.watcher();
+        let timeout = state.options.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                log::debug!("connection from {peer}: {e}");
+            match tls {
+                None => serve_connection(TokioIo::new(stream), st, watcher, peer).await,
+                Some(config) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            serve_connection(TokioIo::new(tls_stream), st, watcher, peer).await
+                        }
+                        Ok(Err(e)) => log::debug!("TLS handshake with {peer} failed: {e}"),
+                        Err(_) => log::debug!("TLS handshake with {peer} timed out"),
+                    }
+                }
             }
             drop(permit);
         });
@@ -193,10 +242,90 @@ pub async fn serve(
     Ok(())
 }
 
+async fn serve_connection<I>(
+    io: I,
+    state: Arc<State>,
+    watcher: hyper_util::server::graceful::Watcher,
+    peer: std::net::SocketAddr,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let timeout = state.options.header_read_timeout;
+    let service = hyper::service::service_fn(move |req| {
+        let st = state.clone();
+        async move { Ok::<_, Infallible>(respond(&st, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        .max_buf_size(16 * 1024)
+        .serve_connection(io, service);
+    if let Err(e) = watcher.watch(conn).await {
+        log::debug!("connection from {peer}: {e}");
+    }
+}
+
 type Resp = Response<Full<Bytes>>;
+
+/// Authenticates, routes, and adds the configured response headers.
+async fn respond(state: &Arc<State>, req: Request<Incoming>) -> Resp {
+    let web = state.options.web.clone();
+    if let Some(auth) = web.as_ref().and_then(|w| w.auth.clone()) {
+        let header = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes().to_vec());
+        let ok = tokio::task::spawn_blocking(move || auth.check(header.as_deref()))
+            .await
+            .unwrap_or(false);
+        if !ok {
+            let mut r = text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"portrange_exporter\""),
+            );
+            return with_headers(r, web.as_deref());
+        }
+    }
+    let r = handle(state, req).await;
+    with_headers(r, web.as_deref())
+}
+
+fn with_headers(mut r: Resp, web: Option<&WebConfig>) -> Resp {
+    if let Some(w) = web {
+        for (k, v) in &w.headers {
+            r.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    r
+}
 
 async fn handle(state: &State, req: Request<Incoming>) -> Resp {
     let arrived = Instant::now();
+    if req.uri().path() == "/-/reload" {
+        if req.method() != Method::POST && req.method() != Method::PUT {
+            let mut r = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Only POST or PUT requests allowed\n",
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST, PUT"));
+            return r;
+        }
+        if !state.options.enable_lifecycle {
+            return text(StatusCode::FORBIDDEN, "Lifecycle API is not enabled.\n");
+        }
+        return match state.reload().await {
+            Ok(_) => text(StatusCode::OK, "OK\n"),
+            Err(e) => Response::builder()
+                .status(StatusCode::INTERNAL_SERVER_ERROR)
+                .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                .body(Full::new(Bytes::from(format!(
+                    "failed to reload config: {e}\n"
+                ))))
+                .expect("static headers are valid"),
+        };
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
         r.headers_mut()

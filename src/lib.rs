@@ -15,3 +15,4 @@ pub mod metrics;
 pub mod ranges;
 pub mod sample;
 pub mod users;
+pub mod webconfig;

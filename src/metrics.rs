@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
 
-use crate::collect::Report;
+use crate::collect::{ReloadStatus, Report};
 use crate::config::Config;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -60,6 +60,14 @@ pub const FAMILIES: &[(&str, &str)] = &[
     (
         "portrange_scrape_duration_seconds",
         "Time this scrape took to sample, attribute and count, in seconds.",
+    ),
+    (
+        "portrange_config_last_reload_successful",
+        "1 when the last load of the configuration file succeeded, 0 when the file was refused (the previous ranges stay).",
+    ),
+    (
+        "portrange_config_last_reload_success_timestamp_seconds",
+        "Unix time of the last successful load of the configuration.",
     ),
     (
         "portrange_exporter_build_info",
@@ -119,8 +127,19 @@ impl Family {
 /// The families for one report. When sampling failed, only what does not
 /// depend on the sample is emitted (capacity, `portrange_up 0`): a failed
 /// sample must not read as "every port free".
-pub fn families(report: &Report, config: &Config, scrape_seconds: f64) -> Vec<MetricFamily> {
+pub fn families(
+    report: &Report,
+    config: &Config,
+    reload: ReloadStatus,
+    scrape_seconds: f64,
+) -> Vec<MetricFamily> {
     let mut out = Vec::new();
+    let mut ok = Family::new("portrange_config_last_reload_successful");
+    ok.add(&[], if reload.successful { 1.0 } else { 0.0 });
+    out.push(ok.build());
+    let mut ts = Family::new("portrange_config_last_reload_success_timestamp_seconds");
+    ts.add(&[], reload.last_success);
+    out.push(ts.build());
     let mut up = Family::new("portrange_up");
     up.add(&[], if report.up() { 1.0 } else { 0.0 });
     out.push(up.build());
@@ -293,7 +312,11 @@ mod tests {
     }
 
     fn text(r: &Report) -> String {
-        String::from_utf8(encode(families(r, &Config::builtin(), 0.5))).unwrap()
+        let reload = ReloadStatus {
+            successful: true,
+            last_success: 1.5e9,
+        };
+        String::from_utf8(encode(families(r, &Config::builtin(), reload, 0.5))).unwrap()
     }
 
     #[test]
@@ -336,6 +359,8 @@ mod tests {
         for line in [
             "portrange_up 1",
             "portrange_scrape_duration_seconds 0.5",
+            "portrange_config_last_reload_successful 1",
+            "portrange_config_last_reload_success_timestamp_seconds 1500000000",
             r#"portrange_ports{range="fh",protocol="udp"} 3"#,
             r#"portrange_ports_in_use{range="fh",protocol="udp"} 1"#,
             r#"portrange_ports_free{range="fh",protocol="udp"} 2"#,

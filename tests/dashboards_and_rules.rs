@@ -18,13 +18,17 @@ fn dashboards() -> Vec<(String, Value)> {
         .iter()
         .map(|name| {
             let text = std::fs::read_to_string(root().join("dashboards").join(name)).unwrap();
-            (name.to_string(), serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}")))
+            (
+                name.to_string(),
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}")),
+            )
         })
         .collect()
 }
 
 fn rules() -> Value {
-    let text = std::fs::read_to_string(root().join("deploy/prometheus/rules/portrange.rules.yml")).unwrap();
+    let text = std::fs::read_to_string(root().join("deploy/prometheus/rules/portrange.rules.yml"))
+        .unwrap();
     serde_saphyr::from_str(&text).expect("rules YAML")
 }
 
@@ -45,7 +49,10 @@ fn dashboard_exprs(name: &str, board: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for p in panels(board) {
         for t in p["targets"].as_array().into_iter().flatten() {
-            out.push((format!("{name} panel {:?}", p["title"]), t["expr"].as_str().unwrap().to_string()));
+            out.push((
+                format!("{name} panel {:?}", p["title"]),
+                t["expr"].as_str().unwrap().to_string(),
+            ));
         }
     }
     for v in board["templating"]["list"].as_array().unwrap() {
@@ -61,7 +68,11 @@ fn rule_exprs() -> Vec<(String, String)> {
     let mut out = Vec::new();
     for g in rules()["groups"].as_array().unwrap() {
         for r in g["rules"].as_array().unwrap() {
-            let name = r["alert"].as_str().or(r["record"].as_str()).unwrap().to_string();
+            let name = r["alert"]
+                .as_str()
+                .or(r["record"].as_str())
+                .unwrap()
+                .to_string();
             out.push((name, r["expr"].as_str().unwrap().to_string()));
         }
     }
@@ -104,11 +115,33 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
             c => cleaned.push(c),
         }
     }
-    let grouping = ["by", "without", "on", "ignoring", "group_left", "group_right"];
+    let grouping = [
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    ];
     // Aggregations may be followed by `by (...)` instead of `(`.
     let keywords = [
-        "and", "or", "unless", "bool", "offset", "sum", "min", "max", "avg", "count", "group", "stddev", "stdvar",
-        "topk", "bottomk", "quantile", "count_values",
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "count",
+        "group",
+        "stddev",
+        "stdvar",
+        "topk",
+        "bottomk",
+        "quantile",
+        "count_values",
     ];
     let chars: Vec<char> = cleaned.chars().collect();
     let mut names = BTreeSet::new();
@@ -118,7 +151,9 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
         let c = chars[i];
         if c.is_ascii_alphabetic() || c == '_' || c == ':' {
             let start = i;
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':') {
+            while i < chars.len()
+                && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
+            {
                 i += 1;
             }
             let word: String = chars[start..i].iter().collect();
@@ -163,17 +198,32 @@ fn metric_name_extraction() {
     let n = metric_names(
         r#"sum by (range, protocol) (rate(process_cpu_seconds_total{job="$job"}[$__rate_interval])) / on(instance) group_left(x) up{a="b"} > 0 or vector(0)"#,
     );
-    assert_eq!(n, ["process_cpu_seconds_total", "up"].iter().map(|s| s.to_string()).collect());
-    let n = metric_names("portrange_ports_free < 0.10 * portrange_ports and portrange_ports_free > 0");
+    assert_eq!(
+        n,
+        ["process_cpu_seconds_total", "up"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    );
+    let n =
+        metric_names("portrange_ports_free < 0.10 * portrange_ports and portrange_ports_free > 0");
     assert_eq!(n.len(), 2);
     let n = metric_names("label_values(portrange_up{job=\"$job\"}, instance)");
-    assert_eq!(n, ["instance", "portrange_up"].iter().map(|s| s.to_string()).collect());
+    assert_eq!(
+        n,
+        ["instance", "portrange_up"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    );
 }
 
 #[test]
 fn every_metric_used_by_dashboards_and_rules_exists() {
     let golden = golden_families();
-    assert!(golden.contains("portrange_listener_info") && golden.contains("process_cpu_seconds_total"));
+    assert!(
+        golden.contains("portrange_listener_info") && golden.contains("process_cpu_seconds_total")
+    );
     let recorded: BTreeSet<String> = rules()["groups"]
         .as_array()
         .unwrap()
@@ -189,7 +239,9 @@ fn every_metric_used_by_dashboards_and_rules_exists() {
     for (place, expr) in &exprs {
         for metric in metric_names(expr) {
             // label_values(metric, label): the second argument is a label.
-            if expr.starts_with("label_values(") && expr.trim_end_matches(')').ends_with(&format!(", {metric}")) {
+            if expr.starts_with("label_values(")
+                && expr.trim_end_matches(')').ends_with(&format!(", {metric}"))
+            {
                 continue;
             }
             assert!(
@@ -208,38 +260,69 @@ fn dashboards_follow_the_conventions() {
     for (name, board) in dashboards() {
         let uid = board["uid"].as_str().unwrap_or("");
         assert_eq!(uid, name.trim_end_matches(".json"), "{name}: fixed uid");
-        assert!(board["schemaVersion"].as_u64().unwrap() >= 39, "{name}: schemaVersion");
+        assert!(
+            board["schemaVersion"].as_u64().unwrap() >= 39,
+            "{name}: schemaVersion"
+        );
         assert!(!board["title"].as_str().unwrap().is_empty());
         let vars = board["templating"]["list"].as_array().unwrap();
         let var = |n: &str| vars.iter().find(|v| v["name"] == n);
         let dsv = var("datasource").unwrap_or_else(|| panic!("{name}: no datasource variable"));
-        assert_eq!((dsv["type"].as_str(), dsv["query"].as_str()), (Some("datasource"), Some("prometheus")));
-        assert!(var("job").is_some() && var("instance").is_some(), "{name}: job and instance variables");
+        assert_eq!(
+            (dsv["type"].as_str(), dsv["query"].as_str()),
+            (Some("datasource"), Some("prometheus"))
+        );
+        assert!(
+            var("job").is_some() && var("instance").is_some(),
+            "{name}: job and instance variables"
+        );
         for v in vars.iter().filter(|v| v["type"] == "query") {
-            assert_eq!(v["datasource"], ds, "{name}: variable {} uses the datasource variable", v["name"]);
+            assert_eq!(
+                v["datasource"], ds,
+                "{name}: variable {} uses the datasource variable",
+                v["name"]
+            );
         }
         let mut ids = BTreeSet::new();
         for p in panels(&board) {
             let title = p["title"].as_str().unwrap_or("");
             assert!(!title.is_empty(), "{name}: a panel without title: {p}");
-            assert!(ids.insert(p["id"].as_u64().unwrap()), "{name}: duplicate panel id in {title}");
+            assert!(
+                ids.insert(p["id"].as_u64().unwrap()),
+                "{name}: duplicate panel id in {title}"
+            );
             if p["type"] == "row" {
                 continue;
             }
-            assert!(!p["description"].as_str().unwrap_or("").is_empty(), "{name}: {title} has no description");
             assert!(
-                !p["fieldConfig"]["defaults"]["unit"].as_str().unwrap_or("").is_empty(),
+                !p["description"].as_str().unwrap_or("").is_empty(),
+                "{name}: {title} has no description"
+            );
+            assert!(
+                !p["fieldConfig"]["defaults"]["unit"]
+                    .as_str()
+                    .unwrap_or("")
+                    .is_empty(),
                 "{name}: {title} has no unit"
             );
-            assert_eq!(p["datasource"], ds, "{name}: {title} uses the datasource variable");
+            assert_eq!(
+                p["datasource"], ds,
+                "{name}: {title} uses the datasource variable"
+            );
             let targets = p["targets"].as_array().unwrap();
             assert!(!targets.is_empty(), "{name}: {title} has no query");
             for t in targets {
-                assert_eq!(t["datasource"], ds, "{name}: {title}: a target uses the datasource variable");
+                assert_eq!(
+                    t["datasource"], ds,
+                    "{name}: {title}: a target uses the datasource variable"
+                );
                 let expr = t["expr"].as_str().unwrap();
                 for f in ["rate(", "irate(", "increase("] {
                     if expr.contains(f) {
-                        assert!(expr.contains("[$__rate_interval]"), "{name}: {title}: {f} without $__rate_interval: {expr}");
+                        assert!(
+                            expr.contains("[$__rate_interval]"),
+                            "{name}: {title}: {f} without $__rate_interval: {expr}"
+                        );
                     }
                 }
             }
@@ -254,18 +337,31 @@ fn dashboards_match_their_generator() {
         .arg("--check")
         .status()
         .expect("python3");
-    assert!(st.success(), "dashboards/*.json differ from dashboards/generate.py");
+    assert!(
+        st.success(),
+        "dashboards/*.json differ from dashboards/generate.py"
+    );
 }
 
 fn promtool(args: &[&str], dir: &Path) -> Option<(bool, String)> {
-    match Command::new("promtool").args(args).current_dir(dir).output() {
+    match Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .output()
+    {
         Ok(out) => Some((
             out.status.success(),
-            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
         )),
         Err(_) if std::env::var_os("CI").is_some() => panic!("promtool is missing in CI"),
         Err(_) => {
-            eprintln!("SKIPPED promtool {args:?}: promtool not installed (apt-get install prometheus)");
+            eprintln!(
+                "SKIPPED promtool {args:?}: promtool not installed (apt-get install prometheus)"
+            );
             None
         }
     }
@@ -273,12 +369,23 @@ fn promtool(args: &[&str], dir: &Path) -> Option<(bool, String)> {
 
 #[test]
 fn rules_pass_promtool_check_and_unit_tests() {
-    let Some((ok, out)) = promtool(&["check", "rules", "deploy/prometheus/rules/portrange.rules.yml"], &root()) else {
+    let Some((ok, out)) = promtool(
+        &[
+            "check",
+            "rules",
+            "deploy/prometheus/rules/portrange.rules.yml",
+        ],
+        &root(),
+    ) else {
         return;
     };
     assert!(ok, "{out}");
     assert!(out.contains("SUCCESS: 13 rules found"), "{out}");
-    let (ok, out) = promtool(&["test", "rules", "portrange.test.yml"], &root().join("tests/rules")).unwrap();
+    let (ok, out) = promtool(
+        &["test", "rules", "portrange.test.yml"],
+        &root().join("tests/rules"),
+    )
+    .unwrap();
     assert!(ok && out.contains("SUCCESS"), "{out}");
 }
 
@@ -288,19 +395,41 @@ fn alerts_follow_the_conventions() {
     let mut alerts = 0;
     for g in rules()["groups"].as_array().unwrap() {
         for r in g["rules"].as_array().unwrap() {
-            let Some(name) = r["alert"].as_str() else { continue };
+            let Some(name) = r["alert"].as_str() else {
+                continue;
+            };
             alerts += 1;
-            assert!(name.chars().next().unwrap().is_ascii_uppercase() && !name.contains('_'), "{name}: CamelCase");
+            assert!(
+                name.chars().next().unwrap().is_ascii_uppercase() && !name.contains('_'),
+                "{name}: CamelCase"
+            );
             let sev = r["labels"]["severity"].as_str().unwrap();
-            assert!(["critical", "warning", "info"].contains(&sev), "{name}: severity {sev}");
+            assert!(
+                ["critical", "warning", "info"].contains(&sev),
+                "{name}: severity {sev}"
+            );
             assert!(r["for"].as_str().is_some(), "{name}: for");
             let summary = r["annotations"]["summary"].as_str().unwrap();
-            assert!(!summary.contains("{{") && summary.ends_with('.'), "{name}: plain-sentence summary");
-            assert!(r["annotations"]["description"].as_str().unwrap().contains("{{"), "{name}: templated description");
+            assert!(
+                !summary.contains("{{") && summary.ends_with('.'),
+                "{name}: plain-sentence summary"
+            );
+            assert!(
+                r["annotations"]["description"]
+                    .as_str()
+                    .unwrap()
+                    .contains("{{"),
+                "{name}: templated description"
+            );
             let url = r["annotations"]["runbook_url"].as_str().unwrap();
-            let anchor = url.strip_prefix("docs/runbook.md#").unwrap_or_else(|| panic!("{name}: runbook_url {url}"));
+            let anchor = url
+                .strip_prefix("docs/runbook.md#")
+                .unwrap_or_else(|| panic!("{name}: runbook_url {url}"));
             assert_eq!(anchor, name.to_lowercase());
-            assert!(runbook.contains(&format!("\n## {name}\n")), "{name}: no runbook section");
+            assert!(
+                runbook.contains(&format!("\n## {name}\n")),
+                "{name}: no runbook section"
+            );
         }
     }
     assert_eq!(alerts, 7);

@@ -279,7 +279,7 @@ fn scenario_gauges_listeners_check_and_ss_agree() {
 }
 
 /// Masks what changes between runs: the values of process_* metrics and
-/// of the scrape duration, and the build labels.
+/// of the scrape duration and reload time, and the build labels.
 fn normalize(raw: &str) -> String {
     let mut out = String::new();
     for line in raw.lines() {
@@ -289,6 +289,8 @@ fn normalize(raw: &str) -> String {
             out.push_str(&format!("{name} <value>\n"));
         } else if line.starts_with("portrange_scrape_duration_seconds ") {
             out.push_str("portrange_scrape_duration_seconds <duration>\n");
+        } else if line.starts_with("portrange_config_last_reload_success_timestamp_seconds ") {
+            out.push_str("portrange_config_last_reload_success_timestamp_seconds <timestamp>\n");
         } else if line.starts_with("portrange_exporter_build_info{") {
             out.push_str("portrange_exporter_build_info{version=\"<version>\",revision=\"<revision>\",rustc_version=\"<rustc>\"} 1\n");
         } else {

@@ -35,7 +35,9 @@ impl Drop for Prometheus {
 fn encode(q: &str) -> String {
     q.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -43,7 +45,8 @@ fn encode(q: &str) -> String {
 
 fn api(path: &str) -> Value {
     let r = get(PROM, path, &[]).unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    let v: Value = serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("GET {path}: {e}: {}", r.text()));
+    let v: Value =
+        serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("GET {path}: {e}: {}", r.text()));
     assert_eq!(v["status"], "success", "GET {path}: {v}");
     v
 }
@@ -100,7 +103,10 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
     };
     // 3300-3324 of framehawk can be taken by outgoing connections.
     let st = Command::new("sh")
-        .args(["-c", "echo '3300 60999' > /proc/sys/net/ipv4/ip_local_port_range"])
+        .args([
+            "-c",
+            "echo '3300 60999' > /proc/sys/net/ipv4/ip_local_port_range",
+        ])
         .status()
         .unwrap();
     assert!(st.success());
@@ -130,9 +136,21 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
             "127.0.0.1:10225",
             &["--config.file", c],
             &[],
-            &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"],
+            &[
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+            ],
         ),
-        exporter_on("127.0.0.1:10226", &["--config.file", c], &[("PORTRANGE_EXPORTER_TEST_FAIL_SAMPLES", "1000000")], &[]),
+        exporter_on(
+            "127.0.0.1:10226",
+            &["--config.file", c],
+            &[("PORTRANGE_EXPORTER_TEST_FAIL_SAMPLES", "1000000")],
+            &[],
+        ),
     ]);
 
     let dir = std::env::temp_dir().join(format!("portrange-prom-{}", std::process::id()));
@@ -151,8 +169,14 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
     .unwrap();
     let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
     let prom = Command::new("prometheus")
-        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
         .arg(format!("--web.listen-address={PROM}"))
         .stdout(Stdio::null())
         .stderr(log)
@@ -164,18 +188,27 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
     // Wait for scrapes of all four targets.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let ready = get(PROM, "/-/ready", &[]).map(|r| r.status == 200).unwrap_or(false);
+        let ready = get(PROM, "/-/ready", &[])
+            .map(|r| r.status == 200)
+            .unwrap_or(false);
         if ready && query("up").len() == 4 && query("portrange_up").len() == 3 {
             break;
         }
-        assert!(Instant::now() < deadline, "prometheus did not scrape the targets:\n{}", prom_log());
+        assert!(
+            Instant::now() < deadline,
+            "prometheus did not scrape the targets:\n{}",
+            prom_log()
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 
     // UnexpectedListener (for: 1m) must fire.
     let deadline = Instant::now() + Duration::from_secs(120);
     let alerts = loop {
-        let alerts = api("/api/v1/alerts")["data"]["alerts"].as_array().cloned().unwrap();
+        let alerts = api("/api/v1/alerts")["data"]["alerts"]
+            .as_array()
+            .cloned()
+            .unwrap();
         let firing = alerts.iter().any(|a| {
             a["labels"]["alertname"] == "UnexpectedListener"
                 && a["state"] == "firing"
@@ -186,7 +219,10 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
         if firing {
             break alerts;
         }
-        assert!(Instant::now() < deadline, "UnexpectedListener did not fire: {alerts:?}");
+        assert!(
+            Instant::now() < deadline,
+            "UnexpectedListener did not fire: {alerts:?}"
+        );
         std::thread::sleep(Duration::from_secs(1));
     };
     let desc = alerts
@@ -196,7 +232,10 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(desc.contains("intruder") && desc.contains("3224") && desc.contains("user root"), "{desc}");
+    assert!(
+        desc.contains("intruder") && desc.contains("3224") && desc.contains("user root"),
+        "{desc}"
+    );
     // Every alert of the rules file is at least pending in this scenario.
     for name in [
         "PortRangeNearlyExhausted",
@@ -227,7 +266,10 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
         for r in g["rules"].as_array().unwrap() {
             let expr = r["expr"].as_str().unwrap();
             let name = r["alert"].as_str().or(r["record"].as_str()).unwrap();
-            assert!(!query(expr).is_empty(), "rule {name} returns no data: {expr}");
+            assert!(
+                !query(expr).is_empty(),
+                "rule {name} returns no data: {expr}"
+            );
             if let Some(rec) = r["record"].as_str() {
                 assert!(!query(rec).is_empty(), "recorded series {rec} is empty");
             }
@@ -241,7 +283,10 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
         ("portrange-host.json", A, "framehawk"),
         ("portrange-fleet.json", ".+", ".+"),
     ] {
-        let board: Value = serde_json::from_str(&std::fs::read_to_string(root().join("dashboards").join(file)).unwrap()).unwrap();
+        let board: Value = serde_json::from_str(
+            &std::fs::read_to_string(root().join("dashboards").join(file)).unwrap(),
+        )
+        .unwrap();
         let mut n = 0;
         let mut all = board["panels"].as_array().unwrap().clone();
         for p in board["panels"].as_array().unwrap() {
@@ -257,14 +302,20 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
                     .replace("$range", range)
                     .replace("$__rate_interval", "30s");
                 let result = query(&expr);
-                assert!(!result.is_empty(), "{file}: panel {:?} returns no data: {expr}", p["title"]);
+                assert!(
+                    !result.is_empty(),
+                    "{file}: panel {:?} returns no data: {expr}",
+                    p["title"]
+                );
                 n += 1;
             }
         }
         assert!(n >= 8, "{file}: only {n} targets");
     }
     // The listener table shows the intruder on 3224 as unexpected.
-    let rows = query(&format!("portrange_listener_info{{job=\"portrange\",instance=\"{A}\",port=\"3224\"}}"));
+    let rows = query(&format!(
+        "portrange_listener_info{{job=\"portrange\",instance=\"{A}\",port=\"3224\"}}"
+    ));
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["metric"]["process"], "intruder");
     assert_eq!(rows[0]["metric"]["expected"], "false");

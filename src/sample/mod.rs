@@ -160,7 +160,9 @@ pub enum SampleError {
     },
     #[error("socket sampling is not supported here: {0}")]
     Unsupported(String),
-    #[error("injected failure ({0} further samples will fail; set by PORTRANGE_EXPORTER_TEST_FAIL_SAMPLES)")]
+    #[error(
+        "injected failure ({0} further samples will fail; set by PORTRANGE_EXPORTER_TEST_FAIL_SAMPLES)"
+    )]
     Injected(u64),
 }
 
