@@ -41,10 +41,25 @@ fn systemd_unit_verifies_and_is_hardened() {
         .filter(|l| !l.starts_with('#') && l.contains('='))
         .filter_map(|l| l.split_once('='))
         .collect();
-    let get = |k: &str| directives.iter().filter(|(key, _)| *key == k).map(|(_, v)| *v).collect::<Vec<_>>();
-    assert_eq!(get("AmbientCapabilities"), vec!["CAP_SYS_PTRACE CAP_DAC_READ_SEARCH"]);
-    assert_eq!(get("CapabilityBoundingSet"), vec!["CAP_SYS_PTRACE CAP_DAC_READ_SEARCH"]);
-    assert_eq!(get("RestrictAddressFamilies"), vec!["AF_INET AF_INET6 AF_NETLINK AF_UNIX"]);
+    let get = |k: &str| {
+        directives
+            .iter()
+            .filter(|(key, _)| *key == k)
+            .map(|(_, v)| *v)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        get("AmbientCapabilities"),
+        vec!["CAP_SYS_PTRACE CAP_DAC_READ_SEARCH"]
+    );
+    assert_eq!(
+        get("CapabilityBoundingSet"),
+        vec!["CAP_SYS_PTRACE CAP_DAC_READ_SEARCH"]
+    );
+    assert_eq!(
+        get("RestrictAddressFamilies"),
+        vec!["AF_INET AF_INET6 AF_NETLINK AF_UNIX"]
+    );
     for (k, v) in [
         ("NoNewPrivileges", "yes"),
         ("ProtectSystem", "strict"),
@@ -67,11 +82,29 @@ fn systemd_unit_verifies_and_is_hardened() {
     let dir = std::env::temp_dir().join(format!("portrange-unit-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let copy = dir.join("portrange_exporter.service");
-    std::fs::write(&copy, unit.replace("/usr/local/bin/portrange_exporter", env!("CARGO_BIN_EXE_portrange_exporter"))).unwrap();
-    let out = Command::new("systemd-analyze").arg("verify").arg(&copy).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    std::fs::write(
+        &copy,
+        unit.replace(
+            "/usr/local/bin/portrange_exporter",
+            env!("CARGO_BIN_EXE_portrange_exporter"),
+        ),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "systemd-analyze verify:\n{text}");
-    assert!(!text.contains("Unknown key") && !text.contains("Failed to parse"), "{text}");
+    assert!(
+        !text.contains("Unknown key") && !text.contains("Failed to parse"),
+        "{text}"
+    );
     let out = Command::new("systemd-analyze")
         .args(["security", "--offline=yes", "--no-pager"])
         .arg(&copy)
@@ -80,7 +113,10 @@ fn systemd_unit_verifies_and_is_hardened() {
     let text = String::from_utf8_lossy(&out.stdout);
     let score: f64 = text
         .lines()
-        .find_map(|l| l.split("Overall exposure level for portrange_exporter.service: ").nth(1))
+        .find_map(|l| {
+            l.split("Overall exposure level for portrange_exporter.service: ")
+                .nth(1)
+        })
         .and_then(|r| r.split_whitespace().next())
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no exposure score in:\n{text}"));
@@ -99,7 +135,12 @@ fn kubernetes_manifests_carry_the_fields() {
     assert_eq!(pod["hostPID"], true);
     assert_eq!(pod["automountServiceAccountToken"], false);
     let c = &pod["containers"][0];
-    let args: Vec<&str> = c["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
     assert!(args.contains(&"--path.procfs=/host/proc"), "{args:?}");
     let proc_mount = c["volumeMounts"]
         .as_array()
@@ -108,18 +149,31 @@ fn kubernetes_manifests_carry_the_fields() {
         .find(|m| m["mountPath"] == "/host/proc")
         .expect("/host/proc mount");
     assert_eq!(proc_mount["readOnly"], true);
-    let proc_vol = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == proc_mount["name"]).unwrap();
+    let proc_vol = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == proc_mount["name"])
+        .unwrap();
     assert_eq!(proc_vol["hostPath"]["path"], "/proc");
     let sc = &c["securityContext"];
     assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
-    let mut add: Vec<&str> = sc["capabilities"]["add"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let mut add: Vec<&str> = sc["capabilities"]["add"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     add.sort();
     assert_eq!(add, ["DAC_READ_SEARCH", "SYS_PTRACE"]);
     assert_eq!(sc["readOnlyRootFilesystem"], true);
     assert_eq!(sc["allowPrivilegeEscalation"], false);
     assert_eq!(sc["privileged"], false);
     for k in ["requests", "limits"] {
-        assert!(c["resources"][k]["cpu"].is_string() && c["resources"][k]["memory"].is_string(), "resources.{k}");
+        assert!(
+            c["resources"][k]["cpu"].is_string() && c["resources"][k]["memory"].is_string(),
+            "resources.{k}"
+        );
     }
     for p in ["livenessProbe", "readinessProbe"] {
         assert_eq!(c[p]["httpGet"]["path"], "/-/healthy", "{p}");
@@ -135,14 +189,31 @@ fn kubernetes_manifests_carry_the_fields() {
 
     let sm = yaml("deploy/kubernetes/servicemonitor.yaml");
     assert_eq!(sm["kind"], "ServiceMonitor");
-    assert_eq!(&sm["spec"]["selector"]["matchLabels"], &svc["metadata"]["labels"]);
+    assert_eq!(
+        &sm["spec"]["selector"]["matchLabels"],
+        &svc["metadata"]["labels"]
+    );
     assert_eq!(sm["spec"]["endpoints"][0]["port"], svc_port);
 
     let cm = yaml("deploy/kubernetes/configmap.yaml");
     let ranges = cm["data"]["ranges.yml"].as_str().unwrap();
-    portrange_exporter::config::Config::parse(ranges, "configmap.yaml").expect("the ConfigMap's ranges.yml is valid");
-    let mount = c["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == "config").unwrap();
-    assert!(args.contains(&format!("--config.file={}/ranges.yml", mount["mountPath"].as_str().unwrap()).as_str()));
+    portrange_exporter::config::Config::parse(ranges, "configmap.yaml")
+        .expect("the ConfigMap's ranges.yml is valid");
+    let mount = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "config")
+        .unwrap();
+    assert!(
+        args.contains(
+            &format!(
+                "--config.file={}/ranges.yml",
+                mount["mountPath"].as_str().unwrap()
+            )
+            .as_str()
+        )
+    );
 }
 
 #[test]
@@ -150,16 +221,31 @@ fn scrape_configs_pass_promtool() {
     if tool_missing("promtool") {
         return;
     }
-    for f in ["scrape-plain.yml", "scrape-tls-basic-auth.yml", "scrape-file-sd.yml"] {
+    for f in [
+        "scrape-plain.yml",
+        "scrape-tls-basic-auth.yml",
+        "scrape-file-sd.yml",
+    ] {
         let out = Command::new("promtool")
             .args(["check", "config", "--syntax-only", f])
             .current_dir(root().join("deploy/prometheus"))
             .output()
             .unwrap();
-        assert!(out.status.success(), "{f}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{f}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let targets = yaml("deploy/prometheus/targets/portrange.yml");
-    assert!(targets[0]["targets"].as_array().unwrap().iter().all(|t| t.as_str().unwrap().ends_with(":10224")));
+    assert!(
+        targets[0]["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t.as_str().unwrap().ends_with(":10224"))
+    );
 }
 
 #[test]
