@@ -240,7 +240,7 @@ fn serve(
             http::Options {
                 telemetry_path: cli.telemetry_path.clone(),
                 header_read_timeout: cli.header_read_timeout,
-                max_connections: cli.max_connections.max(1),
+                max_connections: connection_cap(cli.max_connections),
                 web: web.clone(),
                 enable_lifecycle: cli.enable_lifecycle,
                 config_path: cli.config_file.clone(),
@@ -280,6 +280,23 @@ fn serve(
         log::info!("shut down");
         Ok(())
     })
+}
+
+/// `--web.max-connections`, kept 64 below the open-file limit so that a
+/// flood of connections cannot starve sampling and /proc reads of fds.
+fn connection_cap(wanted: usize) -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    let room = usize::try_from(limit.saturating_sub(64))
+        .unwrap_or(usize::MAX)
+        .max(16);
+    if wanted > room {
+        log::warn!(
+            "--web.max-connections {wanted} is above what the open-file limit ({limit}) allows; using {room}"
+        );
+    }
+    wanted.min(room).max(1)
 }
 
 fn bind(addrs: &[SocketAddr]) -> anyhow::Result<tokio::net::TcpListener> {

@@ -281,7 +281,11 @@ fn unknown_key(message: &str) -> Option<String> {
     for marker in ["unknown field `", "missing field `", "duplicate field `"] {
         if let Some(start) = message.find(marker) {
             let rest = &message[start + marker.len()..];
-            return rest.find('`').map(|end| rest[..end].to_string());
+            return rest.find('`').map(|end| match &rest[..end] {
+                // A key that is the empty string (`"": 1`) still needs a name.
+                "" => "\"\"".to_string(),
+                key => key.to_string(),
+            });
         }
     }
     None
@@ -711,6 +715,12 @@ mod tests {
             "pid",
             "unknown field",
         );
+    }
+
+    #[test]
+    fn an_empty_key_is_named() {
+        // Found by fuzzing (fuzz/seeds/parse_config/empty-key-crash.yml).
+        refused("\"\": 1\n", 1, "\"\"", "unknown field");
     }
 
     #[test]

@@ -51,7 +51,7 @@ impl Default for Options {
         Options {
             telemetry_path: "/metrics".into(),
             header_read_timeout: Duration::from_secs(10),
-            max_connections: 256,
+            max_connections: 4096,
             default_budget: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
             web: None,

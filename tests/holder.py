@@ -1,27 +1,44 @@
 #!/usr/bin/env python3
 """Holds sockets for the integration tests until its stdin closes.
 
-usage: holder.py --name COMM SPEC...
+usage: holder.py --name COMM [--fork-child CHILDCOMM] SPEC...
   udp:ADDR:PORT           bound, unconnected UDP socket (a listener)
   udpc:ADDR:PORT:RPORT    UDP socket connected to 127.0.0.1:RPORT (not a listener)
   tcp:ADDR:PORT           TCP listener
   tcpc:ADDR:PORT          TCP connection to a listener on ADDR:PORT (the
                           accepted end is held too)
 ADDR may be an IPv6 address in brackets. The process renames itself (comm)
-to COMM with prctl(PR_SET_NAME), prints "ready <pid>" and waits.
+to COMM with prctl(PR_SET_NAME), prints "ready" and waits for its stdin to
+close. With --fork-child, it then forks a child that inherits every socket,
+renames itself CHILDCOMM and sleeps until killed; the line printed is
+"ready CHILDPID", and closing stdin ends only the parent.
 """
 import ctypes
 import socket
 import sys
 
+import os
+import signal
+
 args = sys.argv[1:]
 name = None
+child_name = None
 if args[:1] == ["--name"]:
-    name = args[1].encode("utf-8", "surrogateescape")
+    name = os.fsencode(args[1])
     args = args[2:]
-if name is not None:
+if args[:1] == ["--fork-child"]:
+    child_name = os.fsencode(args[1])
+    args = args[2:]
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+def rename(comm):
     # PR_SET_NAME = 15; the kernel keeps the first 15 bytes.
-    ctypes.CDLL(None, use_errno=True).prctl(15, ctypes.c_char_p(name), 0, 0, 0)
+    libc.prctl(15, ctypes.c_char_p(comm), 0, 0, 0)
+
+
+if name is not None:
+    rename(name)
 
 held = []
 
@@ -60,5 +77,14 @@ for spec in args:
         sys.exit(f"unknown spec {spec}")
     held.append(s)
 
-print("ready", flush=True)
+if child_name is not None:
+    pid = os.fork()
+    if pid == 0:
+        rename(child_name)
+        os.close(0)
+        while True:
+            signal.pause()
+    print(f"ready {pid}", flush=True)
+else:
+    print("ready", flush=True)
 sys.stdin.read()

@@ -641,6 +641,58 @@ mod tests {
     }
 
     #[test]
+    fn garbage_truncation_and_misalignment_never_panic() {
+        // A small xorshift generator: reproducible, no dependency.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let recorded = include_bytes!("testdata/udp4_reply.bin");
+        let mut out = Vec::new();
+        for round in 0..20_000 {
+            let len = (next() % 400) as usize;
+            let mut buf: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if round % 3 == 0 && len >= 16 {
+                // Plausible headers with hostile lengths and types.
+                let l = match next() % 4 {
+                    0 => 0u32,
+                    1 => u32::MAX,
+                    2 => (len as u32).wrapping_add(1),
+                    _ => (next() % 200) as u32,
+                };
+                buf[0..4].copy_from_slice(&l.to_ne_bytes());
+                let kind = [1u16, 2, 3, 20, 0, 0xffff][(next() % 6) as usize];
+                buf[4..6].copy_from_slice(&kind.to_ne_bytes());
+                buf[8..12].copy_from_slice(&1u32.to_ne_bytes());
+            }
+            let _ = decode(&buf, 1, Protocol::Udp, &mut out);
+            let _ = decode_socket(&buf, Protocol::Tcp);
+            out.clear();
+        }
+        // Every truncation of a real reply is an error or a clean prefix.
+        for cut in 0..recorded.len() {
+            let _ = decode(&recorded[..cut], 1, Protocol::Udp, &mut out);
+            out.clear();
+        }
+        // Misaligned copies decode the same as the original.
+        let mut want = Vec::new();
+        let expected = decode(recorded, 1, Protocol::Udp, &mut want);
+        for shift in 1..8 {
+            let mut shifted = vec![0u8; recorded.len() + shift];
+            shifted[shift..].copy_from_slice(recorded);
+            let mut got = Vec::new();
+            assert_eq!(
+                decode(&shifted[shift..], 1, Protocol::Udp, &mut got),
+                expected
+            );
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
     fn live_sample_with_a_multi_range_filter() {
         // Runs in the caller's own namespace and needs no privilege: the
         // kernel must accept the OR-ed program and return exactly the

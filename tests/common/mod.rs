@@ -40,6 +40,8 @@ pub fn enter_netns(test: &str) -> bool {
 pub struct Holder {
     pub child: Child,
     stdin: Option<ChildStdin>,
+    /// The pid of the forked child (`hold_forking`), killed on drop.
+    pub forked: Option<u32>,
 }
 
 impl Holder {
@@ -52,6 +54,10 @@ impl Holder {
     }
 
     fn kill(&mut self) {
+        if let Some(pid) = self.forked.take() {
+            // SAFETY: kill(2) with a pid we were given; no memory involved.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
         drop(self.stdin.take());
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
@@ -77,10 +83,23 @@ pub fn holder_script() -> PathBuf {
 
 /// Starts a holder named `name` with the given socket specs (see holder.py)
 /// and waits until its sockets are bound.
-pub fn hold(name: &str, specs: &[&str]) -> Holder {
-    let mut child = Command::new("python3")
-        .arg(holder_script())
-        .args(["--name", name])
+pub fn hold(name: impl AsRef<std::ffi::OsStr>, specs: &[&str]) -> Holder {
+    spawn_holder(name.as_ref(), None, specs)
+}
+
+/// Like `hold`, but the holder forks a child named `child` that inherits
+/// the sockets; `stop()` then ends only the parent.
+pub fn hold_forking(name: &str, child: &str, specs: &[&str]) -> Holder {
+    spawn_holder(name.as_ref(), Some(child), specs)
+}
+
+fn spawn_holder(name: &std::ffi::OsStr, child_name: Option<&str>, specs: &[&str]) -> Holder {
+    let mut cmd = Command::new("python3");
+    cmd.arg(holder_script()).arg("--name").arg(name);
+    if let Some(c) = child_name {
+        cmd.args(["--fork-child", c]);
+    }
+    let mut child = cmd
         .args(specs)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -91,12 +110,18 @@ pub fn hold(name: &str, specs: &[&str]) -> Holder {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
+    let mut words = line.split_whitespace();
     assert_eq!(
-        line.trim(),
-        "ready",
-        "holder {name} {specs:?} did not start"
+        words.next(),
+        Some("ready"),
+        "holder {name:?} {specs:?} did not start"
     );
-    Holder { child, stdin }
+    let forked = words.next().map(|p| p.parse().unwrap());
+    Holder {
+        child,
+        stdin,
+        forked,
+    }
 }
 
 /// The exporter under test.
