@@ -42,10 +42,11 @@ pub struct Cli {
     pub telemetry_path: String,
 
     /// Maximum number of open HTTP connections; more are closed on accept.
+    /// Kept 64 below the process's open-file limit.
     #[arg(
         long = "web.max-connections",
         env = "PORTRANGE_EXPORTER_WEB_MAX_CONNECTIONS",
-        default_value_t = 256
+        default_value_t = 4096
     )]
     pub max_connections: usize,
 
@@ -299,14 +300,24 @@ fn connection_cap(wanted: usize) -> usize {
     wanted.min(room).max(1)
 }
 
+/// Binds the first address that works, with a listen backlog of 4096 (the
+/// kernel caps it at net.core.somaxconn): a burst of connections must not
+/// overflow the accept queue and get reset before the server sees them.
 fn bind(addrs: &[SocketAddr]) -> anyhow::Result<tokio::net::TcpListener> {
     let mut last = None;
     for a in addrs {
-        match std::net::TcpListener::bind(a) {
-            Ok(l) => {
-                l.set_nonblocking(true)?;
-                return Ok(tokio::net::TcpListener::from_std(l)?);
-            }
+        let attempt = (|| {
+            let socket = if a.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            socket.set_reuseaddr(true)?;
+            socket.bind(*a)?;
+            socket.listen(4096)
+        })();
+        match attempt {
+            Ok(l) => return Ok(l),
             Err(e) => last = Some(anyhow::Error::new(e).context(format!("binding {a}"))),
         }
     }

@@ -397,11 +397,25 @@ fn hostile_names_keep_metrics_valid_and_check_one_line_per_listener() {
     let exe = long.join("evil\"exe\\name");
     std::fs::copy(EXPORTER, &exe).unwrap();
     assert!(exe.as_os_str().len() > 2800);
-    let mut evil = Command::new(&exe)
-        .args(["--web.listen-address", "127.0.0.1:3300"])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Another test thread may fork while the copy is still open for writing,
+    // and exec then fails with ETXTBSY until that child has exec'd: retry.
+    let mut evil = {
+        let mut tries = 0;
+        loop {
+            match Command::new(&exe)
+                .args(["--web.listen-address", "127.0.0.1:3300"])
+                .stderr(Stdio::null())
+                .spawn()
+            {
+                Ok(c) => break c,
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("starting {}: {e}", exe.display()),
+            }
+        }
+    };
     let cfg = config_file(
         "hostile",
         &format!(
