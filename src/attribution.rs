@@ -5,10 +5,13 @@
 //! (whose start time catches pid reuse); only inodes never seen before
 //! trigger a scan, which visits first the processes that already own
 //! sockets in the ranges, then the processes running as the new sockets'
-//! uids, then the rest, and stops once every new inode is found or the
-//! deadline passes. Inodes a complete scan could not find are not searched
-//! again until a back-off expires, so an unprivileged exporter does not
-//! rescan `/proc` on every scrape.
+//! uids, then the rest (newest pid first within each group), and stops once
+//! every new inode is found. The scan runs on its own thread: a scrape waits
+//! for it only until its deadline, after which its sockets count as
+//! unattributed and the scan finishes in the background for the next
+//! scrape. Inodes a complete scan could not find are not searched again
+//! until a back-off expires, so an unprivileged exporter does not rescan
+//! `/proc` on every scrape.
 //!
 //! Reading other users' fd directories needs CAP_DAC_READ_SEARCH (to search
 //! the 0500 directory) and CAP_SYS_PTRACE (the kernel's ptrace access check
@@ -19,7 +22,7 @@ use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use rustix::fs::{AtFlags, Mode, OFlags};
@@ -49,7 +52,8 @@ pub struct PassStats {
     pub processes_scanned: usize,
     /// Processes whose fd directory could not be read for lack of privilege.
     pub permission_denied: usize,
-    /// The scan stopped at the deadline with inodes left to find.
+    /// A scan was still running at the deadline, with sockets left to
+    /// find; it finishes in the background.
     pub deadline_hit: bool,
 }
 
@@ -79,6 +83,7 @@ pub struct Attributor {
     cache: HashMap<u64, Cached>,
     missing: HashMap<u64, Missing>,
     own_uid: u32,
+    pending: Option<Pending>,
 }
 
 const MISS_BACKOFF_START: Duration = Duration::from_secs(15);
@@ -91,6 +96,7 @@ impl Attributor {
             cache: HashMap::new(),
             missing: HashMap::new(),
             own_uid: rustix::process::geteuid().as_raw(),
+            pending: None,
         }
     }
 
@@ -104,7 +110,9 @@ impl Attributor {
     }
 
     /// Finds the owner of every socket, by inode. Sockets with inode 0
-    /// (TIME_WAIT, request sockets) have no owner and are skipped.
+    /// (TIME_WAIT, request sockets) have no owner and are skipped. Never
+    /// waits past `deadline`: a scan still running then goes on in the
+    /// background, and a later call takes its results.
     pub fn attribute(
         &mut self,
         sockets: &[Socket],
@@ -121,11 +129,24 @@ impl Attributor {
         self.missing.retain(|inode, _| uid_of.contains_key(inode));
 
         let mut found: HashMap<u64, Arc<Owner>> = HashMap::with_capacity(uid_of.len());
-        let mut procs: HashMap<u32, Option<ProcInfo>> = HashMap::new();
 
-        // 1. Re-check cached owners.
+        // 1. A scan left running by an earlier call: take its results if it
+        //    finishes within this call's budget.
+        if let Some(p) = self.pending.take() {
+            match p.rx.recv_timeout(deadline.saturating_duration_since(now)) {
+                Ok(result) => self.merge(result, &uid_of, &mut found, &mut stats, now),
+                Err(mpsc::RecvTimeoutError::Timeout) => self.pending = Some(p),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {}
+            }
+        }
+
+        // 2. Re-check cached owners.
+        let mut procs: HashMap<u32, Option<ProcInfo>> = HashMap::new();
         let mut stale = Vec::new();
         for (&inode, c) in &self.cache {
+            if found.contains_key(&inode) {
+                continue; // just found by the scan
+            }
             let info = procs
                 .entry(c.pid)
                 .or_insert_with(|| read_proc(&self.procfs, c.pid))
@@ -141,150 +162,214 @@ impl Attributor {
                 _ => stale.push(inode),
             }
         }
-        let known_pids: Vec<u32> = {
-            let mut v: Vec<u32> = self.cache.values().map(|c| c.pid).collect();
-            v.sort_unstable();
-            v.dedup();
-            v
-        };
         for inode in stale {
             self.cache.remove(&inode);
         }
 
-        // 2. Scan for inodes not confirmed and not in back-off.
-        let mut wanted: HashSet<u64> = uid_of
+        // 3. Scan for inodes not found, not in back-off and not already being
+        //    searched by a scan still running.
+        let searching = self.pending.as_ref().map(|p| &p.inodes);
+        let wanted: HashSet<u64> = uid_of
             .keys()
             .copied()
             .filter(|i| !found.contains_key(i))
             .filter(|i| self.missing.get(i).is_none_or(|m| m.retry_at <= now))
+            .filter(|i| searching.is_none_or(|s| !s.contains(i)))
             .collect();
         stats.searched = wanted.len();
-        if !wanted.is_empty() {
+        if !wanted.is_empty() && self.pending.is_none() {
+            let mut known_pids: Vec<u32> = self.cache.values().map(|c| c.pid).collect();
+            known_pids.sort_unstable();
+            known_pids.dedup();
             let uids: HashSet<u32> = wanted.iter().map(|i| uid_of[i]).collect();
-            let complete = self.scan(
-                &mut wanted,
-                &known_pids,
-                &uids,
-                deadline,
-                &mut stats,
-                &mut procs,
-                &mut found,
-            );
-            stats.deadline_hit = !complete;
-            if complete {
-                for inode in wanted {
-                    let misses = self.missing.get(&inode).map_or(0, |m| m.misses) + 1;
-                    let backoff = MISS_BACKOFF_START
-                        .saturating_mul(1 << (misses - 1).min(6))
-                        .min(MISS_BACKOFF_MAX);
-                    self.missing.insert(
-                        inode,
-                        Missing {
-                            retry_at: now + backoff,
-                            misses,
-                        },
-                    );
+            let (tx, rx) = mpsc::channel();
+            let procfs = self.procfs.clone();
+            let inodes = wanted.clone();
+            let spawned = std::thread::Builder::new()
+                .name("proc-scan".into())
+                .spawn(move || {
+                    let _ = tx.send(scan_procs(&procfs, wanted, &known_pids, &uids));
+                });
+            if spawned.is_ok() {
+                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(result) => self.merge(result, &uid_of, &mut found, &mut stats, now),
+                    Err(_) => self.pending = Some(Pending { rx, inodes }),
                 }
             }
         }
+        stats.deadline_hit = self.pending.is_some()
+            && uid_of
+                .keys()
+                .any(|i| !found.contains_key(i) && !self.missing.contains_key(i));
         for inode in found.keys() {
             self.missing.remove(inode);
         }
         (found, stats)
     }
 
-    /// Scans fd directories for the `wanted` inodes; returns false when the
-    /// deadline stopped it before every process was visited.
-    #[allow(clippy::too_many_arguments)]
-    fn scan(
+    /// Takes a finished scan's results: owners into the cache (for sockets
+    /// still present), misses into back-off.
+    fn merge(
         &mut self,
-        wanted: &mut HashSet<u64>,
-        known_pids: &[u32],
-        uids: &HashSet<u32>,
-        deadline: Instant,
-        stats: &mut PassStats,
-        procs: &mut HashMap<u32, Option<ProcInfo>>,
+        result: ScanResult,
+        uid_of: &HashMap<u64, u32>,
         found: &mut HashMap<u64, Arc<Owner>>,
-    ) -> bool {
-        let Ok(proc_dir) = rustix::fs::open(
-            &self.procfs,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) else {
-            return true;
-        };
-        let all = list_pids(&proc_dir);
-        // Order: known owners, then processes of the sockets' uids, then the rest.
-        let known: HashSet<u32> = known_pids.iter().copied().collect();
-        let mut order: Vec<u32> = known_pids.to_vec();
-        let mut rest = Vec::new();
-        for &pid in &all {
-            if known.contains(&pid) {
+        stats: &mut PassStats,
+        now: Instant,
+    ) {
+        stats.processes_scanned += result.processes_scanned;
+        stats.permission_denied += result.permission_denied;
+        for (inode, pid, fd, info) in result.hits {
+            if !uid_of.contains_key(&inode) {
                 continue;
             }
-            let uid = rustix::fs::statat(&proc_dir, pid.to_string(), AtFlags::empty())
-                .map(|st| st.st_uid)
-                .ok();
-            match uid {
-                Some(u) if uids.contains(&u) => order.push(pid),
-                Some(_) => rest.push(pid),
-                None => {} // gone already
-            }
+            self.cache.insert(
+                inode,
+                Cached {
+                    pid,
+                    fd,
+                    start_time: info.start_time,
+                },
+            );
+            found.insert(inode, info.owner.clone());
         }
-        order.extend(rest);
-
-        let mut buf = Vec::with_capacity(64);
-        for pid in order {
-            if wanted.is_empty() {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            let fd_dir = match rustix::fs::openat(
-                &proc_dir,
-                format!("{pid}/fd"),
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            ) {
-                Ok(fd) => fd,
-                Err(Errno::ACCESS) | Err(Errno::PERM) => {
-                    stats.permission_denied += 1;
-                    continue;
-                }
-                Err(_) => continue, // exited, or a kernel thread
-            };
-            stats.processes_scanned += 1;
-            let hits = scan_fds(fd_dir, wanted, &mut buf, &mut stats.permission_denied);
-            if hits.is_empty() {
+        for inode in result.not_found {
+            if !uid_of.contains_key(&inode) {
                 continue;
             }
-            let Some(info) = procs
-                .entry(pid)
-                .or_insert_with(|| read_proc(&self.procfs, pid))
-                .clone()
-            else {
-                continue; // exited between the links and its stat
-            };
-            for (inode, fd) in hits {
-                wanted.remove(&inode);
-                self.cache.insert(
-                    inode,
-                    Cached {
-                        pid,
-                        fd,
-                        start_time: info.start_time,
-                    },
-                );
-                found.insert(inode, info.owner.clone());
-            }
+            let misses = self.missing.get(&inode).map_or(0, |m| m.misses) + 1;
+            let backoff = MISS_BACKOFF_START
+                .saturating_mul(1 << (misses - 1).min(6))
+                .min(MISS_BACKOFF_MAX);
+            self.missing.insert(
+                inode,
+                Missing {
+                    retry_at: now + backoff,
+                    misses,
+                },
+            );
         }
-        true
     }
 
     /// The uid this exporter runs as.
     pub fn own_uid(&self) -> u32 {
         self.own_uid
+    }
+}
+
+/// What one complete scan of `/proc` found.
+struct ScanResult {
+    hits: Vec<(u64, u32, u32, ProcInfo)>,
+    not_found: HashSet<u64>,
+    processes_scanned: usize,
+    permission_denied: usize,
+}
+
+/// A scan running on its own thread.
+struct Pending {
+    rx: mpsc::Receiver<ScanResult>,
+    inodes: HashSet<u64>,
+}
+
+/// Scans fd directories for the `wanted` inodes until all are found or
+/// every process was visited. Order: processes that already own sockets in
+/// the ranges, then processes running as the new sockets' uids, then the
+/// rest; within each group the newest pid first, since a new owner is
+/// usually a new process.
+fn scan_procs(
+    procfs: &Path,
+    mut wanted: HashSet<u64>,
+    known_pids: &[u32],
+    uids: &HashSet<u32>,
+) -> ScanResult {
+    let mut result = ScanResult {
+        hits: Vec::new(),
+        not_found: HashSet::new(),
+        processes_scanned: 0,
+        permission_denied: 0,
+    };
+    let Ok(proc_dir) = rustix::fs::open(
+        procfs,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        result.not_found = wanted;
+        return result;
+    };
+    let mut buf = Vec::with_capacity(64);
+    // Known owners first: a new socket usually comes from a process that
+    // already has some, and then /proc need not even be listed.
+    for &pid in known_pids.iter().rev() {
+        if wanted.is_empty() {
+            break;
+        }
+        scan_one(procfs, &proc_dir, pid, &mut wanted, &mut buf, &mut result);
+    }
+    if wanted.is_empty() {
+        return result;
+    }
+    let mut all = list_pids(&proc_dir);
+    all.sort_unstable_by(|a, b| b.cmp(a));
+    let known: HashSet<u32> = known_pids.iter().copied().collect();
+    let mut order: Vec<u32> = Vec::with_capacity(all.len());
+    let mut rest = Vec::new();
+    for &pid in &all {
+        if known.contains(&pid) {
+            continue;
+        }
+        let uid = rustix::fs::statat(&proc_dir, pid.to_string(), AtFlags::empty())
+            .map(|st| st.st_uid)
+            .ok();
+        match uid {
+            Some(u) if uids.contains(&u) => order.push(pid),
+            Some(_) => rest.push(pid),
+            None => {} // gone already
+        }
+    }
+    order.extend(rest);
+    for pid in order {
+        if wanted.is_empty() {
+            break;
+        }
+        scan_one(procfs, &proc_dir, pid, &mut wanted, &mut buf, &mut result);
+    }
+    result.not_found = wanted;
+    result
+}
+
+/// Scans one process's fd directory and records its hits.
+fn scan_one(
+    procfs: &Path,
+    proc_dir: &OwnedFd,
+    pid: u32,
+    wanted: &mut HashSet<u64>,
+    buf: &mut Vec<u8>,
+    result: &mut ScanResult,
+) {
+    let fd_dir = match rustix::fs::openat(
+        proc_dir,
+        format!("{pid}/fd"),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::ACCESS) | Err(Errno::PERM) => {
+            result.permission_denied += 1;
+            return;
+        }
+        Err(_) => return, // exited, or a kernel thread
+    };
+    result.processes_scanned += 1;
+    let hits = scan_fds(fd_dir, wanted, buf, &mut result.permission_denied);
+    if hits.is_empty() {
+        return;
+    }
+    let Some(info) = read_proc(procfs, pid) else {
+        return; // exited between the links and its stat
+    };
+    for (inode, fd) in hits {
+        wanted.remove(&inode);
+        result.hits.push((inode, pid, fd, info.clone()));
     }
 }
 
@@ -580,16 +665,59 @@ mod tests {
     }
 
     #[test]
-    fn a_past_deadline_leaves_sockets_unattributed_without_back_off() {
-        let root = tempdir("deadline");
+    fn a_scan_past_the_budget_finishes_in_the_background() {
+        // 1,500 processes with 20 fds each; the wanted socket belongs to the
+        // oldest pid, which a newest-first scan reaches last.
+        let root = tempdir("budget");
+        fake_proc(&root);
+        for pid in 1000..2500u32 {
+            let dir = root.join(pid.to_string());
+            std::fs::create_dir_all(dir.join("fd")).unwrap();
+            std::fs::write(
+                dir.join("stat"),
+                format!("{pid} (filler) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0\n"),
+            )
+            .unwrap();
+            for fd in 0..20 {
+                std::os::unix::fs::symlink(
+                    format!("socket:[{}]", 900_000 + pid * 100 + fd),
+                    dir.join(format!("fd/{fd}")),
+                )
+                .unwrap();
+            }
+        }
+        let mut a = Attributor::new(&root);
+        let started = Instant::now();
+        let (owners, stats) = a.attribute(&[sock(5001)], Instant::now() + Duration::from_millis(1));
+        let waited = started.elapsed();
+        assert!(
+            waited < Duration::from_millis(200),
+            "waited {waited:?} past a 1 ms budget"
+        );
+        if owners.is_empty() {
+            assert!(stats.deadline_hit);
+            // The scan went on; the next pass takes its result without a new scan.
+            let (owners, stats) = a.attribute(&[sock(5001)], far());
+            assert_eq!(owners[&5001].pid, 100);
+            assert_eq!(stats.searched, 0, "no second scan");
+            assert!(stats.processes_scanned > 1000, "{stats:?}");
+        }
+        // And from then on it is a cached, confirmed owner.
+        let (owners, stats) = a.attribute(&[sock(5001)], far());
+        assert_eq!(owners[&5001].pid, 100);
+        assert_eq!((stats.confirmed, stats.processes_scanned), (1, 0));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn newest_processes_are_scanned_first() {
+        let root = tempdir("order");
         fake_proc(&root);
         let mut a = Attributor::new(&root);
-        let (owners, stats) = a.attribute(&[sock(5001)], Instant::now());
-        assert!(owners.is_empty());
-        assert!(stats.deadline_hit);
-        // Not put in back-off: the next scrape searches again and finds it.
-        let (owners, _) = a.attribute(&[sock(5001)], far());
-        assert_eq!(owners[&5001].pid, 100);
+        // 5002 belongs to pid 200, the newest: found after visiting one process.
+        let (owners, stats) = a.attribute(&[sock(5002)], far());
+        assert_eq!(owners[&5002].pid, 200);
+        assert_eq!(stats.processes_scanned, 1, "{stats:?}");
         std::fs::remove_dir_all(&root).unwrap();
     }
 

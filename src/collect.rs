@@ -274,8 +274,8 @@ impl Collector {
         }
         if stats.deadline_hit {
             log::warn!(
-                "process attribution stopped at the scrape deadline with {} sockets left to find; they count as unattributed",
-                stats.searched
+                "process attribution is still scanning {} at the scrape deadline; its sockets count as unattributed until the scan, which goes on in the background, finishes",
+                self.procfs.display()
             );
         }
         (owners, stats)
