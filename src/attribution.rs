@@ -82,7 +82,6 @@ pub struct Attributor {
     procfs: PathBuf,
     cache: HashMap<u64, Cached>,
     missing: HashMap<u64, Missing>,
-    own_uid: u32,
     pending: Option<Pending>,
 }
 
@@ -95,13 +94,8 @@ impl Attributor {
             procfs: procfs.into(),
             cache: HashMap::new(),
             missing: HashMap::new(),
-            own_uid: rustix::process::geteuid().as_raw(),
             pending: None,
         }
-    }
-
-    pub fn procfs(&self) -> &Path {
-        &self.procfs
     }
 
     /// Number of cached owners (for tests and the leak checks).
@@ -249,11 +243,6 @@ impl Attributor {
                 },
             );
         }
-    }
-
-    /// The uid this exporter runs as.
-    pub fn own_uid(&self) -> u32 {
-        self.own_uid
     }
 }
 

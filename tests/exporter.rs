@@ -301,41 +301,6 @@ fn normalize(raw: &str) -> String {
     out
 }
 
-fn promtool_check(raw: &str) {
-    let Ok(mut child) = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    else {
-        if std::env::var_os("CI").is_some() {
-            panic!("promtool is missing in CI: .ci/run must install the prometheus package");
-        }
-        eprintln!(
-            "SKIPPED promtool check metrics: promtool not installed (apt-get install prometheus)"
-        );
-        return;
-    };
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(raw.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && report.trim().is_empty(),
-        "promtool check metrics:\n{report}"
-    );
-}
-
 #[test]
 fn golden_metrics_and_promtool() {
     if !enter_netns("golden_metrics_and_promtool") {
@@ -355,7 +320,7 @@ fn golden_metrics_and_promtool() {
     let _odd = hold("odd\"name\\x", &["udp:[::1]:3324"]);
     let exporter = Exporter::start(&[]);
     let raw = exporter.raw_metrics();
-    promtool_check(&raw);
+    promtool_check_metrics(&raw);
     let got = normalize(&raw);
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/metrics.prom");
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
@@ -588,14 +553,7 @@ fn unprivileged_exporter_reports_unattributed_not_expected() {
     let _ctx = hold("CtxGfx", &["udp:0.0.0.0:3224", "tcp:127.0.0.1:3300"]);
     let exporter = Exporter::start_as(
         &["--config.file", cfg.to_str().unwrap()],
-        Some(&[
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-        ]),
+        Some(&DROP_PRIVILEGES),
     );
     let m = exporter.metrics();
     assert_eq!(m.value("portrange_up"), 1.0, "sampling needs no privilege");

@@ -136,14 +136,7 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
             "127.0.0.1:10225",
             &["--config.file", c],
             &[],
-            &[
-                "setpriv",
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--inh-caps=-all",
-                "--bounding-set=-all",
-            ],
+            &DROP_PRIVILEGES,
         ),
         exporter_on(
             "127.0.0.1:10226",

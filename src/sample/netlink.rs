@@ -28,6 +28,7 @@ const NLM_F_DUMP: u16 = 0x300;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const INET_DIAG_REQ_BYTECODE: u16 = 1;
 const INET_DIAG_MSG_LEN: usize = 72;
+const ALL_STATES: u32 = (1 << 12) - 1;
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 const IPPROTO_TCP: u8 = 6;
@@ -121,7 +122,9 @@ pub fn build_request(family: u8, protocol: u8, seq: u32, bytecode: &[u8]) -> Vec
     m.extend_from_slice(&0u32.to_ne_bytes());
     // inet_diag_req_v2: family, protocol, ext, pad, states, then a zero sockid.
     m.extend_from_slice(&[family, protocol, 0, 0]);
-    m.extend_from_slice(&u32::MAX.to_ne_bytes());
+    // Every state, as `ss -a` asks: bits 0-11 (the kernel adds
+    // NEW_SYN_RECV itself when SYN_RECV is asked for).
+    m.extend_from_slice(&ALL_STATES.to_ne_bytes());
     m.extend_from_slice(&[0u8; 48]);
     if !bytecode.is_empty() {
         m.extend_from_slice(&(attr_len as u16).to_ne_bytes());
@@ -487,7 +490,7 @@ mod tests {
         assert_eq!(u16::from_ne_bytes([r[6], r[7]]), 0x301);
         assert_eq!(u32::from_ne_bytes(r[8..12].try_into().unwrap()), 7);
         assert_eq!(&r[16..20], &[10, 17, 0, 0]);
-        assert_eq!(&r[20..24], &[0xff; 4]);
+        assert_eq!(u32::from_ne_bytes(r[20..24].try_into().unwrap()), 0xfff);
         assert!(r[24..72].iter().all(|&b| b == 0));
         assert_eq!(u16::from_ne_bytes([r[72], r[73]]), 20);
         assert_eq!(u16::from_ne_bytes([r[74], r[75]]), 1);

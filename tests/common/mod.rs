@@ -411,3 +411,49 @@ pub fn fd_count(pid: u32) -> usize {
         .unwrap()
         .count()
 }
+
+/// `setpriv` arguments that run a command as nobody with no capability.
+pub const DROP_PRIVILEGES: [&str; 6] = [
+    "setpriv",
+    "--reuid=65534",
+    "--regid=65534",
+    "--clear-groups",
+    "--inh-caps=-all",
+    "--bounding-set=-all",
+];
+
+/// Asserts that `promtool check metrics` finds nothing to say about `raw`
+/// (skipped, saying so, where promtool is missing; required in CI).
+pub fn promtool_check_metrics(raw: &str) {
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        if std::env::var_os("CI").is_some() {
+            panic!("promtool is missing in CI: .ci/run must install the prometheus package");
+        }
+        eprintln!(
+            "SKIPPED promtool check metrics: promtool not installed (apt-get install prometheus)"
+        );
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(raw.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool check metrics:\n{report}"
+    );
+}
