@@ -387,7 +387,7 @@ fn owner_of(s: &Socket, owners: &HashMap<u64, Arc<Owner>>) -> Option<Arc<Owner>>
     // A backend that knows only the pid gives an owner only when the name
     // can be resolved too: a nameless owner would be judged as a real one.
     let pid = s.pid_hint?;
-    let comm = crate::sample::process_name(pid)?;
+    let comm = crate::sample::portable::process_name(pid)?;
     Some(Arc::new(Owner {
         pid,
         comm,

@@ -142,26 +142,13 @@ impl State {
         let registry = self.registry.clone();
         let deadline = arrived + budget;
         let body = tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
             let mut c = collector
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let report = c.collect(deadline);
-            let mut families = metrics::families(&report, c.config(), c.reload_status(), 0.0);
+            let mut families = metrics::families(&report, c.config(), c.reload_status());
             drop(c);
             families.extend(registry.gather());
-            // The duration covers the whole collection, encoding excepted.
-            let seconds = started.elapsed().as_secs_f64();
-            for f in families
-                .iter_mut()
-                .filter(|f| f.name() == "portrange_scrape_duration_seconds")
-            {
-                let mut m = f.take_metric();
-                let mut g = prometheus::proto::Gauge::default();
-                g.set_value(seconds);
-                m[0].set_gauge(g);
-                f.set_metric(m);
-            }
             Bytes::from(metrics::encode(families))
         })
         .await

@@ -127,12 +127,7 @@ impl Family {
 /// The families for one report. When sampling failed, only what does not
 /// depend on the sample is emitted (capacity, `portrange_up 0`): a failed
 /// sample must not read as "every port free".
-pub fn families(
-    report: &Report,
-    config: &Config,
-    reload: ReloadStatus,
-    scrape_seconds: f64,
-) -> Vec<MetricFamily> {
+pub fn families(report: &Report, config: &Config, reload: ReloadStatus) -> Vec<MetricFamily> {
     let mut out = Vec::new();
     let mut ok = Family::new("portrange_config_last_reload_successful");
     ok.add(&[], if reload.successful { 1.0 } else { 0.0 });
@@ -144,7 +139,7 @@ pub fn families(
     up.add(&[], if report.up() { 1.0 } else { 0.0 });
     out.push(up.build());
     let mut dur = Family::new("portrange_scrape_duration_seconds");
-    dur.add(&[], scrape_seconds);
+    dur.add(&[], report.duration.as_secs_f64());
     out.push(dur.build());
     let mut build = Family::new("portrange_exporter_build_info");
     build.add(
@@ -291,7 +286,7 @@ mod tests {
             }],
             listeners,
             attribution: Default::default(),
-            duration: Duration::ZERO,
+            duration: Duration::from_millis(500),
         }
     }
 
@@ -316,7 +311,7 @@ mod tests {
             successful: true,
             last_success: 1.5e9,
         };
-        String::from_utf8(encode(families(r, &Config::builtin(), reload, 0.5))).unwrap()
+        String::from_utf8(encode(families(r, &Config::builtin(), reload))).unwrap()
     }
 
     #[test]

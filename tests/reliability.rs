@@ -137,7 +137,7 @@ fn churn_1000_scrapes_stay_consistent_and_match_ss() {
         .map(|i| {
             Command::new("python3")
                 .args(["-c", CHURN, "250", "120"])
-                .arg0_name(if i % 2 == 0 { "churner" } else { "other" })
+                .env("PR_SET_NAME", if i % 2 == 0 { "churner" } else { "other" })
                 .stdout(Stdio::null())
                 .spawn()
                 .unwrap()
@@ -204,17 +204,6 @@ fn churn_1000_scrapes_stay_consistent_and_match_ss() {
         started.elapsed()
     );
     let _ = std::fs::remove_file(cfg);
-}
-
-/// Sets argv[0] (python's comm is its executable name, so the churners
-/// rename themselves instead; this keeps the Command readable).
-trait Arg0 {
-    fn arg0_name(&mut self, name: &str) -> &mut Self;
-}
-impl Arg0 for Command {
-    fn arg0_name(&mut self, name: &str) -> &mut Self {
-        self.env("PR_SET_NAME", name)
-    }
 }
 
 #[test]

@@ -194,15 +194,3 @@ pub fn sample(filter: &Filter, timeout: std::time::Duration) -> Result<Vec<Socke
 pub fn sample(filter: &Filter, _timeout: std::time::Duration) -> Result<Vec<Socket>, SampleError> {
     portable::sample(filter)
 }
-
-/// The name of process `pid`, for backends that report pids (non-Linux).
-#[cfg(not(target_os = "linux"))]
-pub fn process_name(pid: u32) -> Option<Vec<u8>> {
-    portable::process_name(pid)
-}
-
-/// On Linux attribution reads names itself; sockets never carry a pid hint.
-#[cfg(target_os = "linux")]
-pub fn process_name(_pid: u32) -> Option<Vec<u8>> {
-    None
-}
