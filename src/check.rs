@@ -4,7 +4,8 @@
 
 use std::fmt::Write;
 
-use crate::collect::{Expected, Report};
+use crate::allowlist::Expected;
+use crate::collect::Report;
 
 /// Nagios plugin states, as exit codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -76,6 +77,20 @@ pub fn printable(s: &str) -> String {
     out
 }
 
+/// Why owners are unknown, and what the operator can do about it.
+fn unknown_reason(report: &Report) -> String {
+    if !report.missing_privileges.is_empty() {
+        format!(
+            "cannot read other users' processes: run as root or grant {}",
+            report.missing_privileges.join(" and ")
+        )
+    } else if report.attribution.deadline_hit {
+        "the process scan did not finish in time: raise --timeout".to_string()
+    } else {
+        "no visible process holds the socket: it may belong to another pid namespace".to_string()
+    }
+}
+
 /// Renders the report and decides the status.
 pub fn render(report: &Report, warn_free: WarnFree) -> (Status, String) {
     let mut out = String::new();
@@ -120,9 +135,12 @@ pub fn render(report: &Report, warn_free: WarnFree) -> (Status, String) {
         .filter(|l| l.expected == Expected::Unknown)
         .count();
     if unknown > 0 {
+        // What the exporter cannot see is never fine.
+        status = status.max(Status::Warning);
         reasons.push(format!(
-            "{unknown} listener{} with unknown owner",
-            if unknown == 1 { "" } else { "s" }
+            "{unknown} listener{} with unknown owner ({})",
+            if unknown == 1 { "" } else { "s" },
+            unknown_reason(report)
         ));
     }
     let summary = if reasons.is_empty() {
@@ -176,9 +194,7 @@ pub fn render(report: &Report, warn_free: WarnFree) -> (Status, String) {
                 l.protocol.to_string(),
                 addr,
                 printable(&l.process()),
-                l.owner
-                    .as_ref()
-                    .map_or("-".to_string(), |o| o.pid.to_string()),
+                l.owner().map_or("-".to_string(), |o| o.pid.to_string()),
                 printable(&l.user),
                 l.expected.as_str().to_string(),
                 l.range.clone(),
@@ -222,8 +238,8 @@ fn table(out: &mut String, rows: &[Vec<String>], right: &[bool]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attribution::Owner;
     use crate::collect::{Listener, RangeStats};
+    use crate::platform::{Holder, Owner};
     use crate::ranges::Protocol;
     use std::sync::Arc;
     use std::time::Duration;
@@ -249,16 +265,18 @@ mod tests {
                     protocol: Protocol::Udp,
                     port: 3224,
                     address: "::".parse().unwrap(),
-                    owner: Some(Arc::new(Owner {
+                    holder: Some(Holder::Process(Arc::new(Owner {
                         pid: 4242,
                         comm: comm.to_vec(),
                         exe: None,
-                    })),
+                        user: None,
+                    }))),
                     user: "root".into(),
                     expected,
                 })
                 .collect(),
             attribution: Default::default(),
+            missing_privileges: Vec::new(),
             duration: Duration::ZERO,
         }
     }
@@ -278,9 +296,19 @@ mod tests {
             render(&report(1, vec![(b"nc", Expected::False)]), w).0,
             Status::Critical
         );
-        assert_eq!(
-            render(&report(1, vec![(b"nc", Expected::Unknown)]), w).0,
-            Status::Ok
+        let (s, text) = render(&report(1, vec![(b"nc", Expected::Unknown)]), w);
+        assert_eq!(s, Status::Warning, "an unknown owner is never OK");
+        assert!(text.contains("1 listener with unknown owner"), "{text}");
+        let mut blind = report(1, vec![(b"nc", Expected::Unknown)]);
+        blind.missing_privileges = vec!["CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"];
+        let (s, text) = render(&blind, w);
+        assert_eq!(s, Status::Warning);
+        assert!(
+            text.lines()
+                .next()
+                .unwrap()
+                .contains("grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"),
+            "{text}"
         );
         assert_eq!(
             render(&report(96, vec![]), WarnFree::Ports(5)).0,

@@ -16,6 +16,8 @@ use crate::collect::Collector;
 use crate::config::Config;
 use crate::http;
 use crate::logging::{self, Format};
+use crate::platform;
+use crate::service::Service;
 
 /// Prometheus exporter for port ranges: ports in use, free capacity and
 /// unexpected listeners (default: the Citrix Framehawk range, UDP/TCP 3224-3324).
@@ -132,8 +134,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// Resolves `--web.listen-address`; ":PORT" means every interface (IPv6
-/// and IPv4 on a dual-stack socket).
+/// Resolves `--web.listen-address`; ":PORT" means every interface: one
+/// dual-stack `[::]` socket (IPV6_V6ONLY off, whatever
+/// net.ipv6.bindv6only says), or `0.0.0.0` where IPv6 is not available.
 pub fn listen_addrs(addr: &str) -> anyhow::Result<Vec<SocketAddr>> {
     if let Some(port) = addr.strip_prefix(':') {
         let port: u16 = port
@@ -155,13 +158,6 @@ pub fn listen_addrs(addr: &str) -> anyhow::Result<Vec<SocketAddr>> {
     Ok(addrs)
 }
 
-fn load_config(path: Option<&PathBuf>) -> Result<Config, crate::config::ConfigError> {
-    match path {
-        Some(p) => Config::load(p),
-        None => Ok(Config::builtin()),
-    }
-}
-
 /// Runs the program; returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
@@ -176,7 +172,7 @@ pub fn main() -> i32 {
     if let Some(Command::Check { warn_free, timeout }) = &cli.command {
         return run_check(&cli, *warn_free, *timeout);
     }
-    let config = match load_config(cli.config_file.as_ref()) {
+    let config = match Config::load_or_builtin(cli.config_file.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             log::error!("refusing the configuration: {e}");
@@ -205,14 +201,14 @@ pub fn main() -> i32 {
 }
 
 fn run_check(cli: &Cli, warn_free: WarnFree, timeout: Duration) -> i32 {
-    let config = match load_config(cli.config_file.as_ref()) {
+    let config = match Config::load_or_builtin(cli.config_file.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             println!("PORTRANGE UNKNOWN - {}", check::printable(&e.to_string()));
             return check::Status::Unknown as i32;
         }
     };
-    let mut collector = Collector::new(Arc::new(config), cli.procfs.clone());
+    let mut collector = Collector::new(Arc::new(config), platform::host(&cli.procfs));
     let report = collector.collect(Instant::now() + timeout);
     let (status, text) = check::render(&report, warn_free);
     print!("{text}");
@@ -234,41 +230,43 @@ fn serve(
         let addrs = listen_addrs(&cli.listen_address)?;
         let listener = bind(&addrs).with_context(|| format!("listening on {}", cli.listen_address))?;
         let local = listener.local_addr().context("reading the bound address")?;
-        let collector = Collector::new(Arc::new(config), cli.procfs.clone());
-        let missing = collector.missing_capabilities().to_vec();
+        let ranges: Vec<String> = config
+            .ranges
+            .iter()
+            .map(|r| format!("{}={}", r.name, r.ports))
+            .collect();
+        let procfs = cli.procfs.clone();
+        let service = Service::start(
+            config,
+            cli.config_file.clone(),
+            Box::new(move || platform::host(&procfs)),
+            platform::self_metrics_registry(),
+        )
+        .context("starting the collector thread")?;
         let state = http::State::new(
-            collector,
+            service.clone(),
             http::Options {
                 telemetry_path: cli.telemetry_path.clone(),
                 header_read_timeout: cli.header_read_timeout,
                 max_connections: connection_cap(cli.max_connections),
                 web: web.clone(),
                 enable_lifecycle: cli.enable_lifecycle,
-                config_path: cli.config_file.clone(),
                 ..http::Options::default()
             },
         );
-        {
-            let c = state.collector().lock().unwrap_or_else(|p| p.into_inner());
-            let ranges: Vec<String> = c
-                .config()
-                .ranges
-                .iter()
-                .map(|r| format!("{}={}", r.name, r.ports))
-                .collect();
-            log::info!(
-                "portrange_exporter {} (revision {}) listening on {}://{local}{}, metrics at {}, watching {}{}",
-                crate::metrics::VERSION,
-                crate::metrics::REVISION,
-                if web.as_ref().is_some_and(|w| w.tls.is_some()) { "https" } else { "http" },
-                if web.as_ref().is_some_and(|w| w.auth.is_some()) { " (basic auth)" } else { "" },
-                cli.telemetry_path,
-                ranges.join(" "),
-                cli.config_file
-                    .as_ref()
-                    .map_or(" (built-in default)".to_string(), |p| format!(" from {}", p.display()))
-            );
-        }
+        log::info!(
+            "portrange_exporter {} (revision {}) listening on {}://{local}{}, metrics at {}, watching {}{}",
+            crate::metrics::VERSION,
+            crate::metrics::REVISION,
+            if web.as_ref().is_some_and(|w| w.tls.is_some()) { "https" } else { "http" },
+            if web.as_ref().is_some_and(|w| w.auth.is_some()) { " (basic auth)" } else { "" },
+            cli.telemetry_path,
+            ranges.join(" "),
+            cli.config_file
+                .as_ref()
+                .map_or(" (built-in default)".to_string(), |p| format!(" from {}", p.display()))
+        );
+        let missing = platform::host(&cli.procfs).missing_privileges();
         if !missing.is_empty() {
             log::warn!(
                 "process attribution is limited to this user's own processes: missing {} (run as root or grant them); \
@@ -276,8 +274,12 @@ fn serve(
                 missing.join(" and ")
             );
         }
-        tokio::spawn(reload_on_sighup(state.clone()));
-        http::serve(listener, state, shutdown_signal()).await?;
+        tokio::spawn(reload_on_signal(service));
+        http::serve(listener, state, async {
+            let which = platform::shutdown_signal().await;
+            log::info!("received {which}, shutting down");
+        })
+        .await?;
         log::info!("shut down");
         Ok(())
     })
@@ -286,9 +288,9 @@ fn serve(
 /// `--web.max-connections`, kept 64 below the open-file limit so that a
 /// flood of connections cannot starve sampling and /proc reads of fds.
 fn connection_cap(wanted: usize) -> usize {
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .current
-        .unwrap_or(u64::MAX);
+    let Some(limit) = platform::open_file_limit() else {
+        return wanted.max(1);
+    };
     let room = usize::try_from(limit.saturating_sub(64))
         .unwrap_or(usize::MAX)
         .max(16);
@@ -303,18 +305,25 @@ fn connection_cap(wanted: usize) -> usize {
 /// Binds the first address that works, with a listen backlog of 4096 (the
 /// kernel caps it at net.core.somaxconn): a burst of connections must not
 /// overflow the accept queue and get reset before the server sees them.
-fn bind(addrs: &[SocketAddr]) -> anyhow::Result<tokio::net::TcpListener> {
+/// An IPv6 wildcard is bound dual-stack (IPV6_V6ONLY off), so that
+/// IPv4 clients reach it whatever the host's bindv6only default is.
+pub fn bind(addrs: &[SocketAddr]) -> anyhow::Result<tokio::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
     let mut last = None;
     for a in addrs {
         let attempt = (|| {
-            let socket = if a.is_ipv4() {
-                tokio::net::TcpSocket::new_v4()?
-            } else {
-                tokio::net::TcpSocket::new_v6()?
-            };
-            socket.set_reuseaddr(true)?;
-            socket.bind(*a)?;
-            socket.listen(4096)
+            let socket = Socket::new(Domain::for_address(*a), Type::STREAM, Some(Protocol::TCP))?;
+            if let SocketAddr::V6(v6) = a
+                && v6.ip().is_unspecified()
+            {
+                socket.set_only_v6(false)?;
+            }
+            #[cfg(not(windows))]
+            socket.set_reuse_address(true)?;
+            socket.set_nonblocking(true)?;
+            socket.bind(&(*a).into())?;
+            socket.listen(4096)?;
+            tokio::net::TcpListener::from_std(socket.into())
         })();
         match attempt {
             Ok(l) => return Ok(l),
@@ -324,25 +333,13 @@ fn bind(addrs: &[SocketAddr]) -> anyhow::Result<tokio::net::TcpListener> {
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no address to bind")))
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => log::info!("received SIGTERM, shutting down"),
-        _ = int.recv() => log::info!("received SIGINT, shutting down"),
-    }
-}
-
-/// SIGHUP re-reads `--config.file`; a refused file keeps the old ranges.
-async fn reload_on_sighup(state: Arc<http::State>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        return;
-    };
-    while hup.recv().await.is_some() {
-        log::info!("received SIGHUP, reloading the configuration");
-        let _ = state.reload().await;
+/// The reload signal (SIGHUP) re-reads `--config.file`; a refused file
+/// keeps the old ranges. It shares one path with `POST /-/reload`.
+async fn reload_on_signal(service: Arc<Service>) {
+    let mut signals = platform::reload_signals();
+    while let Some(which) = signals.recv().await {
+        log::info!("received {which}, reloading the configuration");
+        let _ = service.reload(which).await;
     }
 }
 

@@ -1,40 +1,20 @@
-//! One collection: sample the sockets in the watched ranges, attribute
-//! them to processes, judge each listener against its range's allowlist and
-//! count everything per range and protocol into a [`Report`]. The report is
-//! plain data: [`crate::metrics`] turns it into metric families and
-//! [`crate::check`] into a table.
+//! One collection: sample the sockets in the watched ranges through the
+//! platform, find their holders, judge each listener against its range's
+//! allowlist ([`crate::allowlist`]) and count everything per range and
+//! protocol into a [`Report`]. The report is plain data: [`crate::metrics`]
+//! turns it into metric families, [`crate::check`] into a table. Nothing
+//! here touches the OS but through [`Platform`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashSet};
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::attribution::{Attributor, Owner, PassStats};
-use crate::config::{Config, Matcher, NameMatch, RangeConfig, UserMatch};
+use crate::allowlist::{self, Expected};
+use crate::config::{Config, RangeConfig};
+use crate::platform::{self, EphemeralPorts, Filter, Holder, Owner, PassStats, Platform, Socket};
 use crate::ranges::{PortSet, Protocol};
-use crate::sample::{self, Filter, Socket};
-use crate::users::UserNames;
-
-/// Whether a listener is on its range's allowlist.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Expected {
-    True,
-    False,
-    /// The owner could not be found (or a field the allowlist needs, such as
-    /// the exe path, could not be read).
-    Unknown,
-}
-
-impl Expected {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Expected::True => "true",
-            Expected::False => "false",
-            Expected::Unknown => "unknown",
-        }
-    }
-}
+use crate::users::{self, UserNames};
 
 /// One listener in a range.
 #[derive(Clone, Debug)]
@@ -43,18 +23,35 @@ pub struct Listener {
     pub protocol: Protocol,
     pub port: u16,
     pub address: IpAddr,
-    pub owner: Option<Arc<Owner>>,
+    /// Who holds it; `None` when that could not be found.
+    pub holder: Option<Holder>,
     pub user: String,
     pub expected: Expected,
 }
 
 impl Listener {
-    /// The process label value: the comm name, lossily decoded, or "unknown".
+    /// The process label value: the process name (lossily decoded),
+    /// `kernel` (with the tunnel device when known) for kernel-held
+    /// sockets, or `unknown`.
     pub fn process(&self) -> String {
-        match &self.owner {
-            Some(o) => String::from_utf8_lossy(&o.comm).into_owned(),
+        match &self.holder {
+            Some(Holder::Process(o)) => String::from_utf8_lossy(&o.comm).into_owned(),
+            Some(Holder::Kernel { device: Some(d) }) => format!("kernel ({d})"),
+            Some(Holder::Kernel { device: None }) => "kernel".to_string(),
             None => "unknown".to_string(),
         }
+    }
+
+    /// The owning process, when a process holds it.
+    pub fn owner(&self) -> Option<&Arc<Owner>> {
+        match &self.holder {
+            Some(Holder::Process(o)) => Some(o),
+            _ => None,
+        }
+    }
+
+    pub fn is_kernel(&self) -> bool {
+        matches!(self.holder, Some(Holder::Kernel { .. }))
     }
 }
 
@@ -65,12 +62,12 @@ pub struct RangeStats {
     pub protocol: Protocol,
     pub ports: u32,
     pub in_use: u32,
-    /// Socket count per state name, in [`sample::state_names`] order.
+    /// Socket count per state name, in [`platform::state_names`] order.
     pub states: Vec<(&'static str, u64)>,
     pub unexpected: u64,
     pub unattributed: u64,
     /// Ports of the range that outgoing connections can take; `None` when
-    /// the kernel settings could not be read.
+    /// the platform could not say.
     pub ephemeral_overlap: Option<u32>,
     /// Per-port occupancy, when the range asks for it.
     pub per_port: Option<Vec<(u16, bool)>>,
@@ -84,6 +81,8 @@ pub struct Report {
     pub ranges: Vec<RangeStats>,
     pub listeners: Vec<Listener>,
     pub attribution: PassStats,
+    /// The privileges attribution lacks (named by `check`).
+    pub missing_privileges: Vec<&'static str>,
     pub duration: Duration,
 }
 
@@ -91,34 +90,35 @@ impl Report {
     pub fn up(&self) -> bool {
         self.error.is_none()
     }
+
+    /// A report for a failed sample.
+    pub fn failed(error: String, duration: Duration) -> Report {
+        Report {
+            error: Some(error),
+            ranges: Vec::new(),
+            listeners: Vec::new(),
+            attribution: PassStats::default(),
+            missing_privileges: Vec::new(),
+            duration,
+        }
+    }
 }
 
-/// Holds what lives across collections: the config, the owner cache and
-/// the user-name cache.
+/// Holds what lives across collections: the platform (with its owner
+/// cache), the configuration and the user-name cache.
 pub struct Collector {
+    platform: Box<dyn Platform>,
     config: Arc<Config>,
     filter: Filter,
-    attributor: Attributor,
     users: UserNames,
-    procfs: PathBuf,
     sample_timeout: Duration,
-    /// The capabilities attribution lacks, named once in the log.
-    missing_caps: Vec<&'static str>,
+    /// The privileges attribution lacks, named once in the log.
+    missing: Vec<&'static str>,
     warned_permission: bool,
     warned_ephemeral: bool,
     /// Test hook: this many next samples fail as if the kernel refused
     /// them (`PORTRANGE_EXPORTER_TEST_FAIL_SAMPLES`).
     fail_samples: u64,
-    reload: ReloadStatus,
-}
-
-/// The outcome of the last configuration (re)load, as Prometheus reports
-/// its own.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ReloadStatus {
-    pub successful: bool,
-    /// Unix time of the last successful load, in seconds.
-    pub last_success: f64,
 }
 
 /// The environment variable that makes the next N samples fail, so tests
@@ -126,26 +126,22 @@ pub struct ReloadStatus {
 pub const FAIL_SAMPLES_ENV: &str = "PORTRANGE_EXPORTER_TEST_FAIL_SAMPLES";
 
 impl Collector {
-    pub fn new(config: Arc<Config>, procfs: PathBuf) -> Collector {
-        let missing_caps = crate::attribution::missing_capabilities(&procfs);
+    pub fn new(config: Arc<Config>, platform: Box<dyn Platform>) -> Collector {
+        let missing = platform.missing_privileges();
+        let users = UserNames::new(platform.user_resolver());
         Collector {
             filter: Filter::from_config(&config),
             config,
-            attributor: Attributor::new(procfs.clone()),
-            users: UserNames::default(),
-            procfs,
+            platform,
+            users,
             sample_timeout: Duration::from_secs(5),
-            missing_caps,
+            missing,
             warned_permission: false,
             warned_ephemeral: false,
             fail_samples: std::env::var(FAIL_SAMPLES_ENV)
                 .ok()
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(0),
-            reload: ReloadStatus {
-                successful: true,
-                last_success: unix_now(),
-            },
         }
     }
 
@@ -153,162 +149,119 @@ impl Collector {
         &self.config
     }
 
-    /// Swaps in a new configuration; the owner cache is kept.
+    /// Swaps in a new configuration; the owner and user caches are kept.
     pub fn set_config(&mut self, config: Arc<Config>) {
-        self.filter = Filter::from_config(&config);
-        self.config = config;
-        self.reload = ReloadStatus {
-            successful: true,
-            last_success: unix_now(),
-        };
-    }
-
-    /// Re-reads `path` (the built-in configuration when `None`). A file that
-    /// is refused leaves the current configuration in place and marks the
-    /// reload as failed.
-    pub fn reload(
-        &mut self,
-        path: Option<&std::path::Path>,
-    ) -> Result<usize, crate::config::ConfigError> {
-        let loaded = match path {
-            Some(p) => Config::load(p),
-            None => Ok(Config::builtin()),
-        };
-        match loaded {
-            Ok(c) => {
-                let n = c.ranges.len();
-                self.set_config(Arc::new(c));
-                Ok(n)
-            }
-            Err(e) => {
-                self.reload.successful = false;
-                Err(e)
-            }
+        if !Arc::ptr_eq(&self.config, &config) {
+            self.filter = Filter::from_config(&config);
+            self.config = config;
         }
     }
 
-    pub fn reload_status(&self) -> ReloadStatus {
-        self.reload
+    /// The privileges attribution lacks (empty when it has all).
+    pub fn missing_privileges(&self) -> &[&'static str] {
+        &self.missing
     }
 
-    /// The capabilities process attribution lacks (empty when it has all).
-    pub fn missing_capabilities(&self) -> &[&'static str] {
-        &self.missing_caps
-    }
-
-    /// Runs one collection. Attribution stops at `deadline`; sockets it did
-    /// not reach by then count as unattributed.
+    /// Runs one collection. Attribution and user lookups stop at
+    /// `deadline`; what they did not reach by then is unknown.
     pub fn collect(&mut self, deadline: Instant) -> Report {
         let started = Instant::now();
         let sampled = if self.fail_samples > 0 {
             self.fail_samples -= 1;
-            Err(sample::SampleError::Injected(self.fail_samples))
+            Err(platform::SampleError::Injected(self.fail_samples))
         } else {
-            sample::sample(&self.filter, self.sample_timeout)
+            self.platform.sample(&self.filter, self.sample_timeout)
         };
         let sockets = match sampled {
             Ok(s) => s,
             Err(e) => {
                 log::error!("socket sampling failed: {e}");
-                return Report {
-                    error: Some(e.to_string()),
-                    ranges: Vec::new(),
-                    listeners: Vec::new(),
-                    attribution: PassStats::default(),
-                    duration: started.elapsed(),
-                };
+                return Report::failed(e.to_string(), started.elapsed());
             }
         };
-        let (owners, stats) = self.attribute(&sockets, deadline);
-        let ephemeral = match crate::kernel::ephemeral_ports(&self.procfs) {
+        let attribution = self.platform.attribute(&sockets, deadline);
+        self.log_attribution(&attribution.stats);
+        let ephemeral = match self.platform.ephemeral_ports() {
             Ok(p) => Some(p),
             Err(e) => {
                 if !self.warned_ephemeral {
                     log::warn!(
-                        "cannot read the kernel's ephemeral port range, portrange_ephemeral_overlap_ports is left out: {e}"
+                        "cannot read the ephemeral port range, portrange_ephemeral_overlap_ports is left out: {e}"
                     );
                     self.warned_ephemeral = true;
                 }
                 None
             }
         };
+        let uids: HashSet<u32> = sockets
+            .iter()
+            .zip(&attribution.holders)
+            .filter(|(s, h)| {
+                s.is_listener() && !matches!(h, Some(Holder::Process(o)) if o.user.is_some())
+            })
+            .map(|(s, _)| s.uid)
+            .collect();
+        self.users.resolve(&uids, deadline);
         let mut report = build_report(
             &self.config,
             &sockets,
-            &owners,
+            &attribution.holders,
             ephemeral.as_ref(),
-            &mut self.users,
+            &self.users,
         );
-        report.attribution = stats;
+        report.attribution = attribution.stats;
+        report.missing_privileges = self.missing.clone();
         report.duration = started.elapsed();
         report
     }
 
-    fn attribute(
-        &mut self,
-        sockets: &[Socket],
-        deadline: Instant,
-    ) -> (HashMap<u64, Arc<Owner>>, PassStats) {
-        // Backends that know the pid already (netstat2) need no scan.
-        if sockets.iter().any(|s| s.pid_hint.is_some()) {
-            return (HashMap::new(), PassStats::default());
-        }
-        let (owners, stats) = self.attributor.attribute(sockets, deadline);
-        if stats.permission_denied > 0 && self.missing_caps.is_empty() {
+    fn log_attribution(&mut self, stats: &PassStats) {
+        if stats.permission_denied > 0 && self.missing.is_empty() {
             // Privileged, yet refused: processes of another user namespace or
             // under a security module. Not a configuration problem.
             log::debug!(
-                "{} processes' fd directories were refused despite CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH",
+                "{} processes could not be read despite full privileges",
                 stats.permission_denied
             );
         } else if stats.permission_denied > 0 && !self.warned_permission {
             self.warned_permission = true;
-            let caps = self.missing_caps.join(" and ");
             log::warn!(
-                "process attribution is incomplete: {} processes' fd directories under {} could not be read; \
-                 missing {caps} (or run as root); their sockets count in portrange_unattributed_sockets \
-                 and their listeners have expected=\"unknown\"",
+                "process attribution is incomplete: {} processes could not be read; missing {} (or run as root); \
+                 their sockets count in portrange_unattributed_sockets and their listeners have expected=\"unknown\"",
                 stats.permission_denied,
-                self.procfs.display()
+                self.missing.join(" and "),
             );
         }
         if stats.deadline_hit {
             log::warn!(
-                "process attribution is still scanning {} at the scrape deadline; its sockets count as unattributed until the scan, which goes on in the background, finishes",
-                self.procfs.display()
+                "process attribution is still scanning at the scrape deadline; its sockets count as unattributed until the scan, which goes on in the background, finishes"
             );
         }
-        (owners, stats)
     }
 }
 
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-/// Builds the report for one sample. Pure: no I/O but the user-name lookups.
+/// Builds the report for one sample. Pure: `holders` is index for index
+/// with `sockets`, and user names come from the cache.
 pub fn build_report(
     config: &Config,
     sockets: &[Socket],
-    owners: &HashMap<u64, Arc<Owner>>,
-    ephemeral: Option<&PortSet>,
-    users: &mut UserNames,
+    holders: &[Option<Holder>],
+    ephemeral: Option<&EphemeralPorts>,
+    users: &UserNames,
 ) -> Report {
     let mut ranges = Vec::new();
     let mut listeners = Vec::new();
     for range in &config.ranges {
         for &protocol in &range.protocols {
             let mut used = BTreeSet::new();
-            let names = sample::state_names(protocol);
+            let names = platform::state_names(protocol);
             let mut states: Vec<(&'static str, u64)> = names.iter().map(|&n| (n, 0)).collect();
             let mut unexpected = 0;
             let mut unattributed = 0;
-            for s in sockets
+            for (s, holder) in sockets
                 .iter()
-                .filter(|s| s.protocol == protocol && range.ports.contains(s.port))
+                .zip(holders.iter().chain(std::iter::repeat(&None)))
+                .filter(|(s, _)| s.protocol == protocol && range.ports.contains(s.port))
             {
                 if s.holds_port() {
                     used.insert(s.port);
@@ -317,13 +270,17 @@ pub fn build_report(
                 if let Some(slot) = states.iter_mut().find(|(n, _)| *n == name) {
                     slot.1 += 1;
                 }
-                let owner = owner_of(s, owners);
-                if s.inode != 0 && owner.is_none() {
+                if holder.is_none() && s.can_be_held() {
                     unattributed += 1;
                 }
                 if s.is_listener() {
-                    let user = users.name(s.uid).to_string();
-                    let expected = judge(&range.expected, owner.as_deref(), s.uid, &user);
+                    let user = match holder {
+                        Some(Holder::Process(o)) if o.user.is_some() => {
+                            allowlist::UserName::Known(o.user.clone().unwrap_or_default())
+                        }
+                        _ => users.get(s.uid),
+                    };
+                    let expected = allowlist::judge(&range.expected, holder.as_ref(), s.uid, &user);
                     if expected == Expected::False {
                         unexpected += 1;
                     }
@@ -332,8 +289,8 @@ pub fn build_report(
                         protocol,
                         port: s.port,
                         address: s.local,
-                        owner,
-                        user,
+                        holder: holder.clone(),
+                        user: users::label(&user, s.uid),
                         expected,
                     });
                 }
@@ -346,53 +303,31 @@ pub fn build_report(
                 states,
                 unexpected,
                 unattributed,
-                ephemeral_overlap: ephemeral.map(|e| range.ports.intersect(e).len()),
+                ephemeral_overlap: ephemeral
+                    .map(|e| range.ports.intersect(e.ports(protocol)).len()),
                 per_port: per_port(range, &used),
             });
         }
     }
-    listeners.sort_by(|a, b| {
+    listeners.sort_by_cached_key(|l| {
         (
-            &a.range,
-            a.protocol,
-            a.port,
-            a.address,
-            a.process(),
-            &a.user,
-            a.expected,
+            l.range.clone(),
+            l.protocol,
+            l.port,
+            l.address,
+            l.process(),
+            l.user.clone(),
+            l.expected,
         )
-            .cmp(&(
-                &b.range,
-                b.protocol,
-                b.port,
-                b.address,
-                b.process(),
-                &b.user,
-                b.expected,
-            ))
     });
     Report {
         error: None,
         ranges,
         listeners,
         attribution: PassStats::default(),
+        missing_privileges: Vec::new(),
         duration: Duration::ZERO,
     }
-}
-
-fn owner_of(s: &Socket, owners: &HashMap<u64, Arc<Owner>>) -> Option<Arc<Owner>> {
-    if let Some(o) = owners.get(&s.inode) {
-        return Some(o.clone());
-    }
-    // A backend that knows only the pid gives an owner only when the name
-    // can be resolved too: a nameless owner would be judged as a real one.
-    let pid = s.pid_hint?;
-    let comm = crate::sample::portable::process_name(pid)?;
-    Some(Arc::new(Owner {
-        pid,
-        comm,
-        exe: None,
-    }))
 }
 
 fn per_port(range: &RangeConfig, used: &BTreeSet<u16>) -> Option<Vec<(u16, bool)>> {
@@ -405,76 +340,32 @@ fn per_port(range: &RangeConfig, used: &BTreeSet<u16>) -> Option<Vec<(u16, bool)
     })
 }
 
-/// Judges a listener against an allowlist. An entry matches when every
-/// field it gives matches; a field that cannot be decided (the owner or its
-/// exe is unknown) makes the entry undecided. The listener is expected when
-/// some entry matches, unknown when none matches but one is undecided, and
-/// unexpected otherwise. A listener whose owner was not found is always
-/// unknown: it is never reported as expected.
-pub fn judge(allowlist: &[Matcher], owner: Option<&Owner>, uid: u32, user: &str) -> Expected {
-    let Some(owner) = owner else {
-        return Expected::Unknown;
-    };
-    let mut result = Expected::False;
-    for m in allowlist {
-        match judge_entry(m, owner, uid, user) {
-            Expected::True => return Expected::True,
-            Expected::Unknown => result = Expected::Unknown,
-            Expected::False => {}
-        }
-    }
-    result
-}
-
-fn judge_entry(m: &Matcher, owner: &Owner, uid: u32, user: &str) -> Expected {
-    let mut undecided = false;
-    if let Some(p) = &m.process {
-        let ok = match p {
-            NameMatch::Exact(name) => *name == owner.comm,
-            NameMatch::Regex(re) => re.is_match(&owner.comm),
-        };
-        if !ok {
-            return Expected::False;
-        }
-    }
-    if let Some(re) = &m.exe {
-        match &owner.exe {
-            Some(exe) if !re.is_match(exe) => return Expected::False,
-            Some(_) => {}
-            None => undecided = true,
-        }
-    }
-    if let Some(u) = &m.user {
-        let ok = match u {
-            UserMatch::Uid(want) => *want == uid,
-            UserMatch::Name(name) => name == user,
-        };
-        if !ok {
-            return Expected::False;
-        }
-    }
-    if undecided {
-        Expected::Unknown
-    } else {
-        Expected::True
+/// The ports outgoing connections can take, for ranges that are not
+/// per-protocol (tests).
+pub fn same_ephemeral(ports: PortSet) -> EphemeralPorts {
+    EphemeralPorts {
+        tcp: ports.clone(),
+        udp: ports,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::UserLookup;
     use std::net::Ipv4Addr;
 
     fn cfg(yaml: &str) -> Config {
         Config::parse(yaml, "test.yml").unwrap()
     }
 
-    fn owner(comm: &str, exe: Option<&str>) -> Owner {
-        Owner {
+    fn owner(comm: &str) -> Option<Holder> {
+        Some(Holder::Process(Arc::new(Owner {
             pid: 1,
             comm: comm.as_bytes().to_vec(),
-            exe: exe.map(|e| e.as_bytes().to_vec()),
-        }
+            exe: None,
+            user: None,
+        })))
     }
 
     fn sock(protocol: Protocol, port: u16, state: u8, remote_port: u16, inode: u64) -> Socket {
@@ -491,46 +382,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn judging() {
-        let c = cfg(
-            "ranges:\n  - name: a\n    ports: 1\n    expected:\n      - process: CtxGfx\n        exe: /opt/citrix/*\n      - user: citrix\n",
+    fn users() -> UserNames {
+        let mut u = UserNames::new(Arc::new(|_| Ok(UserLookup::Name("root".into()))));
+        u.resolve(
+            &[0].into_iter().collect(),
+            Instant::now() + Duration::from_secs(5),
         );
-        let m = &c.ranges[0].expected;
-        let ctx = owner("CtxGfx", Some("/opt/citrix/bin/CtxGfx"));
-        assert_eq!(judge(m, Some(&ctx), 0, "root"), Expected::True);
-        assert_eq!(
-            judge(m, Some(&owner("CtxGfx", Some("/tmp/CtxGfx"))), 0, "root"),
-            Expected::False
-        );
-        assert_eq!(
-            judge(m, Some(&owner("CtxGfx", None)), 0, "root"),
-            Expected::Unknown
-        );
-        assert_eq!(
-            judge(m, Some(&owner("nc", None)), 0, "root"),
-            Expected::False,
-            "process already fails entry 0"
-        );
-        assert_eq!(
-            judge(m, Some(&owner("nc", None)), 1001, "citrix"),
-            Expected::True
-        );
-        assert_eq!(
-            judge(m, None, 1001, "citrix"),
-            Expected::Unknown,
-            "no owner is never expected"
-        );
-        assert_eq!(judge(&[], Some(&ctx), 0, "root"), Expected::False);
-        let by_uid = cfg("ranges:\n  - name: a\n    ports: 1\n    expected:\n      - user: 1001\n");
-        assert_eq!(
-            judge(&by_uid.ranges[0].expected, Some(&ctx), 1001, "citrix"),
-            Expected::True
-        );
-        assert_eq!(
-            judge(&by_uid.ranges[0].expected, Some(&ctx), 0, "1001"),
-            Expected::False
-        );
+        u
     }
 
     #[test]
@@ -543,19 +401,27 @@ mod tests {
             sock(Protocol::Udp, 3225, 1, 5000, 11),  // connected UDP: not a listener
             sock(Protocol::Udp, 3226, 7, 0, 12),     // listener, owner "bad"
             sock(Protocol::Udp, 3227, 7, 0, 13),     // listener, owner unknown
+            sock(Protocol::Udp, 3228, 7, 0, 14),     // listener, held by the kernel
             sock(Protocol::Tcp, 3300, 10, 0, 20),    // listen
             sock(Protocol::Tcp, 3300, 1, 40000, 21), // accepted connection, same port
             sock(Protocol::Tcp, 3301, 6, 40001, 0),  // TIME_WAIT: does not hold the port
             sock(Protocol::Tcp, 3400, 10, 0, 22),    // outside every range
         ];
-        let mut owners = HashMap::new();
-        owners.insert(10, Arc::new(owner("ok", None)));
-        owners.insert(11, Arc::new(owner("ok", None)));
-        owners.insert(12, Arc::new(owner("bad", None)));
-        owners.insert(20, Arc::new(owner("ok", None)));
-        owners.insert(21, Arc::new(owner("ok", None)));
-        let eph = PortSet::from_intervals(vec![(3300, 60999)]);
-        let r = build_report(&c, &socks, &owners, Some(&eph), &mut UserNames::default());
+        let holders = vec![
+            owner("ok"),
+            owner("ok"),
+            owner("bad"),
+            None,
+            Some(Holder::Kernel {
+                device: Some("vx0".into()),
+            }),
+            owner("ok"),
+            owner("ok"),
+            None,
+            None,
+        ];
+        let eph = same_ephemeral(PortSet::from_intervals(vec![(3300, 60999)]));
+        let r = build_report(&c, &socks, &holders, Some(&eph), &users());
         assert_eq!(r.ranges.len(), 3);
         let fh_udp = &r.ranges[0];
         assert_eq!(
@@ -563,14 +429,14 @@ mod tests {
             ("fh", Protocol::Udp)
         );
         assert_eq!(fh_udp.ports, 101);
-        assert_eq!(fh_udp.in_use, 4);
-        assert_eq!(fh_udp.states, vec![("unconn", 3), ("established", 1)]);
-        assert_eq!(fh_udp.unexpected, 1);
-        assert_eq!(fh_udp.unattributed, 1);
+        assert_eq!(fh_udp.in_use, 5);
+        assert_eq!(fh_udp.states, vec![("unconn", 4), ("established", 1)]);
+        assert_eq!(fh_udp.unexpected, 2, "bad and the kernel socket");
+        assert_eq!(fh_udp.unattributed, 1, "a kernel-held socket is attributed");
         assert_eq!(fh_udp.ephemeral_overlap, Some(25));
         let pp = fh_udp.per_port.as_ref().unwrap();
         assert_eq!(pp.len(), 101);
-        assert_eq!(pp.iter().filter(|(_, u)| *u).count(), 4);
+        assert_eq!(pp.iter().filter(|(_, u)| *u).count(), 5);
         let fh_tcp = &r.ranges[1];
         assert_eq!(fh_tcp.protocol, Protocol::Tcp);
         assert_eq!(fh_tcp.in_use, 1, "TIME_WAIT does not hold 3301");
@@ -588,24 +454,33 @@ mod tests {
             "the allowlist of fh does not apply here"
         );
         assert!(one.per_port.is_none());
-        // Listeners: 3 UDP + 1 TCP in fh, 1 UDP in "one".
-        assert_eq!(r.listeners.len(), 5);
+        // Listeners: 4 UDP + 1 TCP in fh, 1 UDP in "one".
+        assert_eq!(r.listeners.len(), 6);
         let exp: Vec<_> = r
             .listeners
             .iter()
-            .map(|l| (l.range.as_str(), l.port, l.expected))
+            .map(|l| {
+                (
+                    l.range.as_str(),
+                    l.port,
+                    l.process(),
+                    l.user.as_str(),
+                    l.expected,
+                )
+            })
             .collect();
-        assert!(exp.contains(&("fh", 3224, Expected::True)));
-        assert!(exp.contains(&("fh", 3226, Expected::False)));
-        assert!(exp.contains(&("fh", 3227, Expected::Unknown)));
-        assert!(exp.contains(&("fh", 3300, Expected::True)));
-        assert!(exp.contains(&("one", 3224, Expected::False)));
+        assert!(exp.contains(&("fh", 3224, "ok".into(), "root", Expected::True)));
+        assert!(exp.contains(&("fh", 3226, "bad".into(), "root", Expected::False)));
+        assert!(exp.contains(&("fh", 3227, "unknown".into(), "root", Expected::Unknown)));
+        assert!(exp.contains(&("fh", 3228, "kernel (vx0)".into(), "root", Expected::False)));
+        assert!(exp.contains(&("fh", 3300, "ok".into(), "root", Expected::True)));
+        assert!(exp.contains(&("one", 3224, "ok".into(), "root", Expected::False)));
     }
 
     #[test]
     fn empty_sample_is_all_zero() {
         let c = Config::builtin();
-        let r = build_report(&c, &[], &HashMap::new(), None, &mut UserNames::default());
+        let r = build_report(&c, &[], &[], None, &users());
         assert_eq!(r.ranges.len(), 2);
         for s in &r.ranges {
             assert_eq!(

@@ -12,6 +12,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
+use crate::allowlist::{self, KernelMatch, Matcher, NameMatch, UserMatch};
+use crate::platform;
 use crate::ranges::{PortSet, Protocol};
 
 /// Ranges at or below this many ports get per-port series unless the config
@@ -34,29 +36,6 @@ pub struct RangeConfig {
     pub protocols: Vec<Protocol>,
     pub per_port: bool,
     pub expected: Vec<Matcher>,
-}
-
-/// One allowlist entry: every field it gives must match.
-#[derive(Clone, Debug)]
-pub struct Matcher {
-    pub process: Option<NameMatch>,
-    pub exe: Option<Regex>,
-    pub user: Option<UserMatch>,
-}
-
-/// How a process (comm) name is matched.
-#[derive(Clone, Debug)]
-pub enum NameMatch {
-    Exact(Vec<u8>),
-    /// A `/regex/`, anchored at both ends.
-    Regex(Regex),
-}
-
-/// How the socket's owner is matched.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum UserMatch {
-    Uid(u32),
-    Name(String),
 }
 
 /// A refused configuration.
@@ -91,6 +70,15 @@ impl Config {
                 expected: Vec::new(),
             }],
             source: None,
+        }
+    }
+
+    /// Reads and checks `path`, or gives the built-in configuration when
+    /// there is none: the one place a configuration is loaded.
+    pub fn load_or_builtin(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(p) => Config::load(p),
+            None => Ok(Config::builtin()),
         }
     }
 
@@ -164,6 +152,16 @@ struct RawExpected {
     exe: Option<Spanned<String>>,
     #[serde(default)]
     user: Option<Spanned<RawScalar>>,
+    #[serde(default)]
+    kernel: Option<Spanned<RawKernel>>,
+}
+
+/// `kernel: true` or `kernel: <device>`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawKernel {
+    Flag(bool),
+    Device(String),
 }
 
 /// A scalar that may be written as a number or a string.
@@ -373,13 +371,39 @@ fn validate(raw: RawConfig, path: &str) -> Result<Config, ConfigError> {
         for (j, entry) in r.expected.iter().enumerate() {
             let ekey = |field: &str| format!("ranges[{i}].expected[{j}].{field}");
             let e = &entry.value;
-            if e.process.is_none() && e.exe.is_none() && e.user.is_none() {
+            if e.process.is_none() && e.exe.is_none() && e.user.is_none() && e.kernel.is_none() {
                 return Err(err.at(
                     entry,
                     format!("ranges[{i}].expected[{j}]"),
-                    "an allowlist entry must give at least one of process, exe, user",
+                    "an allowlist entry must give at least one of process, exe, user, kernel",
                 ));
             }
+            let kernel = match &e.kernel {
+                None => None,
+                Some(k) => {
+                    if e.process.is_some() || e.exe.is_some() || e.user.is_some() {
+                        return Err(err.at(
+                            k,
+                            ekey("kernel"),
+                            "kernel-held sockets have no process, exe or user: give kernel alone in its entry",
+                        ));
+                    }
+                    match &k.value {
+                        RawKernel::Flag(true) => Some(KernelMatch::Any),
+                        RawKernel::Flag(false) => {
+                            return Err(err.at(
+                                k,
+                                ekey("kernel"),
+                                "kernel: false allows nothing; leave the entry out",
+                            ));
+                        }
+                        RawKernel::Device(d) if d.trim().is_empty() => {
+                            return Err(err.at(k, ekey("kernel"), "the device name is empty"));
+                        }
+                        RawKernel::Device(d) => Some(KernelMatch::Device(d.trim().to_string())),
+                    }
+                }
+            };
             let process = match &e.process {
                 None => None,
                 Some(p) => {
@@ -388,13 +412,21 @@ fn validate(raw: RawConfig, path: &str) -> Result<Config, ConfigError> {
             };
             let exe = match &e.exe {
                 None => None,
-                Some(p) => Some(glob_to_regex(&p.value).map_err(|m| err.at(p, ekey("exe"), m))?),
+                Some(p) => Some(
+                    allowlist::compile_exe_glob(&p.value, platform::NAMES_CASE_INSENSITIVE)
+                        .map_err(|m| err.at(p, ekey("exe"), m))?,
+                ),
             };
             let user = match &e.user {
                 None => None,
                 Some(u) => Some(parse_user(&u.value.0).map_err(|m| err.at(u, ekey("user"), m))?),
             };
-            expected.push(Matcher { process, exe, user });
+            expected.push(Matcher {
+                process,
+                exe,
+                user,
+                kernel,
+            });
         }
 
         let per_port = r.per_port.unwrap_or(ports.len() <= PER_PORT_DEFAULT_LIMIT);
@@ -422,49 +454,25 @@ fn parse_name_match(text: &str) -> Result<NameMatch, String> {
             .map(NameMatch::Regex)
             .map_err(|e| format!("bad regex {pattern:?}: {}", one_line(&e.to_string())));
     }
+    if let Some(max) = platform::PROCESS_NAME_MAX
+        && text.len() > max
+    {
+        return Err(format!(
+            "{text:?} is {} bytes, but the kernel reports at most {max} bytes of a process name, so it can never match; \
+             match the path with exe: (e.g. exe: \"*/{text}\") or use a regex such as /{}.*/",
+            text.len(),
+            regex::escape(&text[..floor_char_boundary(text, max)])
+        ));
+    }
     Ok(NameMatch::Exact(text.as_bytes().to_vec()))
 }
 
-/// Turns an exe glob into an anchored regex: `*` matches any run of
-/// characters (slashes included), `?` one character, `[...]` a class.
-fn glob_to_regex(glob: &str) -> Result<Regex, String> {
-    if glob.is_empty() {
-        return Err("the exe pattern is empty".into());
+/// The largest char boundary at or below `i`.
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while !s.is_char_boundary(i) {
+        i -= 1;
     }
-    let mut re = String::from("^");
-    let mut chars = glob.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '*' => re.push_str(".*"),
-            '?' => re.push('.'),
-            '[' => {
-                let mut class = String::from("[");
-                if chars.peek() == Some(&'!') {
-                    chars.next();
-                    class.push('^');
-                }
-                let mut closed = false;
-                for c in chars.by_ref() {
-                    if c == ']' && class.len() > 1 {
-                        closed = true;
-                        break;
-                    }
-                    if c == '\\' || c == '[' {
-                        class.push('\\');
-                    }
-                    class.push(c);
-                }
-                if !closed {
-                    return Err(format!("unclosed [ in exe pattern {glob:?}"));
-                }
-                class.push(']');
-                re.push_str(&class);
-            }
-            c => re.push_str(&regex::escape(&c.to_string())),
-        }
-    }
-    re.push('$');
-    Regex::new(&re).map_err(|e| format!("bad exe pattern {glob:?}: {}", one_line(&e.to_string())))
+    i
 }
 
 fn parse_user(text: &str) -> Result<UserMatch, String> {
@@ -534,8 +542,8 @@ mod tests {
         assert_eq!(fh.expected.len(), 1);
         assert_eq!(fh.expected[0].user, Some(UserMatch::Name("citrix".into())));
         let exe = fh.expected[0].exe.as_ref().unwrap();
-        assert!(exe.is_match(b"/opt/citrix/bin/CtxGfx"));
-        assert!(!exe.is_match(b"/usr/opt/citrix/x"));
+        assert!(exe.regex.is_match(b"/opt/citrix/bin/CtxGfx"));
+        assert!(!exe.regex.is_match(b"/usr/opt/citrix/x"));
         let mosh = &cfg.ranges[1];
         assert_eq!(mosh.ports.len(), 1001 + 2);
         assert!(mosh.per_port, "1003 ports is at most 1024");
@@ -775,12 +783,46 @@ mod tests {
 
     #[test]
     fn glob_translation() {
-        let r = glob_to_regex("/usr/bin/python3.[0-9]*").unwrap();
+        let g = |p: &str| allowlist::compile_exe_glob(p, false).unwrap().regex;
+        let r = g("/usr/bin/python3.[0-9]*");
         assert!(r.is_match(b"/usr/bin/python3.11"));
         assert!(!r.is_match(b"/usr/bin/python3x11"), "the dot is literal");
-        let r = glob_to_regex("/opt/?tx/[!a]b").unwrap();
+        let r = g("/opt/?tx/[!a]b");
         assert!(r.is_match(b"/opt/ctx/bb"));
         assert!(!r.is_match(b"/opt/ctx/ab"));
+    }
+
+    #[test]
+    fn a_process_name_the_kernel_cannot_report_is_refused() {
+        refused(
+            "ranges:\n  - name: a\n    ports: 1\n    expected:\n      - process: freeswitch-media\n",
+            5,
+            "ranges[0].expected[0].process",
+            "at most 15 bytes",
+        );
+        // 15 bytes is fine, and so is a regex or an exe glob.
+        assert!(parse("ranges:\n  - name: a\n    ports: 1\n    expected:\n      - process: freeswitch-medi\n").is_ok());
+        assert!(parse("ranges:\n  - name: a\n    ports: 1\n    expected:\n      - process: /freeswitch-media.*/\n").is_ok());
+    }
+
+    #[test]
+    fn kernel_entries() {
+        let c = parse("ranges:\n  - name: a\n    ports: 1\n    expected:\n      - kernel: true\n      - kernel: vxlan0\n").unwrap();
+        let e = &c.ranges[0].expected;
+        assert_eq!(e[0].kernel, Some(KernelMatch::Any));
+        assert_eq!(e[1].kernel, Some(KernelMatch::Device("vxlan0".into())));
+        refused(
+            "ranges:\n  - name: a\n    ports: 1\n    expected:\n      - kernel: true\n        user: root\n",
+            5,
+            "ranges[0].expected[0].kernel",
+            "give kernel alone",
+        );
+        refused(
+            "ranges:\n  - name: a\n    ports: 1\n    expected:\n      - kernel: false\n",
+            5,
+            "ranges[0].expected[0].kernel",
+            "allows nothing",
+        );
     }
 
     #[test]

@@ -1,16 +1,18 @@
-//! The HTTP endpoint: `/metrics` (or `--web.telemetry-path`), a landing
-//! page at `/`, `/-/healthy`, 404 elsewhere, 405 for methods other than GET
-//! and HEAD. Concurrent scrapes share one collection (single flight): a
-//! scrape that arrives while a collection runs waits for it and serves its
-//! result. The server takes a bound listener and a shutdown future, caps
-//! open connections, cuts clients that do not finish their headers in time,
-//! and drains open connections on shutdown.
+//! The HTTP endpoint: routing, authentication, TLS and compression. Paths:
+//! `/metrics` (or `--web.telemetry-path`), a landing page at `/`,
+//! `/-/healthy`, `/-/reload` (with `--web.enable-lifecycle`), 404
+//! elsewhere, 405 for methods other than GET and HEAD. Collections belong
+//! to [`Service`]: a scrape asks it for one, and nothing here waits on
+//! `/proc` or netlink; `/`, `/-/healthy` and `/-/reload` never wait for a
+//! collection. The server takes a bound listener and a shutdown future,
+//! caps open connections, cuts clients that do not finish their headers in
+//! time, and drains open connections on shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -21,8 +23,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::collect::Collector;
 use crate::metrics;
+use crate::service::Service;
 use crate::webconfig::WebConfig;
 
 /// Server settings.
@@ -42,8 +44,6 @@ pub struct Options {
     pub web: Option<Arc<WebConfig>>,
     /// Serve `POST /-/reload` (`--web.enable-lifecycle`).
     pub enable_lifecycle: bool,
-    /// The file `/-/reload` and SIGHUP re-read (`--config.file`).
-    pub config_path: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -56,108 +56,23 @@ impl Default for Options {
             shutdown_grace: Duration::from_secs(5),
             web: None,
             enable_lifecycle: false,
-            config_path: None,
         }
     }
-}
-
-/// A finished collection, encoded.
-struct Encoded {
-    finished: Instant,
-    body: Bytes,
 }
 
 /// What the handlers share.
 pub struct State {
-    collector: Arc<Mutex<Collector>>,
-    flight: tokio::sync::Mutex<Option<Encoded>>,
-    registry: prometheus::Registry,
+    service: Arc<Service>,
     options: Options,
 }
 
 impl State {
-    pub fn new(collector: Collector, options: Options) -> Arc<State> {
-        let registry = prometheus::Registry::new();
-        #[cfg(target_os = "linux")]
-        {
-            let pc = prometheus::process_collector::ProcessCollector::for_self();
-            registry
-                .register(Box::new(pc))
-                .expect("a fresh registry accepts the process collector");
-        }
-        Arc::new(State {
-            collector: Arc::new(Mutex::new(collector)),
-            flight: tokio::sync::Mutex::new(None),
-            registry,
-            options,
-        })
+    pub fn new(service: Arc<Service>, options: Options) -> Arc<State> {
+        Arc::new(State { service, options })
     }
 
-    pub fn collector(&self) -> &Arc<Mutex<Collector>> {
-        &self.collector
-    }
-
-    /// Re-reads `--config.file` (SIGHUP and `POST /-/reload`). A refused
-    /// file keeps the current ranges; the error names file, line and key.
-    pub async fn reload(&self) -> Result<usize, String> {
-        let collector = self.collector.clone();
-        let path = self.options.config_path.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            collector
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .reload(path.as_deref())
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("reload task failed: {e}")));
-        // The next scrape must not reuse a result of the old configuration.
-        *self.flight.lock().await = None;
-        match &result {
-            Ok(n) => log::info!(
-                "configuration reloaded: {n} ranges from {}",
-                self.options
-                    .config_path
-                    .as_ref()
-                    .map_or("the built-in default".to_string(), |p| p
-                        .display()
-                        .to_string())
-            ),
-            Err(e) => log::error!("configuration reload refused, keeping the previous ranges: {e}"),
-        }
-        result
-    }
-
-    /// Returns the exposition for a scrape that arrived at `arrived`: the
-    /// result of a collection that finished after that moment if there is
-    /// one (a concurrent scrape's), else a fresh one.
-    async fn scrape(&self, arrived: Instant, budget: Duration) -> Bytes {
-        let mut slot = self.flight.lock().await;
-        if let Some(done) = slot.as_ref()
-            && done.finished >= arrived
-        {
-            return done.body.clone();
-        }
-        let collector = self.collector.clone();
-        let registry = self.registry.clone();
-        let deadline = arrived + budget;
-        let body = tokio::task::spawn_blocking(move || {
-            let mut c = collector
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let report = c.collect(deadline);
-            let mut families = metrics::families(&report, c.config(), c.reload_status());
-            drop(c);
-            families.extend(registry.gather());
-            Bytes::from(metrics::encode(families))
-        })
-        .await
-        .unwrap_or_else(|e| Bytes::from(format!("# collection failed: {e}\n")));
-        *slot = Some(Encoded {
-            finished: Instant::now(),
-            body: body.clone(),
-        });
-        body
+    pub fn service(&self) -> &Arc<Service> {
+        &self.service
     }
 }
 
@@ -288,7 +203,6 @@ fn with_headers(mut r: Resp, web: Option<&WebConfig>) -> Resp {
 }
 
 async fn handle(state: &State, req: Request<Incoming>) -> Resp {
-    let arrived = Instant::now();
     if req.uri().path() == "/-/reload" {
         if req.method() != Method::POST && req.method() != Method::PUT {
             let mut r = text(
@@ -302,7 +216,7 @@ async fn handle(state: &State, req: Request<Incoming>) -> Resp {
         if !state.options.enable_lifecycle {
             return text(StatusCode::FORBIDDEN, "Lifecycle API is not enabled.\n");
         }
-        return match state.reload().await {
+        return match state.service.reload("POST /-/reload").await {
             Ok(_) => text(StatusCode::OK, "OK\n"),
             Err(e) => Response::builder()
                 .status(StatusCode::INTERNAL_SERVER_ERROR)
@@ -323,8 +237,14 @@ async fn handle(state: &State, req: Request<Incoming>) -> Resp {
     if path == state.options.telemetry_path {
         let budget = scrape_budget(req.headers(), state.options.default_budget);
         let gzip = accepts_gzip(req.headers());
-        let body = state.scrape(arrived, budget).await;
-        return metrics_response(body, gzip);
+        return match state.service.collect(budget).await {
+            Ok(c) => metrics_response(c.metrics.clone(), gzip).await,
+            Err(e) => Response::builder()
+                .status(StatusCode::INTERNAL_SERVER_ERROR)
+                .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                .body(Full::new(Bytes::from(format!("{e}\n"))))
+                .expect("static headers are valid"),
+        };
     }
     match path {
         "/" => html(landing_page(state)),
@@ -362,23 +282,30 @@ pub fn accepts_gzip(headers: &hyper::HeaderMap) -> bool {
     })
 }
 
-fn metrics_response(body: Bytes, gzip: bool) -> Resp {
+/// Compresses on a blocking thread: a large exposition is CPU work that
+/// must not hold up an async worker.
+async fn metrics_response(body: Bytes, gzip: bool) -> Resp {
     let mut builder = Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, metrics::CONTENT_TYPE)
         .header(header::VARY, "Accept-Encoding");
     let body = if gzip {
-        let mut enc = flate2::write::GzEncoder::new(
-            Vec::with_capacity(body.len() / 4),
-            flate2::Compression::fast(),
-        );
-        let _ = enc.write_all(&body);
-        match enc.finish() {
-            Ok(z) => {
+        let plain = body.clone();
+        let zipped = tokio::task::spawn_blocking(move || {
+            let mut enc = flate2::write::GzEncoder::new(
+                Vec::with_capacity(plain.len() / 4),
+                flate2::Compression::fast(),
+            );
+            enc.write_all(&plain)?;
+            enc.finish()
+        })
+        .await;
+        match zipped {
+            Ok(Ok(z)) => {
                 builder = builder.header(header::CONTENT_ENCODING, "gzip");
                 Bytes::from(z)
             }
-            Err(_) => body,
+            _ => body,
         }
     } else {
         body
@@ -405,11 +332,7 @@ fn html(body: String) -> Resp {
 }
 
 fn landing_page(state: &State) -> String {
-    let config = state
-        .collector
-        .lock()
-        .map(|c| c.config().clone())
-        .unwrap_or_else(|p| p.into_inner().config().clone());
+    let config = state.service.config();
     let mut rows = String::new();
     for r in &config.ranges {
         let protocols: Vec<&str> = r.protocols.iter().map(|p| p.as_str()).collect();

@@ -1,18 +1,21 @@
 //! portrange_exporter: a Prometheus exporter for port ranges that services
 //! claim one port per session from (Citrix Framehawk, mosh, RTP, FTP passive
 //! ranges, Kubernetes NodePorts). Data flows one way: [`config`] →
-//! [`sample`] → [`attribution`] → [`collect`] → [`http`] / [`check`].
+//! [`platform`] (sample, attribute) → [`collect`] (count, judge with
+//! [`allowlist`]) → [`service`] (one collection at a time, shared) →
+//! [`http`] / [`check`]. Everything that touches the operating system is in
+//! [`platform`]; the rest is platform-free.
 
-pub mod attribution;
+pub mod allowlist;
 pub mod check;
 pub mod cli;
 pub mod collect;
 pub mod config;
 pub mod http;
-pub mod kernel;
 pub mod logging;
 pub mod metrics;
+pub mod platform;
 pub mod ranges;
-pub mod sample;
+pub mod service;
 pub mod users;
 pub mod webconfig;

@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
 
-use crate::collect::{ReloadStatus, Report};
+use crate::collect::Report;
 use crate::config::Config;
+use crate::service::ReloadStatus;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const REVISION: &str = env!("PORTRANGE_REVISION");
@@ -264,8 +265,9 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attribution::Owner;
-    use crate::collect::{Expected, Listener, RangeStats};
+    use crate::allowlist::Expected;
+    use crate::collect::{Listener, RangeStats};
+    use crate::platform::{Holder, Owner};
     use crate::ranges::Protocol;
     use std::sync::Arc;
     use std::time::Duration;
@@ -286,6 +288,7 @@ mod tests {
             }],
             listeners,
             attribution: Default::default(),
+            missing_privileges: Vec::new(),
             duration: Duration::from_millis(500),
         }
     }
@@ -296,11 +299,12 @@ mod tests {
             protocol: Protocol::Udp,
             port: 1,
             address: "0.0.0.0".parse().unwrap(),
-            owner: Some(Arc::new(Owner {
+            holder: Some(Holder::Process(Arc::new(Owner {
                 pid: 9,
                 comm: comm.to_vec(),
                 exe: None,
-            })),
+                user: None,
+            }))),
             user: "root".into(),
             expected: Expected::False,
         }

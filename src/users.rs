@@ -1,71 +1,237 @@
-//! uid → user name, through the C library (so NSS sources such as LDAP
-//! work), cached for the life of the process. A uid with no entry is shown
-//! as its number.
+//! User names for socket uids, cached, with lookups that can never hold up
+//! a collection past its deadline. The platform's resolver (on Linux
+//! `getpwuid_r`, so NSS sources such as LDAP work) may block; it runs on a
+//! lookup thread of its own, at most one at a time, and a collection waits
+//! for its answers only until the deadline. A uid it has not answered by
+//! then is [`UserName::Unresolved`]: shown as its number and judged
+//! "unknown" by `user: <name>` entries, never "unexpected". A failed lookup
+//! is not cached (the next collection asks again); a name is kept for ten
+//! minutes and a "no such user" for one.
 
-use std::collections::HashMap;
-use std::ffi::CStr;
+use std::collections::{HashMap, HashSet};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-#[derive(Default)]
-pub struct UserNames {
-    cache: HashMap<u32, String>,
-}
+use crate::allowlist::UserName;
+use crate::platform::{UserLookup, UserResolver};
 
-/// Cached uids beyond this are dropped wholesale (a host with that many
-/// distinct socket owners in the ranges is unusual; the cost is a re-lookup).
+const NAME_TTL: Duration = Duration::from_secs(600);
+const NO_ENTRY_TTL: Duration = Duration::from_secs(60);
+/// Cached uids beyond this are dropped wholesale.
 const MAX_CACHED: usize = 4096;
 
+type Answer = (u32, Result<UserLookup, String>);
+
+pub struct UserNames {
+    resolver: UserResolver,
+    cache: HashMap<u32, (UserLookup, Instant)>,
+    /// The lookup thread's answers, and the uids it has yet to answer.
+    inflight: Option<(mpsc::Receiver<Answer>, HashSet<u32>)>,
+    /// uids whose last lookup failed, so the failure is logged once.
+    failing: HashSet<u32>,
+}
+
 impl UserNames {
-    pub fn name(&mut self, uid: u32) -> &str {
-        if self.cache.len() >= MAX_CACHED && !self.cache.contains_key(&uid) {
-            self.cache.clear();
+    pub fn new(resolver: UserResolver) -> UserNames {
+        UserNames {
+            resolver,
+            cache: HashMap::new(),
+            inflight: None,
+            failing: HashSet::new(),
         }
-        self.cache
-            .entry(uid)
-            .or_insert_with(|| lookup(uid).unwrap_or_else(|| uid.to_string()))
+    }
+
+    /// Makes sure every uid in `uids` is looked up, waiting for answers no
+    /// later than `deadline`.
+    pub fn resolve(&mut self, uids: &HashSet<u32>, deadline: Instant) {
+        let now = Instant::now();
+        self.drain(None);
+        let needed: Vec<u32> = uids
+            .iter()
+            .copied()
+            .filter(|u| self.cache.get(u).is_none_or(|(_, exp)| *exp <= now))
+            .collect();
+        if needed.is_empty() {
+            return;
+        }
+        if self.inflight.is_none() {
+            if self.cache.len() + needed.len() > MAX_CACHED {
+                self.cache.clear();
+            }
+            let (tx, rx) = mpsc::channel();
+            let resolver = self.resolver.clone();
+            let batch = needed.clone();
+            let pending: HashSet<u32> = needed.iter().copied().collect();
+            let spawned = std::thread::Builder::new()
+                .name("user-lookup".into())
+                .spawn(move || {
+                    for uid in batch {
+                        if tx.send((uid, resolver(uid))).is_err() {
+                            return;
+                        }
+                    }
+                });
+            match spawned {
+                Ok(_) => self.inflight = Some((rx, pending)),
+                Err(e) => log::warn!("cannot start a user lookup thread: {e}"),
+            }
+        }
+        let mut waiting: HashSet<u32> = needed.into_iter().collect();
+        self.drain(Some((&mut waiting, deadline)));
+    }
+
+    /// Takes the lookup thread's answers: those already there, or (with a
+    /// wait set) until every uid in it is answered or the deadline passes.
+    fn drain(&mut self, mut wait: Option<(&mut HashSet<u32>, Instant)>) {
+        let Some((rx, mut pending)) = self.inflight.take() else {
+            return;
+        };
+        loop {
+            if pending.is_empty() {
+                return; // the batch is answered; the thread is ending
+            }
+            let got = match &wait {
+                Some((set, deadline)) if !set.is_empty() => {
+                    rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                }
+                _ => rx.try_recv().map_err(|e| match e {
+                    mpsc::TryRecvError::Empty => mpsc::RecvTimeoutError::Timeout,
+                    mpsc::TryRecvError::Disconnected => mpsc::RecvTimeoutError::Disconnected,
+                }),
+            };
+            match got {
+                Ok((uid, answer)) => {
+                    pending.remove(&uid);
+                    if let Some((set, _)) = wait.as_mut() {
+                        set.remove(&uid);
+                    }
+                    self.store(uid, answer);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.inflight = Some((rx, pending));
+                    return;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    fn store(&mut self, uid: u32, answer: Result<UserLookup, String>) {
+        let now = Instant::now();
+        match answer {
+            Ok(found) => {
+                self.failing.remove(&uid);
+                let ttl = match found {
+                    UserLookup::Name(_) => NAME_TTL,
+                    UserLookup::NoEntry => NO_ENTRY_TTL,
+                };
+                self.cache.insert(uid, (found, now + ttl));
+            }
+            Err(e) => {
+                if self.failing.insert(uid) {
+                    log::warn!(
+                        "user lookup for uid {uid} failed, retrying on the next scrape: {e}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The name of `uid` as far as it is known now.
+    pub fn get(&self, uid: u32) -> UserName {
+        match self.cache.get(&uid) {
+            Some((UserLookup::Name(n), _)) => UserName::Known(n.clone()),
+            Some((UserLookup::NoEntry, _)) => UserName::NoEntry,
+            None => UserName::Unresolved,
+        }
     }
 }
 
-/// Looks up the passwd entry of `uid`.
-pub fn lookup(uid: u32) -> Option<String> {
-    let mut buf = vec![0u8; 1024];
-    loop {
-        // SAFETY: `passwd` is plain old data that getpwuid_r fills in; it is
-        // only read after a successful call, and then only its `pw_name`,
-        // which points into `buf`, still alive and unmodified here.
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: every pointer is valid for the duration of the call and
-        // `buf.len()` is the true size of `buf`.
-        let rc = unsafe {
-            libc::getpwuid_r(
-                uid,
-                &mut pwd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc == libc::ERANGE && buf.len() < (1 << 20) {
-            buf.resize(buf.len() * 2, 0);
-            continue;
-        }
-        if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
-            return None;
-        }
-        // SAFETY: on success pw_name is a NUL-terminated string inside `buf`.
-        let name = unsafe { CStr::from_ptr(pwd.pw_name) };
-        return Some(name.to_string_lossy().into_owned());
+/// The `user` label value: the name, or the uid as a number.
+pub fn label(name: &UserName, uid: u32) -> String {
+    match name {
+        UserName::Known(n) => n.clone(),
+        UserName::NoEntry | UserName::Unresolved => uid.to_string(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn set(uids: &[u32]) -> HashSet<u32> {
+        uids.iter().copied().collect()
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
 
     #[test]
-    fn root_and_unknown() {
-        let mut u = UserNames::default();
-        assert_eq!(u.name(0), "root");
-        assert_eq!(u.name(4_000_000_000), "4000000000");
+    fn a_failed_lookup_is_retried_not_cached() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let c = calls.clone();
+        let mut u = UserNames::new(Arc::new(move |uid| {
+            if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                Err("LDAP server unreachable".into())
+            } else {
+                Ok(UserLookup::Name(format!("user{uid}")))
+            }
+        }));
+        u.resolve(&set(&[1001]), soon());
+        assert_eq!(u.get(1001), UserName::Unresolved);
+        u.resolve(&set(&[1001]), soon());
+        assert_eq!(u.get(1001), UserName::Known("user1001".into()));
+        // Cached now: no third call.
+        u.resolve(&set(&[1001]), soon());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn no_entry_is_remembered_as_such() {
+        let mut u = UserNames::new(Arc::new(|_| Ok(UserLookup::NoEntry)));
+        u.resolve(&set(&[4_000_000_000]), soon());
+        assert_eq!(u.get(4_000_000_000), UserName::NoEntry);
+        assert_eq!(label(&u.get(4_000_000_000), 4_000_000_000), "4000000000");
+    }
+
+    #[test]
+    fn a_hanging_lookup_never_holds_past_the_deadline() {
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release_rx = std::sync::Mutex::new(release_rx);
+        let mut u = UserNames::new(Arc::new(move |uid| {
+            if uid == 7 {
+                let _ = release_rx.lock().unwrap().recv();
+            }
+            Ok(UserLookup::Name(format!("u{uid}")))
+        }));
+        let started = Instant::now();
+        u.resolve(&set(&[7]), Instant::now() + Duration::from_millis(50));
+        let waited = started.elapsed();
+        assert!(waited < Duration::from_secs(2), "waited {waited:?}");
+        assert_eq!(u.get(7), UserName::Unresolved);
+        // While it hangs, another collection also returns by its deadline.
+        let started = Instant::now();
+        u.resolve(&set(&[7, 8]), Instant::now() + Duration::from_millis(50));
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // Released: the answer arrives and a later collection takes it.
+        release_tx.send(()).unwrap();
+        let until = Instant::now() + Duration::from_secs(5);
+        while u.get(7) == UserName::Unresolved && Instant::now() < until {
+            u.resolve(&set(&[7]), Instant::now() + Duration::from_millis(100));
+        }
+        assert_eq!(u.get(7), UserName::Known("u7".into()));
+    }
+
+    #[test]
+    fn the_real_resolver_names_root() {
+        let p = crate::platform::host(&crate::platform::default_procfs());
+        let mut u = UserNames::new(p.user_resolver());
+        u.resolve(&set(&[0]), soon());
+        if cfg!(target_os = "linux") {
+            assert_eq!(u.get(0), UserName::Known("root".into()));
+        }
     }
 }

@@ -11,10 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use netstat2::{AddressFamilyFlags, ProtocolFlags, ProtocolSocketInfo};
-use portrange_exporter::attribution::Attributor;
 use portrange_exporter::config::Config;
+use portrange_exporter::platform::{self, Filter, Holder};
 use portrange_exporter::ranges::Protocol;
-use portrange_exporter::sample::{self, Filter};
 
 type Key = (Protocol, IpAddr, u16, u16);
 
@@ -45,12 +44,15 @@ fn sock_diag_and_netstat2_agree_on_sockets_and_owners() {
     .unwrap();
     let filter = Filter::from_config(&cfg);
 
-    let ours = sample::sample(&filter, Duration::from_secs(5)).unwrap();
-    let (owners, _) =
-        Attributor::new("/proc").attribute(&ours, Instant::now() + Duration::from_secs(30));
+    let mut host = platform::host(std::path::Path::new("/proc"));
+    let ours = host.sample(&filter, Duration::from_secs(5)).unwrap();
+    let found = host.attribute(&ours, Instant::now() + Duration::from_secs(30));
     let mut ours_map: BTreeMap<Key, (u32, u64, u32)> = BTreeMap::new();
-    for s in &ours {
-        let pid = owners.get(&s.inode).map_or(0, |o| o.pid);
+    for (s, holder) in ours.iter().zip(&found.holders) {
+        let pid = match holder {
+            Some(Holder::Process(o)) => o.pid,
+            _ => 0,
+        };
         ours_map.insert(
             (s.protocol, s.local, s.port, s.remote_port),
             (pid, s.inode, s.uid),

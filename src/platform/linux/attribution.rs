@@ -13,6 +13,19 @@
 //! until a back-off expires, so an unprivileged exporter does not rescan
 //! `/proc` on every scrape.
 //!
+//! A scan result that arrives after its scrape (from the background) is
+//! re-checked before it is used: each hit's process must still have the
+//! same start time and the fd must still point at the socket.
+//!
+//! Sockets no process holds: when the exporter sees every process (full
+//! privilege, and a `/proc` of the host's pid namespace, where kernel
+//! threads are visible) and a complete scan (every process listed, plus
+//! the processes that appeared during the scan, none refused) finds no
+//! holder, the inode is a kernel candidate. The caller confirms that the
+//! socket still exists (a second sample) before calling it kernel-held, so
+//! a holder that exited mid-scan does not make its socket look like the
+//! kernel's. Anything short of that stays unknown.
+//!
 //! Reading other users' fd directories needs CAP_DAC_READ_SEARCH (to search
 //! the 0500 directory) and CAP_SYS_PTRACE (the kernel's ptrace access check
 //! on each link), or root. Without them the sockets stay unattributed.
@@ -28,33 +41,18 @@ use std::time::{Duration, Instant};
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::sample::Socket;
+use crate::platform::{Owner, PassStats, Socket};
 
-/// The process that holds a socket. No pid reaches a metric label; it is
-/// shown only by the `check` command.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Owner {
-    pub pid: u32,
-    /// The kernel's `comm` (at most 15 bytes, any bytes but NUL).
-    pub comm: Vec<u8>,
-    /// The `exe` link target, when readable.
-    pub exe: Option<Vec<u8>>,
-}
-
-/// Counters of one attribution pass, for logs and tests.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PassStats {
-    /// Cached owners confirmed without a scan.
-    pub confirmed: usize,
-    /// Inodes that needed a scan.
-    pub searched: usize,
-    /// Processes whose fd directory the scan read.
-    pub processes_scanned: usize,
-    /// Processes whose fd directory could not be read for lack of privilege.
-    pub permission_denied: usize,
-    /// A scan was still running at the deadline, with sockets left to
-    /// find; it finishes in the background.
-    pub deadline_hit: bool,
+/// What one attribution pass found, by inode.
+#[derive(Debug, Default)]
+pub struct InodePass {
+    pub owners: HashMap<u64, Arc<Owner>>,
+    /// Inodes confirmed earlier as held by no process.
+    pub kernel: HashSet<u64>,
+    /// Inodes a complete scan just failed to find: the caller checks that
+    /// they still exist and then calls [`Attributor::confirm_kernel`].
+    pub candidates: Vec<u64>,
+    pub stats: PassStats,
 }
 
 #[derive(Clone, Debug)]
@@ -68,6 +66,8 @@ struct Cached {
 struct Missing {
     retry_at: Instant,
     misses: u32,
+    /// Confirmed as held by no process (kept while a later scan re-checks).
+    kernel: bool,
 }
 
 /// What one process looks like at one moment.
@@ -83,6 +83,9 @@ pub struct Attributor {
     cache: HashMap<u64, Cached>,
     missing: HashMap<u64, Missing>,
     pending: Option<Pending>,
+    /// Whether this exporter can see every process (privilege and pid
+    /// namespace): only then can a socket be called the kernel's.
+    sees_all: bool,
 }
 
 const MISS_BACKOFF_START: Duration = Duration::from_secs(15);
@@ -95,6 +98,23 @@ impl Attributor {
             cache: HashMap::new(),
             missing: HashMap::new(),
             pending: None,
+            sees_all: false,
+        }
+    }
+
+    /// Declares that this exporter sees every process, so a complete scan
+    /// that finds no holder names a kernel candidate.
+    pub fn set_sees_all(&mut self, sees_all: bool) {
+        self.sees_all = sees_all;
+    }
+
+    /// Marks inodes as held by the kernel (after the caller confirmed that
+    /// the sockets still exist).
+    pub fn confirm_kernel(&mut self, inodes: &[u64]) {
+        for inode in inodes {
+            if let Some(m) = self.missing.get_mut(inode) {
+                m.kernel = true;
+            }
         }
     }
 
@@ -107,13 +127,10 @@ impl Attributor {
     /// (TIME_WAIT, request sockets) have no owner and are skipped. Never
     /// waits past `deadline`: a scan still running then goes on in the
     /// background, and a later call takes its results.
-    pub fn attribute(
-        &mut self,
-        sockets: &[Socket],
-        deadline: Instant,
-    ) -> (HashMap<u64, Arc<Owner>>, PassStats) {
+    pub fn attribute(&mut self, sockets: &[Socket], deadline: Instant) -> InodePass {
         let now = Instant::now();
         let mut stats = PassStats::default();
+        let mut candidates = Vec::new();
         let mut uid_of: HashMap<u64, u32> = HashMap::new();
         for s in sockets.iter().filter(|s| s.inode != 0) {
             uid_of.insert(s.inode, s.uid);
@@ -128,7 +145,10 @@ impl Attributor {
         //    finishes within this call's budget.
         if let Some(p) = self.pending.take() {
             match p.rx.recv_timeout(deadline.saturating_duration_since(now)) {
-                Ok(result) => self.merge(result, &uid_of, &mut found, &mut stats, now),
+                Ok(result) => {
+                    let c = self.merge(result, true, &uid_of, &mut found, &mut stats, now);
+                    candidates.extend(c);
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => self.pending = Some(p),
                 Err(mpsc::RecvTimeoutError::Disconnected) => {}
             }
@@ -186,7 +206,10 @@ impl Attributor {
                 });
             if spawned.is_ok() {
                 match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                    Ok(result) => self.merge(result, &uid_of, &mut found, &mut stats, now),
+                    Ok(result) => {
+                        let c = self.merge(result, false, &uid_of, &mut found, &mut stats, now);
+                        candidates.extend(c);
+                    }
                     Err(_) => self.pending = Some(Pending { rx, inodes }),
                 }
             }
@@ -198,24 +221,47 @@ impl Attributor {
         for inode in found.keys() {
             self.missing.remove(inode);
         }
-        (found, stats)
+        let kernel: HashSet<u64> = self
+            .missing
+            .iter()
+            .filter(|(_, m)| m.kernel)
+            .map(|(&i, _)| i)
+            .collect();
+        stats.kernel = kernel.len();
+        InodePass {
+            owners: found,
+            kernel,
+            candidates,
+            stats,
+        }
     }
 
     /// Takes a finished scan's results: owners into the cache (for sockets
-    /// still present), misses into back-off.
+    /// still present), misses into back-off. A result from the background
+    /// (`late`) may be old: each hit is re-checked first. Returns the
+    /// inodes a complete scan could not find, when this exporter sees
+    /// every process (kernel candidates).
     fn merge(
         &mut self,
         result: ScanResult,
+        late: bool,
         uid_of: &HashMap<u64, u32>,
         found: &mut HashMap<u64, Arc<Owner>>,
         stats: &mut PassStats,
         now: Instant,
-    ) {
+    ) -> Vec<u64> {
         stats.processes_scanned += result.processes_scanned;
         stats.permission_denied += result.permission_denied;
         for (inode, pid, fd, info) in result.hits {
             if !uid_of.contains_key(&inode) {
                 continue;
+            }
+            if late
+                && !(link_is(&self.procfs, pid, fd, inode)
+                    && read_proc(&self.procfs, pid)
+                        .is_some_and(|p| p.start_time == info.start_time))
+            {
+                continue; // gone or moved since the scan: searched again later
             }
             self.cache.insert(
                 inode,
@@ -227,11 +273,17 @@ impl Attributor {
             );
             found.insert(inode, info.owner.clone());
         }
+        let complete = result.complete && self.sees_all;
+        let mut candidates = Vec::new();
         for inode in result.not_found {
             if !uid_of.contains_key(&inode) {
                 continue;
             }
-            let misses = self.missing.get(&inode).map_or(0, |m| m.misses) + 1;
+            let previous = self.missing.get(&inode);
+            let misses = previous.map_or(0, |m| m.misses) + 1;
+            // A kernel socket stays the kernel's while it is searched again;
+            // only a scan that finds a holder changes that.
+            let kernel = previous.is_some_and(|m| m.kernel);
             let backoff = MISS_BACKOFF_START
                 .saturating_mul(1 << (misses - 1).min(6))
                 .min(MISS_BACKOFF_MAX);
@@ -240,9 +292,14 @@ impl Attributor {
                 Missing {
                     retry_at: now + backoff,
                     misses,
+                    kernel,
                 },
             );
+            if complete {
+                candidates.push(inode);
+            }
         }
+        candidates
     }
 }
 
@@ -252,6 +309,9 @@ struct ScanResult {
     not_found: HashSet<u64>,
     processes_scanned: usize,
     permission_denied: usize,
+    /// Every process was visited (those that appeared during the scan
+    /// too) and none was refused.
+    complete: bool,
 }
 
 /// A scan running on its own thread.
@@ -276,6 +336,7 @@ fn scan_procs(
         not_found: HashSet::new(),
         processes_scanned: 0,
         permission_denied: 0,
+        complete: false,
     };
     let Ok(proc_dir) = rustix::fs::open(
         procfs,
@@ -321,6 +382,23 @@ fn scan_procs(
             break;
         }
         scan_one(procfs, &proc_dir, pid, &mut wanted, &mut buf, &mut result);
+    }
+    if !wanted.is_empty() {
+        // A holder may have passed the socket to a process born after the
+        // listing and exited: visit the newcomers too.
+        let seen: HashSet<u32> = all.iter().copied().collect();
+        let mut newcomers: Vec<u32> = list_pids(&proc_dir)
+            .into_iter()
+            .filter(|p| !seen.contains(p))
+            .collect();
+        newcomers.sort_unstable_by(|a, b| b.cmp(a));
+        for pid in newcomers {
+            if wanted.is_empty() {
+                break;
+            }
+            scan_one(procfs, &proc_dir, pid, &mut wanted, &mut buf, &mut result);
+        }
+        result.complete = !all.is_empty() && result.permission_denied == 0;
     }
     result.not_found = wanted;
     result
@@ -430,6 +508,7 @@ fn read_proc(procfs: &Path, pid: u32) -> Option<ProcInfo> {
             pid,
             comm: comm.to_vec(),
             exe,
+            user: None,
         }),
     })
 }
@@ -469,6 +548,26 @@ pub fn parse_stat(stat: &[u8]) -> Option<(&[u8], u64)> {
     let field = rest.split(|&b| b == b' ').nth(19)?;
     let start_time = std::str::from_utf8(field).ok()?.trim().parse().ok()?;
     Some((comm, start_time))
+}
+
+/// Whether `procfs` shows the host's pid namespace: kernel threads (pid 2,
+/// kthreadd, carries PF_KTHREAD) are visible there and nowhere else. In a
+/// container without the host's pids, a socket with no visible holder may
+/// belong to a process we cannot see, so it must stay unknown.
+pub fn shows_host_pids(procfs: &Path) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    std::fs::read(procfs.join("2/stat"))
+        .ok()
+        .and_then(|s| parse_stat_flags(&s))
+        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
+/// Parses `flags` (field 9) from `/proc/<pid>/stat`.
+pub fn parse_stat_flags(stat: &[u8]) -> Option<u64> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = stat.get(close + 2..)?;
+    let field = rest.split(|&b| b == b' ').nth(6)?;
+    std::str::from_utf8(field).ok()?.trim().parse().ok()
 }
 
 fn parse_u32(name: &[u8]) -> Option<u32> {
@@ -588,7 +687,7 @@ mod tests {
         fake_proc(&root);
         let mut a = Attributor::new(&root);
         let socks = [sock(5001), sock(5002), sock(9999), sock(0)];
-        let (owners, stats) = a.attribute(&socks, far());
+        let InodePass { owners, stats, .. } = a.attribute(&socks, far());
         assert_eq!(owners[&5001].comm, b"CtxGfx");
         assert_eq!(owners[&5001].pid, 100);
         assert_eq!(owners[&5001].exe.as_deref(), Some(&b"/opt/CtxGfx"[..]));
@@ -598,7 +697,7 @@ mod tests {
         assert_eq!(stats.confirmed, 0);
 
         // Second pass: both confirmed from the cache, 9999 is in back-off.
-        let (owners, stats) = a.attribute(&socks, far());
+        let InodePass { owners, stats, .. } = a.attribute(&socks, far());
         assert_eq!(owners.len(), 2);
         assert_eq!(stats.confirmed, 2);
         assert_eq!(stats.searched, 0);
@@ -612,7 +711,7 @@ mod tests {
         fake_proc(&root);
         let mut a = Attributor::new(&root);
         let socks = [sock(5001)];
-        assert_eq!(a.attribute(&socks, far()).0[&5001].comm, b"CtxGfx");
+        assert_eq!(a.attribute(&socks, far()).owners[&5001].comm, b"CtxGfx");
 
         // pid 100 is reused by another program (new start time) that holds
         // nothing; the socket moved to pid 200 at fd 9.
@@ -623,14 +722,14 @@ mod tests {
         .unwrap();
         std::fs::remove_file(root.join("100/fd/3")).unwrap();
         std::os::unix::fs::symlink("socket:[5001]", root.join("200/fd/9")).unwrap();
-        let (owners, stats) = a.attribute(&socks, far());
+        let InodePass { owners, stats, .. } = a.attribute(&socks, far());
         assert_eq!(owners[&5001].comm, b"other");
         assert_eq!(owners[&5001].pid, 200);
         assert_eq!(stats.confirmed, 0);
 
         // The holder exits: the owner is unknown, never the stale one.
         std::fs::remove_dir_all(root.join("200")).unwrap();
-        let (owners, _) = a.attribute(&socks, far());
+        let InodePass { owners, .. } = a.attribute(&socks, far());
         assert!(owners.is_empty(), "{owners:?}");
         std::fs::remove_dir_all(&root).unwrap();
     }
@@ -647,7 +746,7 @@ mod tests {
             "100 (renamed) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 111 0 0\n",
         )
         .unwrap();
-        let (owners, stats) = a.attribute(&[sock(5001)], far());
+        let InodePass { owners, stats, .. } = a.attribute(&[sock(5001)], far());
         assert_eq!(owners[&5001].comm, b"renamed");
         assert_eq!(stats.confirmed, 1);
         std::fs::remove_dir_all(&root).unwrap();
@@ -677,7 +776,8 @@ mod tests {
         }
         let mut a = Attributor::new(&root);
         let started = Instant::now();
-        let (owners, stats) = a.attribute(&[sock(5001)], Instant::now() + Duration::from_millis(1));
+        let InodePass { owners, stats, .. } =
+            a.attribute(&[sock(5001)], Instant::now() + Duration::from_millis(1));
         let waited = started.elapsed();
         assert!(
             waited < Duration::from_millis(200),
@@ -686,13 +786,13 @@ mod tests {
         if owners.is_empty() {
             assert!(stats.deadline_hit);
             // The scan went on; the next pass takes its result without a new scan.
-            let (owners, stats) = a.attribute(&[sock(5001)], far());
+            let InodePass { owners, stats, .. } = a.attribute(&[sock(5001)], far());
             assert_eq!(owners[&5001].pid, 100);
             assert_eq!(stats.searched, 0, "no second scan");
             assert!(stats.processes_scanned > 1000, "{stats:?}");
         }
         // And from then on it is a cached, confirmed owner.
-        let (owners, stats) = a.attribute(&[sock(5001)], far());
+        let InodePass { owners, stats, .. } = a.attribute(&[sock(5001)], far());
         assert_eq!(owners[&5001].pid, 100);
         assert_eq!((stats.confirmed, stats.processes_scanned), (1, 0));
         std::fs::remove_dir_all(&root).unwrap();
@@ -704,7 +804,7 @@ mod tests {
         fake_proc(&root);
         let mut a = Attributor::new(&root);
         // 5002 belongs to pid 200, the newest: found after visiting one process.
-        let (owners, stats) = a.attribute(&[sock(5002)], far());
+        let InodePass { owners, stats, .. } = a.attribute(&[sock(5002)], far());
         assert_eq!(owners[&5002].pid, 200);
         assert_eq!(stats.processes_scanned, 1, "{stats:?}");
         std::fs::remove_dir_all(&root).unwrap();

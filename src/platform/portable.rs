@@ -1,14 +1,87 @@
-//! The portable sampler, on top of the `netstat2` crate: the backend on
-//! macOS, Windows and the BSDs, and on Linux an independent oracle that the
-//! tests compare the sock_diag sampler with. netstat2 reports owning pids
-//! itself, so sockets from here carry `pid_hint`; it does not filter in
-//! the kernel and on Linux it scans every process on each call, which is
-//! why it is not the Linux hot path.
+//! The portable platform, on top of the `netstat2` crate: the backend on
+//! macOS, Windows and the BSDs (on Linux the tests use netstat2 directly as
+//! an independent oracle). netstat2 reports owning pids itself, so sockets
+//! from here carry `pid_hint`; process names are not resolved by this
+//! backend, so every holder is unknown and every listener's `expected` is
+//! "unknown" (fail closed). Signals: Ctrl-C stops; there is no reload
+//! signal.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use netstat2::{AddressFamilyFlags, ProtocolFlags, ProtocolSocketInfo, TcpState};
 
-use super::{Filter, SampleError, Socket, TCP_CLOSE, TCP_ESTABLISHED};
+use super::{
+    Attribution, EphemeralPorts, Filter, Platform, SampleError, Socket, TCP_CLOSE, TCP_ESTABLISHED,
+    UserResolver,
+};
 use crate::ranges::Protocol;
+
+/// The netstat2 platform.
+#[derive(Default)]
+pub struct PortablePlatform;
+
+impl PortablePlatform {
+    pub fn new() -> PortablePlatform {
+        PortablePlatform
+    }
+}
+
+impl Platform for PortablePlatform {
+    fn sample(&mut self, filter: &Filter, _timeout: Duration) -> Result<Vec<Socket>, SampleError> {
+        sample(filter)
+    }
+
+    fn attribute(&mut self, sockets: &[Socket], _deadline: Instant) -> Attribution {
+        Attribution {
+            holders: vec![None; sockets.len()],
+            stats: Default::default(),
+        }
+    }
+
+    fn ephemeral_ports(&self) -> Result<EphemeralPorts, String> {
+        Err("the ephemeral port range is not read on this platform".into())
+    }
+
+    fn user_resolver(&self) -> UserResolver {
+        Arc::new(|uid| {
+            Err(format!(
+                "user {uid}: names are not resolved on this platform"
+            ))
+        })
+    }
+
+    fn missing_privileges(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+}
+
+/// Process-wide setup: nothing on this platform.
+pub fn init_process() {}
+
+/// The open-file limit: not applicable here.
+pub fn open_file_limit() -> Option<u64> {
+    None
+}
+
+/// Completes on Ctrl-C.
+pub async fn shutdown_signal() -> &'static str {
+    let _ = tokio::signal::ctrl_c().await;
+    "Ctrl-C"
+}
+
+/// No reload signal on this platform.
+pub struct ReloadSignals;
+
+pub fn reload_signals() -> ReloadSignals {
+    ReloadSignals
+}
+
+impl ReloadSignals {
+    pub async fn recv(&mut self) -> Option<&'static str> {
+        std::future::pending().await
+    }
+}
 
 /// Samples through netstat2 and keeps the sockets in `filter`'s ports.
 pub fn sample(filter: &Filter) -> Result<Vec<Socket>, SampleError> {
@@ -87,11 +160,6 @@ fn tcp_state(s: &TcpState) -> u8 {
         TcpState::Closing => 11,
         _ => 7,
     }
-}
-
-/// Process names are not resolved by this backend yet.
-pub fn process_name(_pid: u32) -> Option<Vec<u8>> {
-    None
 }
 
 #[cfg(test)]

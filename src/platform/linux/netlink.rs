@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use rustix::net::netlink::{self, SocketAddrNetlink};
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 
-use super::{DecodeError, Filter, SampleError, Socket};
+use crate::platform::{DecodeError, Filter, SampleError, Socket};
 use crate::ranges::{PortSet, Protocol};
 
 const NLMSG_HDRLEN: usize = 16;

@@ -1,0 +1,331 @@
+//! The allowlist: what an entry of a range's `expected:` list says, and
+//! how a listener's holder is judged against the list. An entry matches
+//! when every field it gives matches; a field that cannot be decided (the
+//! owner's exe unreadable, its user's name not resolved) makes the entry
+//! undecided. A listener is expected when some entry matches, unknown when
+//! none matches but one is undecided or its holder is unknown, and
+//! unexpected otherwise. Kernel-held sockets match only entries that say
+//! `kernel:`; process entries never match them, and an empty list allows
+//! nothing.
+
+use regex::bytes::Regex;
+
+use crate::platform::{Holder, Owner};
+
+/// Whether a listener is on its range's allowlist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Expected {
+    True,
+    False,
+    /// The holder could not be found, or a field the allowlist needs (the
+    /// exe path, the user's name) could not be read.
+    Unknown,
+}
+
+impl Expected {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Expected::True => "true",
+            Expected::False => "false",
+            Expected::Unknown => "unknown",
+        }
+    }
+}
+
+/// One allowlist entry: every field it gives must match.
+#[derive(Clone, Debug, Default)]
+pub struct Matcher {
+    pub process: Option<NameMatch>,
+    pub exe: Option<ExeMatch>,
+    pub user: Option<UserMatch>,
+    /// Allows kernel-held sockets (any, or one tunnel device's).
+    pub kernel: Option<KernelMatch>,
+}
+
+/// How a process name is matched.
+#[derive(Clone, Debug)]
+pub enum NameMatch {
+    Exact(Vec<u8>),
+    /// A `/regex/`, anchored at both ends.
+    Regex(Regex),
+}
+
+/// An `exe:` glob, compiled by `globset` into an anchored byte regex:
+/// `*` matches any run of characters, `/` included.
+#[derive(Clone, Debug)]
+pub struct ExeMatch {
+    pub glob: String,
+    pub regex: Regex,
+}
+
+/// How the socket's user is matched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserMatch {
+    Uid(u32),
+    Name(String),
+}
+
+/// Which kernel-held sockets an entry allows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelMatch {
+    /// `kernel: true`: any.
+    Any,
+    /// `kernel: vxlan0`: those of this tunnel device.
+    Device(String),
+}
+
+/// A socket's user, as far as it is known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserName {
+    Known(String),
+    /// The user database has no entry for the uid.
+    NoEntry,
+    /// The lookup failed or has not answered yet.
+    Unresolved,
+}
+
+/// Judges one listener: `holder` is who holds it (`None`: unknown), `uid`
+/// the socket's uid and `user` its name.
+pub fn judge(
+    allowlist: &[Matcher],
+    holder: Option<&Holder>,
+    uid: u32,
+    user: &UserName,
+) -> Expected {
+    let Some(holder) = holder else {
+        return Expected::Unknown;
+    };
+    let mut result = Expected::False;
+    for m in allowlist {
+        let verdict = match holder {
+            Holder::Process(owner) => judge_process(m, owner, uid, user),
+            Holder::Kernel { device } => judge_kernel(m, device.as_deref()),
+        };
+        match verdict {
+            Expected::True => return Expected::True,
+            Expected::Unknown => result = Expected::Unknown,
+            Expected::False => {}
+        }
+    }
+    result
+}
+
+fn judge_kernel(m: &Matcher, device: Option<&str>) -> Expected {
+    match &m.kernel {
+        Some(KernelMatch::Any) => Expected::True,
+        Some(KernelMatch::Device(want)) => match device {
+            Some(d) if d == want => Expected::True,
+            Some(_) => Expected::False,
+            None => Expected::Unknown,
+        },
+        None => Expected::False,
+    }
+}
+
+fn judge_process(m: &Matcher, owner: &Owner, uid: u32, user: &UserName) -> Expected {
+    if m.kernel.is_some() {
+        return Expected::False;
+    }
+    let mut undecided = false;
+    if let Some(p) = &m.process {
+        let ok = match p {
+            NameMatch::Exact(name) => *name == owner.comm,
+            NameMatch::Regex(re) => re.is_match(&owner.comm),
+        };
+        if !ok {
+            return Expected::False;
+        }
+    }
+    if let Some(e) = &m.exe {
+        match &owner.exe {
+            Some(exe) if !e.regex.is_match(exe) => return Expected::False,
+            Some(_) => {}
+            None => undecided = true,
+        }
+    }
+    if let Some(u) = &m.user {
+        match u {
+            UserMatch::Uid(want) => {
+                if *want != uid {
+                    return Expected::False;
+                }
+            }
+            UserMatch::Name(name) => match user {
+                UserName::Known(n) if n == name => {}
+                UserName::Known(_) | UserName::NoEntry => return Expected::False,
+                UserName::Unresolved => undecided = true,
+            },
+        }
+    }
+    if undecided {
+        Expected::Unknown
+    } else {
+        Expected::True
+    }
+}
+
+/// Compiles an `exe:` glob with `globset` (which escapes regex syntax
+/// inside classes, so `[a&&b]` is the characters, not an intersection).
+pub fn compile_exe_glob(glob: &str, case_insensitive: bool) -> Result<ExeMatch, String> {
+    if glob.is_empty() {
+        return Err("the exe pattern is empty".into());
+    }
+    let g = globset::GlobBuilder::new(glob)
+        .literal_separator(false)
+        .case_insensitive(case_insensitive)
+        .backslash_escape(!case_insensitive)
+        .build()
+        .map_err(|e| format!("bad exe pattern {glob:?}: {}", e.kind()))?;
+    let regex = Regex::new(g.regex())
+        .map_err(|e| format!("bad exe pattern {glob:?}: {}", one_line(&e.to_string())))?;
+    Ok(ExeMatch {
+        glob: glob.to_string(),
+        regex,
+    })
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn owner(comm: &str, exe: Option<&str>) -> Holder {
+        Holder::Process(Arc::new(Owner {
+            pid: 1,
+            comm: comm.as_bytes().to_vec(),
+            exe: exe.map(|e| e.as_bytes().to_vec()),
+            user: None,
+        }))
+    }
+
+    fn known(n: &str) -> UserName {
+        UserName::Known(n.into())
+    }
+
+    fn entry(process: Option<&str>, exe: Option<&str>, user: Option<UserMatch>) -> Matcher {
+        Matcher {
+            process: process.map(|p| NameMatch::Exact(p.as_bytes().to_vec())),
+            exe: exe.map(|e| compile_exe_glob(e, false).unwrap()),
+            user,
+            kernel: None,
+        }
+    }
+
+    #[test]
+    fn judging() {
+        let m = vec![
+            entry(Some("CtxGfx"), Some("/opt/citrix/*"), None),
+            entry(None, None, Some(UserMatch::Name("citrix".into()))),
+        ];
+        let ctx = owner("CtxGfx", Some("/opt/citrix/bin/CtxGfx"));
+        let root = known("root");
+        assert_eq!(judge(&m, Some(&ctx), 0, &root), Expected::True);
+        let elsewhere = owner("CtxGfx", Some("/tmp/CtxGfx"));
+        assert_eq!(judge(&m, Some(&elsewhere), 0, &root), Expected::False);
+        let no_exe = owner("CtxGfx", None);
+        assert_eq!(judge(&m, Some(&no_exe), 0, &root), Expected::Unknown);
+        let nc = owner("nc", None);
+        assert_eq!(judge(&m, Some(&nc), 0, &root), Expected::False);
+        assert_eq!(judge(&m, Some(&nc), 1001, &known("citrix")), Expected::True);
+        assert_eq!(judge(&m, None, 1001, &known("citrix")), Expected::Unknown);
+        assert_eq!(judge(&[], Some(&ctx), 0, &root), Expected::False);
+        let by_uid = vec![entry(None, None, Some(UserMatch::Uid(1001)))];
+        assert_eq!(
+            judge(&by_uid, Some(&ctx), 1001, &known("citrix")),
+            Expected::True
+        );
+        assert_eq!(
+            judge(&by_uid, Some(&ctx), 0, &known("1001")),
+            Expected::False
+        );
+    }
+
+    #[test]
+    fn an_unresolved_user_name_is_unknown_not_unexpected() {
+        let m = vec![entry(None, None, Some(UserMatch::Name("citrix".into())))];
+        let p = owner("CtxGfx", None);
+        assert_eq!(
+            judge(&m, Some(&p), 1001, &UserName::Unresolved),
+            Expected::Unknown
+        );
+        assert_eq!(
+            judge(&m, Some(&p), 1001, &UserName::NoEntry),
+            Expected::False
+        );
+        // A uid entry needs no name.
+        let by_uid = vec![entry(None, None, Some(UserMatch::Uid(1001)))];
+        assert_eq!(
+            judge(&by_uid, Some(&p), 1001, &UserName::Unresolved),
+            Expected::True
+        );
+    }
+
+    #[test]
+    fn kernel_sockets_match_only_kernel_entries() {
+        let kernel = Holder::Kernel {
+            device: Some("vx0".into()),
+        };
+        let root = known("root");
+        let everything = vec![Matcher {
+            process: Some(NameMatch::Regex(Regex::new("^(?:.*)$").unwrap())),
+            ..Default::default()
+        }];
+        assert_eq!(judge(&everything, Some(&kernel), 0, &root), Expected::False);
+        let by_root = vec![entry(None, None, Some(UserMatch::Uid(0)))];
+        assert_eq!(judge(&by_root, Some(&kernel), 0, &root), Expected::False);
+        assert_eq!(judge(&[], Some(&kernel), 0, &root), Expected::False);
+        let any = vec![Matcher {
+            kernel: Some(KernelMatch::Any),
+            ..Default::default()
+        }];
+        assert_eq!(judge(&any, Some(&kernel), 0, &root), Expected::True);
+        let other_dev = vec![Matcher {
+            kernel: Some(KernelMatch::Device("vx9".into())),
+            ..Default::default()
+        }];
+        assert_eq!(judge(&other_dev, Some(&kernel), 0, &root), Expected::False);
+        let unnamed = Holder::Kernel { device: None };
+        assert_eq!(
+            judge(&other_dev, Some(&unnamed), 0, &root),
+            Expected::Unknown
+        );
+        // A kernel entry does not allow a process (even one named "kernel").
+        assert_eq!(
+            judge(&any, Some(&owner("kernel", None)), 0, &root),
+            Expected::False
+        );
+    }
+
+    #[test]
+    fn exe_globs() {
+        let g = |p: &str| compile_exe_glob(p, false).unwrap().regex;
+        assert!(g("/opt/*").is_match(b"/opt/a/b/c"), "* crosses /");
+        assert!(g("/usr/bin/mosh-serve?").is_match(b"/usr/bin/mosh-server"));
+        assert!(g("/x/[ab]").is_match(b"/x/a"));
+        assert!(!g("/x/[!ab]").is_match(b"/x/a"));
+        assert!(!g("/opt/*").is_match(b"/usr/opt/a"), "anchored");
+        // Regex class operators are plain characters in a glob class.
+        for (glob, hit, miss) in [
+            ("/x/[a&&b]", &b"/x/&"[..], &b"/x/c"[..]),
+            ("/x/[a~~b]", b"/x/~", b"/x/c"),
+        ] {
+            let re = g(glob);
+            assert!(re.is_match(hit), "{glob} matches {:?}", hit);
+            assert!(!re.is_match(miss), "{glob} does not match {:?}", miss);
+        }
+        // `a--b` is a range from a to '-' in a glob: refused, not read as
+        // a regex class difference.
+        let e = compile_exe_glob("/x/[a--b]", false).unwrap_err();
+        assert!(e.contains("invalid range"), "{e}");
+        assert!(compile_exe_glob("", false).is_err());
+        assert!(compile_exe_glob("/x/[ab", false).is_err());
+        let ci = compile_exe_glob("C:/Program Files/Citrix/*", true)
+            .unwrap()
+            .regex;
+        assert!(ci.is_match(b"c:/program files/citrix/HDX/bin/CtxGfx.exe"));
+    }
+}

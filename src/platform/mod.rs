@@ -1,0 +1,374 @@
+//! The platform boundary: everything that touches the operating system
+//! lives below this module, behind one small API, and the rest of the crate
+//! (config, allowlist, report, metrics, HTTP, `check`) is platform-free.
+//! The API is the [`Platform`] trait (sample the sockets in a [`Filter`],
+//! find their holders before a deadline, name a user, read the ephemeral
+//! ports, report missing privileges) plus a few process-wide helpers
+//! (signals, the open-file limit, allocator tuning). [`host`] returns the
+//! implementation for the machine: [`linux`] (sock_diag, `/proc`,
+//! `getpwuid_r`, `/proc/sys/net`, capabilities) on Linux, [`portable`]
+//! (the `netstat2` crate) elsewhere. Tests drive the collector with fakes
+//! of the trait.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::ranges::{PortSet, Protocol};
+
+#[cfg(target_os = "linux")]
+pub mod linux;
+#[cfg(not(target_os = "linux"))]
+pub mod portable;
+
+/// One socket as the kernel reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Socket {
+    pub protocol: Protocol,
+    /// Kernel socket state (`TCP_ESTABLISHED` = 1 ... `TCP_NEW_SYN_RECV` = 12);
+    /// UDP uses 1 for connected and 7 (`TCP_CLOSE`) for unconnected.
+    pub state: u8,
+    pub local: IpAddr,
+    pub port: u16,
+    pub remote: IpAddr,
+    pub remote_port: u16,
+    /// The socket owner's uid (the creator's effective uid).
+    pub uid: u32,
+    /// The socket inode; 0 for sockets no process holds (TIME_WAIT, SYN_RECV).
+    pub inode: u64,
+    /// The owning pid when the backend knows it already (netstat2 does);
+    /// `None` on Linux, where the `/proc` scan finds it.
+    pub pid_hint: Option<u32>,
+}
+
+pub const TCP_ESTABLISHED: u8 = 1;
+pub const TCP_TIME_WAIT: u8 = 6;
+pub const TCP_CLOSE: u8 = 7;
+pub const TCP_LISTEN: u8 = 10;
+
+/// The `state` label values, per protocol. Every one is exported (also at
+/// zero), so the set is bounded and fixed.
+pub const TCP_STATES: [&str; 11] = [
+    "established",
+    "syn_sent",
+    "syn_recv",
+    "fin_wait1",
+    "fin_wait2",
+    "time_wait",
+    "close",
+    "close_wait",
+    "last_ack",
+    "listen",
+    "closing",
+];
+pub const UDP_STATES: [&str; 2] = ["unconn", "established"];
+
+pub fn state_names(protocol: Protocol) -> &'static [&'static str] {
+    match protocol {
+        Protocol::Tcp => &TCP_STATES,
+        Protocol::Udp => &UDP_STATES,
+    }
+}
+
+impl Socket {
+    /// A listener is a TCP socket in LISTEN or a UDP socket with no peer.
+    pub fn is_listener(&self) -> bool {
+        match self.protocol {
+            Protocol::Tcp => self.state == TCP_LISTEN,
+            Protocol::Udp => self.remote_port == 0,
+        }
+    }
+
+    /// Whether a process can hold the socket: TIME_WAIT and request
+    /// sockets (inode 0, and no pid from the backend) have no holder.
+    pub fn can_be_held(&self) -> bool {
+        self.inode != 0 || self.pid_hint.is_some()
+    }
+
+    /// Whether the socket holds its port (everything but TIME_WAIT).
+    pub fn holds_port(&self) -> bool {
+        !(self.protocol == Protocol::Tcp && self.state == TCP_TIME_WAIT)
+    }
+
+    /// The `state` label value; always one of [`state_names`].
+    pub fn state_name(&self) -> &'static str {
+        match self.protocol {
+            Protocol::Udp => {
+                if self.state == TCP_ESTABLISHED {
+                    "established"
+                } else {
+                    "unconn"
+                }
+            }
+            Protocol::Tcp => match self.state {
+                1 => "established",
+                2 => "syn_sent",
+                // 12 is TCP_NEW_SYN_RECV, the kernel's request-socket state.
+                3 | 12 => "syn_recv",
+                4 => "fin_wait1",
+                5 => "fin_wait2",
+                6 => "time_wait",
+                8 => "close_wait",
+                9 => "last_ack",
+                10 => "listen",
+                11 => "closing",
+                _ => "close",
+            },
+        }
+    }
+}
+
+/// What to sample: the watched ports per protocol (an empty set skips that
+/// protocol).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub tcp: PortSet,
+    pub udp: PortSet,
+}
+
+impl Filter {
+    pub fn from_config(cfg: &crate::config::Config) -> Filter {
+        Filter {
+            tcp: cfg.watched_ports(Protocol::Tcp),
+            udp: cfg.watched_ports(Protocol::Udp),
+        }
+    }
+
+    pub fn ports(&self, protocol: Protocol) -> &PortSet {
+        match protocol {
+            Protocol::Tcp => &self.tcp,
+            Protocol::Udp => &self.udp,
+        }
+    }
+}
+
+/// Why a sample failed. The message names the dump and the kernel's answer.
+#[derive(Debug, thiserror::Error)]
+pub enum SampleError {
+    #[error("cannot open a NETLINK_SOCK_DIAG socket: {0}")]
+    Open(#[source] std::io::Error),
+    #[error("{dump} dump: sending the request: {source}")]
+    Send {
+        dump: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{dump} dump: reading the reply: {source}")]
+    Recv {
+        dump: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{dump} dump: no complete answer from the kernel within {seconds} s")]
+    Timeout { dump: String, seconds: u64 },
+    #[error("{dump} dump: the kernel refused it: {message}{hint}")]
+    Kernel {
+        dump: String,
+        message: String,
+        hint: &'static str,
+    },
+    #[error("{dump} dump: malformed reply: {source}")]
+    Decode {
+        dump: String,
+        #[source]
+        source: DecodeError,
+    },
+    #[error("socket sampling is not supported here: {0}")]
+    Unsupported(String),
+    #[error(
+        "injected failure ({0} further samples will fail; set by PORTRANGE_EXPORTER_TEST_FAIL_SAMPLES)"
+    )]
+    Injected(u64),
+}
+
+/// A reply that does not follow the netlink / inet_diag layout.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("{0} trailing bytes are too short for a netlink header")]
+    ShortHeader(usize),
+    #[error("message length {len} is invalid with {available} bytes left")]
+    BadLength { len: usize, available: usize },
+    #[error("inet_diag_msg payload of {0} bytes is shorter than 72")]
+    ShortPayload(usize),
+    #[error("unknown address family {0}")]
+    Family(u8),
+    #[error("unexpected message type {0}")]
+    MessageType(u16),
+    #[error("the kernel sent more than {0} bytes before ending the dump")]
+    TooLarge(usize),
+}
+
+/// The process that holds a socket. No pid reaches a metric label; it is
+/// shown only by `check` and the status page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: u32,
+    /// The process name: the kernel's `comm` on Linux (at most 15 bytes,
+    /// any bytes but NUL), the image name on other platforms.
+    pub comm: Vec<u8>,
+    /// The executable's full path, when readable.
+    pub exe: Option<Vec<u8>>,
+    /// The account the process runs as, where the platform names it per
+    /// process (Windows: `DOMAIN\user`); `None` on Linux, where the
+    /// socket's uid is named instead.
+    pub user: Option<String>,
+}
+
+/// Who holds a socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Holder {
+    /// A process (the first one found; a socket shared by several
+    /// processes is shown under one of them).
+    Process(Arc<Owner>),
+    /// No process holds it: a complete, privileged scan of every process
+    /// found no holder, so the kernel owns it (tunnel endpoints such as
+    /// VXLAN, GENEVE or WireGuard, NFS/SMB clients; Windows' `System`).
+    /// `device` names the tunnel device when the kernel says which.
+    Kernel { device: Option<String> },
+}
+
+/// What one attribution pass found: a holder for each sampled socket
+/// (index for index; `None` where the holder is unknown), and counters.
+#[derive(Clone, Debug, Default)]
+pub struct Attribution {
+    pub holders: Vec<Option<Holder>>,
+    pub stats: PassStats,
+}
+
+/// Counters of one attribution pass, for logs and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PassStats {
+    /// Cached owners confirmed without a scan.
+    pub confirmed: usize,
+    /// Sockets that needed a scan.
+    pub searched: usize,
+    /// Processes whose sockets the scan read.
+    pub processes_scanned: usize,
+    /// Processes that could not be read for lack of privilege.
+    pub permission_denied: usize,
+    /// A scan was still running at the deadline, with sockets left to
+    /// find; it finishes in the background.
+    pub deadline_hit: bool,
+    /// Sockets found to be held by the kernel.
+    pub kernel: usize,
+}
+
+/// The answer to a user-name lookup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserLookup {
+    /// The account's name.
+    Name(String),
+    /// The user database answered that there is no such account.
+    NoEntry,
+}
+
+/// Looks up a user's name; may block (NSS, LDAP), so it is only called
+/// from a thread of its own. An `Err` is a failed lookup, to be retried.
+pub type UserResolver = Arc<dyn Fn(u32) -> Result<UserLookup, String> + Send + Sync>;
+
+/// Ports outgoing connections can take (the ephemeral range less reserved
+/// ports), per protocol.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EphemeralPorts {
+    pub tcp: PortSet,
+    pub udp: PortSet,
+}
+
+impl EphemeralPorts {
+    pub fn ports(&self, protocol: Protocol) -> &PortSet {
+        match protocol {
+            Protocol::Tcp => &self.tcp,
+            Protocol::Udp => &self.udp,
+        }
+    }
+}
+
+/// The operating system, as the collector sees it. One instance lives on
+/// the collection thread and keeps its caches across collections.
+pub trait Platform: Send {
+    /// One snapshot of the sockets in `filter`'s ports. Fails (never a
+    /// silent empty list) when the OS refuses; `timeout` bounds the wait.
+    fn sample(&mut self, filter: &Filter, timeout: Duration) -> Result<Vec<Socket>, SampleError>;
+
+    /// Finds the holder of each socket of a sample, waiting no later than
+    /// `deadline`; what is not found by then is unknown.
+    fn attribute(&mut self, sockets: &[Socket], deadline: Instant) -> Attribution;
+
+    /// The ports outgoing connections can take, per protocol.
+    fn ephemeral_ports(&self) -> Result<EphemeralPorts, String>;
+
+    /// Ports of `protocol` the platform will not let any process bind
+    /// (Windows excluded port ranges); empty where there is no such thing.
+    fn excluded_ports(&self, _protocol: Protocol) -> Result<PortSet, String> {
+        Ok(PortSet::default())
+    }
+
+    /// A resolver for user names, to run on a lookup thread.
+    fn user_resolver(&self) -> UserResolver;
+
+    /// The privileges attribution lacks, by name (empty when it has all).
+    fn missing_privileges(&self) -> Vec<&'static str>;
+}
+
+/// The longest process name the platform reports, when it truncates them
+/// (Linux's `comm` is 15 bytes); an exact allowlist name longer than this
+/// can never match.
+#[cfg(target_os = "linux")]
+pub const PROCESS_NAME_MAX: Option<usize> = Some(15);
+#[cfg(not(target_os = "linux"))]
+pub const PROCESS_NAME_MAX: Option<usize> = None;
+
+/// Whether paths and process names compare case-insensitively.
+pub const NAMES_CASE_INSENSITIVE: bool = cfg!(windows);
+
+/// The platform of this machine; `procfs` is the `/proc` root on Linux.
+pub fn host(procfs: &Path) -> Box<dyn Platform> {
+    #[cfg(target_os = "linux")]
+    {
+        Box::new(linux::LinuxPlatform::new(procfs.to_path_buf()))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = procfs;
+        Box::new(portable::PortablePlatform::new())
+    }
+}
+
+/// A registry with the exporter's own process metrics (`process_*`), where
+/// the metrics library supports them.
+pub fn self_metrics_registry() -> prometheus::Registry {
+    let registry = prometheus::Registry::new();
+    #[cfg(target_os = "linux")]
+    registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("a fresh registry accepts the process collector");
+    registry
+}
+
+/// The default `--path.procfs`.
+pub fn default_procfs() -> PathBuf {
+    PathBuf::from("/proc")
+}
+
+#[cfg(target_os = "linux")]
+pub use linux::{ReloadSignals, init_process, open_file_limit, reload_signals, shutdown_signal};
+#[cfg(not(target_os = "linux"))]
+pub use portable::{ReloadSignals, init_process, open_file_limit, reload_signals, shutdown_signal};
+
+/// Maps each socket to its holder through a per-key map (a convenience for
+/// backends that find holders by inode or pid).
+pub fn holders_by<K: std::hash::Hash + Eq>(
+    sockets: &[Socket],
+    key: impl Fn(&Socket) -> Option<K>,
+    found: &HashMap<K, Holder>,
+) -> Vec<Option<Holder>> {
+    sockets
+        .iter()
+        .map(|s| key(s).and_then(|k| found.get(&k).cloned()))
+        .collect()
+}
