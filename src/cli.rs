@@ -79,7 +79,7 @@ pub struct Cli {
     #[arg(
         long = "path.procfs",
         env = "PORTRANGE_EXPORTER_PATH_PROCFS",
-        default_value = "/proc",
+        default_value_os_t = crate::platform::default_procfs(),
         global = true
     )]
     pub procfs: PathBuf,
@@ -228,7 +228,7 @@ fn serve(
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let addrs = listen_addrs(&cli.listen_address)?;
-        let listener = bind(&addrs).with_context(|| format!("listening on {}", cli.listen_address))?;
+        let listener = platform::bind_listener(&addrs).with_context(|| format!("listening on {}", cli.listen_address))?;
         let local = listener.local_addr().context("reading the bound address")?;
         let ranges: Vec<String> = config
             .ranges
@@ -286,7 +286,7 @@ fn serve(
 }
 
 /// `--web.max-connections`, kept 64 below the open-file limit so that a
-/// flood of connections cannot starve sampling and /proc reads of fds.
+/// flood of connections cannot starve sampling and attribution of fds.
 fn connection_cap(wanted: usize) -> usize {
     let Some(limit) = platform::open_file_limit() else {
         return wanted.max(1);
@@ -300,37 +300,6 @@ fn connection_cap(wanted: usize) -> usize {
         );
     }
     wanted.min(room).max(1)
-}
-
-/// Binds the first address that works, with a listen backlog of 4096 (the
-/// kernel caps it at net.core.somaxconn): a burst of connections must not
-/// overflow the accept queue and get reset before the server sees them.
-/// An IPv6 wildcard is bound dual-stack (IPV6_V6ONLY off), so that
-/// IPv4 clients reach it whatever the host's bindv6only default is.
-pub fn bind(addrs: &[SocketAddr]) -> anyhow::Result<tokio::net::TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let mut last = None;
-    for a in addrs {
-        let attempt = (|| {
-            let socket = Socket::new(Domain::for_address(*a), Type::STREAM, Some(Protocol::TCP))?;
-            if let SocketAddr::V6(v6) = a
-                && v6.ip().is_unspecified()
-            {
-                socket.set_only_v6(false)?;
-            }
-            #[cfg(not(windows))]
-            socket.set_reuse_address(true)?;
-            socket.set_nonblocking(true)?;
-            socket.bind(&(*a).into())?;
-            socket.listen(4096)?;
-            tokio::net::TcpListener::from_std(socket.into())
-        })();
-        match attempt {
-            Ok(l) => return Ok(l),
-            Err(e) => last = Some(anyhow::Error::new(e).context(format!("binding {a}"))),
-        }
-    }
-    Err(last.unwrap_or_else(|| anyhow::anyhow!("no address to bind")))
 }
 
 /// The reload signal (SIGHUP) re-reads `--config.file`; a refused file

@@ -2,9 +2,8 @@
 //! `/metrics` (or `--web.telemetry-path`), a landing page at `/`,
 //! `/-/healthy`, `/-/reload` (with `--web.enable-lifecycle`), 404
 //! elsewhere, 405 for methods other than GET and HEAD. Collections belong
-//! to [`Service`]: a scrape asks it for one, and nothing here waits on
-//! `/proc` or netlink; `/`, `/-/healthy` and `/-/reload` never wait for a
-//! collection. The server takes a bound listener and a shutdown future,
+//! to [`Service`]: a scrape asks it for one, and nothing here touches the
+//! OS; `/`, `/-/healthy` and `/-/reload` never wait for a collection. The server takes a bound listener and a shutdown future,
 //! caps open connections, cuts clients that do not finish their headers in
 //! time, and drains open connections on shutdown.
 

@@ -224,14 +224,4 @@ mod tests {
         }
         assert_eq!(u.get(7), UserName::Known("u7".into()));
     }
-
-    #[test]
-    fn the_real_resolver_names_root() {
-        let p = crate::platform::host(&crate::platform::default_procfs());
-        let mut u = UserNames::new(p.user_resolver());
-        u.resolve(&set(&[0]), soon());
-        if cfg!(target_os = "linux") {
-            assert_eq!(u.get(0), UserName::Known("root".into()));
-        }
-    }
 }

@@ -148,8 +148,13 @@ impl Filter {
 /// Why a sample failed. The message names the dump and the kernel's answer.
 #[derive(Debug, thiserror::Error)]
 pub enum SampleError {
-    #[error("cannot open a NETLINK_SOCK_DIAG socket: {0}")]
-    Open(#[source] std::io::Error),
+    /// `what` names the OS channel (the sock_diag socket, the socket table).
+    #[error("cannot open {what}: {source}")]
+    Open {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{dump} dump: sending the request: {source}")]
     Send {
         dump: String,
@@ -174,7 +179,7 @@ pub enum SampleError {
     Decode {
         dump: String,
         #[source]
-        source: DecodeError,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("socket sampling is not supported here: {0}")]
     Unsupported(String),
@@ -182,23 +187,6 @@ pub enum SampleError {
         "injected failure ({0} further samples will fail; set by PORTRANGE_EXPORTER_TEST_FAIL_SAMPLES)"
     )]
     Injected(u64),
-}
-
-/// A reply that does not follow the netlink / inet_diag layout.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum DecodeError {
-    #[error("{0} trailing bytes are too short for a netlink header")]
-    ShortHeader(usize),
-    #[error("message length {len} is invalid with {available} bytes left")]
-    BadLength { len: usize, available: usize },
-    #[error("inet_diag_msg payload of {0} bytes is shorter than 72")]
-    ShortPayload(usize),
-    #[error("unknown address family {0}")]
-    Family(u8),
-    #[error("unexpected message type {0}")]
-    MessageType(u16),
-    #[error("the kernel sent more than {0} bytes before ending the dump")]
-    TooLarge(usize),
 }
 
 /// The process that holds a socket. No pid reaches a metric label; it is
@@ -337,6 +325,40 @@ pub fn host(procfs: &Path) -> Box<dyn Platform> {
     }
 }
 
+/// Binds the first address that works, with a listen backlog of 4096 (the
+/// kernel caps it at net.core.somaxconn): a burst of connections must not
+/// overflow the accept queue and get reset before the server sees them.
+/// An IPv6 wildcard is bound dual-stack (IPV6_V6ONLY off), so that
+/// IPv4 clients reach it whatever the host's bindv6only default is.
+pub fn bind_listener(addrs: &[std::net::SocketAddr]) -> anyhow::Result<tokio::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut last = None;
+    for a in addrs {
+        let attempt = (|| {
+            let socket = Socket::new(Domain::for_address(*a), Type::STREAM, Some(Protocol::TCP))?;
+            if let std::net::SocketAddr::V6(v6) = a
+                && v6.ip().is_unspecified()
+            {
+                socket.set_only_v6(false)?;
+            }
+            // SO_REUSEADDR lets a restart bind while old connections sit in
+            // TIME_WAIT; on Windows it would let another process steal the
+            // port, so it is left off there.
+            #[cfg(not(windows))]
+            socket.set_reuse_address(true)?;
+            socket.set_nonblocking(true)?;
+            socket.bind(&(*a).into())?;
+            socket.listen(4096)?;
+            tokio::net::TcpListener::from_std(socket.into())
+        })();
+        match attempt {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(anyhow::Error::new(e).context(format!("binding {a}"))),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no address to bind")))
+}
+
 /// A registry with the exporter's own process metrics (`process_*`), where
 /// the metrics library supports them.
 pub fn self_metrics_registry() -> prometheus::Registry {
@@ -350,9 +372,15 @@ pub fn self_metrics_registry() -> prometheus::Registry {
     registry
 }
 
+#[cfg(target_os = "linux")]
+use linux::DEFAULT_PROCFS;
+/// Unused where there is no procfs; kept so the flag means the same.
+#[cfg(not(target_os = "linux"))]
+const DEFAULT_PROCFS: &str = "/proc";
+
 /// The default `--path.procfs`.
 pub fn default_procfs() -> PathBuf {
-    PathBuf::from("/proc")
+    PathBuf::from(DEFAULT_PROCFS)
 }
 
 #[cfg(target_os = "linux")]

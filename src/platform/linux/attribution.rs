@@ -20,11 +20,14 @@
 //! Sockets no process holds: when the exporter sees every process (full
 //! privilege, and a `/proc` of the host's pid namespace, where kernel
 //! threads are visible) and a complete scan (every process listed, plus
-//! the processes that appeared during the scan, none refused) finds no
-//! holder, the inode is a kernel candidate. The caller confirms that the
-//! socket still exists (a second sample) before calling it kernel-held, so
-//! a holder that exited mid-scan does not make its socket look like the
-//! kernel's. Anything short of that stays unknown.
+//! the processes that appeared during the scan) finds no holder, the inode
+//! is a kernel candidate: a strict one when no process refused the scan,
+//! a weak one when some did despite full privilege (a process under a
+//! security module, or a sandbox's init). The caller confirms a strict
+//! candidate by a second sample (a holder that exited mid-scan took its
+//! socket along), and a weak one only with positive evidence from the
+//! kernel (a tunnel device configured on that port). Anything short of
+//! that stays unknown.
 //!
 //! Reading other users' fd directories needs CAP_DAC_READ_SEARCH (to search
 //! the 0500 directory) and CAP_SYS_PTRACE (the kernel's ptrace access check
@@ -49,9 +52,10 @@ pub struct InodePass {
     pub owners: HashMap<u64, Arc<Owner>>,
     /// Inodes confirmed earlier as held by no process.
     pub kernel: HashSet<u64>,
-    /// Inodes a complete scan just failed to find: the caller checks that
-    /// they still exist and then calls [`Attributor::confirm_kernel`].
-    pub candidates: Vec<u64>,
+    /// Inodes a complete scan just failed to find, each with whether the
+    /// scan was strict (no process refused it): the caller checks them and
+    /// then calls [`Attributor::confirm_kernel`].
+    pub candidates: Vec<(u64, bool)>,
     pub stats: PassStats,
 }
 
@@ -86,6 +90,10 @@ pub struct Attributor {
     /// Whether this exporter can see every process (privilege and pid
     /// namespace): only then can a socket be called the kernel's.
     sees_all: bool,
+    /// Tests only: the next scan waits for a message before it starts, so
+    /// that "the deadline passed first" is driven, not raced.
+    #[cfg(test)]
+    gate: Option<mpsc::Receiver<()>>,
 }
 
 const MISS_BACKOFF_START: Duration = Duration::from_secs(15);
@@ -99,6 +107,8 @@ impl Attributor {
             missing: HashMap::new(),
             pending: None,
             sees_all: false,
+            #[cfg(test)]
+            gate: None,
         }
     }
 
@@ -199,9 +209,15 @@ impl Attributor {
             let (tx, rx) = mpsc::channel();
             let procfs = self.procfs.clone();
             let inodes = wanted.clone();
+            #[cfg(test)]
+            let gate = self.gate.take();
             let spawned = std::thread::Builder::new()
                 .name("proc-scan".into())
                 .spawn(move || {
+                    #[cfg(test)]
+                    if let Some(g) = gate {
+                        let _ = g.recv();
+                    }
                     let _ = tx.send(scan_procs(&procfs, wanted, &known_pids, &uids));
                 });
             if spawned.is_ok() {
@@ -249,7 +265,7 @@ impl Attributor {
         found: &mut HashMap<u64, Arc<Owner>>,
         stats: &mut PassStats,
         now: Instant,
-    ) -> Vec<u64> {
+    ) -> Vec<(u64, bool)> {
         stats.processes_scanned += result.processes_scanned;
         stats.permission_denied += result.permission_denied;
         for (inode, pid, fd, info) in result.hits {
@@ -274,6 +290,7 @@ impl Attributor {
             found.insert(inode, info.owner.clone());
         }
         let complete = result.complete && self.sees_all;
+        let strict = result.permission_denied == 0;
         let mut candidates = Vec::new();
         for inode in result.not_found {
             if !uid_of.contains_key(&inode) {
@@ -296,7 +313,7 @@ impl Attributor {
                 },
             );
             if complete {
-                candidates.push(inode);
+                candidates.push((inode, strict));
             }
         }
         candidates
@@ -310,7 +327,7 @@ struct ScanResult {
     processes_scanned: usize,
     permission_denied: usize,
     /// Every process was visited (those that appeared during the scan
-    /// too) and none was refused.
+    /// too); `permission_denied` says how many refused.
     complete: bool,
 }
 
@@ -398,7 +415,7 @@ fn scan_procs(
             }
             scan_one(procfs, &proc_dir, pid, &mut wanted, &mut buf, &mut result);
         }
-        result.complete = !all.is_empty() && result.permission_denied == 0;
+        result.complete = !all.is_empty();
     }
     result.not_found = wanted;
     result
@@ -775,6 +792,8 @@ mod tests {
             }
         }
         let mut a = Attributor::new(&root);
+        let (release, gate) = mpsc::channel();
+        a.gate = Some(gate);
         let started = Instant::now();
         let InodePass { owners, stats, .. } =
             a.attribute(&[sock(5001)], Instant::now() + Duration::from_millis(1));
@@ -783,18 +802,120 @@ mod tests {
             waited < Duration::from_millis(200),
             "waited {waited:?} past a 1 ms budget"
         );
-        if owners.is_empty() {
-            assert!(stats.deadline_hit);
-            // The scan went on; the next pass takes its result without a new scan.
-            let InodePass { owners, stats, .. } = a.attribute(&[sock(5001)], far());
-            assert_eq!(owners[&5001].pid, 100);
-            assert_eq!(stats.searched, 0, "no second scan");
-            assert!(stats.processes_scanned > 1000, "{stats:?}");
-        }
+        assert!(
+            owners.is_empty(),
+            "the scan is held until the deadline passed"
+        );
+        assert!(stats.deadline_hit);
+        // Another pass while it is held: no second scan starts.
+        let InodePass { stats, .. } =
+            a.attribute(&[sock(5001)], Instant::now() + Duration::from_millis(1));
+        assert!(
+            stats.deadline_hit && stats.processes_scanned == 0,
+            "{stats:?}"
+        );
+        // Released, the scan goes on; the next pass takes its result.
+        release.send(()).unwrap();
+        let InodePass { owners, stats, .. } = a.attribute(&[sock(5001)], far());
+        assert_eq!(owners[&5001].pid, 100);
+        assert_eq!(stats.searched, 0, "no second scan");
+        assert!(stats.processes_scanned > 1000, "{stats:?}");
         // And from then on it is a cached, confirmed owner.
         let InodePass { owners, stats, .. } = a.attribute(&[sock(5001)], far());
         assert_eq!(owners[&5001].pid, 100);
         assert_eq!((stats.confirmed, stats.processes_scanned), (1, 0));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_late_scan_result_is_rechecked_before_use() {
+        let root = tempdir("late");
+        fake_proc(&root);
+        let mut a = Attributor::new(&root);
+        let (release, gate) = mpsc::channel();
+        a.gate = Some(gate);
+        let InodePass { owners, .. } =
+            a.attribute(&[sock(5001)], Instant::now() + Duration::from_millis(1));
+        assert!(owners.is_empty());
+        // The scan runs and finds pid 100 ...
+        release.send(()).unwrap();
+        let p = a.pending.as_ref().unwrap();
+        let result = p.rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(result.hits.len(), 1);
+        // ... but before the next scrape takes the result, pid 100 exits
+        // and its pid is reused by a program that holds nothing.
+        let (tx, rx) = mpsc::channel();
+        tx.send(result).unwrap();
+        a.pending.as_mut().unwrap().rx = rx;
+        std::fs::write(
+            root.join("100/stat"),
+            "100 (impostor) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 999 0 0\n",
+        )
+        .unwrap();
+        std::fs::remove_file(root.join("100/fd/3")).unwrap();
+        let InodePass { owners, .. } = a.attribute(&[sock(5001)], far());
+        assert!(
+            !owners
+                .values()
+                .any(|o| o.comm == b"CtxGfx" || o.comm == b"impostor"),
+            "{owners:?}"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn kernel_candidates_need_a_complete_scan_by_an_exporter_that_sees_all() {
+        let root = tempdir("kernel");
+        fake_proc(&root);
+        // Without seeing every process, a missing holder is just unknown.
+        let mut a = Attributor::new(&root);
+        let pass = a.attribute(&[sock(5001), sock(9999)], far());
+        assert!(pass.candidates.is_empty() && pass.kernel.is_empty());
+
+        let mut a = Attributor::new(&root);
+        a.set_sees_all(true);
+        let pass = a.attribute(&[sock(5001), sock(9999)], far());
+        assert_eq!(
+            pass.candidates,
+            vec![(9999, true)],
+            "strict: nobody refused"
+        );
+        assert!(pass.kernel.is_empty(), "not before the caller confirms");
+        a.confirm_kernel(&[9999]);
+        let pass = a.attribute(&[sock(5001), sock(9999)], far());
+        assert!(pass.kernel.contains(&9999) && pass.candidates.is_empty());
+        assert_eq!(pass.stats.kernel, 1);
+        assert_eq!(pass.owners[&5001].comm, b"CtxGfx");
+        // A process that later turns out to hold it takes it back.
+        std::os::unix::fs::symlink("socket:[9999]", root.join("200/fd/8")).unwrap();
+        a.missing.get_mut(&9999).unwrap().retry_at = Instant::now();
+        let pass = a.attribute(&[sock(9999)], far());
+        assert_eq!(pass.owners[&9999].pid, 200);
+        assert!(pass.kernel.is_empty());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn host_pid_namespace_is_told_by_kernel_threads() {
+        let root = tempdir("pidns");
+        std::fs::create_dir_all(root.join("2")).unwrap();
+        std::fs::write(
+            root.join("2/stat"),
+            "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 24 0 0\n",
+        )
+        .unwrap();
+        assert!(shows_host_pids(&root));
+        std::fs::write(
+            root.join("2/stat"),
+            "2 (sh) S 1 2 2 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 24 0 0\n",
+        )
+        .unwrap();
+        assert!(
+            !shows_host_pids(&root),
+            "a container's pid 2 is a user process"
+        );
+        std::fs::remove_dir_all(root.join("2")).unwrap();
+        assert!(!shows_host_pids(&root));
         std::fs::remove_dir_all(&root).unwrap();
     }
 

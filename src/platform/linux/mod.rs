@@ -22,6 +22,9 @@ use crate::platform::{
 };
 use crate::ranges::{PortSet, Protocol};
 
+/// Where procfs is mounted unless `--path.procfs` says otherwise.
+pub const DEFAULT_PROCFS: &str = "/proc";
+
 /// The Linux platform: the sampler and the owner cache.
 pub struct LinuxPlatform {
     procfs: PathBuf,
@@ -57,7 +60,7 @@ impl LinuxPlatform {
 
     /// Of the kernel candidates, those whose sockets a second sample still
     /// shows: a holder that exited during the scan took its socket along.
-    fn still_present(&self, sockets: &[Socket], candidates: &[u64]) -> Vec<u64> {
+    fn still_present(&self, sockets: &[Socket], candidates: &[u64]) -> HashSet<u64> {
         let wanted: HashSet<u64> = candidates.iter().copied().collect();
         let mut tcp = Vec::new();
         let mut udp = Vec::new();
@@ -77,7 +80,7 @@ impl LinuxPlatform {
                 .map(|s| s.inode)
                 .filter(|i| wanted.contains(i))
                 .collect(),
-            Err(_) => Vec::new(),
+            Err(_) => HashSet::new(),
         }
     }
 }
@@ -90,13 +93,7 @@ impl Platform for LinuxPlatform {
 
     fn attribute(&mut self, sockets: &[Socket], deadline: Instant) -> Attribution {
         let mut pass = self.attributor.attribute(sockets, deadline);
-        if !pass.candidates.is_empty() {
-            let confirmed = self.still_present(sockets, &pass.candidates);
-            self.attributor.confirm_kernel(&confirmed);
-            pass.kernel.extend(confirmed);
-            pass.stats.kernel = pass.kernel.len();
-        }
-        let devices = if pass.kernel.is_empty() {
+        let devices = if pass.kernel.is_empty() && pass.candidates.is_empty() {
             HashMap::new()
         } else {
             tunnels::udp_tunnel_ports().unwrap_or_else(|e| {
@@ -104,6 +101,29 @@ impl Platform for LinuxPlatform {
                 HashMap::new()
             })
         };
+        if !pass.candidates.is_empty() {
+            let inodes: Vec<u64> = pass.candidates.iter().map(|c| c.0).collect();
+            let present = self.still_present(sockets, &inodes);
+            let port_of: HashMap<u64, (Protocol, u16)> = sockets
+                .iter()
+                .map(|s| (s.inode, (s.protocol, s.port)))
+                .collect();
+            let confirmed: Vec<u64> = pass
+                .candidates
+                .iter()
+                .filter(|(inode, strict)| {
+                    present.contains(inode)
+                        && (*strict
+                            || port_of.get(inode).is_some_and(|(p, port)| {
+                                *p == Protocol::Udp && devices.contains_key(port)
+                            }))
+                })
+                .map(|c| c.0)
+                .collect();
+            self.attributor.confirm_kernel(&confirmed);
+            pass.kernel.extend(confirmed);
+            pass.stats.kernel = pass.kernel.len();
+        }
         let holders = sockets
             .iter()
             .map(|s| {

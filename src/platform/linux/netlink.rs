@@ -16,8 +16,25 @@ use std::time::{Duration, Instant};
 use rustix::net::netlink::{self, SocketAddrNetlink};
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 
-use crate::platform::{DecodeError, Filter, SampleError, Socket};
+use crate::platform::{Filter, SampleError, Socket};
 use crate::ranges::{PortSet, Protocol};
+
+/// A reply that does not follow the netlink / inet_diag layout.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("{0} trailing bytes are too short for a netlink header")]
+    ShortHeader(usize),
+    #[error("message length {len} is invalid with {available} bytes left")]
+    BadLength { len: usize, available: usize },
+    #[error("inet_diag_msg payload of {0} bytes is shorter than 72")]
+    ShortPayload(usize),
+    #[error("unknown address family {0}")]
+    Family(u8),
+    #[error("unexpected message type {0}")]
+    MessageType(u16),
+    #[error("the kernel sent more than {0} bytes before ending the dump")]
+    TooLarge(usize),
+}
 
 const NLMSG_HDRLEN: usize = 16;
 const NLMSG_NOOP: u16 = 1;
@@ -273,13 +290,19 @@ pub fn sample(filter: &Filter, timeout: Duration) -> Result<Vec<Socket>, SampleE
         SocketFlags::CLOEXEC,
         Some(netlink::SOCK_DIAG),
     )
-    .map_err(|e| SampleError::Open(e.into()))?;
+    .map_err(|e| SampleError::Open {
+        what: "a NETLINK_SOCK_DIAG socket",
+        source: e.into(),
+    })?;
     rustix::net::sockopt::set_socket_timeout(
         &fd,
         rustix::net::sockopt::Timeout::Recv,
         Some(timeout),
     )
-    .map_err(|e| SampleError::Open(e.into()))?;
+    .map_err(|e| SampleError::Open {
+        what: "a NETLINK_SOCK_DIAG socket",
+        source: e.into(),
+    })?;
     let kernel = SocketAddrNetlink::new(0, 0);
     let mut buf = vec![0u8; 64 * 1024];
     let mut sockets = Vec::new();
@@ -342,7 +365,7 @@ pub fn sample(filter: &Filter, timeout: Duration) -> Result<Vec<Socket>, SampleE
                 let chunk = decode(data, seq, protocol, &mut sockets).map_err(|source| {
                     SampleError::Decode {
                         dump: dump(),
-                        source,
+                        source: Box::new(source),
                     }
                 })?;
                 match chunk {
@@ -359,7 +382,7 @@ pub fn sample(filter: &Filter, timeout: Duration) -> Result<Vec<Socket>, SampleE
                 if received > MAX_DUMP_BYTES {
                     return Err(SampleError::Decode {
                         dump: dump(),
-                        source: DecodeError::TooLarge(MAX_DUMP_BYTES),
+                        source: Box::new(DecodeError::TooLarge(MAX_DUMP_BYTES)),
                     });
                 }
                 if started.elapsed() > timeout {
