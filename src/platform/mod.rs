@@ -242,6 +242,8 @@ pub struct PassStats {
     pub deadline_hit: bool,
     /// Sockets found to be held by the kernel.
     pub kernel: usize,
+    /// fd links read (Linux): the cost that must follow owners, not sockets.
+    pub links_read: usize,
 }
 
 /// The answer to a user-name lookup.
