@@ -20,6 +20,10 @@ use crate::ranges::{PortSet, Protocol};
 /// says otherwise.
 pub const PER_PORT_DEFAULT_LIMIT: u32 = 1024;
 
+/// Unexpected and unknown listeners itemized in `portrange_listener_info`
+/// per range and protocol unless the config says otherwise.
+pub const LISTENER_SERIES_DEFAULT_LIMIT: u32 = 100;
+
 /// A checked configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -35,6 +39,9 @@ pub struct RangeConfig {
     pub ports: PortSet,
     pub protocols: Vec<Protocol>,
     pub per_port: bool,
+    /// At most this many unexpected or unknown listeners get a
+    /// `portrange_listener_info` series, per protocol.
+    pub max_listener_series: u32,
     pub expected: Vec<Matcher>,
 }
 
@@ -67,6 +74,7 @@ impl Config {
                 ports: PortSet::from_intervals(vec![(3224, 3324)]),
                 protocols: vec![Protocol::Udp, Protocol::Tcp],
                 per_port: true,
+                max_listener_series: LISTENER_SERIES_DEFAULT_LIMIT,
                 expected: Vec::new(),
             }],
             source: None,
@@ -132,6 +140,8 @@ struct RawRange {
     protocols: Option<Spanned<Vec<Spanned<RawProtocol>>>>,
     #[serde(default)]
     per_port: Option<bool>,
+    #[serde(default)]
+    max_listener_series: Option<u32>,
     #[serde(default)]
     expected: Vec<Spanned<RawExpected>>,
 }
@@ -435,6 +445,9 @@ fn validate(raw: RawConfig, path: &str) -> Result<Config, ConfigError> {
             ports,
             protocols,
             per_port,
+            max_listener_series: r
+                .max_listener_series
+                .unwrap_or(LISTENER_SERIES_DEFAULT_LIMIT),
             expected,
         });
     }

@@ -28,7 +28,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ),
     (
         "portrange_ports_free",
-        "Ports of the range with no socket (ports minus ports in use).",
+        "Ports of the range with no sampled socket (ports minus ports in use). TCP ports bound but neither listening nor connecting (TCP_BOUND_INACTIVE) are not sampled and count as free.",
     ),
     (
         "portrange_sockets",
@@ -51,8 +51,16 @@ pub const FAMILIES: &[(&str, &str)] = &[
         "1 when the port holds at least one socket not in TIME_WAIT, else 0.",
     ),
     (
+        "portrange_listeners",
+        "Listeners in the range (TCP LISTEN or UDP without a peer) by owner; expected is true, false, or unknown when the owner was not found.",
+    ),
+    (
         "portrange_listener_info",
-        "A listener in the range (TCP LISTEN or UDP without a peer); expected is true, false, or unknown when its owner was not found.",
+        "One listener in the range: every unexpected or unknown one (up to max_listener_series per range and protocol), and the allowed ones where per_port is on.",
+    ),
+    (
+        "portrange_listener_info_dropped",
+        "Unexpected or unknown listeners left out of portrange_listener_info by the range's max_listener_series.",
     ),
     (
         "portrange_up",
@@ -200,21 +208,29 @@ pub fn families(report: &Report, config: &Config, reload: ReloadStatus) -> Vec<M
         }
     }
 
-    // Identical listeners (SO_REUSEPORT groups, the same program bound twice)
-    // share one series: the value stays 1, as for any _info metric.
-    let mut info: BTreeMap<[String; 7], ()> = BTreeMap::new();
-    for l in &report.listeners {
-        info.insert(
-            [
-                l.range.clone(),
-                l.protocol.as_str().to_string(),
-                l.port.to_string(),
-                l.address.to_string(),
-                l.process(),
-                l.user.clone(),
-                l.expected.as_str().to_string(),
+    let (counts, info, dropped) = itemize(report, config);
+    let mut listeners = Family::new("portrange_listeners");
+    for (key, n) in &counts {
+        listeners.add(
+            &[
+                ("range", &key[0]),
+                ("protocol", &key[1]),
+                ("process", &key[2]),
+                ("user", &key[3]),
+                ("expected", &key[4]),
             ],
-            (),
+            *n as f64,
+        );
+    }
+    let mut info_dropped = Family::new("portrange_listener_info_dropped");
+    for r in &report.ranges {
+        let n = dropped
+            .get(&(r.range.as_str(), r.protocol))
+            .copied()
+            .unwrap_or(0);
+        info_dropped.add(
+            &[("range", &r.range), ("protocol", r.protocol.as_str())],
+            n as f64,
         );
     }
     let mut listener_info = Family::new("portrange_listener_info");
@@ -240,14 +256,92 @@ pub fn families(report: &Report, config: &Config, reload: ReloadStatus) -> Vec<M
         sockets.build(),
         unexpected.build(),
         unattributed.build(),
+        info_dropped.build(),
     ]);
     // Families with no sample are left out rather than written empty.
-    for f in [overlap, port_in_use, listener_info] {
+    for f in [overlap, port_in_use, listeners, listener_info] {
         if !f.metrics.is_empty() {
             out.push(f.build());
         }
     }
     out
+}
+
+type CountKey = [String; 5];
+type InfoKey = [String; 7];
+
+/// Splits the listeners into what the series carry: a count per owner
+/// (bounded by the owners, not the sockets they hold), the listeners
+/// itemized one by one (every unexpected or unknown one up to the range's
+/// `max_listener_series`, unexpected first, and the allowed ones only where
+/// `per_port` is on), and how many the cap left out per range and
+/// protocol. Identical listeners (SO_REUSEPORT groups, the same program
+/// bound twice) share one `_info` series, whose value stays 1.
+fn itemize<'a>(
+    report: &'a Report,
+    config: &Config,
+) -> (
+    BTreeMap<CountKey, u64>,
+    BTreeMap<InfoKey, ()>,
+    BTreeMap<(&'a str, crate::ranges::Protocol), u64>,
+) {
+    let mut counts: BTreeMap<CountKey, u64> = BTreeMap::new();
+    let mut info: BTreeMap<InfoKey, ()> = BTreeMap::new();
+    let mut dropped: BTreeMap<(&str, crate::ranges::Protocol), u64> = BTreeMap::new();
+    let mut itemized: BTreeMap<(&str, crate::ranges::Protocol), u32> = BTreeMap::new();
+    // Unexpected first, then unknown, then allowed; by port within each.
+    let mut order: Vec<&crate::collect::Listener> = report.listeners.iter().collect();
+    order.sort_by_key(|l| {
+        let rank = match l.expected {
+            crate::allowlist::Expected::False => 0,
+            crate::allowlist::Expected::Unknown => 1,
+            crate::allowlist::Expected::True => 2,
+        };
+        (rank, l.port)
+    });
+    for l in order {
+        let process = l.process();
+        *counts
+            .entry([
+                l.range.clone(),
+                l.protocol.as_str().to_string(),
+                process.clone(),
+                l.user.clone(),
+                l.expected.as_str().to_string(),
+            ])
+            .or_default() += 1;
+        let range = config.ranges.iter().find(|r| r.name == l.range);
+        let key = [
+            l.range.clone(),
+            l.protocol.as_str().to_string(),
+            l.port.to_string(),
+            l.address.to_string(),
+            process,
+            l.user.clone(),
+            l.expected.as_str().to_string(),
+        ];
+        if l.expected == crate::allowlist::Expected::True {
+            if range.is_some_and(|r| r.per_port) {
+                info.insert(key, ());
+            }
+            continue;
+        }
+        let cap = range.map_or(crate::config::LISTENER_SERIES_DEFAULT_LIMIT, |r| {
+            r.max_listener_series
+        });
+        let slot = (l.range.as_str(), l.protocol);
+        if info.contains_key(&key) {
+            continue; // an identical listener, already itemized
+        }
+        let n = itemized.entry(slot).or_default();
+        if *n < cap {
+            *n += 1;
+            info.insert(key, ());
+        } else {
+            *dropped.entry(slot).or_default() += 1;
+        }
+    }
+    (counts, info, dropped)
 }
 
 /// Encodes families in the text format (0.0.4), sorted by name.
@@ -329,7 +423,7 @@ mod tests {
         // Every sample line stays on one line.
         for line in t
             .lines()
-            .filter(|l| l.starts_with("portrange_listener_info"))
+            .filter(|l| l.starts_with("portrange_listener_info{"))
         {
             assert!(line.ends_with(" 1"), "{line}");
         }
@@ -378,6 +472,79 @@ mod tests {
         for (name, _) in FAMILIES {
             assert!(t.contains(&format!("# HELP {name} ")), "{name} missing");
         }
+    }
+
+    fn text_with(r: &Report, yaml: &str) -> String {
+        let reload = ReloadStatus {
+            successful: true,
+            last_success: 1.5e9,
+        };
+        let c = Config::parse(yaml, "t.yml").unwrap();
+        String::from_utf8(encode(families(r, &c, reload))).unwrap()
+    }
+
+    fn at(port: u16, comm: &[u8], expected: Expected) -> Listener {
+        Listener {
+            port,
+            expected,
+            ..listener(comm)
+        }
+    }
+
+    #[test]
+    fn series_do_not_grow_with_the_sockets_an_allowed_owner_holds() {
+        let yaml = "ranges:\n  - name: fh\n    ports: 1-20000\n    protocols: [udp]\n    per_port: false\n    max_listener_series: 3\n";
+        let series = |r: &Report| {
+            text_with(r, yaml)
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .count()
+        };
+        let small: Vec<Listener> = (1..=10)
+            .map(|p| at(p, b"rtpengine", Expected::True))
+            .collect();
+        let big: Vec<Listener> = (1..=10_000)
+            .map(|p| at(p, b"rtpengine", Expected::True))
+            .collect();
+        assert_eq!(series(&report(small)), series(&report(big.clone())));
+        let t = text_with(&report(big), yaml);
+        assert!(t.lines().any(|l| l
+            == r#"portrange_listeners{range="fh",protocol="udp",process="rtpengine",user="root",expected="true"} 10000"#), "{t}");
+        assert!(
+            !t.contains("portrange_listener_info{"),
+            "allowed ones are not itemized without per_port"
+        );
+    }
+
+    #[test]
+    fn unexpected_listeners_are_itemized_up_to_the_cap_and_the_rest_counted() {
+        let yaml = "ranges:\n  - name: fh\n    ports: 1-20000\n    protocols: [udp]\n    per_port: false\n    max_listener_series: 3\n";
+        let mut ls: Vec<Listener> = (100..105)
+            .map(|p| at(p, b"socat", Expected::False))
+            .collect();
+        ls.push(at(50, b"ghost", Expected::Unknown));
+        ls.push(at(7, b"rtpengine", Expected::True));
+        let t = text_with(&report(ls), yaml);
+        let info: Vec<&str> = t
+            .lines()
+            .filter(|l| l.starts_with("portrange_listener_info{"))
+            .collect();
+        assert_eq!(info.len(), 3, "{t}");
+        assert!(
+            info.iter().all(|l| l.contains("process=\"socat\"")),
+            "unexpected first: {info:?}"
+        );
+        assert!(
+            info[0].contains("port=\"100\""),
+            "lowest ports first: {info:?}"
+        );
+        assert!(
+            t.lines()
+                .any(|l| l == r#"portrange_listener_info_dropped{range="fh",protocol="udp"} 3"#),
+            "{t}"
+        );
+        assert!(t.lines().any(|l| l == r#"portrange_listeners{range="fh",protocol="udp",process="socat",user="root",expected="false"} 5"#), "{t}");
+        assert!(t.lines().any(|l| l == r#"portrange_listeners{range="fh",protocol="udp",process="ghost",user="root",expected="unknown"} 1"#), "{t}");
     }
 
     #[test]

@@ -1109,7 +1109,10 @@ mod tests {
             if pass.owners.get(&7005).is_some_and(|o| o.pid == 200) {
                 break;
             }
-            assert!(passes <= VERIFY_ROUNDS + 1, "still stale after {passes} passes");
+            assert!(
+                passes <= VERIFY_ROUNDS + 1,
+                "still stale after {passes} passes"
+            );
         }
         std::fs::remove_dir_all(&root).unwrap();
     }
