@@ -380,7 +380,7 @@ fn rules_pass_promtool_check_and_unit_tests() {
         return;
     };
     assert!(ok, "{out}");
-    assert!(out.contains("SUCCESS: 13 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 17 rules found"), "{out}");
     let (ok, out) = promtool(
         &["test", "rules", "portrange.test.yml"],
         &root().join("tests/rules"),
@@ -432,5 +432,160 @@ fn alerts_follow_the_conventions() {
             );
         }
     }
-    assert_eq!(alerts, 7);
+    assert_eq!(alerts, 10);
+}
+
+/// (metric, [(label, op, value)]) for every `metric{...}` selector.
+type Selector = (String, Vec<(String, String, String)>);
+fn selectors(expr: &str) -> Vec<Selector> {
+    let sel = regex::Regex::new(r#"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{([^}]*)\}"#).unwrap();
+    let matcher =
+        regex::Regex::new(r#"([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)""#)
+            .unwrap();
+    sel.captures_iter(expr)
+        .map(|c| {
+            let m = matcher
+                .captures_iter(&c[2])
+                .map(|m| (m[1].to_string(), m[2].to_string(), m[3].to_string()))
+                .collect();
+            (c[1].to_string(), m)
+        })
+        .collect()
+}
+
+/// The job matcher the rules use for `up`, from the file's header.
+fn rules_job_matcher() -> String {
+    let text = std::fs::read_to_string(root().join("deploy/prometheus/rules/portrange.rules.yml"))
+        .unwrap();
+    let re = regex::Regex::new(r#"(?m)^#\s+(job=~"[^"]+")\s*$"#).unwrap();
+    re.captures(&text).expect("the job matcher in the header")[1].to_string()
+}
+
+#[test]
+fn up_rules_find_the_shipped_jobs_and_only_them() {
+    let matcher = rules_job_matcher();
+    // Every rule on `up` uses exactly the documented matcher.
+    let mut on_up = 0;
+    for (name, expr) in rule_exprs() {
+        for (metric, m) in selectors(&expr) {
+            if metric == "up" {
+                on_up += 1;
+                let got: Vec<String> = m
+                    .iter()
+                    .map(|(l, op, v)| format!("{l}{op}\"{v}\""))
+                    .collect();
+                assert_eq!(got, std::slice::from_ref(&matcher), "{name}: {expr}");
+            }
+        }
+        assert!(
+            !expr.contains(".*portrange"),
+            "{name} matches any job containing portrange: {expr}"
+        );
+    }
+    assert_eq!(
+        on_up, 2,
+        "PortRangeExporterDown and PortRangeExporterMissing"
+    );
+    let value = matcher
+        .strip_prefix("job=~\"")
+        .unwrap()
+        .trim_end_matches('"');
+    let re = regex::Regex::new(&format!("^(?:{value})$")).unwrap();
+    // The jobs the shipped scrape configs set.
+    let mut jobs = Vec::new();
+    for entry in std::fs::read_dir(root().join("deploy/prometheus")).unwrap() {
+        let path = entry.unwrap().path();
+        let fname = path.file_name().unwrap().to_str().unwrap().to_string();
+        if !fname.starts_with("scrape-") {
+            continue;
+        }
+        let v: Value = serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for sc in v["scrape_configs"].as_array().unwrap() {
+            jobs.push((fname.clone(), sc["job_name"].as_str().unwrap().to_string()));
+        }
+    }
+    assert!(jobs.len() >= 3, "{jobs:?}");
+    // The Kubernetes ServiceMonitor: job is the Service's jobLabel label.
+    let sm: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(root().join("deploy/kubernetes/servicemonitor.yaml")).unwrap(),
+    )
+    .unwrap();
+    let svc: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(root().join("deploy/kubernetes/service.yaml")).unwrap(),
+    )
+    .unwrap();
+    let job_label = sm["spec"]["jobLabel"].as_str().unwrap();
+    jobs.push((
+        "servicemonitor.yaml".to_string(),
+        svc["metadata"]["labels"][job_label]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    ));
+    for (file, job) in &jobs {
+        assert!(re.is_match(job), "{file}: job {job} escapes {matcher}");
+    }
+    for other in ["node", "portrange-blackbox", "my-portrange", "portrange2"] {
+        assert!(!re.is_match(other), "{matcher} also takes job {other}");
+    }
+}
+
+#[test]
+fn alertmanager_inhibitions_name_real_alerts_and_labels() {
+    let path = root().join("deploy/prometheus/alertmanager-inhibit.yml");
+    let v: Value = serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let alerts: BTreeSet<String> = rules()["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap().iter())
+        .filter_map(|r| r["alert"].as_str().map(str::to_string))
+        .collect();
+    let name = regex::Regex::new(r#"^alertname(=~|=)"([^"]+)"$"#).unwrap();
+    let rules = v["inhibit_rules"].as_array().unwrap();
+    assert!(!rules.is_empty());
+    let mut inhibited = BTreeSet::new();
+    for r in rules {
+        for side in ["source_matchers", "target_matchers"] {
+            for m in r[side].as_array().unwrap() {
+                let c = name.captures(m.as_str().unwrap()).unwrap();
+                for n in c[2].split('|') {
+                    assert!(alerts.contains(n), "{side}: no alert {n}");
+                    if side == "target_matchers" {
+                        inhibited.insert(n.to_string());
+                    }
+                }
+            }
+        }
+        let equal: Vec<&str> = r["equal"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.as_str().unwrap())
+            .collect();
+        assert_eq!(equal, ["job", "instance", "range", "protocol"]);
+    }
+    assert!(inhibited.contains("PortRangeNearlyExhausted"));
+    // amtool is not needed by CI; where installed, it checks the syntax too.
+    let am = std::env::temp_dir().join(format!("portrange-am-{}.yml", std::process::id()));
+    std::fs::write(
+        &am,
+        format!(
+            "route:\n  receiver: x\nreceivers:\n  - name: x\n{}",
+            std::fs::read_to_string(&path).unwrap()
+        ),
+    )
+    .unwrap();
+    match Command::new("amtool").arg("check-config").arg(&am).output() {
+        Ok(out) => assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(_) => eprintln!(
+            "SKIPPED amtool check-config: amtool not installed (apt-get install prometheus-alertmanager)"
+        ),
+    }
+    let _ = std::fs::remove_file(am);
 }
