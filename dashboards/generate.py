@@ -191,7 +191,7 @@ def host():
                "they are judged neither expected nor unexpected, so UnexpectedListener cannot fire for them. Orange above 0; "
                "the exporter most likely lacks CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH.",
                "none", (20, 0, 4, 5),
-               [target(f'count(portrange_listener_info{{{sel},expected="unknown"}}) or vector(0)', "unknown")],
+               [target(f'sum(portrange_listeners{{{sel},expected="unknown"}}) or vector(0)', "unknown")],
                [("green", None), ("orange", 1)]))
     b.add(timeseries("Ports in use and free", "Ports in use and free per range and protocol over time.",
                      "none", (0, 5, 12, 8),
@@ -213,9 +213,28 @@ def host():
                           "thresholds": thresholds(("transparent", None), ("blue", 1)),
                           "mappings": [{"type": "value", "options": {"0": {"text": "free", "color": "transparent"},
                                                                        "1": {"text": "in use", "color": "blue"}}}]}))
-    b.add(panel("table", "Listeners",
-                "Every listener in the ranges (portrange_listener_info): TCP sockets in LISTEN and UDP sockets with no peer. expected is false for processes not on the allowlist, unknown when the owner could not be found.",
-                "none", (0, 25, 16, 9),
+    b.add(panel("table", "Listeners by owner",
+                "Listeners (TCP sockets in LISTEN and UDP sockets with no peer) counted per owning process and user "
+                "(portrange_listeners): one row per owner, however many ports it holds. expected is false for owners "
+                "not on the allowlist, unknown when the owner could not be found.",
+                "none", (0, 25, 8, 9),
+                [target(f"portrange_listeners{{{sel}}}", "", instant=True, fmt="table")],
+                options={"showHeader": True, "sortBy": [{"displayName": "expected", "desc": False}]},
+                defaults={"custom": {"align": "auto", "cellOptions": {"type": "auto"}}},
+                overrides=[{"matcher": {"id": "byName", "options": "expected"},
+                            "properties": [{"id": "custom.cellOptions", "value": {"type": "color-background"}},
+                                           {"id": "mappings", "value": [{"type": "value", "options": {
+                                               "false": {"color": "red", "index": 0},
+                                               "true": {"color": "green", "index": 1},
+                                               "unknown": {"color": "orange", "index": 2}}}]}]}],
+                transformations=[organize(["job", "instance"],
+                                          {"process": 0, "user": 1, "expected": 2, "Value": 3, "protocol": 4, "range": 5},
+                                          {"Value": "listeners"})]))
+    b.add(panel("table", "Listeners to act on",
+                "Unexpected and unknown listeners one by one (portrange_listener_info): address and port of each, up to the "
+                "range's max_listener_series (what the cap left out is in portrange_listener_info_dropped); allowed "
+                "listeners appear here too in ranges with per_port.",
+                "none", (8, 25, 10, 9),
                 [target(f"portrange_listener_info{{{sel}}}", "", instant=True, fmt="table")],
                 options={"showHeader": True, "sortBy": [{"displayName": "expected", "desc": False}]},
                 defaults={"custom": {"align": "auto", "cellOptions": {"type": "auto"}}},
@@ -229,7 +248,7 @@ def host():
                                           {"protocol": 0, "address": 1, "port": 2, "process": 3, "user": 4, "expected": 5, "range": 6})]))
     b.add(stat("Ports exposed to the ephemeral range",
                "Ports of each range inside net.ipv4.ip_local_port_range and not in ip_local_reserved_ports: outgoing connections can take them. Reserve them to get 0.",
-               "none", (16, 25, 8, 9), [target(f"portrange_ephemeral_overlap_ports{{{sel}}}", by)],
+               "none", (18, 25, 6, 9), [target(f"portrange_ephemeral_overlap_ports{{{sel}}}", by)],
                [("green", None), ("orange", 1)]))
     b.add({"type": "row", "title": "Exporter health", "collapsed": False, "panels": [],
            "gridPos": {"x": 0, "y": 34, "w": 24, "h": 1}})

@@ -286,9 +286,11 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
         let firing = alerts.iter().any(|a| {
             a["labels"]["alertname"] == "UnexpectedListener"
                 && a["state"] == "firing"
-                && a["labels"]["port"] == "3224"
                 && a["labels"]["process"] == "intruder"
                 && a["labels"]["instance"] == A
+                && a["annotations"]["description"].as_str().is_some_and(|d| {
+                    d.contains("holds 1 udp listener(s)") && d.contains("0.0.0.0:3224")
+                })
         });
         if firing {
             break alerts;
@@ -301,13 +303,13 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
     };
     let desc = alerts
         .iter()
-        .find(|a| a["labels"]["alertname"] == "UnexpectedListener" && a["labels"]["port"] == "3224")
+        .find(|a| a["labels"]["alertname"] == "UnexpectedListener" && a["labels"]["instance"] == A)
         .unwrap()["annotations"]["description"]
         .as_str()
         .unwrap()
         .to_string();
     assert!(
-        desc.contains("intruder") && desc.contains("3224") && desc.contains("user root"),
+        desc.contains("intruder") && desc.contains("0.0.0.0:3224") && desc.contains("user root"),
         "{desc}"
     );
     // Every alert of the rules file is at least pending in this scenario,
