@@ -16,14 +16,31 @@
 //! port filter, and netstat2's get_sockets_info filtered to the range. It
 //! prints a table with the ratios and checks the targets of docs/performance.md.
 //!
-//! The binary re-executes itself for its helpers (--fill, --hold, --idle).
+//! Busy ranges (issue 10): range `rtp` 10000-20000 UDP, allowlist
+//! `process: rtpengine`; one rtpengine holding M (1,000 and 9,900)
+//! unconnected UDP sockets in the range and churning 100 a second (close
+//! one, bind another) while the scrapes run, one unexpected `socat` on
+//! 19999, 20,000 sockets outside the range, and TCP noise: 1,000
+//! established connections and a TIME_WAIT storm, half of each on ports
+//! inside 10000-20000 and half outside. Measured against
+//! `ss -Hanu 'sport >= :10000 and sport <= :20000'` in the same run:
+//! scrape time, series and bytes per scrape, peak RSS, and the cost of
+//! the text encoding alone. `BENCH_EXPORTER=<path>` runs another build of
+//! the exporter (an older one, for a before/after) in the same harness.
+//!
+//! The binary re-executes itself for its helpers (--fill, --hold, --idle,
+//! --rtp, --tcp-noise).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const EXPORTER: &str = env!("CARGO_BIN_EXE_portrange_exporter");
+const BUILT_EXPORTER: &str = env!("CARGO_BIN_EXE_portrange_exporter");
+
+fn exporter_path() -> String {
+    std::env::var("BENCH_EXPORTER").unwrap_or_else(|_| BUILT_EXPORTER.to_string())
+}
 const ADDR: &str = "127.0.0.1:10224";
 const FILTER: &str = "sport >= :3224 and sport <= :3324";
 const RANGE: std::ops::RangeInclusive<u16> = 3224..=3324;
@@ -37,6 +54,8 @@ fn main() {
         Some("--fill") => fill(&args[1], args[2].parse().unwrap()),
         Some("--hold") => hold(&args[1], &args[2..]),
         Some("--idle") => idle(args[1].parse().unwrap()),
+        Some("--rtp") => rtp(args[1].parse().unwrap(), args[2].parse().unwrap()),
+        Some("--tcp-noise") => tcp_noise(args[1].parse().unwrap(), args[2].parse().unwrap()),
         _ => run(&args),
     }
 }
@@ -115,6 +134,111 @@ fn idle(fds: usize) {
     drop(held);
 }
 
+const BUSY_LO: u16 = 10000;
+const BUSY_HI: u16 = 20000;
+const BUSY_FILTER: &str = "sport >= :10000 and sport <= :20000";
+
+/// rtpengine: holds `m` UDP sockets among 10000-19998 and, from a thread,
+/// closes one and binds a free port `rate` times a second.
+fn rtp(m: usize, rate: u32) {
+    set_comm("rtpengine");
+    let pool: Vec<u16> = (BUSY_LO..BUSY_HI - 1).collect();
+    assert!(m < pool.len(), "leave ports free to churn");
+    let held: std::collections::HashMap<u16, UdpSocket> = pool[..m]
+        .iter()
+        .map(|&p| (p, UdpSocket::bind(("0.0.0.0", p)).unwrap()))
+        .collect();
+    let free: Vec<u16> = pool[m..].to_vec();
+    let state = std::sync::Arc::new(std::sync::Mutex::new((held, free)));
+    if rate > 0 {
+        let st = state.clone();
+        std::thread::spawn(move || {
+            let period = Duration::from_secs_f64(1.0 / f64::from(rate));
+            let mut i: usize = 0;
+            loop {
+                std::thread::sleep(period);
+                let mut g = st.lock().unwrap();
+                let (held, free) = &mut *g;
+                i = i
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let victim = *held.keys().nth((i >> 33) % held.len()).unwrap();
+                held.remove(&victim);
+                let next = free.swap_remove((i >> 17) % free.len());
+                if let Ok(s) = UdpSocket::bind(("0.0.0.0", next)) {
+                    held.insert(next, s);
+                    free.push(victim);
+                } else {
+                    free.push(next);
+                    free.push(victim);
+                }
+            }
+        });
+    }
+    println!("ready");
+    wait_stdin();
+    drop(state);
+}
+
+/// TCP noise: `conns` established connections (half from client ports
+/// inside 10000-20000, half from ephemeral ports) and a TIME_WAIT storm
+/// of `tw_rate` connections a second, closed first by the client (which
+/// leaves the client's port in TIME_WAIT), alternating inside and outside.
+fn tcp_noise(conns: usize, tw_rate: u32) {
+    set_comm("tcpnoise");
+    let listener = TcpListener::bind("127.0.0.3:40000").unwrap();
+    let accepted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let acc = accepted.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            acc.lock().unwrap().push(s);
+            let mut g = acc.lock().unwrap();
+            if g.len() > conns + 64 {
+                // Keep the established ones (the first `conns`); drop the
+                // storm's server ends after the client closed first.
+                g.truncate(conns);
+            }
+        }
+    });
+    let connect_from = |port: u16| -> Option<TcpStream> {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+        sock.set_reuse_address(true).ok()?;
+        let local: std::net::SocketAddr = format!("127.0.0.3:{port}").parse().unwrap();
+        if port != 0 {
+            sock.bind(&local.into()).ok()?;
+        }
+        let peer: std::net::SocketAddr = "127.0.0.3:40000".parse().unwrap();
+        sock.connect(&peer.into()).ok()?;
+        Some(sock.into())
+    };
+    let mut keep = Vec::new();
+    for i in 0..conns {
+        let port = if i % 2 == 0 { 12000 + i as u16 } else { 0 };
+        if let Some(s) = connect_from(port) {
+            keep.push(s);
+        }
+    }
+    if tw_rate > 0 {
+        std::thread::spawn(move || {
+            let period = Duration::from_secs_f64(1.0 / f64::from(tw_rate));
+            let mut n: u32 = 0;
+            loop {
+                std::thread::sleep(period);
+                n = n.wrapping_add(1);
+                let port = if n.is_multiple_of(2) {
+                    14000 + (n / 2 % 4000) as u16
+                } else {
+                    0
+                };
+                drop(connect_from(port)); // the client closes first
+            }
+        });
+    }
+    println!("ready");
+    wait_stdin();
+    drop(keep);
+}
+
 struct Helper {
     child: Child,
     stdin: ChildStdin,
@@ -169,6 +293,12 @@ struct Options {
     scrapes: usize,
     slow_runs: usize,
     soak: usize,
+    /// Busy-range scenario: sockets rtpengine holds in 10000-20000.
+    busy: Vec<usize>,
+    busy_outside: usize,
+    busy_churn: u32,
+    tcp_conns: usize,
+    tw_rate: u32,
 }
 
 fn parse_list(s: &str) -> Vec<usize> {
@@ -186,6 +316,11 @@ fn options(args: &[String]) -> Options {
         scrapes: 30,
         slow_runs: 10,
         soak: 10_000,
+        busy: vec![10, 1_000, 9_900],
+        busy_outside: 20_000,
+        busy_churn: 100,
+        tcp_conns: 1_000,
+        tw_rate: 200,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -198,12 +333,20 @@ fn options(args: &[String]) -> Options {
             "--scrapes" => o.scrapes = val().parse().unwrap(),
             "--slow-runs" => o.slow_runs = val().parse().unwrap(),
             "--soak" => o.soak = val().parse().unwrap(),
+            "--busy" => o.busy = parse_list(val()),
+            "--only-busy" => {
+                o.sockets.clear();
+            }
             "--quick" => {
                 o.sockets = vec![2_000];
                 o.in_range = vec![5];
                 o.scrapes = 5;
                 o.slow_runs = 2;
                 o.soak = 200;
+                o.busy = vec![10, 300];
+                o.busy_outside = 2_000;
+                o.tcp_conns = 100;
+                o.tw_rate = 50;
             }
             other => panic!("unknown flag {other}"),
         }
@@ -482,7 +625,7 @@ fn run(args: &[String]) {
             let mut hargs = vec!["--hold", "CtxGfx"];
             hargs.extend(ports.iter().map(String::as_str));
             let mut owner = Helper::spawn(&hargs);
-            let mut exporter = Command::new(EXPORTER)
+            let mut exporter = Command::new(exporter_path())
                 .args(["--web.listen-address", ADDR, "--log.level"])
                 .arg(std::env::var("BENCH_EXPORTER_LOG_LEVEL").unwrap_or_else(|_| "error".into()))
                 .stdout(Stdio::null())
@@ -592,8 +735,12 @@ fn run(args: &[String]) {
         }
         drop(fillers);
     }
+    let busy_rows = busy(&o);
     drop(idle);
-    report(&rows, &comparators, &rss);
+    if !rows.is_empty() {
+        report(&rows, &comparators, &rss);
+    }
+    report_busy(&busy_rows);
 }
 
 type Cmp = (
@@ -711,6 +858,261 @@ fn report(rows: &[Row], cmp: &[Cmp], rss: &[(usize, usize, u64, Option<i64>)]) {
             "all targets met"
         } else {
             "some targets missed"
+        }
+    );
+}
+
+// ---------------------------------------------------------------- busy ranges
+
+struct BusyRow {
+    m: usize,
+    ex: Stats,
+    ss: Stats,
+    series: usize,
+    bytes: usize,
+    hwm_kib: u64,
+    encode_ms: f64,
+    all_attributed: bool,
+}
+
+fn busy(o: &Options) -> Vec<BusyRow> {
+    let mut rows = Vec::new();
+    if o.busy.is_empty() {
+        return rows;
+    }
+    let cfg = std::env::temp_dir().join(format!("portrange-bench-busy-{}.yml", std::process::id()));
+    std::fs::write(
+        &cfg,
+        "ranges:\n  - name: rtp\n    ports: 10000-20000\n    protocols: [udp]\n    expected:\n      - process: rtpengine\n",
+    )
+    .unwrap();
+    let per = 19_000;
+    let fillers: Vec<Helper> = (0..o.busy_outside.div_ceil(per))
+        .map(|k| {
+            let count = per.min(o.busy_outside - k * per).to_string();
+            Helper::spawn(&["--fill", &format!("127.0.1.{}", k + 1), &count])
+        })
+        .collect();
+    let _noise = Helper::spawn(&[
+        "--tcp-noise",
+        &o.tcp_conns.to_string(),
+        &o.tw_rate.to_string(),
+    ]);
+    let _socat = Helper::spawn(&["--hold", "socat", "19999"]);
+    for &m in &o.busy {
+        let _rtp = Helper::spawn(&["--rtp", &m.to_string(), &o.busy_churn.to_string()]);
+        let mut exporter = Command::new(exporter_path())
+            .args([
+                "--web.listen-address",
+                ADDR,
+                "--log.level",
+                &std::env::var("BENCH_EXPORTER_LOG_LEVEL").unwrap_or_else(|_| "error".into()),
+                "--config.file",
+            ])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = exporter.id();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(ADDR).is_err() {
+            assert!(Instant::now() < deadline, "exporter did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut client = Client::connect();
+        for _ in 0..3 {
+            client.scrape();
+        }
+        let mut v = Vec::new();
+        let mut body = String::new();
+        let mut all_attributed = true;
+        for _ in 0..o.scrapes {
+            let (ms, b) = client.scrape();
+            v.push(ms);
+            if value(
+                &b,
+                r#"portrange_unattributed_sockets{range="rtp",protocol="udp"}"#,
+            ) != 0.0
+            {
+                all_attributed = false;
+            }
+            body = b;
+        }
+        assert_eq!(value(&body, "portrange_up"), 1.0);
+        assert!(
+            value(
+                &body,
+                r#"portrange_unexpected_listeners{range="rtp",protocol="udp"}"#
+            ) >= 1.0,
+            "socat on 19999 is unexpected"
+        );
+        let ss = time_command(&["ss", "-Hanu", BUSY_FILTER], o.scrapes).0;
+        let series = body
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .count();
+        rows.push(BusyRow {
+            m,
+            ex: Stats::new(v),
+            ss,
+            series,
+            bytes: body.len(),
+            hwm_kib: proc_status_kib(pid, "VmHWM:"),
+            encode_ms: encode_cost(m),
+            all_attributed,
+        });
+        let _ = exporter.kill();
+        let _ = exporter.wait();
+    }
+    drop(fillers);
+    let _ = std::fs::remove_file(cfg);
+    rows
+}
+
+/// The time to turn a report of `m` allowed listeners and one unexpected
+/// one into the text exposition (families + encode), median of 20.
+fn encode_cost(m: usize) -> f64 {
+    use portrange_exporter::allowlist::Expected;
+    use portrange_exporter::collect::{Listener, RangeStats, Report};
+    use portrange_exporter::platform::{Holder, Owner};
+    use portrange_exporter::ranges::Protocol;
+    let cfg = portrange_exporter::config::Config::parse(
+        "ranges:\n  - name: rtp\n    ports: 10000-20000\n    protocols: [udp]\n    expected:\n      - process: rtpengine\n",
+        "bench.yml",
+    )
+    .unwrap();
+    let owner = |comm: &str| {
+        Some(Holder::Process(std::sync::Arc::new(Owner {
+            pid: 1,
+            comm: comm.as_bytes().to_vec(),
+            exe: None,
+            user: None,
+        })))
+    };
+    let mut listeners: Vec<Listener> = (0..m)
+        .map(|i| Listener {
+            range: "rtp".into(),
+            protocol: Protocol::Udp,
+            port: BUSY_LO + i as u16,
+            address: "0.0.0.0".parse().unwrap(),
+            holder: owner("rtpengine"),
+            user: "rtp".into(),
+            expected: Expected::True,
+        })
+        .collect();
+    listeners.push(Listener {
+        port: 19999,
+        holder: owner("socat"),
+        expected: Expected::False,
+        ..listeners[0].clone()
+    });
+    let report = Report {
+        error: None,
+        ranges: vec![RangeStats {
+            range: "rtp".into(),
+            protocol: Protocol::Udp,
+            ports: 10_001,
+            in_use: m as u32 + 1,
+            states: vec![("unconn", m as u64 + 1), ("established", 0)],
+            unexpected: 1,
+            unattributed: 0,
+            ephemeral_overlap: Some(0),
+            per_port: None,
+        }],
+        listeners,
+        attribution: Default::default(),
+        missing_privileges: Vec::new(),
+        duration: Duration::ZERO,
+    };
+    let reload = portrange_exporter::service::ReloadStatus {
+        successful: true,
+        last_success: 0.0,
+    };
+    let mut v = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let text = portrange_exporter::metrics::encode(portrange_exporter::metrics::families(
+            &report, &cfg, reload,
+        ));
+        v.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert!(!text.is_empty());
+    }
+    Stats::new(v).median()
+}
+
+fn report_busy(rows: &[BusyRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "busy range rtp 10000-20000/udp, rtpengine churning, socat on 19999, TCP noise (exporter: {})",
+        exporter_path()
+    );
+    println!(
+        "| M | scrape median ms | p99 ms | ss -Hanu median ms | / ss | series | bytes | encode ms | peak RSS MiB | all attributed |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for r in rows {
+        println!(
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2}x | {} | {} | {:.3} | {:.1} | {} |",
+            r.m,
+            r.ex.median(),
+            r.ex.pct(0.99),
+            r.ss.median(),
+            r.ex.median() / r.ss.median(),
+            r.series,
+            r.bytes,
+            r.encode_ms,
+            r.hwm_kib as f64 / 1024.0,
+            if r.all_attributed { "yes" } else { "no" }
+        );
+    }
+    let big = rows.iter().max_by_key(|r| r.m).unwrap();
+    let small = rows.iter().min_by_key(|r| r.m).unwrap();
+    println!();
+    println!("busy-range targets at M = {}:", big.m);
+    let mut ok = true;
+    for (what, pass) in [
+        (
+            format!(
+                "scrape / ss -Hanu = {:.2} (target <= 1.0)",
+                big.ex.median() / big.ss.median()
+            ),
+            big.ex.median() <= big.ss.median(),
+        ),
+        (
+            format!(
+                "series {} vs {} at M = {} (target: about the same)",
+                big.series, small.series, small.m
+            ),
+            big.series <= small.series + 5,
+        ),
+        (
+            format!(
+                "peak RSS {:.1} MiB (target <= 16 MiB)",
+                big.hwm_kib as f64 / 1024.0
+            ),
+            big.hwm_kib <= 16 * 1024,
+        ),
+        (
+            format!(
+                "encoding {:.3} ms = {:.0}% of the scrape (target: a small part)",
+                big.encode_ms,
+                100.0 * big.encode_ms / big.ex.median()
+            ),
+            big.encode_ms <= 0.2 * big.ex.median(),
+        ),
+    ] {
+        ok &= pass;
+        println!("  {what} {}", if pass { "met" } else { "MISSED" });
+    }
+    println!(
+        "{}",
+        if ok {
+            "busy-range targets met"
+        } else {
+            "some busy-range targets missed"
         }
     );
 }

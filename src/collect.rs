@@ -5,7 +5,7 @@
 //! turns it into metric families, [`crate::check`] into a table. Nothing
 //! here touches the OS but through [`Platform`].
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,11 +34,17 @@ impl Listener {
     /// `kernel` (with the tunnel device when known) for kernel-held
     /// sockets, or `unknown`.
     pub fn process(&self) -> String {
+        self.process_name().into_owned()
+    }
+
+    /// [`Listener::process`] without an allocation where the name is
+    /// valid UTF-8 (the common case).
+    pub fn process_name(&self) -> std::borrow::Cow<'_, str> {
         match &self.holder {
-            Some(Holder::Process(o)) => String::from_utf8_lossy(&o.comm).into_owned(),
-            Some(Holder::Kernel { device: Some(d) }) => format!("kernel ({d})"),
-            Some(Holder::Kernel { device: None }) => "kernel".to_string(),
-            None => "unknown".to_string(),
+            Some(Holder::Process(o)) => String::from_utf8_lossy(&o.comm),
+            Some(Holder::Kernel { device: Some(d) }) => format!("kernel ({d})").into(),
+            Some(Holder::Kernel { device: None }) => "kernel".into(),
+            None => "unknown".into(),
         }
     }
 
@@ -179,7 +185,9 @@ impl Collector {
                 return Report::failed(e.to_string(), started.elapsed());
             }
         };
+        let t_sample = started.elapsed();
         let attribution = self.platform.attribute(&sockets, deadline);
+        let t_attr = started.elapsed();
         self.log_attribution(&attribution.stats);
         let ephemeral = match self.platform.ephemeral_ports() {
             Ok(p) => Some(p),
@@ -212,6 +220,24 @@ impl Collector {
         report.attribution = attribution.stats;
         report.missing_privileges = self.missing.clone();
         report.duration = started.elapsed();
+        let a = &report.attribution;
+        log::debug!(
+            "timing: sample {t_sample:?} attribute {:?} rest {:?}",
+            t_attr - t_sample,
+            report.duration - t_attr
+        );
+        log::debug!(
+            "collection: {} sockets, {} listeners, {} owners confirmed, {} searched, {} processes scanned, {} links read, {} kernel-held, deadline hit {}, {:?}",
+            sockets.len(),
+            report.listeners.len(),
+            a.confirmed,
+            a.searched,
+            a.processes_scanned,
+            a.links_read,
+            a.kernel,
+            a.deadline_hit,
+            report.duration
+        );
         report
     }
 
@@ -251,9 +277,11 @@ pub fn build_report(
 ) -> Report {
     let mut ranges = Vec::new();
     let mut listeners = Vec::new();
+    // One lookup and one label per uid, not per listener.
+    let mut user_names: HashMap<u32, (allowlist::UserName, String)> = HashMap::new();
     for range in &config.ranges {
         for &protocol in &range.protocols {
-            let mut used = BTreeSet::new();
+            let mut used = PortBits::default();
             let names = platform::state_names(protocol);
             let mut states: Vec<(&'static str, u64)> = names.iter().map(|&n| (n, 0)).collect();
             let mut unexpected = 0;
@@ -274,13 +302,23 @@ pub fn build_report(
                     unattributed += 1;
                 }
                 if s.is_listener() {
-                    let user = match holder {
+                    let own;
+                    let (user, label) = match holder {
                         Some(Holder::Process(o)) if o.user.is_some() => {
-                            allowlist::UserName::Known(o.user.clone().unwrap_or_default())
+                            let name = o.user.clone().unwrap_or_default();
+                            own = (allowlist::UserName::Known(name.clone()), name);
+                            (&own.0, &own.1)
                         }
-                        _ => users.get(s.uid),
+                        _ => {
+                            let e = user_names.entry(s.uid).or_insert_with(|| {
+                                let n = users.get(s.uid);
+                                let label = users::label(&n, s.uid);
+                                (n, label)
+                            });
+                            (&e.0, &e.1)
+                        }
                     };
-                    let expected = allowlist::judge(&range.expected, holder.as_ref(), s.uid, &user);
+                    let expected = allowlist::judge(&range.expected, holder.as_ref(), s.uid, user);
                     if expected == Expected::False {
                         unexpected += 1;
                     }
@@ -290,7 +328,7 @@ pub fn build_report(
                         port: s.port,
                         address: s.local,
                         holder: holder.clone(),
-                        user: users::label(&user, s.uid),
+                        user: label.clone(),
                         expected,
                     });
                 }
@@ -299,7 +337,7 @@ pub fn build_report(
                 range: range.name.clone(),
                 protocol,
                 ports: range.ports.len(),
-                in_use: used.len() as u32,
+                in_use: used.len(),
                 states,
                 unexpected,
                 unattributed,
@@ -309,16 +347,11 @@ pub fn build_report(
             });
         }
     }
-    listeners.sort_by_cached_key(|l| {
-        (
-            l.range.clone(),
-            l.protocol,
-            l.port,
-            l.address,
-            l.process(),
-            l.user.clone(),
-            l.expected,
-        )
+    listeners.sort_by(|a, b| {
+        (&a.range, a.protocol, a.port, a.address)
+            .cmp(&(&b.range, b.protocol, b.port, b.address))
+            .then_with(|| a.process_name().cmp(&b.process_name()))
+            .then_with(|| (&a.user, a.expected).cmp(&(&b.user, b.expected)))
     });
     Report {
         error: None,
@@ -330,14 +363,43 @@ pub fn build_report(
     }
 }
 
-fn per_port(range: &RangeConfig, used: &BTreeSet<u16>) -> Option<Vec<(u16, bool)>> {
-    range.per_port.then(|| {
-        range
-            .ports
-            .ports()
-            .map(|p| (p, used.contains(&p)))
-            .collect()
-    })
+/// The ports in use of one range, as a bit per port.
+struct PortBits {
+    bits: Vec<u64>,
+    count: u32,
+}
+
+impl Default for PortBits {
+    fn default() -> PortBits {
+        PortBits {
+            bits: vec![0; 1024],
+            count: 0,
+        }
+    }
+}
+
+impl PortBits {
+    fn insert(&mut self, port: u16) {
+        let (word, bit) = (usize::from(port / 64), port % 64);
+        if self.bits[word] & (1 << bit) == 0 {
+            self.bits[word] |= 1 << bit;
+            self.count += 1;
+        }
+    }
+
+    fn contains(&self, port: u16) -> bool {
+        self.bits[usize::from(port / 64)] & (1 << (port % 64)) != 0
+    }
+
+    fn len(&self) -> u32 {
+        self.count
+    }
+}
+
+fn per_port(range: &RangeConfig, used: &PortBits) -> Option<Vec<(u16, bool)>> {
+    range
+        .per_port
+        .then(|| range.ports.ports().map(|p| (p, used.contains(p))).collect())
 }
 
 /// The ports outgoing connections can take, for ranges that are not

@@ -5,7 +5,7 @@
 //! UTF-8 becomes U+FFFD) and escaped by the text encoder. No series carries
 //! a pid or a remote address.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
@@ -269,6 +269,13 @@ pub fn families(report: &Report, config: &Config, reload: ReloadStatus) -> Vec<M
 
 type CountKey = [String; 5];
 type InfoKey = [String; 7];
+type Slot<'a> = (&'a str, crate::ranges::Protocol);
+/// Counts per owner, itemized listeners, and what the cap left out.
+type Itemized<'a> = (
+    BTreeMap<CountKey, u64>,
+    BTreeMap<InfoKey, ()>,
+    BTreeMap<Slot<'a>, u64>,
+);
 
 /// Splits the listeners into what the series carry: a count per owner
 /// (bounded by the owners, not the sockets they hold), the listeners
@@ -276,63 +283,77 @@ type InfoKey = [String; 7];
 /// `max_listener_series`, unexpected first, and the allowed ones only where
 /// `per_port` is on), and how many the cap left out per range and
 /// protocol. Identical listeners (SO_REUSEPORT groups, the same program
-/// bound twice) share one `_info` series, whose value stays 1.
-fn itemize<'a>(
-    report: &'a Report,
-    config: &Config,
-) -> (
-    BTreeMap<CountKey, u64>,
-    BTreeMap<InfoKey, ()>,
-    BTreeMap<(&'a str, crate::ranges::Protocol), u64>,
-) {
-    let mut counts: BTreeMap<CountKey, u64> = BTreeMap::new();
+/// bound twice) share one `_info` series, whose value stays 1. Counting
+/// borrows the label values; strings are made only for what is emitted.
+fn itemize<'a>(report: &'a Report, config: &Config) -> Itemized<'a> {
+    use crate::allowlist::Expected;
+    use std::borrow::Cow;
+    type Borrowed<'b> = (
+        &'b str,
+        crate::ranges::Protocol,
+        Cow<'b, str>,
+        &'b str,
+        Expected,
+    );
+    let mut counts: HashMap<Borrowed<'_>, u64> = HashMap::new();
     let mut info: BTreeMap<InfoKey, ()> = BTreeMap::new();
-    let mut dropped: BTreeMap<(&str, crate::ranges::Protocol), u64> = BTreeMap::new();
-    let mut itemized: BTreeMap<(&str, crate::ranges::Protocol), u32> = BTreeMap::new();
+    let mut dropped: BTreeMap<Slot<'a>, u64> = BTreeMap::new();
+    let mut itemized: HashMap<Slot<'a>, u32> = HashMap::new();
+    let mut to_itemize: Vec<&crate::collect::Listener> = Vec::new();
+    for l in &report.listeners {
+        *counts
+            .entry((
+                l.range.as_str(),
+                l.protocol,
+                l.process_name(),
+                l.user.as_str(),
+                l.expected,
+            ))
+            .or_default() += 1;
+        let per_port = || {
+            config
+                .ranges
+                .iter()
+                .any(|r| r.name == l.range && r.per_port)
+        };
+        if l.expected != Expected::True || per_port() {
+            to_itemize.push(l);
+        }
+    }
     // Unexpected first, then unknown, then allowed; by port within each.
-    let mut order: Vec<&crate::collect::Listener> = report.listeners.iter().collect();
-    order.sort_by_key(|l| {
+    to_itemize.sort_by_key(|l| {
         let rank = match l.expected {
-            crate::allowlist::Expected::False => 0,
-            crate::allowlist::Expected::Unknown => 1,
-            crate::allowlist::Expected::True => 2,
+            Expected::False => 0,
+            Expected::Unknown => 1,
+            Expected::True => 2,
         };
         (rank, l.port)
     });
-    for l in order {
-        let process = l.process();
-        *counts
-            .entry([
-                l.range.clone(),
-                l.protocol.as_str().to_string(),
-                process.clone(),
-                l.user.clone(),
-                l.expected.as_str().to_string(),
-            ])
-            .or_default() += 1;
-        let range = config.ranges.iter().find(|r| r.name == l.range);
+    for l in to_itemize {
         let key = [
             l.range.clone(),
             l.protocol.as_str().to_string(),
             l.port.to_string(),
             l.address.to_string(),
-            process,
+            l.process(),
             l.user.clone(),
             l.expected.as_str().to_string(),
         ];
-        if l.expected == crate::allowlist::Expected::True {
-            if range.is_some_and(|r| r.per_port) {
-                info.insert(key, ());
-            }
-            continue;
-        }
-        let cap = range.map_or(crate::config::LISTENER_SERIES_DEFAULT_LIMIT, |r| {
-            r.max_listener_series
-        });
-        let slot = (l.range.as_str(), l.protocol);
         if info.contains_key(&key) {
             continue; // an identical listener, already itemized
         }
+        if l.expected == Expected::True {
+            info.insert(key, ());
+            continue;
+        }
+        let cap = config
+            .ranges
+            .iter()
+            .find(|r| r.name == l.range)
+            .map_or(crate::config::LISTENER_SERIES_DEFAULT_LIMIT, |r| {
+                r.max_listener_series
+            });
+        let slot = (l.range.as_str(), l.protocol);
         let n = itemized.entry(slot).or_default();
         if *n < cap {
             *n += 1;
@@ -341,6 +362,21 @@ fn itemize<'a>(
             *dropped.entry(slot).or_default() += 1;
         }
     }
+    let counts = counts
+        .into_iter()
+        .map(|((range, protocol, process, user, expected), n)| {
+            (
+                [
+                    range.to_string(),
+                    protocol.as_str().to_string(),
+                    process.into_owned(),
+                    user.to_string(),
+                    expected.as_str().to_string(),
+                ],
+                n,
+            )
+        })
+        .collect();
     (counts, info, dropped)
 }
 

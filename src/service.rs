@@ -131,12 +131,15 @@ impl Service {
                             Err(format!("collection failed: {msg}"))
                         }
                     };
-                    {
+                    let previous = {
                         let mut f = flight.lock().unwrap_or_else(|p| p.into_inner());
                         f.running = None;
-                        f.last = Some((req.generation, outcome));
-                    }
+                        f.last.replace((req.generation, outcome))
+                    };
                     done.send_replace(req.generation);
+                    // The old report (thousands of listeners on a busy
+                    // range) is freed after the waiting scrapes are woken.
+                    drop(previous);
                 }
             })?;
         Ok(service)

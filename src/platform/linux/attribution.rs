@@ -84,15 +84,22 @@ struct Place {
 }
 
 /// One known owning process.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 struct Known {
     start_time: u64,
+    /// The process's effective uid (the owner of `<procfs>/<pid>`).
+    uid: u32,
     /// fd → inode of the watched sockets it holds.
     fds: BTreeMap<u32, u64>,
     /// fds read and found not to hold a watched socket.
     others: BTreeSet<u32>,
+    /// fds whose watched socket went away: the first place to look for a
+    /// new one (the kernel hands out the lowest free fd number).
+    freed: BTreeSet<u32>,
     /// The next fd the rolling re-read starts at.
     verify_from: u32,
+    /// The pass in which its sockets last changed.
+    changed_at: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -117,14 +124,34 @@ pub struct Attributor {
     owners: HashMap<u32, Known>,
     missing: HashMap<u64, Missing>,
     pending: Option<Pending>,
+    /// Inodes whose search was put off by one pass (see `attribute`).
+    deferred: HashSet<u64>,
+    /// Passes so far.
+    pass: u64,
     /// Whether this exporter can see every process (privilege and pid
     /// namespace): only then can a socket be called the kernel's.
     sees_all: bool,
+    /// Whether `procfs` is a real procfs, whose fd directories report
+    /// their fd count as their size (Linux 6.2+); a fake tree does not.
+    counts_fds: bool,
     /// Tests only: the next scan waits for a message before it starts, so
     /// that "the deadline passed first" is driven, not raced.
     #[cfg(test)]
     gate: Option<mpsc::Receiver<()>>,
 }
+
+/// What of a known owner's fds is not yet classified.
+#[derive(Debug)]
+enum Unclassified {
+    /// The fds it has open (the size of its fd directory): more than the
+    /// map accounts for means new fds, found by listing when needed.
+    Count(usize),
+    /// The fd numbers a listing found that the map does not account for.
+    Listed(Vec<u32>),
+}
+
+/// A known owner with no watched socket for this many passes is dropped.
+const IDLE_OWNER_PASSES: u64 = 64;
 
 const MISS_BACKOFF_START: Duration = Duration::from_secs(15);
 const MISS_BACKOFF_MAX: Duration = Duration::from_secs(600);
@@ -133,12 +160,18 @@ const VERIFY_ROUNDS: usize = 16;
 
 impl Attributor {
     pub fn new(procfs: impl Into<PathBuf>) -> Attributor {
+        let procfs: PathBuf = procfs.into();
+        let counts_fds = is_procfs(&procfs)
+            && rustix::fs::stat(procfs.join("self/fd")).is_ok_and(|st| st.st_size > 0);
         Attributor {
-            procfs: procfs.into(),
+            counts_fds,
+            procfs,
             cache: HashMap::new(),
             owners: HashMap::new(),
             missing: HashMap::new(),
             pending: None,
+            deferred: HashSet::new(),
+            pass: 0,
             sees_all: false,
             #[cfg(test)]
             gate: None,
@@ -180,27 +213,29 @@ impl Attributor {
             }
             self.forget(inode);
         }
+        let pass = self.pass;
+        let procfs = self.procfs.clone();
         let known = self.owners.entry(pid).or_insert_with(|| Known {
             start_time,
-            fds: BTreeMap::new(),
-            others: BTreeSet::new(),
-            verify_from: 0,
+            uid: process_uid(&procfs, pid),
+            ..Known::default()
         });
         if known.start_time != start_time {
             // The pid was reused since we last saw it.
             let stale: Vec<u64> = known.fds.values().copied().collect();
             *known = Known {
                 start_time,
-                fds: BTreeMap::new(),
-                others: BTreeSet::new(),
-                verify_from: 0,
+                uid: process_uid(&procfs, pid),
+                ..Known::default()
             };
             for i in stale {
                 self.cache.remove(&i);
             }
         }
         let known = self.owners.get_mut(&pid).expect("just inserted");
+        known.changed_at = pass;
         known.others.remove(&fd);
+        known.freed.remove(&fd);
         if let Some(previous) = known.fds.insert(fd, inode)
             && previous != inode
         {
@@ -209,17 +244,16 @@ impl Attributor {
         self.cache.insert(inode, Place { pid, fd });
     }
 
-    /// Forgets where `inode` is held.
+    /// Forgets where `inode` is held; its fd number becomes a place to
+    /// look for new sockets. The owner stays known while it lives.
     fn forget(&mut self, inode: u64) {
         if let Some(place) = self.cache.remove(&inode)
             && let Some(k) = self.owners.get_mut(&place.pid)
+            && k.fds.get(&place.fd) == Some(&inode)
         {
-            if k.fds.get(&place.fd) == Some(&inode) {
-                k.fds.remove(&place.fd);
-            }
-            if k.fds.is_empty() {
-                self.owners.remove(&place.pid);
-            }
+            k.fds.remove(&place.fd);
+            k.freed.insert(place.fd);
+            k.changed_at = self.pass;
         }
     }
 
@@ -238,6 +272,7 @@ impl Attributor {
     /// background, and a later call takes its results.
     pub fn attribute(&mut self, sockets: &[Socket], deadline: Instant) -> InodePass {
         let now = Instant::now();
+        self.pass += 1;
         let mut stats = PassStats::default();
         let mut candidates = Vec::new();
         let mut uid_of: HashMap<u64, u32> = HashMap::with_capacity(sockets.len());
@@ -272,13 +307,20 @@ impl Attributor {
         }
 
         // 2. Confirm the known owners, once each.
-        let mut infos: HashMap<u32, (ProcInfo, Vec<u32>)> = HashMap::new();
+        let mut infos: HashMap<u32, (ProcInfo, Unclassified)> = HashMap::new();
         let pids: Vec<u32> = self.owners.keys().copied().collect();
         for pid in pids {
-            let Some((info, unmapped)) = self.confirm_owner(pid, &mut stats) else {
+            let Some((info, count)) = self.confirm_owner(pid, &mut stats) else {
                 self.drop_owner(pid);
                 continue;
             };
+            if let Some(k) = self.owners.get(&pid)
+                && k.fds.is_empty()
+                && self.pass.saturating_sub(k.changed_at) > IDLE_OWNER_PASSES
+            {
+                self.drop_owner(pid);
+                continue;
+            }
             if let Some(k) = self.owners.get(&pid) {
                 for inode in k.fds.values() {
                     if !found.contains_key(inode) {
@@ -287,7 +329,7 @@ impl Attributor {
                     }
                 }
             }
-            infos.insert(pid, (info, unmapped));
+            infos.insert(pid, (info, count));
         }
 
         // 3. Inodes not placed, not in back-off and not already being
@@ -304,48 +346,88 @@ impl Attributor {
 
         // 4. The known owners first, at most one pass each: new sockets
         //    usually come from a process that already has some. Round one
-        //    reads the fd numbers not seen before; round two, only if
-        //    sockets are still missing, the fds last seen holding other
-        //    files (their numbers may have been reused).
-        //    Round one also runs for sockets in back-off: reading fd numbers
-        //    never seen before is cheap, and it places a socket whose fd
-        //    number was reused as soon as the rolling re-read frees it.
+        //    reads the fds whose socket went away (their numbers are reused
+        //    first) and, when the fd count says there are fds not yet
+        //    classified, lists the directory and reads those; it runs for
+        //    sockets in back-off too, as it is cheap. Round two, only if
+        //    sockets are still missing, reads every fd not mapped to a
+        //    watched socket.
+        let unplaced = uid_of.keys().filter(|i| !found.contains_key(i)).count();
+        // Owners whose fd directory was listed in this pass: their map is
+        // exact, so a socket not found there is not theirs.
+        let mut listed_pids: HashSet<u32> = infos
+            .iter()
+            .filter(|(_, (_, u))| matches!(u, Unclassified::Listed(_)))
+            .map(|(&pid, _)| pid)
+            .collect();
         let mut buf = Vec::with_capacity(64);
-        let mut unplaced = uid_of.keys().filter(|i| !found.contains_key(i)).count();
         for round in 0..2 {
+            if round == 1 {
+                if self.put_off(&wanted, &uid_of, &listed_pids) {
+                    self.deferred = std::mem::take(&mut wanted);
+                } else {
+                    self.deferred.clear();
+                }
+            }
             let needed = if round == 0 { unplaced } else { wanted.len() };
             if needed == 0 {
                 break;
             }
-            for (pid, (info, unmapped)) in &infos {
-                if unplaced == 0 {
-                    break;
-                }
-                let fds: Vec<u32> = match (round, self.owners.get(pid)) {
-                    (0, _) => unmapped.clone(),
-                    (_, Some(k)) => k.others.iter().copied().collect(),
-                    (_, None) => Vec::new(),
+            let wanted_uids: HashSet<u32> = wanted.iter().map(|i| uid_of[i]).collect();
+            for (pid, (info, unclassified)) in &mut infos {
+                let Some(k) = self.owners.get_mut(pid) else {
+                    continue;
                 };
+                // Freed fd numbers are counted as taken: the kernel reuses
+                // them first, so reading them is usually all it takes.
+                let mut fds: Vec<u32> = std::mem::take(&mut k.freed).into_iter().collect();
+                let list = match (round, &mut *unclassified) {
+                    (1, _) => true,
+                    (_, Unclassified::Listed(new)) => {
+                        fds.append(new);
+                        false
+                    }
+                    (_, Unclassified::Count(c)) => *c > k.fds.len() + k.others.len() + fds.len(),
+                };
+                // Round two reads every fd of an owner of the missing
+                // sockets' uid, its mapped ones too: a mapped fd may hold a
+                // new socket while the sample still shows the old one.
+                let everything = round == 1 && wanted_uids.contains(&k.uid);
+                if list {
+                    listed_pids.insert(*pid);
+                    match list_fds(&self.procfs, *pid) {
+                        Ok(listed) => {
+                            k.others.retain(|fd| listed.binary_search(fd).is_ok());
+                            fds.extend(listed.iter().copied().filter(|fd| {
+                                everything
+                                    || (!k.fds.contains_key(fd)
+                                        && (round == 1 || !k.others.contains(fd)))
+                            }));
+                        }
+                        Err(denied) => stats.permission_denied += usize::from(denied),
+                    }
+                }
+                fds.sort_unstable();
+                fds.dedup();
                 if fds.is_empty() {
                     continue;
                 }
-                stats.processes_scanned += usize::from(round == 0);
+                stats.processes_scanned += 1;
                 stats.links_read += fds.len();
                 let (hits, others) = read_fds(&self.procfs, *pid, &fds, &uid_of, &mut buf);
-                if let Some(k) = self.owners.get_mut(pid) {
-                    if round == 1 {
-                        k.others.clear();
-                    }
-                    k.others.extend(others);
+                let stale: Vec<u64> = others
+                    .iter()
+                    .filter_map(|fd| k.fds.get(fd).copied())
+                    .collect();
+                k.others.extend(others);
+                for inode in stale {
+                    self.forget(inode);
                 }
                 for (fd, inode) in hits {
                     self.learn(inode, *pid, fd, info.start_time);
                     wanted.remove(&inode);
                     self.missing.remove(&inode);
-                    if !found.contains_key(&inode) {
-                        unplaced -= 1;
-                        found.insert(inode, info.owner.clone());
-                    }
+                    found.entry(inode).or_insert_with(|| info.owner.clone());
                 }
             }
         }
@@ -400,32 +482,93 @@ impl Attributor {
         }
     }
 
-    /// Confirms one known owner: same process (start time), its mapped fds
-    /// still open (one listing), and a rolling slice of them re-read.
-    /// Returns its current name and the fds the map does not hold (new fd
-    /// numbers and other files), or `None` when the process is gone or
-    /// unreadable.
-    fn confirm_owner(&mut self, pid: u32, stats: &mut PassStats) -> Option<(ProcInfo, Vec<u32>)> {
+    /// Whether the sockets still missing after the cheap round are put off
+    /// by one pass rather than searched everywhere: when each has the uid
+    /// of a known owner whose sockets are changing and whose fds are all
+    /// accounted for (not listed in this pass, fd count as mapped). That
+    /// is a socket that took the fd number of one which closed while the
+    /// sample was being taken: the sample still shows the old one, so the
+    /// map still holds it there. The next pass sees the old socket gone
+    /// and finds the new one at its fd, without reading every process. A
+    /// socket put off once is searched in full the next time.
+    fn put_off(
+        &self,
+        wanted: &HashSet<u64>,
+        uid_of: &HashMap<u64, u32>,
+        listed: &HashSet<u32>,
+    ) -> bool {
+        let churning: HashSet<u32> = self
+            .owners
+            .iter()
+            .filter(|(pid, k)| self.pass.saturating_sub(k.changed_at) <= 1 && !listed.contains(pid))
+            .map(|(_, k)| k.uid)
+            .collect();
+        !wanted.is_empty()
+            && wanted
+                .iter()
+                .all(|i| !self.deferred.contains(i) && churning.contains(&uid_of[i]))
+    }
+
+    /// Confirms one known owner: the same process (start time), its
+    /// mapped fds still open, and a rolling slice of them re-read. Whether
+    /// fds were opened or closed is told by the fd count (the size of the
+    /// fd directory, Linux 6.2+), without a listing; the directory is
+    /// listed only when fds closed that the map did not expect (a socket
+    /// passed on and closed here), or where the kernel gives no count.
+    /// Returns the process's current name and what is not yet classified;
+    /// `None` when the process is gone or unreadable.
+    fn confirm_owner(
+        &mut self,
+        pid: u32,
+        stats: &mut PassStats,
+    ) -> Option<(ProcInfo, Unclassified)> {
         let info = read_proc(&self.procfs, pid)?;
         let known = self.owners.get_mut(&pid)?;
         if info.start_time != known.start_time {
             return None;
         }
-        let listed = match list_fds(&self.procfs, pid) {
-            Ok(l) => l,
-            Err(denied) => {
-                stats.permission_denied += usize::from(denied);
-                return None;
+        let count = if self.counts_fds {
+            match rustix::fs::stat(self.procfs.join(format!("{pid}/fd"))) {
+                Ok(st) => Some(st.st_size as usize),
+                Err(Errno::ACCESS) | Err(Errno::PERM) => {
+                    stats.permission_denied += 1;
+                    return None;
+                }
+                Err(_) => return None,
             }
+        } else {
+            None
         };
-        // Mapped fds that are closed: their sockets are searched again.
-        let closed: Vec<(u32, u64)> = known
-            .fds
-            .iter()
-            .filter(|(fd, _)| listed.binary_search(fd).is_err())
-            .map(|(&fd, &inode)| (fd, inode))
-            .collect();
-        known.others.retain(|fd| listed.binary_search(fd).is_ok());
+        let mut unclassified = Unclassified::Count(count.unwrap_or(0));
+        if count.is_none_or(|c| c < known.fds.len() + known.others.len()) {
+            let listed = match list_fds(&self.procfs, pid) {
+                Ok(l) => l,
+                Err(denied) => {
+                    stats.permission_denied += usize::from(denied);
+                    return None;
+                }
+            };
+            known.others.retain(|fd| listed.binary_search(fd).is_ok());
+            let closed: Vec<u64> = known
+                .fds
+                .iter()
+                .filter(|(fd, _)| listed.binary_search(fd).is_err())
+                .map(|(_, &inode)| inode)
+                .collect();
+            let new: Vec<u32> = listed
+                .iter()
+                .copied()
+                .filter(|fd| !known.fds.contains_key(fd) && !known.others.contains(fd))
+                .collect();
+            for inode in closed {
+                self.forget(inode);
+            }
+            if let Some(k) = self.owners.get_mut(&pid) {
+                k.freed.clear(); // closed, not reused: nothing to read there
+            }
+            unclassified = Unclassified::Listed(new);
+        }
+        let known = self.owners.get_mut(&pid)?;
         // The rolling re-read: a slice of the mapped fds, from where the
         // last one stopped.
         let take = known.fds.len().div_ceil(VERIFY_ROUNDS);
@@ -437,14 +580,6 @@ impl Attributor {
             .map(|(&fd, &inode)| (fd, inode))
             .collect();
         known.verify_from = slice.last().map_or(0, |(fd, _)| fd.saturating_add(1));
-        let unmapped: Vec<u32> = listed
-            .iter()
-            .copied()
-            .filter(|fd| !known.fds.contains_key(fd) && !known.others.contains(fd))
-            .collect();
-        for (_, inode) in closed {
-            self.forget(inode);
-        }
         let mut buf = Vec::with_capacity(64);
         for (fd, inode) in slice {
             stats.links_read += 1;
@@ -452,7 +587,7 @@ impl Attributor {
                 self.forget(inode);
             }
         }
-        Some((info, unmapped))
+        Some((info, unclassified))
     }
 
     /// Takes a finished scan's results: owners into the cache (for sockets
@@ -689,6 +824,19 @@ fn scan_fds(
     hits
 }
 
+/// Whether `path` is a procfs mount (not a fake tree of the tests).
+fn is_procfs(path: &Path) -> bool {
+    // f_type's integer type differs between architectures; the magic fits all.
+    #[allow(clippy::unnecessary_cast)]
+    let is_proc = |t| t as u64 == 0x9fa0;
+    rustix::fs::statfs(path).is_ok_and(|st| is_proc(st.f_type))
+}
+
+/// The effective uid of a process: the owner of `<procfs>/<pid>`.
+fn process_uid(procfs: &Path, pid: u32) -> u32 {
+    rustix::fs::stat(procfs.join(pid.to_string())).map_or(u32::MAX, |st| st.st_uid)
+}
+
 /// Lists the fd numbers of a process, sorted, without reading any link.
 /// `Err(true)` when refused for lack of privilege, `Err(false)` when the
 /// process is gone.
@@ -730,16 +878,14 @@ fn read_fds(
     };
     for &fd in fds {
         buf.clear();
-        match rustix::fs::readlinkat(&dir, fd.to_string(), std::mem::take(buf)) {
-            Ok(target) => {
-                let target = target.into_bytes();
-                match parse_socket_link(&target) {
-                    Some(inode) if watched.contains_key(&inode) => hits.push((fd, inode)),
-                    _ => others.push(fd),
-                }
-                *buf = target;
+        // An error means closed meanwhile, or refused: not remembered.
+        if let Ok(target) = rustix::fs::readlinkat(&dir, fd.to_string(), std::mem::take(buf)) {
+            let target = target.into_bytes();
+            match parse_socket_link(&target) {
+                Some(inode) if watched.contains_key(&inode) => hits.push((fd, inode)),
+                _ => others.push(fd),
             }
-            Err(_) => {} // closed meanwhile, or refused: not remembered
+            *buf = target;
         }
     }
     (hits, others)
