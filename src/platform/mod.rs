@@ -259,6 +259,10 @@ pub enum UserLookup {
 /// from a thread of its own. An `Err` is a failed lookup, to be retried.
 pub type UserResolver = Arc<dyn Fn(u32) -> Result<UserLookup, String> + Send + Sync>;
 
+/// Looks up an account by name: its uid, `Ok(None)` when the user
+/// database has no such account, `Err` when the lookup failed. May block.
+pub type UserNameResolver = Arc<dyn Fn(&str) -> Result<Option<u32>, String> + Send + Sync>;
+
 /// Ports outgoing connections can take (the ephemeral range less reserved
 /// ports), per protocol.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -298,6 +302,12 @@ pub trait Platform: Send {
 
     /// A resolver for user names, to run on a lookup thread.
     fn user_resolver(&self) -> UserResolver;
+
+    /// A resolver from account names to uids, to check the allowlist's
+    /// `user:` names at load; `None` where the platform has none.
+    fn user_name_resolver(&self) -> Option<UserNameResolver> {
+        None
+    }
 
     /// The privileges attribution lacks, by name (empty when it has all).
     fn missing_privileges(&self) -> Vec<&'static str>;

@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::platform::{
-    Attribution, EphemeralPorts, Filter, Holder, Platform, SampleError, Socket, UserResolver,
+    Attribution, EphemeralPorts, Filter, Holder, Platform, SampleError, Socket, UserNameResolver,
+    UserResolver,
 };
 use crate::ranges::{PortSet, Protocol};
 
@@ -157,6 +158,10 @@ impl Platform for LinuxPlatform {
 
     fn user_resolver(&self) -> UserResolver {
         Arc::new(users::lookup)
+    }
+
+    fn user_name_resolver(&self) -> Option<UserNameResolver> {
+        Some(Arc::new(users::lookup_name))
     }
 
     fn missing_privileges(&self) -> Vec<&'static str> {
