@@ -4,7 +4,8 @@
 //! The API is the [`Platform`] trait (sample the sockets in a [`Filter`],
 //! find their holders before a deadline, name a user, read the ephemeral
 //! ports, report missing privileges) plus a few process-wide helpers
-//! (signals, the open-file limit, allocator tuning). [`host`] returns the
+//! (signals, the open-file limit, allocator tuning, listening sockets,
+//! systemd socket activation). [`host`] returns the
 //! implementation for the machine: [`linux`] (sock_diag, `/proc`,
 //! `getpwuid_r`, `/proc/sys/net`, capabilities) on Linux, [`portable`]
 //! (the `netstat2` crate) elsewhere. Tests drive the collector with fakes
@@ -369,6 +370,21 @@ pub fn bind_listener(addrs: &[std::net::SocketAddr]) -> anyhow::Result<tokio::ne
         }
     }
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no address to bind")))
+}
+
+/// The listening sockets systemd passed on socket activation
+/// (`--web.systemd-socket`); an error says why there are none.
+pub fn systemd_listeners() -> anyhow::Result<Vec<std::net::TcpListener>> {
+    #[cfg(target_os = "linux")]
+    {
+        Ok(linux::systemd::listeners()?)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        anyhow::bail!(
+            "--web.systemd-socket: socket activation is a systemd feature, not available here"
+        )
+    }
 }
 
 /// A registry with the exporter's own process metrics (`process_*`), where

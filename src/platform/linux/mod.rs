@@ -3,12 +3,14 @@
 //! names from `getpwuid_r` ([`users`]), the ephemeral range from
 //! `/proc/sys/net` ([`kernel`]), the tunnel devices that own kernel-held
 //! UDP ports from rtnetlink ([`tunnels`]), capabilities from
-//! `/proc/self/status`, and unix signals and rlimits. Every `/proc` read
-//! goes through the `--path.procfs` root.
+//! `/proc/self/status`, unix signals and rlimits, and the sockets systemd
+//! passes on socket activation ([`systemd`]). Every `/proc` read goes
+//! through the `--path.procfs` root.
 
 pub mod attribution;
 pub mod kernel;
 pub mod netlink;
+pub mod systemd;
 pub mod tunnels;
 pub mod users;
 
