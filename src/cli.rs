@@ -175,7 +175,7 @@ pub struct CheckArgs {
     #[arg(long = "range", value_name = "NAME")]
     pub range: Vec<String>,
     /// The whole run's time limit: past it the plugin answers UNKNOWN.
-    /// Process attribution gets 80% of it. Seconds, or "500ms", "1m".
+    /// Process attribution gets 90% of it. Seconds, or "500ms", "1m".
     #[arg(short = 't', long = "timeout", default_value = "10", value_parser = parse_duration)]
     pub timeout: Duration,
     /// More output: -v lists every listener, -vv adds the collection's counters.
@@ -431,7 +431,7 @@ fn check_output(cli: &Cli, args: &CheckArgs, started: Instant) -> (check::Status
     };
     let warnings = config.warnings.clone();
     let mut collector = Collector::new(Arc::new(config), platform::host(&cli.procfs));
-    let budget = args.timeout.mul_f64(0.8);
+    let budget = args.timeout.mul_f64(0.9);
     let report = collector.collect(started + budget);
     match args.output {
         Output::Text => check::render(&report, &warnings, &opts),
