@@ -535,10 +535,12 @@ fn serve(
             );
         }
         if !missing.is_empty() {
+            // The capabilities are named in the sentence (once), where an
+            // operator reads them.
             log::warn!(
-                missing = missing.join(" ").as_str();
-                "process attribution is limited to this user's own processes: run as root or grant the missing capabilities; \
-                 other users' sockets will count in portrange_unattributed_sockets with expected=\"unknown\""
+                "process attribution is limited to this user's own processes: missing {} (run as root or grant them); \
+                 other users' sockets will count in portrange_unattributed_sockets with expected=\"unknown\"",
+                missing.join(" and ")
             );
         }
         tokio::spawn(reload_on_signal(service));
