@@ -456,7 +456,7 @@ mod tests {
     #[test]
     fn counts_per_range_and_protocol() {
         let c = cfg(
-            "ranges:\n  - name: fh\n    ports: 3224-3324\n    expected:\n      - process: ok\n  - name: one\n    ports: 3224\n    protocols: [udp]\n    per_port: false\n",
+            "ranges:\n  - name: fh\n    ports: 3224-3324\n    expected:\n      - process: ok\n  - name: one\n    ports: 3400\n    protocols: [tcp]\n    per_port: false\n",
         );
         let socks = vec![
             sock(Protocol::Udp, 3224, 7, 0, 10),     // listener, owner "ok"
@@ -467,7 +467,7 @@ mod tests {
             sock(Protocol::Tcp, 3300, 10, 0, 20),    // listen
             sock(Protocol::Tcp, 3300, 1, 40000, 21), // accepted connection, same port
             sock(Protocol::Tcp, 3301, 6, 40001, 0),  // TIME_WAIT: does not hold the port
-            sock(Protocol::Tcp, 3400, 10, 0, 22),    // outside every range
+            sock(Protocol::Tcp, 3400, 10, 0, 22),    // listen, in "one"
         ];
         let holders = vec![
             owner("ok"),
@@ -480,7 +480,7 @@ mod tests {
             owner("ok"),
             owner("ok"),
             None,
-            None,
+            owner("ok"),
         ];
         let eph = same_ephemeral(PortSet::from_intervals(vec![(3300, 60999)]));
         let r = build_report(&c, &socks, &holders, Some(&eph), &users());
@@ -516,7 +516,7 @@ mod tests {
             "the allowlist of fh does not apply here"
         );
         assert!(one.per_port.is_none());
-        // Listeners: 4 UDP + 1 TCP in fh, 1 UDP in "one".
+        // Listeners: 4 UDP + 1 TCP in fh, 1 TCP in "one".
         assert_eq!(r.listeners.len(), 6);
         let exp: Vec<_> = r
             .listeners
@@ -536,7 +536,7 @@ mod tests {
         assert!(exp.contains(&("fh", 3227, "unknown".into(), "root", Expected::Unknown)));
         assert!(exp.contains(&("fh", 3228, "kernel (vx0)".into(), "root", Expected::False)));
         assert!(exp.contains(&("fh", 3300, "ok".into(), "root", Expected::True)));
-        assert!(exp.contains(&("one", 3224, "ok".into(), "root", Expected::False)));
+        assert!(exp.contains(&("one", 3400, "ok".into(), "root", Expected::False)));
     }
 
     #[test]

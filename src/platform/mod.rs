@@ -4,7 +4,8 @@
 //! The API is the [`Platform`] trait (sample the sockets in a [`Filter`],
 //! find their holders before a deadline, name a user, read the ephemeral
 //! ports, report missing privileges) plus a few process-wide helpers
-//! (signals, the open-file limit, allocator tuning). [`host`] returns the
+//! (signals, the open-file limit, allocator tuning, listening sockets,
+//! systemd socket activation). [`host`] returns the
 //! implementation for the machine: [`linux`] (sock_diag, `/proc`,
 //! `getpwuid_r`, `/proc/sys/net`, capabilities) on Linux, [`portable`]
 //! (the `netstat2` crate) elsewhere. Tests drive the collector with fakes
@@ -259,6 +260,10 @@ pub enum UserLookup {
 /// from a thread of its own. An `Err` is a failed lookup, to be retried.
 pub type UserResolver = Arc<dyn Fn(u32) -> Result<UserLookup, String> + Send + Sync>;
 
+/// Looks up an account by name: its uid, `Ok(None)` when the user
+/// database has no such account, `Err` when the lookup failed. May block.
+pub type UserNameResolver = Arc<dyn Fn(&str) -> Result<Option<u32>, String> + Send + Sync>;
+
 /// Ports outgoing connections can take (the ephemeral range less reserved
 /// ports), per protocol.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -298,6 +303,12 @@ pub trait Platform: Send {
 
     /// A resolver for user names, to run on a lookup thread.
     fn user_resolver(&self) -> UserResolver;
+
+    /// A resolver from account names to uids, to check the allowlist's
+    /// `user:` names at load; `None` where the platform has none.
+    fn user_name_resolver(&self) -> Option<UserNameResolver> {
+        None
+    }
 
     /// The privileges attribution lacks, by name (empty when it has all).
     fn missing_privileges(&self) -> Vec<&'static str>;
@@ -359,6 +370,21 @@ pub fn bind_listener(addrs: &[std::net::SocketAddr]) -> anyhow::Result<tokio::ne
         }
     }
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no address to bind")))
+}
+
+/// The listening sockets systemd passed on socket activation
+/// (`--web.systemd-socket`); an error says why there are none.
+pub fn systemd_listeners() -> anyhow::Result<Vec<std::net::TcpListener>> {
+    #[cfg(target_os = "linux")]
+    {
+        Ok(linux::systemd::listeners()?)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        anyhow::bail!(
+            "--web.systemd-socket: socket activation is a systemd feature, not available here"
+        )
+    }
 }
 
 /// A registry with the exporter's own process metrics (`process_*`), where

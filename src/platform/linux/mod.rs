@@ -3,12 +3,14 @@
 //! names from `getpwuid_r` ([`users`]), the ephemeral range from
 //! `/proc/sys/net` ([`kernel`]), the tunnel devices that own kernel-held
 //! UDP ports from rtnetlink ([`tunnels`]), capabilities from
-//! `/proc/self/status`, and unix signals and rlimits. Every `/proc` read
-//! goes through the `--path.procfs` root.
+//! `/proc/self/status`, unix signals and rlimits, and the sockets systemd
+//! passes on socket activation ([`systemd`]). Every `/proc` read goes
+//! through the `--path.procfs` root.
 
 pub mod attribution;
 pub mod kernel;
 pub mod netlink;
+pub mod systemd;
 pub mod tunnels;
 pub mod users;
 
@@ -18,7 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::platform::{
-    Attribution, EphemeralPorts, Filter, Holder, Platform, SampleError, Socket, UserResolver,
+    Attribution, EphemeralPorts, Filter, Holder, Platform, SampleError, Socket, UserNameResolver,
+    UserResolver,
 };
 use crate::ranges::{PortSet, Protocol};
 
@@ -157,6 +160,10 @@ impl Platform for LinuxPlatform {
 
     fn user_resolver(&self) -> UserResolver {
         Arc::new(users::lookup)
+    }
+
+    fn user_name_resolver(&self) -> Option<UserNameResolver> {
+        Some(Arc::new(users::lookup_name))
     }
 
     fn missing_privileges(&self) -> Vec<&'static str> {
