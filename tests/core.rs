@@ -76,6 +76,7 @@ impl Platform for Fake {
             uid: 0,
             inode: n,
             pid_hint: None,
+            netns: 0,
         }])
     }
 

@@ -255,6 +255,7 @@ pub fn decode_socket(p: &[u8], protocol: Protocol) -> Result<Socket, DecodeError
         uid,
         inode: u64::from(inode),
         pid_hint: None,
+        netns: 0,
     })
 }
 
