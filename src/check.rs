@@ -1,11 +1,39 @@
 //! The one-shot `check` command: one collection, printed as a readable
 //! table, with Nagios plugin exit codes (0 OK, 1 WARNING, 2 CRITICAL,
-//! 3 UNKNOWN). It replaces the manual `ss -ulnp | grep 3224` routine.
+//! 3 UNKNOWN). It replaces the manual `ss -ulnp | grep 3224` routine. With
+//! `--collector.netns` both tables gain a NETNS column (the `netns` label,
+//! with the namespace's name or pod when known), and a namespace that could
+//! not be sampled is a WARNING.
 
 use std::fmt::Write;
 
 use crate::allowlist::Expected;
 use crate::collect::Report;
+
+/// The NETNS cell: the label, and what the namespace is when known.
+fn netns_cell(report: &Report, label: Option<&str>) -> String {
+    let label = label.unwrap_or("-");
+    let info = report
+        .netns
+        .as_ref()
+        .and_then(|n| n.namespaces.iter().find(|i| i.label == label));
+    match info {
+        Some(i) if !i.name.is_empty() => format!("{label} ({})", i.name),
+        Some(i) if !i.pod.is_empty() => format!("{label} ({}/{})", i.namespace, i.pod),
+        Some(i) if !i.container.is_empty() => {
+            format!(
+                "{label} (container {})",
+                &i.container[..i.container.len().min(12)]
+            )
+        }
+        _ => label.to_string(),
+    }
+}
+
+/// " in netns X" for a per-namespace report.
+fn where_(label: Option<&str>) -> String {
+    label.map_or(String::new(), |l| format!(" in netns {l}"))
+}
 
 /// Nagios plugin states, as exit codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -118,16 +146,26 @@ pub fn render(report: &Report, warn_free: WarnFree) -> (Status, String) {
     }
     for r in &report.ranges {
         let free = r.ports - r.in_use;
+        let at = where_(r.netns.as_deref());
         if free == 0 {
             status = status.max(Status::Critical);
-            reasons.push(format!("{}/{} is full", r.range, r.protocol));
+            reasons.push(format!("{}/{}{at} is full", r.range, r.protocol));
         } else if warn_free.below(free, r.ports) {
             status = status.max(Status::Warning);
             reasons.push(format!(
-                "{}/{} has {free} of {} ports free",
+                "{}/{}{at} has {free} of {} ports free",
                 r.range, r.protocol, r.ports
             ));
         }
+    }
+    if let Some(n) = report.netns.as_ref().filter(|n| n.unsampled > 0) {
+        // What the exporter cannot see is never fine.
+        status = status.max(Status::Warning);
+        reasons.push(format!(
+            "{} network namespace{} could not be sampled",
+            n.unsampled,
+            if n.unsampled == 1 { "" } else { "s" }
+        ));
     }
     let unknown = report
         .listeners
@@ -155,55 +193,85 @@ pub fn render(report: &Report, warn_free: WarnFree) -> (Status, String) {
     let _ = writeln!(out, "PORTRANGE {} - {summary}", status.label());
     let _ = writeln!(out);
 
-    let mut rows = vec![vec![
-        "RANGE".to_string(),
-        "PROTOCOL".into(),
-        "PORTS".into(),
-        "IN USE".into(),
-        "FREE".into(),
-    ]];
+    let per_netns = report.netns.is_some();
+    // With --collector.netns, a NETNS column comes first in both tables.
+    let first = |row: Vec<String>, cell: String| -> Vec<String> {
+        if per_netns {
+            std::iter::once(cell).chain(row).collect()
+        } else {
+            row
+        }
+    };
+    let align = |right: &[bool]| -> Vec<bool> {
+        if per_netns {
+            std::iter::once(false)
+                .chain(right.iter().copied())
+                .collect()
+        } else {
+            right.to_vec()
+        }
+    };
+    let mut rows = vec![first(
+        vec![
+            "RANGE".to_string(),
+            "PROTOCOL".into(),
+            "PORTS".into(),
+            "IN USE".into(),
+            "FREE".into(),
+        ],
+        "NETNS".into(),
+    )];
     for r in &report.ranges {
-        rows.push(vec![
-            r.range.clone(),
-            r.protocol.to_string(),
-            r.ports.to_string(),
-            r.in_use.to_string(),
-            (r.ports - r.in_use).to_string(),
-        ]);
+        rows.push(first(
+            vec![
+                r.range.clone(),
+                r.protocol.to_string(),
+                r.ports.to_string(),
+                r.in_use.to_string(),
+                (r.ports - r.in_use).to_string(),
+            ],
+            printable(&netns_cell(report, r.netns.as_deref())),
+        ));
     }
-    table(&mut out, &rows, &[false, false, true, true, true]);
+    table(&mut out, &rows, &align(&[false, false, true, true, true]));
     let _ = writeln!(out);
     if report.listeners.is_empty() {
         let _ = writeln!(out, "No listeners in the watched ranges.");
     } else {
-        let mut rows = vec![vec![
-            "PROTOCOL".to_string(),
-            "ADDRESS:PORT".into(),
-            "PROCESS".into(),
-            "PID".into(),
-            "USER".into(),
-            "EXPECTED".into(),
-            "RANGE".into(),
-        ]];
+        let mut rows = vec![first(
+            vec![
+                "PROTOCOL".to_string(),
+                "ADDRESS:PORT".into(),
+                "PROCESS".into(),
+                "PID".into(),
+                "USER".into(),
+                "EXPECTED".into(),
+                "RANGE".into(),
+            ],
+            "NETNS".into(),
+        )];
         for l in &report.listeners {
             let addr = match l.address {
                 std::net::IpAddr::V6(a) => format!("[{a}]:{}", l.port),
                 std::net::IpAddr::V4(a) => format!("{a}:{}", l.port),
             };
-            rows.push(vec![
-                l.protocol.to_string(),
-                addr,
-                printable(&l.process()),
-                l.owner().map_or("-".to_string(), |o| o.pid.to_string()),
-                printable(&l.user),
-                l.expected.as_str().to_string(),
-                l.range.clone(),
-            ]);
+            rows.push(first(
+                vec![
+                    l.protocol.to_string(),
+                    addr,
+                    printable(&l.process()),
+                    l.owner().map_or("-".to_string(), |o| o.pid.to_string()),
+                    printable(&l.user),
+                    l.expected.as_str().to_string(),
+                    l.range.clone(),
+                ],
+                printable(&netns_cell(report, l.netns.as_deref())),
+            ));
         }
         table(
             &mut out,
             &rows,
-            &[false, false, false, true, false, false, false],
+            &align(&[false, false, false, true, false, false, false]),
         );
     }
     (status, out)
@@ -257,6 +325,7 @@ mod tests {
                 unattributed: 0,
                 ephemeral_overlap: None,
                 per_port: None,
+                netns: None,
             }],
             listeners: listeners
                 .into_iter()
@@ -273,11 +342,13 @@ mod tests {
                     }))),
                     user: "root".into(),
                     expected,
+                    netns: None,
                 })
                 .collect(),
             attribution: Default::default(),
             missing_privileges: Vec::new(),
             duration: Duration::ZERO,
+            netns: None,
         }
     }
 
@@ -363,5 +434,71 @@ mod tests {
         assert_eq!("5".parse::<WarnFree>(), Ok(WarnFree::Ports(5)));
         assert!("150%".parse::<WarnFree>().is_err());
         assert!("x".parse::<WarnFree>().is_err());
+    }
+
+    #[test]
+    fn one_table_with_a_netns_column() {
+        use crate::collect::{NetnsInfo, NetnsReport};
+        let mut r = report(101, vec![(b"CtxGfx", Expected::True)]);
+        r.ranges[0].netns = Some("host".into());
+        r.listeners[0].netns = Some("host".into());
+        let mut pod = r.ranges[0].clone();
+        pod.netns = Some("4026532301".into());
+        pod.in_use = 1;
+        r.ranges.push(pod);
+        let mut l = r.listeners[0].clone();
+        l.netns = Some("4026532301".into());
+        r.listeners.push(l);
+        let info = |label: &str, name: &str, pod: &str| NetnsInfo {
+            label: label.into(),
+            name: name.into(),
+            container: String::new(),
+            pod: pod.into(),
+            namespace: if pod.is_empty() {
+                String::new()
+            } else {
+                "shop".into()
+            },
+        };
+        r.netns = Some(NetnsReport {
+            namespaces: vec![info("host", "", ""), info("4026532301", "", "web-0")],
+            unsampled: 0,
+        });
+        let (s, text) = render(&r, WarnFree::Percent(10.0));
+        assert_eq!(s, Status::Critical);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "PORTRANGE CRITICAL - framehawk/udp in netns host is full"
+        );
+        assert_eq!(
+            lines[2],
+            "NETNS                    RANGE      PROTOCOL  PORTS  IN USE  FREE"
+        );
+        assert_eq!(
+            lines[3],
+            "host                     framehawk  udp         101     101     0"
+        );
+        assert_eq!(
+            lines[4],
+            "4026532301 (shop/web-0)  framehawk  udp         101       1   100"
+        );
+        assert_eq!(
+            lines[6],
+            "NETNS                    PROTOCOL  ADDRESS:PORT  PROCESS   PID  USER  EXPECTED  RANGE"
+        );
+        assert!(
+            lines[8].starts_with("4026532301 (shop/web-0)  udp "),
+            "{text}"
+        );
+        // A namespace that could not be sampled is not OK.
+        r.ranges[0].in_use = 1;
+        r.netns.as_mut().unwrap().unsampled = 1;
+        let (s, text) = render(&r, WarnFree::Percent(10.0));
+        assert_eq!(s, Status::Warning);
+        assert!(
+            text.starts_with("PORTRANGE WARNING - 1 network namespace could not be sampled"),
+            "{text}"
+        );
     }
 }
