@@ -84,6 +84,16 @@ pub struct Cli {
     )]
     pub procfs: PathBuf,
 
+    /// Sample every network namespace on the host (containers, pods, ip netns),
+    /// not only the exporter's own: every per-range series gains a netns label.
+    /// Needs CAP_SYS_ADMIN to enter namespaces (else /proc/<pid>/net is read).
+    #[arg(
+        long = "collector.netns",
+        env = "PORTRANGE_EXPORTER_COLLECTOR_NETNS",
+        global = true
+    )]
+    pub collector_netns: bool,
+
     /// Only log messages with the given severity or above.
     #[arg(long = "log.level", env = "PORTRANGE_EXPORTER_LOG_LEVEL", default_value = "info", value_parser = ["debug", "info", "warn", "error"], global = true)]
     pub log_level: String,
@@ -208,7 +218,10 @@ fn run_check(cli: &Cli, warn_free: WarnFree, timeout: Duration) -> i32 {
             return check::Status::Unknown as i32;
         }
     };
-    let mut collector = Collector::new(Arc::new(config), platform::host(&cli.procfs));
+    let mut collector = Collector::new(
+        Arc::new(config),
+        platform::host_with(&cli.procfs, &platform_options(cli)),
+    );
     let report = collector.collect(Instant::now() + timeout);
     let (status, text) = check::render(&report, warn_free);
     print!("{text}");
@@ -236,10 +249,11 @@ fn serve(
             .map(|r| format!("{}={}", r.name, r.ports))
             .collect();
         let procfs = cli.procfs.clone();
+        let options = platform_options(&cli);
         let service = Service::start(
             config,
             cli.config_file.clone(),
-            Box::new(move || platform::host(&procfs)),
+            Box::new(move || platform::host_with(&procfs, &options)),
             platform::self_metrics_registry(),
         )
         .context("starting the collector thread")?;
@@ -283,6 +297,12 @@ fn serve(
         log::info!("shut down");
         Ok(())
     })
+}
+
+fn platform_options(cli: &Cli) -> platform::PlatformOptions {
+    platform::PlatformOptions {
+        netns: cli.collector_netns,
+    }
 }
 
 /// `--web.max-connections`, kept 64 below the open-file limit so that a
