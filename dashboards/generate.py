@@ -85,13 +85,13 @@ def var_datasource():
             "current": {}, "hide": 0, "refresh": 1, "regex": "", "options": [], "includeAll": False, "multi": False}
 
 
-def var_query(name, label, query, multi=False, include_all=False):
+def var_query(name, label, query, multi=False, include_all=False, all_value=".+"):
     v = {"name": name, "label": label, "type": "query", "datasource": DS,
          "query": {"query": query, "refId": f"var-{name}"}, "definition": query,
          "refresh": 2, "sort": 1, "hide": 0, "regex": "", "current": {}, "options": [],
          "multi": multi, "includeAll": include_all}
     if include_all:
-        v["allValue"] = ".+"
+        v["allValue"] = all_value
     return v
 
 
@@ -116,10 +116,12 @@ def dashboard(uid, title, description, panels, variables):
 
 
 def host():
-    sel = 'job="$job",instance="$instance",range=~"$range"'
+    # netns=~"$netns": with --collector.netns each series has a netns label;
+    # without it, "All" (.*) also matches series that have none.
+    sel = 'job="$job",instance="$instance",range=~"$range",netns=~"$netns"'
     host_sel = 'job="$job",instance="$instance"'
     b = Board()
-    by = "{{range}}/{{protocol}}"
+    by = "{{range}}/{{protocol}} {{netns}}"
     b.add(stat("Free ports", "Ports of each range still free (portrange_ports_free): a new session needs one.",
                "none", (0, 0, 5, 5), [target(f"portrange_ports_free{{{sel}}}", by)],
                [("red", None), ("orange", 1), ("green", 10)]))
@@ -146,11 +148,11 @@ def host():
                       target(f"portrange_ports_free{{{sel}}}", "free " + by, ref="B")]))
     b.add(timeseries("Sockets by state", "Sockets in the ranges by TCP state (udp: unconn, established).",
                      "none", (12, 5, 12, 8),
-                     [target(f"sum by (range, protocol, state) (portrange_sockets{{{sel}}})", "{{range}}/{{protocol}} {{state}}")]))
+                     [target(f"sum by (range, protocol, netns, state) (portrange_sockets{{{sel}}})", "{{range}}/{{protocol}} {{netns}} {{state}}")]))
     b.add(panel("state-timeline", "Per-port occupancy",
                 "One row per port of ranges with per_port on (portrange_port_in_use): red while the port holds a socket.",
                 "none", (0, 13, 24, 12),
-                [target(f"portrange_port_in_use{{{sel}}}", "{{range}} {{protocol}}/{{port}}")],
+                [target(f"portrange_port_in_use{{{sel}}}", "{{range}} {{protocol}}/{{port}} {{netns}}")],
                 options={"showValue": "never", "mergeValues": True, "rowHeight": 0.9, "alignValue": "left",
                          "legend": {"showLegend": False, "displayMode": "list", "placement": "bottom"}},
                 defaults={"color": {"mode": "thresholds"},
@@ -171,7 +173,7 @@ def host():
                                                "unknown": {"color": "orange", "index": 2}}}]}]}],
                 transformations=[{"id": "organize", "options": {
                     "excludeByName": {"Time": True, "Value": True, "__name__": True, "job": True, "instance": True},
-                    "indexByName": {"protocol": 0, "address": 1, "port": 2, "process": 3, "user": 4, "expected": 5, "range": 6},
+                    "indexByName": {"protocol": 0, "address": 1, "port": 2, "process": 3, "user": 4, "expected": 5, "range": 6, "netns": 7},
                     "renameByName": {}}}]))
     b.add(stat("Ports exposed to the ephemeral range",
                "Ports of each range inside net.ipv4.ip_local_port_range and not in ip_local_reserved_ports: outgoing connections can take them. Reserve them to get 0.",
@@ -195,6 +197,8 @@ def host():
         var_query("job", "Job", "label_values(portrange_up, job)"),
         var_query("instance", "Instance", 'label_values(portrange_up{job="$job"}, instance)'),
         var_query("range", "Range", 'label_values(portrange_ports{job="$job",instance="$instance"}, range)', multi=True, include_all=True),
+        var_query("netns", "Network namespace", 'label_values(portrange_ports{job="$job",instance="$instance"}, netns)',
+                  multi=True, include_all=True, all_value=".*"),
     ]
     return dashboard("portrange-host", "Port ranges / Host",
                      "Ports in use, free capacity and unexpected listeners of the watched port ranges on one host (portrange_exporter).",
@@ -220,7 +224,7 @@ def fleet():
                 transformations=[{"id": "merge", "options": {}},
                                  {"id": "organize", "options": {
                                      "excludeByName": {"Time": True, "job": True},
-                                     "indexByName": {"instance": 0, "range": 1, "protocol": 2, "Value #A": 3, "Value #B": 4},
+                                     "indexByName": {"instance": 0, "netns": 1, "range": 2, "protocol": 3, "Value #A": 4, "Value #B": 5},
                                      "renameByName": {"Value #A": "Free ports", "Value #B": "Utilisation"}}}]))
     b.add(timeseries("Ports in use across the fleet", "Sum over hosts of the ports in use per range and protocol, with the fleet's total capacity.",
                      "none", (12, 0, 12, 10),
@@ -229,7 +233,7 @@ def fleet():
     b.add(panel("table", "Hosts with unexpected listeners",
                 "Hosts where a range has listeners its allowlist does not match; open the host dashboard for the process and user.",
                 "none", (0, 10, 12, 8),
-                [target(f"sum by (instance, range, protocol) (portrange_unexpected_listeners{{{sel}}}) > 0", "", instant=True, fmt="table")],
+                [target(f"sum by (instance, netns, range, protocol) (portrange_unexpected_listeners{{{sel}}}) > 0", "", instant=True, fmt="table")],
                 options={"showHeader": True},
                 transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True},
                                                                  "renameByName": {"Value": "Unexpected listeners"}}}]))
