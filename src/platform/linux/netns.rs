@@ -613,16 +613,18 @@ impl NetnsSampler {
             })
             .map(|f| (f.inode, sources(&self.paths.procfs, f)))
             .collect();
-        for (inode, paths) in need {
-            if inode == self.own {
-                if let Some(h) = self.handles.get_mut(&inode) {
-                    h.sysctls = open_sysctls_here();
-                }
-            } else if self.mode == Mode::Setns {
-                for (i, r) in visit(&[(inode, paths)], &|_| open_sysctls_here()) {
-                    if let (Ok(s), Some(h)) = (r, self.handles.get_mut(&i)) {
-                        h.sysctls = s;
-                    }
+        if let Some(h) = self.handles.get_mut(&self.own)
+            && h.sysctls.is_none()
+            && need.iter().any(|(i, _)| *i == self.own)
+        {
+            h.sysctls = open_sysctls_here();
+        }
+        let others: Vec<(u64, Vec<PathBuf>)> =
+            need.into_iter().filter(|(i, _)| *i != self.own).collect();
+        if self.mode == Mode::Setns && !others.is_empty() {
+            for (i, r) in visit(&others, &|_| open_sysctls_here()) {
+                if let (Ok(s), Some(h)) = (r, self.handles.get_mut(&i)) {
+                    h.sysctls = s;
                 }
             }
         }
