@@ -103,13 +103,13 @@ def var_datasource():
             "current": {}, "hide": 0, "refresh": 1, "regex": "", "options": [], "includeAll": False, "multi": False}
 
 
-def var_query(name, label, query, multi=False, include_all=False):
+def var_query(name, label, query, multi=False, include_all=False, all_value=".+"):
     v = {"name": name, "label": label, "type": "query", "datasource": DS,
          "query": {"query": query, "refId": f"var-{name}"}, "definition": query,
          "refresh": 2, "sort": 1, "hide": 0, "regex": "", "current": {}, "options": [],
          "multi": multi, "includeAll": include_all}
     if include_all:
-        v["allValue"] = ".+"
+        v["allValue"] = all_value
     return v
 
 
@@ -163,10 +163,12 @@ def dashboard(uid, title, description, panels, variables, links):
 
 
 def host():
-    sel = 'job="$job",instance="$instance",range=~"$range"'
+    # netns=~"$netns": with --collector.netns each series has a netns label;
+    # without it, "All" (.*) also matches series that have none.
+    sel = 'job="$job",instance="$instance",range=~"$range",netns=~"$netns"'
     host_sel = 'job="$job",instance="$instance"'
     b = Board()
-    by = "{{range}}/{{protocol}}"
+    by = "{{range}}/{{protocol}} {{netns}}"
     b.add(stat("Free ports (share of range)",
                f"Free ports of each range as a share of its capacity (portrange_ports_free / portrange_ports): a new session needs one. "
                f"Orange below {WARN_FREE:.0%}, where PortRangeNearlyExhausted fires and `check` warns; red when none is free. "
@@ -199,14 +201,14 @@ def host():
                       target(f"portrange_ports_free{{{sel}}}", "free " + by, ref="B")]))
     b.add(timeseries("Sockets by state", "Sockets in the ranges by TCP state (udp: unconn, established).",
                      "none", (12, 5, 12, 8),
-                     [target(f"sum by (range, protocol, state) (portrange_sockets{{{sel}}})", "{{range}}/{{protocol}} {{state}}")]))
+                     [target(f"sum by (range, protocol, netns, state) (portrange_sockets{{{sel}}})", "{{range}}/{{protocol}} {{netns}} {{state}}")]))
     b.add(panel("state-timeline", "Per-port occupancy",
                 f"One row per port (portrange_port_in_use), for ranges of at most {PER_PORT_ROWS} ports with per_port on; "
                 "larger ranges (mosh's 1,001 ports, RTP ranges) would draw a row per port and are left out: see "
                 "'Ports in use and free'. Blue while the port holds a socket, which is normal use; blank while free.",
                 "none", (0, 13, 24, 12),
-                [target(f"portrange_port_in_use{{{sel}}} and on (job, instance, range, protocol) "
-                        f"(portrange_ports{{{sel}}} <= {PER_PORT_ROWS})", "{{range}} {{protocol}}/{{port}}")],
+                [target(f"portrange_port_in_use{{{sel}}} and on (job, instance, range, protocol, netns) "
+                        f"(portrange_ports{{{sel}}} <= {PER_PORT_ROWS})", "{{range}} {{protocol}}/{{port}} {{netns}}")],
                 options={"showValue": "never", "mergeValues": True, "rowHeight": 0.9, "alignValue": "left",
                          "legend": {"showLegend": False, "displayMode": "list", "placement": "bottom"}},
                 defaults={"color": {"mode": "thresholds"},
@@ -228,7 +230,7 @@ def host():
                                                "true": {"color": "green", "index": 1},
                                                "unknown": {"color": "orange", "index": 2}}}]}]}],
                 transformations=[organize(["job", "instance"],
-                                          {"process": 0, "user": 1, "expected": 2, "Value": 3, "protocol": 4, "range": 5},
+                                          {"process": 0, "user": 1, "expected": 2, "Value": 3, "protocol": 4, "range": 5, "netns": 6},
                                           {"Value": "listeners"})]))
     b.add(panel("table", "Listeners to act on",
                 "Unexpected and unknown listeners one by one (portrange_listener_info): address and port of each, up to the "
@@ -245,7 +247,7 @@ def host():
                                                "true": {"color": "green", "index": 1},
                                                "unknown": {"color": "orange", "index": 2}}}]}]}],
                 transformations=[organize(["Value", "job", "instance"],
-                                          {"protocol": 0, "address": 1, "port": 2, "process": 3, "user": 4, "expected": 5, "range": 6})]))
+                                          {"protocol": 0, "address": 1, "port": 2, "process": 3, "user": 4, "expected": 5, "range": 6, "netns": 7})]))
     b.add(stat("Ports exposed to the ephemeral range",
                "Ports of each range inside net.ipv4.ip_local_port_range and not in ip_local_reserved_ports: outgoing connections can take them. Reserve them to get 0.",
                "none", (18, 25, 6, 9), [target(f"portrange_ephemeral_overlap_ports{{{sel}}}", by)],
@@ -277,6 +279,8 @@ def host():
         # From up, so that a host whose exporter is down can still be picked.
         var_query("instance", "Instance", 'label_values(up{job="$job"}, instance)'),
         var_query("range", "Range", 'label_values(portrange_ports{job="$job",instance="$instance"}, range)', multi=True, include_all=True),
+        var_query("netns", "Network namespace", 'label_values(portrange_ports{job="$job",instance="$instance"}, netns)',
+                  multi=True, include_all=True, all_value=".*"),
     ]
     links = [dashboard_link("Fleet", FLEET_UID, "Every host of this job",
                             ["${datasource:queryparam}", "${job:queryparam}", "${range:queryparam}"])]
@@ -305,7 +309,7 @@ def fleet():
                                            {"id": "thresholds", "value": thresholds(("green", None), ("orange", 0.8), ("red", 1 - WARN_FREE))}]},
                            links_by_name("instance", row_link)],
                 transformations=[{"id": "merge", "options": {}},
-                                 organize(["job"], {"instance": 0, "range": 1, "protocol": 2, "Value #A": 3, "Value #B": 4},
+                                 organize(["job"], {"instance": 0, "netns": 1, "range": 2, "protocol": 3, "Value #A": 4, "Value #B": 5},
                                           {"Value #A": "Free ports", "Value #B": "Utilisation"})]))
     b.add(timeseries("Ports in use across the fleet",
                      "Sum over hosts of the ports in use per range and protocol, with the total capacity of the hosts that can sample "
@@ -317,10 +321,10 @@ def fleet():
     b.add(panel("table", "Hosts with unexpected listeners",
                 "Hosts where a range has listeners its allowlist does not match. Click a host for its dashboard, which lists the process and user.",
                 "none", (0, 10, 12, 8),
-                [target(f"sum by (instance, range, protocol) (portrange_unexpected_listeners{{{sel}}}) > 0", "", instant=True, fmt="table")],
+                [target(f"sum by (instance, netns, range, protocol) (portrange_unexpected_listeners{{{sel}}}) > 0", "", instant=True, fmt="table")],
                 options={"showHeader": True},
                 overrides=[links_by_name("instance", row_link)],
-                transformations=[organize([], {"instance": 0, "range": 1, "protocol": 2, "Value": 3},
+                transformations=[organize([], {"instance": 0, "netns": 1, "range": 2, "protocol": 3, "Value": 4},
                                           {"Value": "Unexpected listeners"})]))
     b.add(panel("table", "Time to exhaustion",
                 "How long until each filling range has no free port, at the rate its ports were taken over the last 6 hours "

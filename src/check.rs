@@ -9,7 +9,10 @@
 //! look (unexpected or unknown); `-v` adds the allowed ones, `-vv` the
 //! attribution counters. Free-port thresholds use the guidelines' range
 //! syntax, with percentages of the range's capacity. `--output json`
-//! prints the whole report for scripts. Nothing here touches the OS.
+//! prints the whole report for scripts. With `--collector.netns` the
+//! tables gain a NETNS column, ranges are named with their namespace, and
+//! a namespace that could not be sampled is a WARNING. Nothing here
+//! touches the OS.
 
 use std::fmt::Write;
 
@@ -310,6 +313,30 @@ struct Verdict<'a> {
     ranges: Vec<Judged<'a>>,
 }
 
+/// The NETNS cell: the label, with the `ip netns` name, the pod or the
+/// container when known.
+fn netns_cell(report: &Report, label: Option<&str>) -> String {
+    let label = label.unwrap_or("-");
+    let info = report
+        .netns
+        .as_ref()
+        .and_then(|n| n.namespaces.iter().find(|i| i.label == label));
+    match info {
+        Some(i) if !i.name.is_empty() => format!("{label} ({})", i.name),
+        Some(i) if !i.pod.is_empty() => format!("{label} ({}/{})", i.namespace, i.pod),
+        Some(i) if !i.container.is_empty() => {
+            let short: String = i.container.chars().take(12).collect();
+            format!("{label} (container {short})")
+        }
+        _ => label.to_string(),
+    }
+}
+
+/// " in netns X" for a per-namespace report, else nothing.
+fn where_(label: Option<&str>) -> String {
+    label.map_or(String::new(), |l| format!(" in netns {l}"))
+}
+
 fn judge<'a>(report: &'a Report, opts: &Options) -> Verdict<'a> {
     let mut status = Status::Ok;
     let mut reasons = Vec::new();
@@ -322,7 +349,7 @@ fn judge<'a>(report: &'a Report, opts: &Options) -> Verdict<'a> {
         status = Status::Critical;
         let more = unexpected.len() - 1;
         reasons.push(format!(
-            "{}: {} (user {}) on {} {} in {}{}",
+            "{}: {} (user {}) on {} {} in {}{}{}",
             plural(
                 unexpected.len(),
                 "unexpected listener",
@@ -333,6 +360,7 @@ fn judge<'a>(report: &'a Report, opts: &Options) -> Verdict<'a> {
             first.protocol,
             address(first),
             first.range,
+            where_(first.netns.as_deref()),
             if more > 0 {
                 format!(", and {more} more")
             } else {
@@ -356,10 +384,11 @@ fn judge<'a>(report: &'a Report, opts: &Options) -> Verdict<'a> {
                     l.expected == Expected::Unknown
                         && l.range == r.range
                         && l.protocol == r.protocol
+                        && l.netns == r.netns
                 })
                 .count(),
         };
-        let name = format!("{}/{}", r.range, r.protocol);
+        let name = format!("{}/{}{}", r.range, r.protocol, where_(r.netns.as_deref()));
         if j.critical.alerts(f64::from(free)) {
             status = status.max(Status::Critical);
             range_reasons.0.push(if free == 0 {
@@ -390,6 +419,18 @@ fn judge<'a>(report: &'a Report, opts: &Options) -> Verdict<'a> {
     }
     reasons.extend(range_reasons.0);
     reasons.extend(range_reasons.1);
+    if let Some(n) = report.netns.as_ref().filter(|n| n.unsampled > 0) {
+        // What the exporter cannot see is never fine.
+        status = status.max(Status::Warning);
+        reasons.push(format!(
+            "{} could not be sampled",
+            plural(
+                n.unsampled as usize,
+                "network namespace",
+                "network namespaces"
+            )
+        ));
+    }
     let unknown: Vec<&Listener> = report
         .listeners
         .iter()
@@ -429,7 +470,10 @@ fn perfdata(ranges: &[Judged]) -> String {
     let mut parts = Vec::new();
     for j in ranges {
         let r = j.stats;
-        let base = format!("{}_{}", r.range, r.protocol);
+        let base = match &r.netns {
+            Some(n) => format!("{}_{}_{n}", r.range, r.protocol),
+            None => format!("{}_{}", r.range, r.protocol),
+        };
         parts.push(format!(
             "{}={};;;0;{}",
             perf_label(&format!("{base}_in_use")),
@@ -493,32 +537,38 @@ pub fn render(report: &Report, warnings: &[ConfigWarning], opts: &Options) -> (S
     );
     let _ = writeln!(out);
 
-    let mut rows = vec![vec![
-        "RANGE".to_string(),
-        "PROTOCOL".into(),
-        "PORTS".into(),
-        "IN USE".into(),
-        "FREE".into(),
-        "UNEXPECTED".into(),
-        "UNKNOWN".into(),
-    ]];
+    let per_netns = report.netns.is_some();
+    let mut rows = vec![netns_first(
+        per_netns,
+        "NETNS",
+        vec![
+            "RANGE".to_string(),
+            "PROTOCOL".into(),
+            "PORTS".into(),
+            "IN USE".into(),
+            "FREE".into(),
+            "UNEXPECTED".into(),
+            "UNKNOWN".into(),
+        ],
+    )];
     for j in &v.ranges {
         let r = j.stats;
-        rows.push(vec![
-            r.range.clone(),
-            r.protocol.to_string(),
-            r.ports.to_string(),
-            r.in_use.to_string(),
-            j.free.to_string(),
-            r.unexpected.to_string(),
-            j.unknown.to_string(),
-        ]);
+        rows.push(netns_first(
+            per_netns,
+            &netns_cell(report, r.netns.as_deref()),
+            vec![
+                r.range.clone(),
+                r.protocol.to_string(),
+                r.ports.to_string(),
+                r.in_use.to_string(),
+                j.free.to_string(),
+                r.unexpected.to_string(),
+                j.unknown.to_string(),
+            ],
+        ));
     }
-    table(
-        &mut out,
-        &rows,
-        &[false, false, true, true, true, true, true],
-    );
+    let right = [false, false, true, true, true, true, true];
+    table(&mut out, &rows, &netns_first_align(per_netns, &right));
 
     let needs_look = |l: &&Listener| l.expected != Expected::True;
     let flagged = report.listeners.iter().filter(needs_look).count();
@@ -529,7 +579,7 @@ pub fn render(report: &Report, warnings: &[ConfigWarning], opts: &Options) -> (S
             let _ = writeln!(out, "No listeners in the watched ranges.");
         } else {
             let _ = writeln!(out, "Listeners:");
-            listener_table(&mut out, report.listeners.iter());
+            listener_table(&mut out, report, report.listeners.iter());
         }
     } else if flagged == 0 {
         let _ = writeln!(
@@ -541,6 +591,7 @@ pub fn render(report: &Report, warnings: &[ConfigWarning], opts: &Options) -> (S
         let _ = writeln!(out, "Unexpected and unknown listeners:");
         listener_table(
             &mut out,
+            report,
             report
                 .listeners
                 .iter()
@@ -595,32 +646,61 @@ pub fn render(report: &Report, warnings: &[ConfigWarning], opts: &Options) -> (S
     (v.status, out)
 }
 
-fn listener_table<'a>(out: &mut String, listeners: impl Iterator<Item = &'a Listener>) {
-    let mut rows = vec![vec![
-        "PROTOCOL".to_string(),
-        "ADDRESS:PORT".into(),
-        "PROCESS".into(),
-        "PID".into(),
-        "USER".into(),
-        "EXPECTED".into(),
-        "RANGE".into(),
-    ]];
-    for l in listeners {
-        rows.push(vec![
-            l.protocol.to_string(),
-            address(l),
-            printable(&l.process()),
-            l.owner().map_or("-".to_string(), |o| o.pid.to_string()),
-            printable(&l.user),
-            l.expected.as_str().to_string(),
-            l.range.clone(),
-        ]);
+/// A row with a NETNS cell first, when the report is per namespace.
+fn netns_first(per_netns: bool, cell: &str, row: Vec<String>) -> Vec<String> {
+    if per_netns {
+        std::iter::once(cell.to_string()).chain(row).collect()
+    } else {
+        row
     }
-    table(
-        out,
-        &rows,
-        &[false, false, false, true, false, false, false],
-    );
+}
+
+fn netns_first_align(per_netns: bool, right: &[bool]) -> Vec<bool> {
+    if per_netns {
+        std::iter::once(false)
+            .chain(right.iter().copied())
+            .collect()
+    } else {
+        right.to_vec()
+    }
+}
+
+fn listener_table<'a>(
+    out: &mut String,
+    report: &Report,
+    listeners: impl Iterator<Item = &'a Listener>,
+) {
+    let per_netns = report.netns.is_some();
+    let mut rows = vec![netns_first(
+        per_netns,
+        "NETNS",
+        vec![
+            "PROTOCOL".to_string(),
+            "ADDRESS:PORT".into(),
+            "PROCESS".into(),
+            "PID".into(),
+            "USER".into(),
+            "EXPECTED".into(),
+            "RANGE".into(),
+        ],
+    )];
+    for l in listeners {
+        rows.push(netns_first(
+            per_netns,
+            &netns_cell(report, l.netns.as_deref()),
+            vec![
+                l.protocol.to_string(),
+                address(l),
+                printable(&l.process()),
+                l.owner().map_or("-".to_string(), |o| o.pid.to_string()),
+                printable(&l.user),
+                l.expected.as_str().to_string(),
+                l.range.clone(),
+            ],
+        ));
+    }
+    let right = [false, false, false, true, false, false, false];
+    table(out, &rows, &netns_first_align(per_netns, &right));
 }
 
 /// The whole report and the verdict as one JSON document.
@@ -657,6 +737,7 @@ pub fn render_json(
                 .collect();
             json!({
                 "range": r.range,
+                "netns": r.netns,
                 "protocol": r.protocol.as_str(),
                 "ports": r.ports,
                 "in_use": r.in_use,
@@ -680,6 +761,7 @@ pub fn render_json(
             let owner = l.owner();
             json!({
                 "range": l.range,
+                "netns": l.netns,
                 "protocol": l.protocol.as_str(),
                 "address": l.address.to_string(),
                 "port": l.port,
@@ -764,6 +846,7 @@ mod tests {
             }))),
             user: "root".into(),
             expected,
+            netns: None,
         }
     }
 
@@ -788,11 +871,13 @@ mod tests {
                 unattributed: 0,
                 ephemeral_overlap: None,
                 per_port: None,
+                netns: None,
             }],
             listeners,
             attribution: Default::default(),
             missing_privileges: Vec::new(),
             duration: Duration::ZERO,
+            netns: None,
         }
     }
 

@@ -134,6 +134,16 @@ pub struct Cli {
     )]
     pub procfs: PathBuf,
 
+    /// Sample every network namespace on the host (containers, pods, ip netns),
+    /// not only the exporter's own: every per-range series gains a netns label.
+    /// Needs CAP_SYS_ADMIN to enter namespaces (else /proc/<pid>/net is read).
+    #[arg(
+        long = "collector.netns",
+        env = "PORTRANGE_EXPORTER_COLLECTOR_NETNS",
+        global = true
+    )]
+    pub collector_netns: bool,
+
     /// Only log messages with the given severity or above.
     #[arg(long = "log.level", env = "PORTRANGE_EXPORTER_LOG_LEVEL", default_value = "info", value_parser = ["debug", "info", "warn", "error"], global = true)]
     pub log_level: String,
@@ -430,7 +440,10 @@ fn check_output(cli: &Cli, args: &CheckArgs, started: Instant) -> (check::Status
         verbosity: args.verbose,
     };
     let warnings = config.warnings.clone();
-    let mut collector = Collector::new(Arc::new(config), platform::host(&cli.procfs));
+    let mut collector = Collector::new(
+        Arc::new(config),
+        platform::host_with(&cli.procfs, &platform_options(cli)),
+    );
     let budget = args.timeout.mul_f64(0.9);
     let report = collector.collect(started + budget);
     match args.output {
@@ -489,10 +502,11 @@ fn serve(
         } else {
             platform::self_metrics_registry()
         };
+        let options = platform_options(&cli);
         let service = Service::start(
             config,
             cli.config_file.clone(),
-            Box::new(move || platform::host(&procfs)),
+            Box::new(move || platform::host_with(&procfs, &options)),
             registry,
         )
         .context("starting the collector thread")?;
@@ -552,6 +566,12 @@ fn serve(
         log::info!("shut down");
         Ok(())
     })
+}
+
+fn platform_options(cli: &Cli) -> platform::PlatformOptions {
+    platform::PlatformOptions {
+        netns: cli.collector_netns,
+    }
 }
 
 /// `--web.max-connections`, kept 64 below the open-file limit so that a

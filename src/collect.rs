@@ -3,7 +3,10 @@
 //! allowlist ([`crate::allowlist`]) and count everything per range and
 //! protocol into a [`Report`]. The report is plain data: [`crate::metrics`]
 //! turns it into metric families, [`crate::check`] into a table. Nothing
-//! here touches the OS but through [`Platform`].
+//! here touches the OS but through [`Platform`]. When the platform samples
+//! every network namespace (`--collector.netns`), the counts are made per
+//! namespace ([`build_netns_report`]): port spaces are per namespace, so
+//! nothing is summed across them.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -12,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use crate::allowlist::{self, Expected};
 use crate::config::{Config, RangeConfig};
-use crate::platform::{self, EphemeralPorts, Filter, Holder, Owner, PassStats, Platform, Socket};
+use crate::platform::{
+    self, EphemeralPorts, Filter, Holder, Namespaces, Owner, PassStats, Platform, Socket,
+};
 use crate::ranges::{PortSet, Protocol};
 use crate::users::{self, UserNames};
 
@@ -27,6 +32,8 @@ pub struct Listener {
     pub holder: Option<Holder>,
     pub user: String,
     pub expected: Expected,
+    /// The `netns` label value with `--collector.netns`; `None` without.
+    pub netns: Option<String>,
 }
 
 impl Listener {
@@ -77,6 +84,28 @@ pub struct RangeStats {
     pub ephemeral_overlap: Option<u32>,
     /// Per-port occupancy, when the range asks for it.
     pub per_port: Option<Vec<(u16, bool)>>,
+    /// The `netns` label value with `--collector.netns`; `None` without.
+    pub netns: Option<String>,
+}
+
+/// A network namespace that has series (`portrange_netns_info`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetnsInfo {
+    /// The `netns` label value: `host`, or the namespace's id in decimal.
+    pub label: String,
+    pub name: String,
+    pub container: String,
+    pub pod: String,
+    pub namespace: String,
+}
+
+/// The namespaces of a per-namespace collection.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetnsReport {
+    /// Host first, then by id.
+    pub namespaces: Vec<NetnsInfo>,
+    /// Namespaces found but not sampled: what they hold is unknown.
+    pub unsampled: u32,
 }
 
 /// Everything one collection found.
@@ -90,6 +119,8 @@ pub struct Report {
     /// The privileges attribution lacks (named by `check`).
     pub missing_privileges: Vec<&'static str>,
     pub duration: Duration,
+    /// Set with `--collector.netns`: the namespaces reported.
+    pub netns: Option<NetnsReport>,
 }
 
 impl Report {
@@ -106,6 +137,7 @@ impl Report {
             attribution: PassStats::default(),
             missing_privileges: Vec::new(),
             duration,
+            netns: None,
         }
     }
 }
@@ -182,7 +214,11 @@ impl Collector {
             Ok(s) => s,
             Err(e) => {
                 log::error!("socket sampling failed: {e}");
-                return Report::failed(e.to_string(), started.elapsed());
+                let mut failed = Report::failed(e.to_string(), started.elapsed());
+                if self.platform.namespaces().is_some() {
+                    failed.netns = Some(NetnsReport::default());
+                }
+                return failed;
             }
         };
         let t_sample = started.elapsed();
@@ -210,13 +246,22 @@ impl Collector {
             .map(|(s, _)| s.uid)
             .collect();
         self.users.resolve(&uids, deadline);
-        let mut report = build_report(
-            &self.config,
-            &sockets,
-            &attribution.holders,
-            ephemeral.as_ref(),
-            &self.users,
-        );
+        let mut report = match self.platform.namespaces() {
+            None => build_report(
+                &self.config,
+                &sockets,
+                &attribution.holders,
+                ephemeral.as_ref(),
+                &self.users,
+            ),
+            Some(namespaces) => build_netns_report(
+                &self.config,
+                &sockets,
+                &attribution.holders,
+                &namespaces,
+                &self.users,
+            ),
+        };
         report.attribution = attribution.stats;
         report.missing_privileges = self.missing.clone();
         report.duration = started.elapsed();
@@ -330,6 +375,7 @@ pub fn build_report(
                         holder: holder.clone(),
                         user: label.clone(),
                         expected,
+                        netns: None,
                     });
                 }
             }
@@ -344,6 +390,7 @@ pub fn build_report(
                 ephemeral_overlap: ephemeral
                     .map(|e| range.ports.intersect(e.ports(protocol)).len()),
                 per_port: per_port(range, &used),
+                netns: None,
             });
         }
     }
@@ -360,7 +407,69 @@ pub fn build_report(
         attribution: PassStats::default(),
         missing_privileges: Vec::new(),
         duration: Duration::ZERO,
+        netns: None,
     }
+}
+
+/// Builds the report of a per-namespace sample: one [`build_report`] for
+/// the host's namespace and for each namespace with at least one socket in
+/// a watched range (so series follow what is there), each with its own
+/// ephemeral ports and its `netns` label. Pure, like [`build_report`].
+pub fn build_netns_report(
+    config: &Config,
+    sockets: &[Socket],
+    holders: &[Option<Holder>],
+    namespaces: &Namespaces,
+    users: &UserNames,
+) -> Report {
+    let watched = |s: &Socket| {
+        config
+            .ranges
+            .iter()
+            .any(|r| r.protocols.contains(&s.protocol) && r.ports.contains(s.port))
+    };
+    let mut report = build_report(config, &[], &[], None, users);
+    report.ranges.clear();
+    let mut netns = NetnsReport {
+        namespaces: Vec::new(),
+        unsampled: namespaces.unsampled,
+    };
+    for ns in &namespaces.list {
+        let (mine, held): (Vec<Socket>, Vec<Option<Holder>>) = sockets
+            .iter()
+            .zip(holders.iter().chain(std::iter::repeat(&None)))
+            .filter(|(s, _)| s.netns == ns.id)
+            .map(|(s, h)| (s.clone(), h.clone()))
+            .unzip();
+        if !ns.host && !mine.iter().any(watched) {
+            continue;
+        }
+        let label = if ns.host {
+            "host".to_string()
+        } else {
+            ns.id.to_string()
+        };
+        let part = build_report(config, &mine, &held, ns.ephemeral.as_ref(), users);
+        report.ranges.extend(part.ranges.into_iter().map(|mut r| {
+            r.netns = Some(label.clone());
+            r
+        }));
+        report
+            .listeners
+            .extend(part.listeners.into_iter().map(|mut l| {
+                l.netns = Some(label.clone());
+                l
+            }));
+        netns.namespaces.push(NetnsInfo {
+            label,
+            name: ns.name.clone(),
+            container: ns.container.clone(),
+            pod: ns.pod.clone(),
+            namespace: ns.pod_namespace.clone(),
+        });
+    }
+    report.netns = Some(netns);
+    report
 }
 
 /// The ports in use of one range, as a bit per port.
@@ -441,6 +550,7 @@ mod tests {
             uid: 0,
             inode,
             pid_hint: None,
+            netns: 0,
         }
     }
 
@@ -553,5 +663,121 @@ mod tests {
             assert_eq!(s.ephemeral_overlap, None);
         }
         assert!(r.listeners.is_empty());
+    }
+
+    #[test]
+    fn per_namespace_counts_are_never_summed() {
+        use crate::platform::Namespace;
+        let c = cfg(
+            "ranges:\n  - name: fh\n    ports: 3224-3324\n    protocols: [udp]\n    expected:\n      - process: ok\n",
+        );
+        let in_ns = |ns: u64, port: u16, inode: u64| Socket {
+            netns: ns,
+            ..sock(Protocol::Udp, port, 7, 0, inode)
+        };
+        // Host: 3224 and 3225. Namespace 20: 3224 (the same port: port
+        // spaces are per namespace) held by "bad". Namespace 30: only a
+        // socket outside every range. Namespace 40: nothing.
+        let socks = vec![
+            in_ns(10, 3224, 1),
+            in_ns(20, 3224, 2),
+            in_ns(10, 3225, 3),
+            in_ns(30, 4000, 4),
+        ];
+        let holders = vec![owner("ok"), owner("bad"), owner("ok"), owner("x")];
+        let ns = |id: u64, host: bool, eph: Option<(u16, u16)>| Namespace {
+            id,
+            host,
+            name: if id == 20 {
+                "blue".into()
+            } else {
+                String::new()
+            },
+            pod: if id == 20 {
+                "web-0".into()
+            } else {
+                String::new()
+            },
+            pod_namespace: if id == 20 {
+                "shop".into()
+            } else {
+                String::new()
+            },
+            container: if id == 20 {
+                "c0ffee".into()
+            } else {
+                String::new()
+            },
+            ephemeral: eph.map(|(lo, hi)| same_ephemeral(PortSet::from_intervals(vec![(lo, hi)]))),
+        };
+        let namespaces = Namespaces {
+            list: vec![
+                ns(10, true, Some((3300, 60999))),
+                ns(20, false, None),
+                ns(30, false, Some((1024, 65535))),
+                ns(40, false, None),
+            ],
+            unsampled: 2,
+        };
+        let r = build_netns_report(&c, &socks, &holders, &namespaces, &users());
+        let rows: Vec<_> = r
+            .ranges
+            .iter()
+            .map(|x| {
+                (
+                    x.netns.as_deref().unwrap(),
+                    x.in_use,
+                    x.ports - x.in_use,
+                    x.unexpected,
+                    x.ephemeral_overlap,
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            vec![("host", 2, 99, 0, Some(25)), ("20", 1, 100, 1, None)],
+            "30 has no socket in a range and 40 none at all: no series"
+        );
+        let l: Vec<_> = r
+            .listeners
+            .iter()
+            .map(|l| (l.netns.as_deref().unwrap(), l.port, l.process(), l.expected))
+            .collect();
+        assert_eq!(
+            l,
+            vec![
+                ("host", 3224, "ok".to_string(), Expected::True),
+                ("host", 3225, "ok".to_string(), Expected::True),
+                ("20", 3224, "bad".to_string(), Expected::False),
+            ]
+        );
+        let n = r.netns.unwrap();
+        assert_eq!(n.unsampled, 2);
+        assert_eq!(
+            n.namespaces,
+            vec![
+                NetnsInfo {
+                    label: "host".into(),
+                    name: String::new(),
+                    container: String::new(),
+                    pod: String::new(),
+                    namespace: String::new(),
+                },
+                NetnsInfo {
+                    label: "20".into(),
+                    name: "blue".into(),
+                    container: "c0ffee".into(),
+                    pod: "web-0".into(),
+                    namespace: "shop".into(),
+                },
+            ]
+        );
+        // The host keeps its series with nothing in it.
+        let empty = build_netns_report(&c, &[], &[], &namespaces, &users());
+        assert_eq!(empty.ranges.len(), 1);
+        assert_eq!(
+            (empty.ranges[0].in_use, empty.ranges[0].netns.as_deref()),
+            (0, Some("host"))
+        );
     }
 }

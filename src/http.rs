@@ -562,14 +562,40 @@ fn landing_page(state: &State) -> String {
         ));
     }
     let path = escape_html(&state.options.telemetry_path);
+    let namespaces = state
+        .service
+        .last_report()
+        .and_then(|r| r.netns.clone())
+        .map(|n| netns_table(&n))
+        .unwrap_or_default();
     format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>portrange_exporter</title></head>\n<body>\n\
          <h1>portrange_exporter</h1>\n<p>Version {} (revision {})</p>\n\
          <p><a href=\"{path}\">Metrics</a></p>\n<h2>Watched ranges</h2>\n\
          <table border=\"1\" cellpadding=\"4\">\n<tr><th>Range</th><th>Ports</th><th>Count</th><th>Protocols</th><th>Allowlist entries</th></tr>\n{rows}</table>\n\
-         </body></html>\n",
+         {namespaces}</body></html>\n",
         escape_html(metrics::VERSION),
         escape_html(metrics::REVISION),
+    )
+}
+
+/// The network namespaces of the last collection (`--collector.netns`).
+fn netns_table(n: &crate::collect::NetnsReport) -> String {
+    let mut rows = String::new();
+    for ns in &n.namespaces {
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            escape_html(&ns.label),
+            escape_html(&ns.name),
+            escape_html(&ns.container),
+            escape_html(&ns.pod),
+            escape_html(&ns.namespace),
+        ));
+    }
+    format!(
+        "<h2>Network namespaces</h2>\n<p>As of the last scrape: the host's and those with sockets in a watched range; {} found but not sampled.</p>\n\
+         <table border=\"1\" cellpadding=\"4\">\n<tr><th>netns</th><th>Name</th><th>Container</th><th>Pod</th><th>Namespace</th></tr>\n{rows}</table>\n",
+        n.unsampled
     )
 }
 

@@ -3,7 +3,9 @@
 //! Every family is built fresh for each scrape; nothing is kept between
 //! scrapes. Label values from process names are decoded lossily (invalid
 //! UTF-8 becomes U+FFFD) and escaped by the text encoder. No series carries
-//! a pid or a remote address.
+//! a pid or a remote address. With `--collector.netns`, every per-range
+//! series carries a `netns` label and `portrange_netns_info` describes each
+//! namespace; without it the output has neither.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -65,6 +67,14 @@ pub const FAMILIES: &[(&str, &str)] = &[
     (
         "portrange_up",
         "1 when socket sampling succeeded in this scrape, 0 when it failed.",
+    ),
+    (
+        "portrange_netns_info",
+        "A network namespace with series (--collector.netns): netns is host or its inode; name is its ip netns name, container the container id from its cgroup, pod and namespace its Kubernetes pod; empty where unknown.",
+    ),
+    (
+        "portrange_netns_unsampled",
+        "Network namespaces found but not sampled in this scrape (--collector.netns): what they hold is unknown.",
     ),
     (
         "portrange_scrape_duration_seconds",
@@ -163,12 +173,16 @@ pub fn families(report: &Report, config: &Config, reload: ReloadStatus) -> Vec<M
 
     let mut ports = Family::new("portrange_ports");
     if !report.up() {
+        // Per namespace, only the host's capacity is known without a sample.
+        let host = report.netns.as_ref().map(|_| ("netns", "host"));
         for r in &config.ranges {
             for p in &r.protocols {
-                ports.add(
-                    &[("range", &r.name), ("protocol", p.as_str())],
-                    f64::from(r.ports.len()),
-                );
+                let labels: Vec<(&str, &str)> =
+                    [("range", r.name.as_str()), ("protocol", p.as_str())]
+                        .into_iter()
+                        .chain(host)
+                        .collect();
+                ports.add(&labels, f64::from(r.ports.len()));
             }
         }
         out.push(ports.build());
@@ -183,15 +197,18 @@ pub fn families(report: &Report, config: &Config, reload: ReloadStatus) -> Vec<M
     let mut overlap = Family::new("portrange_ephemeral_overlap_ports");
     let mut port_in_use = Family::new("portrange_port_in_use");
     for r in &report.ranges {
-        let base = [
+        let base: Vec<(&str, &str)> = [
             ("range", r.range.as_str()),
             ("protocol", r.protocol.as_str()),
-        ];
+        ]
+        .into_iter()
+        .chain(r.netns.as_deref().map(|n| ("netns", n)))
+        .collect();
         ports.add(&base, f64::from(r.ports));
         in_use.add(&base, f64::from(r.in_use));
         free.add(&base, f64::from(r.ports - r.in_use));
         for (state, n) in &r.states {
-            sockets.add(&[base[0], base[1], ("state", state)], *n as f64);
+            sockets.add(&with(&base, ("state", state)), *n as f64);
         }
         unexpected.add(&base, r.unexpected as f64);
         unattributed.add(&base, r.unattributed as f64);
@@ -201,52 +218,81 @@ pub fn families(report: &Report, config: &Config, reload: ReloadStatus) -> Vec<M
         if let Some(pp) = &r.per_port {
             for (port, used) in pp {
                 port_in_use.add(
-                    &[base[0], base[1], ("port", &port.to_string())],
+                    &with(&base, ("port", &port.to_string())),
                     if *used { 1.0 } else { 0.0 },
                 );
             }
         }
     }
 
+    let netns_on = report.netns.is_some();
     let (counts, info, dropped) = itemize(report, config);
     let mut listeners = Family::new("portrange_listeners");
     for (key, n) in &counts {
-        listeners.add(
-            &[
-                ("range", &key[0]),
-                ("protocol", &key[1]),
-                ("process", &key[2]),
-                ("user", &key[3]),
-                ("expected", &key[4]),
-            ],
-            *n as f64,
-        );
+        let labels = [
+            ("range", key[0].as_str()),
+            ("protocol", &key[1]),
+            ("process", &key[2]),
+            ("user", &key[3]),
+            ("expected", &key[4]),
+        ];
+        if netns_on {
+            listeners.add(&with(&labels, ("netns", &key[5])), *n as f64);
+        } else {
+            listeners.add(&labels, *n as f64);
+        }
     }
     let mut info_dropped = Family::new("portrange_listener_info_dropped");
     for r in &report.ranges {
+        let netns = r.netns.as_deref().unwrap_or("");
         let n = dropped
-            .get(&(r.range.as_str(), r.protocol))
+            .get(&(r.range.as_str(), r.protocol, netns))
             .copied()
             .unwrap_or(0);
-        info_dropped.add(
-            &[("range", &r.range), ("protocol", r.protocol.as_str())],
-            n as f64,
-        );
+        let labels: Vec<(&str, &str)> = [
+            ("range", r.range.as_str()),
+            ("protocol", r.protocol.as_str()),
+        ]
+        .into_iter()
+        .chain(r.netns.as_deref().map(|n| ("netns", n)))
+        .collect();
+        info_dropped.add(&labels, n as f64);
     }
     let mut listener_info = Family::new("portrange_listener_info");
     for key in info.keys() {
-        listener_info.add(
-            &[
-                ("range", &key[0]),
-                ("protocol", &key[1]),
-                ("port", &key[2]),
-                ("address", &key[3]),
-                ("process", &key[4]),
-                ("user", &key[5]),
-                ("expected", &key[6]),
-            ],
-            1.0,
-        );
+        let labels = [
+            ("range", key[0].as_str()),
+            ("protocol", &key[1]),
+            ("port", &key[2]),
+            ("address", &key[3]),
+            ("process", &key[4]),
+            ("user", &key[5]),
+            ("expected", &key[6]),
+        ];
+        match report.netns {
+            Some(_) => listener_info.add(&with(&labels, ("netns", &key[7])), 1.0),
+            None => listener_info.add(&labels, 1.0),
+        }
+    }
+
+    if let Some(n) = &report.netns {
+        let mut netns_info = Family::new("portrange_netns_info");
+        for ns in &n.namespaces {
+            netns_info.add(
+                &[
+                    ("netns", ns.label.as_str()),
+                    ("name", &ns.name),
+                    ("container", &ns.container),
+                    ("pod", &ns.pod),
+                    ("namespace", &ns.namespace),
+                ],
+                1.0,
+            );
+        }
+        out.push(netns_info.build());
+        let mut unsampled = Family::new("portrange_netns_unsampled");
+        unsampled.add(&[], f64::from(n.unsampled));
+        out.push(unsampled.build());
     }
 
     out.extend([
@@ -267,9 +313,13 @@ pub fn families(report: &Report, config: &Config, reload: ReloadStatus) -> Vec<M
     out
 }
 
-type CountKey = [String; 5];
-type InfoKey = [String; 7];
-type Slot<'a> = (&'a str, crate::ranges::Protocol);
+/// range, protocol, process, user, expected, netns ("" without the netns
+/// collector).
+type CountKey = [String; 6];
+/// range, protocol, port, address, process, user, expected, netns.
+type InfoKey = [String; 8];
+/// range, protocol, netns.
+type Slot<'a> = (&'a str, crate::ranges::Protocol, &'a str);
 /// Counts per owner, itemized listeners, and what the cap left out.
 type Itemized<'a> = (
     BTreeMap<CountKey, u64>,
@@ -294,6 +344,7 @@ fn itemize<'a>(report: &'a Report, config: &Config) -> Itemized<'a> {
         Cow<'b, str>,
         &'b str,
         Expected,
+        &'b str,
     );
     let mut counts: HashMap<Borrowed<'_>, u64> = HashMap::new();
     let mut info: BTreeMap<InfoKey, ()> = BTreeMap::new();
@@ -308,6 +359,7 @@ fn itemize<'a>(report: &'a Report, config: &Config) -> Itemized<'a> {
                 l.process_name(),
                 l.user.as_str(),
                 l.expected,
+                l.netns.as_deref().unwrap_or(""),
             ))
             .or_default() += 1;
         let per_port = || {
@@ -338,6 +390,7 @@ fn itemize<'a>(report: &'a Report, config: &Config) -> Itemized<'a> {
             l.process(),
             l.user.clone(),
             l.expected.as_str().to_string(),
+            l.netns.clone().unwrap_or_default(),
         ];
         if info.contains_key(&key) {
             continue; // an identical listener, already itemized
@@ -353,7 +406,11 @@ fn itemize<'a>(report: &'a Report, config: &Config) -> Itemized<'a> {
             .map_or(crate::config::LISTENER_SERIES_DEFAULT_LIMIT, |r| {
                 r.max_listener_series
             });
-        let slot = (l.range.as_str(), l.protocol);
+        let slot = (
+            l.range.as_str(),
+            l.protocol,
+            l.netns.as_deref().unwrap_or(""),
+        );
         let n = itemized.entry(slot).or_default();
         if *n < cap {
             *n += 1;
@@ -364,7 +421,7 @@ fn itemize<'a>(report: &'a Report, config: &Config) -> Itemized<'a> {
     }
     let counts = counts
         .into_iter()
-        .map(|((range, protocol, process, user, expected), n)| {
+        .map(|((range, protocol, process, user, expected, netns), n)| {
             (
                 [
                     range.to_string(),
@@ -372,12 +429,20 @@ fn itemize<'a>(report: &'a Report, config: &Config) -> Itemized<'a> {
                     process.into_owned(),
                     user.to_string(),
                     expected.as_str().to_string(),
+                    netns.to_string(),
                 ],
                 n,
             )
         })
         .collect();
     (counts, info, dropped)
+}
+
+/// `base` plus one more label.
+fn with<'a>(base: &[(&'a str, &'a str)], extra: (&'a str, &'a str)) -> Vec<(&'a str, &'a str)> {
+    let mut v = base.to_vec();
+    v.push(extra);
+    v
 }
 
 /// Encodes families in the text format (0.0.4), sorted by name.
@@ -415,11 +480,13 @@ mod tests {
                 unattributed: 0,
                 ephemeral_overlap: Some(0),
                 per_port: Some(vec![(1, true), (2, false), (3, false)]),
+                netns: None,
             }],
             listeners,
             attribution: Default::default(),
             missing_privileges: Vec::new(),
             duration: Duration::from_millis(500),
+            netns: None,
         }
     }
 
@@ -437,6 +504,7 @@ mod tests {
             }))),
             user: "root".into(),
             expected: Expected::False,
+            netns: None,
         }
     }
 
@@ -505,9 +573,16 @@ mod tests {
             assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
         }
         assert!(!t.contains("pid"), "no pid label: {t}");
-        for (name, _) in FAMILIES {
+        for (name, _) in FAMILIES
+            .iter()
+            .filter(|(n, _)| !n.starts_with("portrange_netns_"))
+        {
             assert!(t.contains(&format!("# HELP {name} ")), "{name} missing");
         }
+        assert!(
+            !t.contains("netns"),
+            "no netns label or family without the collector"
+        );
     }
 
     fn text_with(r: &Report, yaml: &str) -> String {
@@ -596,5 +671,82 @@ mod tests {
         );
         assert!(!t.contains("portrange_ports_free"), "{t}");
         assert!(!t.contains("portrange_ports_in_use"), "{t}");
+    }
+
+    #[test]
+    fn every_series_carries_netns_with_the_collector() {
+        use crate::collect::{NetnsInfo, NetnsReport};
+        let mut r = report(vec![listener(b"x")]);
+        let mut other = r.ranges[0].clone();
+        other.in_use = 2;
+        r.ranges[0].netns = Some("host".into());
+        other.netns = Some("4026532301".into());
+        r.ranges.push(other);
+        r.listeners[0].netns = Some("4026532301".into());
+        let mut host_listener = listener(b"x");
+        host_listener.netns = Some("host".into());
+        r.listeners.push(host_listener);
+        r.netns = Some(NetnsReport {
+            namespaces: vec![
+                NetnsInfo {
+                    label: "host".into(),
+                    name: String::new(),
+                    container: String::new(),
+                    pod: String::new(),
+                    namespace: String::new(),
+                },
+                NetnsInfo {
+                    label: "4026532301".into(),
+                    name: "blue".into(),
+                    container: "c0ffee".into(),
+                    pod: "web-0".into(),
+                    namespace: "shop".into(),
+                },
+            ],
+            unsampled: 1,
+        });
+        let t = text(&r);
+        for line in [
+            r#"portrange_ports{range="fh",protocol="udp",netns="host"} 3"#,
+            r#"portrange_ports_in_use{range="fh",protocol="udp",netns="4026532301"} 2"#,
+            r#"portrange_ports_free{range="fh",protocol="udp",netns="4026532301"} 1"#,
+            r#"portrange_ports_free{range="fh",protocol="udp",netns="host"} 2"#,
+            r#"portrange_sockets{range="fh",protocol="udp",netns="host",state="unconn"} 1"#,
+            r#"portrange_port_in_use{range="fh",protocol="udp",netns="host",port="1"} 1"#,
+            r#"portrange_listener_info{range="fh",protocol="udp",port="1",address="0.0.0.0",process="x",user="root",expected="false",netns="4026532301"} 1"#,
+            r#"portrange_listener_info{range="fh",protocol="udp",port="1",address="0.0.0.0",process="x",user="root",expected="false",netns="host"} 1"#,
+            r#"portrange_netns_info{netns="host",name="",container="",pod="",namespace=""} 1"#,
+            r#"portrange_netns_info{netns="4026532301",name="blue",container="c0ffee",pod="web-0",namespace="shop"} 1"#,
+            "portrange_netns_unsampled 1",
+        ] {
+            assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
+        }
+        // Every per-range series has the label.
+        for l in t.lines().filter(|l| {
+            !l.starts_with('#')
+                && [
+                    "portrange_ports",
+                    "portrange_sockets",
+                    "portrange_unexpected",
+                    "portrange_unattributed",
+                    "portrange_ephemeral",
+                    "portrange_port_in_use",
+                    "portrange_listener_info",
+                ]
+                .iter()
+                .any(|p| l.starts_with(p))
+        }) {
+            assert!(l.contains("netns=\""), "{l}");
+        }
+        for (name, _) in FAMILIES {
+            assert!(t.contains(&format!("# HELP {name} ")), "{name} missing");
+        }
+        // A failed sample keeps the host's capacity under its label.
+        r.error = Some("refused".into());
+        let t = text(&r);
+        assert!(
+            t.contains(r#"portrange_ports{range="framehawk",protocol="udp",netns="host"} 101"#),
+            "{t}"
+        );
     }
 }

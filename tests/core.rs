@@ -76,6 +76,7 @@ impl Platform for Fake {
             uid: 0,
             inode: n,
             pid_hint: None,
+            netns: 0,
         }])
     }
 
@@ -325,7 +326,10 @@ fn a_scrape_after_a_reload_never_gets_the_old_configuration() {
     let new = std::thread::spawn(move || get(&addr, "/metrics", &[]).unwrap().text());
     std::thread::sleep(Duration::from_millis(200));
     s.script.hold(false);
-    assert!(old.join().unwrap().contains("range=\"a\""));
+    // The old scrape gets its own collection or, when it wakes late, the
+    // newer one (both finished after it arrived); never an error.
+    let old = old.join().unwrap();
+    assert!(old.contains("portrange_up 1"), "{old}");
     let new = new.join().unwrap();
     assert!(
         new.contains("range=\"b\"") && !new.contains("range=\"a\""),

@@ -43,6 +43,10 @@ pub struct Socket {
     /// The owning pid when the backend knows it already (netstat2 does);
     /// `None` on Linux, where the `/proc` scan finds it.
     pub pid_hint: Option<u32>,
+    /// The network namespace the socket lives in (its id, see
+    /// [`Namespace::id`]) when the platform samples every namespace; 0 when
+    /// it samples only its own.
+    pub netns: u64,
 }
 
 pub const TCP_ESTABLISHED: u8 = 1;
@@ -247,6 +251,48 @@ pub struct PassStats {
     pub links_read: usize,
 }
 
+/// One network namespace a sample covered, when the platform samples every
+/// namespace on the host (`--collector.netns`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Namespace {
+    /// Its id: the `netns` of its sockets (on Linux the namespace's inode,
+    /// never 0).
+    pub id: u64,
+    /// The host's namespace (on Linux, pid 1's in `--path.procfs`).
+    pub host: bool,
+    /// Its name where it has one (`ip netns`); empty otherwise.
+    pub name: String,
+    /// The container it belongs to (an id from a process's cgroup); empty
+    /// when none or unknown.
+    pub container: String,
+    /// The Kubernetes pod and namespace it belongs to; empty when none or
+    /// unknown.
+    pub pod: String,
+    pub pod_namespace: String,
+    /// The ports outgoing connections can take in it; `None` when they
+    /// cannot be read there.
+    pub ephemeral: Option<EphemeralPorts>,
+}
+
+/// What a per-namespace sample covered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Namespaces {
+    /// The host's namespace and every namespace with at least one sampled
+    /// socket, host first.
+    pub list: Vec<Namespace>,
+    /// Namespaces found but not sampled (no access, or in the fallback a
+    /// namespace no process holds): what they hold is unknown.
+    pub unsampled: u32,
+}
+
+/// Options for [`host_with`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlatformOptions {
+    /// Sample every network namespace on the host, not only the exporter's
+    /// own (`--collector.netns`).
+    pub netns: bool,
+}
+
 /// The answer to a user-name lookup.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UserLookup {
@@ -312,6 +358,14 @@ pub trait Platform: Send {
 
     /// The privileges attribution lacks, by name (empty when it has all).
     fn missing_privileges(&self) -> Vec<&'static str>;
+
+    /// When the platform samples every network namespace, what the last
+    /// [`Platform::sample`] covered (each socket's `netns` is the id of one
+    /// of the namespaces listed); `None`, the default, when it samples only
+    /// its own and sockets carry `netns` 0.
+    fn namespaces(&self) -> Option<Namespaces> {
+        None
+    }
 }
 
 /// The longest process name the platform reports, when it truncates them
@@ -327,13 +381,27 @@ pub const NAMES_CASE_INSENSITIVE: bool = cfg!(windows);
 
 /// The platform of this machine; `procfs` is the `/proc` root on Linux.
 pub fn host(procfs: &Path) -> Box<dyn Platform> {
+    host_with(procfs, &PlatformOptions::default())
+}
+
+/// Like [`host`], with options. Sampling every network namespace exists on
+/// Linux only; elsewhere the option is refused in the log and ignored.
+pub fn host_with(procfs: &Path, options: &PlatformOptions) -> Box<dyn Platform> {
     #[cfg(target_os = "linux")]
     {
-        Box::new(linux::LinuxPlatform::new(procfs.to_path_buf()))
+        Box::new(linux::LinuxPlatform::with_options(
+            procfs.to_path_buf(),
+            options,
+        ))
     }
     #[cfg(not(target_os = "linux"))]
     {
         let _ = procfs;
+        if options.netns {
+            log::warn!(
+                "--collector.netns samples Linux network namespaces; this platform has none, so it is ignored"
+            );
+        }
         Box::new(portable::PortablePlatform::new())
     }
 }

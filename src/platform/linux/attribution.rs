@@ -1097,6 +1097,7 @@ mod tests {
             uid: 0,
             inode,
             pid_hint: None,
+            netns: 0,
         }
     }
 
