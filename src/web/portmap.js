@@ -53,7 +53,8 @@
   class RangeView {
     constructor(r, id) {
       this.sig = JSON.stringify(r.intervals);
-      this.iv = (Array.isArray(r.intervals) ? r.intervals : []).map(([a, b]) => [a | 0, b | 0]);
+      this.iv = (Array.isArray(r.intervals) ? r.intervals : []).filter((v) => Array.isArray(v) &&
+        Number.isInteger(v[0]) && Number.isInteger(v[1]) && v[0] >= 0 && v[0] <= v[1] && v[1] <= 65535).sort((x, y) => x[0] - y[0]);
       this.off = []; // index of each interval's first port
       let n = 0;
       for (const [a, b] of this.iv) { this.off.push(n); n += b - a + 1; }
@@ -137,8 +138,9 @@
       const codes = this.codes;
       codes.fill(0);
       this.owners.clear();
+      const lo = this.n ? this.iv[0][0] : 0, hi = this.n ? this.iv[this.iv.length - 1][1] : -1;
       for (const [a, b] of Array.isArray(r.reserved) ? r.reserved : []) {
-        for (let p = Math.max(a, 0); p <= b && p <= 65535; p++) { const i = this.indexOf(p); if (i >= 0) codes[i] = 1; }
+        for (let p = Math.max(a, lo); p <= b && p <= hi; p++) { const i = this.indexOf(p); if (i >= 0) codes[i] = 1; }
       }
       for (const u of Array.isArray(r.used) ? r.used : []) {
         const i = this.indexOf(u.port);
@@ -201,8 +203,9 @@
     tip.hidden = false;
     const r = cell.getBoundingClientRect(), w = tip.offsetWidth;
     tip.style.left = Math.max(4, Math.min(r.left, window.innerWidth - w - 4)) + 'px';
-    tip.style.top = (r.bottom + 6) + 'px';
-    if (document.activeElement === cell) cell.setAttribute('aria-label', tip.textContent);
+    const above = r.top - tip.offsetHeight - 6; // above the cell, so the next rows stay visible
+    tip.style.top = (above >= 4 ? above : r.bottom + 6) + 'px';
+    if (document.activeElement === cell) { cell.setAttribute('role', 'img'); cell.setAttribute('aria-label', tip.textContent); }
   }
   function hideTip() { tip.hidden = true; tipView = null; tipCell = -1; }
   function wireMap(view) {
@@ -220,6 +223,7 @@
     map.addEventListener('focusin', (ev) => { if (ev.target.classList.contains('cell')) showTip(view, idx(ev.target)); });
     map.addEventListener('focusout', (ev) => {
       ev.target.removeAttribute('aria-label');
+      ev.target.removeAttribute('role');
       if (!map.contains(ev.relatedTarget)) hideTip();
     });
     map.addEventListener('keydown', (ev) => {

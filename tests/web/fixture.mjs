@@ -2,7 +2,8 @@
 // the matching scenario files for portmap.test.mjs, for the fixture server.
 //
 // usage: node fixture.mjs realistic OUT.json        the screenshot scenario
-//        node fixture.mjs check DIR [--netns]       DIR/before.json, DIR/after.json, DIR/scenario.json
+//        node fixture.mjs check DIR [--netns]       DIR/before.json, DIR/after.json, DIR/scenario.json;
+//                                                   DIR/down.json (up false) and scenarios for error banners
 //        node fixture.mjs size N DIR [--used F]     one range of N ports (F of them not free, default 0.1):
 //                                                   DIR/status.json, DIR/scenario.json
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -22,7 +23,8 @@ function range(name, protocol, intervals, used, reserved = [], netns) {
     range: name, protocol, spec: intervals.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(','),
     intervals, ports, in_use: used.length, free: ports - used.length - reservedFree,
     unexpected: count('unexpected'), unknown: count('unknown'), unattributed: count('unknown'),
-    ephemeral_overlap: protocol === 'udp' && intervals.some(([, b]) => b >= 32768) ? 1001 : 0,
+    // against Linux's default ip_local_port_range, 32768-60999
+    ephemeral_overlap: intervals.reduce((n, [a, b]) => n + Math.max(0, Math.min(b, 60999) - Math.max(a, 32768) + 1), 0),
     used: used.map((u) => {
       const e = { port: u.port, state: u.state, owner: u.owner ?? (u.process ? `${u.process} (pid ${u.pid}, user ${u.user})` : '') };
       if (u.state === 'kernel') e.allowed = !!u.allowed;
@@ -100,6 +102,9 @@ function check(dir, netns) {
   mkdirSync(dir, { recursive: true });
   writeFileSync(path.join(dir, 'before.json'), status(before, { netns }));
   writeFileSync(path.join(dir, 'after.json'), status(after, { netns }));
+  writeFileSync(path.join(dir, 'down.json'), status(before, { netns, up: false }));
+  writeFileSync(path.join(dir, 'down.scenario.json'), JSON.stringify({ banner: 'Sampling failed: sock_diag: Operation not permitted' }) + '\n');
+  writeFileSync(path.join(dir, 'unreachable.scenario.json'), JSON.stringify({ banner: 'Could not fetch api/v1/status: HTTP 503' }) + '\n');
   writeFileSync(path.join(dir, 'scenario.json'), JSON.stringify({
     maps: expect(before), text: [HOSTILE, HOSTILE_USER], hover: { range: 'framehawk', protocol: 'udp', port: 3240, owner: 'socat' },
     after: { maps: expect(after) },

@@ -9,6 +9,7 @@
 //   --ca FILE | --insecure   TLS: trust this CA (PEM) in a fresh NSS store, or ignore certificate errors
 //   --change-cmd CMD      run CMD (sh -c) to cause the change the scenario's "after" describes
 //   --change-stdin        print "CHANGE NOW" and wait for a line on stdin instead
+//   --change-slack-ms N   the change must show within one refresh plus N ms (default 2000)
 //   --refresh S           the page's refresh interval, passed as ?refresh=S (default 1)
 //   --max-first-render-ms N   fail if the first render takes longer (default 5000)
 //   --timing-runs N       load the page N more times and print first-render timings
@@ -17,7 +18,8 @@
 //   --chromium PATH       default /usr/bin/chromium
 // Scenario: {"maps": [{"range", "protocol", "netns"?, "ports": {"3224": "expected", ...},
 //             "others": "free"?}], "text": ["strings that must show as text"],
-//            "hover": {"range", "protocol", "port", "owner"}?, "after": {"maps": [...]}?}
+//            "hover": {"range", "protocol", "port", "owner"}?, "after": {"maps": [...]}?,
+//            "banner": "text the error banner must show (then the maps must be marked stale)"?}
 // A port not in "ports" must be in state "others" (unchecked when absent). Maps
 // drawn in blocks are checked per block: a block must show the worst state of
 // the ports in it.
@@ -35,7 +37,7 @@ const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', 
 const RANK = { free: 0, reserved: 1, in_use: 2, expected: 3, kernel: 4, unknown: 5, unexpected: 6 };
 
 function parseArgs(argv) {
-  const o = { refresh: '1', 'max-first-render-ms': '5000', 'timing-runs': '0', width: '1180', chromium: '/usr/bin/chromium' };
+  const o = { refresh: '1', 'change-slack-ms': '2000', 'max-first-render-ms': '5000', 'timing-runs': '0', width: '1180', chromium: '/usr/bin/chromium' };
   const flags = new Set(['insecure', 'change-stdin']);
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i].replace(/^--/, '');
@@ -167,17 +169,29 @@ async function run(ctx, o, scenario, url, refresh) {
   if (!check('page loads', resp && resp.status() === 200, `HTTP ${resp && resp.status()}`)) return;
   const csp = (resp && resp.headers()['content-security-policy']) || '';
   check('page is served with a strict Content-Security-Policy', /default-src 'none'/.test(csp) && /script-src 'self'/.test(csp), csp || 'none');
+  // The first fetch's outcome: data-fetch is "ok" after a render, "error" after a failed fetch.
+  const banner = () => page.evaluate(() => { const b = document.getElementById('banner'); return b.hidden ? '' : b.textContent; });
   try {
-    await waitUpdates(page, 1, Number(o['max-first-render-ms']) + 5000);
+    await page.waitForFunction(() => document.documentElement.hasAttribute('data-fetch'), null,
+      { timeout: Number(o['max-first-render-ms']) + 5000, polling: 50 });
   } catch {
-    check('first render', false, `no successful update; data-fetch=${await attr(page, 'data-fetch')}, banner: ${await page.textContent('#banner')}`);
+    check('first fetch of api/v1/status', false, 'no answer, no error shown');
+    return;
+  }
+  if (scenario.banner !== undefined) {
+    const b = await banner();
+    check(`banner says ${JSON.stringify(scenario.banner)}`, b.includes(scenario.banner), JSON.stringify(b));
+    check('maps marked as not current', await page.evaluate(() => document.getElementById('maps').classList.contains('stale')));
+  }
+  if ((await attr(page, 'data-fetch')) !== 'ok') {
+    if (scenario.banner === undefined) check('status fetched without error', false, await banner());
     return;
   }
   await page.waitForFunction(() => document.documentElement.hasAttribute('data-first-paint-ms'), null, { timeout: 5000 });
   const first = Number(await attr(page, 'data-first-render-ms')), paint = Number(await attr(page, 'data-first-paint-ms'));
   check('first render in time', paint <= Number(o['max-first-render-ms']),
     `first render ${first} ms, painted ${paint} ms after navigation start (fetch ${await attr(page, 'data-fetch-ms')} ms, render ${await attr(page, 'data-render-ms')} ms)`);
-  check('status fetched without error', (await attr(page, 'data-fetch')) === 'ok');
+  if (scenario.banner === undefined) check('no error banner', (await banner()) === '', await banner());
 
   await checkStates(page, scenario.maps ?? [], 'first render');
 
@@ -249,7 +263,7 @@ async function run(ctx, o, scenario, url, refresh) {
         await new Promise((r) => rl.once('line', r));
         rl.close();
       } else execFileSync('sh', ['-c', o['change-cmd']], { stdio: 'inherit' });
-      const t0 = Date.now(), deadline = refresh * 1000 + 2000;
+      const t0 = Date.now(), deadline = refresh * 1000 + Number(o['change-slack-ms']);
       let ok = false;
       while (Date.now() - t0 < deadline && !ok) {
         ok = (await page.evaluate(compareInPage, { maps: scenario.after.maps, rank: RANK })).every((r) => r.problems.length === 0);
@@ -284,9 +298,10 @@ async function run(ctx, o, scenario, url, refresh) {
   check('no script errors on the page', errors.length === 0, errors.slice(0, 5).join('; '));
 
   if (o.screenshot) {
-    await page.reload({ waitUntil: 'domcontentloaded' });
+    const plain = new URL(url.href);
+    plain.searchParams.delete('refresh'); // the page's own interval, as an operator sees it
+    await page.goto(plain.href, { waitUntil: 'domcontentloaded' });
     await waitUpdates(page, 1, 10000);
-    await page.click('#pause');
     if (o.hover) {
       const cell = page.locator(`[data-port="${o.hover}"]`).first();
       await cell.scrollIntoViewIfNeeded();
