@@ -27,7 +27,7 @@
   const CODES = { free: 0, reserved: 1, in_use: 2, expected: 3, unknown: 6, unexpected: 7 };
   const BLOCK_OVER = 4096; // ranges with more ports are drawn in blocks
   const MAX_BLOCKS = 1024;
-  const MAX_ROWS = 2000; // listener rows shown at once; the filter narrows
+  const MAX_ROWS = 500; // listener rows shown at once (unexpected come first); the filter narrows
   const $ = (id) => document.getElementById(id);
   const root = document.documentElement;
 
