@@ -240,7 +240,7 @@
     });
   }
   function moveFocus(view, c) {
-    if (c < 0) return;
+    if (c < 0 || c >= view.cells.length) return;
     view.cells[view.focusIdx].removeAttribute('tabindex');
     view.focusIdx = c;
     view.cells[c].tabIndex = 0;
