@@ -1018,6 +1018,8 @@ fn encode_cost(m: usize) -> f64 {
             unattributed: 0,
             ephemeral_overlap: Some(0),
             per_port: None,
+            in_use_ports: Vec::new(),
+            reserved: Default::default(),
         }],
         listeners,
         attribution: Default::default(),

@@ -788,6 +788,8 @@ mod tests {
                 unattributed: 0,
                 ephemeral_overlap: None,
                 per_port: None,
+                in_use_ports: Vec::new(),
+                reserved: Default::default(),
             }],
             listeners,
             attribution: Default::default(),

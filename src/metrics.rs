@@ -415,6 +415,8 @@ mod tests {
                 unattributed: 0,
                 ephemeral_overlap: Some(0),
                 per_port: Some(vec![(1, true), (2, false), (3, false)]),
+                in_use_ports: vec![1],
+                reserved: Default::default(),
             }],
             listeners,
             attribution: Default::default(),
