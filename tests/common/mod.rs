@@ -457,3 +457,44 @@ pub fn promtool_check_metrics(raw: &str) {
         "promtool check metrics:\n{report}"
     );
 }
+
+/// The labels of a series as `named` gives them (`{a="x",b="y\"z"}`),
+/// unescaped.
+pub fn parse_labels(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let inner = text
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .unwrap_or("");
+    let mut chars = inner.chars().peekable();
+    while chars.peek().is_some() {
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        assert_eq!(chars.next(), Some('"'), "label {key} of {text}");
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' => break,
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(o) => value.push(o),
+                    None => panic!("dangling escape in {text}"),
+                },
+                o => value.push(o),
+            }
+        }
+        out.insert(key.trim_start_matches(',').to_string(), value);
+        if chars.peek() == Some(&',') {
+            chars.next();
+        }
+    }
+    out
+}
+
+/// GET /api/v1/status, checked to be a fresh JSON document.
+pub fn status_json(addr: &str) -> serde_json::Value {
+    let r = get(addr, "/api/v1/status", &[]).expect("GET /api/v1/status");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    serde_json::from_slice(&r.body).expect("the status is JSON")
+}

@@ -33,6 +33,8 @@ if (!opt.prefix.startsWith('/') || !opt.prefix.endsWith('/')) { console.error('s
 
 const esc = (s) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 const fill = { VERSION: '0.2.0-fixture', REVISION: 'fixture', METRICS_PATH: '/metrics' };
+// RANGE_ROWS is HTML the exporter builds from its configuration; the fixture has none.
+const raw = { RANGE_ROWS: '' };
 const auth = opt['basic-auth'] ? 'Basic ' + Buffer.from(opt['basic-auth']).toString('base64') : null;
 
 async function handle(req, res) {
@@ -49,7 +51,7 @@ async function handle(req, res) {
   const rest = url.pathname.slice(opt.prefix.length);
   if (rest === '') {
     const tpl = await fs.readFile(path.join(opt.web, 'portmap.html'), 'utf8');
-    return send(200, 'text/html; charset=utf-8', tpl.replace(/\{\{([A-Z_]+)\}\}/g, (m, k) => (k in fill ? esc(fill[k]) : m)));
+    return send(200, 'text/html; charset=utf-8', tpl.replace(/\{\{([A-Z_]+)\}\}/g, (m, k) => (k in fill ? esc(fill[k]) : k in raw ? raw[k] : m)));
   }
   if (rest === 'portmap.js') return send(200, 'text/javascript; charset=utf-8', await fs.readFile(path.join(opt.web, 'portmap.js')));
   if (rest === 'portmap.css') return send(200, 'text/css; charset=utf-8', await fs.readFile(path.join(opt.web, 'portmap.css')));
