@@ -93,8 +93,35 @@ pub fn hold_forking(name: &str, child: &str, specs: &[&str]) -> Holder {
     spawn_holder(name.as_ref(), Some(child), specs)
 }
 
+/// Like `hold`, as user nobody with no capability (`DROP_PRIVILEGES`).
+pub fn hold_as_nobody(name: impl AsRef<std::ffi::OsStr>, specs: &[&str]) -> Holder {
+    spawn_holder_as(name.as_ref(), None, specs, true)
+}
+
 fn spawn_holder(name: &std::ffi::OsStr, child_name: Option<&str>, specs: &[&str]) -> Holder {
-    let mut cmd = Command::new("python3");
+    spawn_holder_as(name, child_name, specs, false)
+}
+
+fn spawn_holder_as(
+    name: &std::ffi::OsStr,
+    child_name: Option<&str>,
+    specs: &[&str],
+    nobody: bool,
+) -> Holder {
+    let mut cmd = if nobody {
+        // The system's python3: a python3 first on root's PATH may live
+        // where nobody cannot read.
+        let python = if Path::new("/usr/bin/python3").exists() {
+            "/usr/bin/python3"
+        } else {
+            "python3"
+        };
+        let mut c = Command::new(DROP_PRIVILEGES[0]);
+        c.args(&DROP_PRIVILEGES[1..]).arg(python).current_dir("/");
+        c
+    } else {
+        Command::new("python3")
+    };
     cmd.arg(holder_script()).arg("--name").arg(name);
     if let Some(c) = child_name {
         cmd.args(["--fork-child", c]);
