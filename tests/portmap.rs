@@ -158,11 +158,18 @@ fn disagreements(status: &Value, maps: &[Map]) -> Vec<String> {
             .collect();
         let want: BTreeMap<u16, String> =
             m.ports.iter().map(|(p, s)| (*p, s.to_string())).collect();
-        if got != want {
-            out.push(format!(
-                "{}/{}: exporter says {got:?}, expected {want:?}",
-                m.range, m.protocol
-            ));
+        let ports: std::collections::BTreeSet<&u16> = got.keys().chain(want.keys()).collect();
+        for p in ports {
+            let (g, w) = (got.get(p), want.get(p));
+            if g != w && out.len() < 12 {
+                out.push(format!(
+                    "{}/{} port {p}: exporter says {}, expected {}",
+                    m.range,
+                    m.protocol,
+                    g.map_or("free", |s| s.as_str()),
+                    w.map_or("free", |s| s.as_str())
+                ));
+            }
         }
     }
     out
@@ -624,5 +631,220 @@ fn page_in_chromium_against_the_real_exporter() {
         nobody_ctx,
         nobody_hostile,
     ));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Holds `specs` in processes of at most 100 sockets each, all named `name`.
+fn hold_many(name: &str, specs: &[String]) -> Vec<Holder> {
+    specs
+        .chunks(100)
+        .map(|c| {
+            let c: Vec<&str> = c.iter().map(String::as_str).collect();
+            hold(name, &c)
+        })
+        .collect()
+}
+
+/// Time to render in Chromium at 101, 10,001 and 65,535 ports, against the
+/// real exporter (docs/portmap.md has the numbers): one UDP range of each
+/// size with sockets held in a mix of states (10 of 101, 300 of 10,001, 500
+/// of 65,535), 7 fresh loads each. Run as root:
+/// `cargo test --release --test portmap -- --ignored render_times --nocapture`.
+#[test]
+#[ignore]
+fn render_times() {
+    if !enter_netns("render_times") || !browser_ready("render_times") {
+        return;
+    }
+    let runs = std::env::var("PORTMAP_TIMING_RUNS").unwrap_or_else(|_| "7".into());
+    let dir = temp_dir("timing");
+    let mut rows = Vec::new();
+    for (n, first, held) in [
+        (101u32, 3224u16, 10usize),
+        (10_001, 10000, 300),
+        (65_535, 1, 500),
+    ] {
+        let last = (u32::from(first) + n - 1) as u16;
+        let cfg = dir.join(format!("size{n}.yml"));
+        write_readable(
+            &cfg,
+            &format!(
+                "ranges:\n  - name: size{n}\n    ports: {first}-{last}\n    protocols: [udp]\n    expected:\n      - process: worker\n"
+            ),
+        );
+        // Ports spread over the range; every 20th is the VXLAN device's,
+        // the rest 60% expected, 25% unexpected, 15% connected (in use).
+        let step = n as usize / held;
+        let ports: Vec<u16> = (0..held)
+            .map(|i| first + (i * step + step / 2) as u16)
+            .collect();
+        let (mut workers, mut intruders, mut clients) = (Vec::new(), Vec::new(), Vec::new());
+        let mut want: Vec<(u16, &'static str)> = Vec::new();
+        let vxlan = ports[held / 2];
+        sh(&format!(
+            "ip link add vx{n} type vxlan id {n} dstport {vxlan} local 127.0.0.1 dev lo && ip link set vx{n} up"
+        ));
+        for (i, &p) in ports.iter().enumerate() {
+            if p == vxlan {
+                want.push((p, "kernel"));
+            } else if i % 20 < 12 {
+                workers.push(format!("udp:0.0.0.0:{p}"));
+                want.push((p, "expected"));
+            } else if i % 20 < 17 {
+                intruders.push(format!("udp:0.0.0.0:{p}"));
+                want.push((p, "unexpected"));
+            } else {
+                clients.push(format!("udpc:127.0.0.1:{p}:9"));
+                want.push((p, "in_use"));
+            }
+        }
+        let _held: Vec<Vec<Holder>> = vec![
+            hold_many("worker", &workers),
+            hold_many("socat", &intruders),
+            hold_many("worker", &clients),
+        ];
+        let name: &'static str = Box::leak(format!("size{n}").into_boxed_str());
+        let expected = [map(name, "udp", &want)];
+        let exporter = Exporter::start(&["--config.file", cfg.to_str().unwrap()]);
+        wait_for_states(plain_status, &expected);
+        let raw = get(ADDR, "/api/v1/status", &[]).unwrap();
+        let st: Value = serde_json::from_slice(&raw.body).unwrap();
+        let gz = get(ADDR, "/api/v1/status", &[("Accept-Encoding", "gzip")]).unwrap();
+        let scenario = json!({ "maps": maps_json(&expected) });
+        let file = dir.join(format!("size{n}.json"));
+        std::fs::write(&file, scenario.to_string()).unwrap();
+        let url = format!("http://{ADDR}/");
+        let (ok, out) = run_checks(
+            &[
+                "--url",
+                &url,
+                "--scenario",
+                file.to_str().unwrap(),
+                "--refresh",
+                "2",
+                "--timing-runs",
+                &runs,
+            ],
+            None,
+        );
+        assert_passed(
+            ok,
+            &out,
+            &[&format!(
+                "first render: map size{n}/udp shows the expected states"
+            )],
+        );
+        let cells = out
+            .lines()
+            .find_map(|l| {
+                l.split(&format!("map size{n}/udp shows the expected states: "))
+                    .nth(1)
+            })
+            .unwrap_or("?")
+            .to_string();
+        let timing = out
+            .lines()
+            .find(|l| l.starts_with("# timing"))
+            .unwrap_or("# no timing line")
+            .to_string();
+        rows.push(format!(
+            "{n} ports, {held} sockets: {cells}; JSON {} bytes ({} gzipped); a steady collection {:.1} ms; {timing}",
+            raw.body.len(),
+            gz.body.len(),
+            st["duration_seconds"].as_f64().unwrap() * 1000.0
+        ));
+        drop(exporter);
+        sh(&format!("ip link del vx{n}"));
+    }
+    eprintln!("\nrender times against the real exporter:");
+    for r in &rows {
+        eprintln!("  {r}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Writes docs/portmap.png: the page of the real exporter (as root) with a
+/// realistic framehawk range (CtxGfx sessions, an unexpected socat, an
+/// outgoing connection, a VXLAN endpoint) and a mosh range, the tooltip of
+/// the socat cell showing. Run as root:
+/// `cargo test --release --test portmap -- --ignored screenshot`.
+#[test]
+#[ignore]
+fn screenshot() {
+    if !enter_netns("screenshot") || !browser_ready("screenshot") {
+        return;
+    }
+    let dir = temp_dir("shot");
+    let cfg = dir.join("config.yml");
+    write_readable(
+        &cfg,
+        "ranges:\n  - name: framehawk\n    ports: 3224-3324\n    protocols: [udp]\n    expected:\n      - process: CtxGfx\n  - name: mosh\n    ports: 60000-61000\n    protocols: [udp]\n    expected:\n      - process: mosh-server\n",
+    );
+    sh(
+        "ip link add vxlan0 type vxlan id 7 dstport 3300 local 127.0.0.1 dev lo && ip link set vxlan0 up",
+    );
+    let _sessions = [
+        hold("CtxGfx", &["udp:0.0.0.0:3224", "udp:0.0.0.0:3225"]),
+        hold("CtxGfx", &["udp:0.0.0.0:3226"]),
+        hold("CtxGfx", &["udp:0.0.0.0:3227", "udpc:127.0.0.1:3228:9"]),
+        hold("CtxGfx", &["udp:0.0.0.0:3229"]),
+        hold("CtxGfx", &["udp:0.0.0.0:3231"]),
+        hold("socat", &["udp:0.0.0.0:3240"]),
+        hold_as_nobody("mosh-server", &["udp:0.0.0.0:60001"]),
+        hold_as_nobody("mosh-server", &["udp:0.0.0.0:60002"]),
+        hold("mosh-server", &["udp:0.0.0.0:60003"]),
+        hold_as_nobody("mosh-server", &["udp:0.0.0.0:60004"]),
+    ];
+    let expected = [
+        map(
+            "framehawk",
+            "udp",
+            &[
+                (3224, "expected"),
+                (3225, "expected"),
+                (3226, "expected"),
+                (3227, "expected"),
+                (3228, "in_use"),
+                (3229, "expected"),
+                (3231, "expected"),
+                (3240, "unexpected"),
+                (3300, "kernel"),
+            ],
+        ),
+        map(
+            "mosh",
+            "udp",
+            &[
+                (60001, "expected"),
+                (60002, "expected"),
+                (60003, "expected"),
+                (60004, "expected"),
+            ],
+        ),
+    ];
+    let _exporter = Exporter::start(&["--config.file", cfg.to_str().unwrap()]);
+    wait_for_states(plain_status, &expected);
+    let file = dir.join("shot.json");
+    std::fs::write(&file, json!({ "maps": maps_json(&expected) }).to_string()).unwrap();
+    let png = repo().join("docs/portmap.png");
+    let url = format!("http://{ADDR}/");
+    let (ok, out) = run_checks(
+        &[
+            "--url",
+            &url,
+            "--scenario",
+            file.to_str().unwrap(),
+            "--screenshot",
+            png.to_str().unwrap(),
+            "--hover",
+            "3240",
+        ],
+        None,
+    );
+    assert_passed(
+        ok,
+        &out,
+        &["first render: map framehawk/udp shows the expected states"],
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
