@@ -1466,6 +1466,8 @@ fn encode_cost(m: usize) -> f64 {
             ephemeral_overlap: Some(0),
             per_port: None,
             netns: None,
+            in_use_ports: Vec::new(),
+            reserved: Default::default(),
         }],
         listeners,
         attribution: Default::default(),

@@ -872,6 +872,8 @@ mod tests {
                 ephemeral_overlap: None,
                 per_port: None,
                 netns: None,
+                in_use_ports: Vec::new(),
+                reserved: Default::default(),
             }],
             listeners,
             attribution: Default::default(),

@@ -86,6 +86,12 @@ pub struct RangeStats {
     pub per_port: Option<Vec<(u16, bool)>>,
     /// The `netns` label value with `--collector.netns`; `None` without.
     pub netns: Option<String>,
+    /// The ports in use (holding at least one socket), sorted; always
+    /// kept, for the port map ([`crate::status`]).
+    pub in_use_ports: Vec<u16>,
+    /// Ports of the range the platform will not let be bound (Windows
+    /// excluded port ranges); empty elsewhere.
+    pub reserved: PortSet,
 }
 
 /// A network namespace that has series (`portrange_netns_info`).
@@ -154,6 +160,7 @@ pub struct Collector {
     missing: Vec<&'static str>,
     warned_permission: bool,
     warned_ephemeral: bool,
+    warned_excluded: bool,
     /// Test hook: this many next samples fail as if the kernel refused
     /// them (`PORTRANGE_EXPORTER_TEST_FAIL_SAMPLES`).
     fail_samples: u64,
@@ -176,6 +183,7 @@ impl Collector {
             missing,
             warned_permission: false,
             warned_ephemeral: false,
+            warned_excluded: false,
             fail_samples: std::env::var(FAIL_SAMPLES_ENV)
                 .ok()
                 .and_then(|v| v.trim().parse().ok())
@@ -262,6 +270,7 @@ impl Collector {
                 &self.users,
             ),
         };
+        self.mark_reserved(&mut report);
         report.attribution = attribution.stats;
         report.missing_privileges = self.missing.clone();
         report.duration = started.elapsed();
@@ -284,6 +293,37 @@ impl Collector {
             report.duration
         );
         report
+    }
+
+    /// Fills each range's `reserved` ports from the platform's excluded
+    /// ports (asked once per protocol). A platform that cannot say leaves
+    /// them empty, with a warning once.
+    fn mark_reserved(&mut self, report: &mut Report) {
+        let mut excluded: Vec<(Protocol, PortSet)> = Vec::new();
+        for protocol in report.ranges.iter().map(|r| r.protocol) {
+            if excluded.iter().any(|(p, _)| *p == protocol) {
+                continue;
+            }
+            let set = self.platform.excluded_ports(protocol).unwrap_or_else(|e| {
+                if !self.warned_excluded {
+                    log::warn!(
+                        "cannot read the {protocol} ports the system excludes from binding; the port map shows none as reserved: {e}"
+                    );
+                    self.warned_excluded = true;
+                }
+                PortSet::default()
+            });
+            excluded.push((protocol, set));
+        }
+        for stats in &mut report.ranges {
+            let set = excluded.iter().find(|(p, _)| *p == stats.protocol);
+            let range = self.config.ranges.iter().find(|r| r.name == stats.range);
+            if let (Some((_, set)), Some(range)) = (set, range)
+                && !set.is_empty()
+            {
+                stats.reserved = range.ports.intersect(set);
+            }
+        }
     }
 
     fn log_attribution(&mut self, stats: &PassStats) {
@@ -391,6 +431,8 @@ pub fn build_report(
                     .map(|e| range.ports.intersect(e.ports(protocol)).len()),
                 per_port: per_port(range, &used),
                 netns: None,
+                in_use_ports: used.ports(),
+                reserved: PortSet::default(),
             });
         }
     }
@@ -503,6 +545,19 @@ impl PortBits {
     fn len(&self) -> u32 {
         self.count
     }
+
+    /// The ports set, ascending.
+    fn ports(&self) -> Vec<u16> {
+        let mut out = Vec::with_capacity(self.count as usize);
+        for (i, &word) in self.bits.iter().enumerate() {
+            let mut w = word;
+            while w != 0 {
+                out.push((i * 64) as u16 + w.trailing_zeros() as u16);
+                w &= w - 1;
+            }
+        }
+        out
+    }
 }
 
 fn per_port(range: &RangeConfig, used: &PortBits) -> Option<Vec<(u16, bool)>> {
@@ -612,6 +667,9 @@ mod tests {
         let fh_tcp = &r.ranges[1];
         assert_eq!(fh_tcp.protocol, Protocol::Tcp);
         assert_eq!(fh_tcp.in_use, 1, "TIME_WAIT does not hold 3301");
+        assert_eq!(fh_udp.in_use_ports, vec![3224, 3225, 3226, 3227, 3228]);
+        assert_eq!(fh_tcp.in_use_ports, vec![3300]);
+        assert!(fh_udp.reserved.is_empty());
         let count = |n: &str| fh_tcp.states.iter().find(|(s, _)| *s == n).unwrap().1;
         assert_eq!(
             (count("listen"), count("established"), count("time_wait")),
@@ -647,6 +705,16 @@ mod tests {
         assert!(exp.contains(&("fh", 3228, "kernel (vx0)".into(), "root", Expected::False)));
         assert!(exp.contains(&("fh", 3300, "ok".into(), "root", Expected::True)));
         assert!(exp.contains(&("one", 3400, "ok".into(), "root", Expected::False)));
+    }
+
+    #[test]
+    fn port_bits_list_their_ports_ascending() {
+        let mut b = PortBits::default();
+        for p in [65535, 64, 63, 1, 64, 128] {
+            b.insert(p);
+        }
+        assert_eq!(b.ports(), vec![1, 63, 64, 128, 65535]);
+        assert_eq!(b.len(), 5);
     }
 
     #[test]

@@ -481,6 +481,8 @@ mod tests {
                 ephemeral_overlap: Some(0),
                 per_port: Some(vec![(1, true), (2, false), (3, false)]),
                 netns: None,
+                in_use_ports: vec![1],
+                reserved: Default::default(),
             }],
             listeners,
             attribution: Default::default(),

@@ -150,16 +150,6 @@ impl Service {
         self.loaded.borrow().config.clone()
     }
 
-    /// The report of the last finished collection, when it did not panic;
-    /// never waits for one.
-    pub fn last_report(&self) -> Option<Arc<Report>> {
-        let f = self.flight.lock().unwrap_or_else(|p| p.into_inner());
-        match &f.last {
-            Some((_, Ok(c))) => Some(c.report.clone()),
-            _ => None,
-        }
-    }
-
     /// The configuration and the last reload's outcome.
     pub fn loaded(&self) -> Loaded {
         self.loaded.borrow().clone()
