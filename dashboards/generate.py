@@ -135,6 +135,20 @@ def links_by_name(column, link):
     return {"matcher": {"id": "byName", "options": column}, "properties": [{"id": "links", "value": [link]}]}
 
 
+# A table of listeners: sorted by expected, which is coloured red (false),
+# green (true) or orange (unknown).
+EXPECTED_TABLE = {
+    "options": {"showHeader": True, "sortBy": [{"displayName": "expected", "desc": False}]},
+    "defaults": {"custom": {"align": "auto", "cellOptions": {"type": "auto"}}},
+    "overrides": [{"matcher": {"id": "byName", "options": "expected"},
+                   "properties": [{"id": "custom.cellOptions", "value": {"type": "color-background"}},
+                                  {"id": "mappings", "value": [{"type": "value", "options": {
+                                      "false": {"color": "red", "index": 0},
+                                      "true": {"color": "green", "index": 1},
+                                      "unknown": {"color": "orange", "index": 2}}}]}]}],
+}
+
+
 def organize(exclude, index, rename=None):
     """Hides Time, __name__ and the given labels; orders the shown columns."""
     hidden = {"Time": True, "__name__": True}
@@ -221,14 +235,7 @@ def host():
                 "not on the allowlist, unknown when the owner could not be found.",
                 "none", (0, 25, 8, 9),
                 [target(f"portrange_listeners{{{sel}}}", "", instant=True, fmt="table")],
-                options={"showHeader": True, "sortBy": [{"displayName": "expected", "desc": False}]},
-                defaults={"custom": {"align": "auto", "cellOptions": {"type": "auto"}}},
-                overrides=[{"matcher": {"id": "byName", "options": "expected"},
-                            "properties": [{"id": "custom.cellOptions", "value": {"type": "color-background"}},
-                                           {"id": "mappings", "value": [{"type": "value", "options": {
-                                               "false": {"color": "red", "index": 0},
-                                               "true": {"color": "green", "index": 1},
-                                               "unknown": {"color": "orange", "index": 2}}}]}]}],
+                **EXPECTED_TABLE,
                 transformations=[organize(["job", "instance"],
                                           {"process": 0, "user": 1, "expected": 2, "Value": 3, "protocol": 4, "range": 5, "netns": 6},
                                           {"Value": "listeners"})]))
@@ -238,14 +245,7 @@ def host():
                 "listeners appear here too in ranges with per_port.",
                 "none", (8, 25, 10, 9),
                 [target(f"portrange_listener_info{{{sel}}}", "", instant=True, fmt="table")],
-                options={"showHeader": True, "sortBy": [{"displayName": "expected", "desc": False}]},
-                defaults={"custom": {"align": "auto", "cellOptions": {"type": "auto"}}},
-                overrides=[{"matcher": {"id": "byName", "options": "expected"},
-                            "properties": [{"id": "custom.cellOptions", "value": {"type": "color-background"}},
-                                           {"id": "mappings", "value": [{"type": "value", "options": {
-                                               "false": {"color": "red", "index": 0},
-                                               "true": {"color": "green", "index": 1},
-                                               "unknown": {"color": "orange", "index": 2}}}]}]}],
+                **EXPECTED_TABLE,
                 transformations=[organize(["Value", "job", "instance"],
                                           {"protocol": 0, "address": 1, "port": 2, "process": 3, "user": 4, "expected": 5, "range": 6, "netns": 7})]))
     b.add(stat("Ports exposed to the ephemeral range",
