@@ -81,13 +81,14 @@ pub fn printable(s: &str) -> String {
 fn unknown_reason(report: &Report) -> String {
     if !report.missing_privileges.is_empty() {
         format!(
-            "cannot read other users' processes: run as root or grant {}",
+            "cannot read other users' processes: {} or grant {}",
+            crate::platform::RUN_PRIVILEGED,
             report.missing_privileges.join(" and ")
         )
     } else if report.attribution.deadline_hit {
         "the process scan did not finish in time: raise --timeout".to_string()
     } else {
-        "no visible process holds the socket: it may belong to another pid namespace".to_string()
+        crate::platform::UNSEEN_OWNER.to_string()
     }
 }
 
@@ -117,14 +118,21 @@ pub fn render(report: &Report, warn_free: WarnFree) -> (Status, String) {
         ));
     }
     for r in &report.ranges {
-        let free = r.ports - r.in_use;
+        // Free ports in an excluded range (Windows) cannot be bound.
+        let excluded = r.excluded.unwrap_or(0);
+        let free = (r.ports - r.in_use).saturating_sub(excluded);
+        let why = if excluded > 0 {
+            format!(", {excluded} more excluded")
+        } else {
+            String::new()
+        };
         if free == 0 {
             status = status.max(Status::Critical);
-            reasons.push(format!("{}/{} is full", r.range, r.protocol));
+            reasons.push(format!("{}/{} is full{why}", r.range, r.protocol));
         } else if warn_free.below(free, r.ports) {
             status = status.max(Status::Warning);
             reasons.push(format!(
-                "{}/{} has {free} of {} ports free",
+                "{}/{} has {free} of {} ports free{why}",
                 r.range, r.protocol, r.ports
             ));
         }
@@ -155,6 +163,8 @@ pub fn render(report: &Report, warn_free: WarnFree) -> (Status, String) {
     let _ = writeln!(out, "PORTRANGE {} - {summary}", status.label());
     let _ = writeln!(out);
 
+    // The EXCLUDED column only where the platform has excluded ranges.
+    let show_excluded = report.ranges.iter().any(|r| r.excluded.is_some());
     let mut rows = vec![vec![
         "RANGE".to_string(),
         "PROTOCOL".into(),
@@ -162,16 +172,23 @@ pub fn render(report: &Report, warn_free: WarnFree) -> (Status, String) {
         "IN USE".into(),
         "FREE".into(),
     ]];
+    if show_excluded {
+        rows[0].push("EXCLUDED".into());
+    }
     for r in &report.ranges {
-        rows.push(vec![
+        let mut row = vec![
             r.range.clone(),
             r.protocol.to_string(),
             r.ports.to_string(),
             r.in_use.to_string(),
             (r.ports - r.in_use).to_string(),
-        ]);
+        ];
+        if show_excluded {
+            row.push(r.excluded.map_or("?".to_string(), |n| n.to_string()));
+        }
+        rows.push(row);
     }
-    table(&mut out, &rows, &[false, false, true, true, true]);
+    table(&mut out, &rows, &[false, false, true, true, true, true]);
     let _ = writeln!(out);
     if report.listeners.is_empty() {
         let _ = writeln!(out, "No listeners in the watched ranges.");
@@ -256,6 +273,7 @@ mod tests {
                 unexpected: 0,
                 unattributed: 0,
                 ephemeral_overlap: None,
+                excluded: None,
                 per_port: None,
             }],
             listeners: listeners
@@ -270,6 +288,7 @@ mod tests {
                         comm: comm.to_vec(),
                         exe: None,
                         user: None,
+                        user_id: None,
                     }))),
                     user: "root".into(),
                     expected,
@@ -344,6 +363,32 @@ mod tests {
             lines[6],
             "udp       [::]:3224     CtxGfx   4242  root  false     framehawk"
         );
+    }
+
+    #[test]
+    fn excluded_ports_are_not_free() {
+        let w = WarnFree::Percent(10.0);
+        let mut r = report(1, vec![]);
+        r.ranges[0].excluded = Some(95);
+        let (s, text) = render(&r, w);
+        assert_eq!(s, Status::Warning, "100 free, 95 of them excluded:\n{text}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "PORTRANGE WARNING - framehawk/udp has 5 of 101 ports free, 95 more excluded"
+        );
+        assert_eq!(
+            lines[2],
+            "RANGE      PROTOCOL  PORTS  IN USE  FREE  EXCLUDED"
+        );
+        assert_eq!(
+            lines[3],
+            "framehawk  udp         101       1   100        95"
+        );
+        r.ranges[0].excluded = Some(100);
+        let (s, text) = render(&r, w);
+        assert_eq!(s, Status::Critical, "{text}");
+        assert!(text.starts_with("PORTRANGE CRITICAL - framehawk/udp is full, 100 more excluded"));
     }
 
     #[test]

@@ -269,9 +269,10 @@ fn serve(
         let missing = platform::host(&cli.procfs).missing_privileges();
         if !missing.is_empty() {
             log::warn!(
-                "process attribution is limited to this user's own processes: missing {} (run as root or grant them); \
+                "process attribution is limited to this user's own processes: missing {} ({} or grant them); \
                  other users' sockets will count in portrange_unattributed_sockets with expected=\"unknown\"",
-                missing.join(" and ")
+                missing.join(" and "),
+                platform::RUN_PRIVILEGED,
             );
         }
         tokio::spawn(reload_on_signal(service));

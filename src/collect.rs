@@ -69,6 +69,10 @@ pub struct RangeStats {
     /// Ports of the range that outgoing connections can take; `None` when
     /// the platform could not say.
     pub ephemeral_overlap: Option<u32>,
+    /// Ports of the range with no socket that no process can bind (in a
+    /// Windows excluded port range); `None` where the platform has no such
+    /// thing or could not say.
+    pub excluded: Option<u32>,
     /// Per-port occupancy, when the range asks for it.
     pub per_port: Option<Vec<(u16, bool)>>,
 }
@@ -116,6 +120,7 @@ pub struct Collector {
     missing: Vec<&'static str>,
     warned_permission: bool,
     warned_ephemeral: bool,
+    warned_excluded: bool,
     /// Test hook: this many next samples fail as if the kernel refused
     /// them (`PORTRANGE_EXPORTER_TEST_FAIL_SAMPLES`).
     fail_samples: u64,
@@ -138,6 +143,7 @@ impl Collector {
             missing,
             warned_permission: false,
             warned_ephemeral: false,
+            warned_excluded: false,
             fail_samples: std::env::var(FAIL_SAMPLES_ENV)
                 .ok()
                 .and_then(|v| v.trim().parse().ok())
@@ -197,7 +203,9 @@ impl Collector {
             .iter()
             .zip(&attribution.holders)
             .filter(|(s, h)| {
-                s.is_listener() && !matches!(h, Some(Holder::Process(o)) if o.user.is_some())
+                s.is_listener()
+                    && s.uid != platform::NO_UID
+                    && !matches!(h, Some(Holder::Process(o)) if o.user.is_some())
             })
             .map(|(s, _)| s.uid)
             .collect();
@@ -209,10 +217,36 @@ impl Collector {
             ephemeral.as_ref(),
             &self.users,
         );
+        let excluded = self.excluded_ports();
+        apply_excluded(&mut report, &self.config, &sockets, &excluded);
         report.attribution = attribution.stats;
         report.missing_privileges = self.missing.clone();
         report.duration = started.elapsed();
         report
+    }
+
+    /// The platform's unbindable ports per protocol of the configuration;
+    /// an error is logged once and leaves the protocol out.
+    fn excluded_ports(&mut self) -> Vec<(Protocol, PortSet)> {
+        let mut out = Vec::new();
+        for protocol in [Protocol::Tcp, Protocol::Udp] {
+            if self.filter.ports(protocol).is_empty() {
+                continue;
+            }
+            match self.platform.excluded_ports(protocol) {
+                Ok(Some(ports)) => out.push((protocol, ports)),
+                Ok(None) => {}
+                Err(e) => {
+                    if !self.warned_excluded {
+                        log::warn!(
+                            "cannot read the excluded port ranges, portrange_excluded_ports is left out: {e}"
+                        );
+                        self.warned_excluded = true;
+                    }
+                }
+            }
+        }
+        out
     }
 
     fn log_attribution(&mut self, stats: &PassStats) {
@@ -226,10 +260,11 @@ impl Collector {
         } else if stats.permission_denied > 0 && !self.warned_permission {
             self.warned_permission = true;
             log::warn!(
-                "process attribution is incomplete: {} processes could not be read; missing {} (or run as root); \
+                "process attribution is incomplete: {} processes could not be read; missing {} (or {}); \
                  their sockets count in portrange_unattributed_sockets and their listeners have expected=\"unknown\"",
                 stats.permission_denied,
                 self.missing.join(" and "),
+                platform::RUN_PRIVILEGED,
             );
         }
         if stats.deadline_hit {
@@ -305,6 +340,7 @@ pub fn build_report(
                 unattributed,
                 ephemeral_overlap: ephemeral
                     .map(|e| range.ports.intersect(e.ports(protocol)).len()),
+                excluded: None,
                 per_port: per_port(range, &used),
             });
         }
@@ -327,6 +363,37 @@ pub fn build_report(
         attribution: PassStats::default(),
         missing_privileges: Vec::new(),
         duration: Duration::ZERO,
+    }
+}
+
+/// Sets each range's count of ports that look free but cannot be bound:
+/// those in `excluded` (per protocol) that no sampled socket holds.
+/// Protocols missing from `excluded` stay `None`.
+pub fn apply_excluded(
+    report: &mut Report,
+    config: &Config,
+    sockets: &[Socket],
+    excluded: &[(Protocol, PortSet)],
+) {
+    for stats in &mut report.ranges {
+        let Some((_, unbindable)) = excluded.iter().find(|(p, _)| *p == stats.protocol) else {
+            continue;
+        };
+        let Some(range) = config.ranges.iter().find(|r| r.name == stats.range) else {
+            continue;
+        };
+        let held: BTreeSet<u16> = sockets
+            .iter()
+            .filter(|s| s.protocol == stats.protocol && s.holds_port())
+            .map(|s| s.port)
+            .collect();
+        let count = range
+            .ports
+            .intersect(unbindable)
+            .ports()
+            .filter(|p| !held.contains(p))
+            .count();
+        stats.excluded = Some(count as u32);
     }
 }
 
@@ -365,6 +432,7 @@ mod tests {
             comm: comm.as_bytes().to_vec(),
             exe: None,
             user: None,
+            user_id: None,
         })))
     }
 
@@ -475,6 +543,35 @@ mod tests {
         assert!(exp.contains(&("fh", 3228, "kernel (vx0)".into(), "root", Expected::False)));
         assert!(exp.contains(&("fh", 3300, "ok".into(), "root", Expected::True)));
         assert!(exp.contains(&("one", 3224, "ok".into(), "root", Expected::False)));
+    }
+
+    #[test]
+    fn excluded_ports_count_only_where_nothing_holds_them() {
+        let c = cfg("ranges:\n  - name: fh\n    ports: 3224-3324\n");
+        let socks = vec![
+            sock(Protocol::Udp, 3230, 7, 0, 1), // held, inside the exclusion
+            sock(Protocol::Udp, 3300, 7, 0, 2), // held, outside it
+            sock(Protocol::Tcp, 3231, 6, 40000, 0), // TIME_WAIT holds nothing
+        ];
+        let holders = vec![owner("a"), owner("a"), None];
+        let mut r = build_report(&c, &socks, &holders, None, &users());
+        let excluded = vec![(Protocol::Udp, PortSet::from_intervals(vec![(3200, 3239)]))];
+        apply_excluded(&mut r, &c, &socks, &excluded);
+        let get =
+            |r: &Report, p: Protocol| r.ranges.iter().find(|s| s.protocol == p).unwrap().excluded;
+        assert_eq!(
+            get(&r, Protocol::Udp),
+            Some(16 - 1),
+            "3224-3239 less the held 3230"
+        );
+        assert_eq!(get(&r, Protocol::Tcp), None, "not reported for tcp");
+        let excluded = vec![(Protocol::Tcp, PortSet::from_intervals(vec![(3231, 3231)]))];
+        apply_excluded(&mut r, &c, &socks, &excluded);
+        assert_eq!(
+            get(&r, Protocol::Tcp),
+            Some(1),
+            "a TIME_WAIT socket does not hold 3231"
+        );
     }
 
     #[test]

@@ -44,7 +44,11 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ),
     (
         "portrange_ephemeral_overlap_ports",
-        "Ports of the range inside net.ipv4.ip_local_port_range and not in ip_local_reserved_ports: ports outgoing connections can take.",
+        crate::platform::EPHEMERAL_OVERLAP_HELP,
+    ),
+    (
+        "portrange_excluded_ports",
+        "Ports of the range with no socket inside a Windows excluded port range (netsh int ipv4 show excludedportrange): they count as free, but no process can bind them. Only on Windows.",
     ),
     (
         "portrange_port_in_use",
@@ -173,6 +177,7 @@ pub fn families(report: &Report, config: &Config, reload: ReloadStatus) -> Vec<M
     let mut unexpected = Family::new("portrange_unexpected_listeners");
     let mut unattributed = Family::new("portrange_unattributed_sockets");
     let mut overlap = Family::new("portrange_ephemeral_overlap_ports");
+    let mut excluded = Family::new("portrange_excluded_ports");
     let mut port_in_use = Family::new("portrange_port_in_use");
     for r in &report.ranges {
         let base = [
@@ -189,6 +194,9 @@ pub fn families(report: &Report, config: &Config, reload: ReloadStatus) -> Vec<M
         unattributed.add(&base, r.unattributed as f64);
         if let Some(o) = r.ephemeral_overlap {
             overlap.add(&base, f64::from(o));
+        }
+        if let Some(x) = r.excluded {
+            excluded.add(&base, f64::from(x));
         }
         if let Some(pp) = &r.per_port {
             for (port, used) in pp {
@@ -242,7 +250,7 @@ pub fn families(report: &Report, config: &Config, reload: ReloadStatus) -> Vec<M
         unattributed.build(),
     ]);
     // Families with no sample are left out rather than written empty.
-    for f in [overlap, port_in_use, listener_info] {
+    for f in [overlap, excluded, port_in_use, listener_info] {
         if !f.metrics.is_empty() {
             out.push(f.build());
         }
@@ -284,6 +292,7 @@ mod tests {
                 unexpected: 1,
                 unattributed: 0,
                 ephemeral_overlap: Some(0),
+                excluded: Some(2),
                 per_port: Some(vec![(1, true), (2, false), (3, false)]),
             }],
             listeners,
@@ -304,6 +313,7 @@ mod tests {
                 comm: comm.to_vec(),
                 exe: None,
                 user: None,
+                user_id: None,
             }))),
             user: "root".into(),
             expected: Expected::False,
@@ -368,6 +378,7 @@ mod tests {
             r#"portrange_unexpected_listeners{range="fh",protocol="udp"} 1"#,
             r#"portrange_unattributed_sockets{range="fh",protocol="udp"} 0"#,
             r#"portrange_ephemeral_overlap_ports{range="fh",protocol="udp"} 0"#,
+            r#"portrange_excluded_ports{range="fh",protocol="udp"} 2"#,
             r#"portrange_port_in_use{range="fh",protocol="udp",port="2"} 0"#,
             r#"portrange_listener_info{range="fh",protocol="udp",port="1",address="0.0.0.0",process="x",user="root",expected="false"} 1"#,
             "# TYPE portrange_up gauge",

@@ -89,6 +89,7 @@ impl Platform for Fake {
                         comm: b"CtxGfx".to_vec(),
                         exe: None,
                         user: None,
+                        user_id: None,
                     })))
                 })
                 .collect(),

@@ -7,8 +7,8 @@
 //! (signals, the open-file limit, allocator tuning). [`host`] returns the
 //! implementation for the machine: [`linux`] (sock_diag, `/proc`,
 //! `getpwuid_r`, `/proc/sys/net`, capabilities) on Linux, [`portable`]
-//! (the `netstat2` crate) elsewhere. Tests drive the collector with fakes
-//! of the trait.
+//! (the `netstat2` crate) elsewhere. How names compare on each is in
+//! [`names`]. Tests drive the collector with fakes of the trait.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -21,6 +21,7 @@ use crate::ranges::{PortSet, Protocol};
 
 #[cfg(target_os = "linux")]
 pub mod linux;
+pub mod names;
 #[cfg(not(target_os = "linux"))]
 pub mod portable;
 
@@ -35,7 +36,8 @@ pub struct Socket {
     pub port: u16,
     pub remote: IpAddr,
     pub remote_port: u16,
-    /// The socket owner's uid (the creator's effective uid).
+    /// The socket owner's uid (the creator's effective uid); [`NO_UID`]
+    /// where sockets carry none (Windows).
     pub uid: u32,
     /// The socket inode; 0 for sockets no process holds (TIME_WAIT, SYN_RECV).
     pub inode: u64,
@@ -43,6 +45,10 @@ pub struct Socket {
     /// `None` on Linux, where the `/proc` scan finds it.
     pub pid_hint: Option<u32>,
 }
+
+/// The `uid` of sockets on platforms whose socket tables carry no uid
+/// (Windows): never looked up, shown as `unknown`.
+pub const NO_UID: u32 = u32::MAX;
 
 pub const TCP_ESTABLISHED: u8 = 1;
 pub const TCP_TIME_WAIT: u8 = 6;
@@ -203,6 +209,9 @@ pub struct Owner {
     /// process (Windows: `DOMAIN\user`); `None` on Linux, where the
     /// socket's uid is named instead.
     pub user: Option<String>,
+    /// The account's id, where the platform has one besides the name
+    /// (Windows: the SID, `S-1-5-18`); `None` on Linux.
+    pub user_id: Option<String>,
 }
 
 /// Who holds a socket.
@@ -289,9 +298,10 @@ pub trait Platform: Send {
     fn ephemeral_ports(&self) -> Result<EphemeralPorts, String>;
 
     /// Ports of `protocol` the platform will not let any process bind
-    /// (Windows excluded port ranges); empty where there is no such thing.
-    fn excluded_ports(&self, _protocol: Protocol) -> Result<PortSet, String> {
-        Ok(PortSet::default())
+    /// (Windows excluded port ranges); `Ok(None)` where there is no such
+    /// thing (Linux), so that no metric claims a count it cannot have.
+    fn excluded_ports(&self, _protocol: Protocol) -> Result<Option<PortSet>, String> {
+        Ok(None)
     }
 
     /// A resolver for user names, to run on a lookup thread.
@@ -310,7 +320,29 @@ pub const PROCESS_NAME_MAX: Option<usize> = Some(15);
 pub const PROCESS_NAME_MAX: Option<usize> = None;
 
 /// Whether paths and process names compare case-insensitively.
-pub const NAMES_CASE_INSENSITIVE: bool = cfg!(windows);
+pub const NAMES_CASE_INSENSITIVE: bool = names::HOST.case_insensitive;
+
+/// The help text of `portrange_ephemeral_overlap_ports`: where the
+/// ephemeral ports come from.
+#[cfg(not(windows))]
+pub const EPHEMERAL_OVERLAP_HELP: &str = "Ports of the range inside net.ipv4.ip_local_port_range and not in ip_local_reserved_ports: ports outgoing connections can take.";
+#[cfg(windows)]
+pub const EPHEMERAL_OVERLAP_HELP: &str = "Ports of the range inside the protocol's dynamic port range (netsh int ipv4 show dynamicport tcp|udp): ports outgoing connections can take.";
+
+/// What gives attribution every process, in the words of the platform:
+/// log lines and `check` say "missing X (or <this>)".
+#[cfg(not(windows))]
+pub const RUN_PRIVILEGED: &str = "run as root";
+#[cfg(windows)]
+pub const RUN_PRIVILEGED: &str = "run as LocalSystem";
+
+/// Why a listener's owner is unknown when nothing is missing and no scan
+/// ran out of time, for `check`.
+#[cfg(not(windows))]
+pub const UNSEEN_OWNER: &str =
+    "no visible process holds the socket: it may belong to another pid namespace";
+#[cfg(windows)]
+pub const UNSEEN_OWNER: &str = "the socket table names no owner (pid 0) or the owner exited";
 
 /// The platform of this machine; `procfs` is the `/proc` root on Linux.
 pub fn host(procfs: &Path) -> Box<dyn Platform> {
