@@ -97,6 +97,13 @@ pub struct Cli {
         global = true
     )]
     pub log_format: Format,
+
+    /// Run as the Windows service (the installer's service passes it):
+    /// report to the service control manager, stop on its request, and
+    /// log to the Application event log (source portrange_exporter).
+    #[cfg(windows)]
+    #[arg(long = "windows.service")]
+    pub windows_service: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -167,11 +174,36 @@ pub fn main() -> i32 {
         "error" => log::LevelFilter::Error,
         _ => log::LevelFilter::Info,
     };
-    logging::init(level, cli.log_format);
-
     if let Some(Command::Check { warn_free, timeout }) = &cli.command {
+        logging::init(level, cli.log_format);
         return run_check(&cli, *warn_free, *timeout);
     }
+    #[cfg(windows)]
+    if cli.windows_service {
+        let sink: Option<logging::Sink> = match platform::windows::eventlog::EventLog::open() {
+            Ok(events) => Some(Box::new(move |level, msg: &str| events.write(level, msg))),
+            Err(e) => {
+                eprintln!("portrange_exporter: cannot open the event log, logging to stderr: {e}");
+                None
+            }
+        };
+        logging::init_with(level, cli.log_format, sink);
+        return match platform::windows::service::run(move || run_server(cli)) {
+            Ok(code) => code,
+            Err(e) => {
+                log::error!("{e}");
+                eprintln!("portrange_exporter: {e}");
+                1
+            }
+        };
+    }
+    logging::init(level, cli.log_format);
+    run_server(cli)
+}
+
+/// Loads the configurations and serves until asked to stop; returns the
+/// exit code (2 for a refused configuration).
+fn run_server(cli: Cli) -> i32 {
     let config = match Config::load_or_builtin(cli.config_file.as_deref()) {
         Ok(c) => c,
         Err(e) => {

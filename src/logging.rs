@@ -1,7 +1,9 @@
 //! Structured logging to stderr in logfmt or JSON (`--log.format`), with
 //! the level set by `--log.level`. Each line carries `ts`, `level` and
 //! `msg`; values are quoted and escaped so a hostile process name in a
-//! message cannot forge a line.
+//! message cannot forge a line. A platform may take the messages instead
+//! (the Windows service writes them to the event log, which keeps its own
+//! time and level, and one message per event).
 
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,14 +16,30 @@ pub enum Format {
     Json,
 }
 
+/// Takes each message (level and text) instead of stderr.
+pub type Sink = Box<dyn Fn(Level, &str) + Send + Sync>;
+
 struct Logger {
     format: Format,
     level: LevelFilter,
+    sink: Option<Sink>,
 }
 
 /// Installs the logger; later calls are ignored.
 pub fn init(level: LevelFilter, format: Format) {
-    if log::set_boxed_logger(Box::new(Logger { format, level })).is_ok() {
+    init_with(level, format, None);
+}
+
+/// Installs the logger with messages going to `sink` (when given) rather
+/// than stderr; later calls are ignored.
+pub fn init_with(level: LevelFilter, format: Format, sink: Option<Sink>) {
+    if log::set_boxed_logger(Box::new(Logger {
+        format,
+        level,
+        sink,
+    }))
+    .is_ok()
+    {
         log::set_max_level(level);
     }
 }
@@ -33,6 +51,10 @@ impl Log for Logger {
 
     fn log(&self, record: &Record) {
         if !self.enabled(record.metadata()) {
+            return;
+        }
+        if let Some(sink) = &self.sink {
+            sink(record.level(), &record.args().to_string());
             return;
         }
         let line = format_line(

@@ -6,9 +6,12 @@
 //! ports, report missing privileges) plus a few process-wide helpers
 //! (signals, the open-file limit, allocator tuning). [`host`] returns the
 //! implementation for the machine: [`linux`] (sock_diag, `/proc`,
-//! `getpwuid_r`, `/proc/sys/net`, capabilities) on Linux, [`portable`]
-//! (the `netstat2` crate) elsewhere. How names compare on each is in
-//! [`names`]. Tests drive the collector with fakes of the trait.
+//! `getpwuid_r`, `/proc/sys/net`, capabilities) on Linux, `windows`
+//! (`netstat2` for the socket tables, process images and tokens through
+//! `windows-sys`, `netsh` for the port settings, the service control
+//! manager) on Windows, [`portable`] (the `netstat2` crate alone)
+//! elsewhere. How names compare on each is in [`names`]. Tests drive the
+//! collector with fakes of the trait.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -24,6 +27,10 @@ pub mod linux;
 pub mod names;
 #[cfg(not(target_os = "linux"))]
 pub mod portable;
+/// Compiled on Windows; in Linux test builds only its OS-free parts
+/// (`netsh` output parsing) are, so Linux CI checks them too.
+#[cfg(any(windows, test))]
+pub mod windows;
 
 /// One socket as the kernel reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -350,7 +357,12 @@ pub fn host(procfs: &Path) -> Box<dyn Platform> {
     {
         Box::new(linux::LinuxPlatform::new(procfs.to_path_buf()))
     }
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(windows)]
+    {
+        let _ = procfs;
+        Box::new(windows::WindowsPlatform::new())
+    }
+    #[cfg(not(any(target_os = "linux", windows)))]
     {
         let _ = procfs;
         Box::new(portable::PortablePlatform::new())
@@ -391,8 +403,8 @@ pub fn bind_listener(addrs: &[std::net::SocketAddr]) -> anyhow::Result<tokio::ne
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no address to bind")))
 }
 
-/// A registry with the exporter's own process metrics (`process_*`), where
-/// the metrics library supports them.
+/// A registry with the exporter's own process metrics (`process_*`): the
+/// metrics library's collector on Linux, ours on Windows.
 pub fn self_metrics_registry() -> prometheus::Registry {
     let registry = prometheus::Registry::new();
     #[cfg(target_os = "linux")]
@@ -400,6 +412,10 @@ pub fn self_metrics_registry() -> prometheus::Registry {
         .register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))
+        .expect("a fresh registry accepts the process collector");
+    #[cfg(windows)]
+    registry
+        .register(Box::new(windows::process_metrics::ProcessCollector::new()))
         .expect("a fresh registry accepts the process collector");
     registry
 }
@@ -417,8 +433,10 @@ pub fn default_procfs() -> PathBuf {
 
 #[cfg(target_os = "linux")]
 pub use linux::{ReloadSignals, init_process, open_file_limit, reload_signals, shutdown_signal};
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", windows)))]
 pub use portable::{ReloadSignals, init_process, open_file_limit, reload_signals, shutdown_signal};
+#[cfg(windows)]
+pub use windows::{ReloadSignals, init_process, open_file_limit, reload_signals, shutdown_signal};
 
 /// Maps each socket to its holder through a per-key map (a convenience for
 /// backends that find holders by inode or pid).
