@@ -48,7 +48,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ),
     (
         "portrange_excluded_ports",
-        "Ports of the range with no socket inside a Windows excluded port range (netsh int ipv4 show excludedportrange): they count as free, but no process can bind them. Only on Windows.",
+        "Ports of the range with no socket inside a port range a Windows service reserved (netsh int ipv4 show excludedportrange, the lines without *): they count as free, but binds there fail. Only on Windows.",
     ),
     (
         "portrange_port_in_use",

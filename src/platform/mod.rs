@@ -334,7 +334,7 @@ pub const NAMES_CASE_INSENSITIVE: bool = names::HOST.case_insensitive;
 #[cfg(not(windows))]
 pub const EPHEMERAL_OVERLAP_HELP: &str = "Ports of the range inside net.ipv4.ip_local_port_range and not in ip_local_reserved_ports: ports outgoing connections can take.";
 #[cfg(windows)]
-pub const EPHEMERAL_OVERLAP_HELP: &str = "Ports of the range inside the protocol's dynamic port range (netsh int ipv4 show dynamicport tcp|udp): ports outgoing connections can take.";
+pub const EPHEMERAL_OVERLAP_HELP: &str = "Ports of the range inside the protocol's dynamic port range (netsh int ipv4 show dynamicport tcp|udp) and not in an excluded port range: ports outgoing connections can take.";
 
 /// What gives attribution every process, in the words of the platform:
 /// log lines and `check` say "missing X (or <this>)".

@@ -91,13 +91,15 @@ mod host {
 
         fn ephemeral_ports(&self) -> Result<EphemeralPorts, String> {
             Ok(EphemeralPorts {
-                tcp: self.settings.dynamic(Protocol::Tcp)?,
-                udp: self.settings.dynamic(Protocol::Udp)?,
+                tcp: self.settings.ephemeral(Protocol::Tcp)?,
+                udp: self.settings.ephemeral(Protocol::Udp)?,
             })
         }
 
+        /// Only the ranges a service reserved: an administered exclusion
+        /// can still be bound explicitly.
         fn excluded_ports(&self, protocol: Protocol) -> Result<Option<PortSet>, String> {
-            self.settings.excluded(protocol).map(Some)
+            self.settings.excluded(protocol).map(|x| Some(x.reserved))
         }
 
         fn user_resolver(&self) -> UserResolver {

@@ -1,8 +1,13 @@
 //! Windows' port settings, read from `netsh`: the dynamic (ephemeral) port
 //! range per protocol (`netsh int ipv4 show dynamicport tcp`) and the
 //! excluded port ranges (`netsh int ipv4 show excludedportrange
-//! protocol=udp`), the Hyper-V/WinNAT/administered reservations in which
-//! binds fail. No documented Win32 API lists the excluded ranges (iphlpapi
+//! protocol=udp`). Excluded ranges are of two kinds: those a service
+//! reserved (Hyper-V's WinNAT, Docker, WSL), in which a bind fails with
+//! WSAEACCES although nothing listens, and administered ones (marked `*`,
+//! added with `netsh ... add excludedportrange`), which keep ports out of
+//! the dynamic range and of other reservations but which a program may
+//! still bind explicitly. Both are outside the dynamic range; only the
+//! first are unbindable. No documented Win32 API lists the excluded ranges (iphlpapi
 //! only creates and looks up persistent reservations by their start, and
 //! the Host Compute Network API covers its own guest reservations), so
 //! netsh, which ships with every Windows since Vista, is the source; its
@@ -39,12 +44,28 @@ pub fn parse_dynamic_port(text: &str) -> Result<PortSet, String> {
     Ok(PortSet::from_intervals(vec![(start as u16, end as u16)]))
 }
 
+/// The excluded port ranges of one protocol.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Exclusions {
+    /// Reserved by a service: no other program can bind these.
+    pub reserved: PortSet,
+    /// Administered (`*`): out of the dynamic range, but bindable.
+    pub administered: PortSet,
+}
+
+impl Exclusions {
+    /// Every excluded port, of either kind.
+    pub fn all(&self) -> PortSet {
+        PortSet::union([&self.reserved, &self.administered])
+    }
+}
+
 /// Parses `netsh int ipv4 show excludedportrange protocol=<protocol>`:
-/// one "start end" pair per line under the dashed line (administered
-/// exclusions carry a trailing `*`). No pair is an empty set.
-pub fn parse_excluded_ranges(text: &str) -> Result<PortSet, String> {
+/// one "start end" pair per line under the dashed line, administered
+/// exclusions with a trailing `*`. No pair is no exclusion.
+pub fn parse_excluded_ranges(text: &str) -> Result<Exclusions, String> {
     let body = below_dashes(text)?;
-    let mut ranges = Vec::new();
+    let (mut reserved, mut administered) = (Vec::new(), Vec::new());
     for line in body {
         let mut words = line.split_whitespace();
         let (Some(a), Some(b)) = (words.next(), words.next()) else {
@@ -56,9 +77,16 @@ pub fn parse_excluded_ranges(text: &str) -> Result<PortSet, String> {
         if start == 0 || start > end {
             return Err(format!("{start}-{end} is not a port range"));
         }
-        ranges.push((start, end));
+        if words.next() == Some("*") {
+            administered.push((start, end));
+        } else {
+            reserved.push((start, end));
+        }
     }
-    Ok(PortSet::from_intervals(ranges))
+    Ok(Exclusions {
+        reserved: PortSet::from_intervals(reserved),
+        administered: PortSet::from_intervals(administered),
+    })
 }
 
 /// The lines after the last line made of dashes (and spaces), which ends
@@ -99,6 +127,7 @@ mod run {
     use std::sync::Mutex;
     use std::time::{Duration, Instant};
 
+    use super::Exclusions;
     use crate::ranges::{PortSet, Protocol};
 
     /// How long an answer is kept.
@@ -107,87 +136,92 @@ mod run {
     const TIMEOUT: Duration = Duration::from_secs(5);
     const CREATE_NO_WINDOW: u32 = 0x0800_0000;
 
-    #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-    enum Query {
-        Dynamic,
-        Excluded,
-    }
-
-    type Key = (Query, &'static str, Protocol);
+    /// IP version and protocol of one question.
+    type Key = (&'static str, Protocol);
     /// When each answer was read, and the answer.
-    type Answers = HashMap<Key, (Instant, Result<PortSet, String>)>;
+    type Answers<T> = Mutex<HashMap<Key, (Instant, Result<T, String>)>>;
 
     /// The port settings, each read at most once a minute.
     #[derive(Default)]
     pub struct Settings {
-        cache: Mutex<Answers>,
+        dynamic: Answers<PortSet>,
+        excluded: Answers<Exclusions>,
     }
 
     impl Settings {
-        /// The dynamic port range of `protocol` (IPv4, plus IPv6's when
-        /// it differs).
-        pub fn dynamic(&self, protocol: Protocol) -> Result<PortSet, String> {
-            self.both(Query::Dynamic, protocol)
+        /// The ports outgoing connections of `protocol` can take: the
+        /// dynamic port range (IPv4's, and IPv6's when it reads) less every
+        /// excluded range (if those cannot be read, the whole dynamic range
+        /// counts: the overlap is overstated rather than hidden).
+        pub fn ephemeral(&self, protocol: Protocol) -> Result<PortSet, String> {
+            let dynamic = both(&self.dynamic, protocol, read_dynamic, |a, b| {
+                PortSet::union([a, b])
+            })?;
+            Ok(match self.excluded(protocol) {
+                Ok(x) => dynamic.difference(&x.all()),
+                Err(_) => dynamic,
+            })
         }
 
         /// The excluded port ranges of `protocol` (IPv4 and IPv6).
-        pub fn excluded(&self, protocol: Protocol) -> Result<PortSet, String> {
-            self.both(Query::Excluded, protocol)
-        }
-
-        fn both(&self, query: Query, protocol: Protocol) -> Result<PortSet, String> {
-            let v4 = self.get((query, "ipv4", protocol))?;
-            match self.get((query, "ipv6", protocol)) {
-                Ok(v6) => Ok(PortSet::union([&v4, &v6])),
-                Err(e) => {
-                    log::debug!("netsh int ipv6 for {protocol}: {e}");
-                    Ok(v4)
-                }
-            }
-        }
-
-        fn get(&self, key: Key) -> Result<PortSet, String> {
-            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((at, answer)) = cache.get(&key)
-                && at.elapsed() < TTL
-            {
-                return answer.clone();
-            }
-            let answer = read(key);
-            cache.insert(key, (Instant::now(), answer.clone()));
-            answer
+        pub fn excluded(&self, protocol: Protocol) -> Result<Exclusions, String> {
+            both(&self.excluded, protocol, read_excluded, |a, b| Exclusions {
+                reserved: PortSet::union([&a.reserved, &b.reserved]),
+                administered: PortSet::union([&a.administered, &b.administered]),
+            })
         }
     }
 
-    fn read((query, family, protocol): Key) -> Result<PortSet, String> {
-        let args = match query {
-            Query::Dynamic => vec![
-                "int".to_string(),
-                family.to_string(),
-                "show".into(),
-                "dynamicport".into(),
-                protocol.as_str().into(),
-            ],
-            Query::Excluded => vec![
-                "int".to_string(),
-                family.to_string(),
-                "show".into(),
-                "excludedportrange".into(),
-                format!("protocol={}", protocol.as_str()),
-            ],
-        };
-        let shown = format!("netsh {}", args.join(" "));
-        let text = netsh(&args).map_err(|e| format!("{shown}: {e}"))?;
-        match query {
-            Query::Dynamic => super::parse_dynamic_port(&text),
-            Query::Excluded => super::parse_excluded_ranges(&text),
+    /// IPv4's answer (required) merged with IPv6's (when it reads).
+    fn both<T: Clone>(
+        answers: &Answers<T>,
+        protocol: Protocol,
+        read: fn(Key) -> Result<T, String>,
+        merge: fn(&T, &T) -> T,
+    ) -> Result<T, String> {
+        let v4 = cached(answers, ("ipv4", protocol), read)?;
+        match cached(answers, ("ipv6", protocol), read) {
+            Ok(v6) => Ok(merge(&v4, &v6)),
+            Err(e) => {
+                log::debug!("netsh int ipv6 for {protocol}: {e}");
+                Ok(v4)
+            }
         }
-        .map_err(|e| format!("{shown}: {e}"))
+    }
+
+    fn cached<T: Clone>(
+        answers: &Answers<T>,
+        key: Key,
+        read: fn(Key) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let mut map = answers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, answer)) = map.get(&key)
+            && at.elapsed() < TTL
+        {
+            return answer.clone();
+        }
+        let answer = read(key);
+        map.insert(key, (Instant::now(), answer.clone()));
+        answer
+    }
+
+    fn read_dynamic((family, protocol): Key) -> Result<PortSet, String> {
+        let args = ["int", family, "show", "dynamicport", protocol.as_str()];
+        let text = netsh(&args)?;
+        super::parse_dynamic_port(&text).map_err(|e| format!("netsh {}: {e}", args.join(" ")))
+    }
+
+    fn read_excluded((family, protocol): Key) -> Result<Exclusions, String> {
+        let which = format!("protocol={}", protocol.as_str());
+        let args = ["int", family, "show", "excludedportrange", &which];
+        let text = netsh(&args)?;
+        super::parse_excluded_ranges(&text).map_err(|e| format!("netsh {}: {e}", args.join(" ")))
     }
 
     /// Runs `%SystemRoot%\System32\netsh.exe` (never one found on PATH),
     /// with no window, and returns its output; killed after [`TIMEOUT`].
-    fn netsh(args: &[String]) -> Result<String, String> {
+    fn netsh(args: &[&str]) -> Result<String, String> {
+        let shown = format!("netsh {}", args.join(" "));
         let root = std::env::var_os("SystemRoot").unwrap_or_else(|| "C:\\Windows".into());
         let exe = std::path::Path::new(&root)
             .join("System32")
@@ -199,7 +233,7 @@ mod run {
             .stderr(Stdio::null())
             .creation_flags(CREATE_NO_WINDOW)
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+            .map_err(|e| format!("{shown}: cannot start {}: {e}", exe.display()))?;
         let mut stdout = child.stdout.take().expect("stdout is piped");
         let reader = std::thread::spawn(move || {
             let mut buf = Vec::new();
@@ -216,15 +250,18 @@ mod run {
                 Ok(None) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(format!("no answer within {} s", TIMEOUT.as_secs()));
+                    return Err(format!("{shown}: no answer within {} s", TIMEOUT.as_secs()));
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(format!("{shown}: {e}")),
             }
         };
         let out = reader.join().unwrap_or_default();
         let text = String::from_utf8_lossy(&out).into_owned();
         if !status.success() {
-            return Err(format!("exited with {status}: {:?}", super::excerpt(&text)));
+            return Err(format!(
+                "{shown}: exited with {status}: {:?}",
+                super::excerpt(&text)
+            ));
         }
         Ok(text)
     }
@@ -263,15 +300,20 @@ mod tests {
 
     #[test]
     fn excluded_ranges() {
-        let p = parse_excluded_ranges(EXCLUDED_EN).unwrap();
+        let x = parse_excluded_ranges(EXCLUDED_EN).unwrap();
+        assert_eq!(x.reserved, PortSet::from_intervals(vec![(3230, 3239)]));
         assert_eq!(
-            p,
-            PortSet::from_intervals(vec![(3230, 3239), (50000, 50059)])
+            x.administered,
+            PortSet::from_intervals(vec![(50000, 50059)]),
+            "the * lines"
         );
-        assert_eq!(p.len(), 70);
-        assert!(parse_excluded_ranges(EXCLUDED_NONE).unwrap().is_empty());
-        let p = parse_excluded_ranges(EXCLUDED_DE).unwrap();
-        assert_eq!(p.len(), 100);
+        assert_eq!(x.all().len(), 70);
+        assert_eq!(
+            parse_excluded_ranges(EXCLUDED_NONE).unwrap(),
+            Exclusions::default()
+        );
+        let x = parse_excluded_ranges(EXCLUDED_DE).unwrap();
+        assert_eq!((x.reserved.len(), x.administered.len()), (100, 0));
         // Wine's netsh prints nothing: an error, never "no exclusions".
         assert!(parse_excluded_ranges("").is_err());
         assert!(parse_excluded_ranges("-----\n 20 10\n").is_err());
