@@ -1,5 +1,8 @@
 //! Records the git revision and the rustc version for
-//! `portrange_exporter_build_info`.
+//! `portrange_exporter_build_info`, and the branch, build date and
+//! platform for `--version` (Prometheus style). `PORTRANGE_REVISION`,
+//! `PORTRANGE_BRANCH` and `SOURCE_DATE_EPOCH` override what git and the
+//! clock say, for reproducible builds.
 
 use std::process::Command;
 
@@ -26,6 +29,47 @@ fn main() {
         .and_then(|s| s.split_whitespace().nth(1).map(str::to_string))
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=PORTRANGE_RUSTC_VERSION={version}");
+
+    let branch = std::env::var("PORTRANGE_BRANCH").ok().or_else(|| {
+        Command::new("git")
+            .args(["rev-parse", "--abbrev-ref", "HEAD"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_string())
+    });
+    println!(
+        "cargo:rustc-env=PORTRANGE_BRANCH={}",
+        branch.unwrap_or_else(|| "unknown".into())
+    );
+    // As Prometheus prints it: 20261126-09:30:00 (UTC).
+    let mut date = Command::new("date");
+    date.arg("-u");
+    if let Ok(epoch) = std::env::var("SOURCE_DATE_EPOCH") {
+        date.arg("-d").arg(format!("@{}", epoch.trim()));
+    }
+    let built = date
+        .arg("+%Y%m%d-%H:%M:%S")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=PORTRANGE_BUILD_DATE={built}");
+    // Go's names, which Prometheus users read: linux/amd64, linux/arm64.
+    let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_else(|_| "unknown".into());
+    let arch = match std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() {
+        Ok("x86_64") => "amd64".to_string(),
+        Ok("aarch64") => "arm64".to_string(),
+        Ok("x86") => "386".to_string(),
+        Ok(a) => a.to_string(),
+        Err(_) => "unknown".to_string(),
+    };
+    println!("cargo:rustc-env=PORTRANGE_PLATFORM={os}/{arch}");
+    println!("cargo:rerun-if-env-changed=PORTRANGE_BRANCH");
+    println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
     println!("cargo:rerun-if-env-changed=PORTRANGE_REVISION");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs/heads");

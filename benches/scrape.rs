@@ -4,6 +4,7 @@
 //!     cargo bench --bench scrape                     # N = 10k, 100k; M = 10, 100
 //!     cargo bench --bench scrape -- --idle-procs 3000  # plus 3,000 idle processes with 70 fds each
 //!     cargo bench --bench scrape -- --quick          # the smoke run CI does
+//!     cargo bench --bench scrape -- --only-netns     # only the --collector.netns scenario
 //!
 //! For each N (sockets outside the range, spread over processes of at most
 //! 19,000 fds) and M (sockets in 3224-3324, held by one process named
@@ -16,14 +17,39 @@
 //! port filter, and netstat2's get_sockets_info filtered to the range. It
 //! prints a table with the ratios and checks the targets of docs/performance.md.
 //!
-//! The binary re-executes itself for its helpers (--fill, --hold, --idle).
+//! Busy ranges (issue 10): range `rtp` 10000-20000 UDP, allowlist
+//! `process: rtpengine`; one rtpengine holding M (1,000 and 9,900)
+//! unconnected UDP sockets in the range and churning 100 a second (close
+//! one, bind another) while the scrapes run, one unexpected `socat` on
+//! 19999, 20,000 sockets outside the range, and TCP noise: 1,000
+//! established connections and a TIME_WAIT storm, half of each on ports
+//! inside 10000-20000 and half outside. Measured against
+//! `ss -Hanu 'sport >= :10000 and sport <= :20000'` in the same run:
+//! scrape time, series and bytes per scrape, peak RSS, and the cost of
+//! the text encoding alone. `BENCH_EXPORTER=<path>` runs another build of
+//! the exporter (an older one, for a before/after) in the same harness.
+//!
+//! Then the `--collector.netns` scenario ([`netns_run`]), in a private pid
+//! and mount namespace of its own: --netns namespaces (`ip netns add`) of
+//! 10 sockets in the range each, --netns-sockets outside the range on the
+//! host, scraped with the collector on and off, against a loop of
+//! `ss -N <ns> -Hantu` with the same filter over the same namespaces; then
+//! --netns-churn scrapes while namespaces are deleted and made, watching
+//! the exporter's fds and RSS.
+//!
+//! The binary re-executes itself for its helpers (--fill, --hold, --idle,
+//! --rtp, --tcp-noise, --netns-run).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const EXPORTER: &str = env!("CARGO_BIN_EXE_portrange_exporter");
+const BUILT_EXPORTER: &str = env!("CARGO_BIN_EXE_portrange_exporter");
+
+fn exporter_path() -> String {
+    std::env::var("BENCH_EXPORTER").unwrap_or_else(|_| BUILT_EXPORTER.to_string())
+}
 const ADDR: &str = "127.0.0.1:10224";
 const FILTER: &str = "sport >= :3224 and sport <= :3324";
 const RANGE: std::ops::RangeInclusive<u16> = 3224..=3324;
@@ -37,6 +63,9 @@ fn main() {
         Some("--fill") => fill(&args[1], args[2].parse().unwrap()),
         Some("--hold") => hold(&args[1], &args[2..]),
         Some("--idle") => idle(args[1].parse().unwrap()),
+        Some("--rtp") => rtp(args[1].parse().unwrap(), args[2].parse().unwrap()),
+        Some("--tcp-noise") => tcp_noise(args[1].parse().unwrap(), args[2].parse().unwrap()),
+        Some("--netns-run") => netns_run(&options(&args[1..])),
         _ => run(&args),
     }
 }
@@ -115,6 +144,111 @@ fn idle(fds: usize) {
     drop(held);
 }
 
+const BUSY_LO: u16 = 10000;
+const BUSY_HI: u16 = 20000;
+const BUSY_FILTER: &str = "sport >= :10000 and sport <= :20000";
+
+/// rtpengine: holds `m` UDP sockets among 10000-19998 and, from a thread,
+/// closes one and binds a free port `rate` times a second.
+fn rtp(m: usize, rate: u32) {
+    set_comm("rtpengine");
+    let pool: Vec<u16> = (BUSY_LO..BUSY_HI - 1).collect();
+    assert!(m < pool.len(), "leave ports free to churn");
+    let held: std::collections::HashMap<u16, UdpSocket> = pool[..m]
+        .iter()
+        .map(|&p| (p, UdpSocket::bind(("0.0.0.0", p)).unwrap()))
+        .collect();
+    let free: Vec<u16> = pool[m..].to_vec();
+    let state = std::sync::Arc::new(std::sync::Mutex::new((held, free)));
+    if rate > 0 {
+        let st = state.clone();
+        std::thread::spawn(move || {
+            let period = Duration::from_secs_f64(1.0 / f64::from(rate));
+            let mut i: usize = 0;
+            loop {
+                std::thread::sleep(period);
+                let mut g = st.lock().unwrap();
+                let (held, free) = &mut *g;
+                i = i
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let victim = *held.keys().nth((i >> 33) % held.len()).unwrap();
+                held.remove(&victim);
+                let next = free.swap_remove((i >> 17) % free.len());
+                if let Ok(s) = UdpSocket::bind(("0.0.0.0", next)) {
+                    held.insert(next, s);
+                    free.push(victim);
+                } else {
+                    free.push(next);
+                    free.push(victim);
+                }
+            }
+        });
+    }
+    println!("ready");
+    wait_stdin();
+    drop(state);
+}
+
+/// TCP noise: `conns` established connections (half from client ports
+/// inside 10000-20000, half from ephemeral ports) and a TIME_WAIT storm
+/// of `tw_rate` connections a second, closed first by the client (which
+/// leaves the client's port in TIME_WAIT), alternating inside and outside.
+fn tcp_noise(conns: usize, tw_rate: u32) {
+    set_comm("tcpnoise");
+    let listener = TcpListener::bind("127.0.0.3:40000").unwrap();
+    let accepted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let acc = accepted.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            acc.lock().unwrap().push(s);
+            let mut g = acc.lock().unwrap();
+            if g.len() > conns + 64 {
+                // Keep the established ones (the first `conns`); drop the
+                // storm's server ends after the client closed first.
+                g.truncate(conns);
+            }
+        }
+    });
+    let connect_from = |port: u16| -> Option<TcpStream> {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+        sock.set_reuse_address(true).ok()?;
+        let local: std::net::SocketAddr = format!("127.0.0.3:{port}").parse().unwrap();
+        if port != 0 {
+            sock.bind(&local.into()).ok()?;
+        }
+        let peer: std::net::SocketAddr = "127.0.0.3:40000".parse().unwrap();
+        sock.connect(&peer.into()).ok()?;
+        Some(sock.into())
+    };
+    let mut keep = Vec::new();
+    for i in 0..conns {
+        let port = if i % 2 == 0 { 12000 + i as u16 } else { 0 };
+        if let Some(s) = connect_from(port) {
+            keep.push(s);
+        }
+    }
+    if tw_rate > 0 {
+        std::thread::spawn(move || {
+            let period = Duration::from_secs_f64(1.0 / f64::from(tw_rate));
+            let mut n: u32 = 0;
+            loop {
+                std::thread::sleep(period);
+                n = n.wrapping_add(1);
+                let port = if n.is_multiple_of(2) {
+                    14000 + (n / 2 % 4000) as u16
+                } else {
+                    0
+                };
+                drop(connect_from(port)); // the client closes first
+            }
+        });
+    }
+    println!("ready");
+    wait_stdin();
+    drop(keep);
+}
+
 struct Helper {
     child: Child,
     stdin: ChildStdin,
@@ -123,7 +257,21 @@ struct Helper {
 
 impl Helper {
     fn spawn(args: &[&str]) -> Helper {
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        Helper::spawn_in(&[], args)
+    }
+
+    /// Runs the helper through `prefix` (`ip netns exec NAME`, which execs it).
+    fn spawn_in(prefix: &[&str], args: &[&str]) -> Helper {
+        let exe = std::env::current_exe().unwrap();
+        let mut cmd = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        let mut child = cmd
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -169,6 +317,20 @@ struct Options {
     scrapes: usize,
     slow_runs: usize,
     soak: usize,
+    /// Busy-range scenario: sockets rtpengine holds in 10000-20000.
+    busy: Vec<usize>,
+    busy_outside: usize,
+    busy_churn: u32,
+    tcp_conns: usize,
+    tw_rate: u32,
+    /// The --collector.netns scenario: namespaces, host sockets outside
+    /// the range, scrapes while namespaces come and go.
+    netns: usize,
+    netns_sockets: usize,
+    netns_churn: usize,
+    netns_ss_runs: usize,
+    only_netns: bool,
+    only_busy: bool,
 }
 
 fn parse_list(s: &str) -> Vec<usize> {
@@ -186,6 +348,17 @@ fn options(args: &[String]) -> Options {
         scrapes: 30,
         slow_runs: 10,
         soak: 10_000,
+        busy: vec![10, 1_000, 9_900],
+        busy_outside: 20_000,
+        busy_churn: 100,
+        tcp_conns: 1_000,
+        tw_rate: 200,
+        netns: 100,
+        netns_sockets: 100_000,
+        netns_churn: 1_000,
+        netns_ss_runs: 5,
+        only_netns: false,
+        only_busy: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -198,12 +371,33 @@ fn options(args: &[String]) -> Options {
             "--scrapes" => o.scrapes = val().parse().unwrap(),
             "--slow-runs" => o.slow_runs = val().parse().unwrap(),
             "--soak" => o.soak = val().parse().unwrap(),
+            "--busy" => o.busy = parse_list(val()),
+            "--only-busy" => {
+                o.sockets.clear();
+                o.only_busy = true;
+            }
+            "--netns" => o.netns = val().parse().unwrap(),
+            "--netns-sockets" => o.netns_sockets = val().replace('_', "").parse().unwrap(),
+            "--netns-churn" => o.netns_churn = val().parse().unwrap(),
+            "--netns-ss-runs" => o.netns_ss_runs = val().parse().unwrap(),
+            "--only-netns" => {
+                o.only_netns = true;
+                o.busy.clear();
+            }
             "--quick" => {
                 o.sockets = vec![2_000];
                 o.in_range = vec![5];
                 o.scrapes = 5;
                 o.slow_runs = 2;
                 o.soak = 200;
+                o.busy = vec![10, 300];
+                o.busy_outside = 2_000;
+                o.tcp_conns = 100;
+                o.tw_rate = 50;
+                o.netns = 5;
+                o.netns_sockets = 2_000;
+                o.netns_churn = 20;
+                o.netns_ss_runs = 2;
             }
             other => panic!("unknown flag {other}"),
         }
@@ -274,14 +468,20 @@ fn self_cpu_ms() -> f64 {
 /// A keep-alive HTTP client, as Prometheus scrapes.
 struct Client {
     r: BufReader<TcpStream>,
+    addr: &'static str,
 }
 
 impl Client {
     fn connect() -> Client {
-        let s = TcpStream::connect(ADDR).unwrap();
+        Client::connect_to(ADDR)
+    }
+
+    fn connect_to(addr: &'static str) -> Client {
+        let s = TcpStream::connect(addr).unwrap();
         s.set_nodelay(true).unwrap();
         Client {
             r: BufReader::new(s),
+            addr,
         }
     }
 
@@ -295,7 +495,7 @@ impl Client {
         let mut status = String::new();
         let sent = self.r.get_mut().write_all(request).is_ok();
         if !sent || self.r.read_line(&mut status).unwrap_or(0) == 0 {
-            *self = Client::connect();
+            *self = Client::connect_to(self.addr);
             t = Instant::now();
             self.r.get_mut().write_all(request).unwrap();
             status.clear();
@@ -469,7 +669,8 @@ fn run(args: &[String]) {
     let mut comparators = Vec::new();
     let mut rss = Vec::new();
     let mut soak_done = false;
-    for &n in &o.sockets {
+    let matrix: &[usize] = if o.only_netns { &[] } else { &o.sockets };
+    for &n in matrix {
         let per = 19_000;
         let fillers: Vec<Helper> = (0..n.div_ceil(per))
             .map(|k| {
@@ -482,7 +683,7 @@ fn run(args: &[String]) {
             let mut hargs = vec!["--hold", "CtxGfx"];
             hargs.extend(ports.iter().map(String::as_str));
             let mut owner = Helper::spawn(&hargs);
-            let mut exporter = Command::new(EXPORTER)
+            let mut exporter = Command::new(exporter_path())
                 .args(["--web.listen-address", ADDR, "--log.level"])
                 .arg(std::env::var("BENCH_EXPORTER_LOG_LEVEL").unwrap_or_else(|_| "error".into()))
                 .stdout(Stdio::null())
@@ -592,8 +793,397 @@ fn run(args: &[String]) {
         }
         drop(fillers);
     }
+    let busy_rows = busy(&o);
     drop(idle);
-    report(&rows, &comparators, &rss);
+    if !rows.is_empty() && !o.only_netns {
+        report(&rows, &comparators, &rss);
+    }
+    report_busy(&busy_rows);
+    if o.only_busy {
+        return;
+    }
+    // The --collector.netns scenario, in a pid and mount namespace of its
+    // own (its own /proc and /run/netns), inside this network namespace.
+    let st = Command::new("unshare")
+        .args([
+            "--mount",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--propagation",
+            "private",
+        ])
+        .arg(std::env::current_exe().unwrap())
+        .arg("--netns-run")
+        .args(args)
+        .status()
+        .expect("running unshare (util-linux)");
+    assert!(st.success(), "the netns scenario failed");
+}
+
+// ------------------------------------------------ the --collector.netns scenario
+
+/// A namespace of the scenario and the process holding its sockets.
+struct Ns {
+    name: String,
+    holder: Helper,
+}
+
+impl Ns {
+    fn make(name: String, m: usize) -> Ns {
+        let st = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip netns add {name}");
+        let ports: Vec<String> = (0..m).map(|i| (3224 + i).to_string()).collect();
+        let mut args = vec!["--hold", "CtxGfx"];
+        args.extend(ports.iter().map(String::as_str));
+        let holder = Helper::spawn_in(&["ip", "netns", "exec", &name], &args);
+        Ns { name, holder }
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        // The holder goes first, so that the namespace is freed with its name.
+        let _ = self.holder.child.kill();
+        let _ = self.holder.child.wait();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// The second exporter's address in the netns scenario.
+const ADDR2: &str = "127.0.0.1:10225";
+
+fn start_exporter(addr: &'static str, extra: &[&str]) -> (Child, Client) {
+    let child = Command::new(exporter_path())
+        .args(["--web.listen-address", addr, "--log.level"])
+        .arg(std::env::var("BENCH_EXPORTER_LOG_LEVEL").unwrap_or_else(|_| "error".into()))
+        .args(extra)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "exporter did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut client = Client::connect_to(addr);
+    for _ in 0..3 {
+        client.scrape();
+    }
+    (child, client)
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+fn tick_ms() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    1000.0 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+/// Medians and CPU of one timing pass.
+struct Timing {
+    /// Scrape latency, collection time (portrange_scrape_duration_seconds)
+    /// and CPU per scrape: collector off, collector on.
+    host: (Stats, Stats, f64),
+    netns: (Stats, Stats, f64),
+    /// The ss -N loop: latency and CPU per loop.
+    ss: (Stats, f64),
+}
+
+/// Scrapes a host-only exporter and a --collector.netns one in turns, with
+/// a loop of `ss -N` over the same namespaces between some rounds, so that
+/// all three see the same load on a shared machine.
+fn netns_timing(o: &Options, spaces: &[Ns], m: usize) -> Timing {
+    let n = spaces.len();
+    let (host_only, mut hc) = start_exporter(ADDR, &[]);
+    let (netns, mut nc) = start_exporter(ADDR2, &["--collector.netns"]);
+    let collect = |body: &str| value(body, "portrange_scrape_duration_seconds") * 1000.0;
+    let (mut h, mut hcol, mut x, mut xcol, mut loops) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut hcpu, mut xcpu, mut sscpu) = (0u64, 0u64, 0.0);
+    for round in 0..o.scrapes {
+        let c0 = proc_cpu_ticks(host_only.id());
+        let (ms, body) = hc.scrape();
+        hcpu += proc_cpu_ticks(host_only.id()) - c0;
+        h.push(ms);
+        hcol.push(collect(&body));
+        let c0 = proc_cpu_ticks(netns.id());
+        let (ms, body) = nc.scrape();
+        xcpu += proc_cpu_ticks(netns.id()) - c0;
+        x.push(ms);
+        xcol.push(collect(&body));
+        check_netns_body(&body, n, m);
+        if round < o.netns_ss_runs {
+            let cpu0 = children_cpu_ms();
+            let t = Instant::now();
+            for ns in spaces {
+                let out = Command::new("ss")
+                    .args(["-N", &ns.name, "-Hantu", FILTER])
+                    .output()
+                    .unwrap();
+                assert!(out.status.success());
+                let lines = out.stdout.iter().filter(|&&b| b == b'\n').count();
+                assert_eq!(lines, m, "ss -N {}", ns.name);
+            }
+            loops.push(t.elapsed().as_secs_f64() * 1000.0);
+            sscpu += children_cpu_ms() - cpu0;
+        }
+    }
+    for mut c in [host_only, netns] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let runs = o.scrapes as f64;
+    Timing {
+        host: (
+            Stats::new(h),
+            Stats::new(hcol),
+            hcpu as f64 * tick_ms() / runs,
+        ),
+        netns: (
+            Stats::new(x),
+            Stats::new(xcol),
+            xcpu as f64 * tick_ms() / runs,
+        ),
+        ss: (Stats::new(loops), sscpu / o.netns_ss_runs.max(1) as f64),
+    }
+}
+
+/// Prints a timing pass and checks the targets; returns whether all were met.
+fn netns_report(t: &Timing, n: usize) -> bool {
+    println!();
+    println!("| what | median ms | p99 ms | max ms | collection median ms | CPU ms/run |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (what, lat, col, cpu) in [
+        (
+            "exporter, collector off (host only)".to_string(),
+            &t.host.0,
+            Some(&t.host.1),
+            t.host.2,
+        ),
+        (
+            format!("exporter, --collector.netns ({} namespaces)", n + 1),
+            &t.netns.0,
+            Some(&t.netns.1),
+            t.netns.2,
+        ),
+        (
+            format!("loop of ss -N <ns> -Hantu (filter) over {n}"),
+            &t.ss.0,
+            None,
+            t.ss.1,
+        ),
+    ] {
+        println!(
+            "| {what} | {:.2} | {:.2} | {:.2} | {} | {cpu:.2} |",
+            lat.median(),
+            lat.pct(0.99),
+            lat.max(),
+            col.map_or("-".to_string(), |c| format!("{:.2}", c.median())),
+        );
+    }
+    let scrape = t.netns.0.median();
+    let host = t.host.0.median();
+    println!(
+        "per namespace: {:.3} ms of scrape time and {:.3} ms of CPU over the host-only scrape",
+        (scrape - host) / n.max(1) as f64,
+        (t.netns.2 - t.host.2) / n.max(1) as f64
+    );
+    let mut ok = true;
+    println!("targets (medians):");
+    for (what, got, limit) in [
+        ("netns scrape / ss -N loop", scrape / t.ss.0.median(), 0.5),
+        (
+            "netns scrape / (2 x host-only scrape + 1 ms per namespace)",
+            scrape / (2.0 * host + n as f64),
+            1.0,
+        ),
+    ] {
+        let pass = got <= limit;
+        ok &= pass;
+        println!(
+            "  {what} = {got:.3} (target <= {limit}) {}",
+            if pass { "met" } else { "MISSED" }
+        );
+    }
+    ok
+}
+
+fn make_spaces(prefix: &str, n: usize, m: usize) -> Vec<Ns> {
+    let t = Instant::now();
+    let spaces: Vec<Ns> = (0..n)
+        .map(|i| Ns::make(format!("{prefix}{i}"), m))
+        .collect();
+    println!("made {n} namespaces in {:.1} s", t.elapsed().as_secs_f64());
+    spaces
+}
+
+/// `--collector.netns` at scale: run as pid 1 of a private pid namespace
+/// with its own /proc and a private /run (so `ip netns` names are ours),
+/// in the benchmark's network namespace, which is the exporter's "host".
+fn netns_run(o: &Options) {
+    let c = |s: &str| std::ffi::CString::new(s).unwrap();
+    let (src, target, fstype) = (c("tmpfs"), c("/run"), c("tmpfs"));
+    // SAFETY: NUL-terminated strings that outlive the call; no data.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "mount /run: {}", std::io::Error::last_os_error());
+    let m = 10;
+    let n = o.netns;
+    println!();
+    println!(
+        "## --collector.netns: {n} namespaces x {m} UDP sockets in 3224-3324, {} sockets outside the range on the host",
+        o.netns_sockets
+    );
+    let per = 19_000;
+    let _fillers: Vec<Helper> = (0..o.netns_sockets.div_ceil(per))
+        .map(|k| {
+            let count = per.min(o.netns_sockets - k * per).to_string();
+            Helper::spawn(&["--fill", &format!("127.0.0.{}", k + 1), &count])
+        })
+        .collect();
+    let ports: Vec<String> = (0..m).map(|i| (3224 + i).to_string()).collect();
+    let mut hargs = vec!["--hold", "CtxGfx"];
+    hargs.extend(ports.iter().map(String::as_str));
+    let _host_owner = Helper::spawn(&hargs);
+
+    println!();
+    println!("### The kernel's default: namespaces share the host's socket hash tables");
+    let mut spaces = make_spaces("bench", n, m);
+    let mut ok = netns_report(&netns_timing(o, &spaces, m), n);
+
+    // Namespaces come and go: one replaced before every scrape.
+    let (mut exporter, mut client) = start_exporter(ADDR2, &["--collector.netns"]);
+    let pid = exporter.id();
+    let warm = (o.netns_churn / 5).max(1);
+    let mut churn = Vec::new();
+    let mut fds = (0, 0);
+    let mut rss = (0, 0);
+    let churn_t = Instant::now();
+    for i in 0..warm + o.netns_churn {
+        if i == warm {
+            fds.0 = fd_count(pid);
+            rss.0 = proc_status_kib(pid, "VmRSS:");
+        }
+        let slot = i % spaces.len().max(1);
+        if !spaces.is_empty() {
+            spaces[slot] = Ns::make(format!("churn{i}"), m);
+        }
+        let (ms, body) = client.scrape();
+        check_netns_body(&body, n, m);
+        if i >= warm {
+            churn.push(ms);
+        }
+    }
+    fds.1 = fd_count(pid);
+    rss.1 = proc_status_kib(pid, "VmRSS:");
+    let churn = Stats::new(churn);
+    let hwm = proc_status_kib(pid, "VmHWM:");
+    let _ = exporter.kill();
+    let _ = exporter.wait();
+    drop(spaces);
+    println!();
+    println!(
+        "churn: {} scrapes, one namespace deleted and one made before each, in {:.1} s (after {warm} warm-up): median {:.2} ms, p99 {:.2} ms; exporter fds {} -> {}, RSS {} KiB -> {} KiB ({:+} KiB), peak RSS {:.1} MiB",
+        o.netns_churn,
+        churn_t.elapsed().as_secs_f64(),
+        churn.median(),
+        churn.pct(0.99),
+        fds.0,
+        fds.1,
+        rss.0,
+        rss.1,
+        rss.1 as i64 - rss.0 as i64,
+        hwm as f64 / 1024.0
+    );
+    let fd_ok = fds.1 <= fds.0;
+    let rss_ok = (rss.1 as i64 - rss.0 as i64) < 1024;
+    ok &= fd_ok && rss_ok;
+    println!(
+        "  fds over the churn {} -> {} (no growth) {}",
+        fds.0,
+        fds.1,
+        if fd_ok { "met" } else { "MISSED" }
+    );
+    println!(
+        "  RSS over the churn {:+} KiB (target < 1024 KiB) {}",
+        rss.1 as i64 - rss.0 as i64,
+        if rss_ok { "met" } else { "MISSED" }
+    );
+
+    // The same with a hash table per namespace (Linux 6.1 TCP, 6.2 UDP):
+    // set in the creating namespace before the namespaces are made.
+    println!();
+    let sysctls = [
+        ("net/ipv4/udp_child_hash_entries", "256"),
+        ("net/ipv4/tcp_child_ehash_entries", "1024"),
+    ];
+    if sysctls
+        .iter()
+        .all(|(k, v)| std::fs::write(format!("/proc/sys/{k}"), v).is_ok())
+    {
+        println!(
+            "### Socket hash tables per namespace (net.ipv4.udp_child_hash_entries=256, net.ipv4.tcp_child_ehash_entries=1024 where the namespaces are made)"
+        );
+        let spaces = make_spaces("own", n, m);
+        let own_ok = netns_report(&netns_timing(o, &spaces, m), n);
+        println!(
+            "  (with per-namespace tables: {})",
+            if own_ok {
+                "targets met"
+            } else {
+                "some targets missed"
+            }
+        );
+        drop(spaces);
+    } else {
+        println!(
+            "### Socket hash tables per namespace: not supported by this kernel (Linux 6.2+), skipped"
+        );
+    }
+    println!(
+        "{}",
+        if ok {
+            "netns targets met"
+        } else {
+            "some netns targets missed"
+        }
+    );
+}
+
+/// Checks a --collector.netns scrape: up, n + 1 namespaces, m ports in use
+/// in each.
+fn check_netns_body(body: &str, n: usize, m: usize) {
+    assert_eq!(value(body, "portrange_up"), 1.0);
+    let info = body
+        .lines()
+        .filter(|l| l.starts_with("portrange_netns_info{"))
+        .count();
+    assert_eq!(info, n + 1, "namespaces with series");
+    let full = body
+        .lines()
+        .filter(|l| {
+            l.starts_with("portrange_ports_in_use{range=\"framehawk\",protocol=\"udp\"")
+                && l.ends_with(&format!(" {m}"))
+        })
+        .count();
+    assert_eq!(full, n + 1, "{m} ports in use in every namespace");
 }
 
 type Cmp = (
@@ -711,6 +1301,266 @@ fn report(rows: &[Row], cmp: &[Cmp], rss: &[(usize, usize, u64, Option<i64>)]) {
             "all targets met"
         } else {
             "some targets missed"
+        }
+    );
+}
+
+// ---------------------------------------------------------------- busy ranges
+
+struct BusyRow {
+    m: usize,
+    ex: Stats,
+    ss: Stats,
+    series: usize,
+    bytes: usize,
+    hwm_kib: u64,
+    encode_ms: f64,
+    all_attributed: bool,
+}
+
+fn busy(o: &Options) -> Vec<BusyRow> {
+    let mut rows = Vec::new();
+    if o.busy.is_empty() {
+        return rows;
+    }
+    let cfg = std::env::temp_dir().join(format!("portrange-bench-busy-{}.yml", std::process::id()));
+    std::fs::write(
+        &cfg,
+        "ranges:\n  - name: rtp\n    ports: 10000-20000\n    protocols: [udp]\n    expected:\n      - process: rtpengine\n",
+    )
+    .unwrap();
+    let per = 19_000;
+    let fillers: Vec<Helper> = (0..o.busy_outside.div_ceil(per))
+        .map(|k| {
+            let count = per.min(o.busy_outside - k * per).to_string();
+            Helper::spawn(&["--fill", &format!("127.0.1.{}", k + 1), &count])
+        })
+        .collect();
+    let _noise = Helper::spawn(&[
+        "--tcp-noise",
+        &o.tcp_conns.to_string(),
+        &o.tw_rate.to_string(),
+    ]);
+    let _socat = Helper::spawn(&["--hold", "socat", "19999"]);
+    for &m in &o.busy {
+        let _rtp = Helper::spawn(&["--rtp", &m.to_string(), &o.busy_churn.to_string()]);
+        let mut exporter = Command::new(exporter_path())
+            .args([
+                "--web.listen-address",
+                ADDR,
+                "--log.level",
+                &std::env::var("BENCH_EXPORTER_LOG_LEVEL").unwrap_or_else(|_| "error".into()),
+                "--config.file",
+            ])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = exporter.id();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(ADDR).is_err() {
+            assert!(Instant::now() < deadline, "exporter did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut client = Client::connect();
+        for _ in 0..3 {
+            client.scrape();
+        }
+        let mut v = Vec::new();
+        let mut body = String::new();
+        let mut all_attributed = true;
+        for _ in 0..o.scrapes {
+            let (ms, b) = client.scrape();
+            v.push(ms);
+            if value(
+                &b,
+                r#"portrange_unattributed_sockets{range="rtp",protocol="udp"}"#,
+            ) != 0.0
+            {
+                all_attributed = false;
+            }
+            body = b;
+        }
+        assert_eq!(value(&body, "portrange_up"), 1.0);
+        assert!(
+            value(
+                &body,
+                r#"portrange_unexpected_listeners{range="rtp",protocol="udp"}"#
+            ) >= 1.0,
+            "socat on 19999 is unexpected"
+        );
+        let ss = time_command(&["ss", "-Hanu", BUSY_FILTER], o.scrapes).0;
+        let series = body
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .count();
+        rows.push(BusyRow {
+            m,
+            ex: Stats::new(v),
+            ss,
+            series,
+            bytes: body.len(),
+            hwm_kib: proc_status_kib(pid, "VmHWM:"),
+            encode_ms: encode_cost(m),
+            all_attributed,
+        });
+        let _ = exporter.kill();
+        let _ = exporter.wait();
+    }
+    drop(fillers);
+    let _ = std::fs::remove_file(cfg);
+    rows
+}
+
+/// The time to turn a report of `m` allowed listeners and one unexpected
+/// one into the text exposition (families + encode), median of 20.
+fn encode_cost(m: usize) -> f64 {
+    use portrange_exporter::allowlist::Expected;
+    use portrange_exporter::collect::{Listener, RangeStats, Report};
+    use portrange_exporter::platform::{Holder, Owner};
+    use portrange_exporter::ranges::Protocol;
+    let cfg = portrange_exporter::config::Config::parse(
+        "ranges:\n  - name: rtp\n    ports: 10000-20000\n    protocols: [udp]\n    expected:\n      - process: rtpengine\n",
+        "bench.yml",
+    )
+    .unwrap();
+    let owner = |comm: &str| {
+        Some(Holder::Process(std::sync::Arc::new(Owner {
+            pid: 1,
+            comm: comm.as_bytes().to_vec(),
+            exe: None,
+            user: None,
+            user_id: None,
+        })))
+    };
+    let mut listeners: Vec<Listener> = (0..m)
+        .map(|i| Listener {
+            range: "rtp".into(),
+            protocol: Protocol::Udp,
+            port: BUSY_LO + i as u16,
+            address: "0.0.0.0".parse().unwrap(),
+            holder: owner("rtpengine"),
+            user: "rtp".into(),
+            expected: Expected::True,
+            netns: None,
+        })
+        .collect();
+    listeners.push(Listener {
+        port: 19999,
+        holder: owner("socat"),
+        expected: Expected::False,
+        ..listeners[0].clone()
+    });
+    let report = Report {
+        error: None,
+        ranges: vec![RangeStats {
+            range: "rtp".into(),
+            protocol: Protocol::Udp,
+            ports: 10_001,
+            in_use: m as u32 + 1,
+            states: vec![("unconn", m as u64 + 1), ("established", 0)],
+            unexpected: 1,
+            unattributed: 0,
+            ephemeral_overlap: Some(0),
+            excluded: None,
+            per_port: None,
+            netns: None,
+        }],
+        listeners,
+        attribution: Default::default(),
+        missing_privileges: Vec::new(),
+        duration: Duration::ZERO,
+        netns: None,
+    };
+    let reload = portrange_exporter::service::ReloadStatus {
+        successful: true,
+        last_success: 0.0,
+    };
+    let mut v = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let text = portrange_exporter::metrics::encode(portrange_exporter::metrics::families(
+            &report, &cfg, reload,
+        ));
+        v.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert!(!text.is_empty());
+    }
+    Stats::new(v).median()
+}
+
+fn report_busy(rows: &[BusyRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "busy range rtp 10000-20000/udp, rtpengine churning, socat on 19999, TCP noise (exporter: {})",
+        exporter_path()
+    );
+    println!(
+        "| M | scrape median ms | p99 ms | ss -Hanu median ms | / ss | series | bytes | encode ms | peak RSS MiB | all attributed |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for r in rows {
+        println!(
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2}x | {} | {} | {:.3} | {:.1} | {} |",
+            r.m,
+            r.ex.median(),
+            r.ex.pct(0.99),
+            r.ss.median(),
+            r.ex.median() / r.ss.median(),
+            r.series,
+            r.bytes,
+            r.encode_ms,
+            r.hwm_kib as f64 / 1024.0,
+            if r.all_attributed { "yes" } else { "no" }
+        );
+    }
+    let big = rows.iter().max_by_key(|r| r.m).unwrap();
+    let small = rows.iter().min_by_key(|r| r.m).unwrap();
+    println!();
+    println!("busy-range targets at M = {}:", big.m);
+    let mut ok = true;
+    for (what, pass) in [
+        (
+            format!(
+                "scrape / ss -Hanu = {:.2} (target <= 1.0)",
+                big.ex.median() / big.ss.median()
+            ),
+            big.ex.median() <= big.ss.median(),
+        ),
+        (
+            format!(
+                "series {} vs {} at M = {} (target: about the same)",
+                big.series, small.series, small.m
+            ),
+            big.series <= small.series + 5,
+        ),
+        (
+            format!(
+                "peak RSS {:.1} MiB (target <= 16 MiB)",
+                big.hwm_kib as f64 / 1024.0
+            ),
+            big.hwm_kib <= 16 * 1024,
+        ),
+        (
+            format!(
+                "encoding {:.3} ms = {:.0}% of the scrape (target: a small part)",
+                big.encode_ms,
+                100.0 * big.encode_ms / big.ex.median()
+            ),
+            big.encode_ms <= 0.2 * big.ex.median(),
+        ),
+    ] {
+        ok &= pass;
+        println!("  {what} {}", if pass { "met" } else { "MISSED" });
+    }
+    println!(
+        "{}",
+        if ok {
+            "busy-range targets met"
+        } else {
+            "some busy-range targets missed"
         }
     );
 }

@@ -4,10 +4,16 @@
     python3 dashboards/generate.py          # rewrite the JSON files
     python3 dashboards/generate.py --check  # exit 1 if they differ from what this script makes
 
-Conventions (checked by tests/dashboards.rs): a fixed uid; a `datasource`
-variable used by every panel and target; `job` and `instance` variables;
-every panel has a title, a description and a unit; rates use
-$__rate_interval; schemaVersion 39 (imports into Grafana 10.4, 11 and 12).
+Conventions (checked by tests/dashboards_and_rules.rs): a fixed uid; a
+`datasource` variable used by every panel and target; `job` and `instance`
+variables; every panel has a title, a description and a unit that fits its
+query (cores for CPU, seconds for durations, percentunit only for ratios);
+rates use $__rate_interval; queries hold no literal label values (ports,
+hosts, ranges come from variables) and no long-range functions (those live in
+recording rules); tables hide __name__, Time and every label they do not
+show; the two dashboards link to each other, and fleet rows link to the host
+dashboard with their instance and range; schemaVersion 39 (imports into
+Grafana 10.4, 11 and 12).
 """
 import json
 import os
@@ -15,6 +21,18 @@ import sys
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+HOST_UID = "portrange-host"
+FLEET_UID = "portrange-fleet"
+# The share of free ports below which PortRangeNearlyExhausted fires and
+# `check --warn-free` warns (deploy/prometheus/rules/portrange.rules.yml).
+WARN_FREE = 0.10
+# PortRangeExhaustionPredicted's horizon, in seconds.
+PREDICT_HORIZON = 4 * 3600
+# The per-port timeline draws one row per port: only ranges up to this size.
+PER_PORT_ROWS = 128
+# Grafana custom unit: CPU seconds per second.
+CORES = "suffix: cores"
 
 
 class Board:
@@ -85,17 +103,46 @@ def var_datasource():
             "current": {}, "hide": 0, "refresh": 1, "regex": "", "options": [], "includeAll": False, "multi": False}
 
 
-def var_query(name, label, query, multi=False, include_all=False):
+def var_query(name, label, query, multi=False, include_all=False, all_value=".+"):
     v = {"name": name, "label": label, "type": "query", "datasource": DS,
          "query": {"query": query, "refId": f"var-{name}"}, "definition": query,
          "refresh": 2, "sort": 1, "hide": 0, "regex": "", "current": {}, "options": [],
          "multi": multi, "includeAll": include_all}
     if include_all:
-        v["allValue"] = ".+"
+        v["allValue"] = all_value
     return v
 
 
-def dashboard(uid, title, description, panels, variables):
+def dashboard_link(title, uid, tooltip, params):
+    """A link in the dashboard's header to the other dashboard, keeping the
+    time range and passing the variables both dashboards share."""
+    return {"type": "link", "title": title, "tooltip": tooltip, "icon": "dashboard",
+            "url": f"/d/{uid}?" + "&".join(params), "keepTime": True, "includeVars": False,
+            "targetBlank": False, "asDropdown": False, "tags": []}
+
+
+def host_link(instance, range_):
+    """A data link from one row of a fleet panel to the host dashboard, with
+    the row's instance, a range (`var-range=...` or the fleet's selection)
+    and the time range."""
+    return {"title": "Open the host dashboard",
+            "url": f"/d/{HOST_UID}?${{__url_time_range}}&${{datasource:queryparam}}&${{job:queryparam}}"
+                   f"&var-instance={instance}&{range_}",
+            "targetBlank": False}
+
+
+def links_by_name(column, link):
+    return {"matcher": {"id": "byName", "options": column}, "properties": [{"id": "links", "value": [link]}]}
+
+
+def organize(exclude, index, rename=None):
+    """Hides Time, __name__ and the given labels; orders the shown columns."""
+    hidden = {"Time": True, "__name__": True}
+    hidden.update({k: True for k in exclude})
+    return {"id": "organize", "options": {"excludeByName": hidden, "indexByName": index, "renameByName": rename or {}}}
+
+
+def dashboard(uid, title, description, panels, variables, links):
     return {
         "uid": uid,
         "title": title,
@@ -110,19 +157,24 @@ def dashboard(uid, title, description, panels, variables):
         "time": {"from": "now-6h", "to": "now"},
         "templating": {"list": variables},
         "annotations": {"list": []},
-        "links": [],
+        "links": links,
         "panels": panels,
     }
 
 
 def host():
-    sel = 'job="$job",instance="$instance",range=~"$range"'
+    # netns=~"$netns": with --collector.netns each series has a netns label;
+    # without it, "All" (.*) also matches series that have none.
+    sel = 'job="$job",instance="$instance",range=~"$range",netns=~"$netns"'
     host_sel = 'job="$job",instance="$instance"'
     b = Board()
-    by = "{{range}}/{{protocol}}"
-    b.add(stat("Free ports", "Ports of each range still free (portrange_ports_free): a new session needs one.",
-               "none", (0, 0, 5, 5), [target(f"portrange_ports_free{{{sel}}}", by)],
-               [("red", None), ("orange", 1), ("green", 10)]))
+    by = "{{range}}/{{protocol}} {{netns}}"
+    b.add(stat("Free ports (share of range)",
+               f"Free ports of each range as a share of its capacity (portrange_ports_free / portrange_ports): a new session needs one. "
+               f"Orange below {WARN_FREE:.0%}, where PortRangeNearlyExhausted fires and `check` warns; red when none is free. "
+               "The counts are in 'Ports in use and free'.",
+               "percentunit", (0, 0, 5, 5), [target(f"portrange_ports_free{{{sel}}} / portrange_ports{{{sel}}}", by)],
+               [("red", None), ("orange", 1e-9), ("green", WARN_FREE)]))
     b.add(stat("Ports in use", "Distinct ports of each range holding at least one socket not in TIME_WAIT.",
                "none", (5, 0, 5, 5), [target(f"portrange_ports_in_use{{{sel}}}", by)],
                [("blue", None)]))
@@ -131,35 +183,60 @@ def host():
               options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
                        "showThresholdLabels": False, "showThresholdMarkers": True},
               defaults={"min": 0, "max": 1, "color": {"mode": "thresholds"},
-                        "thresholds": thresholds(("green", None), ("orange", 0.8), ("red", 0.9))})
+                        "thresholds": thresholds(("green", None), ("orange", 0.8), ("red", 1 - WARN_FREE))})
     b.add(g)
     b.add(stat("Unexpected listeners", "Listeners in the selected ranges that the range's allowlist does not match. Red above 0.",
                "none", (15, 0, 5, 5), [target(f"sum(portrange_unexpected_listeners{{{sel}}}) or vector(0)", "unexpected")],
                [("green", None), ("red", 1)]))
-    b.add(stat("Unexpected on port 3224", "Unexpected listeners on port 3224 alone: IANA lists it as unassigned, so anything there but the expected service deserves a look.",
+    b.add(stat("Listeners with unknown owner",
+               "Listeners in the selected ranges whose owning process the exporter could not find (expected=\"unknown\"): "
+               "they are judged neither expected nor unexpected, so UnexpectedListener cannot fire for them. Orange above 0; "
+               "the exporter most likely lacks CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH.",
                "none", (20, 0, 4, 5),
-               [target(f'count(portrange_listener_info{{{host_sel},port="3224",expected="false"}}) or vector(0)', "3224")],
-               [("green", None), ("red", 1)]))
+               [target(f'sum(portrange_listeners{{{sel},expected="unknown"}}) or vector(0)', "unknown")],
+               [("green", None), ("orange", 1)]))
     b.add(timeseries("Ports in use and free", "Ports in use and free per range and protocol over time.",
                      "none", (0, 5, 12, 8),
                      [target(f"portrange_ports_in_use{{{sel}}}", "in use " + by),
                       target(f"portrange_ports_free{{{sel}}}", "free " + by, ref="B")]))
     b.add(timeseries("Sockets by state", "Sockets in the ranges by TCP state (udp: unconn, established).",
                      "none", (12, 5, 12, 8),
-                     [target(f"sum by (range, protocol, state) (portrange_sockets{{{sel}}})", "{{range}}/{{protocol}} {{state}}")]))
+                     [target(f"sum by (range, protocol, netns, state) (portrange_sockets{{{sel}}})", "{{range}}/{{protocol}} {{netns}} {{state}}")]))
     b.add(panel("state-timeline", "Per-port occupancy",
-                "One row per port of ranges with per_port on (portrange_port_in_use): red while the port holds a socket.",
+                f"One row per port (portrange_port_in_use), for ranges of at most {PER_PORT_ROWS} ports with per_port on; "
+                "larger ranges (mosh's 1,001 ports, RTP ranges) would draw a row per port and are left out: see "
+                "'Ports in use and free'. Blue while the port holds a socket, which is normal use; blank while free.",
                 "none", (0, 13, 24, 12),
-                [target(f"portrange_port_in_use{{{sel}}}", "{{range}} {{protocol}}/{{port}}")],
+                [target(f"portrange_port_in_use{{{sel}}} and on (job, instance, range, protocol, netns) "
+                        f"(portrange_ports{{{sel}}} <= {PER_PORT_ROWS})", "{{range}} {{protocol}}/{{port}} {{netns}}")],
                 options={"showValue": "never", "mergeValues": True, "rowHeight": 0.9, "alignValue": "left",
                          "legend": {"showLegend": False, "displayMode": "list", "placement": "bottom"}},
                 defaults={"color": {"mode": "thresholds"},
-                          "thresholds": thresholds(("green", None), ("red", 1)),
-                          "mappings": [{"type": "value", "options": {"0": {"text": "free", "color": "green"},
-                                                                       "1": {"text": "in use", "color": "red"}}}]}))
-    b.add(panel("table", "Listeners",
-                "Every listener in the ranges (portrange_listener_info): TCP sockets in LISTEN and UDP sockets with no peer. expected is false for processes not on the allowlist, unknown when the owner could not be found.",
-                "none", (0, 25, 16, 9),
+                          "thresholds": thresholds(("transparent", None), ("blue", 1)),
+                          "mappings": [{"type": "value", "options": {"0": {"text": "free", "color": "transparent"},
+                                                                       "1": {"text": "in use", "color": "blue"}}}]}))
+    b.add(panel("table", "Listeners by owner",
+                "Listeners (TCP sockets in LISTEN and UDP sockets with no peer) counted per owning process and user "
+                "(portrange_listeners): one row per owner, however many ports it holds. expected is false for owners "
+                "not on the allowlist, unknown when the owner could not be found.",
+                "none", (0, 25, 8, 9),
+                [target(f"portrange_listeners{{{sel}}}", "", instant=True, fmt="table")],
+                options={"showHeader": True, "sortBy": [{"displayName": "expected", "desc": False}]},
+                defaults={"custom": {"align": "auto", "cellOptions": {"type": "auto"}}},
+                overrides=[{"matcher": {"id": "byName", "options": "expected"},
+                            "properties": [{"id": "custom.cellOptions", "value": {"type": "color-background"}},
+                                           {"id": "mappings", "value": [{"type": "value", "options": {
+                                               "false": {"color": "red", "index": 0},
+                                               "true": {"color": "green", "index": 1},
+                                               "unknown": {"color": "orange", "index": 2}}}]}]}],
+                transformations=[organize(["job", "instance"],
+                                          {"process": 0, "user": 1, "expected": 2, "Value": 3, "protocol": 4, "range": 5, "netns": 6},
+                                          {"Value": "listeners"})]))
+    b.add(panel("table", "Listeners to act on",
+                "Unexpected and unknown listeners one by one (portrange_listener_info): address and port of each, up to the "
+                "range's max_listener_series (what the cap left out is in portrange_listener_info_dropped); allowed "
+                "listeners appear here too in ranges with per_port.",
+                "none", (8, 25, 10, 9),
                 [target(f"portrange_listener_info{{{sel}}}", "", instant=True, fmt="table")],
                 options={"showHeader": True, "sortBy": [{"displayName": "expected", "desc": False}]},
                 defaults={"custom": {"align": "auto", "cellOptions": {"type": "auto"}}},
@@ -169,43 +246,56 @@ def host():
                                                "false": {"color": "red", "index": 0},
                                                "true": {"color": "green", "index": 1},
                                                "unknown": {"color": "orange", "index": 2}}}]}]}],
-                transformations=[{"id": "organize", "options": {
-                    "excludeByName": {"Time": True, "Value": True, "__name__": True, "job": True, "instance": True},
-                    "indexByName": {"protocol": 0, "address": 1, "port": 2, "process": 3, "user": 4, "expected": 5, "range": 6},
-                    "renameByName": {}}}]))
+                transformations=[organize(["Value", "job", "instance"],
+                                          {"protocol": 0, "address": 1, "port": 2, "process": 3, "user": 4, "expected": 5, "range": 6, "netns": 7})]))
     b.add(stat("Ports exposed to the ephemeral range",
                "Ports of each range inside net.ipv4.ip_local_port_range and not in ip_local_reserved_ports: outgoing connections can take them. Reserve them to get 0.",
-               "none", (16, 25, 8, 9), [target(f"portrange_ephemeral_overlap_ports{{{sel}}}", by)],
+               "none", (18, 25, 6, 9), [target(f"portrange_ephemeral_overlap_ports{{{sel}}}", by)],
                [("green", None), ("orange", 1)]))
     b.add({"type": "row", "title": "Exporter health", "collapsed": False, "panels": [],
            "gridPos": {"x": 0, "y": 34, "w": 24, "h": 1}})
-    b.add(stat("Sampling", "portrange_up: 1 when the last scrape could sample the sockets, 0 when the kernel refused (the exporter log says why).",
-               "none", (0, 35, 4, 6), [target(f"portrange_up{{{host_sel}}}", "up")],
+    b.add(stat("Sampling",
+               "OK when the last scrape could sample the sockets (portrange_up 1); FAILED when the kernel refused (portrange_up 0, "
+               "the exporter log says why); DOWN when Prometheus cannot scrape the exporter at all (up 0).",
+               "none", (0, 35, 4, 6), [target(f"portrange_up{{{host_sel}}} or (up{{{host_sel}}} - 1)", "sampling")],
+               [("red", None), ("green", 1)],
+               mappings=[{"type": "value", "options": {"-1": {"text": "DOWN"}, "0": {"text": "FAILED"}, "1": {"text": "OK"}}}]))
+    b.add(stat("Configuration",
+               "OK when the exporter's last load of its configuration file succeeded; FAILED when a reload was refused "
+               "(it keeps the last good ranges; PortRangeConfigReloadFailed, and the log names file, line and key).",
+               "none", (4, 35, 4, 6), [target(f"portrange_config_last_reload_successful{{{host_sel}}}", "config")],
                [("red", None), ("green", 1)],
                mappings=[{"type": "value", "options": {"0": {"text": "FAILED"}, "1": {"text": "OK"}}}]))
     b.add(timeseries("Scrape duration", "Time each scrape spent sampling, attributing and counting.",
-                     "s", (4, 35, 7, 6), [target(f"portrange_scrape_duration_seconds{{{host_sel}}}", "scrape")]))
+                     "s", (8, 35, 6, 6), [target(f"portrange_scrape_duration_seconds{{{host_sel}}}", "scrape")]))
     b.add(timeseries("Unattributed sockets", "Sockets whose owning process could not be found: the exporter likely lacks CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH.",
-                     "none", (11, 35, 7, 6), [target(f"portrange_unattributed_sockets{{{sel}}}", by)]))
-    b.add(timeseries("Exporter CPU", "CPU used by the exporter, in cores.",
-                     "percentunit", (18, 35, 6, 6),
+                     "none", (14, 35, 5, 6), [target(f"portrange_unattributed_sockets{{{sel}}}", by)]))
+    b.add(timeseries("Exporter CPU", "CPU used by the exporter, in cores (CPU seconds per second).",
+                     CORES, (19, 35, 5, 6),
                      [target(f"rate(process_cpu_seconds_total{{{host_sel}}}[$__rate_interval])", "cpu")]))
     variables = [
         var_datasource(),
         var_query("job", "Job", "label_values(portrange_up, job)"),
-        var_query("instance", "Instance", 'label_values(portrange_up{job="$job"}, instance)'),
+        # From up, so that a host whose exporter is down can still be picked.
+        var_query("instance", "Instance", 'label_values(up{job="$job"}, instance)'),
         var_query("range", "Range", 'label_values(portrange_ports{job="$job",instance="$instance"}, range)', multi=True, include_all=True),
+        var_query("netns", "Network namespace", 'label_values(portrange_ports{job="$job",instance="$instance"}, netns)',
+                  multi=True, include_all=True, all_value=".*"),
     ]
-    return dashboard("portrange-host", "Port ranges / Host",
+    links = [dashboard_link("Fleet", FLEET_UID, "Every host of this job",
+                            ["${datasource:queryparam}", "${job:queryparam}", "${range:queryparam}"])]
+    return dashboard(HOST_UID, "Port ranges / Host",
                      "Ports in use, free capacity and unexpected listeners of the watched port ranges on one host (portrange_exporter).",
-                     b.panels, variables)
+                     b.panels, variables, links)
 
 
 def fleet():
     sel = 'job="$job",instance=~"$instance",range=~"$range"'
+    host_sel = 'job="$job",instance=~"$instance"'
+    row_link = host_link("${__data.fields.instance}", "var-range=${__data.fields.range}")
     b = Board()
     b.add(panel("table", "Hosts by free capacity",
-                "Every host and range, fewest free ports first, with its utilisation as a bar gauge.",
+                "Every host and range, fewest free ports first, with its utilisation as a bar gauge. Click a host for its dashboard.",
                 "none", (0, 0, 12, 10),
                 [target(f"portrange_ports_free{{{sel}}}", "", ref="A", instant=True, fmt="table"),
                  target(f"portrange_ports_in_use{{{sel}}} / portrange_ports{{{sel}}}", "", ref="B", instant=True, fmt="table")],
@@ -216,64 +306,77 @@ def fleet():
                             "properties": [{"id": "unit", "value": "percentunit"}, {"id": "min", "value": 0},
                                            {"id": "max", "value": 1},
                                            {"id": "custom.cellOptions", "value": {"type": "gauge", "mode": "lcd"}},
-                                           {"id": "thresholds", "value": thresholds(("green", None), ("orange", 0.8), ("red", 0.9))}]}],
+                                           {"id": "thresholds", "value": thresholds(("green", None), ("orange", 0.8), ("red", 1 - WARN_FREE))}]},
+                           links_by_name("instance", row_link)],
                 transformations=[{"id": "merge", "options": {}},
-                                 {"id": "organize", "options": {
-                                     "excludeByName": {"Time": True, "job": True},
-                                     "indexByName": {"instance": 0, "range": 1, "protocol": 2, "Value #A": 3, "Value #B": 4},
-                                     "renameByName": {"Value #A": "Free ports", "Value #B": "Utilisation"}}}]))
-    b.add(timeseries("Ports in use across the fleet", "Sum over hosts of the ports in use per range and protocol, with the fleet's total capacity.",
+                                 organize(["job"], {"instance": 0, "netns": 1, "range": 2, "protocol": 3, "Value #A": 4, "Value #B": 5},
+                                          {"Value #A": "Free ports", "Value #B": "Utilisation"})]))
+    b.add(timeseries("Ports in use across the fleet",
+                     "Sum over hosts of the ports in use per range and protocol, with the total capacity of the hosts that can sample "
+                     "(a host with portrange_up 0 reports its capacity but no ports in use, so it is left out of both).",
                      "none", (12, 0, 12, 10),
                      [target(f"sum by (range, protocol) (portrange_ports_in_use{{{sel}}})", "in use {{range}}/{{protocol}}"),
-                      target(f"sum by (range, protocol) (portrange_ports{{{sel}}})", "capacity {{range}}/{{protocol}}", ref="B")]))
+                      target(f"sum by (range, protocol) (portrange_ports{{{sel}}} and on (job, instance) (portrange_up{{{host_sel}}} == 1))",
+                             "capacity {{range}}/{{protocol}}", ref="B")]))
     b.add(panel("table", "Hosts with unexpected listeners",
-                "Hosts where a range has listeners its allowlist does not match; open the host dashboard for the process and user.",
+                "Hosts where a range has listeners its allowlist does not match. Click a host for its dashboard, which lists the process and user.",
                 "none", (0, 10, 12, 8),
-                [target(f"sum by (instance, range, protocol) (portrange_unexpected_listeners{{{sel}}}) > 0", "", instant=True, fmt="table")],
+                [target(f"sum by (instance, netns, range, protocol) (portrange_unexpected_listeners{{{sel}}}) > 0", "", instant=True, fmt="table")],
                 options={"showHeader": True},
-                transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True},
-                                                                 "renameByName": {"Value": "Unexpected listeners"}}}]))
-    free = f"portrange_ports_free{{{sel}}}"
+                overrides=[links_by_name("instance", row_link)],
+                transformations=[organize([], {"instance": 0, "netns": 1, "range": 2, "protocol": 3, "Value": 4},
+                                          {"Value": "Unexpected listeners"})]))
     b.add(panel("table", "Time to exhaustion",
-                "Free ports divided by the rate at which they are being taken, from predict_linear over the last 6 hours. +Inf: the range is not filling up.",
+                "How long until each filling range has no free port, at the rate its ports were taken over the last 6 hours "
+                "(the recording rule instance:portrange_exhaustion_seconds:predict_linear6h). 0: no port is free now. Ranges that "
+                f"are not filling up are not listed. Red below {PREDICT_HORIZON // 3600} hours, where PortRangeExhaustionPredicted "
+                "fires once the range is more than half in use. Click a host for its dashboard.",
                 "s", (12, 10, 12, 8),
-                [target(f"{free} / clamp_min(predict_linear({free}[6h], 0) - predict_linear({free}[6h], 1), 0)",
-                        "", instant=True, fmt="table")],
+                [target(f"instance:portrange_exhaustion_seconds:predict_linear6h{{{sel}}}", "", instant=True, fmt="table")],
                 options={"showHeader": True, "sortBy": [{"displayName": "Time to exhaustion", "desc": False}]},
-                transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True, "job": True},
-                                                                 "renameByName": {"Value": "Time to exhaustion"}}}]))
-    b.add(panel("state-timeline", "Utilisation heatmap (host × time)",
-                "One row per host, coloured by the highest utilisation of its selected ranges over time.",
-                "percentunit", (0, 18, 24, 10),
-                [target(f"max by (instance) (portrange_ports_in_use{{{sel}}} / portrange_ports{{{sel}}})", "{{instance}}")],
-                options={"showValue": "never", "mergeValues": False, "rowHeight": 0.9,
-                         "legend": {"showLegend": True, "displayMode": "list", "placement": "bottom"}},
-                defaults={"min": 0, "max": 1, "color": {"mode": "continuous-GrYlRd"},
-                          "thresholds": thresholds(("green", None), ("red", 0.9))}))
+                defaults={"color": {"mode": "thresholds"},
+                          "thresholds": thresholds(("red", None), ("orange", PREDICT_HORIZON), ("green", 24 * 3600))},
+                overrides=[{"matcher": {"id": "byName", "options": "Time to exhaustion"},
+                            "properties": [{"id": "custom.cellOptions", "value": {"type": "color-text"}}]},
+                           links_by_name("instance", row_link)],
+                transformations=[organize(["job"], {"instance": 0, "range": 1, "protocol": 2, "Value": 3},
+                                          {"Value": "Time to exhaustion"})]))
+    heat = panel("state-timeline", "Utilisation heatmap (host × time)",
+                 "One row per host, coloured by the highest utilisation of its selected ranges over time. Click a row for the host's dashboard.",
+                 "percentunit", (0, 18, 24, 10),
+                 [target(f"max by (instance) (portrange_ports_in_use{{{sel}}} / portrange_ports{{{sel}}})", "{{instance}}")],
+                 options={"showValue": "never", "mergeValues": False, "rowHeight": 0.9,
+                          "legend": {"showLegend": True, "displayMode": "list", "placement": "bottom"}},
+                 defaults={"min": 0, "max": 1, "color": {"mode": "continuous-GrYlRd"},
+                           "thresholds": thresholds(("green", None), ("red", 1 - WARN_FREE)),
+                           "links": [host_link("${__field.labels.instance}", "${range:queryparam}")]})
+    b.add(heat)
     b.add(stat("Exporters not sampling", "Hosts whose exporter answers but cannot sample sockets (portrange_up == 0).",
-               "none", (0, 28, 8, 5), [target('count(portrange_up{job="$job",instance=~"$instance"} == 0) or vector(0)', "failing")],
+               "none", (0, 28, 8, 5), [target(f"count(portrange_up{{{host_sel}}} == 0) or vector(0)", "failing")],
                [("green", None), ("red", 1)]))
     b.add(stat("Exporters down", "Targets of the job Prometheus cannot scrape.",
-               "none", (8, 28, 8, 5), [target('count(up{job="$job",instance=~"$instance"} == 0) or vector(0)', "down")],
+               "none", (8, 28, 8, 5), [target(f"count(up{{{host_sel}}} == 0) or vector(0)", "down")],
                [("green", None), ("red", 1)]))
-    b.add(timeseries("Exporter CPU across the fleet", "CPU used by all exporters together, in cores.",
-                     "percentunit", (16, 28, 8, 5),
-                     [target('sum(rate(process_cpu_seconds_total{job="$job",instance=~"$instance"}[$__rate_interval]))', "cpu")]))
+    b.add(timeseries("Exporter CPU across the fleet", "CPU used by all exporters together, in cores (CPU seconds per second).",
+                     CORES, (16, 28, 8, 5),
+                     [target(f"sum(rate(process_cpu_seconds_total{{{host_sel}}}[$__rate_interval]))", "cpu")]))
     variables = [
         var_datasource(),
         var_query("job", "Job", "label_values(portrange_up, job)"),
-        var_query("instance", "Instance", 'label_values(portrange_up{job="$job"}, instance)', multi=True, include_all=True),
+        var_query("instance", "Instance", 'label_values(up{job="$job"}, instance)', multi=True, include_all=True),
         var_query("range", "Range", 'label_values(portrange_ports{job="$job"}, range)', multi=True, include_all=True),
     ]
-    return dashboard("portrange-fleet", "Port ranges / Fleet",
+    links = [dashboard_link("Host", HOST_UID, "One host's ranges, listeners and exporter health",
+                            ["${datasource:queryparam}", "${job:queryparam}", "${range:queryparam}"])]
+    return dashboard(FLEET_UID, "Port ranges / Fleet",
                      "Free capacity, growth and unexpected listeners of the watched port ranges across every host (portrange_exporter).",
-                     b.panels, variables)
+                     b.panels, variables, links)
 
 
 def main():
     check = "--check" in sys.argv[1:]
     stale = []
-    for name, board in (("portrange-host.json", host()), ("portrange-fleet.json", fleet())):
+    for name, board in ((HOST_UID + ".json", host()), (FLEET_UID + ".json", fleet())):
         text = json.dumps(board, indent=2, ensure_ascii=False) + "\n"
         path = os.path.join(HERE, name)
         if check:

@@ -15,7 +15,7 @@ use crate::platform::names::{self, Rules};
 use crate::platform::{Holder, Owner};
 
 /// Whether a listener is on its range's allowlist.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Expected {
     True,
     False,

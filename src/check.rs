@@ -1,11 +1,24 @@
-//! The one-shot `check` command: one collection, printed as a readable
-//! table, with Nagios plugin exit codes (0 OK, 1 WARNING, 2 CRITICAL,
-//! 3 UNKNOWN). It replaces the manual `ss -ulnp | grep 3224` routine.
+//! The one-shot `check` command, a Nagios plugin after the monitoring
+//! plugins guidelines (<https://nagios-plugins.org/doc/guidelines.html>):
+//! one collection, exit codes 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. The
+//! first line names what is wrong (the first unexpected listener's port,
+//! process and user, how many more; a full range; an ephemeral overlap;
+//! owners that could not be seen and the privilege that would show them)
+//! and carries performance data after `|` for every range and protocol.
+//! The long output lists the ranges and only the listeners that need a
+//! look (unexpected or unknown); `-v` adds the allowed ones, `-vv` the
+//! attribution counters. Free-port thresholds use the guidelines' range
+//! syntax, with percentages of the range's capacity. `--output json`
+//! prints the whole report for scripts. With `--collector.netns` the
+//! tables gain a NETNS column, ranges are named with their namespace, and
+//! a namespace that could not be sampled is a WARNING. Nothing here
+//! touches the OS.
 
 use std::fmt::Write;
 
 use crate::allowlist::Expected;
-use crate::collect::Report;
+use crate::collect::{Listener, RangeStats, Report};
+use crate::config::ConfigWarning;
 
 /// Nagios plugin states, as exit codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -27,16 +40,15 @@ impl Status {
     }
 }
 
-/// The `--warn-free` threshold: a share of the range's ports, or a count.
+/// One end of a threshold range: a port count or a share of the range.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum WarnFree {
+enum Bound {
+    Count(f64),
     Percent(f64),
-    Ports(u32),
 }
 
-impl std::str::FromStr for WarnFree {
-    type Err = String;
-    fn from_str(s: &str) -> Result<WarnFree, String> {
+impl Bound {
+    fn parse(s: &str) -> Result<Bound, String> {
         let s = s.trim();
         if let Some(p) = s.strip_suffix('%') {
             let v: f64 = p
@@ -46,30 +58,213 @@ impl std::str::FromStr for WarnFree {
             if !(0.0..=100.0).contains(&v) {
                 return Err(format!("{s:?} is not between 0% and 100%"));
             }
-            return Ok(WarnFree::Percent(v));
+            return Ok(Bound::Percent(v));
         }
-        s.parse()
-            .map(WarnFree::Ports)
-            .map_err(|_| format!("{s:?} is neither a port count nor a percentage such as 10%"))
+        let v: f64 = s
+            .parse()
+            .map_err(|_| format!("{s:?} is neither a number nor a percentage such as 10%"))?;
+        if !v.is_finite() {
+            return Err(format!("{s:?} is not a finite number"));
+        }
+        Ok(Bound::Count(v))
     }
-}
 
-impl WarnFree {
-    fn below(self, free: u32, ports: u32) -> bool {
+    fn resolve(self, capacity: u32) -> f64 {
         match self {
-            WarnFree::Percent(p) => f64::from(free) < f64::from(ports) * p / 100.0,
-            WarnFree::Ports(n) => free < n,
+            Bound::Count(v) => v,
+            Bound::Percent(p) => f64::from(capacity) * p / 100.0,
         }
     }
 }
 
-/// Makes a name printable on one line: control characters and backslashes
-/// are escaped, invalid UTF-8 was already replaced.
+/// A threshold in the guidelines' range syntax, applied to a range's free
+/// ports: `10:` alerts below 10, `~:10` above 10, `10:20` outside 10-20,
+/// `@10:20` inside it; each end may be a percentage of the range's ports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Threshold {
+    /// `None` is minus infinity (`~`).
+    start: Option<Bound>,
+    /// `None` is infinity (nothing after the colon).
+    end: Option<Bound>,
+    /// `@`: alert inside the range instead of outside.
+    inside: bool,
+    /// As written, for messages.
+    text: String,
+}
+
+impl std::str::FromStr for Threshold {
+    type Err = String;
+
+    /// Parses the range syntax. A bare number (`10`, meaning "alert above
+    /// 10 or below 0") is refused: for free ports it never means what it
+    /// seems to, and the refusal says what to write instead.
+    fn from_str(s: &str) -> Result<Threshold, String> {
+        let text = s.trim().to_string();
+        let (inside, body) = match text.strip_prefix('@') {
+            Some(rest) => (true, rest),
+            None => (false, text.as_str()),
+        };
+        let (start, end) = match body.split_once(':') {
+            Some(parts) => parts,
+            // `@N` is clear: alert at N or fewer.
+            None if inside => ("0", body),
+            None => {
+                return Err(format!(
+                    "{text:?}: in the plugin range syntax a bare {body} alerts when MORE than {body} ports are free; \
+                 write {body}: to alert when fewer than {body} are free, or @0:{body} for \"{body} or fewer\""
+                ));
+            }
+        };
+        let start = match start.trim() {
+            "~" => None,
+            "" => Some(Bound::Count(0.0)),
+            v => Some(Bound::parse(v)?),
+        };
+        let end = match end.trim() {
+            "" => None,
+            v => Some(Bound::parse(v)?),
+        };
+        let t = Threshold {
+            start,
+            end,
+            inside,
+            text: text.clone(),
+        };
+        let r = t.resolve(100);
+        if r.start > r.end {
+            return Err(format!("{text:?}: the start is above the end"));
+        }
+        Ok(t)
+    }
+}
+
+impl Threshold {
+    /// "Alert when fewer than `min` ports are free": what `--warn-free`
+    /// takes (a count or a percentage).
+    pub fn min_free(min: &str) -> Result<Threshold, String> {
+        let bound = Bound::parse(min)?;
+        Ok(Threshold {
+            start: Some(bound),
+            end: None,
+            inside: false,
+            text: format!("{}:", min.trim()),
+        })
+    }
+
+    /// The threshold for a range of `capacity` ports.
+    pub fn resolve(&self, capacity: u32) -> Resolved {
+        Resolved {
+            start: self
+                .start
+                .map_or(f64::NEG_INFINITY, |b| b.resolve(capacity)),
+            end: self.end.map_or(f64::INFINITY, |b| b.resolve(capacity)),
+            inside: self.inside,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+/// A threshold with its percentages turned into port counts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Resolved {
+    pub start: f64,
+    pub end: f64,
+    pub inside: bool,
+}
+
+impl Resolved {
+    pub fn alerts(&self, value: f64) -> bool {
+        let within = value >= self.start && value <= self.end;
+        within == self.inside
+    }
+
+    /// The range in performance-data syntax (`10.1:`, `~:5`, `@0:3`).
+    pub fn perf(&self) -> String {
+        let start = if self.start == f64::NEG_INFINITY {
+            "~".to_string()
+        } else {
+            number(self.start)
+        };
+        let body = if self.end == f64::INFINITY {
+            format!("{start}:")
+        } else if self.start == 0.0 && !self.inside {
+            number(self.end)
+        } else {
+            format!("{start}:{}", number(self.end))
+        };
+        if self.inside {
+            format!("@{body}")
+        } else {
+            body
+        }
+    }
+}
+
+/// A number as performance data writes it: no exponent, at most two
+/// decimals, no trailing zeros.
+fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        return format!("{}", v as i64);
+    }
+    let s = format!("{v:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// A performance-data label, single-quoted when it holds a space, `=` or
+/// a quote (a quote inside is doubled), as the guidelines ask.
+pub fn perf_label(label: &str) -> String {
+    if label.contains([' ', '=', '\'']) || label.is_empty() {
+        format!("'{}'", label.replace('\'', "''"))
+    } else {
+        label.to_string()
+    }
+}
+
+/// How `check` reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// First line, performance data and a readable table.
+    Text,
+    /// The whole report as one JSON document.
+    Json,
+}
+
+/// What `check` was asked for.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// On free ports.
+    pub warning: Threshold,
+    pub critical: Threshold,
+    /// `-v` count.
+    pub verbosity: u8,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            warning: "10%:".parse().expect("a valid default"),
+            critical: "1:".parse().expect("a valid default"),
+            verbosity: 0,
+        }
+    }
+}
+
+/// Rows of unexpected and unknown listeners shown without `-v`: the long
+/// output must fit NRPE's buffer even with thousands of listeners.
+pub const LISTENER_ROWS: usize = 20;
+
+/// Makes a name printable on one line of plugin output: control
+/// characters and backslashes are escaped, and so is `|`, which would
+/// start performance data. Invalid UTF-8 was already replaced.
 pub fn printable(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
+            '|' => out.push_str("\\u{7c}"),
             c if c.is_control() => out.extend(c.escape_default()),
             c => out.push(c),
         }
@@ -86,14 +281,242 @@ fn unknown_reason(report: &Report) -> String {
             report.missing_privileges.join(" and ")
         )
     } else if report.attribution.deadline_hit {
-        "the process scan did not finish in time: raise --timeout".to_string()
+        "the process scan did not finish in time: raise -t".to_string()
     } else {
         crate::platform::UNSEEN_OWNER.to_string()
     }
 }
 
-/// Renders the report and decides the status.
-pub fn render(report: &Report, warn_free: WarnFree) -> (Status, String) {
+fn address(l: &Listener) -> String {
+    match l.address {
+        std::net::IpAddr::V6(a) => format!("[{a}]:{}", l.port),
+        std::net::IpAddr::V4(a) => format!("{a}:{}", l.port),
+    }
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// One range and protocol, judged.
+struct Judged<'a> {
+    stats: &'a RangeStats,
+    /// Free ports that can be bound: none in use, none excluded.
+    free: u32,
+    warning: Resolved,
+    critical: Resolved,
+    unknown: usize,
+}
+
+/// The verdict: status, the first line's reasons, and the judged ranges.
+struct Verdict<'a> {
+    status: Status,
+    reasons: Vec<String>,
+    ranges: Vec<Judged<'a>>,
+}
+
+/// The NETNS cell: the label, with the `ip netns` name, the pod or the
+/// container when known.
+fn netns_cell(report: &Report, label: Option<&str>) -> String {
+    let label = label.unwrap_or("-");
+    let info = report
+        .netns
+        .as_ref()
+        .and_then(|n| n.namespaces.iter().find(|i| i.label == label));
+    match info {
+        Some(i) if !i.name.is_empty() => format!("{label} ({})", i.name),
+        Some(i) if !i.pod.is_empty() => format!("{label} ({}/{})", i.namespace, i.pod),
+        Some(i) if !i.container.is_empty() => {
+            let short: String = i.container.chars().take(12).collect();
+            format!("{label} (container {short})")
+        }
+        _ => label.to_string(),
+    }
+}
+
+/// " in netns X" for a per-namespace report, else nothing.
+fn where_(label: Option<&str>) -> String {
+    label.map_or(String::new(), |l| format!(" in netns {l}"))
+}
+
+fn judge<'a>(report: &'a Report, opts: &Options) -> Verdict<'a> {
+    let mut status = Status::Ok;
+    let mut reasons = Vec::new();
+    let unexpected: Vec<&Listener> = report
+        .listeners
+        .iter()
+        .filter(|l| l.expected == Expected::False)
+        .collect();
+    if let Some(first) = unexpected.first() {
+        status = Status::Critical;
+        let more = unexpected.len() - 1;
+        reasons.push(format!(
+            "{}: {} (user {}) on {} {} in {}{}{}",
+            plural(
+                unexpected.len(),
+                "unexpected listener",
+                "unexpected listeners"
+            ),
+            printable(&first.process()),
+            printable(&first.user),
+            first.protocol,
+            address(first),
+            first.range,
+            where_(first.netns.as_deref()),
+            if more > 0 {
+                format!(", and {more} more")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    let mut ranges = Vec::new();
+    let mut range_reasons = (Vec::new(), Vec::new());
+    for r in &report.ranges {
+        // Free-looking ports in an excluded range (Windows) cannot be bound.
+        let excluded = r.excluded.unwrap_or(0);
+        let free = r.ports.saturating_sub(r.in_use).saturating_sub(excluded);
+        let and_excluded = if excluded > 0 {
+            format!(", {excluded} excluded")
+        } else {
+            String::new()
+        };
+        let j = Judged {
+            stats: r,
+            free,
+            warning: opts.warning.resolve(r.ports),
+            critical: opts.critical.resolve(r.ports),
+            unknown: report
+                .listeners
+                .iter()
+                .filter(|l| {
+                    l.expected == Expected::Unknown
+                        && l.range == r.range
+                        && l.protocol == r.protocol
+                        && l.netns == r.netns
+                })
+                .count(),
+        };
+        let name = format!("{}/{}{}", r.range, r.protocol, where_(r.netns.as_deref()));
+        if j.critical.alerts(f64::from(free)) {
+            status = status.max(Status::Critical);
+            range_reasons.0.push(if free == 0 {
+                format!(
+                    "{name} is full ({} of {} ports in use{and_excluded})",
+                    r.in_use, r.ports
+                )
+            } else {
+                format!(
+                    "{name} has {free} of {} ports free{and_excluded} (critical {})",
+                    r.ports,
+                    opts.critical.as_str()
+                )
+            });
+        } else if j.warning.alerts(f64::from(free)) {
+            status = status.max(Status::Warning);
+            range_reasons.1.push(format!(
+                "{name} has {free} of {} ports free{and_excluded} (warning {})",
+                r.ports,
+                opts.warning.as_str()
+            ));
+        }
+        if let Some(n) = r.ephemeral_overlap.filter(|n| *n > 0) {
+            status = status.max(Status::Warning);
+            range_reasons.1.push(format!(
+                "{name}: {} in the ephemeral port range, where outgoing connections can take them",
+                plural(n as usize, "port is", "ports are")
+            ));
+        }
+        ranges.push(j);
+    }
+    reasons.extend(range_reasons.0);
+    reasons.extend(range_reasons.1);
+    if let Some(n) = report.netns.as_ref().filter(|n| n.unsampled > 0) {
+        // What the exporter cannot see is never fine.
+        status = status.max(Status::Warning);
+        reasons.push(format!(
+            "{} could not be sampled",
+            plural(
+                n.unsampled as usize,
+                "network namespace",
+                "network namespaces"
+            )
+        ));
+    }
+    let unknown: Vec<&Listener> = report
+        .listeners
+        .iter()
+        .filter(|l| l.expected == Expected::Unknown)
+        .collect();
+    if let Some(first) = unknown.first() {
+        // What the exporter cannot see is never fine.
+        status = status.max(Status::Warning);
+        reasons.push(format!(
+            "{} ({} {} in {}{}; {})",
+            plural(
+                unknown.len(),
+                "listener with unknown owner",
+                "listeners with unknown owner"
+            ),
+            first.protocol,
+            address(first),
+            first.range,
+            if unknown.len() > 1 {
+                format!(", and {} more", unknown.len() - 1)
+            } else {
+                String::new()
+            },
+            unknown_reason(report)
+        ));
+    }
+    Verdict {
+        status,
+        reasons,
+        ranges,
+    }
+}
+
+/// Performance data: in use, free, unexpected and unknown listeners per
+/// range and protocol, with thresholds and min/max.
+fn perfdata(ranges: &[Judged]) -> String {
+    let mut parts = Vec::new();
+    for j in ranges {
+        let r = j.stats;
+        let base = match &r.netns {
+            Some(n) => format!("{}_{}_{n}", r.range, r.protocol),
+            None => format!("{}_{}", r.range, r.protocol),
+        };
+        parts.push(format!(
+            "{}={};;;0;{}",
+            perf_label(&format!("{base}_in_use")),
+            r.in_use,
+            r.ports
+        ));
+        parts.push(format!(
+            "{}={};{};{};0;{}",
+            perf_label(&format!("{base}_free")),
+            j.free,
+            j.warning.perf(),
+            j.critical.perf(),
+            r.ports
+        ));
+        parts.push(format!(
+            "{}={};;0;0;",
+            perf_label(&format!("{base}_unexpected")),
+            r.unexpected
+        ));
+        parts.push(format!(
+            "{}={};0;;0;",
+            perf_label(&format!("{base}_unknown")),
+            j.unknown
+        ));
+    }
+    parts.join(" ")
+}
+
+/// Renders the report as plugin output and decides the status.
+/// `warnings` are the configuration's (shown, never a status of their own).
+pub fn render(report: &Report, warnings: &[ConfigWarning], opts: &Options) -> (Status, String) {
     let mut out = String::new();
     if let Some(e) = &report.error {
         let _ = writeln!(
@@ -103,97 +526,172 @@ pub fn render(report: &Report, warn_free: WarnFree) -> (Status, String) {
         );
         return (Status::Unknown, out);
     }
-    let mut status = Status::Ok;
-    let mut reasons = Vec::new();
-    let unexpected: usize = report
-        .listeners
-        .iter()
-        .filter(|l| l.expected == Expected::False)
-        .count();
-    if unexpected > 0 {
-        status = Status::Critical;
-        reasons.push(format!(
-            "{unexpected} unexpected listener{}",
-            if unexpected == 1 { "" } else { "s" }
-        ));
-    }
-    for r in &report.ranges {
-        // Free ports in an excluded range (Windows) cannot be bound.
-        let excluded = r.excluded.unwrap_or(0);
-        let free = (r.ports - r.in_use).saturating_sub(excluded);
-        let why = if excluded > 0 {
-            format!(", {excluded} more excluded")
-        } else {
-            String::new()
-        };
-        if free == 0 {
-            status = status.max(Status::Critical);
-            reasons.push(format!("{}/{} is full{why}", r.range, r.protocol));
-        } else if warn_free.below(free, r.ports) {
-            status = status.max(Status::Warning);
-            reasons.push(format!(
-                "{}/{} has {free} of {} ports free{why}",
-                r.range, r.protocol, r.ports
-            ));
-        }
-    }
-    let unknown = report
-        .listeners
-        .iter()
-        .filter(|l| l.expected == Expected::Unknown)
-        .count();
-    if unknown > 0 {
-        // What the exporter cannot see is never fine.
-        status = status.max(Status::Warning);
-        reasons.push(format!(
-            "{unknown} listener{} with unknown owner ({})",
-            if unknown == 1 { "" } else { "s" },
-            unknown_reason(report)
-        ));
-    }
-    let summary = if reasons.is_empty() {
-        let total_free: u32 = report.ranges.iter().map(|r| r.ports - r.in_use).sum();
+    let v = judge(report, opts);
+    let summary = if v.reasons.is_empty() {
+        let total_free: u32 = v.ranges.iter().map(|j| j.free).sum();
         format!(
             "{} range/protocol pairs, {total_free} ports free, no unexpected listener",
             report.ranges.len()
         )
     } else {
-        reasons.join("; ")
+        v.reasons.join("; ")
     };
-    let _ = writeln!(out, "PORTRANGE {} - {summary}", status.label());
+    let perf = perfdata(&v.ranges);
+    let _ = writeln!(
+        out,
+        "PORTRANGE {} - {summary}{}",
+        v.status.label(),
+        if perf.is_empty() {
+            String::new()
+        } else {
+            format!(" | {perf}")
+        }
+    );
     let _ = writeln!(out);
 
-    // The EXCLUDED column only where the platform has excluded ranges.
+    let per_netns = report.netns.is_some();
+    // An EXCLUDED column only where the platform has excluded ranges
+    // (Windows); FREE is then what can still be bound.
     let show_excluded = report.ranges.iter().any(|r| r.excluded.is_some());
-    let mut rows = vec![vec![
+    let mut head = vec![
         "RANGE".to_string(),
         "PROTOCOL".into(),
         "PORTS".into(),
         "IN USE".into(),
         "FREE".into(),
-    ]];
+    ];
     if show_excluded {
-        rows[0].push("EXCLUDED".into());
+        head.push("EXCLUDED".into());
     }
-    for r in &report.ranges {
+    head.extend(["UNEXPECTED".to_string(), "UNKNOWN".into()]);
+    let mut rows = vec![netns_first(per_netns, "NETNS", head)];
+    for j in &v.ranges {
+        let r = j.stats;
         let mut row = vec![
             r.range.clone(),
             r.protocol.to_string(),
             r.ports.to_string(),
             r.in_use.to_string(),
-            (r.ports - r.in_use).to_string(),
+            j.free.to_string(),
         ];
         if show_excluded {
             row.push(r.excluded.map_or("?".to_string(), |n| n.to_string()));
         }
-        rows.push(row);
+        row.extend([r.unexpected.to_string(), j.unknown.to_string()]);
+        rows.push(netns_first(
+            per_netns,
+            &netns_cell(report, r.netns.as_deref()),
+            row,
+        ));
     }
-    table(&mut out, &rows, &[false, false, true, true, true, true]);
+    let right = [false, false, true, true, true, true, true, true];
+    table(&mut out, &rows, &netns_first_align(per_netns, &right));
+
+    let needs_look = |l: &&Listener| l.expected != Expected::True;
+    let flagged = report.listeners.iter().filter(needs_look).count();
+    let allowed = report.listeners.len() - flagged;
     let _ = writeln!(out);
-    if report.listeners.is_empty() {
-        let _ = writeln!(out, "No listeners in the watched ranges.");
+    if opts.verbosity >= 1 {
+        if report.listeners.is_empty() {
+            let _ = writeln!(out, "No listeners in the watched ranges.");
+        } else {
+            let _ = writeln!(out, "Listeners:");
+            listener_table(&mut out, report, report.listeners.iter());
+        }
+    } else if flagged == 0 {
+        let _ = writeln!(
+            out,
+            "No unexpected or unknown listeners ({}; -v lists them).",
+            plural(allowed, "allowed listener", "allowed listeners")
+        );
     } else {
-        let mut rows = vec![vec![
+        let _ = writeln!(out, "Unexpected and unknown listeners:");
+        listener_table(
+            &mut out,
+            report,
+            report
+                .listeners
+                .iter()
+                .filter(needs_look)
+                .take(LISTENER_ROWS),
+        );
+        if flagged > LISTENER_ROWS {
+            let _ = writeln!(
+                out,
+                "... and {} more (-v lists every listener, --output json gives the whole report)",
+                flagged - LISTENER_ROWS
+            );
+        }
+        if allowed > 0 {
+            let _ = writeln!(
+                out,
+                "{} not shown (-v lists them).",
+                plural(allowed, "allowed listener", "allowed listeners")
+            );
+        }
+    }
+    if !warnings.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "Configuration warnings:");
+        for w in warnings {
+            let _ = writeln!(out, "{}", printable(&w.to_string()));
+        }
+    }
+    if opts.verbosity >= 2 {
+        let a = &report.attribution;
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "Collection: {:.3} s; owners confirmed from cache {}, sockets searched {}, processes scanned {}, \
+             processes unreadable {}, kernel-held {}, scan cut by the deadline {}",
+            report.duration.as_secs_f64(),
+            a.confirmed,
+            a.searched,
+            a.processes_scanned,
+            a.permission_denied,
+            a.kernel,
+            if a.deadline_hit { "yes" } else { "no" }
+        );
+        if !report.missing_privileges.is_empty() {
+            let _ = writeln!(
+                out,
+                "Missing privileges: {}",
+                report.missing_privileges.join(", ")
+            );
+        }
+    }
+    (v.status, out)
+}
+
+/// A row with a NETNS cell first, when the report is per namespace.
+fn netns_first(per_netns: bool, cell: &str, row: Vec<String>) -> Vec<String> {
+    if per_netns {
+        std::iter::once(cell.to_string()).chain(row).collect()
+    } else {
+        row
+    }
+}
+
+fn netns_first_align(per_netns: bool, right: &[bool]) -> Vec<bool> {
+    if per_netns {
+        std::iter::once(false)
+            .chain(right.iter().copied())
+            .collect()
+    } else {
+        right.to_vec()
+    }
+}
+
+fn listener_table<'a>(
+    out: &mut String,
+    report: &Report,
+    listeners: impl Iterator<Item = &'a Listener>,
+) {
+    let per_netns = report.netns.is_some();
+    let mut rows = vec![netns_first(
+        per_netns,
+        "NETNS",
+        vec![
             "PROTOCOL".to_string(),
             "ADDRESS:PORT".into(),
             "PROCESS".into(),
@@ -201,29 +699,120 @@ pub fn render(report: &Report, warn_free: WarnFree) -> (Status, String) {
             "USER".into(),
             "EXPECTED".into(),
             "RANGE".into(),
-        ]];
-        for l in &report.listeners {
-            let addr = match l.address {
-                std::net::IpAddr::V6(a) => format!("[{a}]:{}", l.port),
-                std::net::IpAddr::V4(a) => format!("{a}:{}", l.port),
-            };
-            rows.push(vec![
+        ],
+    )];
+    for l in listeners {
+        rows.push(netns_first(
+            per_netns,
+            &netns_cell(report, l.netns.as_deref()),
+            vec![
                 l.protocol.to_string(),
-                addr,
+                address(l),
                 printable(&l.process()),
                 l.owner().map_or("-".to_string(), |o| o.pid.to_string()),
                 printable(&l.user),
                 l.expected.as_str().to_string(),
                 l.range.clone(),
-            ]);
-        }
-        table(
-            &mut out,
-            &rows,
-            &[false, false, false, true, false, false, false],
-        );
+            ],
+        ));
     }
-    (status, out)
+    let right = [false, false, false, true, false, false, false];
+    table(out, &rows, &netns_first_align(per_netns, &right));
+}
+
+/// The whole report and the verdict as one JSON document.
+pub fn render_json(
+    report: &Report,
+    warnings: &[ConfigWarning],
+    opts: &Options,
+) -> (Status, String) {
+    use serde_json::json;
+    let (status, summary) = if let Some(e) = &report.error {
+        (
+            Status::Unknown,
+            format!("sockets could not be sampled: {e}"),
+        )
+    } else {
+        let v = judge(report, opts);
+        (
+            v.status,
+            if v.reasons.is_empty() {
+                "no unexpected listener".to_string()
+            } else {
+                v.reasons.join("; ")
+            },
+        )
+    };
+    let ranges: Vec<serde_json::Value> = report
+        .ranges
+        .iter()
+        .map(|r| {
+            let states: serde_json::Map<String, serde_json::Value> = r
+                .states
+                .iter()
+                .map(|(s, n)| ((*s).to_string(), json!(n)))
+                .collect();
+            json!({
+                "range": r.range,
+                "netns": r.netns,
+                "protocol": r.protocol.as_str(),
+                "ports": r.ports,
+                "in_use": r.in_use,
+                "free": r.ports.saturating_sub(r.in_use),
+                "unexpected_listeners": r.unexpected,
+                "unattributed_sockets": r.unattributed,
+                "ephemeral_overlap_ports": r.ephemeral_overlap,
+                "excluded_ports": r.excluded,
+                "sockets": states,
+                "ports_in_use": r.per_port.as_ref().map(|pp| {
+                    pp.iter().filter(|(_, used)| *used).map(|(p, _)| *p).collect::<Vec<u16>>()
+                }),
+                "warning": opts.warning.resolve(r.ports).perf(),
+                "critical": opts.critical.resolve(r.ports).perf(),
+            })
+        })
+        .collect();
+    let listeners: Vec<serde_json::Value> = report
+        .listeners
+        .iter()
+        .map(|l| {
+            let owner = l.owner();
+            json!({
+                "range": l.range,
+                "netns": l.netns,
+                "protocol": l.protocol.as_str(),
+                "address": l.address.to_string(),
+                "port": l.port,
+                "process": l.process(),
+                "pid": owner.map(|o| o.pid),
+                "exe": owner.and_then(|o| o.exe.as_ref()).map(|e| String::from_utf8_lossy(e).into_owned()),
+                "kernel": l.is_kernel(),
+                "user": l.user,
+                "expected": l.expected.as_str(),
+            })
+        })
+        .collect();
+    let a = &report.attribution;
+    let doc = json!({
+        "status": status.label(),
+        "code": status as i32,
+        "summary": summary,
+        "error": report.error,
+        "duration_seconds": report.duration.as_secs_f64(),
+        "ranges": ranges,
+        "listeners": listeners,
+        "attribution": {
+            "confirmed": a.confirmed,
+            "searched": a.searched,
+            "processes_scanned": a.processes_scanned,
+            "permission_denied": a.permission_denied,
+            "deadline_hit": a.deadline_hit,
+            "kernel": a.kernel,
+        },
+        "missing_privileges": report.missing_privileges,
+        "config_warnings": warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
+    });
+    (status, format!("{doc}\n"))
 }
 
 fn table(out: &mut String, rows: &[Vec<String>], right: &[bool]) {
@@ -261,7 +850,31 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    fn listener(comm: &[u8], port: u16, expected: Expected) -> Listener {
+        Listener {
+            range: "framehawk".into(),
+            protocol: Protocol::Udp,
+            port,
+            address: "::".parse().unwrap(),
+            holder: Some(Holder::Process(Arc::new(Owner {
+                pid: 4242,
+                comm: comm.to_vec(),
+                exe: None,
+                user: None,
+                user_id: None,
+            }))),
+            user: "root".into(),
+            expected,
+            netns: None,
+        }
+    }
+
     fn report(in_use: u32, listeners: Vec<(&[u8], Expected)>) -> Report {
+        let listeners: Vec<Listener> = listeners
+            .into_iter()
+            .enumerate()
+            .map(|(i, (comm, expected))| listener(comm, 3224 + i as u16, expected))
+            .collect();
         Report {
             error: None,
             ranges: vec![RangeStats {
@@ -270,57 +883,57 @@ mod tests {
                 ports: 101,
                 in_use,
                 states: vec![],
-                unexpected: 0,
+                unexpected: listeners
+                    .iter()
+                    .filter(|l| l.expected == Expected::False)
+                    .count() as u64,
                 unattributed: 0,
                 ephemeral_overlap: None,
                 excluded: None,
                 per_port: None,
+                netns: None,
             }],
-            listeners: listeners
-                .into_iter()
-                .map(|(comm, expected)| Listener {
-                    range: "framehawk".into(),
-                    protocol: Protocol::Udp,
-                    port: 3224,
-                    address: "::".parse().unwrap(),
-                    holder: Some(Holder::Process(Arc::new(Owner {
-                        pid: 4242,
-                        comm: comm.to_vec(),
-                        exe: None,
-                        user: None,
-                        user_id: None,
-                    }))),
-                    user: "root".into(),
-                    expected,
-                })
-                .collect(),
+            listeners,
             attribution: Default::default(),
             missing_privileges: Vec::new(),
             duration: Duration::ZERO,
+            netns: None,
         }
+    }
+
+    fn opts(w: &str, c: &str) -> Options {
+        Options {
+            warning: w.parse().unwrap(),
+            critical: c.parse().unwrap(),
+            verbosity: 0,
+        }
+    }
+
+    fn status(r: &Report, o: &Options) -> Status {
+        render(r, &[], o).0
     }
 
     #[test]
     fn statuses() {
-        let w = WarnFree::Percent(10.0);
-        assert_eq!(render(&report(0, vec![]), w).0, Status::Ok);
+        let o = Options::default();
+        assert_eq!(status(&report(0, vec![]), &o), Status::Ok);
         assert_eq!(
-            render(&report(91, vec![]), w).0,
+            status(&report(91, vec![]), &o),
             Status::Warning,
             "10 free < 10.1"
         );
-        assert_eq!(render(&report(90, vec![]), w).0, Status::Ok, "11 free");
-        assert_eq!(render(&report(101, vec![]), w).0, Status::Critical);
+        assert_eq!(status(&report(90, vec![]), &o), Status::Ok, "11 free");
+        assert_eq!(status(&report(101, vec![]), &o), Status::Critical);
         assert_eq!(
-            render(&report(1, vec![(b"nc", Expected::False)]), w).0,
+            status(&report(1, vec![(b"nc", Expected::False)]), &o),
             Status::Critical
         );
-        let (s, text) = render(&report(1, vec![(b"nc", Expected::Unknown)]), w);
+        let (s, text) = render(&report(1, vec![(b"nc", Expected::Unknown)]), &[], &o);
         assert_eq!(s, Status::Warning, "an unknown owner is never OK");
         assert!(text.contains("1 listener with unknown owner"), "{text}");
         let mut blind = report(1, vec![(b"nc", Expected::Unknown)]);
         blind.missing_privileges = vec!["CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"];
-        let (s, text) = render(&blind, w);
+        let (s, text) = render(&blind, &[], &o);
         assert_eq!(s, Status::Warning);
         assert!(
             text.lines()
@@ -329,84 +942,305 @@ mod tests {
                 .contains("grant CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"),
             "{text}"
         );
-        assert_eq!(
-            render(&report(96, vec![]), WarnFree::Ports(5)).0,
-            Status::Ok
-        );
-        assert_eq!(
-            render(&report(97, vec![]), WarnFree::Ports(5)).0,
-            Status::Warning
-        );
+        let five = Options {
+            warning: Threshold::min_free("5").unwrap(),
+            ..Options::default()
+        };
+        assert_eq!(status(&report(96, vec![]), &five), Status::Ok);
+        assert_eq!(status(&report(97, vec![]), &five), Status::Warning);
         let mut failed = report(0, vec![]);
         failed.error = Some("udp/ipv4 dump: refused".into());
-        let (s, text) = render(&failed, w);
+        let (s, text) = render(&failed, &[], &o);
         assert_eq!(s, Status::Unknown);
         assert!(text.starts_with("PORTRANGE UNKNOWN - sockets could not be sampled"));
     }
 
     #[test]
-    fn table_layout() {
+    fn thresholds_in_the_range_syntax() {
+        // Critical below 5 free, warning below 20%.
+        let o = opts("20%:", "5:");
+        assert_eq!(status(&report(80, vec![]), &o), Status::Ok, "21 free");
+        assert_eq!(status(&report(82, vec![]), &o), Status::Warning, "19 free");
+        assert_eq!(status(&report(97, vec![]), &o), Status::Critical, "4 free");
+        // Inside: critical when 0-2 ports are free.
+        let o = opts("10:", "@0:2");
+        assert_eq!(status(&report(99, vec![]), &o), Status::Critical);
+        assert_eq!(status(&report(98, vec![]), &o), Status::Warning);
+        // Outside 10-50 free: a range that should be neither idle nor busy.
+        let o = opts("10:50", "1:");
+        assert_eq!(status(&report(0, vec![]), &o), Status::Warning, "101 free");
+        assert_eq!(status(&report(60, vec![]), &o), Status::Ok, "41 free");
+        let t: Threshold = "~:5".parse().unwrap();
+        assert!(t.resolve(10).alerts(6.0) && !t.resolve(10).alerts(-100.0));
+        // A bare number would alert on MORE free ports: refused, saying why.
+        let e = "10".parse::<Threshold>().unwrap_err();
+        assert!(
+            e.contains("write 10: to alert when fewer than 10 are free"),
+            "{e}"
+        );
+        assert!("abc".parse::<Threshold>().is_err());
+        assert!("abc:".parse::<Threshold>().is_err());
+        assert!("150%:".parse::<Threshold>().is_err());
+        assert!("20:10".parse::<Threshold>().is_err());
+        assert!(Threshold::min_free("x").is_err());
+        assert_eq!(Threshold::min_free("10%").unwrap(), "10%:".parse().unwrap());
+    }
+
+    #[test]
+    fn perfdata_on_the_first_line() {
+        let (_, text) = render(
+            &report(3, vec![(b"CtxGfx", Expected::False)]),
+            &[],
+            &Options::default(),
+        );
+        let first = text.lines().next().unwrap();
+        let (_, perf) = first.split_once(" | ").expect("performance data");
+        assert_eq!(
+            perf,
+            "framehawk_udp_in_use=3;;;0;101 framehawk_udp_free=98;10.1:;1:;0;101 \
+             framehawk_udp_unexpected=1;;0;0; framehawk_udp_unknown=0;0;;0;"
+        );
+        assert_eq!(first.matches('|').count(), 1);
+        let (_, text) = render(&report(0, vec![]), &[], &opts("@0:10%", "~:0"));
+        let perf = text.lines().next().unwrap().split_once(" | ").unwrap().1;
+        assert!(
+            perf.contains("framehawk_udp_free=101;@0:10.1;~:0;0;101"),
+            "{perf}"
+        );
+        assert_eq!(perf_label("a b"), "'a b'");
+        assert_eq!(perf_label("it's"), "'it''s'");
+        assert_eq!(perf_label("x=y"), "'x=y'");
+        assert_eq!(perf_label("fh_udp_free"), "fh_udp_free");
+    }
+
+    #[test]
+    fn the_first_line_names_the_first_unexpected_listener() {
         let (s, text) = render(
-            &report(1, vec![(b"CtxGfx", Expected::False)]),
-            WarnFree::Percent(10.0),
+            &report(
+                3,
+                vec![
+                    (b"CtxGfx", Expected::True),
+                    (b"nc", Expected::False),
+                    (b"socat", Expected::False),
+                ],
+            ),
+            &[],
+            &Options::default(),
         );
         assert_eq!(s, Status::Critical);
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "PORTRANGE CRITICAL - 1 unexpected listener");
-        assert_eq!(lines[2], "RANGE      PROTOCOL  PORTS  IN USE  FREE");
-        assert_eq!(lines[3], "framehawk  udp         101       1   100");
-        assert_eq!(
-            lines[5],
-            "PROTOCOL  ADDRESS:PORT  PROCESS   PID  USER  EXPECTED  RANGE"
-        );
-        assert_eq!(
-            lines[6],
-            "udp       [::]:3224     CtxGfx   4242  root  false     framehawk"
+        let first = text.lines().next().unwrap();
+        assert!(
+            first.starts_with(
+                "PORTRANGE CRITICAL - 2 unexpected listeners: nc (user root) on udp [::]:3225 in framehawk, and 1 more |"
+            ),
+            "{first}"
         );
     }
 
     #[test]
     fn excluded_ports_are_not_free() {
-        let w = WarnFree::Percent(10.0);
+        let o = Options::default();
         let mut r = report(1, vec![]);
         r.ranges[0].excluded = Some(95);
-        let (s, text) = render(&r, w);
+        let (s, text) = render(&r, &[], &o);
         assert_eq!(s, Status::Warning, "100 free, 95 of them excluded:\n{text}");
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(
-            lines[0],
-            "PORTRANGE WARNING - framehawk/udp has 5 of 101 ports free, 95 more excluded"
+        assert!(
+            lines[0].starts_with(
+                "PORTRANGE WARNING - framehawk/udp has 5 of 101 ports free, 95 excluded (warning 10%:)"
+            ),
+            "{text}"
         );
         assert_eq!(
             lines[2],
-            "RANGE      PROTOCOL  PORTS  IN USE  FREE  EXCLUDED"
+            "RANGE      PROTOCOL  PORTS  IN USE  FREE  EXCLUDED  UNEXPECTED  UNKNOWN"
         );
         assert_eq!(
             lines[3],
-            "framehawk  udp         101       1   100        95"
+            "framehawk  udp         101       1     5        95           0        0"
         );
         r.ranges[0].excluded = Some(100);
-        let (s, text) = render(&r, w);
+        let (s, text) = render(&r, &[], &o);
         assert_eq!(s, Status::Critical, "{text}");
-        assert!(text.starts_with("PORTRANGE CRITICAL - framehawk/udp is full, 100 more excluded"));
-    }
-
-    #[test]
-    fn hostile_names_stay_on_one_line() {
-        let (_, text) = render(
-            &report(1, vec![(b"a\nb\tc\\d", Expected::False)]),
-            WarnFree::Percent(10.0),
+        assert!(
+            text.starts_with(
+                "PORTRANGE CRITICAL - framehawk/udp is full (1 of 101 ports in use, 100 excluded)"
+            ),
+            "{text}"
         );
-        let row = text.lines().find(|l| l.starts_with("udp ")).unwrap();
-        assert!(row.contains(r"a\nb\tc\\d"), "{row}");
-        assert_eq!(text.lines().count(), 7);
+        let (_, json) = render_json(&r, &[], &o);
+        assert!(json.contains("\"excluded_ports\":100"), "{json}");
     }
 
     #[test]
-    fn warn_free_parsing() {
-        assert_eq!("10%".parse::<WarnFree>(), Ok(WarnFree::Percent(10.0)));
-        assert_eq!("5".parse::<WarnFree>(), Ok(WarnFree::Ports(5)));
-        assert!("150%".parse::<WarnFree>().is_err());
-        assert!("x".parse::<WarnFree>().is_err());
+    fn table_layout_lists_only_what_needs_a_look() {
+        let (s, text) = render(
+            &report(
+                2,
+                vec![(b"CtxGfx", Expected::False), (b"CtxGfx", Expected::True)],
+            ),
+            &[],
+            &Options::default(),
+        );
+        assert_eq!(s, Status::Critical);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[2],
+            "RANGE      PROTOCOL  PORTS  IN USE  FREE  UNEXPECTED  UNKNOWN"
+        );
+        assert_eq!(
+            lines[3],
+            "framehawk  udp         101       2    99           1        0"
+        );
+        assert_eq!(lines[5], "Unexpected and unknown listeners:");
+        assert_eq!(
+            lines[6],
+            "PROTOCOL  ADDRESS:PORT  PROCESS   PID  USER  EXPECTED  RANGE"
+        );
+        assert_eq!(
+            lines[7],
+            "udp       [::]:3224     CtxGfx   4242  root  false     framehawk"
+        );
+        assert_eq!(lines[8], "1 allowed listener not shown (-v lists them).");
+        assert_eq!(lines.len(), 9);
+        // -v lists the allowed one too.
+        let o = Options {
+            verbosity: 1,
+            ..Options::default()
+        };
+        let (_, text) = render(
+            &report(
+                2,
+                vec![(b"CtxGfx", Expected::False), (b"CtxGfx", Expected::True)],
+            ),
+            &[],
+            &o,
+        );
+        assert_eq!(text.lines().filter(|l| l.starts_with("udp ")).count(), 2);
+        // -vv adds the collection's counters.
+        let o = Options {
+            verbosity: 2,
+            ..Options::default()
+        };
+        let (_, text) = render(&report(0, vec![]), &[], &o);
+        assert!(text.contains("Collection: 0.000 s;"), "{text}");
+    }
+
+    #[test]
+    fn thousands_of_allowed_listeners_stay_short() {
+        let many: Vec<(&[u8], Expected)> = (0..5000)
+            .map(|i| {
+                (
+                    b"asterisk".as_slice(),
+                    if i % 100 == 0 {
+                        Expected::False
+                    } else {
+                        Expected::True
+                    },
+                )
+            })
+            .collect();
+        let mut r = report(50, many);
+        r.ranges[0].ports = 10_000;
+        let (s, text) = render(&r, &[], &Options::default());
+        assert_eq!(s, Status::Critical);
+        assert!(text.lines().count() < 40, "{}", text.lines().count());
+        assert!(text.len() < 4096, "{} bytes", text.len());
+        assert!(
+            text.contains("... and 30 more (-v lists every listener"),
+            "{text}"
+        );
+        assert!(text.contains("4950 allowed listeners not shown"), "{text}");
+    }
+
+    #[test]
+    fn ephemeral_overlap_is_a_named_warning() {
+        let mut r = report(0, vec![]);
+        r.ranges[0].ephemeral_overlap = Some(25);
+        let (s, text) = render(&r, &[], &Options::default());
+        assert_eq!(s, Status::Warning);
+        assert!(
+            text.starts_with(
+                "PORTRANGE WARNING - framehawk/udp: 25 ports are in the ephemeral port range"
+            ),
+            "{text}"
+        );
+        r.ranges[0].ephemeral_overlap = Some(0);
+        assert_eq!(render(&r, &[], &Options::default()).0, Status::Ok);
+    }
+
+    #[test]
+    fn hostile_names_stay_on_one_line_and_out_of_the_perfdata() {
+        let (_, text) = render(
+            &report(1, vec![(b"a\nb\tc\\d|x=1", Expected::False)]),
+            &[],
+            &Options::default(),
+        );
+        let first = text.lines().next().unwrap();
+        assert_eq!(first.matches('|').count(), 1, "{first}");
+        assert!(first.contains(r"a\nb\tc\\d\u{7c}x=1"), "{first}");
+        let row = text.lines().find(|l| l.starts_with("udp ")).unwrap();
+        assert!(row.contains(r"a\nb\tc\\d\u{7c}x=1"), "{row}");
+        assert_eq!(text.lines().count(), 8);
+    }
+
+    #[test]
+    fn json_has_the_whole_report() {
+        let mut r = report(
+            2,
+            vec![(b"CtxGfx", Expected::True), (b"nc", Expected::False)],
+        );
+        r.ranges[0].per_port = Some(vec![(3224, true), (3225, true), (3226, false)]);
+        let w = ConfigWarning {
+            path: "r.yml".into(),
+            line: 3,
+            column: 5,
+            key: "ranges[0].expected[0].user".into(),
+            message: "user \"x\" does not exist".into(),
+        };
+        let (s, text) = render_json(&r, &[w], &Options::default());
+        assert_eq!(s, Status::Critical);
+        assert_eq!(text.lines().count(), 1);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["status"], "CRITICAL");
+        assert_eq!(v["code"], 2);
+        assert_eq!(
+            v["listeners"].as_array().unwrap().len(),
+            2,
+            "allowed ones too"
+        );
+        assert_eq!(v["listeners"][0]["pid"], 4242);
+        assert_eq!(v["listeners"][1]["expected"], "false");
+        assert_eq!(v["ranges"][0]["free"], 99);
+        assert_eq!(v["ranges"][0]["warning"], "10.1:");
+        assert_eq!(
+            v["ranges"][0]["ports_in_use"],
+            serde_json::json!([3224, 3225])
+        );
+        assert!(
+            v["config_warnings"][0]
+                .as_str()
+                .unwrap()
+                .starts_with("r.yml:3:5: ranges[0].expected[0].user:")
+        );
+    }
+
+    #[test]
+    fn config_warnings_are_shown() {
+        let w = ConfigWarning {
+            path: "r.yml".into(),
+            line: 3,
+            column: 5,
+            key: "ranges[0].expected[0].user".into(),
+            message: "user \"x\" does not exist".into(),
+        };
+        let (s, text) = render(&report(0, vec![]), &[w], &Options::default());
+        assert_eq!(s, Status::Ok, "a warning about the file is not a state");
+        assert!(
+            text.contains(
+                "Configuration warnings:\nr.yml:3:5: ranges[0].expected[0].user: user \"x\" does not exist"
+            ),
+            "{text}"
+        );
     }
 }

@@ -1,47 +1,97 @@
 //! Command-line wiring: flags (each with an environment variable), logging,
 //! configuration loading, and the two modes: serve (default) and `check`.
 //! This is the only place that uses `anyhow`; errors reaching here already
-//! name the file, key, pid or port involved.
+//! name the file, key, pid or port involved. Flags follow the Prometheus
+//! conventions (`--version` as Prometheus prints it, repeatable
+//! `--web.listen-address`, `--web.systemd-socket`,
+//! `--web.disable-exporter-metrics`); `check` follows the Nagios plugin
+//! guidelines (bad arguments are UNKNOWN, a closed stdout is no crash,
+//! `-t` bounds the whole run).
 
+use std::ffi::OsString;
+use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
-use crate::check::{self, WarnFree};
+use crate::check::{self, Output, Threshold};
 use crate::collect::Collector;
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::http;
 use crate::logging::{self, Format};
 use crate::platform;
 use crate::service::Service;
 
+/// `--version`, as Prometheus and its exporters print it.
+pub const VERSION_TEXT: &str = concat!(
+    "portrange_exporter, version ",
+    env!("CARGO_PKG_VERSION"),
+    " (branch: ",
+    env!("PORTRANGE_BRANCH"),
+    ", revision: ",
+    env!("PORTRANGE_REVISION"),
+    ")\n  build date:       ",
+    env!("PORTRANGE_BUILD_DATE"),
+    "\n  rust version:     rustc ",
+    env!("PORTRANGE_RUSTC_VERSION"),
+    "\n  platform:         ",
+    env!("PORTRANGE_PLATFORM"),
+    "\n"
+);
+
+/// Paths the server answers itself, which the telemetry path must not hide.
+const RESERVED_PATHS: [&str; 3] = ["/", "/-/healthy", "/-/reload"];
+
 /// Prometheus exporter for port ranges: ports in use, free capacity and
 /// unexpected listeners (default: the Citrix Framehawk range, UDP/TCP 3224-3324).
 #[derive(Parser, Debug)]
-#[command(name = "portrange_exporter", version, about, long_about = None)]
+#[command(name = "portrange_exporter", about, long_about = None, disable_version_flag = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Address to listen on (":PORT" listens on every interface).
+    /// Print the version, revision, branch, build date, toolchain and platform.
+    #[arg(short = 'V', long = "version", global = true)]
+    pub version: bool,
+
+    /// Address to listen on (":PORT" listens on every interface). Repeat the
+    /// flag to listen on several addresses; the environment variable takes
+    /// one address.
     #[arg(
         long = "web.listen-address",
         env = "PORTRANGE_EXPORTER_WEB_LISTEN_ADDRESS",
-        default_value = ":10224"
+        default_value = ":10224",
+        action = clap::ArgAction::Append
     )]
-    pub listen_address: String,
+    pub listen_address: Vec<String>,
 
-    /// Path under which to expose metrics.
+    /// Use the listening sockets systemd passes on socket activation
+    /// (LISTEN_FDS) instead of --web.listen-address.
+    #[arg(
+        long = "web.systemd-socket",
+        env = "PORTRANGE_EXPORTER_WEB_SYSTEMD_SOCKET"
+    )]
+    pub systemd_socket: bool,
+
+    /// Path under which to expose metrics (starting with "/"; not "/",
+    /// "/-/healthy" or "/-/reload").
     #[arg(
         long = "web.telemetry-path",
         env = "PORTRANGE_EXPORTER_WEB_TELEMETRY_PATH",
         default_value = "/metrics"
     )]
     pub telemetry_path: String,
+
+    /// Leave out the exporter's own metrics: process_* and promhttp_*.
+    #[arg(
+        long = "web.disable-exporter-metrics",
+        env = "PORTRANGE_EXPORTER_WEB_DISABLE_EXPORTER_METRICS"
+    )]
+    pub disable_exporter_metrics: bool,
 
     /// Maximum number of open HTTP connections; more are closed on accept.
     /// Kept 64 below the process's open-file limit.
@@ -84,6 +134,16 @@ pub struct Cli {
     )]
     pub procfs: PathBuf,
 
+    /// Sample every network namespace on the host (containers, pods, ip netns),
+    /// not only the exporter's own: every per-range series gains a netns label.
+    /// Needs CAP_SYS_ADMIN to enter namespaces (else /proc/<pid>/net is read).
+    #[arg(
+        long = "collector.netns",
+        env = "PORTRANGE_EXPORTER_COLLECTOR_NETNS",
+        global = true
+    )]
+    pub collector_netns: bool,
+
     /// Only log messages with the given severity or above.
     #[arg(long = "log.level", env = "PORTRANGE_EXPORTER_LOG_LEVEL", default_value = "info", value_parser = ["debug", "info", "warn", "error"], global = true)]
     pub log_level: String,
@@ -108,16 +168,39 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Sample once, print a table and exit with a Nagios plugin code
-    /// (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
-    Check {
-        /// Warn when a range's free ports fall below this share ("10%") or count ("5").
-        #[arg(long = "warn-free", default_value = "10%")]
-        warn_free: WarnFree,
-        /// Time attribution may take before sockets count as unattributed.
-        #[arg(long = "timeout", default_value = "10s", value_parser = parse_duration)]
-        timeout: Duration,
-    },
+    /// Sample once and report as a Nagios plugin: exit 0 OK, 1 WARNING,
+    /// 2 CRITICAL, 3 UNKNOWN; performance data after "|" on the first line.
+    Check(CheckArgs),
+}
+
+/// The plugin's flags, after the monitoring plugins guidelines.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CheckArgs {
+    /// Warning threshold on each range's free ports, in the plugin range
+    /// syntax: "10:" warns below 10 free, "10%:" below 10% of the range,
+    /// "@0:5" at 5 or fewer. Default 10%:.
+    #[arg(short = 'w', long = "warning", value_name = "RANGE")]
+    pub warning: Option<Threshold>,
+    /// Critical threshold on each range's free ports, same syntax.
+    /// Default 1: (critical when the range is full).
+    #[arg(short = 'c', long = "critical", value_name = "RANGE")]
+    pub critical: Option<Threshold>,
+    /// Older spelling of -w N: (warn below this count or percentage of free ports).
+    #[arg(long = "warn-free", value_name = "MIN_FREE", conflicts_with = "warning", value_parser = Threshold::min_free)]
+    pub warn_free: Option<Threshold>,
+    /// Check only this range (repeatable): one service per range.
+    #[arg(long = "range", value_name = "NAME")]
+    pub range: Vec<String>,
+    /// The whole run's time limit: past it the plugin answers UNKNOWN.
+    /// Process attribution gets 90% of it. Seconds, or "500ms", "1m".
+    #[arg(short = 't', long = "timeout", default_value = "10", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// More output: -v lists every listener, -vv adds the collection's counters.
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// text: plugin output; json: the whole report for scripts.
+    #[arg(long = "output", value_enum, default_value = "text")]
+    pub output: Output,
 }
 
 /// Parses "250ms", "10s", "2m" or a bare number of seconds.
@@ -165,21 +248,80 @@ pub fn listen_addrs(addr: &str) -> anyhow::Result<Vec<SocketAddr>> {
     Ok(addrs)
 }
 
+/// Whether the command line asks for `check`: the first word that is
+/// neither a flag nor a flag's value.
+fn invokes_check(args: &[OsString]) -> bool {
+    let cmd = Cli::command();
+    let mut words = args.iter().skip(1);
+    while let Some(w) = words.next() {
+        let w = w.to_string_lossy();
+        if w == "--" {
+            return false;
+        }
+        if let Some(long) = w.strip_prefix("--") {
+            let takes_value = !long.contains('=')
+                && cmd
+                    .get_arguments()
+                    .find(|a| a.get_long() == Some(long))
+                    .is_some_and(|a| a.get_action().takes_values());
+            if takes_value {
+                words.next();
+            }
+            continue;
+        }
+        if w.starts_with('-') && w.len() > 1 {
+            continue;
+        }
+        return w == "check";
+    }
+    false
+}
+
+/// Writes plugin output to stdout. A reader that went away (`check |
+/// head -1`) is not an error: the answer is the exit code.
+fn emit(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
 /// Runs the program; returns the process exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let shown = matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
+            if invokes_check(&args) && !shown {
+                // A plugin with bad arguments is UNKNOWN, on one line.
+                let full = e.to_string();
+                let first = full.lines().next().unwrap_or("bad arguments");
+                let first = first.strip_prefix("error: ").unwrap_or(first);
+                emit(&format!(
+                    "PORTRANGE UNKNOWN - {} (see portrange_exporter check --help)\n",
+                    check::printable(first)
+                ));
+                return check::Status::Unknown as i32;
+            }
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    if cli.version {
+        emit(VERSION_TEXT);
+        return 0;
+    }
     let level = match cli.log_level.as_str() {
         "debug" => log::LevelFilter::Debug,
         "warn" => log::LevelFilter::Warn,
         "error" => log::LevelFilter::Error,
         _ => log::LevelFilter::Info,
     };
-    if let Some(Command::Check { warn_free, timeout }) = &cli.command {
-        logging::init(level, cli.log_format);
-        return run_check(&cli, *warn_free, *timeout);
-    }
+    // The Windows service logs to the event log, from its first line on.
     #[cfg(windows)]
-    if cli.windows_service {
+    let service = cli.windows_service && cli.command.is_none();
+    #[cfg(windows)]
+    if service {
         let sink: Option<logging::Sink> = match platform::windows::eventlog::EventLog::open() {
             Ok(events) => Some(Box::new(move |level, msg: &str| events.write(level, msg))),
             Err(e) => {
@@ -188,27 +330,48 @@ pub fn main() -> i32 {
             }
         };
         logging::init_with(level, cli.log_format, sink);
-        return match platform::windows::service::run(move || run_server(cli)) {
+    }
+    // (A no-op when the service's logger is installed.)
+    logging::init(level, cli.log_format);
+    // Allowlist user names are checked against the user database at every
+    // load, where the platform can look names up.
+    let host = platform::host(&cli.procfs);
+    if let Some(lookup) = host.user_name_resolver() {
+        config::set_user_lookup(Arc::new(move |name: &str| {
+            lookup(name).map(|u| u.is_some())
+        }));
+    }
+    let missing = host.missing_privileges();
+    drop(host);
+
+    if let Some(Command::Check(args)) = &cli.command {
+        return run_check(&cli, args.clone());
+    }
+    #[cfg(windows)]
+    if service {
+        return match platform::windows::service::run(move || run_server(cli, missing)) {
             Ok(code) => code,
             Err(e) => {
                 log::error!("{e}");
-                eprintln!("portrange_exporter: {e}");
                 1
             }
         };
     }
-    logging::init(level, cli.log_format);
-    run_server(cli)
+    run_server(cli, missing)
 }
 
-/// Loads the configurations and serves until asked to stop; returns the
-/// exit code (2 for a refused configuration).
-fn run_server(cli: Cli) -> i32 {
+/// Checks the flags, loads the configurations and serves until asked to
+/// stop; returns the exit code (2 for a refused flag or configuration).
+fn run_server(cli: Cli, missing: Vec<&'static str>) -> i32 {
+    if let Err(e) = check_telemetry_path(&cli.telemetry_path) {
+        log::error!(flag = "--web.telemetry-path", value = cli.telemetry_path.as_str(); "refusing the flag: {e}");
+        return 2;
+    }
     let config = match Config::load_or_builtin(cli.config_file.as_deref()) {
         Ok(c) => c,
         Err(e) => {
-            log::error!("refusing the configuration: {e}");
-            eprintln!("portrange_exporter: {e}");
+            // Said once, on stderr, through the logger.
+            log::error!(err:% = e; "refusing the configuration");
             return 2;
         }
     };
@@ -217,41 +380,128 @@ fn run_server(cli: Cli) -> i32 {
         Some(p) => match crate::webconfig::WebConfig::load(p) {
             Ok(w) => Some(Arc::new(w)),
             Err(e) => {
-                log::error!("refusing the web configuration: {e}");
-                eprintln!("portrange_exporter: {e}");
+                log::error!(err:% = e; "refusing the web configuration");
                 return 2;
             }
         },
     };
-    match serve(cli, config, web) {
+    match serve(cli, config, web, missing) {
         Ok(()) => 0,
         Err(e) => {
-            log::error!("{e:#}");
+            log::error!(err:% = format!("{e:#}"); "exiting");
             1
         }
     }
 }
 
-fn run_check(cli: &Cli, warn_free: WarnFree, timeout: Duration) -> i32 {
-    let config = match Config::load_or_builtin(cli.config_file.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            println!("PORTRANGE UNKNOWN - {}", check::printable(&e.to_string()));
-            return check::Status::Unknown as i32;
+/// `--web.telemetry-path` must be an absolute path that does not hide the
+/// landing page, the health check or the reload endpoint.
+pub fn check_telemetry_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!(
+            "{path:?} does not start with \"/\", so no request could reach it: write /{path}"
+        ));
+    }
+    if RESERVED_PATHS.contains(&path) {
+        return Err(format!(
+            "{path:?} is served by the exporter itself (landing page, health check, reload): choose another path such as /metrics"
+        ));
+    }
+    Ok(())
+}
+
+fn run_check(cli: &Cli, args: CheckArgs) -> i32 {
+    // The plugin's time limit covers everything, the configuration's user
+    // lookups and a kernel that does not answer included.
+    let answered = Arc::new(Mutex::new(false));
+    let watchdog = answered.clone();
+    let limit = args.timeout;
+    let _ = std::thread::Builder::new()
+        .name("check-timeout".into())
+        .spawn(move || {
+            std::thread::sleep(limit);
+            let mut done = watchdog.lock().unwrap_or_else(|p| p.into_inner());
+            if !*done {
+                *done = true;
+                emit(&format!(
+                    "PORTRANGE UNKNOWN - no answer within the {} s time limit (-t)\n",
+                    limit.as_secs_f64()
+                ));
+                std::process::exit(check::Status::Unknown as i32);
+            }
+        });
+    let started = Instant::now();
+    let (status, text) = check_output(cli, &args, started);
+    let mut done = answered.lock().unwrap_or_else(|p| p.into_inner());
+    if *done {
+        // The watchdog answered and is exiting the process.
+        loop {
+            std::thread::park();
         }
-    };
-    let mut collector = Collector::new(Arc::new(config), platform::host(&cli.procfs));
-    let report = collector.collect(Instant::now() + timeout);
-    let (status, text) = check::render(&report, warn_free);
-    print!("{text}");
+    }
+    *done = true;
+    emit(&text);
     status as i32
+}
+
+fn check_output(cli: &Cli, args: &CheckArgs, started: Instant) -> (check::Status, String) {
+    let unknown = |msg: String| {
+        (
+            check::Status::Unknown,
+            format!("PORTRANGE UNKNOWN - {}\n", check::printable(&msg)),
+        )
+    };
+    let mut config = match Config::load_or_builtin(cli.config_file.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return unknown(e.to_string()),
+    };
+    if !args.range.is_empty() {
+        let names: Vec<&str> = config.ranges.iter().map(|r| r.name.as_str()).collect();
+        if let Some(missing) = args.range.iter().find(|n| !names.contains(&n.as_str())) {
+            return unknown(format!(
+                "--range {missing:?}: no such range (configured: {})",
+                names.join(", ")
+            ));
+        }
+        config.ranges.retain(|r| args.range.contains(&r.name));
+    }
+    let opts = check::Options {
+        warning: args
+            .warning
+            .clone()
+            .or_else(|| args.warn_free.clone())
+            .unwrap_or_else(|| check::Options::default().warning),
+        critical: args
+            .critical
+            .clone()
+            .unwrap_or_else(|| check::Options::default().critical),
+        verbosity: args.verbose,
+    };
+    let warnings = config.warnings.clone();
+    let mut collector = Collector::new(
+        Arc::new(config),
+        platform::host_with(&cli.procfs, &platform_options(cli)),
+    );
+    let budget = args.timeout.mul_f64(0.9);
+    let report = collector.collect(started + budget);
+    match args.output {
+        Output::Text => check::render(&report, &warnings, &opts),
+        Output::Json => check::render_json(&report, &warnings, &opts),
+    }
 }
 
 fn serve(
     cli: Cli,
     config: Config,
     web: Option<Arc<crate::webconfig::WebConfig>>,
+    missing: Vec<&'static str>,
 ) -> anyhow::Result<()> {
+    // Socket activation hands over fds before any other thread exists.
+    let activated = if cli.systemd_socket {
+        Some(platform::systemd_listeners().context("--web.systemd-socket")?)
+    } else {
+        None
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(4)
@@ -259,22 +509,46 @@ fn serve(
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let addrs = listen_addrs(&cli.listen_address)?;
-        let listener = platform::bind_listener(&addrs).with_context(|| format!("listening on {}", cli.listen_address))?;
-        let local = listener.local_addr().context("reading the bound address")?;
+        let mut listeners = Vec::new();
+        match activated {
+            Some(sockets) => {
+                for s in sockets {
+                    listeners.push(
+                        tokio::net::TcpListener::from_std(s)
+                            .context("taking a socket from systemd")?,
+                    );
+                }
+            }
+            None => {
+                for address in &cli.listen_address {
+                    let addrs = listen_addrs(address)?;
+                    listeners.push(
+                        platform::bind_listener(&addrs)
+                            .with_context(|| format!("listening on {address}"))?,
+                    );
+                }
+            }
+        }
         let ranges: Vec<String> = config
             .ranges
             .iter()
             .map(|r| format!("{}={}", r.name, r.ports))
             .collect();
         let procfs = cli.procfs.clone();
+        let registry = if cli.disable_exporter_metrics {
+            prometheus::Registry::new()
+        } else {
+            platform::self_metrics_registry()
+        };
+        let options = platform_options(&cli);
         let service = Service::start(
             config,
             cli.config_file.clone(),
-            Box::new(move || platform::host(&procfs)),
-            platform::self_metrics_registry(),
+            Box::new(move || platform::host_with(&procfs, &options)),
+            registry,
         )
         .context("starting the collector thread")?;
+        let tls = web.as_ref().is_some_and(|w| w.tls.is_some());
         let state = http::State::new(
             service.clone(),
             http::Options {
@@ -283,23 +557,38 @@ fn serve(
                 max_connections: connection_cap(cli.max_connections),
                 web: web.clone(),
                 enable_lifecycle: cli.enable_lifecycle,
+                exporter_metrics: !cli.disable_exporter_metrics,
                 ..http::Options::default()
             },
         );
+        let config_source = cli
+            .config_file
+            .as_ref()
+            .map_or("built-in default".to_string(), |p| p.display().to_string());
         log::info!(
-            "portrange_exporter {} (revision {}) listening on {}://{local}{}, metrics at {}, watching {}{}",
-            crate::metrics::VERSION,
-            crate::metrics::REVISION,
-            if web.as_ref().is_some_and(|w| w.tls.is_some()) { "https" } else { "http" },
-            if web.as_ref().is_some_and(|w| w.auth.is_some()) { " (basic auth)" } else { "" },
-            cli.telemetry_path,
-            ranges.join(" "),
-            cli.config_file
-                .as_ref()
-                .map_or(" (built-in default)".to_string(), |p| format!(" from {}", p.display()))
+            version = crate::metrics::VERSION,
+            revision = crate::metrics::REVISION,
+            branch = env!("PORTRANGE_BRANCH"),
+            ranges = ranges.join(" ").as_str(),
+            config = config_source.as_str(),
+            telemetry_path = cli.telemetry_path.as_str(),
+            tls = tls,
+            basic_auth = web.as_ref().is_some_and(|w| w.auth.is_some()),
+            exporter_metrics = !cli.disable_exporter_metrics;
+            "starting portrange_exporter"
         );
-        let missing = platform::host(&cli.procfs).missing_privileges();
+        for l in &listeners {
+            let local = l.local_addr().context("reading the bound address")?;
+            log::info!(
+                address:% = local,
+                scheme = if tls { "https" } else { "http" },
+                systemd_socket = cli.systemd_socket;
+                "listening"
+            );
+        }
         if !missing.is_empty() {
+            // The capabilities are named in the sentence (once), where an
+            // operator reads them.
             log::warn!(
                 "process attribution is limited to this user's own processes: missing {} ({} or grant them); \
                  other users' sockets will count in portrange_unattributed_sockets with expected=\"unknown\"",
@@ -308,14 +597,20 @@ fn serve(
             );
         }
         tokio::spawn(reload_on_signal(service));
-        http::serve(listener, state, async {
+        http::serve_all(listeners, state, async {
             let which = platform::shutdown_signal().await;
-            log::info!("received {which}, shutting down");
+            log::info!(signal = which; "shutting down");
         })
         .await?;
         log::info!("shut down");
         Ok(())
     })
+}
+
+fn platform_options(cli: &Cli) -> platform::PlatformOptions {
+    platform::PlatformOptions {
+        netns: cli.collector_netns,
+    }
 }
 
 /// `--web.max-connections`, kept 64 below the open-file limit so that a
@@ -340,7 +635,7 @@ fn connection_cap(wanted: usize) -> usize {
 async fn reload_on_signal(service: Arc<Service>) {
     let mut signals = platform::reload_signals();
     while let Some(which) = signals.recv().await {
-        log::info!("received {which}, reloading the configuration");
+        log::info!(signal = which; "reloading the configuration");
         let _ = service.reload(which).await;
     }
 }
@@ -370,5 +665,54 @@ mod tests {
             "127.0.0.1:9"
         );
         assert!(listen_addrs(":x").is_err());
+    }
+
+    fn words(s: &str) -> Vec<OsString> {
+        s.split_whitespace().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn which_command_a_line_asks_for() {
+        assert!(invokes_check(&words("x check --bogus")));
+        assert!(invokes_check(&words("x --config.file c.yml check -w 5:")));
+        assert!(invokes_check(&words("x --config.file=c.yml check")));
+        assert!(invokes_check(&words("x --web.enable-lifecycle check")));
+        assert!(!invokes_check(&words("x --config.file check")), "a value");
+        assert!(!invokes_check(&words("x --bogus")));
+        assert!(!invokes_check(&words("x")));
+    }
+
+    #[test]
+    fn telemetry_paths() {
+        assert!(check_telemetry_path("/metrics").is_ok());
+        assert!(check_telemetry_path("/x/metrics").is_ok());
+        let e = check_telemetry_path("metrics").unwrap_err();
+        assert!(
+            e.contains("does not start with \"/\"") && e.contains("/metrics"),
+            "{e}"
+        );
+        for p in ["/", "/-/healthy", "/-/reload"] {
+            assert!(check_telemetry_path(p).is_err(), "{p}");
+        }
+    }
+
+    #[test]
+    fn the_version_reads_as_prometheus_prints_it() {
+        let first = VERSION_TEXT.lines().next().unwrap();
+        assert!(
+            first.starts_with(&format!(
+                "portrange_exporter, version {} (branch: ",
+                env!("CARGO_PKG_VERSION")
+            )) && first.contains(", revision: "),
+            "{first}"
+        );
+        for key in ["  build date:", "  rust version:", "  platform:"] {
+            assert!(VERSION_TEXT.contains(key), "{VERSION_TEXT}");
+        }
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

@@ -3,16 +3,21 @@
 //! allowlist ([`crate::allowlist`]) and count everything per range and
 //! protocol into a [`Report`]. The report is plain data: [`crate::metrics`]
 //! turns it into metric families, [`crate::check`] into a table. Nothing
-//! here touches the OS but through [`Platform`].
+//! here touches the OS but through [`Platform`]. When the platform samples
+//! every network namespace (`--collector.netns`), the counts are made per
+//! namespace ([`build_netns_report`]): port spaces are per namespace, so
+//! nothing is summed across them.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::allowlist::{self, Expected};
 use crate::config::{Config, RangeConfig};
-use crate::platform::{self, EphemeralPorts, Filter, Holder, Owner, PassStats, Platform, Socket};
+use crate::platform::{
+    self, EphemeralPorts, Filter, Holder, Namespaces, Owner, PassStats, Platform, Socket,
+};
 use crate::ranges::{PortSet, Protocol};
 use crate::users::{self, UserNames};
 
@@ -27,6 +32,8 @@ pub struct Listener {
     pub holder: Option<Holder>,
     pub user: String,
     pub expected: Expected,
+    /// The `netns` label value with `--collector.netns`; `None` without.
+    pub netns: Option<String>,
 }
 
 impl Listener {
@@ -34,11 +41,17 @@ impl Listener {
     /// `kernel` (with the tunnel device when known) for kernel-held
     /// sockets, or `unknown`.
     pub fn process(&self) -> String {
+        self.process_name().into_owned()
+    }
+
+    /// [`Listener::process`] without an allocation where the name is
+    /// valid UTF-8 (the common case).
+    pub fn process_name(&self) -> std::borrow::Cow<'_, str> {
         match &self.holder {
-            Some(Holder::Process(o)) => String::from_utf8_lossy(&o.comm).into_owned(),
-            Some(Holder::Kernel { device: Some(d) }) => format!("kernel ({d})"),
-            Some(Holder::Kernel { device: None }) => "kernel".to_string(),
-            None => "unknown".to_string(),
+            Some(Holder::Process(o)) => String::from_utf8_lossy(&o.comm),
+            Some(Holder::Kernel { device: Some(d) }) => format!("kernel ({d})").into(),
+            Some(Holder::Kernel { device: None }) => "kernel".into(),
+            None => "unknown".into(),
         }
     }
 
@@ -75,6 +88,28 @@ pub struct RangeStats {
     pub excluded: Option<u32>,
     /// Per-port occupancy, when the range asks for it.
     pub per_port: Option<Vec<(u16, bool)>>,
+    /// The `netns` label value with `--collector.netns`; `None` without.
+    pub netns: Option<String>,
+}
+
+/// A network namespace that has series (`portrange_netns_info`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetnsInfo {
+    /// The `netns` label value: `host`, or the namespace's id in decimal.
+    pub label: String,
+    pub name: String,
+    pub container: String,
+    pub pod: String,
+    pub namespace: String,
+}
+
+/// The namespaces of a per-namespace collection.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetnsReport {
+    /// Host first, then by id.
+    pub namespaces: Vec<NetnsInfo>,
+    /// Namespaces found but not sampled: what they hold is unknown.
+    pub unsampled: u32,
 }
 
 /// Everything one collection found.
@@ -88,6 +123,8 @@ pub struct Report {
     /// The privileges attribution lacks (named by `check`).
     pub missing_privileges: Vec<&'static str>,
     pub duration: Duration,
+    /// Set with `--collector.netns`: the namespaces reported.
+    pub netns: Option<NetnsReport>,
 }
 
 impl Report {
@@ -104,6 +141,7 @@ impl Report {
             attribution: PassStats::default(),
             missing_privileges: Vec::new(),
             duration,
+            netns: None,
         }
     }
 }
@@ -182,10 +220,16 @@ impl Collector {
             Ok(s) => s,
             Err(e) => {
                 log::error!("socket sampling failed: {e}");
-                return Report::failed(e.to_string(), started.elapsed());
+                let mut failed = Report::failed(e.to_string(), started.elapsed());
+                if self.platform.namespaces().is_some() {
+                    failed.netns = Some(NetnsReport::default());
+                }
+                return failed;
             }
         };
+        let t_sample = started.elapsed();
         let attribution = self.platform.attribute(&sockets, deadline);
+        let t_attr = started.elapsed();
         self.log_attribution(&attribution.stats);
         let ephemeral = match self.platform.ephemeral_ports() {
             Ok(p) => Some(p),
@@ -210,18 +254,45 @@ impl Collector {
             .map(|(s, _)| s.uid)
             .collect();
         self.users.resolve(&uids, deadline);
-        let mut report = build_report(
-            &self.config,
-            &sockets,
-            &attribution.holders,
-            ephemeral.as_ref(),
-            &self.users,
-        );
+        let mut report = match self.platform.namespaces() {
+            None => build_report(
+                &self.config,
+                &sockets,
+                &attribution.holders,
+                ephemeral.as_ref(),
+                &self.users,
+            ),
+            Some(namespaces) => build_netns_report(
+                &self.config,
+                &sockets,
+                &attribution.holders,
+                &namespaces,
+                &self.users,
+            ),
+        };
         let excluded = self.excluded_ports();
         apply_excluded(&mut report, &self.config, &sockets, &excluded);
         report.attribution = attribution.stats;
         report.missing_privileges = self.missing.clone();
         report.duration = started.elapsed();
+        let a = &report.attribution;
+        log::debug!(
+            "timing: sample {t_sample:?} attribute {:?} rest {:?}",
+            t_attr - t_sample,
+            report.duration - t_attr
+        );
+        log::debug!(
+            "collection: {} sockets, {} listeners, {} owners confirmed, {} searched, {} processes scanned, {} links read, {} kernel-held, deadline hit {}, {:?}",
+            sockets.len(),
+            report.listeners.len(),
+            a.confirmed,
+            a.searched,
+            a.processes_scanned,
+            a.links_read,
+            a.kernel,
+            a.deadline_hit,
+            report.duration
+        );
         report
     }
 
@@ -286,9 +357,11 @@ pub fn build_report(
 ) -> Report {
     let mut ranges = Vec::new();
     let mut listeners = Vec::new();
+    // One lookup and one label per uid, not per listener.
+    let mut user_names: HashMap<u32, (allowlist::UserName, String)> = HashMap::new();
     for range in &config.ranges {
         for &protocol in &range.protocols {
-            let mut used = BTreeSet::new();
+            let mut used = PortBits::default();
             let names = platform::state_names(protocol);
             let mut states: Vec<(&'static str, u64)> = names.iter().map(|&n| (n, 0)).collect();
             let mut unexpected = 0;
@@ -309,13 +382,23 @@ pub fn build_report(
                     unattributed += 1;
                 }
                 if s.is_listener() {
-                    let user = match holder {
+                    let own;
+                    let (user, label) = match holder {
                         Some(Holder::Process(o)) if o.user.is_some() => {
-                            allowlist::UserName::Known(o.user.clone().unwrap_or_default())
+                            let name = o.user.clone().unwrap_or_default();
+                            own = (allowlist::UserName::Known(name.clone()), name);
+                            (&own.0, &own.1)
                         }
-                        _ => users.get(s.uid),
+                        _ => {
+                            let e = user_names.entry(s.uid).or_insert_with(|| {
+                                let n = users.get(s.uid);
+                                let label = users::label(&n, s.uid);
+                                (n, label)
+                            });
+                            (&e.0, &e.1)
+                        }
                     };
-                    let expected = allowlist::judge(&range.expected, holder.as_ref(), s.uid, &user);
+                    let expected = allowlist::judge(&range.expected, holder.as_ref(), s.uid, user);
                     if expected == Expected::False {
                         unexpected += 1;
                     }
@@ -325,8 +408,9 @@ pub fn build_report(
                         port: s.port,
                         address: s.local,
                         holder: holder.clone(),
-                        user: users::label(&user, s.uid),
+                        user: label.clone(),
                         expected,
+                        netns: None,
                     });
                 }
             }
@@ -334,7 +418,7 @@ pub fn build_report(
                 range: range.name.clone(),
                 protocol,
                 ports: range.ports.len(),
-                in_use: used.len() as u32,
+                in_use: used.len(),
                 states,
                 unexpected,
                 unattributed,
@@ -342,19 +426,15 @@ pub fn build_report(
                     .map(|e| range.ports.intersect(e.ports(protocol)).len()),
                 excluded: None,
                 per_port: per_port(range, &used),
+                netns: None,
             });
         }
     }
-    listeners.sort_by_cached_key(|l| {
-        (
-            l.range.clone(),
-            l.protocol,
-            l.port,
-            l.address,
-            l.process(),
-            l.user.clone(),
-            l.expected,
-        )
+    listeners.sort_by(|a, b| {
+        (&a.range, a.protocol, a.port, a.address)
+            .cmp(&(&b.range, b.protocol, b.port, b.address))
+            .then_with(|| a.process_name().cmp(&b.process_name()))
+            .then_with(|| (&a.user, a.expected).cmp(&(&b.user, b.expected)))
     });
     Report {
         error: None,
@@ -363,12 +443,14 @@ pub fn build_report(
         attribution: PassStats::default(),
         missing_privileges: Vec::new(),
         duration: Duration::ZERO,
+        netns: None,
     }
 }
 
 /// Sets each range's count of ports that look free but cannot be bound:
 /// those in `excluded` (per protocol) that no sampled socket holds.
-/// Protocols missing from `excluded` stay `None`.
+/// Protocols missing from `excluded` stay `None`. Only Windows has such
+/// ports, and it samples a single namespace.
 pub fn apply_excluded(
     report: &mut Report,
     config: &Config,
@@ -382,29 +464,121 @@ pub fn apply_excluded(
         let Some(range) = config.ranges.iter().find(|r| r.name == stats.range) else {
             continue;
         };
-        let held: BTreeSet<u16> = sockets
+        let mut held = PortBits::default();
+        for s in sockets
             .iter()
             .filter(|s| s.protocol == stats.protocol && s.holds_port())
-            .map(|s| s.port)
-            .collect();
+        {
+            held.insert(s.port);
+        }
         let count = range
             .ports
             .intersect(unbindable)
             .ports()
-            .filter(|p| !held.contains(p))
+            .filter(|p| !held.contains(*p))
             .count();
         stats.excluded = Some(count as u32);
     }
 }
 
-fn per_port(range: &RangeConfig, used: &BTreeSet<u16>) -> Option<Vec<(u16, bool)>> {
-    range.per_port.then(|| {
-        range
-            .ports
-            .ports()
-            .map(|p| (p, used.contains(&p)))
-            .collect()
-    })
+/// Builds the report of a per-namespace sample: one [`build_report`] for
+/// the host's namespace and for each namespace with at least one socket in
+/// a watched range (so series follow what is there), each with its own
+/// ephemeral ports and its `netns` label. Pure, like [`build_report`].
+pub fn build_netns_report(
+    config: &Config,
+    sockets: &[Socket],
+    holders: &[Option<Holder>],
+    namespaces: &Namespaces,
+    users: &UserNames,
+) -> Report {
+    let watched = |s: &Socket| {
+        config
+            .ranges
+            .iter()
+            .any(|r| r.protocols.contains(&s.protocol) && r.ports.contains(s.port))
+    };
+    let mut report = build_report(config, &[], &[], None, users);
+    report.ranges.clear();
+    let mut netns = NetnsReport {
+        namespaces: Vec::new(),
+        unsampled: namespaces.unsampled,
+    };
+    for ns in &namespaces.list {
+        let (mine, held): (Vec<Socket>, Vec<Option<Holder>>) = sockets
+            .iter()
+            .zip(holders.iter().chain(std::iter::repeat(&None)))
+            .filter(|(s, _)| s.netns == ns.id)
+            .map(|(s, h)| (s.clone(), h.clone()))
+            .unzip();
+        if !ns.host && !mine.iter().any(watched) {
+            continue;
+        }
+        let label = if ns.host {
+            "host".to_string()
+        } else {
+            ns.id.to_string()
+        };
+        let part = build_report(config, &mine, &held, ns.ephemeral.as_ref(), users);
+        report.ranges.extend(part.ranges.into_iter().map(|mut r| {
+            r.netns = Some(label.clone());
+            r
+        }));
+        report
+            .listeners
+            .extend(part.listeners.into_iter().map(|mut l| {
+                l.netns = Some(label.clone());
+                l
+            }));
+        netns.namespaces.push(NetnsInfo {
+            label,
+            name: ns.name.clone(),
+            container: ns.container.clone(),
+            pod: ns.pod.clone(),
+            namespace: ns.pod_namespace.clone(),
+        });
+    }
+    report.netns = Some(netns);
+    report
+}
+
+/// The ports in use of one range, as a bit per port.
+struct PortBits {
+    bits: Vec<u64>,
+    count: u32,
+}
+
+impl Default for PortBits {
+    fn default() -> PortBits {
+        PortBits {
+            bits: vec![0; 1024],
+            count: 0,
+        }
+    }
+}
+
+impl PortBits {
+    fn insert(&mut self, port: u16) {
+        let (word, bit) = (usize::from(port / 64), port % 64);
+        if self.bits[word] & (1 << bit) == 0 {
+            self.bits[word] |= 1 << bit;
+            self.count += 1;
+        }
+    }
+
+    fn contains(&self, port: u16) -> bool {
+        self.bits[usize::from(port / 64)] & (1 << (port % 64)) != 0
+    }
+
+    fn len(&self) -> u32 {
+        self.count
+    }
+}
+
+fn per_port(range: &RangeConfig, used: &PortBits) -> Option<Vec<(u16, bool)>> {
+    range
+        .per_port
+        .then(|| range.ports.ports().map(|p| (p, used.contains(p))).collect())
 }
 
 /// The ports outgoing connections can take, for ranges that are not
@@ -447,6 +621,7 @@ mod tests {
             uid: 0,
             inode,
             pid_hint: None,
+            netns: 0,
         }
     }
 
@@ -462,7 +637,7 @@ mod tests {
     #[test]
     fn counts_per_range_and_protocol() {
         let c = cfg(
-            "ranges:\n  - name: fh\n    ports: 3224-3324\n    expected:\n      - process: ok\n  - name: one\n    ports: 3224\n    protocols: [udp]\n    per_port: false\n",
+            "ranges:\n  - name: fh\n    ports: 3224-3324\n    expected:\n      - process: ok\n  - name: one\n    ports: 3400\n    protocols: [tcp]\n    per_port: false\n",
         );
         let socks = vec![
             sock(Protocol::Udp, 3224, 7, 0, 10),     // listener, owner "ok"
@@ -473,7 +648,7 @@ mod tests {
             sock(Protocol::Tcp, 3300, 10, 0, 20),    // listen
             sock(Protocol::Tcp, 3300, 1, 40000, 21), // accepted connection, same port
             sock(Protocol::Tcp, 3301, 6, 40001, 0),  // TIME_WAIT: does not hold the port
-            sock(Protocol::Tcp, 3400, 10, 0, 22),    // outside every range
+            sock(Protocol::Tcp, 3400, 10, 0, 22),    // listen, in "one"
         ];
         let holders = vec![
             owner("ok"),
@@ -486,7 +661,7 @@ mod tests {
             owner("ok"),
             owner("ok"),
             None,
-            None,
+            owner("ok"),
         ];
         let eph = same_ephemeral(PortSet::from_intervals(vec![(3300, 60999)]));
         let r = build_report(&c, &socks, &holders, Some(&eph), &users());
@@ -522,7 +697,7 @@ mod tests {
             "the allowlist of fh does not apply here"
         );
         assert!(one.per_port.is_none());
-        // Listeners: 4 UDP + 1 TCP in fh, 1 UDP in "one".
+        // Listeners: 4 UDP + 1 TCP in fh, 1 TCP in "one".
         assert_eq!(r.listeners.len(), 6);
         let exp: Vec<_> = r
             .listeners
@@ -542,7 +717,7 @@ mod tests {
         assert!(exp.contains(&("fh", 3227, "unknown".into(), "root", Expected::Unknown)));
         assert!(exp.contains(&("fh", 3228, "kernel (vx0)".into(), "root", Expected::False)));
         assert!(exp.contains(&("fh", 3300, "ok".into(), "root", Expected::True)));
-        assert!(exp.contains(&("one", 3224, "ok".into(), "root", Expected::False)));
+        assert!(exp.contains(&("one", 3400, "ok".into(), "root", Expected::False)));
     }
 
     #[test]
@@ -588,5 +763,121 @@ mod tests {
             assert_eq!(s.ephemeral_overlap, None);
         }
         assert!(r.listeners.is_empty());
+    }
+
+    #[test]
+    fn per_namespace_counts_are_never_summed() {
+        use crate::platform::Namespace;
+        let c = cfg(
+            "ranges:\n  - name: fh\n    ports: 3224-3324\n    protocols: [udp]\n    expected:\n      - process: ok\n",
+        );
+        let in_ns = |ns: u64, port: u16, inode: u64| Socket {
+            netns: ns,
+            ..sock(Protocol::Udp, port, 7, 0, inode)
+        };
+        // Host: 3224 and 3225. Namespace 20: 3224 (the same port: port
+        // spaces are per namespace) held by "bad". Namespace 30: only a
+        // socket outside every range. Namespace 40: nothing.
+        let socks = vec![
+            in_ns(10, 3224, 1),
+            in_ns(20, 3224, 2),
+            in_ns(10, 3225, 3),
+            in_ns(30, 4000, 4),
+        ];
+        let holders = vec![owner("ok"), owner("bad"), owner("ok"), owner("x")];
+        let ns = |id: u64, host: bool, eph: Option<(u16, u16)>| Namespace {
+            id,
+            host,
+            name: if id == 20 {
+                "blue".into()
+            } else {
+                String::new()
+            },
+            pod: if id == 20 {
+                "web-0".into()
+            } else {
+                String::new()
+            },
+            pod_namespace: if id == 20 {
+                "shop".into()
+            } else {
+                String::new()
+            },
+            container: if id == 20 {
+                "c0ffee".into()
+            } else {
+                String::new()
+            },
+            ephemeral: eph.map(|(lo, hi)| same_ephemeral(PortSet::from_intervals(vec![(lo, hi)]))),
+        };
+        let namespaces = Namespaces {
+            list: vec![
+                ns(10, true, Some((3300, 60999))),
+                ns(20, false, None),
+                ns(30, false, Some((1024, 65535))),
+                ns(40, false, None),
+            ],
+            unsampled: 2,
+        };
+        let r = build_netns_report(&c, &socks, &holders, &namespaces, &users());
+        let rows: Vec<_> = r
+            .ranges
+            .iter()
+            .map(|x| {
+                (
+                    x.netns.as_deref().unwrap(),
+                    x.in_use,
+                    x.ports - x.in_use,
+                    x.unexpected,
+                    x.ephemeral_overlap,
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            vec![("host", 2, 99, 0, Some(25)), ("20", 1, 100, 1, None)],
+            "30 has no socket in a range and 40 none at all: no series"
+        );
+        let l: Vec<_> = r
+            .listeners
+            .iter()
+            .map(|l| (l.netns.as_deref().unwrap(), l.port, l.process(), l.expected))
+            .collect();
+        assert_eq!(
+            l,
+            vec![
+                ("host", 3224, "ok".to_string(), Expected::True),
+                ("host", 3225, "ok".to_string(), Expected::True),
+                ("20", 3224, "bad".to_string(), Expected::False),
+            ]
+        );
+        let n = r.netns.unwrap();
+        assert_eq!(n.unsampled, 2);
+        assert_eq!(
+            n.namespaces,
+            vec![
+                NetnsInfo {
+                    label: "host".into(),
+                    name: String::new(),
+                    container: String::new(),
+                    pod: String::new(),
+                    namespace: String::new(),
+                },
+                NetnsInfo {
+                    label: "20".into(),
+                    name: "blue".into(),
+                    container: "c0ffee".into(),
+                    pod: "web-0".into(),
+                    namespace: "shop".into(),
+                },
+            ]
+        );
+        // The host keeps its series with nothing in it.
+        let empty = build_netns_report(&c, &[], &[], &namespaces, &users());
+        assert_eq!(empty.ranges.len(), 1);
+        assert_eq!(
+            (empty.ranges[0].in_use, empty.ranges[0].netns.as_deref()),
+            (0, Some("host"))
+        );
     }
 }

@@ -1,11 +1,19 @@
 //! The YAML configuration: which port ranges to watch, on which protocols,
 //! and which processes are allowed to listen there. Parsing keeps source
-//! positions so that every refusal names the file, line, column and key at
-//! fault; validation turns the raw document into the checked model
-//! ([`Config`]) that the rest of the exporter reads.
+//! positions and key paths so that every refusal names the file, line,
+//! column and key at fault (type errors included); validation turns the raw
+//! document into the checked model ([`Config`]) that the rest of the
+//! exporter reads. Validation refuses what would silently give wrong
+//! numbers or never match: two ranges sharing ports on one protocol,
+//! process names no process can have, quoted or YAML 1.1 booleans, and
+//! per-port series on a huge range without an explicit `per_port: force`.
+//! Allowlist users that do not exist are only warned about (the user
+//! database may be down), through the lookup [`set_user_lookup`] installs.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock, mpsc};
+use std::time::Duration;
 
 use regex::bytes::RegexBuilder;
 use serde::Deserialize;
@@ -20,12 +28,77 @@ use crate::ranges::{PortSet, Protocol};
 /// says otherwise.
 pub const PER_PORT_DEFAULT_LIMIT: u32 = 1024;
 
+/// Unexpected and unknown listeners itemized in `portrange_listener_info`
+/// per range and protocol unless the config says otherwise.
+pub const LISTENER_SERIES_DEFAULT_LIMIT: u32 = 100;
+
+/// Above this many ports, `per_port: true` is refused: it takes
+/// `per_port: force`, which acknowledges the series it costs.
+pub const PER_PORT_FORCE_LIMIT: u32 = 4096;
+
+/// Bytes one `portrange_port_in_use` sample takes in the exposition
+/// (measured: 131,024 series made 8.5 MB).
+const PER_PORT_SERIES_BYTES: u64 = 65;
+
+/// How long the load waits for the user database to answer about
+/// allowlist `user:` names.
+pub const USER_CHECK_DEADLINE: Duration = Duration::from_secs(2);
+
 /// A checked configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub ranges: Vec<RangeConfig>,
     /// Where it came from: a path, or `None` for the built-in default.
     pub source: Option<PathBuf>,
+    /// Allowlist `user:` names with where they were written, for the check
+    /// against the user database.
+    pub user_names: Vec<UserRef>,
+    /// What the load found questionable without refusing the file (logged
+    /// when it was loaded; `check` shows them too).
+    pub warnings: Vec<ConfigWarning>,
+}
+
+/// An allowlist `user:` given by name, and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserRef {
+    pub name: String,
+    pub line: u64,
+    pub column: u64,
+    pub key: String,
+}
+
+/// A finding that does not refuse the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigWarning {
+    pub path: String,
+    pub line: u64,
+    pub column: u64,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.path, self.line, self.column, self.key, self.message
+        )
+    }
+}
+
+/// Looks an account up by name: `Ok(true)` when it exists, `Ok(false)`
+/// when the user database says there is no such account, `Err` when the
+/// lookup failed. May block (NSS, LDAP).
+pub type UserLookup = Arc<dyn Fn(&str) -> Result<bool, String> + Send + Sync>;
+
+static USER_LOOKUP: OnceLock<UserLookup> = OnceLock::new();
+
+/// Installs the user lookup that [`Config::load`] runs on allowlist
+/// `user:` names (at start and on every reload). Without one (tests,
+/// fuzzing) names are not checked. Later calls are ignored.
+pub fn set_user_lookup(lookup: UserLookup) {
+    let _ = USER_LOOKUP.set(lookup);
 }
 
 /// One watched range.
@@ -35,6 +108,9 @@ pub struct RangeConfig {
     pub ports: PortSet,
     pub protocols: Vec<Protocol>,
     pub per_port: bool,
+    /// At most this many unexpected or unknown listeners get a
+    /// `portrange_listener_info` series, per protocol.
+    pub max_listener_series: u32,
     pub expected: Vec<Matcher>,
 }
 
@@ -67,9 +143,12 @@ impl Config {
                 ports: PortSet::from_intervals(vec![(3224, 3324)]),
                 protocols: vec![Protocol::Udp, Protocol::Tcp],
                 per_port: true,
+                max_listener_series: LISTENER_SERIES_DEFAULT_LIMIT,
                 expected: Vec::new(),
             }],
             source: None,
+            user_names: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -82,7 +161,9 @@ impl Config {
         }
     }
 
-    /// Reads and checks a configuration file.
+    /// Reads and checks a configuration file. Allowlist user names are
+    /// looked up when a lookup is installed ([`set_user_lookup`]); what
+    /// that finds is logged, once per load, and kept in `warnings`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let display = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -91,13 +172,109 @@ impl Config {
         })?;
         let mut cfg = Config::parse(&text, &display)?;
         cfg.source = Some(path.to_path_buf());
+        if let Some(lookup) = USER_LOOKUP.get() {
+            let found = cfg.check_users(lookup, &display, USER_CHECK_DEADLINE);
+            cfg.warnings.extend(found);
+        }
+        for w in &cfg.warnings {
+            log::warn!(
+                file = w.path.as_str(), line = w.line, column = w.column, key = w.key.as_str();
+                "configuration: {}", w.message
+            );
+        }
         Ok(cfg)
     }
 
     /// Parses and checks configuration text; `path` only labels errors.
     pub fn parse(text: &str, path: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| from_yaml_error(&e, path))?;
+        let mut options = serde_saphyr::Options::default();
+        // `yes`, `on` and friends are YAML 1.1 booleans; only true and false are.
+        options.strict_booleans = true;
+        let mut failed_at: Option<serde_path_to_error::Path> = None;
+        let raw: Result<RawConfig, _> =
+            serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+                serde_path_to_error::deserialize(de).map_err(|e| {
+                    failed_at = Some(e.path().clone());
+                    e.into_inner()
+                })
+            });
+        let raw = raw.map_err(|e| from_yaml_error(&e, failed_at.as_ref(), path))?;
         validate(raw, path)
+    }
+
+    /// Looks up every allowlist `user:` name, waiting for the user
+    /// database no longer than `deadline` in all. A name it says does not
+    /// exist, or that it could not answer for, is a warning naming the
+    /// file, line and key: the entry can never match (or cannot be judged
+    /// while the database is down). Never refuses the file: NSS may be
+    /// down only for now.
+    pub fn check_users(
+        &self,
+        lookup: &UserLookup,
+        path: &str,
+        deadline: Duration,
+    ) -> Vec<ConfigWarning> {
+        let mut names: Vec<String> = self.user_names.iter().map(|u| u.name.clone()).collect();
+        names.sort();
+        names.dedup();
+        if names.is_empty() {
+            return Vec::new();
+        }
+        let (tx, rx) = mpsc::channel();
+        let resolver = lookup.clone();
+        let batch = names.clone();
+        let spawned = std::thread::Builder::new()
+            .name("user-check".into())
+            .spawn(move || {
+                for name in batch {
+                    let answer = resolver(&name);
+                    if tx.send((name, answer)).is_err() {
+                        return;
+                    }
+                }
+            });
+        let mut answers = std::collections::HashMap::new();
+        if spawned.is_ok() {
+            let until = std::time::Instant::now() + deadline;
+            while answers.len() < names.len() {
+                match rx.recv_timeout(until.saturating_duration_since(std::time::Instant::now())) {
+                    Ok((name, answer)) => {
+                        answers.insert(name, answer);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for u in &self.user_names {
+            let message = match answers.get(&u.name) {
+                Some(Ok(true)) => continue,
+                Some(Ok(false)) => format!(
+                    "user {:?} does not exist on this host (the user database has no such account): this entry can never match; \
+                     the file is loaded anyway",
+                    u.name
+                ),
+                Some(Err(e)) => format!(
+                    "cannot tell whether user {:?} exists: the user lookup failed ({}); listeners it would allow read \"unknown\" until it answers",
+                    u.name,
+                    one_line(e)
+                ),
+                None => format!(
+                    "cannot tell whether user {:?} exists: the user database did not answer within {} s (NSS or LDAP down?); \
+                     listeners it would allow read \"unknown\" until it answers",
+                    u.name,
+                    deadline.as_secs_f64()
+                ),
+            };
+            out.push(ConfigWarning {
+                path: path.to_string(),
+                line: u.line,
+                column: u.column,
+                key: u.key.clone(),
+                message,
+            });
+        }
+        out
     }
 
     /// Ranges watched on `protocol`.
@@ -131,9 +308,60 @@ struct RawRange {
     #[serde(default)]
     protocols: Option<Spanned<Vec<Spanned<RawProtocol>>>>,
     #[serde(default)]
-    per_port: Option<bool>,
+    per_port: Option<Spanned<RawPerPort>>,
+    #[serde(default)]
+    max_listener_series: Option<u32>,
     #[serde(default)]
     expected: Vec<Spanned<RawExpected>>,
+}
+
+/// `per_port: true`, `false`, or `force` (per-port series on a range above
+/// [`PER_PORT_FORCE_LIMIT`] ports). Quoted `"true"` is a string, not a
+/// boolean, and is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RawPerPort {
+    Bool(bool),
+    Force,
+}
+
+impl<'de> Deserialize<'de> for RawPerPort {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawPerPort;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("true, false or force")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawPerPort, E> {
+                Ok(RawPerPort::Bool(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawPerPort, E> {
+                match v {
+                    "force" => Ok(RawPerPort::Force),
+                    v => Err(E::custom(not_a_boolean(v, "true, false or force"))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The refusal for a string where a boolean belongs: a quoted `"true"`, or
+/// YAML 1.1's `yes`/`no`/`on`/`off`, which YAML 1.2 reads as strings.
+fn not_a_boolean(v: &str, want: &str) -> String {
+    let lower = v.to_ascii_lowercase();
+    match lower.as_str() {
+        "true" | "false" => format!(
+            "{v:?} is a quoted string, not a boolean: write {lower} without quotes (expected {want})"
+        ),
+        "yes" | "y" | "on" => {
+            format!("{v:?} is not a boolean in YAML 1.2: write true (expected {want})")
+        }
+        "no" | "n" | "off" => {
+            format!("{v:?} is not a boolean in YAML 1.2: write false (expected {want})")
+        }
+        _ => format!("{v:?} is not valid here: expected {want}"),
+    }
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -156,12 +384,35 @@ struct RawExpected {
     kernel: Option<Spanned<RawKernel>>,
 }
 
-/// `kernel: true` or `kernel: <device>`.
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// `kernel: true` or `kernel: <device>`. A quoted `"true"` or a YAML 1.1
+/// boolean (`yes`) is refused rather than taken for a device name.
 enum RawKernel {
     Flag(bool),
     Device(String),
+}
+
+impl<'de> Deserialize<'de> for RawKernel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawKernel;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("true or a tunnel device name")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawKernel, E> {
+                Ok(RawKernel::Flag(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawKernel, E> {
+                match v.to_ascii_lowercase().as_str() {
+                    "true" | "false" | "yes" | "y" | "on" | "no" | "n" | "off" => {
+                        Err(E::custom(not_a_boolean(v, "true or a tunnel device name")))
+                    }
+                    _ => Ok(RawKernel::Device(v.to_string())),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A scalar that may be written as a number or a string.
@@ -246,7 +497,11 @@ impl Errors<'_> {
     }
 }
 
-fn from_yaml_error(e: &serde_saphyr::Error, path: &str) -> ConfigError {
+fn from_yaml_error(
+    e: &serde_saphyr::Error,
+    at: Option<&serde_path_to_error::Path>,
+    path: &str,
+) -> ConfigError {
     let (line, column) = e
         .location()
         .map(|l| (l.line(), l.column()))
@@ -264,7 +519,15 @@ fn from_yaml_error(e: &serde_saphyr::Error, path: &str) -> ConfigError {
             .to_string(),
         None => first.to_string(),
     };
-    let key = unknown_key(&message).unwrap_or_else(|| "(document)".to_string());
+    let parent = at.map(key_path).unwrap_or_default();
+    let key = match named_key(&message) {
+        Some(k) if parent.is_empty() => k,
+        // An unknown key is already the last segment of the path.
+        Some(k) if parent == k || parent.ends_with(&format!(".{k}")) => parent,
+        Some(k) => format!("{parent}.{k}"),
+        None if parent.is_empty() => "(document)".to_string(),
+        None => parent,
+    };
     ConfigError::Invalid {
         path: path.to_string(),
         line,
@@ -274,8 +537,33 @@ fn from_yaml_error(e: &serde_saphyr::Error, path: &str) -> ConfigError {
     }
 }
 
+/// A deserializer path as the README writes keys: `ranges[0].protocols`.
+/// The fields `Spanned` wraps a value in are not keys of the document.
+fn key_path(p: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in p.iter() {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } => {
+                if matches!(key.as_str(), "value" | "referenced" | "defined")
+                    || key.starts_with("__serde_saphyr")
+                {
+                    continue;
+                }
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Enum { .. } | Segment::Unknown => {}
+        }
+    }
+    out
+}
+
 /// Pulls the key out of serde's "unknown field `x`" and "missing field `x`" messages.
-fn unknown_key(message: &str) -> Option<String> {
+fn named_key(message: &str) -> Option<String> {
     for marker in ["unknown field `", "missing field `", "duplicate field `"] {
         if let Some(start) = message.find(marker) {
             let rest = &message[start + marker.len()..];
@@ -299,6 +587,9 @@ fn validate(raw: RawConfig, path: &str) -> Result<Config, ConfigError> {
         ));
     }
     let mut ranges: Vec<RangeConfig> = Vec::with_capacity(raw.ranges.value.len());
+    // Where each range's `ports:` was written, for overlap refusals.
+    let mut ports_at: Vec<(u64, u64)> = Vec::with_capacity(raw.ranges.value.len());
+    let mut user_names = Vec::new();
     for (i, r) in raw.ranges.value.into_iter().enumerate() {
         let key = |field: &str| format!("ranges[{i}].{field}");
 
@@ -419,7 +710,18 @@ fn validate(raw: RawConfig, path: &str) -> Result<Config, ConfigError> {
             };
             let user = match &e.user {
                 None => None,
-                Some(u) => Some(parse_user(&u.value.0).map_err(|m| err.at(u, ekey("user"), m))?),
+                Some(u) => {
+                    let parsed = parse_user(&u.value.0).map_err(|m| err.at(u, ekey("user"), m))?;
+                    if let UserMatch::Name(n) = &parsed {
+                        user_names.push(UserRef {
+                            name: n.clone(),
+                            line: u.referenced.line(),
+                            column: u.referenced.column(),
+                            key: ekey("user"),
+                        });
+                    }
+                    Some(parsed)
+                }
             };
             expected.push(Matcher {
                 process,
@@ -429,18 +731,65 @@ fn validate(raw: RawConfig, path: &str) -> Result<Config, ConfigError> {
             });
         }
 
-        let per_port = r.per_port.unwrap_or(ports.len() <= PER_PORT_DEFAULT_LIMIT);
+        let per_port = match &r.per_port {
+            None => ports.len() <= PER_PORT_DEFAULT_LIMIT,
+            Some(p) => match p.value {
+                RawPerPort::Bool(false) => false,
+                RawPerPort::Force => true,
+                RawPerPort::Bool(true) if ports.len() <= PER_PORT_FORCE_LIMIT => true,
+                RawPerPort::Bool(true) => {
+                    let series = u64::from(ports.len()) * protocols.len() as u64;
+                    let mb = (series * PER_PORT_SERIES_BYTES) as f64 / 1e6;
+                    return Err(err.at(
+                        p,
+                        key("per_port"),
+                        format!(
+                            "per-port series on {} ports cost {series} series ({} per protocol) and about {mb:.1} MB per scrape; \
+                             above {PER_PORT_FORCE_LIMIT} ports write per_port: force to accept that cost, or leave per_port out",
+                            ports.len(),
+                            ports.len()
+                        ),
+                    ));
+                }
+            },
+        };
+
+        // Two ranges sharing a port on one protocol would count it twice
+        // (ports, listeners and every fleet sum).
+        for (j, (other, &(oline, ocol))) in ranges.iter().zip(&ports_at).enumerate() {
+            if let Some(proto) = protocols.iter().find(|p| other.protocols.contains(p)) {
+                let shared = ports.intersect(&other.ports);
+                if !shared.is_empty() {
+                    return Err(err.at(
+                        &r.ports,
+                        key("ports"),
+                        format!(
+                            "{} overlaps range {:?} ({path}:{oline}:{ocol}: ranges[{j}].ports) on {proto} at {shared}: \
+                             those ports would count twice; split the ranges or give them different protocols",
+                            ports, other.name
+                        ),
+                    ));
+                }
+            }
+        }
+        ports_at.push((r.ports.referenced.line(), r.ports.referenced.column()));
+
         ranges.push(RangeConfig {
             name,
             ports,
             protocols,
             per_port,
+            max_listener_series: r
+                .max_listener_series
+                .unwrap_or(LISTENER_SERIES_DEFAULT_LIMIT),
             expected,
         });
     }
     Ok(Config {
         ranges,
         source: None,
+        user_names,
+        warnings: Vec::new(),
     })
 }
 
@@ -455,6 +804,20 @@ fn parse_name_match(text: &str) -> Result<NameMatch, String> {
             .build()
             .map(NameMatch::Regex)
             .map_err(|e| format!("bad regex {pattern:?}: {}", one_line(&e.to_string())));
+    }
+    // A process name is the executable's file name, which never holds a
+    // slash: the entry could never match.
+    if let Some(rest) = text.strip_prefix('/') {
+        return Err(format!(
+            "{text:?} starts with a slash but does not end with one, so it is a literal name, and a process name never contains a slash: \
+             write a regex as /{rest}/, or match the executable's path with exe: (a glob such as /usr/bin/*)"
+        ));
+    }
+    if text.contains('/') {
+        return Err(format!(
+            "{text:?} contains a slash, and a process name (the executable's file name) never does, so it can never match: \
+             match the path with exe: \"*/{text}\", or write a regex between slashes"
+        ));
     }
     if let Some(max) = platform::PROCESS_NAME_MAX
         && text.len() > max
@@ -573,9 +936,16 @@ mod tests {
 
     #[test]
     fn watched_ports_are_the_union_per_protocol() {
-        let cfg = parse("ranges:\n  - name: a\n    ports: 100-200\n    protocols: [tcp]\n  - name: b\n    ports: [150-250, 300]\n").unwrap();
-        assert_eq!(cfg.watched_ports(Protocol::Tcp).to_string(), "100-250,300");
-        assert_eq!(cfg.watched_ports(Protocol::Udp).to_string(), "150-250,300");
+        let cfg = parse("ranges:\n  - name: a\n    ports: 100-200\n    protocols: [tcp]\n  - name: b\n    ports: [150-250, 300]\n    protocols: [udp]\n  - name: c\n    ports: 251-260\n").unwrap();
+        assert_eq!(
+            cfg.watched_ports(Protocol::Tcp).to_string(),
+            "100-200,251-260"
+        );
+        assert_eq!(
+            cfg.watched_ports(Protocol::Udp).to_string(),
+            "150-260,300",
+            "c is watched on both protocols"
+        );
     }
 
     #[test]
@@ -665,7 +1035,7 @@ mod tests {
         refused(
             "ranges:\n  - name: a\n    ports: 1\n    protocols: [sctp]\n",
             4,
-            "(document)",
+            "ranges[0].protocols[0]",
             "sctp",
         );
     }
@@ -715,14 +1085,14 @@ mod tests {
         refused(
             "ranges:\n  - name: a\n    ports: 1\n    prots: [udp]\n",
             4,
-            "prots",
+            "ranges[0].prots",
             "unknown field",
         );
         refused("rangez: []\n", 1, "rangez", "unknown field");
         refused(
             "ranges:\n  - name: a\n    ports: 1\n    expected:\n      - process: x\n        pid: 1\n",
             6,
-            "pid",
+            "ranges[0].expected[0].pid",
             "unknown field",
         );
     }
@@ -740,7 +1110,12 @@ mod tests {
 
     #[test]
     fn missing_keys() {
-        refused("ranges:\n  - name: a\n", 2, "ports", "missing field");
+        refused(
+            "ranges:\n  - name: a\n",
+            2,
+            "ranges[0].ports",
+            "missing field",
+        );
         refused("{}\n", 1, "ranges", "missing field");
     }
 
@@ -749,7 +1124,7 @@ mod tests {
         refused(
             "ranges:\n  - name: a\n    ports: [1, 2\n",
             3,
-            "(document)",
+            "ranges[0].ports",
             "unclosed bracket",
         );
     }
@@ -839,6 +1214,192 @@ mod tests {
             5,
             "ranges[0].expected[0].kernel",
             "allows nothing",
+        );
+    }
+
+    #[test]
+    fn type_errors_name_the_key_path() {
+        // Seen by an operator: "(document): expected sequence start".
+        refused(
+            "ranges:\n  - name: a\n    ports: 1\n    protocols: udp\n",
+            4,
+            "ranges[0].protocols",
+            "",
+        );
+        refused(
+            "ranges:\n  - name: a\n    ports: 1\n  - name: b\n    ports: 2\n    expected:\n      - process: [x]\n",
+            7,
+            "ranges[1].expected[0].process",
+            "",
+        );
+        refused(
+            "ranges:\n  - name: a\n    ports: {x: 1}\n",
+            3,
+            "ranges[0].ports",
+            "",
+        );
+        refused("ranges: 5\n", 1, "ranges", "");
+    }
+
+    #[test]
+    fn overlapping_ranges_on_one_protocol_are_refused_with_both_positions() {
+        let text = "ranges:\n  - name: framehawk\n    ports: 3224-3324\n  - name: mosh\n    protocols: [udp]\n    ports: [4000, 3300-3400]\n";
+        refused(
+            text,
+            6,
+            "ranges[1].ports",
+            "overlaps range \"framehawk\" (ranges.yml:3:12: ranges[0].ports) on udp at 3300-3324",
+        );
+        // The same ports on different protocols do not overlap.
+        parse("ranges:\n  - name: a\n    ports: 3224-3324\n    protocols: [udp]\n  - name: b\n    ports: 3224-3324\n    protocols: [tcp]\n").unwrap();
+        // A single shared port is enough.
+        refused(
+            "ranges:\n  - name: a\n    ports: 10-20\n    protocols: [tcp]\n  - name: b\n    ports: 30\n  - name: c\n    ports: [20]\n",
+            8,
+            "ranges[2].ports",
+            "on tcp at 20",
+        );
+    }
+
+    #[test]
+    fn per_port_on_a_huge_range_needs_force_and_says_the_cost() {
+        refused(
+            "ranges:\n  - name: big\n    ports: 1024-65535\n    per_port: true\n",
+            4,
+            "ranges[0].per_port",
+            "129024 series (64512 per protocol) and about 8.4 MB per scrape",
+        );
+        let c =
+            parse("ranges:\n  - name: big\n    ports: 1024-65535\n    per_port: force\n").unwrap();
+        assert!(c.ranges[0].per_port);
+        // At the limit, true is enough; false is always fine.
+        let c = parse("ranges:\n  - name: a\n    ports: 10001-14096\n    per_port: true\n  - name: b\n    ports: 20000-30000\n    per_port: false\n").unwrap();
+        assert!(c.ranges[0].per_port && !c.ranges[1].per_port);
+        refused(
+            "ranges:\n  - name: a\n    ports: 1\n    per_port: always\n",
+            4,
+            "ranges[0].per_port",
+            "expected true, false or force",
+        );
+    }
+
+    #[test]
+    fn quoted_and_yaml_1_1_booleans_are_not_booleans() {
+        for (v, needle) in [
+            ("\"yes\"", "not a boolean in YAML 1.2: write true"),
+            ("yes", "not a boolean in YAML 1.2: write true"),
+            ("\"no\"", "not a boolean in YAML 1.2: write false"),
+            ("off", "not a boolean in YAML 1.2: write false"),
+            ("\"true\"", "quoted string, not a boolean: write true"),
+            ("'false'", "quoted string, not a boolean: write false"),
+        ] {
+            refused(
+                &format!("ranges:\n  - name: a\n    ports: 1\n    per_port: {v}\n"),
+                4,
+                "ranges[0].per_port",
+                needle,
+            );
+            refused(
+                &format!(
+                    "ranges:\n  - name: a\n    ports: 1\n    expected:\n      - kernel: {v}\n"
+                ),
+                5,
+                "ranges[0].expected[0].kernel",
+                "boolean",
+            );
+        }
+        let c = parse("ranges:\n  - name: a\n    ports: 1\n    per_port: false\n").unwrap();
+        assert!(!c.ranges[0].per_port);
+    }
+
+    #[test]
+    fn process_names_with_a_slash_are_refused() {
+        refused(
+            "ranges:\n  - name: mosh\n    ports: 60000-61000\n    expected:\n      - process: /mosh.*\n",
+            5,
+            "ranges[0].expected[0].process",
+            "starts with a slash but does not end with one",
+        );
+        refused(
+            "ranges:\n  - name: mosh\n    ports: 60000-61000\n    expected:\n      - process: bin/mosh-server\n",
+            5,
+            "ranges[0].expected[0].process",
+            "never does",
+        );
+        assert!(parse("ranges:\n  - name: mosh\n    ports: 60000-61000\n    expected:\n      - process: /mosh.*/\n").is_ok());
+    }
+
+    fn lookup(f: impl Fn(&str) -> Result<bool, String> + Send + Sync + 'static) -> UserLookup {
+        Arc::new(f)
+    }
+
+    #[test]
+    fn allowlist_users_that_do_not_exist_are_warned_about_with_their_position() {
+        let c = parse(
+            "ranges:\n  - name: a\n    ports: 1\n    expected:\n      - user: root\n      - process: x\n        user: nosuchuser\n      - user: 1000\n      - user: ldapuser\n",
+        )
+        .unwrap();
+        let names: Vec<&str> = c.user_names.iter().map(|u| u.name.as_str()).collect();
+        if cfg!(windows) {
+            // Windows has no uids: "1000" is an account name there.
+            assert_eq!(names, ["root", "nosuchuser", "1000", "ldapuser"]);
+            return;
+        }
+        assert_eq!(
+            names,
+            ["root", "nosuchuser", "ldapuser"],
+            "uids need no lookup"
+        );
+        let w = c.check_users(
+            &lookup(|n| match n {
+                "root" => Ok(true),
+                "nosuchuser" => Ok(false),
+                _ => Err("LDAP server unreachable".into()),
+            }),
+            "ranges.yml",
+            Duration::from_secs(5),
+        );
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert_eq!(
+            (w[0].line, w[0].key.as_str()),
+            (7, "ranges[0].expected[1].user")
+        );
+        let shown = w[0].to_string();
+        assert!(
+            shown.starts_with(
+                "ranges.yml:7:15: ranges[0].expected[1].user: user \"nosuchuser\" does not exist"
+            ),
+            "{shown}"
+        );
+        assert!(shown.contains("can never match"), "{shown}");
+        assert_eq!(w[1].key, "ranges[0].expected[3].user");
+        assert!(
+            w[1].message
+                .contains("the user lookup failed (LDAP server unreachable)"),
+            "{}",
+            w[1].message
+        );
+    }
+
+    #[test]
+    fn a_hanging_user_database_is_a_warning_after_the_deadline() {
+        let c = parse("ranges:\n  - name: a\n    ports: 1\n    expected:\n      - user: slow\n")
+            .unwrap();
+        let started = std::time::Instant::now();
+        let w = c.check_users(
+            &lookup(|_| {
+                std::thread::sleep(Duration::from_secs(30));
+                Ok(true)
+            }),
+            "ranges.yml",
+            Duration::from_millis(200),
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(w.len(), 1);
+        assert!(
+            w[0].message.contains("did not answer within 0.2 s"),
+            "{}",
+            w[0].message
         );
     }
 

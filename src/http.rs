@@ -1,16 +1,22 @@
 //! The HTTP endpoint: routing, authentication, TLS and compression. Paths:
 //! `/metrics` (or `--web.telemetry-path`), a landing page at `/`,
 //! `/-/healthy`, `/-/reload` (with `--web.enable-lifecycle`), 404
-//! elsewhere, 405 for methods other than GET and HEAD. Collections belong
-//! to [`Service`]: a scrape asks it for one, and nothing here touches the
-//! OS; `/`, `/-/healthy` and `/-/reload` never wait for a collection. The server takes a bound listener and a shutdown future,
+//! elsewhere whatever the method, 405 for methods other than GET and HEAD
+//! on the known paths. Collections belong to [`Service`]: a scrape asks it
+//! for one, and nothing here touches the OS; `/`, `/-/healthy` and
+//! `/-/reload` never wait for a collection. The metrics handler counts its
+//! requests as Go's promhttp does (`promhttp_metric_handler_requests_total`
+//! by code, `..._in_flight`), unless exporter metrics are disabled. The
+//! server takes bound listeners (one or several) and a shutdown future,
 //! caps open connections, cuts clients that do not finish their headers in
-//! time, and drains open connections on shutdown.
+//! time, answers plain HTTP on a TLS port with a 400 that says so (as Go
+//! does), and drains open connections on shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::Write;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,6 +49,9 @@ pub struct Options {
     pub web: Option<Arc<WebConfig>>,
     /// Serve `POST /-/reload` (`--web.enable-lifecycle`).
     pub enable_lifecycle: bool,
+    /// Add the `promhttp_*` request metrics to every scrape (off with
+    /// `--web.disable-exporter-metrics`).
+    pub exporter_metrics: bool,
 }
 
 impl Default for Options {
@@ -55,7 +64,64 @@ impl Default for Options {
             shutdown_grace: Duration::from_secs(5),
             web: None,
             enable_lifecycle: false,
+            exporter_metrics: true,
         }
+    }
+}
+
+/// The metrics handler's own counters, as Go's promhttp keeps them.
+#[derive(Default)]
+struct HandlerMetrics {
+    in_flight: AtomicI64,
+    ok: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// Codes the counter always shows (promhttp's initial set).
+const COUNTED_CODES: [u16; 3] = [200, 500, 503];
+
+impl HandlerMetrics {
+    /// The two families in the text format, as they stand now.
+    fn exposition(&self) -> String {
+        let mut out = String::from(
+            "# HELP promhttp_metric_handler_requests_in_flight Current number of scrapes being served.\n\
+             # TYPE promhttp_metric_handler_requests_in_flight gauge\n",
+        );
+        out.push_str(&format!(
+            "promhttp_metric_handler_requests_in_flight {}\n",
+            self.in_flight.load(Ordering::SeqCst)
+        ));
+        out.push_str(
+            "# HELP promhttp_metric_handler_requests_total Total number of scrapes by HTTP status code.\n\
+             # TYPE promhttp_metric_handler_requests_total counter\n",
+        );
+        for code in COUNTED_CODES {
+            let n = match code {
+                200 => self.ok.load(Ordering::SeqCst),
+                500 => self.failed.load(Ordering::SeqCst),
+                _ => 0,
+            };
+            out.push_str(&format!(
+                "promhttp_metric_handler_requests_total{{code=\"{code}\"}} {n}\n"
+            ));
+        }
+        out
+    }
+}
+
+/// Counts one scrape in flight until dropped.
+struct InFlight<'a>(&'a HandlerMetrics);
+
+impl<'a> InFlight<'a> {
+    fn start(m: &'a HandlerMetrics) -> InFlight<'a> {
+        m.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(m)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -63,11 +129,16 @@ impl Default for Options {
 pub struct State {
     service: Arc<Service>,
     options: Options,
+    handler: HandlerMetrics,
 }
 
 impl State {
     pub fn new(service: Arc<Service>, options: Options) -> Arc<State> {
-        Arc::new(State { service, options })
+        Arc::new(State {
+            service,
+            options,
+            handler: HandlerMetrics::default(),
+        })
     }
 
     pub fn service(&self) -> &Arc<Service> {
@@ -82,26 +153,56 @@ pub async fn serve(
     state: Arc<State>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    serve_all(vec![listener], state, shutdown).await
+}
+
+/// Like [`serve`], on several listeners at once (repeated
+/// `--web.listen-address`, or the sockets systemd passed). The connection
+/// cap is shared.
+pub async fn serve_all(
+    listeners: Vec<TcpListener>,
+    state: Arc<State>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(state.options.max_connections));
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::channel(64);
+    let acceptors: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| {
+            let tx = accepted_tx.clone();
+            tokio::spawn(async move {
+                loop {
+                    match listener.accept().await {
+                        Ok(conn) => {
+                            if tx.send(conn).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            // EMFILE and friends: back off instead of spinning.
+                            log::warn!(err:% = e; "accept failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    drop(accepted_tx);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    log::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
+            r = accepted.recv() => match r {
+                Some(x) => x,
+                None => break,
             },
             _ = &mut shutdown => break,
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             log::debug!(
-                "closing connection from {peer}: {} connections already open",
-                state.options.max_connections
+                peer:% = peer, open = state.options.max_connections;
+                "closing connection: too many connections open"
             );
             drop(stream);
             continue;
@@ -120,27 +221,84 @@ pub async fn serve(
             match tls {
                 None => serve_connection(TokioIo::new(stream), st, watcher, peer).await,
                 Some(config) => {
+                    if plain_http_on_tls(&stream, timeout).await {
+                        refuse_plain_http(stream, peer).await;
+                        drop(permit);
+                        return;
+                    }
                     let acceptor = tokio_rustls::TlsAcceptor::from(config);
                     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
                             serve_connection(TokioIo::new(tls_stream), st, watcher, peer).await
                         }
-                        Ok(Err(e)) => log::debug!("TLS handshake with {peer} failed: {e}"),
-                        Err(_) => log::debug!("TLS handshake with {peer} timed out"),
+                        Ok(Err(e)) => log::debug!(peer:% = peer, err:% = e; "TLS handshake failed"),
+                        Err(_) => log::debug!(peer:% = peer; "TLS handshake timed out"),
                     }
                 }
             }
             drop(permit);
         });
     }
-    drop(listener);
+    for a in &acceptors {
+        a.abort();
+    }
+    for a in acceptors {
+        let _ = a.await; // the listeners close here
+    }
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(state.options.shutdown_grace) => {
-            log::warn!("shutdown: connections still open after {:?}, closing them", state.options.shutdown_grace);
+            log::warn!(grace:? = state.options.shutdown_grace; "shutdown: connections still open after the grace period, closing them");
         }
     }
     Ok(())
+}
+
+/// Whether a client on the TLS port opened with plain HTTP: a TLS client
+/// starts with a handshake record (byte 0x16); an HTTP request starts with
+/// a method in capitals. Peeks, so the TLS handshake still sees every byte.
+async fn plain_http_on_tls(stream: &tokio::net::TcpStream, timeout: Duration) -> bool {
+    let mut first = [0u8; 1];
+    matches!(
+        tokio::time::timeout(timeout, stream.peek(&mut first)).await,
+        Ok(Ok(1)) if first[0].is_ascii_uppercase()
+    )
+}
+
+/// What Go's net/http answers to plain HTTP on a TLS port.
+pub const PLAIN_HTTP_ON_TLS: &[u8] =
+    b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+
+/// Answers plain HTTP on the TLS port with a 400, then closes after the
+/// client's request is read (closing with unread data would reset the
+/// connection and could lose the answer).
+async fn refuse_plain_http(stream: tokio::net::TcpStream, peer: std::net::SocketAddr) {
+    log::debug!(peer:% = peer; "plain HTTP on the TLS port: answering 400");
+    let mut sent = 0;
+    while sent < PLAIN_HTTP_ON_TLS.len() {
+        if stream.writable().await.is_err() {
+            return;
+        }
+        match stream.try_write(&PLAIN_HTTP_ON_TLS[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+    let _ = socket2::SockRef::from(&stream).shutdown(std::net::Shutdown::Write);
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        let mut total = 0;
+        while total < 64 * 1024 && stream.readable().await.is_ok() {
+            match stream.try_read(&mut sink) {
+                Ok(0) => break,
+                Ok(n) => total += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
 async fn serve_connection<I>(
@@ -162,7 +320,7 @@ async fn serve_connection<I>(
         .max_buf_size(16 * 1024)
         .serve_connection(io, service);
     if let Err(e) = watcher.watch(conn).await {
-        log::debug!("connection from {peer}: {e}");
+        log::debug!(peer:% = peer, err:% = e; "connection ended with an error");
     }
 }
 
@@ -202,7 +360,8 @@ fn with_headers(mut r: Resp, web: Option<&WebConfig>) -> Resp {
 }
 
 async fn handle(state: &State, req: Request<Incoming>) -> Resp {
-    if req.uri().path() == "/-/reload" {
+    let path = req.uri().path();
+    if path == "/-/reload" {
         if req.method() != Method::POST && req.method() != Method::PUT {
             let mut r = text(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -226,30 +385,88 @@ async fn handle(state: &State, req: Request<Incoming>) -> Resp {
                 .expect("static headers are valid"),
         };
     }
+    let known = path == state.options.telemetry_path || path == "/" || path == "/-/healthy";
+    if !known {
+        return text(StatusCode::NOT_FOUND, "Not Found\n");
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
         r.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    let path = req.uri().path();
     if path == state.options.telemetry_path {
-        let budget = scrape_budget(req.headers(), state.options.default_budget);
-        let gzip = accepts_gzip(req.headers());
-        return match state.service.collect(budget).await {
-            Ok(c) => metrics_response(c.metrics.clone(), gzip).await,
-            Err(e) => Response::builder()
-                .status(StatusCode::INTERNAL_SERVER_ERROR)
-                .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-                .body(Full::new(Bytes::from(format!("{e}\n"))))
-                .expect("static headers are valid"),
-        };
+        return scrape(state, req.headers()).await;
     }
     match path {
         "/" => html(landing_page(state)),
-        "/-/healthy" => text(StatusCode::OK, "Healthy\n"),
-        _ => text(StatusCode::NOT_FOUND, "Not Found\n"),
+        _ => text(StatusCode::OK, "Healthy\n"),
     }
+}
+
+/// One scrape: a collection (shared with concurrent scrapes), plus the
+/// handler's own metrics as they stand before this request is counted.
+async fn scrape(state: &State, headers: &hyper::HeaderMap) -> Resp {
+    let counting = state.options.exporter_metrics;
+    let _in_flight = counting.then(|| InFlight::start(&state.handler));
+    let budget = scrape_budget(headers, state.options.default_budget);
+    let gzip = accepts_gzip(headers);
+    let resp = match state.service.collect(budget).await {
+        Ok(c) => {
+            let r = &c.report;
+            let sockets: u64 = r
+                .ranges
+                .iter()
+                .flat_map(|s| s.states.iter().map(|(_, n)| *n))
+                .sum();
+            let unattributed: u64 = r.ranges.iter().map(|s| s.unattributed).sum();
+            let owners: std::collections::HashSet<u32> = r
+                .listeners
+                .iter()
+                .filter_map(|l| l.owner().map(|o| o.pid))
+                .collect();
+            log::debug!(
+                generation = c.generation,
+                up = r.up(),
+                duration_seconds = r.duration.as_secs_f64(),
+                sockets = sockets,
+                listeners = r.listeners.len(),
+                unattributed = unattributed,
+                owners_found = owners.len(),
+                owners_from_cache = r.attribution.confirmed,
+                processes_scanned = r.attribution.processes_scanned,
+                kernel_held = r.attribution.kernel,
+                scan_cut = r.attribution.deadline_hit;
+                "scrape"
+            );
+            let body = if counting {
+                let mut b = Vec::with_capacity(c.metrics.len() + 1024);
+                b.extend_from_slice(&c.metrics);
+                b.extend_from_slice(state.handler.exposition().as_bytes());
+                Bytes::from(b)
+            } else {
+                c.metrics.clone()
+            };
+            metrics_response(body, gzip).await
+        }
+        Err(e) => {
+            log::debug!(err:% = e; "scrape failed");
+            Response::builder()
+                .status(StatusCode::INTERNAL_SERVER_ERROR)
+                .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                .body(Full::new(Bytes::from(format!("{e}\n"))))
+                .expect("static headers are valid")
+        }
+    };
+    if counting {
+        let counter = if resp.status() == StatusCode::OK {
+            &state.handler.ok
+        } else {
+            &state.handler.failed
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
+    }
+    resp
 }
 
 /// The time a collection may take: 80% of Prometheus's scrape timeout
@@ -345,14 +562,40 @@ fn landing_page(state: &State) -> String {
         ));
     }
     let path = escape_html(&state.options.telemetry_path);
+    let namespaces = state
+        .service
+        .last_report()
+        .and_then(|r| r.netns.clone())
+        .map(|n| netns_table(&n))
+        .unwrap_or_default();
     format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>portrange_exporter</title></head>\n<body>\n\
          <h1>portrange_exporter</h1>\n<p>Version {} (revision {})</p>\n\
          <p><a href=\"{path}\">Metrics</a></p>\n<h2>Watched ranges</h2>\n\
          <table border=\"1\" cellpadding=\"4\">\n<tr><th>Range</th><th>Ports</th><th>Count</th><th>Protocols</th><th>Allowlist entries</th></tr>\n{rows}</table>\n\
-         </body></html>\n",
+         {namespaces}</body></html>\n",
         escape_html(metrics::VERSION),
         escape_html(metrics::REVISION),
+    )
+}
+
+/// The network namespaces of the last collection (`--collector.netns`).
+fn netns_table(n: &crate::collect::NetnsReport) -> String {
+    let mut rows = String::new();
+    for ns in &n.namespaces {
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            escape_html(&ns.label),
+            escape_html(&ns.name),
+            escape_html(&ns.container),
+            escape_html(&ns.pod),
+            escape_html(&ns.namespace),
+        ));
+    }
+    format!(
+        "<h2>Network namespaces</h2>\n<p>As of the last scrape: the host's and those with sockets in a watched range; {} found but not sampled.</p>\n\
+         <table border=\"1\" cellpadding=\"4\">\n<tr><th>netns</th><th>Name</th><th>Container</th><th>Pod</th><th>Namespace</th></tr>\n{rows}</table>\n",
+        n.unsampled
     )
 }
 

@@ -3,9 +3,11 @@
 //! Every family is built fresh for each scrape; nothing is kept between
 //! scrapes. Label values from process names are decoded lossily (invalid
 //! UTF-8 becomes U+FFFD) and escaped by the text encoder. No series carries
-//! a pid or a remote address.
+//! a pid or a remote address. With `--collector.netns`, every per-range
+//! series carries a `netns` label and `portrange_netns_info` describes each
+//! namespace; without it the output has neither.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
@@ -28,7 +30,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ),
     (
         "portrange_ports_free",
-        "Ports of the range with no socket (ports minus ports in use).",
+        "Ports of the range with no sampled socket (ports minus ports in use). TCP ports bound but neither listening nor connecting (TCP_BOUND_INACTIVE) are not sampled and count as free.",
     ),
     (
         "portrange_sockets",
@@ -55,12 +57,28 @@ pub const FAMILIES: &[(&str, &str)] = &[
         "1 when the port holds at least one socket not in TIME_WAIT, else 0.",
     ),
     (
+        "portrange_listeners",
+        "Listeners in the range (TCP LISTEN or UDP without a peer) by owner; expected is true, false, or unknown when the owner was not found.",
+    ),
+    (
         "portrange_listener_info",
-        "A listener in the range (TCP LISTEN or UDP without a peer); expected is true, false, or unknown when its owner was not found.",
+        "One listener in the range: every unexpected or unknown one (up to max_listener_series per range and protocol), and the allowed ones where per_port is on.",
+    ),
+    (
+        "portrange_listener_info_dropped",
+        "Unexpected or unknown listeners left out of portrange_listener_info by the range's max_listener_series.",
     ),
     (
         "portrange_up",
         "1 when socket sampling succeeded in this scrape, 0 when it failed.",
+    ),
+    (
+        "portrange_netns_info",
+        "A network namespace with series (--collector.netns): netns is host or its inode; name is its ip netns name, container the container id from its cgroup, pod and namespace its Kubernetes pod; empty where unknown.",
+    ),
+    (
+        "portrange_netns_unsampled",
+        "Network namespaces found but not sampled in this scrape (--collector.netns): what they hold is unknown.",
     ),
     (
         "portrange_scrape_duration_seconds",
@@ -159,12 +177,16 @@ pub fn families(report: &Report, config: &Config, reload: ReloadStatus) -> Vec<M
 
     let mut ports = Family::new("portrange_ports");
     if !report.up() {
+        // Per namespace, only the host's capacity is known without a sample.
+        let host = report.netns.as_ref().map(|_| ("netns", "host"));
         for r in &config.ranges {
             for p in &r.protocols {
-                ports.add(
-                    &[("range", &r.name), ("protocol", p.as_str())],
-                    f64::from(r.ports.len()),
-                );
+                let labels: Vec<(&str, &str)> =
+                    [("range", r.name.as_str()), ("protocol", p.as_str())]
+                        .into_iter()
+                        .chain(host)
+                        .collect();
+                ports.add(&labels, f64::from(r.ports.len()));
             }
         }
         out.push(ports.build());
@@ -180,15 +202,18 @@ pub fn families(report: &Report, config: &Config, reload: ReloadStatus) -> Vec<M
     let mut excluded = Family::new("portrange_excluded_ports");
     let mut port_in_use = Family::new("portrange_port_in_use");
     for r in &report.ranges {
-        let base = [
+        let base: Vec<(&str, &str)> = [
             ("range", r.range.as_str()),
             ("protocol", r.protocol.as_str()),
-        ];
+        ]
+        .into_iter()
+        .chain(r.netns.as_deref().map(|n| ("netns", n)))
+        .collect();
         ports.add(&base, f64::from(r.ports));
         in_use.add(&base, f64::from(r.in_use));
         free.add(&base, f64::from(r.ports - r.in_use));
         for (state, n) in &r.states {
-            sockets.add(&[base[0], base[1], ("state", state)], *n as f64);
+            sockets.add(&with(&base, ("state", state)), *n as f64);
         }
         unexpected.add(&base, r.unexpected as f64);
         unattributed.add(&base, r.unattributed as f64);
@@ -201,44 +226,81 @@ pub fn families(report: &Report, config: &Config, reload: ReloadStatus) -> Vec<M
         if let Some(pp) = &r.per_port {
             for (port, used) in pp {
                 port_in_use.add(
-                    &[base[0], base[1], ("port", &port.to_string())],
+                    &with(&base, ("port", &port.to_string())),
                     if *used { 1.0 } else { 0.0 },
                 );
             }
         }
     }
 
-    // Identical listeners (SO_REUSEPORT groups, the same program bound twice)
-    // share one series: the value stays 1, as for any _info metric.
-    let mut info: BTreeMap<[String; 7], ()> = BTreeMap::new();
-    for l in &report.listeners {
-        info.insert(
-            [
-                l.range.clone(),
-                l.protocol.as_str().to_string(),
-                l.port.to_string(),
-                l.address.to_string(),
-                l.process(),
-                l.user.clone(),
-                l.expected.as_str().to_string(),
-            ],
-            (),
-        );
+    let netns_on = report.netns.is_some();
+    let (counts, info, dropped) = itemize(report, config);
+    let mut listeners = Family::new("portrange_listeners");
+    for (key, n) in &counts {
+        let labels = [
+            ("range", key[0].as_str()),
+            ("protocol", &key[1]),
+            ("process", &key[2]),
+            ("user", &key[3]),
+            ("expected", &key[4]),
+        ];
+        if netns_on {
+            listeners.add(&with(&labels, ("netns", &key[5])), *n as f64);
+        } else {
+            listeners.add(&labels, *n as f64);
+        }
+    }
+    let mut info_dropped = Family::new("portrange_listener_info_dropped");
+    for r in &report.ranges {
+        let netns = r.netns.as_deref().unwrap_or("");
+        let n = dropped
+            .get(&(r.range.as_str(), r.protocol, netns))
+            .copied()
+            .unwrap_or(0);
+        let labels: Vec<(&str, &str)> = [
+            ("range", r.range.as_str()),
+            ("protocol", r.protocol.as_str()),
+        ]
+        .into_iter()
+        .chain(r.netns.as_deref().map(|n| ("netns", n)))
+        .collect();
+        info_dropped.add(&labels, n as f64);
     }
     let mut listener_info = Family::new("portrange_listener_info");
     for key in info.keys() {
-        listener_info.add(
-            &[
-                ("range", &key[0]),
-                ("protocol", &key[1]),
-                ("port", &key[2]),
-                ("address", &key[3]),
-                ("process", &key[4]),
-                ("user", &key[5]),
-                ("expected", &key[6]),
-            ],
-            1.0,
-        );
+        let labels = [
+            ("range", key[0].as_str()),
+            ("protocol", &key[1]),
+            ("port", &key[2]),
+            ("address", &key[3]),
+            ("process", &key[4]),
+            ("user", &key[5]),
+            ("expected", &key[6]),
+        ];
+        match report.netns {
+            Some(_) => listener_info.add(&with(&labels, ("netns", &key[7])), 1.0),
+            None => listener_info.add(&labels, 1.0),
+        }
+    }
+
+    if let Some(n) = &report.netns {
+        let mut netns_info = Family::new("portrange_netns_info");
+        for ns in &n.namespaces {
+            netns_info.add(
+                &[
+                    ("netns", ns.label.as_str()),
+                    ("name", &ns.name),
+                    ("container", &ns.container),
+                    ("pod", &ns.pod),
+                    ("namespace", &ns.namespace),
+                ],
+                1.0,
+            );
+        }
+        out.push(netns_info.build());
+        let mut unsampled = Family::new("portrange_netns_unsampled");
+        unsampled.add(&[], f64::from(n.unsampled));
+        out.push(unsampled.build());
     }
 
     out.extend([
@@ -248,14 +310,147 @@ pub fn families(report: &Report, config: &Config, reload: ReloadStatus) -> Vec<M
         sockets.build(),
         unexpected.build(),
         unattributed.build(),
+        info_dropped.build(),
     ]);
     // Families with no sample are left out rather than written empty.
-    for f in [overlap, excluded, port_in_use, listener_info] {
+    for f in [overlap, excluded, port_in_use, listeners, listener_info] {
         if !f.metrics.is_empty() {
             out.push(f.build());
         }
     }
     out
+}
+
+/// range, protocol, process, user, expected, netns ("" without the netns
+/// collector).
+type CountKey = [String; 6];
+/// range, protocol, port, address, process, user, expected, netns.
+type InfoKey = [String; 8];
+/// range, protocol, netns.
+type Slot<'a> = (&'a str, crate::ranges::Protocol, &'a str);
+/// Counts per owner, itemized listeners, and what the cap left out.
+type Itemized<'a> = (
+    BTreeMap<CountKey, u64>,
+    BTreeMap<InfoKey, ()>,
+    BTreeMap<Slot<'a>, u64>,
+);
+
+/// Splits the listeners into what the series carry: a count per owner
+/// (bounded by the owners, not the sockets they hold), the listeners
+/// itemized one by one (every unexpected or unknown one up to the range's
+/// `max_listener_series`, unexpected first, and the allowed ones only where
+/// `per_port` is on), and how many the cap left out per range and
+/// protocol. Identical listeners (SO_REUSEPORT groups, the same program
+/// bound twice) share one `_info` series, whose value stays 1. Counting
+/// borrows the label values; strings are made only for what is emitted.
+fn itemize<'a>(report: &'a Report, config: &Config) -> Itemized<'a> {
+    use crate::allowlist::Expected;
+    use std::borrow::Cow;
+    type Borrowed<'b> = (
+        &'b str,
+        crate::ranges::Protocol,
+        Cow<'b, str>,
+        &'b str,
+        Expected,
+        &'b str,
+    );
+    let mut counts: HashMap<Borrowed<'_>, u64> = HashMap::new();
+    let mut info: BTreeMap<InfoKey, ()> = BTreeMap::new();
+    let mut dropped: BTreeMap<Slot<'a>, u64> = BTreeMap::new();
+    let mut itemized: HashMap<Slot<'a>, u32> = HashMap::new();
+    let mut to_itemize: Vec<&crate::collect::Listener> = Vec::new();
+    for l in &report.listeners {
+        *counts
+            .entry((
+                l.range.as_str(),
+                l.protocol,
+                l.process_name(),
+                l.user.as_str(),
+                l.expected,
+                l.netns.as_deref().unwrap_or(""),
+            ))
+            .or_default() += 1;
+        let per_port = || {
+            config
+                .ranges
+                .iter()
+                .any(|r| r.name == l.range && r.per_port)
+        };
+        if l.expected != Expected::True || per_port() {
+            to_itemize.push(l);
+        }
+    }
+    // Unexpected first, then unknown, then allowed; by port within each.
+    to_itemize.sort_by_key(|l| {
+        let rank = match l.expected {
+            Expected::False => 0,
+            Expected::Unknown => 1,
+            Expected::True => 2,
+        };
+        (rank, l.port)
+    });
+    for l in to_itemize {
+        let key = [
+            l.range.clone(),
+            l.protocol.as_str().to_string(),
+            l.port.to_string(),
+            l.address.to_string(),
+            l.process(),
+            l.user.clone(),
+            l.expected.as_str().to_string(),
+            l.netns.clone().unwrap_or_default(),
+        ];
+        if info.contains_key(&key) {
+            continue; // an identical listener, already itemized
+        }
+        if l.expected == Expected::True {
+            info.insert(key, ());
+            continue;
+        }
+        let cap = config
+            .ranges
+            .iter()
+            .find(|r| r.name == l.range)
+            .map_or(crate::config::LISTENER_SERIES_DEFAULT_LIMIT, |r| {
+                r.max_listener_series
+            });
+        let slot = (
+            l.range.as_str(),
+            l.protocol,
+            l.netns.as_deref().unwrap_or(""),
+        );
+        let n = itemized.entry(slot).or_default();
+        if *n < cap {
+            *n += 1;
+            info.insert(key, ());
+        } else {
+            *dropped.entry(slot).or_default() += 1;
+        }
+    }
+    let counts = counts
+        .into_iter()
+        .map(|((range, protocol, process, user, expected, netns), n)| {
+            (
+                [
+                    range.to_string(),
+                    protocol.as_str().to_string(),
+                    process.into_owned(),
+                    user.to_string(),
+                    expected.as_str().to_string(),
+                    netns.to_string(),
+                ],
+                n,
+            )
+        })
+        .collect();
+    (counts, info, dropped)
+}
+
+/// `base` plus one more label.
+fn with<'a>(base: &[(&'a str, &'a str)], extra: (&'a str, &'a str)) -> Vec<(&'a str, &'a str)> {
+    let mut v = base.to_vec();
+    v.push(extra);
+    v
 }
 
 /// Encodes families in the text format (0.0.4), sorted by name.
@@ -294,11 +489,13 @@ mod tests {
                 ephemeral_overlap: Some(0),
                 excluded: Some(2),
                 per_port: Some(vec![(1, true), (2, false), (3, false)]),
+                netns: None,
             }],
             listeners,
             attribution: Default::default(),
             missing_privileges: Vec::new(),
             duration: Duration::from_millis(500),
+            netns: None,
         }
     }
 
@@ -317,6 +514,7 @@ mod tests {
             }))),
             user: "root".into(),
             expected: Expected::False,
+            netns: None,
         }
     }
 
@@ -339,7 +537,7 @@ mod tests {
         // Every sample line stays on one line.
         for line in t
             .lines()
-            .filter(|l| l.starts_with("portrange_listener_info"))
+            .filter(|l| l.starts_with("portrange_listener_info{"))
         {
             assert!(line.ends_with(" 1"), "{line}");
         }
@@ -386,9 +584,89 @@ mod tests {
             assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
         }
         assert!(!t.contains("pid"), "no pid label: {t}");
-        for (name, _) in FAMILIES {
+        for (name, _) in FAMILIES
+            .iter()
+            .filter(|(n, _)| !n.starts_with("portrange_netns_"))
+        {
             assert!(t.contains(&format!("# HELP {name} ")), "{name} missing");
         }
+        assert!(
+            !t.contains("netns"),
+            "no netns label or family without the collector"
+        );
+    }
+
+    fn text_with(r: &Report, yaml: &str) -> String {
+        let reload = ReloadStatus {
+            successful: true,
+            last_success: 1.5e9,
+        };
+        let c = Config::parse(yaml, "t.yml").unwrap();
+        String::from_utf8(encode(families(r, &c, reload))).unwrap()
+    }
+
+    fn at(port: u16, comm: &[u8], expected: Expected) -> Listener {
+        Listener {
+            port,
+            expected,
+            ..listener(comm)
+        }
+    }
+
+    #[test]
+    fn series_do_not_grow_with_the_sockets_an_allowed_owner_holds() {
+        let yaml = "ranges:\n  - name: fh\n    ports: 1-20000\n    protocols: [udp]\n    per_port: false\n    max_listener_series: 3\n";
+        let series = |r: &Report| {
+            text_with(r, yaml)
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .count()
+        };
+        let small: Vec<Listener> = (1..=10)
+            .map(|p| at(p, b"rtpengine", Expected::True))
+            .collect();
+        let big: Vec<Listener> = (1..=10_000)
+            .map(|p| at(p, b"rtpengine", Expected::True))
+            .collect();
+        assert_eq!(series(&report(small)), series(&report(big.clone())));
+        let t = text_with(&report(big), yaml);
+        assert!(t.lines().any(|l| l
+            == r#"portrange_listeners{range="fh",protocol="udp",process="rtpengine",user="root",expected="true"} 10000"#), "{t}");
+        assert!(
+            !t.contains("portrange_listener_info{"),
+            "allowed ones are not itemized without per_port"
+        );
+    }
+
+    #[test]
+    fn unexpected_listeners_are_itemized_up_to_the_cap_and_the_rest_counted() {
+        let yaml = "ranges:\n  - name: fh\n    ports: 1-20000\n    protocols: [udp]\n    per_port: false\n    max_listener_series: 3\n";
+        let mut ls: Vec<Listener> = (100..105)
+            .map(|p| at(p, b"socat", Expected::False))
+            .collect();
+        ls.push(at(50, b"ghost", Expected::Unknown));
+        ls.push(at(7, b"rtpengine", Expected::True));
+        let t = text_with(&report(ls), yaml);
+        let info: Vec<&str> = t
+            .lines()
+            .filter(|l| l.starts_with("portrange_listener_info{"))
+            .collect();
+        assert_eq!(info.len(), 3, "{t}");
+        assert!(
+            info.iter().all(|l| l.contains("process=\"socat\"")),
+            "unexpected first: {info:?}"
+        );
+        assert!(
+            info[0].contains("port=\"100\""),
+            "lowest ports first: {info:?}"
+        );
+        assert!(
+            t.lines()
+                .any(|l| l == r#"portrange_listener_info_dropped{range="fh",protocol="udp"} 3"#),
+            "{t}"
+        );
+        assert!(t.lines().any(|l| l == r#"portrange_listeners{range="fh",protocol="udp",process="socat",user="root",expected="false"} 5"#), "{t}");
+        assert!(t.lines().any(|l| l == r#"portrange_listeners{range="fh",protocol="udp",process="ghost",user="root",expected="unknown"} 1"#), "{t}");
     }
 
     #[test]
@@ -404,5 +682,82 @@ mod tests {
         );
         assert!(!t.contains("portrange_ports_free"), "{t}");
         assert!(!t.contains("portrange_ports_in_use"), "{t}");
+    }
+
+    #[test]
+    fn every_series_carries_netns_with_the_collector() {
+        use crate::collect::{NetnsInfo, NetnsReport};
+        let mut r = report(vec![listener(b"x")]);
+        let mut other = r.ranges[0].clone();
+        other.in_use = 2;
+        r.ranges[0].netns = Some("host".into());
+        other.netns = Some("4026532301".into());
+        r.ranges.push(other);
+        r.listeners[0].netns = Some("4026532301".into());
+        let mut host_listener = listener(b"x");
+        host_listener.netns = Some("host".into());
+        r.listeners.push(host_listener);
+        r.netns = Some(NetnsReport {
+            namespaces: vec![
+                NetnsInfo {
+                    label: "host".into(),
+                    name: String::new(),
+                    container: String::new(),
+                    pod: String::new(),
+                    namespace: String::new(),
+                },
+                NetnsInfo {
+                    label: "4026532301".into(),
+                    name: "blue".into(),
+                    container: "c0ffee".into(),
+                    pod: "web-0".into(),
+                    namespace: "shop".into(),
+                },
+            ],
+            unsampled: 1,
+        });
+        let t = text(&r);
+        for line in [
+            r#"portrange_ports{range="fh",protocol="udp",netns="host"} 3"#,
+            r#"portrange_ports_in_use{range="fh",protocol="udp",netns="4026532301"} 2"#,
+            r#"portrange_ports_free{range="fh",protocol="udp",netns="4026532301"} 1"#,
+            r#"portrange_ports_free{range="fh",protocol="udp",netns="host"} 2"#,
+            r#"portrange_sockets{range="fh",protocol="udp",netns="host",state="unconn"} 1"#,
+            r#"portrange_port_in_use{range="fh",protocol="udp",netns="host",port="1"} 1"#,
+            r#"portrange_listener_info{range="fh",protocol="udp",port="1",address="0.0.0.0",process="x",user="root",expected="false",netns="4026532301"} 1"#,
+            r#"portrange_listener_info{range="fh",protocol="udp",port="1",address="0.0.0.0",process="x",user="root",expected="false",netns="host"} 1"#,
+            r#"portrange_netns_info{netns="host",name="",container="",pod="",namespace=""} 1"#,
+            r#"portrange_netns_info{netns="4026532301",name="blue",container="c0ffee",pod="web-0",namespace="shop"} 1"#,
+            "portrange_netns_unsampled 1",
+        ] {
+            assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
+        }
+        // Every per-range series has the label.
+        for l in t.lines().filter(|l| {
+            !l.starts_with('#')
+                && [
+                    "portrange_ports",
+                    "portrange_sockets",
+                    "portrange_unexpected",
+                    "portrange_unattributed",
+                    "portrange_ephemeral",
+                    "portrange_port_in_use",
+                    "portrange_listener_info",
+                ]
+                .iter()
+                .any(|p| l.starts_with(p))
+        }) {
+            assert!(l.contains("netns=\""), "{l}");
+        }
+        for (name, _) in FAMILIES {
+            assert!(t.contains(&format!("# HELP {name} ")), "{name} missing");
+        }
+        // A failed sample keeps the host's capacity under its label.
+        r.error = Some("refused".into());
+        let t = text(&r);
+        assert!(
+            t.contains(r#"portrange_ports{range="framehawk",protocol="udp",netns="host"} 101"#),
+            "{t}"
+        );
     }
 }

@@ -131,12 +131,15 @@ impl Service {
                             Err(format!("collection failed: {msg}"))
                         }
                     };
-                    {
+                    let previous = {
                         let mut f = flight.lock().unwrap_or_else(|p| p.into_inner());
                         f.running = None;
-                        f.last = Some((req.generation, outcome));
-                    }
+                        f.last.replace((req.generation, outcome))
+                    };
                     done.send_replace(req.generation);
+                    // The old report (thousands of listeners on a busy
+                    // range) is freed after the waiting scrapes are woken.
+                    drop(previous);
                 }
             })?;
         Ok(service)
@@ -145,6 +148,16 @@ impl Service {
     /// The configuration in force; never waits for a collection.
     pub fn config(&self) -> Arc<Config> {
         self.loaded.borrow().config.clone()
+    }
+
+    /// The report of the last finished collection, when it did not panic;
+    /// never waits for one.
+    pub fn last_report(&self) -> Option<Arc<Report>> {
+        let f = self.flight.lock().unwrap_or_else(|p| p.into_inner());
+        match &f.last {
+            Some((_, Ok(c))) => Some(c.report.clone()),
+            _ => None,
+        }
     }
 
     /// The configuration and the last reload's outcome.

@@ -1,6 +1,8 @@
 //! The deploy files carry what they promise: the systemd unit passes
 //! `systemd-analyze verify` with exactly the two capabilities and the
-//! hardening the README states (and a security exposure score at most 2.5);
+//! hardening the README states (and a security exposure score at most 2.5),
+//! and so does its `--collector.netns` drop-in, which adds CAP_SYS_ADMIN
+//! and network namespaces only;
 //! the Kubernetes manifests parse and hold the fields operators rely on;
 //! the Prometheus scrape configs pass `promtool check config`; the
 //! Dockerfile is multi-stage, non-root, with the same two capabilities.
@@ -124,6 +126,102 @@ fn systemd_unit_verifies_and_is_hardened() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `KEY=VALUE` lines of a unit file, comments left out.
+fn directives(text: &str) -> Vec<(&str, &str)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+        .filter_map(|l| l.split_once('='))
+        .collect()
+}
+
+#[test]
+fn systemd_netns_drop_in_adds_exactly_cap_sys_admin() {
+    let rel = "deploy/systemd/portrange_exporter.service.d/netns.conf";
+    let drop_in = read(rel);
+    assert_eq!(
+        directives(&drop_in),
+        vec![
+            ("Environment", "PORTRANGE_EXPORTER_COLLECTOR_NETNS=true"),
+            ("AmbientCapabilities", "CAP_SYS_ADMIN"),
+            ("CapabilityBoundingSet", "CAP_SYS_ADMIN"),
+            ("RestrictNamespaces", ""),
+            ("RestrictNamespaces", "net"),
+        ]
+    );
+    assert!(drop_in.contains("[Service]"));
+    assert!(drop_in.contains("setns(2)"), "the drop-in says why");
+    if tool_missing("systemd-analyze") {
+        return;
+    }
+    // The unit with its drop-in beside it, as systemd loads them.
+    let dir = std::env::temp_dir().join(format!("portrange-unit-netns-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("portrange_exporter.service.d")).unwrap();
+    let unit = dir.join("portrange_exporter.service");
+    std::fs::write(
+        &unit,
+        read("deploy/systemd/portrange_exporter.service").replace(
+            "/usr/local/bin/portrange_exporter",
+            env!("CARGO_BIN_EXE_portrange_exporter"),
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("portrange_exporter.service.d/netns.conf"),
+        &drop_in,
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && !text.contains("Unknown key"),
+        "{text}"
+    );
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.contains(key))
+            .unwrap_or_else(|| panic!("no {key} in:\n{text}"))
+            .to_string()
+    };
+    // The drop-in was merged: the service now has CAP_SYS_ADMIN and may
+    // use network namespaces, and nothing else changed kind.
+    assert!(
+        line("CapabilityBoundingSet=~CAP_SYS_ADMIN").starts_with('✗'),
+        "{text}"
+    );
+    assert!(line("RestrictNamespaces=~net").starts_with('✗'), "{text}");
+    for kind in ["user", "pid", "mnt", "uts", "ipc", "cgroup"] {
+        assert!(
+            line(&format!("RestrictNamespaces=~{kind} ")).starts_with('✓'),
+            "{kind}: {text}"
+        );
+    }
+    let score: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for portrange_exporter.service: ")
+                .nth(1)
+        })
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure score in:\n{text}"));
+    assert!(score <= 2.5, "exposure {score}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn kubernetes_manifests_carry_the_fields() {
     let ds = yaml("deploy/kubernetes/daemonset.yaml");
@@ -165,7 +263,33 @@ fn kubernetes_manifests_carry_the_fields() {
         .map(|v| v.as_str().unwrap())
         .collect();
     add.sort();
-    assert_eq!(add, ["DAC_READ_SEARCH", "SYS_PTRACE"]);
+    assert_eq!(add, ["DAC_READ_SEARCH", "SYS_ADMIN", "SYS_PTRACE"]);
+    // --collector.netns: pods' namespaces from their processes (hostPID)
+    // and from /run/netns, which must follow new mounts on the host; pod
+    // names from the kubelet's log directories.
+    assert!(args.contains(&"--collector.netns"), "{args:?}");
+    for (path, propagation) in [
+        ("/run/netns", Some("HostToContainer")),
+        ("/var/log/pods", None),
+    ] {
+        let m = c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["mountPath"] == path)
+            .unwrap_or_else(|| panic!("{path} mount"));
+        assert_eq!(m["readOnly"], true, "{path}");
+        if let Some(p) = propagation {
+            assert_eq!(m["mountPropagation"], p, "{path}");
+        }
+        let vol = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == m["name"])
+            .unwrap();
+        assert_eq!(vol["hostPath"]["path"], path);
+    }
     assert_eq!(sc["readOnlyRootFilesystem"], true);
     assert_eq!(sc["allowPrivilegeEscalation"], false);
     assert_eq!(sc["privileged"], false);

@@ -206,16 +206,20 @@ fn scenario_gauges_listeners_check_and_ss_agree() {
         );
     }
 
-    // check: an unexpected listener is CRITICAL, and the table names it.
+    // check: an unexpected listener is CRITICAL; the first line names it,
+    // and the table lists it with its pid.
     let (code, out) = check(&["--config.file", cfg_arg]);
     assert_eq!(code, 2, "{out}");
+    let first = out.lines().next().unwrap();
     assert!(
-        out.starts_with("PORTRANGE CRITICAL - 2 unexpected listeners"),
+        first.starts_with(
+            "PORTRANGE CRITICAL - 2 unexpected listeners: intruder (user root) on udp 127.0.0.1:3226 in framehawk, and 1 more;"
+        ),
         "{out}"
     );
     let row = out
         .lines()
-        .find(|l| l.contains("intruder"))
+        .find(|l| l.starts_with("udp ") && l.contains("intruder"))
         .expect("intruder row");
     assert!(
         row.contains("127.0.0.1:3226")
@@ -224,9 +228,14 @@ fn scenario_gauges_listeners_check_and_ss_agree() {
         "{row}"
     );
     assert!(
-        out.lines()
-            .any(|l| l.starts_with("framehawk  udp ") && l.ends_with(" 97")),
+        out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>()
+            == ["framehawk", "udp", "101", "4", "97", "1", "0"]),
         "{out}"
+    );
+    assert!(
+        !out.lines()
+            .any(|l| l.starts_with("udp ") && l.contains("CtxGfx")),
+        "allowed listeners are not listed without -v:\n{out}"
     );
 
     // Close sockets: the numbers fall back.
@@ -240,10 +249,25 @@ fn scenario_gauges_listeners_check_and_ss_agree() {
     );
     assert_eq!(m.value(&format!("portrange_ports_in_use{mosh_udp}")), 0.0);
     assert_eq!(listener_set(&m).len(), 3);
+    // mosh's default range lies inside Linux's default ephemeral range
+    // (32768-60999): a WARNING, named.
     let (code, out) = check(&["--config.file", cfg_arg]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with("PORTRANGE WARNING - mosh/udp: 1000 ports are in the ephemeral port range"),
+        "{out}"
+    );
+    let (code, out) = check(&["--config.file", cfg_arg, "--range", "framehawk"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("PORTRANGE OK"), "{out}");
-    let (code, out) = check(&["--config.file", cfg_arg, "--warn-free", "99%"]);
+    let (code, out) = check(&[
+        "--config.file",
+        cfg_arg,
+        "--range",
+        "framehawk",
+        "--warn-free",
+        "99%",
+    ]);
     assert_eq!(code, 1, "98 of 101 free is below 99%: {out}");
     assert!(out.starts_with("PORTRANGE WARNING"), "{out}");
 
@@ -278,12 +302,18 @@ fn scenario_gauges_listeners_check_and_ss_agree() {
     }
 }
 
-/// Masks what changes between runs: the values of process_* metrics and
-/// of the scrape duration and reload time, and the build labels.
+/// Masks what changes between runs: the values of process_* metrics, of
+/// the exporter's own request counters, of the scrape duration and reload
+/// time, and the build labels.
 fn normalize(raw: &str) -> String {
     let mut out = String::new();
     for line in raw.lines() {
-        if line.starts_with("process_") {
+        if line.starts_with("promhttp_") {
+            // Keep the series (code labels included); the counts depend on
+            // how many scrapes came before.
+            let series = line.rsplit_once(' ').unwrap().0;
+            out.push_str(&format!("{series} <value>\n"));
+        } else if line.starts_with("process_") {
             // Keep the name, so the golden file lists every family; mask the value.
             let name = line.split([' ', '{']).next().unwrap();
             out.push_str(&format!("{name} <value>\n"));
@@ -472,7 +502,9 @@ fn custom_telemetry_path_and_env_flags() {
     let first: serde_json::Value =
         serde_json::from_str(log.lines().next().unwrap()).expect("JSON log line");
     assert_eq!(first["level"], "info");
-    assert!(first["msg"].as_str().unwrap().contains("rtp=10000-10009"));
+    assert_eq!(first["msg"], "starting portrange_exporter");
+    assert_eq!(first["ranges"], "rtp=10000-10009");
+    assert_eq!(first["telemetry_path"], "/x/metrics");
     let _ = std::fs::remove_file(cfg);
 }
 
@@ -493,8 +525,12 @@ fn bad_config_exits_2_naming_file_line_and_key() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    let want = format!("{}:4:5: protocls: unknown field `protocls`", cfg.display());
+    let want = format!(
+        "{}:4:5: ranges[0].protocls: unknown field `protocls`",
+        cfg.display()
+    );
     assert!(err.contains(&want), "{err}");
+    assert_eq!(err.matches(&want).count(), 1, "said once:\n{err}");
     let _ = std::fs::remove_file(cfg);
 }
 

@@ -1,14 +1,22 @@
 //! End to end with a real Prometheus server (Debian's `prometheus`
 //! package): in a private network namespace, exporters scrape a scenario
-//! (sockets in the ranges, an unexpected listener on 3224, a nearly full
-//! and a full range, part of a range in the ephemeral range); Prometheus
-//! scrapes them every second with the rules loaded; then every target
-//! expression of both dashboards and every rule expression must return
-//! data through the HTTP API, every alert must be pending or firing, and
-//! UnexpectedListener must be firing.
+//! (sockets in the ranges, an unexpected listener on 3224, a nearly full,
+//! a full and a filling range, part of a range in the ephemeral range);
+//! Prometheus scrapes them every second with the rules loaded; then every
+//! target expression of both dashboards and every rule expression must
+//! return data through the HTTP API (finite numbers only), every alert must
+//! be pending or firing, and UnexpectedListener must be firing.
 //!
-//! Targets: A (root, the scenario), B (unprivileged: its sockets are
-//! unattributed), C (sampling fails on purpose), D (nothing listens: down).
+//! Targets, job `portrange`: A (root, the scenario), B (unprivileged: its
+//! sockets are unattributed), C (sampling fails on purpose), E (a reload of
+//! a broken config file was refused). Job `portrange-exporter` (the name
+//! the Kubernetes ServiceMonitor gives): D (nothing listens: down).
+//!
+//! PortRangeExporterMissing cannot fire while the jobs exist: the shipped
+//! rule must stay empty here, and a copy renamed as the rules file tells
+//! operators to (a job this Prometheus does not have) must fire. The
+//! flapping (0/1 free port) case of PortRangeExhausted needs minutes of
+//! `for:`, so it is proven by `promtool test rules` only.
 
 mod common;
 
@@ -21,6 +29,9 @@ use serde_json::Value;
 
 const PROM: &str = "127.0.0.1:9090";
 const A: &str = "127.0.0.1:10224";
+const C: &str = "127.0.0.1:10226";
+const D: &str = "127.0.0.1:10227";
+const E: &str = "127.0.0.1:10228";
 
 struct Prometheus(Child, PathBuf);
 
@@ -56,6 +67,11 @@ fn query(expr: &str) -> Vec<Value> {
         .as_array()
         .cloned()
         .unwrap_or_default()
+}
+
+/// The value of a one-series result.
+fn value(v: &Value) -> f64 {
+    v["value"][1].as_str().unwrap().parse().unwrap()
 }
 
 fn root() -> PathBuf {
@@ -115,7 +131,8 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
         "e2e",
         "ranges:\n  - name: framehawk\n    ports: 3224-3324\n    expected:\n      - process: CtxGfx\n\
          \x20 - name: nearly\n    ports: 3400-3419\n    protocols: [udp]\n    expected:\n      - process: CtxGfx\n\
-         \x20 - name: full\n    ports: 3420-3421\n    protocols: [udp]\n    expected:\n      - process: CtxGfx\n",
+         \x20 - name: full\n    ports: 3420-3421\n    protocols: [udp]\n    expected:\n      - process: CtxGfx\n\
+         \x20 - name: filling\n    ports: 3430-3449\n    protocols: [udp]\n    expected:\n      - process: CtxGfx\n",
     );
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -129,6 +146,21 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
     let _ctx = hold("CtxGfx", &spec_refs);
     let _intruder = hold("intruder", &["udp:0.0.0.0:3224"]);
 
+    // The filling range: one more port taken every 1.5 s until 15 of 20 are
+    // held (more than half, not below 10% free), for a falling trend.
+    let filler = std::thread::spawn(|| {
+        let mut held = Vec::new();
+        for port in 3430..3445 {
+            held.push(hold("CtxGfx", &[&format!("udp:0.0.0.0:{port}")]));
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        held
+    });
+
+    // E reloads a broken copy of the file once it runs.
+    let cfg_e = config_file("e2e-reload", &std::fs::read_to_string(&cfg).unwrap());
+    std::fs::set_permissions(&cfg_e, std::fs::Permissions::from_mode(0o644)).unwrap();
+
     let c = cfg.to_str().unwrap();
     let _exporters = Kill(vec![
         exporter_on(A, &["--config.file", c], &[], &[]),
@@ -139,24 +171,73 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
             &DROP_PRIVILEGES,
         ),
         exporter_on(
-            "127.0.0.1:10226",
+            C,
             &["--config.file", c],
             &[("PORTRANGE_EXPORTER_TEST_FAIL_SAMPLES", "1000000")],
             &[],
         ),
+        exporter_on(
+            E,
+            &[
+                "--config.file",
+                cfg_e.to_str().unwrap(),
+                "--web.enable-lifecycle",
+            ],
+            &[],
+            &[],
+        ),
     ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !get(E, "/metrics", &[]).is_ok_and(|r| r.status == 200) {
+        assert!(Instant::now() < deadline, "exporter E did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::write(&cfg_e, "ranges:\n  - name: broken\n    ports: 3324-3224\n").unwrap();
+    let r = request(E, "POST", "/-/reload", &[]).unwrap();
+    assert_eq!(r.status, 500, "reload of a broken file: {}", r.text());
+    let m = Metrics::parse(&get(E, "/metrics", &[]).unwrap().text());
+    assert_eq!(m.value("portrange_config_last_reload_successful"), 0.0);
 
     let dir = std::env::temp_dir().join(format!("portrange-prom-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let rules = root().join("deploy/prometheus/rules/portrange.rules.yml");
+    let rules_text = std::fs::read_to_string(&rules).unwrap();
+    let rules_yaml: Value = serde_saphyr::from_str(&rules_text).unwrap();
+    // PortRangeExporterMissing with its job matcher rewritten as the rules
+    // file tells operators to, for a job this Prometheus does not scrape
+    // (JSON is YAML).
+    let shipped_matcher = r#"job=~"portrange|portrange-exporter""#;
+    assert!(rules_text.contains(shipped_matcher));
+    let mut missing = rules_yaml["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap().iter())
+        .find(|r| r["alert"] == "PortRangeExporterMissing")
+        .unwrap()
+        .clone();
+    let renamed_expr = missing["expr"]
+        .as_str()
+        .unwrap()
+        .replace(shipped_matcher, r#"job=~"vda-ports""#);
+    missing["expr"] = renamed_expr.into();
+    missing["for"] = "0s".into();
+    let renamed = dir.join("renamed.rules.yml");
+    std::fs::write(
+        &renamed,
+        serde_json::json!({"groups": [{"name": "renamed", "rules": [missing]}]}).to_string(),
+    )
+    .unwrap();
     std::fs::write(
         dir.join("prometheus.yml"),
         format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             rule_files:\n  - {}\n\
-             scrape_configs:\n  - job_name: portrange\n    static_configs:\n      - targets: ['{A}', '127.0.0.1:10225', '127.0.0.1:10226', '127.0.0.1:10227']\n",
-            rules.display()
+             rule_files:\n  - {}\n  - {}\n\
+             scrape_configs:\n  - job_name: portrange\n    static_configs:\n      - targets: ['{A}', '127.0.0.1:10225', '{C}', '{E}']\n\
+             \x20 - job_name: portrange-exporter\n    static_configs:\n      - targets: ['{D}']\n",
+            rules.display(),
+            renamed.display()
         ),
     )
     .unwrap();
@@ -184,7 +265,7 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
         let ready = get(PROM, "/-/ready", &[])
             .map(|r| r.status == 200)
             .unwrap_or(false);
-        if ready && query("up").len() == 4 && query("portrange_up").len() == 3 {
+        if ready && query("up").len() == 5 && query("portrange_up").len() == 4 {
             break;
         }
         assert!(
@@ -205,9 +286,11 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
         let firing = alerts.iter().any(|a| {
             a["labels"]["alertname"] == "UnexpectedListener"
                 && a["state"] == "firing"
-                && a["labels"]["port"] == "3224"
                 && a["labels"]["process"] == "intruder"
                 && a["labels"]["instance"] == A
+                && a["annotations"]["description"].as_str().is_some_and(|d| {
+                    d.contains("holds 1 udp listener(s)") && d.contains("0.0.0.0:3224")
+                })
         });
         if firing {
             break alerts;
@@ -220,56 +303,138 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
     };
     let desc = alerts
         .iter()
-        .find(|a| a["labels"]["alertname"] == "UnexpectedListener" && a["labels"]["port"] == "3224")
+        .find(|a| a["labels"]["alertname"] == "UnexpectedListener" && a["labels"]["instance"] == A)
         .unwrap()["annotations"]["description"]
         .as_str()
         .unwrap()
         .to_string();
     assert!(
-        desc.contains("intruder") && desc.contains("3224") && desc.contains("user root"),
+        desc.contains("intruder") && desc.contains("0.0.0.0:3224") && desc.contains("user root"),
         "{desc}"
     );
-    // Every alert of the rules file is at least pending in this scenario.
-    for name in [
-        "PortRangeNearlyExhausted",
-        "PortRangeExhausted",
-        "UnexpectedListener",
-        "PortRangeExporterDown",
-        "PortRangeSamplingFailed",
-        "PortRangeAttributionIncomplete",
-        "PortRangeEphemeralOverlap",
-    ] {
+    // Every alert of the rules file is at least pending in this scenario,
+    // for the target or range that should raise it.
+    let alerts = loop {
+        let alerts = api("/api/v1/alerts")["data"]["alerts"]
+            .as_array()
+            .cloned()
+            .unwrap();
+        let has = |name: &str, label: &str, v: &str| {
+            alerts
+                .iter()
+                .any(|a| a["labels"]["alertname"] == name && a["labels"][label] == v)
+        };
+        let wanted = [
+            ("PortRangeNearlyExhausted", "range", "nearly"),
+            ("PortRangeExhausted", "range", "full"),
+            ("PortRangeExhaustionPredicted", "range", "filling"),
+            ("UnexpectedListener", "process", "intruder"),
+            ("PortRangeExporterDown", "instance", D),
+            ("PortRangeExporterMissing", "severity", "warning"),
+            ("PortRangeSamplingFailed", "instance", C),
+            ("PortRangeConfigReloadFailed", "instance", E),
+            (
+                "PortRangeAttributionIncomplete",
+                "instance",
+                "127.0.0.1:10225",
+            ),
+            ("PortRangeEphemeralOverlap", "range", "framehawk"),
+        ];
+        let absent: Vec<_> = wanted.iter().filter(|(n, l, v)| !has(n, l, v)).collect();
+        if absent.is_empty() {
+            break alerts;
+        }
         assert!(
-            alerts.iter().any(|a| a["labels"]["alertname"] == name),
-            "{name} is neither pending nor firing: {alerts:?}"
+            Instant::now() < deadline,
+            "neither pending nor firing: {absent:?}\n{alerts:?}"
         );
-    }
-    // No rule failed to evaluate.
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    // The down target is in the job the ServiceMonitor names.
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["labels"]["alertname"] == "PortRangeExporterDown"
+                && a["labels"]["job"] == "portrange-exporter")
+    );
+    // A flat range predicts nothing; a full one is PortRangeExhausted's.
+    assert!(
+        !alerts.iter().any(
+            |a| a["labels"]["alertname"] == "PortRangeExhaustionPredicted"
+                && a["labels"]["range"] != "filling"
+        ),
+        "{alerts:?}"
+    );
+    // No rule failed to evaluate; PortRangeExporterMissing came from the
+    // renamed copy, the shipped rule stays inactive.
     for g in api("/api/v1/rules")["data"]["groups"].as_array().unwrap() {
         for r in g["rules"].as_array().unwrap() {
             assert_eq!(r["health"], "ok", "rule {} : {}", r["name"], r["lastError"]);
+            if r["name"] == "PortRangeExporterMissing" {
+                let want_active = g["name"] == "renamed";
+                assert_eq!(
+                    r["state"] != "inactive",
+                    want_active,
+                    "{} in group {}: {}",
+                    r["name"],
+                    g["name"],
+                    r["state"]
+                );
+            }
         }
     }
 
-    // Every rule expression returns data.
-    let rules_text = std::fs::read_to_string(&rules).unwrap();
-    let rules_yaml: Value = serde_saphyr::from_str(&rules_text).unwrap();
+    // Every rule expression returns data, only finite numbers; the absent()
+    // of the job matcher returns nothing while the jobs exist.
     let mut checked = 0;
     for g in rules_yaml["groups"].as_array().unwrap() {
         for r in g["rules"].as_array().unwrap() {
             let expr = r["expr"].as_str().unwrap();
             let name = r["alert"].as_str().or(r["record"].as_str()).unwrap();
-            assert!(
-                !query(expr).is_empty(),
-                "rule {name} returns no data: {expr}"
-            );
+            let result = query(expr);
+            checked += 1;
+            if name == "PortRangeExporterMissing" {
+                assert!(
+                    result.is_empty(),
+                    "{name} with the jobs present: {result:?}"
+                );
+                continue;
+            }
+            assert!(!result.is_empty(), "rule {name} returns no data: {expr}");
+            for v in &result {
+                assert!(value(v).is_finite(), "rule {name}: {v}");
+            }
             if let Some(rec) = r["record"].as_str() {
                 assert!(!query(rec).is_empty(), "recorded series {rec} is empty");
             }
-            checked += 1;
         }
     }
-    assert_eq!(checked, 13);
+    assert_eq!(checked, 17);
+
+    // Fleet capacity leaves out C, which cannot sample: A, B and E only.
+    let cap = query(r#"range_protocol:portrange_ports:sum{range="framehawk",protocol="udp"}"#);
+    assert_eq!(cap.len(), 1, "{cap:?}");
+    assert_eq!(value(&cap[0]), 303.0, "{cap:?}");
+    // Time to exhaustion: 0 for the full range (not NaN), a finite positive
+    // time for the filling one, nothing for flat ranges with room.
+    let tte = query(&format!(
+        "instance:portrange_exhaustion_seconds:predict_linear6h{{instance=\"{A}\"}}"
+    ));
+    let by_range: std::collections::BTreeMap<(String, String), f64> = tte
+        .iter()
+        .map(|v| {
+            let m = &v["metric"];
+            let key = |l: &str| m[l].as_str().unwrap().to_string();
+            ((key("range"), key("protocol")), value(v))
+        })
+        .collect();
+    let at = |r: &str| by_range.get(&(r.to_string(), "udp".to_string())).copied();
+    assert_eq!(at("full"), Some(0.0), "{tte:?}");
+    let filling = at("filling").unwrap_or_else(|| panic!("{tte:?}"));
+    assert!(filling > 0.0 && filling < 4.0 * 3600.0, "{tte:?}");
+    // (UDP: the test's own TCP connections, from the widened ephemeral
+    // range, can touch framehawk's TCP ports.)
+    assert_eq!(at("framehawk"), None, "{tte:?}");
 
     // Every dashboard target returns data, with the variables substituted.
     for (file, instance, range) in [
@@ -293,6 +458,9 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
                     .replace("$job", "portrange")
                     .replace("$instance", instance)
                     .replace("$range", range)
+                    // What Grafana's "All" gives (the exporters here run
+                    // without --collector.netns: no netns label at all).
+                    .replace("$netns", ".*")
                     .replace("$__rate_interval", "30s");
                 let result = query(&expr);
                 assert!(
@@ -300,10 +468,63 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
                     "{file}: panel {:?} returns no data: {expr}",
                     p["title"]
                 );
+                for v in &result {
+                    assert!(value(v).is_finite(), "{file}: panel {:?}: {v}", p["title"]);
+                }
+                // A table shows only the labels it places; the rest are hidden.
+                if p["type"] == "table" {
+                    let org = &p["transformations"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|t| t["id"] == "organize")
+                        .unwrap()["options"];
+                    for v in &result {
+                        for label in v["metric"].as_object().unwrap().keys() {
+                            assert!(
+                                org["excludeByName"][label] == true
+                                    || org["indexByName"].get(label).is_some(),
+                                "{file}: table {:?} shows a stray {label} column",
+                                p["title"]
+                            );
+                        }
+                    }
+                }
                 n += 1;
             }
         }
         assert!(n >= 8, "{file}: only {n} targets");
+    }
+    // Host dashboard: Sampling reads OK (1), FAILED (0) and DOWN (-1);
+    // Configuration reads FAILED for E.
+    let host: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("dashboards/portrange-host.json")).unwrap(),
+    )
+    .unwrap();
+    let expr_of = |title: &str| {
+        host["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["title"] == title)
+            .unwrap()["targets"][0]["expr"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    for (panel, job, instance, want) in [
+        ("Sampling", "portrange", A, 1.0),
+        ("Sampling", "portrange", C, 0.0),
+        ("Sampling", "portrange-exporter", D, -1.0),
+        ("Configuration", "portrange", A, 1.0),
+        ("Configuration", "portrange", E, 0.0),
+    ] {
+        let expr = expr_of(panel)
+            .replace("$job", job)
+            .replace("$instance", instance);
+        let r = query(&expr);
+        assert_eq!(r.len(), 1, "{panel} for {instance}: {r:?}");
+        assert_eq!(value(&r[0]), want, "{panel} for {instance}: {r:?}");
     }
     // The listener table shows the intruder on 3224 as unexpected.
     let rows = query(&format!(
@@ -312,5 +533,7 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["metric"]["process"], "intruder");
     assert_eq!(rows[0]["metric"]["expected"], "false");
+    drop(filler.join().unwrap());
     let _ = std::fs::remove_file(cfg);
+    let _ = std::fs::remove_file(cfg_e);
 }

@@ -453,17 +453,23 @@ fn hostile_names_keep_metrics_valid_and_check_one_line_per_listener() {
         "the long exe path is read and matched: {evil_line}"
     );
     promtool_check_metrics(&raw);
-    let (code, out) = check(&["--config.file", cfg.to_str().unwrap()]);
+    let (code, out) = check(&["--config.file", cfg.to_str().unwrap(), "-v"]);
     assert_eq!(code, 2, "{out}");
     let rows = out
         .lines()
         .filter(|l| l.starts_with("udp ") || l.starts_with("tcp "))
         .count();
     assert_eq!(rows, names.len() + 1, "one line per listener:\n{out}");
+    // First line, blank, range table (3), blank, "Listeners:", header, rows.
     assert_eq!(
         out.lines().count(),
-        2 + 3 + 1 + 1 + names.len() + 1,
+        2 + 3 + 1 + 1 + 1 + names.len() + 1,
         "{out}"
+    );
+    assert_eq!(
+        out.lines().next().unwrap().matches('|').count(),
+        1,
+        "performance data starts once: {out}"
     );
     let _ = evil.kill();
     let _ = evil.wait();

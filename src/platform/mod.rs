@@ -4,7 +4,8 @@
 //! The API is the [`Platform`] trait (sample the sockets in a [`Filter`],
 //! find their holders before a deadline, name a user, read the ephemeral
 //! ports, report missing privileges) plus a few process-wide helpers
-//! (signals, the open-file limit, allocator tuning). [`host`] returns the
+//! (signals, the open-file limit, allocator tuning, listening sockets,
+//! systemd socket activation). [`host`] returns the
 //! implementation for the machine: [`linux`] (sock_diag, `/proc`,
 //! `getpwuid_r`, `/proc/sys/net`, capabilities) on Linux, `windows`
 //! (`netstat2` for the socket tables, process images and tokens through
@@ -51,6 +52,10 @@ pub struct Socket {
     /// The owning pid when the backend knows it already (netstat2 does);
     /// `None` on Linux, where the `/proc` scan finds it.
     pub pid_hint: Option<u32>,
+    /// The network namespace the socket lives in (its id, see
+    /// [`Namespace::id`]) when the platform samples every namespace; 0 when
+    /// it samples only its own.
+    pub netns: u64,
 }
 
 /// The `uid` of sockets on platforms whose socket tables carry no uid
@@ -258,6 +263,50 @@ pub struct PassStats {
     pub deadline_hit: bool,
     /// Sockets found to be held by the kernel.
     pub kernel: usize,
+    /// fd links read (Linux): the cost that must follow owners, not sockets.
+    pub links_read: usize,
+}
+
+/// One network namespace a sample covered, when the platform samples every
+/// namespace on the host (`--collector.netns`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Namespace {
+    /// Its id: the `netns` of its sockets (on Linux the namespace's inode,
+    /// never 0).
+    pub id: u64,
+    /// The host's namespace (on Linux, pid 1's in `--path.procfs`).
+    pub host: bool,
+    /// Its name where it has one (`ip netns`); empty otherwise.
+    pub name: String,
+    /// The container it belongs to (an id from a process's cgroup); empty
+    /// when none or unknown.
+    pub container: String,
+    /// The Kubernetes pod and namespace it belongs to; empty when none or
+    /// unknown.
+    pub pod: String,
+    pub pod_namespace: String,
+    /// The ports outgoing connections can take in it; `None` when they
+    /// cannot be read there.
+    pub ephemeral: Option<EphemeralPorts>,
+}
+
+/// What a per-namespace sample covered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Namespaces {
+    /// The host's namespace and every namespace with at least one sampled
+    /// socket, host first.
+    pub list: Vec<Namespace>,
+    /// Namespaces found but not sampled (no access, or in the fallback a
+    /// namespace no process holds): what they hold is unknown.
+    pub unsampled: u32,
+}
+
+/// Options for [`host_with`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlatformOptions {
+    /// Sample every network namespace on the host, not only the exporter's
+    /// own (`--collector.netns`).
+    pub netns: bool,
 }
 
 /// The answer to a user-name lookup.
@@ -272,6 +321,10 @@ pub enum UserLookup {
 /// Looks up a user's name; may block (NSS, LDAP), so it is only called
 /// from a thread of its own. An `Err` is a failed lookup, to be retried.
 pub type UserResolver = Arc<dyn Fn(u32) -> Result<UserLookup, String> + Send + Sync>;
+
+/// Looks up an account by name: its uid, `Ok(None)` when the user
+/// database has no such account, `Err` when the lookup failed. May block.
+pub type UserNameResolver = Arc<dyn Fn(&str) -> Result<Option<u32>, String> + Send + Sync>;
 
 /// Ports outgoing connections can take (the ephemeral range less reserved
 /// ports), per protocol.
@@ -314,8 +367,22 @@ pub trait Platform: Send {
     /// A resolver for user names, to run on a lookup thread.
     fn user_resolver(&self) -> UserResolver;
 
+    /// A resolver from account names to uids, to check the allowlist's
+    /// `user:` names at load; `None` where the platform has none.
+    fn user_name_resolver(&self) -> Option<UserNameResolver> {
+        None
+    }
+
     /// The privileges attribution lacks, by name (empty when it has all).
     fn missing_privileges(&self) -> Vec<&'static str>;
+
+    /// When the platform samples every network namespace, what the last
+    /// [`Platform::sample`] covered (each socket's `netns` is the id of one
+    /// of the namespaces listed); `None`, the default, when it samples only
+    /// its own and sockets carry `netns` 0.
+    fn namespaces(&self) -> Option<Namespaces> {
+        None
+    }
 }
 
 /// The longest process name the platform reports, when it truncates them
@@ -353,18 +420,37 @@ pub const UNSEEN_OWNER: &str = "the socket table names no owner (pid 0) or the o
 
 /// The platform of this machine; `procfs` is the `/proc` root on Linux.
 pub fn host(procfs: &Path) -> Box<dyn Platform> {
+    host_with(procfs, &PlatformOptions::default())
+}
+
+/// Like [`host`], with options. Sampling every network namespace exists on
+/// Linux only; elsewhere the option is refused in the log and ignored.
+pub fn host_with(procfs: &Path, options: &PlatformOptions) -> Box<dyn Platform> {
     #[cfg(target_os = "linux")]
     {
-        Box::new(linux::LinuxPlatform::new(procfs.to_path_buf()))
+        Box::new(linux::LinuxPlatform::with_options(
+            procfs.to_path_buf(),
+            options,
+        ))
     }
     #[cfg(windows)]
     {
         let _ = procfs;
+        if options.netns {
+            log::warn!(
+                "--collector.netns samples Linux network namespaces; Windows has none, so it is ignored"
+            );
+        }
         Box::new(windows::WindowsPlatform::new())
     }
     #[cfg(not(any(target_os = "linux", windows)))]
     {
         let _ = procfs;
+        if options.netns {
+            log::warn!(
+                "--collector.netns samples Linux network namespaces; this platform has none, so it is ignored"
+            );
+        }
         Box::new(portable::PortablePlatform::new())
     }
 }
@@ -401,6 +487,21 @@ pub fn bind_listener(addrs: &[std::net::SocketAddr]) -> anyhow::Result<tokio::ne
         }
     }
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no address to bind")))
+}
+
+/// The listening sockets systemd passed on socket activation
+/// (`--web.systemd-socket`); an error says why there are none.
+pub fn systemd_listeners() -> anyhow::Result<Vec<std::net::TcpListener>> {
+    #[cfg(target_os = "linux")]
+    {
+        Ok(linux::systemd::listeners()?)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        anyhow::bail!(
+            "--web.systemd-socket: socket activation is a systemd feature, not available here"
+        )
+    }
 }
 
 /// A registry with the exporter's own process metrics (`process_*`): the

@@ -125,6 +125,7 @@ pub fn convert(info: &netstat2::SocketInfo) -> Option<Socket> {
             uid,
             inode,
             pid_hint,
+            netns: 0,
         },
         ProtocolSocketInfo::Udp(u) => Socket {
             protocol: Protocol::Udp,
@@ -141,6 +142,7 @@ pub fn convert(info: &netstat2::SocketInfo) -> Option<Socket> {
             uid,
             inode,
             pid_hint,
+            netns: 0,
         },
     })
 }

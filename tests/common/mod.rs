@@ -86,17 +86,35 @@ pub fn holder_script() -> PathBuf {
 /// Starts a holder named `name` with the given socket specs (see holder.py)
 /// and waits until its sockets are bound.
 pub fn hold(name: impl AsRef<std::ffi::OsStr>, specs: &[&str]) -> Holder {
-    spawn_holder(name.as_ref(), None, specs)
+    spawn_holder(&[], name.as_ref(), None, specs)
+}
+
+/// Like `hold`, run through `prefix` (for example `ip netns exec NAME` or
+/// `unshare -n`, which exec the holder, so its pid is the holder's).
+pub fn hold_in(prefix: &[&str], name: &str, specs: &[&str]) -> Holder {
+    spawn_holder(prefix, name.as_ref(), None, specs)
 }
 
 /// Like `hold`, but the holder forks a child named `child` that inherits
 /// the sockets; `stop()` then ends only the parent.
 pub fn hold_forking(name: &str, child: &str, specs: &[&str]) -> Holder {
-    spawn_holder(name.as_ref(), Some(child), specs)
+    spawn_holder(&[], name.as_ref(), Some(child), specs)
 }
 
-fn spawn_holder(name: &std::ffi::OsStr, child_name: Option<&str>, specs: &[&str]) -> Holder {
-    let mut cmd = Command::new("python3");
+fn spawn_holder(
+    prefix: &[&str],
+    name: &std::ffi::OsStr,
+    child_name: Option<&str>,
+    specs: &[&str],
+) -> Holder {
+    let mut cmd = match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg("python3");
+            c
+        }
+        None => Command::new("python3"),
+    };
     cmd.arg(holder_script()).arg("--name").arg(name);
     if let Some(c) = child_name {
         cmd.args(["--fork-child", c]);

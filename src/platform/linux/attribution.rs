@@ -1,19 +1,36 @@
 //! Process attribution: which process holds each sampled socket, found
-//! through the `socket:[<inode>]` links under `<procfs>/<pid>/fd`. Owners
-//! are cached by inode across scrapes. A cached owner is re-checked with one
-//! `readlinkat` of its fd plus one read of `<pid>/stat` per owning process
-//! (whose start time catches pid reuse); only inodes never seen before
-//! trigger a scan, which visits first the processes that already own
-//! sockets in the ranges, then the processes running as the new sockets'
-//! uids, then the rest (newest pid first within each group), and stops once
-//! every new inode is found. The scan runs on its own thread: a scrape waits
-//! for it only until its deadline, after which its sockets count as
-//! unattributed and the scan finishes in the background for the next
-//! scrape. Inodes a complete scan could not find are not searched again
-//! until a back-off expires, so an unprivileged exporter does not rescan
-//! `/proc` on every scrape.
+//! through the `socket:[<inode>]` links under `<procfs>/<pid>/fd`.
 //!
-//! A scan result that arrives after its scrape (from the background) is
+//! The cost follows the owners, not the sockets. Owners are cached per
+//! process (pid and start time) with the fd → inode map of the watched
+//! sockets they hold. On every scrape, each known owner costs one read of
+//! `<pid>/stat` (its start time catches pid reuse; its name catches exec
+//! and renames), one read of its `exe` link, one listing of its fd
+//! directory (getdents: a few syscalls for thousands of fds, no link
+//! read), and the re-reading of a rolling sixteenth of its mapped fds.
+//! Only when the sample shows inodes not yet placed does it read links: first
+//! the fds of known owners that the map does not hold (new fd numbers and
+//! the owner's other files), at most one pass per owner; then, for what is
+//! still missing, a scan of the other processes (those running as the new
+//! sockets' uids first, newest pid first), which stops once every inode is
+//! found.
+//!
+//! A stale name is caught as follows. A reused pid: the start time
+//! differs, the owner is dropped and its sockets are searched again. An
+//! owner that exited: its stat is gone, the same. A socket closed or passed
+//! on, with the holder's fd closed: the listing no longer shows that fd,
+//! and the socket is searched again. The fd number reused by another
+//! watched socket: that socket is found at the fd, which evicts the old
+//! mapping. The one case the listing cannot see, the fd number reused by a
+//! file that is not a watched socket while the passed socket lives on in
+//! another process, is caught by the rolling re-read within 16 scrapes.
+//!
+//! The scan runs on its own thread: a scrape waits for it only until its
+//! deadline, after which its sockets count as unattributed and the scan
+//! finishes in the background for the next scrape. Inodes a complete scan
+//! could not find are not searched again until a back-off expires, so an
+//! unprivileged exporter does not rescan `/proc` on every scrape. A scan
+//! result that arrives after its scrape (from the background) is
 //! re-checked before it is used: each hit's process must still have the
 //! same start time and the fd must still point at the socket.
 //!
@@ -33,7 +50,7 @@
 //! the 0500 directory) and CAP_SYS_PTRACE (the kernel's ptrace access check
 //! on each link), or root. Without them the sockets stay unattributed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
@@ -59,11 +76,30 @@ pub struct InodePass {
     pub stats: PassStats,
 }
 
-#[derive(Clone, Debug)]
-struct Cached {
+/// Where a cached socket is held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Place {
     pid: u32,
     fd: u32,
+}
+
+/// One known owning process.
+#[derive(Clone, Debug, Default)]
+struct Known {
     start_time: u64,
+    /// The process's effective uid (the owner of `<procfs>/<pid>`).
+    uid: u32,
+    /// fd → inode of the watched sockets it holds.
+    fds: BTreeMap<u32, u64>,
+    /// fds read and found not to hold a watched socket.
+    others: BTreeSet<u32>,
+    /// fds whose watched socket went away: the first place to look for a
+    /// new one (the kernel hands out the lowest free fd number).
+    freed: BTreeSet<u32>,
+    /// The next fd the rolling re-read starts at.
+    verify_from: u32,
+    /// The pass in which its sockets last changed.
+    changed_at: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -81,31 +117,61 @@ struct ProcInfo {
     owner: Arc<Owner>,
 }
 
-/// The inode → owner cache and the `/proc` scanner.
+/// The owner cache and the `/proc` scanner.
 pub struct Attributor {
     procfs: PathBuf,
-    cache: HashMap<u64, Cached>,
+    cache: HashMap<u64, Place>,
+    owners: HashMap<u32, Known>,
     missing: HashMap<u64, Missing>,
     pending: Option<Pending>,
+    /// Inodes whose search was put off by one pass (see `attribute`).
+    deferred: HashSet<u64>,
+    /// Passes so far.
+    pass: u64,
     /// Whether this exporter can see every process (privilege and pid
     /// namespace): only then can a socket be called the kernel's.
     sees_all: bool,
+    /// Whether `procfs` is a real procfs, whose fd directories report
+    /// their fd count as their size (Linux 6.2+); a fake tree does not.
+    counts_fds: bool,
     /// Tests only: the next scan waits for a message before it starts, so
     /// that "the deadline passed first" is driven, not raced.
     #[cfg(test)]
     gate: Option<mpsc::Receiver<()>>,
 }
 
+/// What of a known owner's fds is not yet classified.
+#[derive(Debug)]
+enum Unclassified {
+    /// The fds it has open (the size of its fd directory): more than the
+    /// map accounts for means new fds, found by listing when needed.
+    Count(usize),
+    /// The fd numbers a listing found that the map does not account for.
+    Listed(Vec<u32>),
+}
+
+/// A known owner with no watched socket for this many passes is dropped.
+const IDLE_OWNER_PASSES: u64 = 64;
+
 const MISS_BACKOFF_START: Duration = Duration::from_secs(15);
 const MISS_BACKOFF_MAX: Duration = Duration::from_secs(600);
+/// Each scrape re-reads this fraction (1/N) of every owner's mapped fds.
+const VERIFY_ROUNDS: usize = 16;
 
 impl Attributor {
     pub fn new(procfs: impl Into<PathBuf>) -> Attributor {
+        let procfs: PathBuf = procfs.into();
+        let counts_fds = is_procfs(&procfs)
+            && rustix::fs::stat(procfs.join("self/fd")).is_ok_and(|st| st.st_size > 0);
         Attributor {
-            procfs: procfs.into(),
+            counts_fds,
+            procfs,
             cache: HashMap::new(),
+            owners: HashMap::new(),
             missing: HashMap::new(),
             pending: None,
+            deferred: HashSet::new(),
+            pass: 0,
             sees_all: false,
             #[cfg(test)]
             gate: None,
@@ -128,9 +194,76 @@ impl Attributor {
         }
     }
 
-    /// Number of cached owners (for tests and the leak checks).
+    /// Number of cached entries (for tests and the leak checks).
     pub fn cached(&self) -> usize {
         self.cache.len() + self.missing.len()
+    }
+
+    /// Number of known owning processes (for tests).
+    pub fn known_owners(&self) -> usize {
+        self.owners.len()
+    }
+
+    /// Records that `inode` is held at `pid`/`fd`; an inode the fd held
+    /// before is forgotten (the fd number was reused).
+    fn learn(&mut self, inode: u64, pid: u32, fd: u32, start_time: u64) {
+        if let Some(old) = self.cache.get(&inode).copied() {
+            if old == (Place { pid, fd }) {
+                return;
+            }
+            self.forget(inode);
+        }
+        let pass = self.pass;
+        let procfs = self.procfs.clone();
+        let known = self.owners.entry(pid).or_insert_with(|| Known {
+            start_time,
+            uid: process_uid(&procfs, pid),
+            ..Known::default()
+        });
+        if known.start_time != start_time {
+            // The pid was reused since we last saw it.
+            let stale: Vec<u64> = known.fds.values().copied().collect();
+            *known = Known {
+                start_time,
+                uid: process_uid(&procfs, pid),
+                ..Known::default()
+            };
+            for i in stale {
+                self.cache.remove(&i);
+            }
+        }
+        let known = self.owners.get_mut(&pid).expect("just inserted");
+        known.changed_at = pass;
+        known.others.remove(&fd);
+        known.freed.remove(&fd);
+        if let Some(previous) = known.fds.insert(fd, inode)
+            && previous != inode
+        {
+            self.cache.remove(&previous);
+        }
+        self.cache.insert(inode, Place { pid, fd });
+    }
+
+    /// Forgets where `inode` is held; its fd number becomes a place to
+    /// look for new sockets. The owner stays known while it lives.
+    fn forget(&mut self, inode: u64) {
+        if let Some(place) = self.cache.remove(&inode)
+            && let Some(k) = self.owners.get_mut(&place.pid)
+            && k.fds.get(&place.fd) == Some(&inode)
+        {
+            k.fds.remove(&place.fd);
+            k.freed.insert(place.fd);
+            k.changed_at = self.pass;
+        }
+    }
+
+    /// Drops an owner and every socket cached under it.
+    fn drop_owner(&mut self, pid: u32) {
+        if let Some(k) = self.owners.remove(&pid) {
+            for inode in k.fds.values() {
+                self.cache.remove(inode);
+            }
+        }
     }
 
     /// Finds the owner of every socket, by inode. Sockets with inode 0
@@ -139,14 +272,23 @@ impl Attributor {
     /// background, and a later call takes its results.
     pub fn attribute(&mut self, sockets: &[Socket], deadline: Instant) -> InodePass {
         let now = Instant::now();
+        self.pass += 1;
         let mut stats = PassStats::default();
         let mut candidates = Vec::new();
-        let mut uid_of: HashMap<u64, u32> = HashMap::new();
+        let mut uid_of: HashMap<u64, u32> = HashMap::with_capacity(sockets.len());
         for s in sockets.iter().filter(|s| s.inode != 0) {
             uid_of.insert(s.inode, s.uid);
         }
         // Forget sockets that are gone: the cache never outgrows the sample.
-        self.cache.retain(|inode, _| uid_of.contains_key(inode));
+        let gone: Vec<u64> = self
+            .cache
+            .keys()
+            .copied()
+            .filter(|i| !uid_of.contains_key(i))
+            .collect();
+        for inode in gone {
+            self.forget(inode);
+        }
         self.missing.retain(|inode, _| uid_of.contains_key(inode));
 
         let mut found: HashMap<u64, Arc<Owner>> = HashMap::with_capacity(uid_of.len());
@@ -164,36 +306,36 @@ impl Attributor {
             }
         }
 
-        // 2. Re-check cached owners.
-        let mut procs: HashMap<u32, Option<ProcInfo>> = HashMap::new();
-        let mut stale = Vec::new();
-        for (&inode, c) in &self.cache {
-            if found.contains_key(&inode) {
-                continue; // just found by the scan
+        // 2. Confirm the known owners, once each.
+        let mut infos: HashMap<u32, (ProcInfo, Unclassified)> = HashMap::new();
+        let pids: Vec<u32> = self.owners.keys().copied().collect();
+        for pid in pids {
+            let Some((info, count)) = self.confirm_owner(pid, &mut stats) else {
+                self.drop_owner(pid);
+                continue;
+            };
+            if let Some(k) = self.owners.get(&pid)
+                && k.fds.is_empty()
+                && self.pass.saturating_sub(k.changed_at) > IDLE_OWNER_PASSES
+            {
+                self.drop_owner(pid);
+                continue;
             }
-            let info = procs
-                .entry(c.pid)
-                .or_insert_with(|| read_proc(&self.procfs, c.pid))
-                .clone();
-            match info {
-                Some(p)
-                    if p.start_time == c.start_time
-                        && link_is(&self.procfs, c.pid, c.fd, inode) =>
-                {
-                    stats.confirmed += 1;
-                    found.insert(inode, p.owner);
+            if let Some(k) = self.owners.get(&pid) {
+                for inode in k.fds.values() {
+                    if !found.contains_key(inode) {
+                        stats.confirmed += 1;
+                        found.insert(*inode, info.owner.clone());
+                    }
                 }
-                _ => stale.push(inode),
             }
-        }
-        for inode in stale {
-            self.cache.remove(&inode);
+            infos.insert(pid, (info, count));
         }
 
-        // 3. Scan for inodes not found, not in back-off and not already being
+        // 3. Inodes not placed, not in back-off and not already being
         //    searched by a scan still running.
         let searching = self.pending.as_ref().map(|p| &p.inodes);
-        let wanted: HashSet<u64> = uid_of
+        let mut wanted: HashSet<u64> = uid_of
             .keys()
             .copied()
             .filter(|i| !found.contains_key(i))
@@ -201,10 +343,98 @@ impl Attributor {
             .filter(|i| searching.is_none_or(|s| !s.contains(i)))
             .collect();
         stats.searched = wanted.len();
+
+        // 4. The known owners first, at most one pass each: new sockets
+        //    usually come from a process that already has some. Round one
+        //    reads the fds whose socket went away (their numbers are reused
+        //    first) and, when the fd count says there are fds not yet
+        //    classified, lists the directory and reads those; it runs for
+        //    sockets in back-off too, as it is cheap. Round two, only if
+        //    sockets are still missing, reads every fd not mapped to a
+        //    watched socket.
+        let unplaced = uid_of.keys().filter(|i| !found.contains_key(i)).count();
+        // Owners whose fd directory was listed in this pass: their map is
+        // exact, so a socket not found there is not theirs.
+        let mut listed_pids: HashSet<u32> = infos
+            .iter()
+            .filter(|(_, (_, u))| matches!(u, Unclassified::Listed(_)))
+            .map(|(&pid, _)| pid)
+            .collect();
+        let mut buf = Vec::with_capacity(64);
+        for round in 0..2 {
+            if round == 1 {
+                if self.put_off(&wanted, &uid_of, &listed_pids) {
+                    self.deferred = std::mem::take(&mut wanted);
+                } else {
+                    self.deferred.clear();
+                }
+            }
+            let needed = if round == 0 { unplaced } else { wanted.len() };
+            if needed == 0 {
+                break;
+            }
+            let wanted_uids: HashSet<u32> = wanted.iter().map(|i| uid_of[i]).collect();
+            for (pid, (info, unclassified)) in &mut infos {
+                let Some(k) = self.owners.get_mut(pid) else {
+                    continue;
+                };
+                // Freed fd numbers are counted as taken: the kernel reuses
+                // them first, so reading them is usually all it takes.
+                let mut fds: Vec<u32> = std::mem::take(&mut k.freed).into_iter().collect();
+                let list = match (round, &mut *unclassified) {
+                    (1, _) => true,
+                    (_, Unclassified::Listed(new)) => {
+                        fds.append(new);
+                        false
+                    }
+                    (_, Unclassified::Count(c)) => *c > k.fds.len() + k.others.len() + fds.len(),
+                };
+                // Round two reads every fd of an owner of the missing
+                // sockets' uid, its mapped ones too: a mapped fd may hold a
+                // new socket while the sample still shows the old one.
+                let everything = round == 1 && wanted_uids.contains(&k.uid);
+                if list {
+                    listed_pids.insert(*pid);
+                    match list_fds(&self.procfs, *pid) {
+                        Ok(listed) => {
+                            k.others.retain(|fd| listed.binary_search(fd).is_ok());
+                            fds.extend(listed.iter().copied().filter(|fd| {
+                                everything
+                                    || (!k.fds.contains_key(fd)
+                                        && (round == 1 || !k.others.contains(fd)))
+                            }));
+                        }
+                        Err(denied) => stats.permission_denied += usize::from(denied),
+                    }
+                }
+                fds.sort_unstable();
+                fds.dedup();
+                if fds.is_empty() {
+                    continue;
+                }
+                stats.processes_scanned += 1;
+                stats.links_read += fds.len();
+                let (hits, others) = read_fds(&self.procfs, *pid, &fds, &uid_of, &mut buf);
+                let stale: Vec<u64> = others
+                    .iter()
+                    .filter_map(|fd| k.fds.get(fd).copied())
+                    .collect();
+                k.others.extend(others);
+                for inode in stale {
+                    self.forget(inode);
+                }
+                for (fd, inode) in hits {
+                    self.learn(inode, *pid, fd, info.start_time);
+                    wanted.remove(&inode);
+                    self.missing.remove(&inode);
+                    found.entry(inode).or_insert_with(|| info.owner.clone());
+                }
+            }
+        }
+
+        // 5. The other processes, on a thread of their own.
         if !wanted.is_empty() && self.pending.is_none() {
-            let mut known_pids: Vec<u32> = self.cache.values().map(|c| c.pid).collect();
-            known_pids.sort_unstable();
-            known_pids.dedup();
+            let known_pids: HashSet<u32> = infos.keys().copied().collect();
             let uids: HashSet<u32> = wanted.iter().map(|i| uid_of[i]).collect();
             let (tx, rx) = mpsc::channel();
             let procfs = self.procfs.clone();
@@ -252,6 +482,114 @@ impl Attributor {
         }
     }
 
+    /// Whether the sockets still missing after the cheap round are put off
+    /// by one pass rather than searched everywhere: when each has the uid
+    /// of a known owner whose sockets are changing and whose fds are all
+    /// accounted for (not listed in this pass, fd count as mapped). That
+    /// is a socket that took the fd number of one which closed while the
+    /// sample was being taken: the sample still shows the old one, so the
+    /// map still holds it there. The next pass sees the old socket gone
+    /// and finds the new one at its fd, without reading every process. A
+    /// socket put off once is searched in full the next time.
+    fn put_off(
+        &self,
+        wanted: &HashSet<u64>,
+        uid_of: &HashMap<u64, u32>,
+        listed: &HashSet<u32>,
+    ) -> bool {
+        let churning: HashSet<u32> = self
+            .owners
+            .iter()
+            .filter(|(pid, k)| self.pass.saturating_sub(k.changed_at) <= 1 && !listed.contains(pid))
+            .map(|(_, k)| k.uid)
+            .collect();
+        !wanted.is_empty()
+            && wanted
+                .iter()
+                .all(|i| !self.deferred.contains(i) && churning.contains(&uid_of[i]))
+    }
+
+    /// Confirms one known owner: the same process (start time), its
+    /// mapped fds still open, and a rolling slice of them re-read. Whether
+    /// fds were opened or closed is told by the fd count (the size of the
+    /// fd directory, Linux 6.2+), without a listing; the directory is
+    /// listed only when fds closed that the map did not expect (a socket
+    /// passed on and closed here), or where the kernel gives no count.
+    /// Returns the process's current name and what is not yet classified;
+    /// `None` when the process is gone or unreadable.
+    fn confirm_owner(
+        &mut self,
+        pid: u32,
+        stats: &mut PassStats,
+    ) -> Option<(ProcInfo, Unclassified)> {
+        let info = read_proc(&self.procfs, pid)?;
+        let known = self.owners.get_mut(&pid)?;
+        if info.start_time != known.start_time {
+            return None;
+        }
+        let count = if self.counts_fds {
+            match rustix::fs::stat(self.procfs.join(format!("{pid}/fd"))) {
+                Ok(st) => Some(st.st_size as usize),
+                Err(Errno::ACCESS) | Err(Errno::PERM) => {
+                    stats.permission_denied += 1;
+                    return None;
+                }
+                Err(_) => return None,
+            }
+        } else {
+            None
+        };
+        let mut unclassified = Unclassified::Count(count.unwrap_or(0));
+        if count.is_none_or(|c| c < known.fds.len() + known.others.len()) {
+            let listed = match list_fds(&self.procfs, pid) {
+                Ok(l) => l,
+                Err(denied) => {
+                    stats.permission_denied += usize::from(denied);
+                    return None;
+                }
+            };
+            known.others.retain(|fd| listed.binary_search(fd).is_ok());
+            let closed: Vec<u64> = known
+                .fds
+                .iter()
+                .filter(|(fd, _)| listed.binary_search(fd).is_err())
+                .map(|(_, &inode)| inode)
+                .collect();
+            let new: Vec<u32> = listed
+                .iter()
+                .copied()
+                .filter(|fd| !known.fds.contains_key(fd) && !known.others.contains(fd))
+                .collect();
+            for inode in closed {
+                self.forget(inode);
+            }
+            if let Some(k) = self.owners.get_mut(&pid) {
+                k.freed.clear(); // closed, not reused: nothing to read there
+            }
+            unclassified = Unclassified::Listed(new);
+        }
+        let known = self.owners.get_mut(&pid)?;
+        // The rolling re-read: a slice of the mapped fds, from where the
+        // last one stopped.
+        let take = known.fds.len().div_ceil(VERIFY_ROUNDS);
+        let slice: Vec<(u32, u64)> = known
+            .fds
+            .range(known.verify_from..)
+            .chain(known.fds.range(..known.verify_from))
+            .take(take)
+            .map(|(&fd, &inode)| (fd, inode))
+            .collect();
+        known.verify_from = slice.last().map_or(0, |(fd, _)| fd.saturating_add(1));
+        let mut buf = Vec::with_capacity(64);
+        for (fd, inode) in slice {
+            stats.links_read += 1;
+            if !link_is_at(&self.procfs, pid, fd, inode, &mut buf) {
+                self.forget(inode);
+            }
+        }
+        Some((info, unclassified))
+    }
+
     /// Takes a finished scan's results: owners into the cache (for sockets
     /// still present), misses into back-off. A result from the background
     /// (`late`) may be old: each hit is re-checked first. Returns the
@@ -268,6 +606,7 @@ impl Attributor {
     ) -> Vec<(u64, bool)> {
         stats.processes_scanned += result.processes_scanned;
         stats.permission_denied += result.permission_denied;
+        stats.links_read += result.links_read;
         for (inode, pid, fd, info) in result.hits {
             if !uid_of.contains_key(&inode) {
                 continue;
@@ -279,14 +618,7 @@ impl Attributor {
             {
                 continue; // gone or moved since the scan: searched again later
             }
-            self.cache.insert(
-                inode,
-                Cached {
-                    pid,
-                    fd,
-                    start_time: info.start_time,
-                },
-            );
+            self.learn(inode, pid, fd, info.start_time);
             found.insert(inode, info.owner.clone());
         }
         let complete = result.complete && self.sees_all;
@@ -326,6 +658,7 @@ struct ScanResult {
     not_found: HashSet<u64>,
     processes_scanned: usize,
     permission_denied: usize,
+    links_read: usize,
     /// Every process was visited (those that appeared during the scan
     /// too); `permission_denied` says how many refused.
     complete: bool,
@@ -338,14 +671,14 @@ struct Pending {
 }
 
 /// Scans fd directories for the `wanted` inodes until all are found or
-/// every process was visited. Order: processes that already own sockets in
-/// the ranges, then processes running as the new sockets' uids, then the
-/// rest; within each group the newest pid first, since a new owner is
-/// usually a new process.
+/// every process was visited, skipping the known owners (the caller has
+/// just read their fds). Order: processes running as the new sockets'
+/// uids, then the rest; within each group the newest pid first, since a
+/// new owner is usually a new process.
 fn scan_procs(
     procfs: &Path,
     mut wanted: HashSet<u64>,
-    known_pids: &[u32],
+    known: &HashSet<u32>,
     uids: &HashSet<u32>,
 ) -> ScanResult {
     let mut result = ScanResult {
@@ -353,6 +686,7 @@ fn scan_procs(
         not_found: HashSet::new(),
         processes_scanned: 0,
         permission_denied: 0,
+        links_read: 0,
         complete: false,
     };
     let Ok(proc_dir) = rustix::fs::open(
@@ -364,20 +698,8 @@ fn scan_procs(
         return result;
     };
     let mut buf = Vec::with_capacity(64);
-    // Known owners first: a new socket usually comes from a process that
-    // already has some, and then /proc need not even be listed.
-    for &pid in known_pids.iter().rev() {
-        if wanted.is_empty() {
-            break;
-        }
-        scan_one(procfs, &proc_dir, pid, &mut wanted, &mut buf, &mut result);
-    }
-    if wanted.is_empty() {
-        return result;
-    }
     let mut all = list_pids(&proc_dir);
     all.sort_unstable_by(|a, b| b.cmp(a));
-    let known: HashSet<u32> = known_pids.iter().copied().collect();
     let mut order: Vec<u32> = Vec::with_capacity(all.len());
     let mut rest = Vec::new();
     for &pid in &all {
@@ -406,7 +728,7 @@ fn scan_procs(
         let seen: HashSet<u32> = all.iter().copied().collect();
         let mut newcomers: Vec<u32> = list_pids(&proc_dir)
             .into_iter()
-            .filter(|p| !seen.contains(p))
+            .filter(|p| !seen.contains(p) && !known.contains(p))
             .collect();
         newcomers.sort_unstable_by(|a, b| b.cmp(a));
         for pid in newcomers {
@@ -444,7 +766,13 @@ fn scan_one(
         Err(_) => return, // exited, or a kernel thread
     };
     result.processes_scanned += 1;
-    let hits = scan_fds(fd_dir, wanted, buf, &mut result.permission_denied);
+    let hits = scan_fds(
+        fd_dir,
+        wanted,
+        buf,
+        &mut result.permission_denied,
+        &mut result.links_read,
+    );
     if hits.is_empty() {
         return;
     }
@@ -464,6 +792,7 @@ fn scan_fds(
     wanted: &HashSet<u64>,
     buf: &mut Vec<u8>,
     denied: &mut usize,
+    links: &mut usize,
 ) -> Vec<(u64, u32)> {
     let mut hits = Vec::new();
     let Ok(dir) = rustix::fs::Dir::read_from(&fd_dir) else {
@@ -474,6 +803,7 @@ fn scan_fds(
         let name = entry.file_name().to_bytes();
         let Some(fd) = parse_u32(name) else { continue };
         buf.clear();
+        *links += 1;
         match rustix::fs::readlinkat(&fd_dir, entry.file_name(), std::mem::take(buf)) {
             Ok(target) => {
                 let target = target.into_bytes();
@@ -492,6 +822,89 @@ fn scan_fds(
         }
     }
     hits
+}
+
+/// Whether `path` is a procfs mount (not a fake tree of the tests).
+fn is_procfs(path: &Path) -> bool {
+    // f_type's integer type differs between architectures; the magic fits all.
+    #[allow(clippy::unnecessary_cast)]
+    let is_proc = |t| t as u64 == 0x9fa0;
+    rustix::fs::statfs(path).is_ok_and(|st| is_proc(st.f_type))
+}
+
+/// The effective uid of a process: the owner of `<procfs>/<pid>`.
+fn process_uid(procfs: &Path, pid: u32) -> u32 {
+    rustix::fs::stat(procfs.join(pid.to_string())).map_or(u32::MAX, |st| st.st_uid)
+}
+
+/// Lists the fd numbers of a process, sorted, without reading any link.
+/// `Err(true)` when refused for lack of privilege, `Err(false)` when the
+/// process is gone.
+fn list_fds(procfs: &Path, pid: u32) -> Result<Vec<u32>, bool> {
+    let dir = rustix::fs::open(
+        procfs.join(format!("{pid}/fd")),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| matches!(e, Errno::ACCESS | Errno::PERM))?;
+    let Ok(entries) = rustix::fs::Dir::read_from(&dir) else {
+        return Err(false);
+    };
+    let mut fds: Vec<u32> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| parse_u32(e.file_name().to_bytes()))
+        .collect();
+    fds.sort_unstable();
+    Ok(fds)
+}
+
+/// Reads the links of the given fds of one process: the watched sockets
+/// (inodes in `watched`) by fd, and the fds that hold something else.
+fn read_fds(
+    procfs: &Path,
+    pid: u32,
+    fds: &[u32],
+    watched: &HashMap<u64, u32>,
+    buf: &mut Vec<u8>,
+) -> (Vec<(u32, u64)>, Vec<u32>) {
+    let mut hits = Vec::new();
+    let mut others = Vec::new();
+    let Ok(dir) = rustix::fs::open(
+        procfs.join(format!("{pid}/fd")),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return (hits, others);
+    };
+    for &fd in fds {
+        buf.clear();
+        // An error means closed meanwhile, or refused: not remembered.
+        if let Ok(target) = rustix::fs::readlinkat(&dir, fd.to_string(), std::mem::take(buf)) {
+            let target = target.into_bytes();
+            match parse_socket_link(&target) {
+                Some(inode) if watched.contains_key(&inode) => hits.push((fd, inode)),
+                _ => others.push(fd),
+            }
+            *buf = target;
+        }
+    }
+    (hits, others)
+}
+
+/// Whether `<procfs>/<pid>/fd/<fd>` still points at socket `inode`, with
+/// one `readlink` and no allocation beyond `buf`.
+fn link_is_at(procfs: &Path, pid: u32, fd: u32, inode: u64, buf: &mut Vec<u8>) -> bool {
+    buf.clear();
+    let path = procfs.join(format!("{pid}/fd/{fd}"));
+    match rustix::fs::readlink(&path, std::mem::take(buf)) {
+        Ok(target) => {
+            let target = target.into_bytes();
+            let ok = parse_socket_link(&target) == Some(inode);
+            *buf = target;
+            ok
+        }
+        Err(_) => false,
+    }
 }
 
 /// Whether `<procfs>/<pid>/fd/<fd>` still points at socket `inode`.
@@ -685,6 +1098,7 @@ mod tests {
             uid: 0,
             inode,
             pid_hint: None,
+            netns: 0,
         }
     }
 
@@ -715,11 +1129,16 @@ mod tests {
         assert_eq!(stats.confirmed, 0);
 
         // Second pass: both confirmed from the cache, 9999 is in back-off.
+        // Pid 100's other fd (4) is read once, as 9999 is still unplaced.
         let InodePass { owners, stats, .. } = a.attribute(&socks, far());
         assert_eq!(owners.len(), 2);
         assert_eq!(stats.confirmed, 2);
         assert_eq!(stats.searched, 0);
-        assert_eq!(stats.processes_scanned, 0);
+        assert_eq!(stats.processes_scanned, 1);
+        // From then on nothing is read but the owners' stat and listing.
+        let InodePass { stats, .. } = a.attribute(&socks, far());
+        assert_eq!((stats.confirmed, stats.processes_scanned), (2, 0));
+        assert_eq!(a.known_owners(), 2);
         std::fs::remove_dir_all(&root).unwrap();
     }
 
@@ -749,6 +1168,100 @@ mod tests {
         std::fs::remove_dir_all(root.join("200")).unwrap();
         let InodePass { owners, .. } = a.attribute(&socks, far());
         assert!(owners.is_empty(), "{owners:?}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// Pid 300 ("rtp") holds `n` sockets at fds 10.. with inodes 7000...
+    fn busy_owner(root: &Path, n: u32) -> Vec<Socket> {
+        let dir = root.join("300");
+        std::fs::create_dir_all(dir.join("fd")).unwrap();
+        std::fs::write(
+            dir.join("stat"),
+            "300 (rtp) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 333 0 0\n",
+        )
+        .unwrap();
+        (0..n)
+            .map(|i| {
+                std::os::unix::fs::symlink(
+                    format!("socket:[{}]", 7000 + i),
+                    dir.join(format!("fd/{}", 10 + i)),
+                )
+                .unwrap();
+                sock(7000 + u64::from(i))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn steady_state_costs_per_owner_not_per_socket() {
+        let root = tempdir("steady");
+        fake_proc(&root);
+        let socks = busy_owner(&root, 320);
+        let mut a = Attributor::new(&root);
+        let first = a.attribute(&socks, far());
+        assert_eq!(first.owners.len(), 320);
+        for _ in 0..5 {
+            let pass = a.attribute(&socks, far());
+            assert_eq!(pass.owners.len(), 320);
+            assert_eq!(pass.stats.confirmed, 320);
+            assert_eq!(
+                pass.stats.links_read, 20,
+                "a rolling 1/16 of 320 mapped fds, nothing per socket"
+            );
+        }
+        // Churn: one socket closes, another opens at a new fd. Only the new
+        // fd number is read (plus the rolling slice).
+        std::fs::remove_file(root.join("300/fd/10")).unwrap();
+        std::os::unix::fs::symlink("socket:[9000]", root.join("300/fd/5000")).unwrap();
+        let mut socks: Vec<Socket> = socks[1..].to_vec();
+        socks.push(sock(9000));
+        let pass = a.attribute(&socks, far());
+        assert_eq!(pass.owners[&9000].comm, b"rtp");
+        assert_eq!(pass.stats.processes_scanned, 1, "{:?}", pass.stats);
+        assert!(pass.stats.links_read <= 21, "{:?}", pass.stats);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_socket_passed_on_is_followed_when_the_old_fd_closes() {
+        let root = tempdir("passed");
+        fake_proc(&root);
+        let mut a = Attributor::new(&root);
+        assert_eq!(a.attribute(&[sock(5001)], far()).owners[&5001].pid, 100);
+        // Pid 100 (same process) passes 5001 to pid 200 and closes fd 3.
+        std::fs::remove_file(root.join("100/fd/3")).unwrap();
+        std::os::unix::fs::symlink("socket:[5001]", root.join("200/fd/9")).unwrap();
+        let pass = a.attribute(&[sock(5001)], far());
+        assert_eq!(pass.owners[&5001].pid, 200, "at once, from the listing");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_reused_fd_number_is_caught_by_the_rolling_reread() {
+        let root = tempdir("reused");
+        fake_proc(&root);
+        let mut socks = busy_owner(&root, 32);
+        socks.push(sock(5002));
+        let mut a = Attributor::new(&root);
+        assert_eq!(a.attribute(&socks, far()).owners[&7005].pid, 300);
+        // Pid 300 passes 7005 (fd 15) to pid 200 and reuses fd 15 for a
+        // file: the listing still shows fd 15, so only a re-read can tell.
+        std::fs::remove_file(root.join("300/fd/15")).unwrap();
+        std::os::unix::fs::symlink("/var/log/x", root.join("300/fd/15")).unwrap();
+        std::os::unix::fs::symlink("socket:[7005]", root.join("200/fd/9")).unwrap();
+        let mut passes = 0;
+        loop {
+            passes += 1;
+            let pass = a.attribute(&socks, far());
+            assert!(pass.stats.links_read <= 3 + 32, "{:?}", pass.stats);
+            if pass.owners.get(&7005).is_some_and(|o| o.pid == 200) {
+                break;
+            }
+            assert!(
+                passes <= VERIFY_ROUNDS + 1,
+                "still stale after {passes} passes"
+            );
+        }
         std::fs::remove_dir_all(&root).unwrap();
     }
 

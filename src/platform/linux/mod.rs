@@ -3,12 +3,17 @@
 //! names from `getpwuid_r` ([`users`]), the ephemeral range from
 //! `/proc/sys/net` ([`kernel`]), the tunnel devices that own kernel-held
 //! UDP ports from rtnetlink ([`tunnels`]), capabilities from
-//! `/proc/self/status`, and unix signals and rlimits. Every `/proc` read
-//! goes through the `--path.procfs` root.
+//! `/proc/self/status`, unix signals and rlimits, and the sockets systemd
+//! passes on socket activation ([`systemd`]). Every `/proc` read goes
+//! through the `--path.procfs` root. With `--collector.netns`, [`netns`]
+//! samples every network namespace on the host instead of the exporter's
+//! own.
 
 pub mod attribution;
 pub mod kernel;
 pub mod netlink;
+pub mod netns;
+pub mod systemd;
 pub mod tunnels;
 pub mod users;
 
@@ -18,9 +23,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::platform::{
-    Attribution, EphemeralPorts, Filter, Holder, Platform, SampleError, Socket, UserResolver,
+    Attribution, EphemeralPorts, Filter, Holder, Namespaces, Platform, PlatformOptions,
+    SampleError, Socket, UserNameResolver, UserResolver,
 };
 use crate::ranges::{PortSet, Protocol};
+
+/// Port intervals per protocol (TCP, UDP).
+type Intervals = (Vec<(u16, u16)>, Vec<(u16, u16)>);
 
 /// Where procfs is mounted unless `--path.procfs` says otherwise.
 pub const DEFAULT_PROCFS: &str = "/proc";
@@ -31,6 +40,8 @@ pub struct LinuxPlatform {
     attributor: attribution::Attributor,
     missing: Vec<&'static str>,
     sample_timeout: Duration,
+    /// Every network namespace (`--collector.netns`), or only our own.
+    netns: Option<netns::NetnsSampler>,
 }
 
 impl LinuxPlatform {
@@ -50,7 +61,16 @@ impl LinuxPlatform {
             attributor,
             missing,
             sample_timeout: Duration::from_secs(5),
+            netns: None,
         }
+    }
+
+    pub fn with_options(procfs: PathBuf, options: &PlatformOptions) -> LinuxPlatform {
+        let mut p = LinuxPlatform::new(procfs.clone());
+        if options.netns {
+            p.netns = Some(netns::NetnsSampler::new(netns::Paths::new(procfs)));
+        }
+        p
     }
 
     /// The owner cache, for tests.
@@ -58,37 +78,66 @@ impl LinuxPlatform {
         &self.attributor
     }
 
-    /// Of the kernel candidates, those whose sockets a second sample still
-    /// shows: a holder that exited during the scan took its socket along.
-    fn still_present(&self, sockets: &[Socket], candidates: &[u64]) -> HashSet<u64> {
+    /// Of the kernel candidates, those whose sockets a second sample (of
+    /// their own namespace) still shows: a holder that exited during the
+    /// scan took its socket along.
+    fn still_present(&mut self, sockets: &[Socket], candidates: &[u64]) -> HashSet<u64> {
         let wanted: HashSet<u64> = candidates.iter().copied().collect();
-        let mut tcp = Vec::new();
-        let mut udp = Vec::new();
+        let mut per_netns: HashMap<u64, Intervals> = HashMap::new();
         for s in sockets.iter().filter(|s| wanted.contains(&s.inode)) {
+            let (tcp, udp) = per_netns.entry(s.netns).or_default();
             match s.protocol {
                 Protocol::Tcp => tcp.push((s.port, s.port)),
                 Protocol::Udp => udp.push((s.port, s.port)),
             }
         }
-        let filter = Filter {
-            tcp: PortSet::from_intervals(tcp),
-            udp: PortSet::from_intervals(udp),
-        };
-        match netlink::sample(&filter, self.sample_timeout) {
-            Ok(again) => again
-                .iter()
-                .map(|s| s.inode)
-                .filter(|i| wanted.contains(i))
-                .collect(),
-            Err(_) => HashSet::new(),
+        let mut present = HashSet::new();
+        for (ns, (tcp, udp)) in per_netns {
+            let filter = Filter {
+                tcp: PortSet::from_intervals(tcp),
+                udp: PortSet::from_intervals(udp),
+            };
+            let again = match &mut self.netns {
+                Some(n) if ns != 0 => n.resample(ns, &filter, self.sample_timeout),
+                _ => netlink::sample(&filter, self.sample_timeout),
+            };
+            if let Ok(again) = again {
+                present.extend(again.iter().map(|s| s.inode).filter(|i| wanted.contains(i)));
+            }
         }
+        present
+    }
+
+    /// The UDP tunnel devices by (namespace, port), for the namespaces of
+    /// `sockets`.
+    fn tunnel_devices(&mut self, sockets: &[Socket]) -> HashMap<(u64, u16), String> {
+        let namespaces: HashSet<u64> = sockets.iter().map(|s| s.netns).collect();
+        let mut out = HashMap::new();
+        for ns in namespaces {
+            let found = match &mut self.netns {
+                Some(n) if ns != 0 => n.tunnel_ports(ns),
+                _ => tunnels::udp_tunnel_ports(),
+            };
+            match found {
+                Ok(ports) => out.extend(ports.into_iter().map(|(port, dev)| ((ns, port), dev))),
+                Err(e) => log::debug!("cannot list tunnel devices over rtnetlink: {e}"),
+            }
+        }
+        out
     }
 }
 
 impl Platform for LinuxPlatform {
     fn sample(&mut self, filter: &Filter, timeout: Duration) -> Result<Vec<Socket>, SampleError> {
         self.sample_timeout = timeout;
-        netlink::sample(filter, timeout)
+        match &mut self.netns {
+            Some(n) => n.sample(filter, timeout),
+            None => netlink::sample(filter, timeout),
+        }
+    }
+
+    fn namespaces(&self) -> Option<Namespaces> {
+        self.netns.as_ref().map(|n| n.namespaces())
     }
 
     fn attribute(&mut self, sockets: &[Socket], deadline: Instant) -> Attribution {
@@ -96,17 +145,21 @@ impl Platform for LinuxPlatform {
         let devices = if pass.kernel.is_empty() && pass.candidates.is_empty() {
             HashMap::new()
         } else {
-            tunnels::udp_tunnel_ports().unwrap_or_else(|e| {
-                log::debug!("cannot list tunnel devices over rtnetlink: {e}");
-                HashMap::new()
-            })
+            let involved: Vec<Socket> = sockets
+                .iter()
+                .filter(|s| {
+                    pass.kernel.contains(&s.inode) || pass.candidates.iter().any(|c| c.0 == s.inode)
+                })
+                .cloned()
+                .collect();
+            self.tunnel_devices(&involved)
         };
         if !pass.candidates.is_empty() {
             let inodes: Vec<u64> = pass.candidates.iter().map(|c| c.0).collect();
             let present = self.still_present(sockets, &inodes);
-            let port_of: HashMap<u64, (Protocol, u16)> = sockets
+            let port_of: HashMap<u64, (Protocol, u64, u16)> = sockets
                 .iter()
-                .map(|s| (s.inode, (s.protocol, s.port)))
+                .map(|s| (s.inode, (s.protocol, s.netns, s.port)))
                 .collect();
             let confirmed: Vec<u64> = pass
                 .candidates
@@ -114,8 +167,8 @@ impl Platform for LinuxPlatform {
                 .filter(|(inode, strict)| {
                     present.contains(inode)
                         && (*strict
-                            || port_of.get(inode).is_some_and(|(p, port)| {
-                                *p == Protocol::Udp && devices.contains_key(port)
+                            || port_of.get(inode).is_some_and(|(p, ns, port)| {
+                                *p == Protocol::Udp && devices.contains_key(&(*ns, *port))
                             }))
                 })
                 .map(|c| c.0)
@@ -135,7 +188,7 @@ impl Platform for LinuxPlatform {
                 }
                 pass.kernel.contains(&s.inode).then(|| Holder::Kernel {
                     device: (s.protocol == Protocol::Udp)
-                        .then(|| devices.get(&s.port).cloned())
+                        .then(|| devices.get(&(s.netns, s.port)).cloned())
                         .flatten(),
                 })
             })
@@ -157,6 +210,10 @@ impl Platform for LinuxPlatform {
 
     fn user_resolver(&self) -> UserResolver {
         Arc::new(users::lookup)
+    }
+
+    fn user_name_resolver(&self) -> Option<UserNameResolver> {
+        Some(Arc::new(users::lookup_name))
     }
 
     fn missing_privileges(&self) -> Vec<&'static str> {

@@ -11,6 +11,7 @@
 //! · bytecode; replies are `nlmsghdr` · `inet_diag_msg` (72 bytes) · attrs.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use rustix::net::netlink::{self, SocketAddrNetlink};
@@ -254,6 +255,7 @@ pub fn decode_socket(p: &[u8], protocol: Protocol) -> Result<Socket, DecodeError
         uid,
         inode: u64::from(inode),
         pid_hint: None,
+        netns: 0,
     })
 }
 
@@ -284,7 +286,17 @@ fn hint(protocol: Protocol, errno: i32) -> &'static str {
 /// Samples every socket in `filter`'s ports. Fails (never returns a silent
 /// empty list) when any dump fails; `timeout` bounds each receive.
 pub fn sample(filter: &Filter, timeout: Duration) -> Result<Vec<Socket>, SampleError> {
-    let fd = rustix::net::socket_with(
+    let fd = open()?;
+    let mut sockets = Vec::new();
+    let mut seq = 0u32;
+    dump(&fd, filter, Dumps::ALL, timeout, &mut seq, &mut sockets)?;
+    Ok(sockets)
+}
+
+/// Opens a NETLINK_SOCK_DIAG socket. It answers for the network namespace
+/// of the thread that opens it, for as long as it stays open.
+pub fn open() -> Result<OwnedFd, SampleError> {
+    rustix::net::socket_with(
         AddressFamily::NETLINK,
         SocketType::DGRAM,
         SocketFlags::CLOEXEC,
@@ -293,9 +305,50 @@ pub fn sample(filter: &Filter, timeout: Duration) -> Result<Vec<Socket>, SampleE
     .map_err(|e| SampleError::Open {
         what: "a NETLINK_SOCK_DIAG socket",
         source: e.into(),
-    })?;
+    })
+}
+
+/// Which of the four dumps (TCP and UDP over IPv4 and IPv6) to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dumps {
+    pub tcp4: bool,
+    pub tcp6: bool,
+    pub udp4: bool,
+    pub udp6: bool,
+}
+
+impl Dumps {
+    pub const ALL: Dumps = Dumps {
+        tcp4: true,
+        tcp6: true,
+        udp4: true,
+        udp6: true,
+    };
+
+    fn wants(&self, protocol: Protocol, family: u8) -> bool {
+        match (protocol, family == AF_INET) {
+            (Protocol::Tcp, true) => self.tcp4,
+            (Protocol::Tcp, false) => self.tcp6,
+            (Protocol::Udp, true) => self.udp4,
+            (Protocol::Udp, false) => self.udp6,
+        }
+    }
+}
+
+/// Runs the dumps `which` asks for (of the protocols `filter` watches) on
+/// `fd`, appending the sockets to `out`. `seq` numbers the requests and
+/// goes on across calls on the same socket, so that leftovers of an
+/// abandoned dump are never taken for a later answer.
+pub fn dump(
+    fd: &OwnedFd,
+    filter: &Filter,
+    which: Dumps,
+    timeout: Duration,
+    seq: &mut u32,
+    out: &mut Vec<Socket>,
+) -> Result<(), SampleError> {
     rustix::net::sockopt::set_socket_timeout(
-        &fd,
+        fd,
         rustix::net::sockopt::Timeout::Recv,
         Some(timeout),
     )
@@ -305,8 +358,7 @@ pub fn sample(filter: &Filter, timeout: Duration) -> Result<Vec<Socket>, SampleE
     })?;
     let kernel = SocketAddrNetlink::new(0, 0);
     let mut buf = vec![0u8; 64 * 1024];
-    let mut sockets = Vec::new();
-    let mut seq = 0u32;
+    let sockets = out;
     for protocol in Protocol::ALL {
         let ports = filter.ports(protocol);
         if ports.is_empty() {
@@ -322,10 +374,14 @@ pub fn sample(filter: &Filter, timeout: Duration) -> Result<Vec<Socket>, SampleE
             Protocol::Udp => IPPROTO_UDP,
         };
         for family in [AF_INET, AF_INET6] {
-            seq += 1;
+            if !which.wants(protocol, family) {
+                continue;
+            }
+            *seq = seq.wrapping_add(1);
+            let seq = *seq;
             let dump = || dump_name(family, protocol);
             let request = build_request(family, proto, seq, &bytecode);
-            rustix::net::sendto(&fd, &request, SendFlags::empty(), &kernel).map_err(|e| {
+            rustix::net::sendto(fd, &request, SendFlags::empty(), &kernel).map_err(|e| {
                 SampleError::Send {
                     dump: dump(),
                     source: e.into(),
@@ -335,7 +391,7 @@ pub fn sample(filter: &Filter, timeout: Duration) -> Result<Vec<Socket>, SampleE
             let started = Instant::now();
             let mut received = 0usize;
             loop {
-                let (n, full) = match rustix::net::recv(&fd, &mut buf[..], RecvFlags::TRUNC) {
+                let (n, full) = match rustix::net::recv(fd, &mut buf[..], RecvFlags::TRUNC) {
                     Ok(r) => r,
                     Err(rustix::io::Errno::INTR) => continue,
                     Err(rustix::io::Errno::AGAIN) => {
@@ -362,12 +418,11 @@ pub fn sample(filter: &Filter, timeout: Duration) -> Result<Vec<Socket>, SampleE
                     });
                 }
                 received += data.len();
-                let chunk = decode(data, seq, protocol, &mut sockets).map_err(|source| {
-                    SampleError::Decode {
+                let chunk =
+                    decode(data, seq, protocol, sockets).map_err(|source| SampleError::Decode {
                         dump: dump(),
                         source: Box::new(source),
-                    }
-                })?;
+                    })?;
                 match chunk {
                     Chunk::More => {}
                     Chunk::Done => break,
@@ -405,7 +460,7 @@ pub fn sample(filter: &Filter, timeout: Duration) -> Result<Vec<Socket>, SampleE
             }
         }
     }
-    Ok(sockets)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -591,6 +591,7 @@ mod tests {
             uid: crate::platform::NO_UID,
             inode: 0,
             pid_hint: pid,
+            netns: 0,
         }
     }
 
