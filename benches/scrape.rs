@@ -331,6 +331,7 @@ struct Options {
     netns_ss_runs: usize,
     only_netns: bool,
     only_busy: bool,
+    skip_netns: bool,
 }
 
 fn parse_list(s: &str) -> Vec<usize> {
@@ -359,6 +360,7 @@ fn options(args: &[String]) -> Options {
         netns_ss_runs: 5,
         only_netns: false,
         only_busy: false,
+        skip_netns: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -380,6 +382,7 @@ fn options(args: &[String]) -> Options {
             "--netns-sockets" => o.netns_sockets = val().replace('_', "").parse().unwrap(),
             "--netns-churn" => o.netns_churn = val().parse().unwrap(),
             "--netns-ss-runs" => o.netns_ss_runs = val().parse().unwrap(),
+            "--skip-netns" => o.skip_netns = true,
             "--only-netns" => {
                 o.only_netns = true;
                 o.busy.clear();
@@ -799,7 +802,7 @@ fn run(args: &[String]) {
         report(&rows, &comparators, &rss);
     }
     report_busy(&busy_rows);
-    if o.only_busy {
+    if o.only_busy || o.skip_netns {
         return;
     }
     // The --collector.netns scenario, in a pid and mount namespace of its
@@ -1465,6 +1468,8 @@ fn encode_cost(m: usize) -> f64 {
             excluded: None,
             per_port: None,
             netns: None,
+            in_use_ports: Vec::new(),
+            reserved: Default::default(),
         }],
         listeners,
         attribution: Default::default(),

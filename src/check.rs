@@ -892,6 +892,8 @@ mod tests {
                 excluded: None,
                 per_port: None,
                 netns: None,
+                in_use_ports: Vec::new(),
+                reserved: Default::default(),
             }],
             listeners,
             attribution: Default::default(),

@@ -44,7 +44,14 @@ pub const VERSION_TEXT: &str = concat!(
 );
 
 /// Paths the server answers itself, which the telemetry path must not hide.
-const RESERVED_PATHS: [&str; 3] = ["/", "/-/healthy", "/-/reload"];
+const RESERVED_PATHS: [&str; 6] = [
+    "/",
+    "/-/healthy",
+    "/-/reload",
+    "/portmap.js",
+    "/portmap.css",
+    crate::http::STATUS_PATH,
+];
 
 /// Prometheus exporter for port ranges: ports in use, free capacity and
 /// unexpected listeners (default: the Citrix Framehawk range, UDP/TCP 3224-3324).
@@ -78,7 +85,8 @@ pub struct Cli {
     pub systemd_socket: bool,
 
     /// Path under which to expose metrics (starting with "/"; not "/",
-    /// "/-/healthy" or "/-/reload").
+    /// "/-/healthy", "/-/reload" or the port map's /portmap.js,
+    /// /portmap.css and /api/v1/status).
     #[arg(
         long = "web.telemetry-path",
         env = "PORTRANGE_EXPORTER_WEB_TELEMETRY_PATH",
@@ -395,7 +403,8 @@ fn run_server(cli: Cli, missing: Vec<&'static str>) -> i32 {
 }
 
 /// `--web.telemetry-path` must be an absolute path that does not hide the
-/// landing page, the health check or the reload endpoint.
+/// port map page (with its assets and JSON), the health check or the
+/// reload endpoint.
 pub fn check_telemetry_path(path: &str) -> Result<(), String> {
     if !path.starts_with('/') {
         return Err(format!(
@@ -404,7 +413,7 @@ pub fn check_telemetry_path(path: &str) -> Result<(), String> {
     }
     if RESERVED_PATHS.contains(&path) {
         return Err(format!(
-            "{path:?} is served by the exporter itself (landing page, health check, reload): choose another path such as /metrics"
+            "{path:?} is served by the exporter itself (port map page, health check, reload): choose another path such as /metrics"
         ));
     }
     Ok(())
@@ -691,7 +700,14 @@ mod tests {
             e.contains("does not start with \"/\"") && e.contains("/metrics"),
             "{e}"
         );
-        for p in ["/", "/-/healthy", "/-/reload"] {
+        for p in [
+            "/",
+            "/-/healthy",
+            "/-/reload",
+            "/portmap.js",
+            "/portmap.css",
+            "/api/v1/status",
+        ] {
             assert!(check_telemetry_path(p).is_err(), "{p}");
         }
     }

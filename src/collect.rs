@@ -90,6 +90,12 @@ pub struct RangeStats {
     pub per_port: Option<Vec<(u16, bool)>>,
     /// The `netns` label value with `--collector.netns`; `None` without.
     pub netns: Option<String>,
+    /// The ports in use (holding at least one socket), sorted; always
+    /// kept, for the port map ([`crate::status`]).
+    pub in_use_ports: Vec<u16>,
+    /// Ports of the range the platform will not let be bound (Windows
+    /// excluded port ranges); empty elsewhere.
+    pub reserved: PortSet,
 }
 
 /// A network namespace that has series (`portrange_netns_info`).
@@ -270,8 +276,7 @@ impl Collector {
                 &self.users,
             ),
         };
-        let excluded = self.excluded_ports();
-        apply_excluded(&mut report, &self.config, &sockets, &excluded);
+        self.mark_reserved(&mut report);
         report.attribution = attribution.stats;
         report.missing_privileges = self.missing.clone();
         report.duration = started.elapsed();
@@ -296,28 +301,34 @@ impl Collector {
         report
     }
 
-    /// The platform's unbindable ports per protocol of the configuration;
-    /// an error is logged once and leaves the protocol out.
-    fn excluded_ports(&mut self) -> Vec<(Protocol, PortSet)> {
-        let mut out = Vec::new();
-        for protocol in [Protocol::Tcp, Protocol::Udp] {
-            if self.filter.ports(protocol).is_empty() {
+    /// Fills each range's `reserved` ports and `excluded` count from the
+    /// platform's excluded ports (asked once per protocol). A platform
+    /// without such ports leaves them empty and `None`; one that cannot
+    /// say, too, with a warning once.
+    fn mark_reserved(&mut self, report: &mut Report) {
+        let mut excluded: Vec<(Protocol, Option<PortSet>)> = Vec::new();
+        for protocol in report.ranges.iter().map(|r| r.protocol) {
+            if excluded.iter().any(|(p, _)| *p == protocol) {
                 continue;
             }
-            match self.platform.excluded_ports(protocol) {
-                Ok(Some(ports)) => out.push((protocol, ports)),
-                Ok(None) => {}
-                Err(e) => {
-                    if !self.warned_excluded {
-                        log::warn!(
-                            "cannot read the excluded port ranges, portrange_excluded_ports is left out: {e}"
-                        );
-                        self.warned_excluded = true;
-                    }
+            let set = self.platform.excluded_ports(protocol).unwrap_or_else(|e| {
+                if !self.warned_excluded {
+                    log::warn!(
+                        "cannot read the {protocol} ports the system excludes from binding; portrange_excluded_ports is left out and the port map shows none as reserved: {e}"
+                    );
+                    self.warned_excluded = true;
                 }
+                None
+            });
+            excluded.push((protocol, set));
+        }
+        for stats in &mut report.ranges {
+            let set = excluded.iter().find(|(p, _)| *p == stats.protocol);
+            let range = self.config.ranges.iter().find(|r| r.name == stats.range);
+            if let (Some((_, Some(set))), Some(range)) = (set, range) {
+                mark_excluded(stats, range, set);
             }
         }
-        out
     }
 
     fn log_attribution(&mut self, stats: &PassStats) {
@@ -427,6 +438,8 @@ pub fn build_report(
                 excluded: None,
                 per_port: per_port(range, &used),
                 netns: None,
+                in_use_ports: used.ports(),
+                reserved: PortSet::default(),
             });
         }
     }
@@ -447,38 +460,18 @@ pub fn build_report(
     }
 }
 
-/// Sets each range's count of ports that look free but cannot be bound:
-/// those in `excluded` (per protocol) that no sampled socket holds.
-/// Protocols missing from `excluded` stay `None`. Only Windows has such
+/// Sets a range's reserved ports (those of `unbindable` inside it, for the
+/// port map) and its excluded count: the reserved ports no sampled socket
+/// holds, which look free but cannot be bound. Only Windows has such
 /// ports, and it samples a single namespace.
-pub fn apply_excluded(
-    report: &mut Report,
-    config: &Config,
-    sockets: &[Socket],
-    excluded: &[(Protocol, PortSet)],
-) {
-    for stats in &mut report.ranges {
-        let Some((_, unbindable)) = excluded.iter().find(|(p, _)| *p == stats.protocol) else {
-            continue;
-        };
-        let Some(range) = config.ranges.iter().find(|r| r.name == stats.range) else {
-            continue;
-        };
-        let mut held = PortBits::default();
-        for s in sockets
-            .iter()
-            .filter(|s| s.protocol == stats.protocol && s.holds_port())
-        {
-            held.insert(s.port);
-        }
-        let count = range
-            .ports
-            .intersect(unbindable)
-            .ports()
-            .filter(|p| !held.contains(*p))
-            .count();
-        stats.excluded = Some(count as u32);
-    }
+pub fn mark_excluded(stats: &mut RangeStats, range: &RangeConfig, unbindable: &PortSet) {
+    stats.reserved = range.ports.intersect(unbindable);
+    let free = stats
+        .reserved
+        .ports()
+        .filter(|p| stats.in_use_ports.binary_search(p).is_err())
+        .count();
+    stats.excluded = Some(free as u32);
 }
 
 /// Builds the report of a per-namespace sample: one [`build_report`] for
@@ -572,6 +565,19 @@ impl PortBits {
 
     fn len(&self) -> u32 {
         self.count
+    }
+
+    /// The ports set, ascending.
+    fn ports(&self) -> Vec<u16> {
+        let mut out = Vec::with_capacity(self.count as usize);
+        for (i, &word) in self.bits.iter().enumerate() {
+            let mut w = word;
+            while w != 0 {
+                out.push((i * 64) as u16 + w.trailing_zeros() as u16);
+                w &= w - 1;
+            }
+        }
+        out
     }
 }
 
@@ -683,6 +689,9 @@ mod tests {
         let fh_tcp = &r.ranges[1];
         assert_eq!(fh_tcp.protocol, Protocol::Tcp);
         assert_eq!(fh_tcp.in_use, 1, "TIME_WAIT does not hold 3301");
+        assert_eq!(fh_udp.in_use_ports, vec![3224, 3225, 3226, 3227, 3228]);
+        assert_eq!(fh_tcp.in_use_ports, vec![3300]);
+        assert!(fh_udp.reserved.is_empty());
         let count = |n: &str| fh_tcp.states.iter().find(|(s, _)| *s == n).unwrap().1;
         assert_eq!(
             (count("listen"), count("established"), count("time_wait")),
@@ -730,23 +739,53 @@ mod tests {
         ];
         let holders = vec![owner("a"), owner("a"), None];
         let mut r = build_report(&c, &socks, &holders, None, &users());
-        let excluded = vec![(Protocol::Udp, PortSet::from_intervals(vec![(3200, 3239)]))];
-        apply_excluded(&mut r, &c, &socks, &excluded);
-        let get =
-            |r: &Report, p: Protocol| r.ranges.iter().find(|s| s.protocol == p).unwrap().excluded;
+        let range = &c.ranges[0];
+        let udp = r
+            .ranges
+            .iter()
+            .position(|s| s.protocol == Protocol::Udp)
+            .unwrap();
+        let tcp = r
+            .ranges
+            .iter()
+            .position(|s| s.protocol == Protocol::Tcp)
+            .unwrap();
+        mark_excluded(
+            &mut r.ranges[udp],
+            range,
+            &PortSet::from_intervals(vec![(3200, 3239)]),
+        );
         assert_eq!(
-            get(&r, Protocol::Udp),
+            r.ranges[udp].excluded,
             Some(16 - 1),
             "3224-3239 less the held 3230"
         );
-        assert_eq!(get(&r, Protocol::Tcp), None, "not reported for tcp");
-        let excluded = vec![(Protocol::Tcp, PortSet::from_intervals(vec![(3231, 3231)]))];
-        apply_excluded(&mut r, &c, &socks, &excluded);
         assert_eq!(
-            get(&r, Protocol::Tcp),
+            r.ranges[udp].reserved.len(),
+            16,
+            "the port map's reserved ports"
+        );
+        assert_eq!(r.ranges[tcp].excluded, None, "not reported for tcp");
+        mark_excluded(
+            &mut r.ranges[tcp],
+            range,
+            &PortSet::from_intervals(vec![(3231, 3231)]),
+        );
+        assert_eq!(
+            r.ranges[tcp].excluded,
             Some(1),
             "a TIME_WAIT socket does not hold 3231"
         );
+    }
+
+    #[test]
+    fn port_bits_list_their_ports_ascending() {
+        let mut b = PortBits::default();
+        for p in [65535, 64, 63, 1, 64, 128] {
+            b.insert(p);
+        }
+        assert_eq!(b.ports(), vec![1, 63, 64, 128, 65535]);
+        assert_eq!(b.len(), 5);
     }
 
     #[test]

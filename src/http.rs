@@ -1,16 +1,20 @@
 //! The HTTP endpoint: routing, authentication, TLS and compression. Paths:
-//! `/metrics` (or `--web.telemetry-path`), a landing page at `/`,
-//! `/-/healthy`, `/-/reload` (with `--web.enable-lifecycle`), 404
-//! elsewhere whatever the method, 405 for methods other than GET and HEAD
-//! on the known paths. Collections belong to [`Service`]: a scrape asks it
-//! for one, and nothing here touches the OS; `/`, `/-/healthy` and
-//! `/-/reload` never wait for a collection. The metrics handler counts its
-//! requests as Go's promhttp does (`promhttp_metric_handler_requests_total`
-//! by code, `..._in_flight`), unless exporter metrics are disabled. The
-//! server takes bound listeners (one or several) and a shutdown future,
-//! caps open connections, cuts clients that do not finish their headers in
-//! time, answers plain HTTP on a TLS port with a 400 that says so (as Go
-//! does), and drains open connections on shutdown.
+//! `/metrics` (or `--web.telemetry-path`), the port map page at `/` with
+//! its script and style (`/portmap.js`, `/portmap.css`, compiled in, served
+//! under a Content-Security-Policy that allows nothing else), its JSON at
+//! `/api/v1/status` ([`crate::status`]), `/-/healthy`, `/-/reload` (with
+//! `--web.enable-lifecycle`), 404 elsewhere whatever the method, 405 for
+//! methods other than GET and HEAD on the known paths. Collections belong
+//! to [`Service`]: a scrape or a status request asks it for one (shared
+//! with whatever runs), and nothing here touches the OS; `/`, its assets,
+//! `/-/healthy` and `/-/reload` never wait for a collection. The metrics
+//! handler counts its requests as Go's promhttp does
+//! (`promhttp_metric_handler_requests_total` by code, `..._in_flight`),
+//! unless exporter metrics are disabled. The server takes bound listeners
+//! (one or several) and a shutdown future, caps open connections, cuts
+//! clients that do not finish their headers in time, answers plain HTTP on
+//! a TLS port with a 400 that says so (as Go does), and drains open
+//! connections on shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -30,6 +34,7 @@ use tokio::sync::Semaphore;
 
 use crate::metrics;
 use crate::service::Service;
+use crate::status;
 use crate::webconfig::WebConfig;
 
 /// Server settings.
@@ -385,7 +390,11 @@ async fn handle(state: &State, req: Request<Incoming>) -> Resp {
                 .expect("static headers are valid"),
         };
     }
-    let known = path == state.options.telemetry_path || path == "/" || path == "/-/healthy";
+    let known = path == state.options.telemetry_path
+        || matches!(
+            path,
+            "/" | "/-/healthy" | "/portmap.js" | "/portmap.css" | STATUS_PATH
+        );
     if !known {
         return text(StatusCode::NOT_FOUND, "Not Found\n");
     }
@@ -399,9 +408,90 @@ async fn handle(state: &State, req: Request<Incoming>) -> Resp {
         return scrape(state, req.headers()).await;
     }
     match path {
-        "/" => html(landing_page(state)),
+        "/" => page(
+            "text/html; charset=utf-8",
+            Bytes::from(port_map_page(state)),
+        ),
+        "/portmap.js" => page(
+            "text/javascript; charset=utf-8",
+            Bytes::from_static(PORTMAP_JS.as_bytes()),
+        ),
+        "/portmap.css" => page(
+            "text/css; charset=utf-8",
+            Bytes::from_static(PORTMAP_CSS.as_bytes()),
+        ),
+        STATUS_PATH => status_json(state, req.headers()).await,
         _ => text(StatusCode::OK, "Healthy\n"),
     }
+}
+
+/// The port map's JSON.
+pub const STATUS_PATH: &str = "/api/v1/status";
+
+/// The policy of the page and its assets: their own script and style, the
+/// JSON from the same origin, nothing else (no inline code, no framing).
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+     connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+const PORTMAP_HTML: &str = include_str!("web/portmap.html");
+const PORTMAP_JS: &str = include_str!("web/portmap.js");
+const PORTMAP_CSS: &str = include_str!("web/portmap.css");
+
+/// The page or one of its assets, under the policy.
+fn page(content_type: &'static str, body: Bytes) -> Resp {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY)
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .body(Full::new(body))
+        .expect("static headers are valid")
+}
+
+/// `/api/v1/status`: a collection (shared with scrapes, on the same budget
+/// rules) as the port map's JSON, never cached.
+async fn status_json(state: &State, headers: &hyper::HeaderMap) -> Resp {
+    let budget = scrape_budget(headers, state.options.default_budget);
+    let gzip = accepts_gzip(headers);
+    let resp = match state.service.collect(budget).await {
+        Ok(c) => {
+            let path = state.options.telemetry_path.clone();
+            let rendered = tokio::task::spawn_blocking(move || {
+                let exporter = status::Exporter {
+                    version: metrics::VERSION,
+                    revision: metrics::REVISION,
+                    metrics_path: &path,
+                };
+                status::render(&c.report, &c.config, &exporter, c.finished)
+            })
+            .await;
+            match rendered {
+                Ok(Ok(body)) => compressed(Bytes::from(body), "application/json", gzip).await,
+                Ok(Err(e)) => server_error(&format!("cannot encode the status: {e}")),
+                Err(e) => server_error(&format!("cannot encode the status: {e}")),
+            }
+        }
+        Err(e) => {
+            log::debug!(err:% = e; "status request failed");
+            server_error(&e)
+        }
+    };
+    let mut resp = resp;
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+fn server_error(message: &str) -> Resp {
+    Response::builder()
+        .status(StatusCode::INTERNAL_SERVER_ERROR)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from(format!("{message}\n"))))
+        .expect("static headers are valid")
 }
 
 /// One scrape: a collection (shared with concurrent scrapes), plus the
@@ -447,15 +537,11 @@ async fn scrape(state: &State, headers: &hyper::HeaderMap) -> Resp {
             } else {
                 c.metrics.clone()
             };
-            metrics_response(body, gzip).await
+            compressed(body, metrics::CONTENT_TYPE, gzip).await
         }
         Err(e) => {
             log::debug!(err:% = e; "scrape failed");
-            Response::builder()
-                .status(StatusCode::INTERNAL_SERVER_ERROR)
-                .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-                .body(Full::new(Bytes::from(format!("{e}\n"))))
-                .expect("static headers are valid")
+            server_error(&e)
         }
     };
     if counting {
@@ -498,12 +584,13 @@ pub fn accepts_gzip(headers: &hyper::HeaderMap) -> bool {
     })
 }
 
-/// Compresses on a blocking thread: a large exposition is CPU work that
-/// must not hold up an async worker.
-async fn metrics_response(body: Bytes, gzip: bool) -> Resp {
+/// A 200 with `body`, gzipped when the client accepts it. Compresses on a
+/// blocking thread: a large exposition is CPU work that must not hold up
+/// an async worker.
+async fn compressed(body: Bytes, content_type: &'static str, gzip: bool) -> Resp {
     let mut builder = Response::builder()
         .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, metrics::CONTENT_TYPE)
+        .header(header::CONTENT_TYPE, content_type)
         .header(header::VARY, "Accept-Encoding");
     let body = if gzip {
         let plain = body.clone();
@@ -539,64 +626,58 @@ fn text(status: StatusCode, body: &'static str) -> Resp {
         .expect("static headers are valid")
 }
 
-fn html(body: String) -> Resp {
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
-        .body(Full::new(Bytes::from(body)))
-        .expect("static headers are valid")
-}
-
-fn landing_page(state: &State) -> String {
+/// The port map page: the template with its placeholders filled, each
+/// value HTML-escaped, and the watched ranges from the configuration in
+/// force (never waits for a collection; the script fills in the numbers).
+fn port_map_page(state: &State) -> String {
     let config = state.service.config();
     let mut rows = String::new();
     for r in &config.ranges {
-        let protocols: Vec<&str> = r.protocols.iter().map(|p| p.as_str()).collect();
-        rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-            escape_html(&r.name),
-            escape_html(&r.ports.to_string()),
-            r.ports.len(),
-            protocols.join(", "),
-            r.expected.len()
-        ));
+        for p in &r.protocols {
+            rows.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td class=\"netns-col\"></td><td>{}</td><td class=\"num\">{}</td>\
+                 <td class=\"num\">…</td><td class=\"num\">…</td><td class=\"num\">…</td></tr>\n",
+                escape_html(&r.name),
+                p.as_str(),
+                escape_html(&r.ports.to_string()),
+                r.ports.len(),
+            ));
+        }
     }
-    let path = escape_html(&state.options.telemetry_path);
-    let namespaces = state
-        .service
-        .last_report()
-        .and_then(|r| r.netns.clone())
-        .map(|n| netns_table(&n))
-        .unwrap_or_default();
-    format!(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>portrange_exporter</title></head>\n<body>\n\
-         <h1>portrange_exporter</h1>\n<p>Version {} (revision {})</p>\n\
-         <p><a href=\"{path}\">Metrics</a></p>\n<h2>Watched ranges</h2>\n\
-         <table border=\"1\" cellpadding=\"4\">\n<tr><th>Range</th><th>Ports</th><th>Count</th><th>Protocols</th><th>Allowlist entries</th></tr>\n{rows}</table>\n\
-         {namespaces}</body></html>\n",
-        escape_html(metrics::VERSION),
-        escape_html(metrics::REVISION),
-    )
+    fill_template(PORTMAP_HTML, |name| match name {
+        "VERSION" => Some(escape_html(metrics::VERSION)),
+        "REVISION" => Some(escape_html(metrics::REVISION)),
+        "METRICS_PATH" => Some(escape_html(&state.options.telemetry_path)),
+        "RANGE_ROWS" => Some(rows.clone()),
+        _ => None,
+    })
 }
 
-/// The network namespaces of the last collection (`--collector.netns`).
-fn netns_table(n: &crate::collect::NetnsReport) -> String {
-    let mut rows = String::new();
-    for ns in &n.namespaces {
-        rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-            escape_html(&ns.label),
-            escape_html(&ns.name),
-            escape_html(&ns.container),
-            escape_html(&ns.pod),
-            escape_html(&ns.namespace),
-        ));
+/// Replaces each `{{NAME}}` of `template` by `value(NAME)` in one pass (a
+/// value is never scanned again); unknown names stay as they are.
+fn fill_template(template: &str, value: impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(template.len() + 1024);
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find("}}").and_then(|end| {
+            let name = &after[..end];
+            let ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_');
+            ok.then(|| value(name).map(|v| (v, end))).flatten()
+        }) {
+            Some((v, end)) => {
+                out.push_str(&v);
+                rest = &after[end + 2..];
+            }
+            None => {
+                out.push_str("{{");
+                rest = after;
+            }
+        }
     }
-    format!(
-        "<h2>Network namespaces</h2>\n<p>As of the last scrape: the host's and those with sockets in a watched range; {} found but not sampled.</p>\n\
-         <table border=\"1\" cellpadding=\"4\">\n<tr><th>netns</th><th>Name</th><th>Container</th><th>Pod</th><th>Namespace</th></tr>\n{rows}</table>\n",
-        n.unsampled
-    )
+    out.push_str(rest);
+    out
 }
 
 fn escape_html(s: &str) -> String {
@@ -655,6 +736,32 @@ mod tests {
             d
         );
         assert_eq!(scrape_budget(&headers(&[]), d), d);
+    }
+
+    #[test]
+    fn template_placeholders_are_filled_once() {
+        let t = "a {{X}} b {{Y}} {{lower}} {{ {{X}}}}";
+        let out = fill_template(t, |n| match n {
+            "X" => Some("{{Y}}".into()),
+            "Y" => Some("&lt;y&gt;".into()),
+            _ => None,
+        });
+        assert_eq!(out, "a {{Y}} b &lt;y&gt; {{lower}} {{ {{Y}}}}");
+    }
+
+    #[test]
+    fn the_page_template_has_its_placeholders_and_no_inline_code() {
+        for p in [
+            "{{VERSION}}",
+            "{{REVISION}}",
+            ".{{METRICS_PATH}}",
+            "{{RANGE_ROWS}}",
+        ] {
+            assert!(PORTMAP_HTML.contains(p), "{p}");
+        }
+        let body = &PORTMAP_HTML[PORTMAP_HTML.find("<html").unwrap()..];
+        assert!(!body.contains("<script>") && !body.contains("style="));
+        assert!(body.contains("<script src=\"portmap.js\" defer></script>"));
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! ranges, Kubernetes NodePorts). Data flows one way: [`config`] →
 //! [`platform`] (sample, attribute) → [`collect`] (count, judge with
 //! [`allowlist`]) → [`service`] (one collection at a time, shared) →
-//! [`http`] / [`check`]. Everything that touches the operating system is in
-//! [`platform`]; the rest is platform-free.
+//! [`http`] (metrics, and [`status`] for the port map page) / [`check`].
+//! Everything that touches the operating system is in [`platform`]; the
+//! rest is platform-free.
 
 pub mod allowlist;
 pub mod check;
@@ -17,5 +18,6 @@ pub mod metrics;
 pub mod platform;
 pub mod ranges;
 pub mod service;
+pub mod status;
 pub mod users;
 pub mod webconfig;

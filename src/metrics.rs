@@ -490,6 +490,8 @@ mod tests {
                 excluded: Some(2),
                 per_port: Some(vec![(1, true), (2, false), (3, false)]),
                 netns: None,
+                in_use_ports: vec![1],
+                reserved: Default::default(),
             }],
             listeners,
             attribution: Default::default(),

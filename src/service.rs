@@ -150,16 +150,6 @@ impl Service {
         self.loaded.borrow().config.clone()
     }
 
-    /// The report of the last finished collection, when it did not panic;
-    /// never waits for one.
-    pub fn last_report(&self) -> Option<Arc<Report>> {
-        let f = self.flight.lock().unwrap_or_else(|p| p.into_inner());
-        match &f.last {
-            Some((_, Ok(c))) => Some(c.report.clone()),
-            _ => None,
-        }
-    }
-
     /// The configuration and the last reload's outcome.
     pub fn loaded(&self) -> Loaded {
         self.loaded.borrow().clone()
@@ -172,6 +162,7 @@ impl Service {
     pub async fn collect(&self, budget: Duration) -> Outcome {
         let mut done = self.done.subscribe();
         loop {
+            let mut stale = None;
             let target = {
                 let current = self.config();
                 let mut f = self.flight.lock().unwrap_or_else(|p| p.into_inner());
@@ -184,6 +175,11 @@ impl Service {
                     None => {
                         f.started += 1;
                         f.running = Some(current);
+                        // The last result is not served again once a new
+                        // collection starts: free it now, so that a busy
+                        // range's report is not held twice at the peak.
+                        // (It is freed outside the lock, below.)
+                        stale = f.last.take();
                         let req = Request {
                             generation: f.started,
                             deadline: Instant::now() + budget,
@@ -202,6 +198,7 @@ impl Service {
                     }
                 }
             };
+            drop(stale);
             let (generation, share) = match target {
                 Ok(g) => (g, true),
                 Err(g) => (g, false),
@@ -218,7 +215,8 @@ impl Service {
         }
     }
 
-    /// The last finished collection, if any (never waits).
+    /// The last finished collection, until the next one starts (never
+    /// waits).
     pub fn last(&self) -> Option<Outcome> {
         let f = self.flight.lock().unwrap_or_else(|p| p.into_inner());
         f.last.as_ref().map(|(_, o)| o.clone())

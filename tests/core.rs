@@ -21,7 +21,7 @@ use portrange_exporter::platform::{
     Attribution, EphemeralPorts, Filter, Holder, Owner, Platform, SampleError, Socket, UserLookup,
     UserResolver,
 };
-use portrange_exporter::ranges::Protocol;
+use portrange_exporter::ranges::{PortSet, Protocol};
 use portrange_exporter::service::Service;
 
 /// What the fake platform does, shared with the test.
@@ -100,6 +100,14 @@ impl Platform for Fake {
 
     fn ephemeral_ports(&self) -> Result<EphemeralPorts, String> {
         Ok(EphemeralPorts::default())
+    }
+
+    /// As Windows says of its excluded port ranges.
+    fn excluded_ports(&self, protocol: Protocol) -> Result<Option<PortSet>, String> {
+        Ok(Some(match protocol {
+            Protocol::Udp => PortSet::from_intervals(vec![(3300, 3309), (50000, 50059)]),
+            Protocol::Tcp => PortSet::default(),
+        }))
     }
 
     fn user_resolver(&self) -> UserResolver {
@@ -228,6 +236,70 @@ fn concurrent_scrapes_share_one_collection() {
 }
 
 #[test]
+fn the_status_json_shares_the_scrapes_collection() {
+    let s = serve_fake(None);
+    s.script.hold(true);
+    let addr = s.addr.clone();
+    let clients: Vec<_> = ["/metrics", "/api/v1/status", "/api/v1/status", "/metrics"]
+        .into_iter()
+        .map(|p| {
+            let a = addr.clone();
+            std::thread::spawn(move || (p, get(&a, p, &[]).unwrap()))
+        })
+        .collect();
+    s.script.wait_for_samples(1);
+    std::thread::sleep(Duration::from_millis(300));
+    s.script.hold(false);
+    for h in clients {
+        let (p, r) = h.join().unwrap();
+        assert_eq!(r.status, 200, "{p}");
+        if p == "/api/v1/status" {
+            assert_eq!(r.header("content-type"), Some("application/json"));
+            assert_eq!(r.header("cache-control"), Some("no-store"));
+            assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            let fh = &v["ranges"][0];
+            assert_eq!(
+                (&fh["range"], &fh["protocol"]),
+                (&"framehawk".into(), &"udp".into())
+            );
+            assert_eq!(
+                fh["used"],
+                serde_json::json!([{"port": 3224, "state": "unexpected", "owner": "CtxGfx (pid 42, user root)"}])
+            );
+            // The platform's excluded ports, clipped to the range.
+            assert_eq!(fh["reserved"], serde_json::json!([[3300, 3309]]));
+            assert_eq!(
+                v["ranges"][1]["reserved"],
+                serde_json::json!([]),
+                "tcp has none"
+            );
+            assert_eq!(v["listeners"][0]["pid"], 42);
+        }
+    }
+    assert_eq!(
+        s.script.samples.load(Ordering::SeqCst),
+        1,
+        "two scrapes and two status requests took one sample"
+    );
+    // Gzip when asked, as for /metrics.
+    let z = get(&addr, "/api/v1/status", &[("Accept-Encoding", "gzip")]).unwrap();
+    assert_eq!(z.header("content-encoding"), Some("gzip"));
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&z.body[..])
+        .read_to_string(&mut text)
+        .unwrap();
+    assert!(text.starts_with("{\"exporter\":"), "{text}");
+    // A panicking collection is a 500 that says so, not a page of zeros.
+    s.script.panic_next.store(true, Ordering::SeqCst);
+    let r = get(&addr, "/api/v1/status", &[]).unwrap();
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.text().contains("injected panic"), "{}", r.text());
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert_eq!(get(&addr, "/api/v1/status", &[]).unwrap().status, 200);
+}
+
+#[test]
 fn clients_that_go_away_never_queue_collections() {
     let s = serve_fake(None);
     s.script.hold(true);
@@ -289,7 +361,14 @@ fn landing_health_and_reload_never_wait_for_a_collection() {
     let addr = s.addr.clone();
     let scrape = std::thread::spawn(move || get(&addr, "/metrics", &[]).unwrap());
     s.script.wait_for_samples(1);
-    for path in ["/", "/-/healthy", "/", "/-/healthy"] {
+    for path in [
+        "/",
+        "/-/healthy",
+        "/portmap.js",
+        "/portmap.css",
+        "/",
+        "/-/healthy",
+    ] {
         let (status, took) = timed_get(&s.addr, path);
         assert_eq!(status, 200, "{path}");
         assert!(took < Duration::from_millis(500), "{path} took {took:?}");

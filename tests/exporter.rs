@@ -34,6 +34,162 @@ fn listener_set(m: &Metrics) -> BTreeSet<String> {
         .collect()
 }
 
+/// Asserts that the port map's JSON (`/api/v1/status`) says what the
+/// metrics say: per range and protocol the ports, in use, free,
+/// unexpected, unknown, unattributed and ephemeral overlap; the ports not
+/// free (against the per-port series, where the range has them); every
+/// listener, counted per owner as `portrange_listeners` counts them and
+/// itemized as `portrange_listener_info` itemizes them; and a port state
+/// other than `in_use` exactly where a listener is.
+fn assert_status_agrees_with_metrics(status: &serde_json::Value, m: &Metrics) {
+    use std::collections::BTreeMap;
+    assert_eq!(status["up"], true, "{status}");
+    let s = |v: &serde_json::Value| v.as_str().unwrap().to_string();
+    let ranges = status["ranges"].as_array().unwrap();
+    assert_eq!(ranges.len(), m.named("portrange_ports").len());
+    let listeners = status["listeners"].as_array().unwrap();
+    for r in ranges {
+        let (range, protocol) = (s(&r["range"]), s(&r["protocol"]));
+        let labels = format!(r#"{{range="{range}",protocol="{protocol}"}}"#);
+        let n = |name: &str| m.value(&format!("{name}{labels}"));
+        let j = |key: &str| r[key].as_f64().unwrap_or_else(|| panic!("{key} in {r}"));
+        assert_eq!(j("ports"), n("portrange_ports"), "{labels}");
+        assert_eq!(j("in_use"), n("portrange_ports_in_use"), "{labels}");
+        assert_eq!(j("free"), n("portrange_ports_free"), "{labels}");
+        assert_eq!(
+            j("unexpected"),
+            n("portrange_unexpected_listeners"),
+            "{labels}"
+        );
+        assert_eq!(
+            j("unattributed"),
+            n("portrange_unattributed_sockets"),
+            "{labels}"
+        );
+        assert_eq!(
+            r["ephemeral_overlap"].as_f64(),
+            m.get(&format!("portrange_ephemeral_overlap_ports{labels}")),
+            "{labels}"
+        );
+        let unknown: f64 = m
+            .named("portrange_listeners")
+            .iter()
+            .filter(|(l, _)| {
+                let l = parse_labels(l);
+                l["range"] == range && l["protocol"] == protocol && l["expected"] == "unknown"
+            })
+            .map(|(_, v)| v)
+            .sum();
+        assert_eq!(j("unknown"), unknown, "{labels}");
+        let used = r["used"].as_array().unwrap();
+        assert_eq!(
+            used.len() as f64,
+            j("in_use"),
+            "one entry per port in use: {labels}"
+        );
+        let used_ports: BTreeSet<u64> = used.iter().map(|u| u["port"].as_u64().unwrap()).collect();
+        assert_eq!(used_ports.len(), used.len(), "sorted, once each");
+        let per_port: BTreeSet<u64> = m
+            .named("portrange_port_in_use")
+            .into_iter()
+            .filter_map(|(l, v)| {
+                let l = parse_labels(&l);
+                (l["range"] == range && l["protocol"] == protocol && v == 1.0)
+                    .then(|| l["port"].parse().unwrap())
+            })
+            .collect();
+        if m.named("portrange_port_in_use")
+            .iter()
+            .any(|(l, _)| l.contains(&format!(r#"range="{range}",protocol="{protocol}""#)))
+        {
+            assert_eq!(
+                used_ports, per_port,
+                "ports not free vs per-port series: {labels}"
+            );
+        }
+        for u in used {
+            let port = u["port"].as_u64().unwrap();
+            let here: Vec<&serde_json::Value> = listeners
+                .iter()
+                .filter(|l| {
+                    s(&l["range"]) == range && s(&l["protocol"]) == protocol && l["port"] == port
+                })
+                .collect();
+            assert_eq!(
+                u["state"] != "in_use",
+                !here.is_empty(),
+                "port {port} of {labels}: {u} with listeners {here:?}"
+            );
+            assert!(
+                ["in_use", "expected", "unexpected", "unknown", "kernel"]
+                    .contains(&u["state"].as_str().unwrap()),
+                "{u}"
+            );
+        }
+    }
+    // Every listener, per owner and itemized.
+    let mut per_owner: BTreeMap<String, f64> = BTreeMap::new();
+    for l in listeners {
+        let owner = format!(
+            r#"{{range="{}",protocol="{}",process="{}",user="{}",expected="{}"}}"#,
+            s(&l["range"]),
+            s(&l["protocol"]),
+            escape_label(&s(&l["process"])),
+            escape_label(&s(&l["user"])),
+            s(&l["expected"])
+        );
+        *per_owner.entry(owner).or_default() += 1.0;
+        if l["expected"] != "true" {
+            let info = format!(
+                r#"portrange_listener_info{{range="{}",protocol="{}",port="{}",address="{}",process="{}",user="{}",expected="{}"}}"#,
+                s(&l["range"]),
+                s(&l["protocol"]),
+                l["port"],
+                s(&l["address"]),
+                escape_label(&s(&l["process"])),
+                escape_label(&s(&l["user"])),
+                s(&l["expected"])
+            );
+            assert_eq!(m.get(&info), Some(1.0), "{l} has no {info}");
+        }
+    }
+    let metrics_owners: BTreeMap<String, f64> =
+        m.named("portrange_listeners").into_iter().collect();
+    assert_eq!(per_owner, metrics_owners, "listeners per owner");
+}
+
+/// The `used` entry of one port in the status, if the port is not free.
+fn port_entry(
+    status: &serde_json::Value,
+    range: &str,
+    protocol: &str,
+    port: u16,
+) -> Option<serde_json::Value> {
+    let r = status["ranges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["range"] == range && r["protocol"] == protocol)
+        .unwrap_or_else(|| panic!("no range {range}/{protocol} in {status}"));
+    r["used"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["port"] == port)
+        .cloned()
+}
+
+fn state_of(status: &serde_json::Value, range: &str, protocol: &str, port: u16) -> String {
+    port_entry(status, range, protocol, port)
+        .map_or("free".into(), |u| u["state"].as_str().unwrap().to_string())
+}
+
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 #[test]
 fn scenario_gauges_listeners_check_and_ss_agree() {
     if !enter_netns("scenario_gauges_listeners_check_and_ss_agree") {
@@ -133,6 +289,38 @@ fn scenario_gauges_listeners_check_and_ss_agree() {
     .map(String::from)
     .collect();
     assert_eq!(listener_set(&m), want);
+    // The port map's JSON says the same, port by port.
+    let st = status_json(ADDR);
+    assert_status_agrees_with_metrics(&st, &m);
+    for (range, protocol, port, state) in [
+        ("framehawk", "udp", 3224, "expected"),
+        ("framehawk", "udp", 3225, "expected"),
+        ("framehawk", "udp", 3226, "unexpected"),
+        ("framehawk", "udp", 3227, "free"),
+        ("framehawk", "udp", 3240, "in_use"),
+        ("framehawk", "tcp", 3300, "expected"),
+        ("framehawk", "tcp", 3224, "free"),
+        ("mosh", "udp", 60001, "unexpected"),
+    ] {
+        assert_eq!(
+            state_of(&st, range, protocol, port),
+            state,
+            "{range}/{protocol} {port}"
+        );
+    }
+    assert_eq!(
+        port_entry(&st, "framehawk", "udp", 3226).unwrap()["owner"],
+        format!("intruder (pid {}, user root)", intruder.pid())
+    );
+    assert_eq!(
+        port_entry(&st, "framehawk", "udp", 3240).unwrap()["owner"],
+        ""
+    );
+    assert_eq!(
+        st["listeners"][0]["process"], "intruder",
+        "unexpected first"
+    );
+    assert!(!st.to_string().contains(":9\""), "no remote address");
     let raw = exporter.raw_metrics();
     assert!(!raw.contains("pid="), "no pid label");
     assert!(!raw.contains(":9\""), "no remote address");
@@ -352,6 +540,40 @@ fn golden_metrics_and_promtool() {
     let raw = exporter.raw_metrics();
     promtool_check_metrics(&raw);
     let got = normalize(&raw);
+    // The port map's JSON against the same scenario.
+    let st = status_json(ADDR);
+    assert_status_agrees_with_metrics(&st, &Metrics::parse(&raw));
+    assert_eq!(st["exporter"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(st["exporter"]["metrics_path"], "/metrics");
+    assert_eq!(st["netns_collector"], false);
+    assert!(
+        st["collected_at"].as_str().unwrap().ends_with('Z')
+            && st["duration_seconds"].as_f64().unwrap() > 0.0,
+        "{st}"
+    );
+    let fh = &st["ranges"][0];
+    assert_eq!(
+        (&fh["range"], &fh["protocol"], &fh["spec"]),
+        (&"framehawk".into(), &"udp".into(), &"3224-3324".into())
+    );
+    assert_eq!(fh["intervals"], serde_json::json!([[3224, 3324]]));
+    assert_eq!(
+        fh["reserved"],
+        serde_json::json!([]),
+        "Linux has no excluded ports"
+    );
+    assert_eq!(fh["ephemeral_overlap"], 15);
+    for (protocol, port) in [("udp", 3224), ("udp", 3324), ("tcp", 3300)] {
+        assert_eq!(
+            state_of(&st, "framehawk", protocol, port),
+            "unexpected",
+            "{protocol} {port}"
+        );
+    }
+    assert_eq!(
+        port_entry(&st, "framehawk", "udp", 3324).unwrap()["owner"],
+        format!("odd\"name\\x (pid {}, user root)", _odd.pid())
+    );
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/metrics.prom");
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, &got).unwrap();
@@ -401,10 +623,49 @@ fn http_endpoints() {
     let body = landing.text();
     assert!(body.contains("portrange_exporter") && body.contains(env!("CARGO_PKG_VERSION")));
     assert!(
-        body.contains("href=\"/metrics\"")
-            && body.contains("framehawk")
-            && body.contains("3224-3324")
+        body.contains("href=\"./metrics\"")
+            && body.contains("<td>framehawk</td><td>udp</td>")
+            && body.contains("<td>3224-3324</td>"),
+        "the landing page's facts, before any script runs: {body}"
     );
+    assert!(!body.contains("{{"), "every placeholder filled: {body}");
+    // The page and its assets: compiled in, under the policy.
+    const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+    let web = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/web");
+    for (path, file, ty) in [
+        ("/", None, "text/html; charset=utf-8"),
+        (
+            "/portmap.js",
+            Some("portmap.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        (
+            "/portmap.css",
+            Some("portmap.css"),
+            "text/css; charset=utf-8",
+        ),
+    ] {
+        let r = get(ADDR, path, &[]).unwrap();
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.header("content-type"), Some(ty), "{path}");
+        assert_eq!(r.header("content-security-policy"), Some(CSP), "{path}");
+        assert_eq!(
+            r.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        if let Some(f) = file {
+            assert_eq!(
+                r.text(),
+                std::fs::read_to_string(web.join(f)).unwrap(),
+                "{path}"
+            );
+        }
+    }
+    let st = status_json(ADDR);
+    assert_eq!(st["ranges"].as_array().unwrap().len(), 2);
+    let post = request(ADDR, "POST", "/api/v1/status", &[("Content-Length", "0")]).unwrap();
+    assert_eq!(post.status, 405);
     let healthy = get(ADDR, "/-/healthy", &[]).unwrap();
     assert_eq!(
         (healthy.status, healthy.text().as_str()),
@@ -494,6 +755,14 @@ fn custom_telemetry_path_and_env_flags() {
             .is_none()
     );
     assert_eq!(get(ADDR, "/metrics", &[]).unwrap().status, 404);
+    // The page links to the telemetry path, relative to itself.
+    assert!(
+        get(ADDR, "/", &[])
+            .unwrap()
+            .text()
+            .contains("href=\"./x/metrics\"")
+    );
+    assert_eq!(status_json(ADDR)["exporter"]["metrics_path"], "/x/metrics");
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();

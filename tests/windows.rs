@@ -324,7 +324,13 @@ fn the_windows_exporter_under_wine() {
     let e = WineExporter::start(&wine, &exe, &[]);
     let landing = get(ADDR, "/", &[]).unwrap();
     assert_eq!(landing.status, 200);
-    assert!(landing.text().contains("href=\"/metrics\"") && landing.text().contains("3224-3324"));
+    let body = landing.text();
+    assert!(
+        body.contains("href=\"./metrics\"")
+            && body.contains("<td>framehawk</td><td>udp</td>")
+            && body.contains("<td>3224-3324</td>"),
+        "the landing page (the port map) before any script runs: {body}"
+    );
     let healthy = get(ADDR, "/-/healthy", &[]).unwrap();
     assert_eq!(
         (healthy.status, healthy.text().as_str()),

@@ -101,8 +101,30 @@ pub fn hold_forking(name: &str, child: &str, specs: &[&str]) -> Holder {
     spawn_holder(&[], name.as_ref(), Some(child), specs)
 }
 
+/// Like `hold`, as user nobody with no capability (`DROP_PRIVILEGES`).
+pub fn hold_as_nobody(name: impl AsRef<std::ffi::OsStr>, specs: &[&str]) -> Holder {
+    // The system's python3: a python3 first on root's PATH may live where
+    // nobody cannot read.
+    let python = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    spawn_holder_with(&DROP_PRIVILEGES, python, name.as_ref(), None, specs)
+}
+
 fn spawn_holder(
     prefix: &[&str],
+    name: &std::ffi::OsStr,
+    child_name: Option<&str>,
+    specs: &[&str],
+) -> Holder {
+    spawn_holder_with(prefix, "python3", name, child_name, specs)
+}
+
+fn spawn_holder_with(
+    prefix: &[&str],
+    python: &str,
     name: &std::ffi::OsStr,
     child_name: Option<&str>,
     specs: &[&str],
@@ -110,10 +132,10 @@ fn spawn_holder(
     let mut cmd = match prefix.split_first() {
         Some((first, rest)) => {
             let mut c = Command::new(first);
-            c.args(rest).arg("python3");
+            c.args(rest).arg(python).current_dir("/");
             c
         }
-        None => Command::new("python3"),
+        None => Command::new(python),
     };
     cmd.arg(holder_script()).arg("--name").arg(name);
     if let Some(c) = child_name {
@@ -476,4 +498,45 @@ pub fn promtool_check_metrics(raw: &str) {
         out.status.success() && report.trim().is_empty(),
         "promtool check metrics:\n{report}"
     );
+}
+
+/// The labels of a series as `named` gives them (`{a="x",b="y\"z"}`),
+/// unescaped.
+pub fn parse_labels(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let inner = text
+        .strip_prefix('{')
+        .and_then(|t| t.strip_suffix('}'))
+        .unwrap_or("");
+    let mut chars = inner.chars().peekable();
+    while chars.peek().is_some() {
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        assert_eq!(chars.next(), Some('"'), "label {key} of {text}");
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' => break,
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(o) => value.push(o),
+                    None => panic!("dangling escape in {text}"),
+                },
+                o => value.push(o),
+            }
+        }
+        out.insert(key.trim_start_matches(',').to_string(), value);
+        if chars.peek() == Some(&',') {
+            chars.next();
+        }
+    }
+    out
+}
+
+/// GET /api/v1/status, checked to be a fresh JSON document.
+pub fn status_json(addr: &str) -> serde_json::Value {
+    let r = get(addr, "/api/v1/status", &[]).expect("GET /api/v1/status");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    serde_json::from_slice(&r.body).expect("the status is JSON")
 }

@@ -124,8 +124,6 @@ pub struct Attributor {
     owners: HashMap<u32, Known>,
     missing: HashMap<u64, Missing>,
     pending: Option<Pending>,
-    /// Inodes whose search was put off by one pass (see `attribute`).
-    deferred: HashSet<u64>,
     /// Passes so far.
     pass: u64,
     /// Whether this exporter can see every process (privilege and pid
@@ -170,7 +168,6 @@ impl Attributor {
             owners: HashMap::new(),
             missing: HashMap::new(),
             pending: None,
-            deferred: HashSet::new(),
             pass: 0,
             sees_all: false,
             #[cfg(test)]
@@ -351,24 +348,13 @@ impl Attributor {
         //    classified, lists the directory and reads those; it runs for
         //    sockets in back-off too, as it is cheap. Round two, only if
         //    sockets are still missing, reads every fd not mapped to a
-        //    watched socket.
+        //    watched socket, and for owners of the missing sockets' uid the
+        //    mapped ones too: a socket that closed while the sample was
+        //    being taken is still in it, while a new socket already holds
+        //    its fd number.
         let unplaced = uid_of.keys().filter(|i| !found.contains_key(i)).count();
-        // Owners whose fd directory was listed in this pass: their map is
-        // exact, so a socket not found there is not theirs.
-        let mut listed_pids: HashSet<u32> = infos
-            .iter()
-            .filter(|(_, (_, u))| matches!(u, Unclassified::Listed(_)))
-            .map(|(&pid, _)| pid)
-            .collect();
         let mut buf = Vec::with_capacity(64);
         for round in 0..2 {
-            if round == 1 {
-                if self.put_off(&wanted, &uid_of, &listed_pids) {
-                    self.deferred = std::mem::take(&mut wanted);
-                } else {
-                    self.deferred.clear();
-                }
-            }
             let needed = if round == 0 { unplaced } else { wanted.len() };
             if needed == 0 {
                 break;
@@ -394,7 +380,6 @@ impl Attributor {
                 // new socket while the sample still shows the old one.
                 let everything = round == 1 && wanted_uids.contains(&k.uid);
                 if list {
-                    listed_pids.insert(*pid);
                     match list_fds(&self.procfs, *pid) {
                         Ok(listed) => {
                             k.others.retain(|fd| listed.binary_search(fd).is_ok());
@@ -480,33 +465,6 @@ impl Attributor {
             candidates,
             stats,
         }
-    }
-
-    /// Whether the sockets still missing after the cheap round are put off
-    /// by one pass rather than searched everywhere: when each has the uid
-    /// of a known owner whose sockets are changing and whose fds are all
-    /// accounted for (not listed in this pass, fd count as mapped). That
-    /// is a socket that took the fd number of one which closed while the
-    /// sample was being taken: the sample still shows the old one, so the
-    /// map still holds it there. The next pass sees the old socket gone
-    /// and finds the new one at its fd, without reading every process. A
-    /// socket put off once is searched in full the next time.
-    fn put_off(
-        &self,
-        wanted: &HashSet<u64>,
-        uid_of: &HashMap<u64, u32>,
-        listed: &HashSet<u32>,
-    ) -> bool {
-        let churning: HashSet<u32> = self
-            .owners
-            .iter()
-            .filter(|(pid, k)| self.pass.saturating_sub(k.changed_at) <= 1 && !listed.contains(pid))
-            .map(|(_, k)| k.uid)
-            .collect();
-        !wanted.is_empty()
-            && wanted
-                .iter()
-                .all(|i| !self.deferred.contains(i) && churning.contains(&uid_of[i]))
     }
 
     /// Confirms one known owner: the same process (start time), its

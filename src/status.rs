@@ -1,0 +1,617 @@
+//! The JSON status document served at `/api/v1/status` for the port map
+//! page: one collection's [`Report`] and the [`Config`] it ran with, as
+//! counts per range and protocol, the state of every port that is not free
+//! and the listeners. Platform-free and pure. It carries what `check`
+//! shows and never more: no executable paths, no remote addresses. The
+//! contract (shape, state names, the worst-state rule) is in the README's
+//! "The JSON status endpoint" section; the state names are the `data-state`
+//! values of the page's cells.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::allowlist::Expected;
+use crate::collect::{Listener, RangeStats, Report};
+use crate::config::Config;
+use crate::platform::Holder;
+use crate::ranges::Protocol;
+
+/// What is said about the exporter itself.
+#[derive(Clone, Debug)]
+pub struct Exporter<'a> {
+    pub version: &'a str,
+    pub revision: &'a str,
+    pub metrics_path: &'a str,
+}
+
+/// The state of one port, ranked: a port with several sockets takes the
+/// highest (unexpected > unknown > kernel not allowed > kernel allowed >
+/// expected > in use). `Free` and `Reserved` are never listed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PortState {
+    InUse,
+    Expected,
+    KernelAllowed,
+    KernelNotAllowed,
+    Unknown,
+    Unexpected,
+}
+
+impl PortState {
+    /// The name used in the JSON and in the page's `data-state`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PortState::InUse => "in_use",
+            PortState::Expected => "expected",
+            PortState::KernelAllowed | PortState::KernelNotAllowed => "kernel",
+            PortState::Unknown => "unknown",
+            PortState::Unexpected => "unexpected",
+        }
+    }
+
+    /// The state a listener gives its port. A kernel-held socket is
+    /// `kernel`, allowed only when the allowlist says so (a verdict of
+    /// "unknown" is not allowed); a process or an unfound owner follows the
+    /// verdict.
+    pub fn of(l: &Listener) -> PortState {
+        match (&l.holder, l.expected) {
+            (Some(Holder::Kernel { .. }), Expected::True) => PortState::KernelAllowed,
+            (Some(Holder::Kernel { .. }), _) => PortState::KernelNotAllowed,
+            (_, Expected::True) => PortState::Expected,
+            (_, Expected::False) => PortState::Unexpected,
+            (_, Expected::Unknown) => PortState::Unknown,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Document<'a> {
+    exporter: ExporterJson<'a>,
+    collected_at: String,
+    duration_seconds: f64,
+    up: bool,
+    error: Option<&'a str>,
+    netns_collector: bool,
+    ranges: Vec<RangeJson<'a>>,
+    listeners: Vec<ListenerJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct ExporterJson<'a> {
+    version: &'a str,
+    revision: &'a str,
+    metrics_path: &'a str,
+}
+
+#[derive(Serialize)]
+struct RangeJson<'a> {
+    range: &'a str,
+    protocol: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    netns: Option<&'a str>,
+    spec: String,
+    intervals: Vec<[u16; 2]>,
+    ports: u32,
+    in_use: u32,
+    free: u32,
+    unexpected: u64,
+    unknown: u64,
+    unattributed: u64,
+    ephemeral_overlap: Option<u32>,
+    used: Vec<UsedJson>,
+    reserved: Vec<[u16; 2]>,
+}
+
+#[derive(Serialize)]
+struct UsedJson {
+    port: u16,
+    state: &'static str,
+    owner: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    allowed: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct ListenerJson<'a> {
+    range: &'a str,
+    protocol: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    netns: Option<&'a str>,
+    address: String,
+    port: u16,
+    process: Cow<'a, str>,
+    pid: Option<u32>,
+    user: &'a str,
+    expected: &'static str,
+    kernel: bool,
+}
+
+/// Owners named per port at most; the rest are counted.
+const OWNERS_NAMED: usize = 3;
+
+/// Who holds a listener, as the page's tooltip says it:
+/// `CtxGfx (pid 812, user citrix)`, `kernel (vxlan0)`, `unknown (user 1001)`.
+pub fn owner_text(l: &Listener) -> String {
+    match &l.holder {
+        Some(Holder::Process(o)) => {
+            format!("{} (pid {}, user {})", l.process_name(), o.pid, l.user)
+        }
+        Some(Holder::Kernel { .. }) => l.process(),
+        None => format!("unknown (user {})", l.user),
+    }
+}
+
+/// The per-port states of one range and protocol: every port in use, with
+/// the worst state of its listeners (`in_use` when it has none).
+fn used_ports(stats: &RangeStats, listeners: &[&Listener]) -> Vec<UsedJson> {
+    let mut by_port: BTreeMap<u16, (PortState, Vec<String>)> = stats
+        .in_use_ports
+        .iter()
+        .map(|&p| (p, (PortState::InUse, Vec::new())))
+        .collect();
+    for l in listeners {
+        let state = PortState::of(l);
+        let slot = by_port
+            .entry(l.port)
+            .or_insert((PortState::InUse, Vec::new()));
+        if state > slot.0 {
+            *slot = (state, Vec::new());
+        }
+        if state == slot.0 {
+            let owner = owner_text(l);
+            if !slot.1.contains(&owner) {
+                slot.1.push(owner);
+            }
+        }
+    }
+    by_port
+        .into_iter()
+        .map(|(port, (state, owners))| {
+            let mut owner = owners
+                .iter()
+                .take(OWNERS_NAMED)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ");
+            if owners.len() > OWNERS_NAMED {
+                owner.push_str(&format!(" and {} more", owners.len() - OWNERS_NAMED));
+            }
+            UsedJson {
+                port,
+                state: state.name(),
+                owner,
+                allowed: match state {
+                    PortState::KernelAllowed => Some(true),
+                    PortState::KernelNotAllowed => Some(false),
+                    _ => None,
+                },
+            }
+        })
+        .collect()
+}
+
+/// The listener table's order: unexpected, unknown, kernel-held, expected;
+/// then by port.
+fn kind_rank(l: &Listener) -> u8 {
+    if l.is_kernel() {
+        return 2;
+    }
+    match l.expected {
+        Expected::False => 0,
+        Expected::Unknown => 1,
+        Expected::True => 3,
+    }
+}
+
+fn intervals(set: &crate::ranges::PortSet) -> Vec<[u16; 2]> {
+    set.intervals().iter().map(|&(a, b)| [a, b]).collect()
+}
+
+/// The status document of one collection, as JSON bytes. `config` is the
+/// configuration the collection ran with; `finished` when it ended.
+pub fn render(
+    report: &Report,
+    config: &Config,
+    exporter: &Exporter<'_>,
+    finished: SystemTime,
+) -> serde_json::Result<Vec<u8>> {
+    // Port spaces are per network namespace: a range's map takes the
+    // listeners of its own namespace only.
+    type Key<'k> = (&'k str, Protocol, Option<&'k str>);
+    let mut per_range: HashMap<Key<'_>, Vec<&Listener>> = HashMap::new();
+    for l in &report.listeners {
+        per_range
+            .entry((l.range.as_str(), l.protocol, l.netns.as_deref()))
+            .or_default()
+            .push(l);
+    }
+    let ranges = report
+        .ranges
+        .iter()
+        .map(|r| {
+            let listeners = per_range
+                .get(&(r.range.as_str(), r.protocol, r.netns.as_deref()))
+                .map_or(&[][..], |v| v.as_slice());
+            let ports = config.ranges.iter().find(|c| c.name == r.range);
+            RangeJson {
+                range: &r.range,
+                protocol: r.protocol.as_str(),
+                netns: r.netns.as_deref(),
+                spec: ports.map_or_else(String::new, |c| c.ports.to_string()),
+                intervals: ports.map_or_else(Vec::new, |c| intervals(&c.ports)),
+                ports: r.ports,
+                in_use: r.in_use,
+                free: r.ports.saturating_sub(r.in_use),
+                unexpected: r.unexpected,
+                unknown: listeners
+                    .iter()
+                    .filter(|l| l.expected == Expected::Unknown)
+                    .count() as u64,
+                unattributed: r.unattributed,
+                ephemeral_overlap: r.ephemeral_overlap,
+                used: used_ports(r, listeners),
+                reserved: intervals(&r.reserved),
+            }
+        })
+        .collect();
+    let mut listeners: Vec<&Listener> = report.listeners.iter().collect();
+    listeners.sort_by_key(|l| (kind_rank(l), l.port));
+    let listeners = listeners
+        .into_iter()
+        .map(|l| ListenerJson {
+            range: &l.range,
+            protocol: l.protocol.as_str(),
+            netns: l.netns.as_deref(),
+            address: l.address.to_string(),
+            port: l.port,
+            process: l.process_name(),
+            pid: l.owner().map(|o| o.pid),
+            user: &l.user,
+            expected: l.expected.as_str(),
+            kernel: l.is_kernel(),
+        })
+        .collect();
+    let doc = Document {
+        exporter: ExporterJson {
+            version: exporter.version,
+            revision: exporter.revision,
+            metrics_path: exporter.metrics_path,
+        },
+        collected_at: crate::logging::rfc3339(finished),
+        duration_seconds: report.duration.as_secs_f64(),
+        up: report.up(),
+        error: report.error.as_deref(),
+        netns_collector: report.netns.is_some(),
+        ranges,
+        listeners,
+    };
+    serde_json::to_vec(&doc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::Owner;
+    use crate::ranges::PortSet;
+    use std::net::IpAddr;
+    use std::sync::Arc;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    const HOSTILE: &str = "<img src=x onerror=alert(1)>";
+
+    fn process(comm: &str, pid: u32) -> Option<Holder> {
+        Some(Holder::Process(Arc::new(Owner {
+            pid,
+            comm: comm.as_bytes().to_vec(),
+            exe: Some(b"/opt/secret/path/bin".to_vec()),
+            user: None,
+            user_id: None,
+        })))
+    }
+
+    fn kernel(device: &str) -> Option<Holder> {
+        Some(Holder::Kernel {
+            device: Some(device.into()),
+        })
+    }
+
+    fn listener(
+        port: u16,
+        address: &str,
+        holder: Option<Holder>,
+        user: &str,
+        expected: Expected,
+    ) -> Listener {
+        Listener {
+            range: "fh".into(),
+            protocol: Protocol::Udp,
+            port,
+            address: address.parse::<IpAddr>().unwrap(),
+            holder,
+            user: user.into(),
+            expected,
+            netns: None,
+        }
+    }
+
+    fn config() -> Config {
+        Config::parse(
+            "ranges:\n  - name: fh\n    ports: [3224-3230, 3300]\n    protocols: [udp]\n",
+            "t.yml",
+        )
+        .unwrap()
+    }
+
+    /// 3224 expected; 3225 expected and unexpected (unexpected wins);
+    /// 3226 kernel allowed beside an unknown owner (unknown wins); 3227
+    /// kernel not allowed; 3228 in use without listener; 3229 unknown;
+    /// 3230 an expected listener beside a kernel one not allowed; 3300 a
+    /// hostile name, two listeners of one owner.
+    fn report() -> Report {
+        let listeners = vec![
+            listener(
+                3224,
+                "0.0.0.0",
+                process("CtxGfx", 812),
+                "citrix",
+                Expected::True,
+            ),
+            listener(
+                3225,
+                "0.0.0.0",
+                process("CtxGfx", 812),
+                "citrix",
+                Expected::True,
+            ),
+            listener(3225, "::", process("socat", 99), "root", Expected::False),
+            listener(3226, "0.0.0.0", kernel("vx0"), "root", Expected::True),
+            listener(3226, "::", None, "1001", Expected::Unknown),
+            listener(3227, "0.0.0.0", kernel("vxlan0"), "root", Expected::False),
+            listener(3229, "127.0.0.1", None, "1001", Expected::Unknown),
+            listener(
+                3230,
+                "0.0.0.0",
+                process("CtxGfx", 813),
+                "citrix",
+                Expected::True,
+            ),
+            listener(3230, "::", kernel("vx1"), "root", Expected::Unknown),
+            listener(
+                3300,
+                "0.0.0.0",
+                process(HOSTILE, 4242),
+                "<b>",
+                Expected::False,
+            ),
+            listener(3300, "::", process(HOSTILE, 4242), "<b>", Expected::False),
+        ];
+        Report {
+            error: None,
+            ranges: vec![RangeStats {
+                range: "fh".into(),
+                protocol: Protocol::Udp,
+                ports: 8,
+                in_use: 8,
+                states: vec![("unconn", 10), ("established", 1)],
+                unexpected: 3,
+                unattributed: 2,
+                ephemeral_overlap: None,
+                excluded: Some(0),
+                per_port: None,
+                in_use_ports: vec![3224, 3225, 3226, 3227, 3228, 3229, 3230, 3300],
+                reserved: PortSet::from_intervals(vec![(3230, 3230)]),
+                netns: None,
+            }],
+            listeners,
+            attribution: Default::default(),
+            missing_privileges: vec![],
+            duration: Duration::from_millis(12),
+            netns: None,
+        }
+    }
+
+    fn json(r: &Report) -> serde_json::Value {
+        let ex = Exporter {
+            version: "1.2.3",
+            revision: "abc",
+            metrics_path: "/metrics",
+        };
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_664_400);
+        let bytes = render(r, &config(), &ex, t).unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn states_follow_the_worst_state_rule() {
+        let v = json(&report());
+        assert_eq!(v["collected_at"], "2026-11-26T03:40:00.000Z");
+        assert_eq!(v["up"], true);
+        assert_eq!(v["error"], serde_json::Value::Null);
+        assert_eq!(v["netns_collector"], false);
+        assert_eq!(v["exporter"]["metrics_path"], "/metrics");
+        let r = &v["ranges"][0];
+        assert_eq!(r["spec"], "3224-3230,3300");
+        assert_eq!(
+            r["intervals"],
+            serde_json::json!([[3224, 3230], [3300, 3300]])
+        );
+        assert_eq!(
+            (&r["ports"], &r["in_use"], &r["free"], &r["unexpected"]),
+            (
+                &serde_json::json!(8),
+                &serde_json::json!(8),
+                &serde_json::json!(0),
+                &serde_json::json!(3)
+            )
+        );
+        assert_eq!(r["unknown"], 3, "3226, 3229 and the kernel verdict of 3230");
+        assert_eq!(r["ephemeral_overlap"], serde_json::Value::Null);
+        assert_eq!(r["reserved"], serde_json::json!([[3230, 3230]]));
+        let used: Vec<(u64, &str)> = r["used"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| (u["port"].as_u64().unwrap(), u["state"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            used,
+            vec![
+                (3224, "expected"),
+                (3225, "unexpected"),
+                (3226, "unknown"),
+                (3227, "kernel"),
+                (3228, "in_use"),
+                (3229, "unknown"),
+                (3230, "kernel"),
+                (3300, "unexpected"),
+            ]
+        );
+        let u = |port: u64| {
+            r["used"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|u| u["port"] == port)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(u(3224)["owner"], "CtxGfx (pid 812, user citrix)");
+        assert!(u(3224).get("allowed").is_none());
+        assert_eq!(
+            u(3225)["owner"],
+            "socat (pid 99, user root)",
+            "only the worst owner"
+        );
+        assert_eq!(u(3226)["owner"], "unknown (user 1001)");
+        assert_eq!(u(3227)["owner"], "kernel (vxlan0)");
+        assert_eq!(u(3227)["allowed"], false);
+        assert_eq!(u(3228)["owner"], "");
+        assert_eq!(u(3230)["owner"], "kernel (vx1)");
+        assert_eq!(
+            u(3230)["allowed"],
+            false,
+            "a kernel socket the allowlist could not judge is not allowed"
+        );
+        assert_eq!(
+            u(3300)["owner"],
+            format!("{HOSTILE} (pid 4242, user <b>)"),
+            "one owner named once"
+        );
+    }
+
+    #[test]
+    fn listeners_unexpected_first_and_nothing_more_than_check_shows() {
+        let v = json(&report());
+        let ls = v["listeners"].as_array().unwrap();
+        assert_eq!(ls.len(), 11);
+        let order: Vec<(u64, &str, bool)> = ls
+            .iter()
+            .map(|l| {
+                (
+                    l["port"].as_u64().unwrap(),
+                    l["expected"].as_str().unwrap(),
+                    l["kernel"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                (3225, "false", false),
+                (3300, "false", false),
+                (3300, "false", false),
+                (3226, "unknown", false),
+                (3229, "unknown", false),
+                (3226, "true", true),
+                (3227, "false", true),
+                (3230, "unknown", true),
+                (3224, "true", false),
+                (3225, "true", false),
+                (3230, "true", false),
+            ]
+        );
+        let socat = &ls[0];
+        assert_eq!(socat["process"], "socat");
+        assert_eq!(socat["pid"], 99);
+        assert_eq!(socat["address"], "::");
+        assert_eq!(socat["protocol"], "udp");
+        assert_eq!(socat["range"], "fh");
+        assert_eq!(ls[3]["process"], "unknown");
+        assert_eq!(ls[3]["pid"], serde_json::Value::Null, "no pid for unknown");
+        assert_eq!(ls[5]["process"], "kernel (vx0)");
+        assert_eq!(ls[5]["pid"], serde_json::Value::Null, "no pid for kernel");
+        let keys: Vec<&str> = socat
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        let mut want = vec![
+            "address", "expected", "kernel", "pid", "port", "process", "protocol", "range", "user",
+        ];
+        want.sort();
+        let mut keys = keys;
+        keys.sort();
+        assert_eq!(keys, want);
+        let text = serde_json::to_string(&v).unwrap();
+        assert!(!text.contains("/opt/secret"), "no exe paths: {text}");
+    }
+
+    #[test]
+    fn hostile_names_survive_as_text() {
+        let mut r = report();
+        r.listeners[0].holder = process("\"},\u{1b}[31m\u{0}</script>", 1);
+        r.listeners[0].user = "\u{202e}evil\n".into();
+        let bytes = render(
+            &r,
+            &config(),
+            &Exporter {
+                version: "v",
+                revision: "r",
+                metrics_path: "/m",
+            },
+            UNIX_EPOCH,
+        )
+        .unwrap();
+        let raw = String::from_utf8(bytes.clone()).unwrap();
+        assert!(!raw.contains('\u{1b}') && !raw.contains('\n') && !raw.contains('\0'));
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let ls = v["listeners"].as_array().unwrap();
+        let hostile = ls.iter().find(|l| l["port"] == 3300).unwrap();
+        assert_eq!(hostile["process"], HOSTILE);
+        assert_eq!(hostile["user"], "<b>");
+        let odd = ls.iter().find(|l| l["pid"] == 1).unwrap();
+        assert_eq!(odd["process"], "\"},\u{1b}[31m\u{0}</script>");
+        assert_eq!(odd["user"], "\u{202e}evil\n");
+        // Invalid UTF-8 in a process name is replaced, never an error.
+        r.listeners[0].holder = Some(Holder::Process(Arc::new(Owner {
+            pid: 2,
+            comm: vec![0xff, b'x'],
+            exe: None,
+            user: None,
+            user_id: None,
+        })));
+        let v = json(&r);
+        let bad = v["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["pid"] == 2)
+            .unwrap()
+            .clone();
+        assert_eq!(bad["process"], "\u{fffd}x");
+    }
+
+    #[test]
+    fn a_failed_sample_is_up_false_with_its_error() {
+        let r = Report::failed("sock_diag: refused".into(), Duration::from_millis(3));
+        let v = json(&r);
+        assert_eq!(v["up"], false);
+        assert_eq!(v["error"], "sock_diag: refused");
+        assert_eq!(v["ranges"], serde_json::json!([]));
+        assert_eq!(v["listeners"], serde_json::json!([]));
+    }
+}

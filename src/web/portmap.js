@@ -1,0 +1,417 @@
+// portmap.js: the live port map of portrange_exporter (issue 13), served at
+// /portmap.js and loaded by portmap.html.
+//
+// Owns: polling api/v1/status (relative URL, same origin, so TLS and basic
+// auth keep working; contract in notes/STATUS_API.md), one map per range,
+// protocol and network namespace (built once, cells updated in place), the
+// tooltip and keyboard focus on cells, the watched-ranges table and the
+// listener table (sort, filter). Every string from the JSON goes in through
+// textContent or setAttribute, never as markup: process names are hostile.
+// No inline style either (the CSP forbids it): only classes, data attributes
+// and CSSOM properties.
+//
+// Hooks for tests and tools: cells carry data-port (or data-block-start and
+// data-block-end) and data-state; maps carry data-range, data-protocol and
+// data-netns. <html> gets data-updates (successful renders so far),
+// data-fetch ("ok" or "error"), data-fetch-ms and data-render-ms (last
+// update), data-first-render-ms and data-first-paint-ms (milliseconds since
+// navigation start); the performance marks "portmap-first-render" and
+// "portmap-first-paint" are set once.
+'use strict';
+(function () {
+  // State codes, ranked: a block takes the highest code inside it (the
+  // contract's order: unexpected > unknown > kernel not allowed >
+  // expected, kernel allowed > in_use; reserved only beats free).
+  const NAMES = ['free', 'reserved', 'in_use', 'expected', 'kernel', 'kernel', 'unknown', 'unexpected'];
+  const KERNEL_OK = 4, KERNEL_BAD = 5, UNKNOWN = 6;
+  const CODES = { free: 0, reserved: 1, in_use: 2, expected: 3, unknown: 6, unexpected: 7 };
+  const BLOCK_OVER = 4096; // ranges with more ports are drawn in blocks
+  const MAX_BLOCKS = 1024;
+  const MAX_ROWS = 500; // listener rows shown at once (unexpected come first); the filter narrows
+  const $ = (id) => document.getElementById(id);
+  const root = document.documentElement;
+
+  function codeOf(u) {
+    if (u.state === 'kernel') return u.allowed === true ? KERNEL_OK : KERNEL_BAD;
+    const c = CODES[u.state];
+    return c === undefined ? UNKNOWN : c; // a state we do not know is not "fine"
+  }
+  function stateText(code) {
+    if (code === KERNEL_OK) return 'kernel, allowed';
+    if (code === KERNEL_BAD) return 'kernel, not allowed';
+    return NAMES[code].replace('_', ' ');
+  }
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+  function str(v) { return v === null || v === undefined ? '' : String(v); }
+
+  // ---- one range's map -------------------------------------------------
+  class RangeView {
+    constructor(r, id) {
+      this.sig = JSON.stringify(r.intervals);
+      this.iv = (Array.isArray(r.intervals) ? r.intervals : []).filter((v) => Array.isArray(v) &&
+        Number.isInteger(v[0]) && Number.isInteger(v[1]) && v[0] >= 0 && v[0] <= v[1] && v[1] <= 65535).sort((x, y) => x[0] - y[0]);
+      this.off = []; // index of each interval's first port
+      let n = 0;
+      for (const [a, b] of this.iv) { this.off.push(n); n += b - a + 1; }
+      this.n = n;
+      this.size = 1;
+      if (n > BLOCK_OVER) { this.size = 16; while (Math.ceil(n / this.size) > MAX_BLOCKS) this.size *= 2; }
+      this.codes = new Uint8Array(n);
+      this.owners = new Map(); // index -> entry of "used"
+      this.build(r, id);
+    }
+    portAt(i) {
+      let k = this.off.length - 1;
+      while (k > 0 && this.off[k] > i) k--;
+      return this.iv[k][0] + (i - this.off[k]);
+    }
+    indexOf(port) {
+      let lo = 0, hi = this.iv.length - 1;
+      while (lo <= hi) {
+        const m = (lo + hi) >> 1, [a, b] = this.iv[m];
+        if (port < a) hi = m - 1; else if (port > b) lo = m + 1; else return this.off[m] + port - a;
+      }
+      return -1;
+    }
+    build(r, id) {
+      const sec = this.section = el('section', 'range');
+      sec.id = id;
+      const h = el('h2');
+      h.id = id + '-title';
+      sec.setAttribute('aria-labelledby', h.id);
+      h.append(el('span', 'name', str(r.range)), ' ', el('span', 'tag', str(r.protocol)),
+        ' ', el('span', 'tag', str(r.spec)));
+      if (r.netns !== undefined && r.netns !== null) h.append(' ', el('span', 'tag', 'netns ' + str(r.netns)));
+      const stats = el('dl', 'stats');
+      this.stat = {};
+      for (const [key, label, cls] of [['ports', 'Ports', ''], ['in_use', 'In use', ''], ['free', 'Free', ''],
+        ['unexpected', 'Unexpected', 'bad'], ['unknown', 'Unknown owner', 'minor'],
+        ['unattributed', 'Unattributed', 'minor'], ['ephemeral_overlap', 'Ephemeral overlap', 'minor']]) {
+        const d = el('div', cls);
+        d.append(el('dt', '', label), this.stat[key] = el('dd'));
+        stats.append(d);
+      }
+      const note = el('p', 'map-note', this.size === 1 ? 'One cell per port.'
+        : `Blocks of ${this.size} ports; a block shows the worst state inside.`);
+      const map = this.map = el('div', this.size === 1 ? 'map' : 'map blocks');
+      map.setAttribute('data-range', str(r.range));
+      map.setAttribute('data-protocol', str(r.protocol));
+      if (r.netns !== undefined && r.netns !== null) map.setAttribute('data-netns', str(r.netns));
+      map.setAttribute('role', 'group');
+      map.setAttribute('aria-label', `Port map of ${str(r.range)} ${str(r.protocol)}; arrow keys move between cells`);
+      const cols = this.cols = this.size === 1 ? Math.min(50, Math.max(this.n, 1)) : 32;
+      map.style.setProperty('--cols', String(cols));
+      const frag = document.createDocumentFragment();
+      this.cells = [];
+      this.starts = []; // first index of each cell
+      for (let k = 0; k < this.iv.length; k++) {
+        const [a, b] = this.iv[k];
+        for (let p = a; p <= b; p += this.size) {
+          const c = el('span', 'cell');
+          if (this.size === 1) c.setAttribute('data-port', String(p));
+          else {
+            c.setAttribute('data-block-start', String(p));
+            c.setAttribute('data-block-end', String(Math.min(p + this.size - 1, b)));
+          }
+          c.setAttribute('data-state', 'free');
+          if (p === a && k > 0) c.classList.add('gap'); // a new interval starts here
+          if (this.cells.length % cols === 0) frag.append(el('span', 'row-label', String(p)));
+          this.starts.push(this.off[k] + p - a);
+          this.cells.push(c);
+          frag.append(c);
+        }
+      }
+      this.starts.push(this.n);
+      this.shown = new Int8Array(this.cells.length); // code shown per cell (0 = free)
+      map.append(frag);
+      this.focusIdx = 0;
+      if (this.cells.length) this.cells[0].tabIndex = 0;
+      sec.append(h, stats, note, map);
+      wireMap(this);
+    }
+    update(r) {
+      const codes = this.codes;
+      codes.fill(0);
+      this.owners.clear();
+      const lo = this.n ? this.iv[0][0] : 0, hi = this.n ? this.iv[this.iv.length - 1][1] : -1;
+      for (const [a, b] of Array.isArray(r.reserved) ? r.reserved : []) {
+        for (let p = Math.max(a, lo); p <= b && p <= hi; p++) { const i = this.indexOf(p); if (i >= 0) codes[i] = 1; }
+      }
+      for (const u of Array.isArray(r.used) ? r.used : []) {
+        const i = this.indexOf(u.port);
+        if (i < 0) continue;
+        codes[i] = codeOf(u);
+        this.owners.set(i, u);
+      }
+      for (let c = 0; c < this.cells.length; c++) {
+        let worst = 0;
+        for (let i = this.starts[c], e = this.starts[c + 1]; i < e; i++) if (codes[i] > worst) worst = codes[i];
+        if (this.shown[c] !== worst) {
+          this.shown[c] = worst;
+          const cell = this.cells[c];
+          cell.setAttribute('data-state', NAMES[worst]);
+          if (worst === KERNEL_OK || worst === KERNEL_BAD) cell.setAttribute('data-allowed', String(worst === KERNEL_OK));
+          else cell.removeAttribute('data-allowed');
+        }
+      }
+      for (const k in this.stat) {
+        const v = r[k];
+        this.stat[k].textContent = v === null || v === undefined ? (k === 'ephemeral_overlap' ? 'unknown' : '–') : str(v);
+        this.stat[k].parentNode.classList.toggle('nonzero', typeof v === 'number' && v > 0);
+      }
+    }
+    describe(c) {
+      const s = this.starts[c], e = this.starts[c + 1];
+      if (this.size === 1) {
+        const u = this.owners.get(s), code = this.codes[s];
+        let t = `port ${this.portAt(s)}: ${stateText(code)}`;
+        if (code === 1) t += ' (the platform will not let it be bound)';
+        if (u && str(u.owner)) t += `; ${str(u.owner)}`;
+        return t;
+      }
+      const count = new Array(NAMES.length).fill(0), owners = [];
+      for (let i = s; i < e; i++) {
+        count[this.codes[i]]++;
+        const u = this.owners.get(i);
+        if (u && str(u.owner) && owners.length < 3) owners.push(`${u.port} ${str(u.owner)}`);
+      }
+      const inUse = e - s - count[0] - count[1];
+      const parts = [];
+      for (let k = NAMES.length - 1; k >= 2; k--) if (count[k]) parts.push(`${count[k]} ${stateText(k)}`);
+      let t = `ports ${this.portAt(s)}–${this.portAt(e - 1)}: ${inUse} of ${e - s} in use`;
+      if (parts.length) t += ` (${parts.join(', ')})`;
+      if (count[1]) t += `, ${count[1]} reserved`;
+      t += `; worst: ${stateText(this.shown[c])}`;
+      if (owners.length) t += `; ${owners.join('; ')}${inUse > owners.length ? '; …' : ''}`;
+      return t;
+    }
+  }
+
+  // ---- tooltip and keyboard ------------------------------------------------
+  const tip = $('tooltip');
+  let tipView = null, tipCell = -1;
+  function showTip(view, c) {
+    const cell = view.cells[c];
+    if (!cell) return;
+    tipView = view; tipCell = c;
+    tip.textContent = view.describe(c);
+    tip.hidden = false;
+    const r = cell.getBoundingClientRect(), w = tip.offsetWidth;
+    tip.style.left = Math.max(4, Math.min(r.left, window.innerWidth - w - 4)) + 'px';
+    const above = r.top - tip.offsetHeight - 6; // above the cell, so the next rows stay visible
+    tip.style.top = (above >= 4 ? above : r.bottom + 6) + 'px';
+    if (document.activeElement === cell) { cell.setAttribute('role', 'img'); cell.setAttribute('aria-label', tip.textContent); }
+  }
+  function hideTip() { tip.hidden = true; tipView = null; tipCell = -1; }
+  function wireMap(view) {
+    const map = view.map;
+    const idx = (t) => view.cells.indexOf(t);
+    map.addEventListener('mouseover', (ev) => {
+      if (ev.target.classList.contains('cell')) showTip(view, idx(ev.target));
+    });
+    map.addEventListener('mouseleave', () => {
+      if (map.contains(document.activeElement)) showTip(view, view.focusIdx); else hideTip();
+    });
+    map.addEventListener('click', (ev) => {
+      if (ev.target.classList.contains('cell')) moveFocus(view, idx(ev.target));
+    });
+    map.addEventListener('focusin', (ev) => { if (ev.target.classList.contains('cell')) showTip(view, idx(ev.target)); });
+    map.addEventListener('focusout', (ev) => {
+      ev.target.removeAttribute('aria-label');
+      ev.target.removeAttribute('role');
+      if (!map.contains(ev.relatedTarget)) hideTip();
+    });
+    map.addEventListener('keydown', (ev) => {
+      const step = { ArrowLeft: -1, ArrowRight: 1, ArrowUp: -view.cols, ArrowDown: view.cols,
+        PageUp: -view.cols * 10, PageDown: view.cols * 10 }[ev.key];
+      let to;
+      if (step !== undefined) to = view.focusIdx + step;
+      else if (ev.key === 'Home') to = 0;
+      else if (ev.key === 'End') to = view.cells.length - 1;
+      else if (ev.key === 'Escape') { hideTip(); return; }
+      else return;
+      ev.preventDefault();
+      moveFocus(view, Math.max(0, Math.min(view.cells.length - 1, to)));
+    });
+  }
+  function moveFocus(view, c) {
+    if (c < 0 || c >= view.cells.length) return;
+    view.cells[view.focusIdx].removeAttribute('tabindex');
+    view.focusIdx = c;
+    view.cells[c].tabIndex = 0;
+    view.cells[c].focus();
+    showTip(view, c);
+  }
+  window.addEventListener('scroll', () => { if (tipView) showTip(tipView, tipCell); }, { passive: true });
+
+  // ---- the maps and the ranges table ---------------------------------------
+  const views = new Map(); // key -> RangeView
+  let nextId = 0;
+  function renderRanges(data) {
+    const maps = $('maps'), wanted = [], seen = new Set();
+    for (const r of Array.isArray(data.ranges) ? data.ranges : []) {
+      const key = JSON.stringify([r.range, r.protocol, r.netns ?? null]);
+      if (seen.has(key)) continue;
+      seen.add(key);
+      let v = views.get(key);
+      if (v && v.sig !== JSON.stringify(r.intervals)) { v.section.remove(); v = null; }
+      if (!v) { v = new RangeView(r, 'map-' + nextId++); views.set(key, v); }
+      v.update(r);
+      wanted.push([r, v]);
+    }
+    for (const [key, v] of views) if (!seen.has(key)) { v.section.remove(); views.delete(key); }
+    // Keep the JSON's order; move sections only when it changed (moving drops focus).
+    const order = wanted.map(([, v]) => v.section);
+    if (order.some((s, i) => maps.children[i] !== s) || maps.children.length !== order.length) maps.replaceChildren(...order);
+    if (tipView && tipView.section.isConnected) showTip(tipView, tipCell); else if (tipView) hideTip();
+
+    const rows = wanted.map(([r, v]) => {
+      const tr = el('tr'), a = el('a', '', str(r.range));
+      a.href = '#' + v.section.id;
+      const name = el('td'); name.append(a);
+      tr.append(name, el('td', '', str(r.protocol)), el('td', 'netns-col', str(r.netns)), el('td', '', str(r.spec)),
+        el('td', 'num', str(r.ports)), el('td', 'num', str(r.in_use)), el('td', 'num', str(r.free)),
+        el('td', 'num' + (r.unexpected > 0 ? ' bad' : ''), str(r.unexpected)));
+      return tr;
+    });
+    if (!rows.length) { const tr = el('tr'), td = el('td', 'empty', 'No ranges are configured.'); td.colSpan = 8; tr.append(td); rows.push(tr); }
+    $('ranges').tBodies[0].replaceChildren(...rows);
+  }
+
+  // ---- the listener table ----------------------------------------------------
+  const COLS = ['range', 'protocol', 'netns', 'address', 'port', 'process', 'pid', 'user', 'expected'];
+  const KIND_RANK = { unexpected: 0, unknown: 1, kernel: 2, expected: 3 };
+  let listeners = [], sortKey = null, sortDir = 1;
+  const pool = [];
+  function kindOf(l) {
+    if (l.kernel === true) return 'kernel';
+    const e = str(l.expected);
+    return e === 'true' ? 'expected' : e === 'false' ? 'unexpected' : 'unknown';
+  }
+  function cellText(l, k) {
+    if (k !== 'expected') return str(l[k]);
+    const e = str(l.expected);
+    if (l.kernel === true) return e === 'true' ? 'kernel, allowed' : 'kernel, not allowed';
+    return e === 'true' ? 'yes' : e === 'false' ? 'NO' : e || 'unknown';
+  }
+  function renderListeners() {
+    const q = $('filter').value.trim().toLowerCase();
+    let rows = listeners.map((l, i) => ({ l, i, kind: kindOf(l), text: COLS.map((k) => cellText(l, k)) }));
+    if (q) rows = rows.filter((r) => r.text.some((t) => t.toLowerCase().includes(q)));
+    if (sortKey) {
+      const k = COLS.indexOf(sortKey);
+      rows.sort((x, y) => {
+        let d;
+        if (sortKey === 'port' || sortKey === 'pid') d = (x.l[sortKey] ?? -1) - (y.l[sortKey] ?? -1);
+        else if (sortKey === 'expected') d = KIND_RANK[x.kind] - KIND_RANK[y.kind];
+        else d = x.text[k].localeCompare(y.text[k]);
+        return d * sortDir || x.i - y.i;
+      });
+    }
+    const shown = rows.slice(0, MAX_ROWS), body = $('listeners').tBodies[0];
+    shown.forEach((r, i) => {
+      let tr = pool[i];
+      if (!tr) {
+        tr = pool[i] = el('tr');
+        for (const k of COLS) tr.append(el('td', (k === 'netns' ? 'netns-col' : '') + (k === 'port' || k === 'pid' ? 'num' : '')));
+      }
+      if (tr.className !== r.kind) tr.className = r.kind;
+      r.text.forEach((t, j) => { if (tr.cells[j].textContent !== t) tr.cells[j].textContent = t; });
+      if (tr.parentNode !== body) body.append(tr);
+    });
+    for (let i = shown.length; i < pool.length; i++) pool[i].remove();
+    let msg = `${listeners.length} listener${listeners.length === 1 ? '' : 's'}`;
+    if (q) msg = `${rows.length} of ${msg} match`;
+    if (rows.length > MAX_ROWS) msg += `; showing the first ${MAX_ROWS}`;
+    $('listener-count').textContent = msg;
+  }
+  for (const th of $('listeners').tHead.rows[0].cells) {
+    th.querySelector('button').addEventListener('click', () => {
+      const k = th.getAttribute('data-key');
+      // ascending, descending, then back to the server's order (unexpected first)
+      if (sortKey !== k) { sortKey = k; sortDir = 1; } else if (sortDir > 0) sortDir = -1; else sortKey = null;
+      for (const o of th.parentNode.cells) o.setAttribute('aria-sort', 'none');
+      if (sortKey) th.setAttribute('aria-sort', sortDir > 0 ? 'ascending' : 'descending');
+      renderListeners();
+    });
+  }
+  $('filter').addEventListener('input', renderListeners);
+
+  // ---- polling ---------------------------------------------------------------
+  const q = Number(new URLSearchParams(location.search).get('refresh'));
+  const interval = q >= 1 && q <= 3600 ? q : Number(document.body.getAttribute('data-refresh-seconds')) || 5;
+  const statusUrl = new URL('api/v1/status', location.href);
+  statusUrl.username = ''; statusUrl.password = ''; // fetch refuses URLs with credentials
+  let timer = 0, paused = false, busy = false, updates = 0, lastOk = null;
+  $('interval').textContent = String(interval);
+
+  function banner(text) { const b = $('banner'); b.textContent = text; b.hidden = !text; }
+  function render(data, fetchMs) {
+    const t0 = performance.now();
+    const ex = data.exporter || {};
+    if (ex.version !== undefined && $('version').textContent !== str(ex.version)) $('version').textContent = str(ex.version);
+    if (ex.revision !== undefined && $('revision').textContent !== str(ex.revision)) $('revision').textContent = str(ex.revision);
+    if (typeof ex.metrics_path === 'string' && ex.metrics_path.startsWith('/')) {
+      $('metrics-link').setAttribute('href', '.' + ex.metrics_path);
+      $('metrics-path').textContent = ex.metrics_path;
+    }
+    document.body.classList.toggle('netns-on', data.netns_collector === true);
+    renderRanges(data);
+    listeners = Array.isArray(data.listeners) ? data.listeners : [];
+    renderListeners();
+    const down = data.up === false;
+    $('maps').classList.toggle('stale', down);
+    banner(down ? `Sampling failed: ${str(data.error) || 'no reason given'}. The maps are not current.` : '');
+    lastOk = new Date();
+    $('status').textContent = `Updated ${lastOk.toLocaleTimeString()} (collected ${str(data.collected_at)}` +
+      (typeof data.duration_seconds === 'number' ? ` in ${(data.duration_seconds * 1000).toFixed(1)} ms)` : ')');
+    updates++;
+    root.setAttribute('data-updates', String(updates));
+    root.setAttribute('data-fetch', 'ok');
+    root.setAttribute('data-render-ms', (performance.now() - t0).toFixed(1));
+    root.setAttribute('data-fetch-ms', fetchMs.toFixed(1));
+    if (updates === 1) {
+      performance.mark('portmap-first-render');
+      root.setAttribute('data-first-render-ms', performance.now().toFixed(1));
+      // After the next frame is painted: time to a visible map, layout included.
+      requestAnimationFrame(() => setTimeout(() => {
+        performance.mark('portmap-first-paint');
+        root.setAttribute('data-first-paint-ms', performance.now().toFixed(1));
+      }, 0));
+    }
+  }
+  async function poll() {
+    if (busy) return;
+    busy = true;
+    clearTimeout(timer);
+    const t0 = performance.now();
+    try {
+      const res = await fetch(statusUrl, { credentials: 'same-origin', cache: 'no-store',
+        headers: { Accept: 'application/json' }, signal: AbortSignal.timeout(30000) });
+      if (!res.ok) throw new Error(`HTTP ${res.status} ${res.statusText}`.trim());
+      const data = await res.json();
+      render(data, performance.now() - t0);
+    } catch (e) {
+      root.setAttribute('data-fetch', 'error');
+      $('maps').classList.add('stale');
+      banner(`Could not fetch api/v1/status: ${e && e.message ? e.message : e}. ` +
+        (lastOk ? `The maps show the data of ${lastOk.toLocaleTimeString()}.` : 'Nothing to show yet.'));
+    } finally {
+      busy = false;
+      if (!paused) timer = setTimeout(poll, interval * 1000);
+    }
+  }
+  $('pause').addEventListener('click', (ev) => {
+    paused = !paused;
+    ev.currentTarget.textContent = paused ? 'Resume' : 'Pause';
+    ev.currentTarget.setAttribute('aria-pressed', String(paused));
+    $('refresh-info').classList.toggle('paused', paused);
+    if (paused) clearTimeout(timer); else poll();
+  });
+  poll();
+})();

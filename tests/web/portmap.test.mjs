@@ -1,0 +1,337 @@
+// portmap.test.mjs: browser checks of the port map page (issue 13) in Debian's
+// headless Chromium, through playwright-core. Works against any server of the
+// page: the fixture server (serve.mjs) or the real exporter.
+//
+// usage: node portmap.test.mjs --url URL --scenario FILE [options]
+//   --url URL             the page, e.g. http://127.0.0.1:10224/ (must end in /)
+//   --scenario FILE       expected states (format below)
+//   --user U --password P basic auth
+//   --ca FILE | --insecure   TLS: trust this CA (PEM) in a fresh NSS store, or ignore certificate errors
+//   --change-cmd CMD      run CMD (sh -c) to cause the change the scenario's "after" describes
+//   --change-stdin        print "CHANGE NOW" and wait for a line on stdin instead
+//   --change-slack-ms N   the change must show within one refresh plus N ms (default 2000)
+//   --refresh S           the page's refresh interval, passed as ?refresh=S (default 1)
+//   --max-first-render-ms N   fail if the first render takes longer (default 5000)
+//   --timing-runs N       load the page N more times and print first-render timings
+//   --screenshot FILE     save a full-page PNG after the checks; --hover PORT hovers that
+//                         port's cell first (tooltip in the picture); --width W (default 1180)
+//   --chromium PATH       default /usr/bin/chromium
+// Scenario: {"maps": [{"range", "protocol", "netns"?, "ports": {"3224": "expected", ...},
+//             "others": "free"?}], "text": ["strings that must show as text"],
+//            "hover": {"range", "protocol", "port", "owner"}?, "after": {"maps": [...]}?,
+//            "banner": "text the error banner must show (then the maps must be marked stale)"?}
+// A port not in "ports" must be in state "others" (unchecked when absent). Maps
+// drawn in blocks are checked per block: a block must show the worst state of
+// the ports in it.
+// Prints "ok - ..." or "FAIL - ..." per check and "N passed, N failed, N skipped";
+// exits 1 when a check failed, 2 on bad usage.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+
+const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const RANK = { free: 0, reserved: 1, in_use: 2, expected: 3, kernel: 4, unknown: 5, unexpected: 6 };
+
+function parseArgs(argv) {
+  const o = { refresh: '1', 'change-slack-ms': '2000', 'max-first-render-ms': '5000', 'timing-runs': '0', width: '1180', chromium: '/usr/bin/chromium' };
+  const flags = new Set(['insecure', 'change-stdin']);
+  for (let i = 0; i < argv.length; i++) {
+    const k = argv[i].replace(/^--/, '');
+    if (flags.has(k)) o[k] = true;
+    else if (argv[i].startsWith('--') && argv[i + 1] !== undefined) o[k] = argv[++i];
+    else usage(`bad argument ${argv[i]}`);
+  }
+  if (!o.url || !o.scenario) usage('--url and --scenario are required');
+  return o;
+}
+function usage(msg) { console.error(`portmap.test.mjs: ${msg} (see the header of this file)`); process.exit(2); }
+
+let passed = 0, failed = 0, skipped = 0;
+function check(name, ok, detail = '') {
+  if (ok) passed++; else failed++;
+  if (detail.length > 300) detail = detail.slice(0, 300) + '…';
+  console.log(`${ok ? 'ok' : 'FAIL'} - ${name}${detail ? ': ' + detail : ''}`);
+  return ok;
+}
+function skip(name, why) { skipped++; console.log(`SKIPPED - ${name}: ${why}`); }
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// Compares every cell of the scenario's maps with the page; runs in the page.
+function compareInPage({ maps, rank }) {
+  const out = [];
+  const all = [...document.querySelectorAll('[data-range][data-protocol]')];
+  for (const m of maps) {
+    const label = `${m.range}/${m.protocol}${m.netns !== undefined ? '/' + m.netns : ''}`;
+    const map = all.find((e) => e.getAttribute('data-range') === m.range && e.getAttribute('data-protocol') === m.protocol &&
+      (m.netns === undefined || e.getAttribute('data-netns') === m.netns));
+    if (!map) { out.push({ label, problems: ['no map with these data-range/data-protocol/data-netns'], cells: 0 }); continue; }
+    const want = (p) => m.ports[p] ?? m.others;
+    const problems = [], seen = new Set();
+    let cells = 0, blocks = 0;
+    for (const c of map.querySelectorAll('[data-state]')) {
+      cells++;
+      const got = c.getAttribute('data-state');
+      if (!(got in rank)) problems.push(`cell with unknown data-state "${got}"`);
+      if (c.hasAttribute('data-port')) {
+        const p = c.getAttribute('data-port'), w = want(p);
+        seen.add(Number(p));
+        if (w !== undefined && got !== w) problems.push(`port ${p}: ${got}, expected ${w}`);
+      } else if (c.hasAttribute('data-block-start')) {
+        blocks++;
+        const s = Number(c.getAttribute('data-block-start')), e = Number(c.getAttribute('data-block-end'));
+        let worst = m.others === undefined ? 'free' : m.others;
+        for (let p = s; p <= e; p++) {
+          seen.add(p);
+          const w = m.ports[p];
+          if (w !== undefined && rank[w] > rank[worst]) worst = w;
+        }
+        const bad = m.others === undefined ? rank[got] < rank[worst] : got !== worst;
+        if (bad) problems.push(`block ${s}-${e}: ${got}, expected ${worst}`);
+      } else problems.push('a data-state cell without data-port or data-block-start');
+    }
+    for (const p of Object.keys(m.ports)) if (!seen.has(Number(p))) problems.push(`port ${p} has no cell`);
+    out.push({ label, problems, cells, blocks });
+  }
+  return out;
+}
+
+async function checkStates(page, maps, when) {
+  const res = await page.evaluate(compareInPage, { maps, rank: RANK });
+  for (const r of res) {
+    const kind = r.blocks ? `${r.cells} block cells` : `${r.cells} port cells`;
+    check(`${when}: map ${r.label} shows the expected states`, r.problems.length === 0,
+      r.problems.length ? r.problems.slice(0, 8).join('; ') + (r.problems.length > 8 ? `; +${r.problems.length - 8} more` : '') : kind);
+  }
+  return res.every((r) => r.problems.length === 0);
+}
+
+async function waitUpdates(page, n, timeout) {
+  await page.waitForFunction((k) => Number(document.documentElement.getAttribute('data-updates') || 0) >= k, n, { timeout, polling: 50 });
+}
+const attr = (page, name) => page.evaluate((a) => document.documentElement.getAttribute(a), name);
+
+async function trustCa(caFile, home) {
+  const db = path.join(home, '.pki', 'nssdb');
+  mkdirSync(db, { recursive: true });
+  const r = spawnSync('certutil', ['-N', '-d', `sql:${db}`, '--empty-password'], { encoding: 'utf8' });
+  if (r.error) usage('--ca needs certutil (Debian package libnss3-tools)');
+  execFileSync('certutil', ['-A', '-d', `sql:${db}`, '-n', 'portmap-test-ca', '-t', 'C,,', '-i', caFile]);
+}
+
+async function main() {
+  const o = parseArgs(process.argv.slice(2));
+  const scenario = JSON.parse(readFileSync(o.scenario, 'utf8'));
+  const refresh = Number(o.refresh);
+  const url = new URL(o.url);
+  url.searchParams.set('refresh', String(refresh));
+  const home = mkdtempSync(path.join(tmpdir(), 'portmap-home-'));
+  const profile = path.join(home, 'profile'); // a fresh --user-data-dir
+  if (o.ca) await trustCa(o.ca, home);
+  const ctx = await chromium.launchPersistentContext(profile, {
+    executablePath: o.chromium, headless: true, args: FLAGS, env: { ...process.env, HOME: home },
+    ignoreHTTPSErrors: !!o.insecure, viewport: { width: Number(o.width), height: 900 },
+    httpCredentials: o.user !== undefined ? { username: o.user, password: o.password ?? '' } : undefined,
+  });
+  try {
+    await run(ctx, o, scenario, url, refresh);
+  } finally {
+    await ctx.close();
+    rmSync(home, { recursive: true, force: true });
+  }
+  console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
+  process.exit(failed ? 1 : 0);
+}
+
+async function run(ctx, o, scenario, url, refresh) {
+  // Anything that would show a script ran: dialogs, page errors, CSP violations.
+  const dialogs = [], errors = [];
+  await ctx.addInitScript(() => {
+    window.__csp = [];
+    document.addEventListener('securitypolicyviolation', (e) => window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`));
+  });
+  const page = ctx.pages()[0] ?? await ctx.newPage();
+  page.on('dialog', (d) => { dialogs.push(d.message()); d.dismiss().catch(() => {}); });
+  page.on('pageerror', (e) => errors.push(String(e)));
+  // Failed loads are judged by URL below (a browser asks for /favicon.ico, which may 404).
+  page.on('console', (m) => { if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) errors.push(m.text()); });
+  page.on('response', (r) => { if (r.status() >= 400 && !r.url().endsWith('/favicon.ico')) errors.push(`HTTP ${r.status()} for ${r.url()}`); });
+  page.on('requestfailed', (r) => errors.push(`request failed: ${r.url()} ${r.failure()?.errorText}`));
+
+  let resp;
+  try { resp = await page.goto(url.href, { waitUntil: 'domcontentloaded' }); } catch (e) {
+    check('page loads', false, String(e.message).split('\n')[0]);
+    return;
+  }
+  if (!check('page loads', resp && resp.status() === 200, `HTTP ${resp && resp.status()}`)) return;
+  const csp = (resp && resp.headers()['content-security-policy']) || '';
+  check('page is served with a strict Content-Security-Policy', /default-src 'none'/.test(csp) && /script-src 'self'/.test(csp), csp || 'none');
+  // The first fetch's outcome: data-fetch is "ok" after a render, "error" after a failed fetch.
+  const banner = () => page.evaluate(() => { const b = document.getElementById('banner'); return b.hidden ? '' : b.textContent; });
+  try {
+    await page.waitForFunction(() => document.documentElement.hasAttribute('data-fetch'), null,
+      { timeout: Number(o['max-first-render-ms']) + 5000, polling: 50 });
+  } catch {
+    check('first fetch of api/v1/status', false, 'no answer, no error shown');
+    return;
+  }
+  if (scenario.banner !== undefined) {
+    const b = await banner();
+    check(`banner says ${JSON.stringify(scenario.banner)}`, b.includes(scenario.banner), JSON.stringify(b));
+    check('maps marked as not current', await page.evaluate(() => document.getElementById('maps').classList.contains('stale')));
+  }
+  if ((await attr(page, 'data-fetch')) !== 'ok') {
+    if (scenario.banner === undefined) check('status fetched without error', false, await banner());
+    return;
+  }
+  await page.waitForFunction(() => document.documentElement.hasAttribute('data-first-paint-ms'), null, { timeout: 5000 });
+  const first = Number(await attr(page, 'data-first-render-ms')), paint = Number(await attr(page, 'data-first-paint-ms'));
+  check('first render in time', paint <= Number(o['max-first-render-ms']),
+    `first render ${first} ms, painted ${paint} ms after navigation start (fetch ${await attr(page, 'data-fetch-ms')} ms, render ${await attr(page, 'data-render-ms')} ms)`);
+  if (scenario.banner === undefined) check('no error banner', (await banner()) === '', await banner());
+
+  await checkStates(page, scenario.maps ?? [], 'first render');
+
+  for (const t of scenario.text ?? []) {
+    const found = await page.evaluate((s) => [...document.querySelectorAll('#listeners td, .map, h2, #tooltip')]
+      .some((e) => e.textContent === s || e.textContent.includes(s)), t);
+    check(`hostile string shown as text: ${JSON.stringify(t)}`, found);
+  }
+  const injected = await page.evaluate(() => ({
+    nodes: document.querySelectorAll('img, svg, iframe, object, embed, main script, #listeners script').length,
+    pwned: window.__pwned !== undefined,
+  }));
+  check('no markup from the JSON became elements', injected.nodes === 0, `${injected.nodes} img/svg/script/iframe elements`);
+
+  if (scenario.hover) {
+    const h = scenario.hover;
+    const sel = `[data-range="${h.range}"][data-protocol="${h.protocol}"] [data-port="${h.port}"]`;
+    await page.hover(sel);
+    const tip = await page.evaluate(() => { const t = document.getElementById('tooltip'); return t.hidden ? '' : t.textContent; });
+    check('hovering a cell names port, state and owner', tip.includes(String(h.port)) && tip.includes(h.owner), JSON.stringify(tip));
+    await page.click(sel); // moves the map's focus to this cell
+    await page.keyboard.press('ArrowRight');
+    const kb = await page.evaluate(() => ({ port: document.activeElement.getAttribute('data-port'),
+      label: document.activeElement.getAttribute('aria-label'), tip: document.getElementById('tooltip').textContent }));
+    check('arrow keys move focus along the map and name the cell', kb.port === String(h.port + 1) &&
+      kb.label === kb.tip && kb.tip.includes(`port ${h.port + 1}`), JSON.stringify(kb));
+    await page.mouse.move(0, 0);
+    await page.locator(sel).blur();
+  }
+
+  // Sort and filter the listener table.
+  const rows = () => page.evaluate(() => [...document.querySelectorAll('#listeners tbody tr')].map((r) => [...r.cells].map((c) => c.textContent)));
+  const before = await rows();
+  if (before.length > 1) {
+    await page.click('#listeners th[data-key="port"] button');
+    const ports = (await rows()).map((r) => Number(r[4]));
+    check('listener table sorts by port', ports.every((p, i) => i === 0 || ports[i - 1] <= p), ports.slice(0, 12).join(','));
+    await page.click('#listeners th[data-key="port"] button'); // descending
+    await page.click('#listeners th[data-key="port"] button'); // back to the server's order
+    const probe = before[before.length - 1][5] || before[before.length - 1][4];
+    await page.fill('#filter', probe);
+    const f = await rows();
+    check('listener table filters by text', f.length >= 1 && f.length <= before.length && f.every((r) => r.some((c) => c.toLowerCase().includes(probe.toLowerCase()))),
+      `"${probe}": ${f.length} of ${before.length} rows`);
+    await page.fill('#filter', '');
+    const order = (await rows()).map((r) => r[8]);
+    const firstExpected = order.findIndex((e) => e === 'yes');
+    check('unexpected listeners come first', order.every((e, i) => e !== 'NO' || firstExpected < 0 || i < firstExpected),
+      `${order.filter((e) => e === 'NO').length} unexpected of ${order.length} rows`);
+  } else skip('listener table sort and filter', 'fewer than two listeners in the scenario');
+
+  // A change shows within one refresh, in place, without a reload.
+  if (scenario.after) {
+    if (!o['change-cmd'] && !o['change-stdin']) skip('state change within one refresh', 'no --change-cmd or --change-stdin');
+    else {
+      const token = String(Math.random());
+      const m0 = scenario.after.maps[0];
+      const changed = Object.keys(m0.ports).find((p) => m0.ports[p] !== (scenario.maps.find((m) => m.range === m0.range &&
+        m.protocol === m0.protocol && m.netns === m0.netns)?.ports[p] ?? 'free'));
+      await page.evaluate(({ token, m0, changed }) => {
+        window.__portmapMarker = token;
+        const map = [...document.querySelectorAll('[data-range]')].find((e) => e.getAttribute('data-range') === m0.range &&
+          e.getAttribute('data-protocol') === m0.protocol);
+        window.__cellRef = map && map.querySelector(`[data-port="${changed}"]`);
+      }, { token, m0, changed });
+      if (o['change-stdin']) {
+        console.log('CHANGE NOW');
+        const rl = createInterface({ input: process.stdin });
+        await new Promise((r) => rl.once('line', r));
+        rl.close();
+      } else execFileSync('sh', ['-c', o['change-cmd']], { stdio: 'inherit' });
+      const t0 = Date.now(), deadline = refresh * 1000 + Number(o['change-slack-ms']);
+      let ok = false;
+      while (Date.now() - t0 < deadline && !ok) {
+        ok = (await page.evaluate(compareInPage, { maps: scenario.after.maps, rank: RANK })).every((r) => r.problems.length === 0);
+        if (!ok) await sleep(50);
+      }
+      check('state change shows within one refresh', ok, `${Date.now() - t0} ms after the change (refresh ${refresh} s, limit ${deadline} ms)`);
+      await checkStates(page, scenario.after.maps, 'after the change');
+      const same = await page.evaluate(({ token, m0, changed }) => ({
+        marker: window.__portmapMarker === token,
+        cell: !!window.__cellRef && window.__cellRef.isConnected && window.__cellRef.getAttribute('data-port') === changed,
+        navs: performance.getEntriesByType('navigation').length,
+      }), { token, m0, changed });
+      check('no reload: window marker kept', same.marker && same.navs === 1);
+      check(`cell updated in place (the element of port ${changed} is the same node)`, same.cell);
+    }
+  }
+
+  // Pause stops the polling, resume starts it again.
+  const u0 = Number(await attr(page, 'data-updates'));
+  await page.click('#pause');
+  await sleep(refresh * 1000 * 2 + 500);
+  const u1 = Number(await attr(page, 'data-updates'));
+  await page.click('#pause');
+  let resumed = true;
+  try { await waitUpdates(page, u1 + 1, refresh * 1000 + 3000); } catch { resumed = false; }
+  check('pause stops refreshing and resume restarts it', u1 <= u0 + 1 && resumed, `updates ${u0} -> ${u1} while paused, resumed: ${resumed}`);
+
+  const violations = await page.evaluate(() => window.__csp);
+  check('no Content-Security-Policy violations', violations.length === 0, violations.join('; '));
+  check('no alert or dialog opened, window.__pwned unset', dialogs.length === 0 && !(await page.evaluate(() => window.__pwned !== undefined)),
+    dialogs.join('; '));
+  check('no script errors on the page', errors.length === 0, errors.slice(0, 5).join('; '));
+
+  if (o.screenshot) {
+    const plain = new URL(url.href);
+    plain.searchParams.delete('refresh'); // the page's own interval, as an operator sees it
+    await page.goto(plain.href, { waitUntil: 'domcontentloaded' });
+    await waitUpdates(page, 1, 10000);
+    if (o.hover) {
+      const cell = page.locator(`[data-port="${o.hover}"]`).first();
+      await cell.scrollIntoViewIfNeeded();
+      await cell.hover();
+    }
+    await page.screenshot({ path: o.screenshot, fullPage: true });
+    console.log(`# screenshot written to ${o.screenshot}`);
+  }
+
+  const runs = Number(o['timing-runs']);
+  if (runs > 0) {
+    const t = [];
+    for (let i = 0; i < runs; i++) {
+      const p = await ctx.newPage();
+      await p.goto(url.href, { waitUntil: 'domcontentloaded' });
+      await waitUpdates(p, 1, 60000);
+      await p.waitForFunction(() => document.documentElement.hasAttribute('data-first-paint-ms'), null, { timeout: 60000 });
+      const r = await p.evaluate(() => Object.fromEntries(['data-first-render-ms', 'data-first-paint-ms', 'data-fetch-ms', 'data-render-ms']
+        .map((a) => [a.slice(5, -3), Number(document.documentElement.getAttribute(a))])));
+      await waitUpdates(p, 2, refresh * 1000 + 60000);
+      r.update = Number(await p.evaluate(() => document.documentElement.getAttribute('data-render-ms')));
+      t.push(r);
+      await p.close();
+    }
+    const med = (k) => { const v = t.map((r) => r[k]).sort((a, b) => a - b); return v[Math.floor(v.length / 2)]; };
+    const max = (k) => Math.max(...t.map((r) => r[k]));
+    console.log(`# timing over ${runs} loads (ms, median / max): first render ${med('first-render')} / ${max('first-render')}, ` +
+      `painted ${med('first-paint')} / ${max('first-paint')}, fetch ${med('fetch')} / ${max('fetch')}, ` +
+      `first render script ${med('render')} / ${max('render')}, in-place refresh ${med('update')} / ${max('update')}`);
+  }
+}
+
+main().catch((e) => { console.log(`FAIL - harness error: ${e && e.stack ? e.stack : e}`); console.log(`${passed} passed, ${failed + 1} failed`); process.exit(1); });
