@@ -89,7 +89,8 @@ fn run(cmd: &mut Command) -> Output {
 struct Wine {
     prefix: PathBuf,
     services_log: PathBuf,
-    server_dir: Option<PathBuf>,
+    /// The name of the server's socket directory.
+    server_dir: Option<String>,
 }
 
 impl Wine {
@@ -129,13 +130,7 @@ impl Wine {
         assert!(st.success(), "{st:?}");
         let meta = std::fs::metadata(&w.prefix).unwrap();
         use std::os::unix::fs::MetadataExt;
-        w.server_dir = Some(PathBuf::from(format!(
-            "/tmp/.wine-{}/server-{:x}-{:x}",
-            // SAFETY: getuid has no preconditions.
-            unsafe { libc::getuid() },
-            meta.dev(),
-            meta.ino()
-        )));
+        w.server_dir = Some(format!("server-{:x}-{:x}", meta.dev(), meta.ino()));
         eprintln!("{tag}: Wine prefix ready in {:?}", started.elapsed());
         w
     }
@@ -175,15 +170,55 @@ impl Wine {
 
 impl Drop for Wine {
     fn drop(&mut self) {
-        // Ends every process of the prefix (services, the exporter).
-        let _ = self.cmd("wineserver").arg("-k").status();
-        let _ = self.cmd("wineserver").arg("-w").status();
+        // Ends every process of the prefix (services, the exporter); one
+        // started while the server was going down is killed by its
+        // WINEPREFIX.
+        for _ in 0..5 {
+            let _ = self.cmd("wineserver").arg("-k").status();
+            let _ = self.cmd("wineserver").arg("-w").status();
+            let left = processes_of(&self.prefix);
+            if left.is_empty() {
+                break;
+            }
+            for pid in left {
+                // SAFETY: kill(2) on a process of this test's own prefix.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // The server's socket directory, /tmp/wine-XXXXXX/server-DEV-INODE
+        // (named after the prefix's device and inode).
+        if let Some(name) = &self.server_dir
+            && let Ok(dirs) = std::fs::read_dir("/tmp")
+        {
+            for d in dirs.flatten() {
+                let p = d.path();
+                let is_wine = d.file_name().to_string_lossy().starts_with("wine-")
+                    || d.file_name().to_string_lossy().starts_with(".wine-");
+                if is_wine && p.join(name).exists() {
+                    let _ = std::fs::remove_dir_all(p.join(name));
+                    let _ = std::fs::remove_dir(&p); // when nothing else is in it
+                }
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.prefix);
         let _ = std::fs::remove_file(&self.services_log);
-        if let Some(d) = &self.server_dir {
-            let _ = std::fs::remove_dir_all(d);
-        }
     }
+}
+
+/// The pids whose environment names `prefix` as their WINEPREFIX.
+fn processes_of(prefix: &Path) -> Vec<i32> {
+    let want = format!("WINEPREFIX={}", prefix.display());
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == want.as_bytes()))
+        })
+        .collect()
 }
 
 /// The Windows exporter running under Wine.
