@@ -1433,6 +1433,7 @@ fn encode_cost(m: usize) -> f64 {
             comm: comm.as_bytes().to_vec(),
             exe: None,
             user: None,
+            user_id: None,
         })))
     };
     let mut listeners: Vec<Listener> = (0..m)
@@ -1464,6 +1465,7 @@ fn encode_cost(m: usize) -> f64 {
             unexpected: 1,
             unattributed: 0,
             ephemeral_overlap: Some(0),
+            excluded: None,
             per_port: None,
             netns: None,
             in_use_ports: Vec::new(),

@@ -6,10 +6,12 @@
 //! none matches but one is undecided or its holder is unknown, and
 //! unexpected otherwise. Kernel-held sockets match only entries that say
 //! `kernel:`; process entries never match them, and an empty list allows
-//! nothing.
+//! nothing. How names compare (case, Windows' `.exe`, path separators,
+//! accounts and SIDs) is the platform's rule ([`crate::platform::names`]).
 
 use regex::bytes::Regex;
 
+use crate::platform::names::{self, Rules};
 use crate::platform::{Holder, Owner};
 
 /// Whether a listener is on its range's allowlist.
@@ -92,13 +94,24 @@ pub fn judge(
     uid: u32,
     user: &UserName,
 ) -> Expected {
+    judge_with(&names::HOST, allowlist, holder, uid, user)
+}
+
+/// [`judge`] under the naming rules of a given platform.
+pub fn judge_with(
+    rules: &Rules,
+    allowlist: &[Matcher],
+    holder: Option<&Holder>,
+    uid: u32,
+    user: &UserName,
+) -> Expected {
     let Some(holder) = holder else {
         return Expected::Unknown;
     };
     let mut result = Expected::False;
     for m in allowlist {
         let verdict = match holder {
-            Holder::Process(owner) => judge_process(m, owner, uid, user),
+            Holder::Process(owner) => judge_process(rules, m, owner, uid, user),
             Holder::Kernel { device } => judge_kernel(m, device.as_deref()),
         };
         match verdict {
@@ -122,15 +135,15 @@ fn judge_kernel(m: &Matcher, device: Option<&str>) -> Expected {
     }
 }
 
-fn judge_process(m: &Matcher, owner: &Owner, uid: u32, user: &UserName) -> Expected {
+fn judge_process(rules: &Rules, m: &Matcher, owner: &Owner, uid: u32, user: &UserName) -> Expected {
     if m.kernel.is_some() {
         return Expected::False;
     }
     let mut undecided = false;
     if let Some(p) = &m.process {
         let ok = match p {
-            NameMatch::Exact(name) => *name == owner.comm,
-            NameMatch::Regex(re) => re.is_match(&owner.comm),
+            NameMatch::Exact(name) => rules.process_matches(name, &owner.comm),
+            NameMatch::Regex(re) => rules.process_forms(&owner.comm).any(|n| re.is_match(n)),
         };
         if !ok {
             return Expected::False;
@@ -138,7 +151,7 @@ fn judge_process(m: &Matcher, owner: &Owner, uid: u32, user: &UserName) -> Expec
     }
     if let Some(e) = &m.exe {
         match &owner.exe {
-            Some(exe) if !e.regex.is_match(exe) => return Expected::False,
+            Some(exe) if !e.regex.is_match(&rules.exe_path(exe)) => return Expected::False,
             Some(_) => {}
             None => undecided = true,
         }
@@ -150,8 +163,13 @@ fn judge_process(m: &Matcher, owner: &Owner, uid: u32, user: &UserName) -> Expec
                     return Expected::False;
                 }
             }
-            UserMatch::Name(name) => match user {
-                UserName::Known(n) if n == name => {}
+            UserMatch::Name(want) if rules.is_account_id(want) => match &owner.user_id {
+                Some(id) if rules.account_id_matches(want, id) => {}
+                Some(_) => return Expected::False,
+                None => undecided = true,
+            },
+            UserMatch::Name(want) => match user {
+                UserName::Known(n) if rules.account_matches(want, n) => {}
                 UserName::Known(_) | UserName::NoEntry => return Expected::False,
                 UserName::Unresolved => undecided = true,
             },
@@ -165,15 +183,16 @@ fn judge_process(m: &Matcher, owner: &Owner, uid: u32, user: &UserName) -> Expec
 }
 
 /// Compiles an `exe:` glob with `globset` (which escapes regex syntax
-/// inside classes, so `[a&&b]` is the characters, not an intersection).
-pub fn compile_exe_glob(glob: &str, case_insensitive: bool) -> Result<ExeMatch, String> {
+/// inside classes, so `[a&&b]` is the characters, not an intersection),
+/// under the platform's rules (Windows: any case, `\` is `/`).
+pub fn compile_exe_glob(glob: &str, rules: &Rules) -> Result<ExeMatch, String> {
     if glob.is_empty() {
         return Err("the exe pattern is empty".into());
     }
-    let g = globset::GlobBuilder::new(glob)
+    let g = globset::GlobBuilder::new(&rules.exe_glob(glob))
         .literal_separator(false)
-        .case_insensitive(case_insensitive)
-        .backslash_escape(!case_insensitive)
+        .case_insensitive(rules.case_insensitive)
+        .backslash_escape(!rules.backslash_separator)
         .build()
         .map_err(|e| format!("bad exe pattern {glob:?}: {}", e.kind()))?;
     let regex = Regex::new(g.regex())
@@ -199,6 +218,7 @@ mod tests {
             comm: comm.as_bytes().to_vec(),
             exe: exe.map(|e| e.as_bytes().to_vec()),
             user: None,
+            user_id: None,
         }))
     }
 
@@ -209,7 +229,7 @@ mod tests {
     fn entry(process: Option<&str>, exe: Option<&str>, user: Option<UserMatch>) -> Matcher {
         Matcher {
             process: process.map(|p| NameMatch::Exact(p.as_bytes().to_vec())),
-            exe: exe.map(|e| compile_exe_glob(e, false).unwrap()),
+            exe: exe.map(|e| compile_exe_glob(e, &names::UNIX).unwrap()),
             user,
             kernel: None,
         }
@@ -302,7 +322,7 @@ mod tests {
 
     #[test]
     fn exe_globs() {
-        let g = |p: &str| compile_exe_glob(p, false).unwrap().regex;
+        let g = |p: &str| compile_exe_glob(p, &names::UNIX).unwrap().regex;
         assert!(g("/opt/*").is_match(b"/opt/a/b/c"), "* crosses /");
         assert!(g("/usr/bin/mosh-serve?").is_match(b"/usr/bin/mosh-server"));
         assert!(g("/x/[ab]").is_match(b"/x/a"));
@@ -319,13 +339,118 @@ mod tests {
         }
         // `a--b` is a range from a to '-' in a glob: refused, not read as
         // a regex class difference.
-        let e = compile_exe_glob("/x/[a--b]", false).unwrap_err();
+        let e = compile_exe_glob("/x/[a--b]", &names::UNIX).unwrap_err();
         assert!(e.contains("invalid range"), "{e}");
-        assert!(compile_exe_glob("", false).is_err());
-        assert!(compile_exe_glob("/x/[ab", false).is_err());
-        let ci = compile_exe_glob("C:/Program Files/Citrix/*", true)
+        assert!(compile_exe_glob("", &names::UNIX).is_err());
+        assert!(compile_exe_glob("/x/[ab", &names::UNIX).is_err());
+        let ci = compile_exe_glob("C:/Program Files/Citrix/*", &names::WINDOWS)
             .unwrap()
             .regex;
         assert!(ci.is_match(b"c:/program files/citrix/HDX/bin/CtxGfx.exe"));
+    }
+
+    fn windows_owner(comm: &str, exe: &str, user: &str, sid: &str) -> Holder {
+        Holder::Process(Arc::new(Owner {
+            pid: 4242,
+            comm: comm.as_bytes().to_vec(),
+            exe: Some(exe.as_bytes().to_vec()),
+            user: Some(user.into()),
+            user_id: Some(sid.into()),
+        }))
+    }
+
+    fn windows_entry(process: Option<&str>, exe: Option<&str>, user: Option<&str>) -> Matcher {
+        Matcher {
+            process: process.map(|p| NameMatch::Exact(p.as_bytes().to_vec())),
+            exe: exe.map(|e| compile_exe_glob(e, &names::WINDOWS).unwrap()),
+            user: user.map(|u| UserMatch::Name(u.into())),
+            kernel: None,
+        }
+    }
+
+    #[test]
+    fn windows_rules() {
+        let w = |m: &[Matcher], h: &Holder, user: &UserName| {
+            judge_with(&names::WINDOWS, m, Some(h), u32::MAX, user)
+        };
+        let path = r"C:\Program Files (x86)\Citrix\HDX\bin\CtxGfx.exe";
+        let ctx = windows_owner("CtxGfx.exe", path, r"CORP\alice", "S-1-5-21-1-2-3-1104");
+        let alice = known(r"CORP\alice");
+        for (entry, want) in [
+            (windows_entry(Some("CtxGfx"), None, None), Expected::True),
+            (
+                windows_entry(Some("ctxgfx.EXE"), None, None),
+                Expected::True,
+            ),
+            (
+                windows_entry(Some("CtxGfx.ex"), None, None),
+                Expected::False,
+            ),
+            (
+                windows_entry(None, Some(r"c:\program files (x86)\citrix\*"), None),
+                Expected::True,
+            ),
+            (
+                windows_entry(
+                    None,
+                    Some("C:/Program Files (x86)/Citrix/HDX/bin/CtxGfx.exe"),
+                    None,
+                ),
+                Expected::True,
+            ),
+            (
+                windows_entry(None, Some(r"C:\Temp\*"), None),
+                Expected::False,
+            ),
+            (windows_entry(None, None, Some("alice")), Expected::True),
+            (
+                windows_entry(None, None, Some(r"corp\ALICE")),
+                Expected::True,
+            ),
+            (
+                windows_entry(None, None, Some(r"OTHER\alice")),
+                Expected::False,
+            ),
+            (
+                windows_entry(None, None, Some("S-1-5-21-1-2-3-1104")),
+                Expected::True,
+            ),
+            (windows_entry(None, None, Some("S-1-5-18")), Expected::False),
+        ] {
+            assert_eq!(
+                w(std::slice::from_ref(&entry), &ctx, &alice),
+                want,
+                "{entry:?}"
+            );
+        }
+        // A regex is tried on the image name and on its stem.
+        let re = |p: &str| Matcher {
+            process: Some(NameMatch::Regex(Regex::new(p).unwrap())),
+            ..Default::default()
+        };
+        assert_eq!(w(&[re("^(?i:ctxgfx)$")], &ctx, &alice), Expected::True);
+        assert_eq!(w(&[re(r"^(?:.*\.exe)$")], &ctx, &alice), Expected::True);
+        // A SID entry needs the owner's SID: without it, unknown.
+        let no_sid = Holder::Process(Arc::new(Owner {
+            pid: 1,
+            comm: b"CtxGfx.exe".to_vec(),
+            exe: None,
+            user: None,
+            user_id: None,
+        }));
+        let by_sid = [windows_entry(None, None, Some("S-1-5-18"))];
+        assert_eq!(
+            w(&by_sid, &no_sid, &UserName::Unresolved),
+            Expected::Unknown
+        );
+        // The same entries under Unix rules are byte-exact.
+        let unix = judge_with(
+            &names::UNIX,
+            &[windows_entry(Some("CtxGfx"), None, None)],
+            Some(&ctx),
+            0,
+            &alice,
+        );
+        assert_eq!(unix, Expected::False);
     }
 }

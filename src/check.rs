@@ -276,13 +276,14 @@ pub fn printable(s: &str) -> String {
 fn unknown_reason(report: &Report) -> String {
     if !report.missing_privileges.is_empty() {
         format!(
-            "cannot read other users' processes: run as root or grant {}",
+            "cannot read other users' processes: {} or grant {}",
+            crate::platform::RUN_PRIVILEGED,
             report.missing_privileges.join(" and ")
         )
     } else if report.attribution.deadline_hit {
         "the process scan did not finish in time: raise -t".to_string()
     } else {
-        "no visible process holds the socket: it may belong to another pid namespace".to_string()
+        crate::platform::UNSEEN_OWNER.to_string()
     }
 }
 
@@ -300,6 +301,7 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 /// One range and protocol, judged.
 struct Judged<'a> {
     stats: &'a RangeStats,
+    /// Free ports that can be bound: none in use, none excluded.
     free: u32,
     warning: Resolved,
     critical: Resolved,
@@ -371,7 +373,14 @@ fn judge<'a>(report: &'a Report, opts: &Options) -> Verdict<'a> {
     let mut ranges = Vec::new();
     let mut range_reasons = (Vec::new(), Vec::new());
     for r in &report.ranges {
-        let free = r.ports.saturating_sub(r.in_use);
+        // Free-looking ports in an excluded range (Windows) cannot be bound.
+        let excluded = r.excluded.unwrap_or(0);
+        let free = r.ports.saturating_sub(r.in_use).saturating_sub(excluded);
+        let and_excluded = if excluded > 0 {
+            format!(", {excluded} excluded")
+        } else {
+            String::new()
+        };
         let j = Judged {
             stats: r,
             free,
@@ -392,10 +401,13 @@ fn judge<'a>(report: &'a Report, opts: &Options) -> Verdict<'a> {
         if j.critical.alerts(f64::from(free)) {
             status = status.max(Status::Critical);
             range_reasons.0.push(if free == 0 {
-                format!("{name} is full ({} of {} ports in use)", r.in_use, r.ports)
+                format!(
+                    "{name} is full ({} of {} ports in use{and_excluded})",
+                    r.in_use, r.ports
+                )
             } else {
                 format!(
-                    "{name} has {free} of {} ports free (critical {})",
+                    "{name} has {free} of {} ports free{and_excluded} (critical {})",
                     r.ports,
                     opts.critical.as_str()
                 )
@@ -403,7 +415,7 @@ fn judge<'a>(report: &'a Report, opts: &Options) -> Verdict<'a> {
         } else if j.warning.alerts(f64::from(free)) {
             status = status.max(Status::Warning);
             range_reasons.1.push(format!(
-                "{name} has {free} of {} ports free (warning {})",
+                "{name} has {free} of {} ports free{and_excluded} (warning {})",
                 r.ports,
                 opts.warning.as_str()
             ));
@@ -538,36 +550,41 @@ pub fn render(report: &Report, warnings: &[ConfigWarning], opts: &Options) -> (S
     let _ = writeln!(out);
 
     let per_netns = report.netns.is_some();
-    let mut rows = vec![netns_first(
-        per_netns,
-        "NETNS",
-        vec![
-            "RANGE".to_string(),
-            "PROTOCOL".into(),
-            "PORTS".into(),
-            "IN USE".into(),
-            "FREE".into(),
-            "UNEXPECTED".into(),
-            "UNKNOWN".into(),
-        ],
-    )];
+    // An EXCLUDED column only where the platform has excluded ranges
+    // (Windows); FREE is then what can still be bound.
+    let show_excluded = report.ranges.iter().any(|r| r.excluded.is_some());
+    let mut head = vec![
+        "RANGE".to_string(),
+        "PROTOCOL".into(),
+        "PORTS".into(),
+        "IN USE".into(),
+        "FREE".into(),
+    ];
+    if show_excluded {
+        head.push("EXCLUDED".into());
+    }
+    head.extend(["UNEXPECTED".to_string(), "UNKNOWN".into()]);
+    let mut rows = vec![netns_first(per_netns, "NETNS", head)];
     for j in &v.ranges {
         let r = j.stats;
+        let mut row = vec![
+            r.range.clone(),
+            r.protocol.to_string(),
+            r.ports.to_string(),
+            r.in_use.to_string(),
+            j.free.to_string(),
+        ];
+        if show_excluded {
+            row.push(r.excluded.map_or("?".to_string(), |n| n.to_string()));
+        }
+        row.extend([r.unexpected.to_string(), j.unknown.to_string()]);
         rows.push(netns_first(
             per_netns,
             &netns_cell(report, r.netns.as_deref()),
-            vec![
-                r.range.clone(),
-                r.protocol.to_string(),
-                r.ports.to_string(),
-                r.in_use.to_string(),
-                j.free.to_string(),
-                r.unexpected.to_string(),
-                j.unknown.to_string(),
-            ],
+            row,
         ));
     }
-    let right = [false, false, true, true, true, true, true];
+    let right = [false, false, true, true, true, true, true, true];
     table(&mut out, &rows, &netns_first_align(per_netns, &right));
 
     let needs_look = |l: &&Listener| l.expected != Expected::True;
@@ -745,6 +762,7 @@ pub fn render_json(
                 "unexpected_listeners": r.unexpected,
                 "unattributed_sockets": r.unattributed,
                 "ephemeral_overlap_ports": r.ephemeral_overlap,
+                "excluded_ports": r.excluded,
                 "sockets": states,
                 "ports_in_use": r.per_port.as_ref().map(|pp| {
                     pp.iter().filter(|(_, used)| *used).map(|(p, _)| *p).collect::<Vec<u16>>()
@@ -843,6 +861,7 @@ mod tests {
                 comm: comm.to_vec(),
                 exe: None,
                 user: None,
+                user_id: None,
             }))),
             user: "root".into(),
             expected,
@@ -870,6 +889,7 @@ mod tests {
                     .count() as u64,
                 unattributed: 0,
                 ephemeral_overlap: None,
+                excluded: None,
                 per_port: None,
                 netns: None,
                 in_use_ports: Vec::new(),
@@ -1017,6 +1037,41 @@ mod tests {
             ),
             "{first}"
         );
+    }
+
+    #[test]
+    fn excluded_ports_are_not_free() {
+        let o = Options::default();
+        let mut r = report(1, vec![]);
+        r.ranges[0].excluded = Some(95);
+        let (s, text) = render(&r, &[], &o);
+        assert_eq!(s, Status::Warning, "100 free, 95 of them excluded:\n{text}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with(
+                "PORTRANGE WARNING - framehawk/udp has 5 of 101 ports free, 95 excluded (warning 10%:)"
+            ),
+            "{text}"
+        );
+        assert_eq!(
+            lines[2],
+            "RANGE      PROTOCOL  PORTS  IN USE  FREE  EXCLUDED  UNEXPECTED  UNKNOWN"
+        );
+        assert_eq!(
+            lines[3],
+            "framehawk  udp         101       1     5        95           0        0"
+        );
+        r.ranges[0].excluded = Some(100);
+        let (s, text) = render(&r, &[], &o);
+        assert_eq!(s, Status::Critical, "{text}");
+        assert!(
+            text.starts_with(
+                "PORTRANGE CRITICAL - framehawk/udp is full (1 of 101 ports in use, 100 excluded)"
+            ),
+            "{text}"
+        );
+        let (_, json) = render_json(&r, &[], &o);
+        assert!(json.contains("\"excluded_ports\":100"), "{json}");
     }
 
     #[test]

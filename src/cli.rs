@@ -165,6 +165,13 @@ pub struct Cli {
         global = true
     )]
     pub log_format: Format,
+
+    /// Run as the Windows service (the installer's service passes it):
+    /// report to the service control manager, stop on its request, and
+    /// log to the Application event log (source portrange_exporter).
+    #[cfg(windows)]
+    #[arg(long = "windows.service")]
+    pub windows_service: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -318,6 +325,21 @@ pub fn main() -> i32 {
         "error" => log::LevelFilter::Error,
         _ => log::LevelFilter::Info,
     };
+    // The Windows service logs to the event log, from its first line on.
+    #[cfg(windows)]
+    let service = cli.windows_service && cli.command.is_none();
+    #[cfg(windows)]
+    if service {
+        let sink: Option<logging::Sink> = match platform::windows::eventlog::EventLog::open() {
+            Ok(events) => Some(Box::new(move |level, msg: &str| events.write(level, msg))),
+            Err(e) => {
+                eprintln!("portrange_exporter: cannot open the event log, logging to stderr: {e}");
+                None
+            }
+        };
+        logging::init_with(level, cli.log_format, sink);
+    }
+    // (A no-op when the service's logger is installed.)
     logging::init(level, cli.log_format);
     // Allowlist user names are checked against the user database at every
     // load, where the platform can look names up.
@@ -333,6 +355,22 @@ pub fn main() -> i32 {
     if let Some(Command::Check(args)) = &cli.command {
         return run_check(&cli, args.clone());
     }
+    #[cfg(windows)]
+    if service {
+        return match platform::windows::service::run(move || run_server(cli, missing)) {
+            Ok(code) => code,
+            Err(e) => {
+                log::error!("{e}");
+                1
+            }
+        };
+    }
+    run_server(cli, missing)
+}
+
+/// Checks the flags, loads the configurations and serves until asked to
+/// stop; returns the exit code (2 for a refused flag or configuration).
+fn run_server(cli: Cli, missing: Vec<&'static str>) -> i32 {
     if let Err(e) = check_telemetry_path(&cli.telemetry_path) {
         log::error!(flag = "--web.telemetry-path", value = cli.telemetry_path.as_str(); "refusing the flag: {e}");
         return 2;
@@ -561,9 +599,10 @@ fn serve(
             // The capabilities are named in the sentence (once), where an
             // operator reads them.
             log::warn!(
-                "process attribution is limited to this user's own processes: missing {} (run as root or grant them); \
+                "process attribution is limited to this user's own processes: missing {} ({} or grant them); \
                  other users' sockets will count in portrange_unattributed_sockets with expected=\"unknown\"",
-                missing.join(" and ")
+                missing.join(" and "),
+                platform::RUN_PRIVILEGED,
             );
         }
         tokio::spawn(reload_on_signal(service));

@@ -82,6 +82,10 @@ pub struct RangeStats {
     /// Ports of the range that outgoing connections can take; `None` when
     /// the platform could not say.
     pub ephemeral_overlap: Option<u32>,
+    /// Ports of the range with no socket that no process can bind (in a
+    /// Windows excluded port range); `None` where the platform has no such
+    /// thing or could not say.
+    pub excluded: Option<u32>,
     /// Per-port occupancy, when the range asks for it.
     pub per_port: Option<Vec<(u16, bool)>>,
     /// The `netns` label value with `--collector.netns`; `None` without.
@@ -249,7 +253,9 @@ impl Collector {
             .iter()
             .zip(&attribution.holders)
             .filter(|(s, h)| {
-                s.is_listener() && !matches!(h, Some(Holder::Process(o)) if o.user.is_some())
+                s.is_listener()
+                    && s.uid != platform::NO_UID
+                    && !matches!(h, Some(Holder::Process(o)) if o.user.is_some())
             })
             .map(|(s, _)| s.uid)
             .collect();
@@ -295,11 +301,12 @@ impl Collector {
         report
     }
 
-    /// Fills each range's `reserved` ports from the platform's excluded
-    /// ports (asked once per protocol). A platform that cannot say leaves
-    /// them empty, with a warning once.
+    /// Fills each range's `reserved` ports and `excluded` count from the
+    /// platform's excluded ports (asked once per protocol). A platform
+    /// without such ports leaves them empty and `None`; one that cannot
+    /// say, too, with a warning once.
     fn mark_reserved(&mut self, report: &mut Report) {
-        let mut excluded: Vec<(Protocol, PortSet)> = Vec::new();
+        let mut excluded: Vec<(Protocol, Option<PortSet>)> = Vec::new();
         for protocol in report.ranges.iter().map(|r| r.protocol) {
             if excluded.iter().any(|(p, _)| *p == protocol) {
                 continue;
@@ -307,21 +314,19 @@ impl Collector {
             let set = self.platform.excluded_ports(protocol).unwrap_or_else(|e| {
                 if !self.warned_excluded {
                     log::warn!(
-                        "cannot read the {protocol} ports the system excludes from binding; the port map shows none as reserved: {e}"
+                        "cannot read the {protocol} ports the system excludes from binding; portrange_excluded_ports is left out and the port map shows none as reserved: {e}"
                     );
                     self.warned_excluded = true;
                 }
-                PortSet::default()
+                None
             });
             excluded.push((protocol, set));
         }
         for stats in &mut report.ranges {
             let set = excluded.iter().find(|(p, _)| *p == stats.protocol);
             let range = self.config.ranges.iter().find(|r| r.name == stats.range);
-            if let (Some((_, set)), Some(range)) = (set, range)
-                && !set.is_empty()
-            {
-                stats.reserved = range.ports.intersect(set);
+            if let (Some((_, Some(set))), Some(range)) = (set, range) {
+                mark_excluded(stats, range, set);
             }
         }
     }
@@ -337,10 +342,11 @@ impl Collector {
         } else if stats.permission_denied > 0 && !self.warned_permission {
             self.warned_permission = true;
             log::warn!(
-                "process attribution is incomplete: {} processes could not be read; missing {} (or run as root); \
+                "process attribution is incomplete: {} processes could not be read; missing {} (or {}); \
                  their sockets count in portrange_unattributed_sockets and their listeners have expected=\"unknown\"",
                 stats.permission_denied,
                 self.missing.join(" and "),
+                platform::RUN_PRIVILEGED,
             );
         }
         if stats.deadline_hit {
@@ -429,6 +435,7 @@ pub fn build_report(
                 unattributed,
                 ephemeral_overlap: ephemeral
                     .map(|e| range.ports.intersect(e.ports(protocol)).len()),
+                excluded: None,
                 per_port: per_port(range, &used),
                 netns: None,
                 in_use_ports: used.ports(),
@@ -451,6 +458,20 @@ pub fn build_report(
         duration: Duration::ZERO,
         netns: None,
     }
+}
+
+/// Sets a range's reserved ports (those of `unbindable` inside it, for the
+/// port map) and its excluded count: the reserved ports no sampled socket
+/// holds, which look free but cannot be bound. Only Windows has such
+/// ports, and it samples a single namespace.
+pub fn mark_excluded(stats: &mut RangeStats, range: &RangeConfig, unbindable: &PortSet) {
+    stats.reserved = range.ports.intersect(unbindable);
+    let free = stats
+        .reserved
+        .ports()
+        .filter(|p| stats.in_use_ports.binary_search(p).is_err())
+        .count();
+    stats.excluded = Some(free as u32);
 }
 
 /// Builds the report of a per-namespace sample: one [`build_report`] for
@@ -591,6 +612,7 @@ mod tests {
             comm: comm.as_bytes().to_vec(),
             exe: None,
             user: None,
+            user_id: None,
         })))
     }
 
@@ -705,6 +727,55 @@ mod tests {
         assert!(exp.contains(&("fh", 3228, "kernel (vx0)".into(), "root", Expected::False)));
         assert!(exp.contains(&("fh", 3300, "ok".into(), "root", Expected::True)));
         assert!(exp.contains(&("one", 3400, "ok".into(), "root", Expected::False)));
+    }
+
+    #[test]
+    fn excluded_ports_count_only_where_nothing_holds_them() {
+        let c = cfg("ranges:\n  - name: fh\n    ports: 3224-3324\n");
+        let socks = vec![
+            sock(Protocol::Udp, 3230, 7, 0, 1), // held, inside the exclusion
+            sock(Protocol::Udp, 3300, 7, 0, 2), // held, outside it
+            sock(Protocol::Tcp, 3231, 6, 40000, 0), // TIME_WAIT holds nothing
+        ];
+        let holders = vec![owner("a"), owner("a"), None];
+        let mut r = build_report(&c, &socks, &holders, None, &users());
+        let range = &c.ranges[0];
+        let udp = r
+            .ranges
+            .iter()
+            .position(|s| s.protocol == Protocol::Udp)
+            .unwrap();
+        let tcp = r
+            .ranges
+            .iter()
+            .position(|s| s.protocol == Protocol::Tcp)
+            .unwrap();
+        mark_excluded(
+            &mut r.ranges[udp],
+            range,
+            &PortSet::from_intervals(vec![(3200, 3239)]),
+        );
+        assert_eq!(
+            r.ranges[udp].excluded,
+            Some(16 - 1),
+            "3224-3239 less the held 3230"
+        );
+        assert_eq!(
+            r.ranges[udp].reserved.len(),
+            16,
+            "the port map's reserved ports"
+        );
+        assert_eq!(r.ranges[tcp].excluded, None, "not reported for tcp");
+        mark_excluded(
+            &mut r.ranges[tcp],
+            range,
+            &PortSet::from_intervals(vec![(3231, 3231)]),
+        );
+        assert_eq!(
+            r.ranges[tcp].excluded,
+            Some(1),
+            "a TIME_WAIT socket does not hold 3231"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, mpsc};
 use std::time::Duration;
 
-use regex::bytes::Regex;
+use regex::bytes::RegexBuilder;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
@@ -704,7 +704,7 @@ fn validate(raw: RawConfig, path: &str) -> Result<Config, ConfigError> {
             let exe = match &e.exe {
                 None => None,
                 Some(p) => Some(
-                    allowlist::compile_exe_glob(&p.value, platform::NAMES_CASE_INSENSITIVE)
+                    allowlist::compile_exe_glob(&p.value, &platform::names::HOST)
                         .map_err(|m| err.at(p, ekey("exe"), m))?,
                 ),
             };
@@ -799,7 +799,9 @@ fn parse_name_match(text: &str) -> Result<NameMatch, String> {
     }
     if text.len() >= 2 && text.starts_with('/') && text.ends_with('/') {
         let pattern = &text[1..text.len() - 1];
-        return Regex::new(&format!("^(?:{pattern})$"))
+        return RegexBuilder::new(&format!("^(?:{pattern})$"))
+            .case_insensitive(platform::names::HOST.case_insensitive)
+            .build()
             .map(NameMatch::Regex)
             .map_err(|e| format!("bad regex {pattern:?}: {}", one_line(&e.to_string())));
     }
@@ -843,7 +845,7 @@ fn parse_user(text: &str) -> Result<UserMatch, String> {
     if text.is_empty() {
         return Err("the user is empty".into());
     }
-    if text.bytes().all(|b| b.is_ascii_digit()) {
+    if platform::names::HOST.numeric_user_is_uid() && text.bytes().all(|b| b.is_ascii_digit()) {
         return text
             .parse::<u32>()
             .map(UserMatch::Uid)
@@ -1152,13 +1154,27 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(e[2].user, Some(UserMatch::Uid(1000)));
-        assert_eq!(e[3].user, Some(UserMatch::Uid(0)));
+        if cfg!(windows) {
+            // Windows has no uids: digits are an account name.
+            assert_eq!(e[2].user, Some(UserMatch::Name("1000".into())));
+            assert!(r_matches_case_insensitively(&e[1]));
+        } else {
+            assert_eq!(e[2].user, Some(UserMatch::Uid(1000)));
+            assert_eq!(e[3].user, Some(UserMatch::Uid(0)));
+        }
+    }
+
+    fn r_matches_case_insensitively(m: &Matcher) -> bool {
+        matches!(&m.process, Some(NameMatch::Regex(r)) if r.is_match(b"CtxGfx.EXE"))
     }
 
     #[test]
     fn glob_translation() {
-        let g = |p: &str| allowlist::compile_exe_glob(p, false).unwrap().regex;
+        let g = |p: &str| {
+            allowlist::compile_exe_glob(p, &platform::names::UNIX)
+                .unwrap()
+                .regex
+        };
         let r = g("/usr/bin/python3.[0-9]*");
         assert!(r.is_match(b"/usr/bin/python3.11"));
         assert!(!r.is_match(b"/usr/bin/python3x11"), "the dot is literal");
@@ -1168,6 +1184,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn a_process_name_the_kernel_cannot_report_is_refused() {
         refused(
             "ranges:\n  - name: a\n    ports: 1\n    expected:\n      - process: freeswitch-media\n",
@@ -1323,6 +1340,11 @@ mod tests {
         )
         .unwrap();
         let names: Vec<&str> = c.user_names.iter().map(|u| u.name.as_str()).collect();
+        if cfg!(windows) {
+            // Windows has no uids: "1000" is an account name there.
+            assert_eq!(names, ["root", "nosuchuser", "1000", "ldapuser"]);
+            return;
+        }
         assert_eq!(
             names,
             ["root", "nosuchuser", "ldapuser"],

@@ -3,7 +3,9 @@
 //! `msg`, then the record's key/value fields (`log::info!(address = a;
 //! "listening")` gives `address=...`), typed in JSON. Values are quoted
 //! and escaped where needed, so a hostile process name in a message or a
-//! field cannot forge a line or a field.
+//! field cannot forge a line or a field. A platform may take the messages
+//! instead (the Windows service writes them to the event log, which keeps
+//! its own time and level): the message, then the fields in logfmt.
 
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,14 +18,30 @@ pub enum Format {
     Json,
 }
 
+/// Takes each message (level and text) instead of stderr.
+pub type Sink = Box<dyn Fn(Level, &str) + Send + Sync>;
+
 struct Logger {
     format: Format,
     level: LevelFilter,
+    sink: Option<Sink>,
 }
 
 /// Installs the logger; later calls are ignored.
 pub fn init(level: LevelFilter, format: Format) {
-    if log::set_boxed_logger(Box::new(Logger { format, level })).is_ok() {
+    init_with(level, format, None);
+}
+
+/// Installs the logger with messages going to `sink` (when given) rather
+/// than stderr; later calls are ignored.
+pub fn init_with(level: LevelFilter, format: Format, sink: Option<Sink>) {
+    if log::set_boxed_logger(Box::new(Logger {
+        format,
+        level,
+        sink,
+    }))
+    .is_ok()
+    {
         log::set_max_level(level);
     }
 }
@@ -39,6 +57,13 @@ impl Log for Logger {
         }
         let mut fields = Fields(Vec::new());
         let _ = record.key_values().visit(&mut fields);
+        if let Some(sink) = &self.sink {
+            sink(
+                record.level(),
+                &event_text(&record.args().to_string(), &fields.0),
+            );
+            return;
+        }
         let line = format_fields(
             self.format,
             SystemTime::now(),
@@ -166,6 +191,19 @@ pub fn format_fields(
     }
 }
 
+/// The text of one event for a platform log that keeps its own time and
+/// level: the message, then ` key=value` per field (logfmt quoting).
+pub fn event_text(msg: &str, fields: &[(String, Field)]) -> String {
+    let mut text = msg.to_string();
+    for (k, v) in fields {
+        text.push(' ');
+        text.push_str(&logfmt_key(k));
+        text.push('=');
+        text.push_str(&logfmt_bare(&v.text()));
+    }
+    text
+}
+
 /// A key as logfmt allows it: no space, `=` or quote.
 fn logfmt_key(k: &str) -> String {
     let clean: String = k
@@ -257,6 +295,19 @@ mod tests {
             rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
             "2000-02-29T00:00:00.000Z"
         );
+    }
+
+    #[test]
+    fn event_text_is_the_message_and_the_fields() {
+        let fields = vec![
+            ("err".to_string(), Field::Str("a.yml:3:5: bad \"x\"".into())),
+            ("port".to_string(), Field::U64(3224)),
+        ];
+        assert_eq!(
+            event_text("refusing the configuration", &fields),
+            r#"refusing the configuration err="a.yml:3:5: bad \"x\"" port=3224"#
+        );
+        assert_eq!(event_text("shut down", &[]), "shut down");
     }
 
     #[test]

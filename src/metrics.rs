@@ -46,7 +46,11 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ),
     (
         "portrange_ephemeral_overlap_ports",
-        "Ports of the range inside net.ipv4.ip_local_port_range and not in ip_local_reserved_ports: ports outgoing connections can take.",
+        crate::platform::EPHEMERAL_OVERLAP_HELP,
+    ),
+    (
+        "portrange_excluded_ports",
+        "Ports of the range with no socket inside a port range a Windows service reserved (netsh int ipv4 show excludedportrange, the lines without *): they count as free, but binds there fail. Only on Windows.",
     ),
     (
         "portrange_port_in_use",
@@ -195,6 +199,7 @@ pub fn families(report: &Report, config: &Config, reload: ReloadStatus) -> Vec<M
     let mut unexpected = Family::new("portrange_unexpected_listeners");
     let mut unattributed = Family::new("portrange_unattributed_sockets");
     let mut overlap = Family::new("portrange_ephemeral_overlap_ports");
+    let mut excluded = Family::new("portrange_excluded_ports");
     let mut port_in_use = Family::new("portrange_port_in_use");
     for r in &report.ranges {
         let base: Vec<(&str, &str)> = [
@@ -214,6 +219,9 @@ pub fn families(report: &Report, config: &Config, reload: ReloadStatus) -> Vec<M
         unattributed.add(&base, r.unattributed as f64);
         if let Some(o) = r.ephemeral_overlap {
             overlap.add(&base, f64::from(o));
+        }
+        if let Some(x) = r.excluded {
+            excluded.add(&base, f64::from(x));
         }
         if let Some(pp) = &r.per_port {
             for (port, used) in pp {
@@ -305,7 +313,7 @@ pub fn families(report: &Report, config: &Config, reload: ReloadStatus) -> Vec<M
         info_dropped.build(),
     ]);
     // Families with no sample are left out rather than written empty.
-    for f in [overlap, port_in_use, listeners, listener_info] {
+    for f in [overlap, excluded, port_in_use, listeners, listener_info] {
         if !f.metrics.is_empty() {
             out.push(f.build());
         }
@@ -479,6 +487,7 @@ mod tests {
                 unexpected: 1,
                 unattributed: 0,
                 ephemeral_overlap: Some(0),
+                excluded: Some(2),
                 per_port: Some(vec![(1, true), (2, false), (3, false)]),
                 netns: None,
                 in_use_ports: vec![1],
@@ -503,6 +512,7 @@ mod tests {
                 comm: comm.to_vec(),
                 exe: None,
                 user: None,
+                user_id: None,
             }))),
             user: "root".into(),
             expected: Expected::False,
@@ -568,6 +578,7 @@ mod tests {
             r#"portrange_unexpected_listeners{range="fh",protocol="udp"} 1"#,
             r#"portrange_unattributed_sockets{range="fh",protocol="udp"} 0"#,
             r#"portrange_ephemeral_overlap_ports{range="fh",protocol="udp"} 0"#,
+            r#"portrange_excluded_ports{range="fh",protocol="udp"} 2"#,
             r#"portrange_port_in_use{range="fh",protocol="udp",port="2"} 0"#,
             r#"portrange_listener_info{range="fh",protocol="udp",port="1",address="0.0.0.0",process="x",user="root",expected="false"} 1"#,
             "# TYPE portrange_up gauge",

@@ -308,6 +308,7 @@ mod tests {
             comm: comm.as_bytes().to_vec(),
             exe: Some(b"/opt/secret/path/bin".to_vec()),
             user: None,
+            user_id: None,
         })))
     }
 
@@ -398,6 +399,7 @@ mod tests {
                 unexpected: 3,
                 unattributed: 2,
                 ephemeral_overlap: None,
+                excluded: Some(0),
                 per_port: None,
                 in_use_ports: vec![3224, 3225, 3226, 3227, 3228, 3229, 3230, 3300],
                 reserved: PortSet::from_intervals(vec![(3230, 3230)]),
@@ -590,6 +592,7 @@ mod tests {
             comm: vec![0xff, b'x'],
             exe: None,
             user: None,
+            user_id: None,
         })));
         let v = json(&r);
         let bad = v["listeners"]

@@ -147,10 +147,14 @@ impl UserNames {
     }
 }
 
-/// The `user` label value: the name, or the uid as a number.
+/// The `user` label value: the name, or the uid as a number (`unknown`
+/// where sockets carry no uid).
 pub fn label(name: &UserName, uid: u32) -> String {
     match name {
         UserName::Known(n) => n.clone(),
+        UserName::NoEntry | UserName::Unresolved if uid == crate::platform::NO_UID => {
+            "unknown".to_string()
+        }
         UserName::NoEntry | UserName::Unresolved => uid.to_string(),
     }
 }

@@ -90,6 +90,7 @@ impl Platform for Fake {
                         comm: b"CtxGfx".to_vec(),
                         exe: None,
                         user: None,
+                        user_id: None,
                     })))
                 })
                 .collect(),
@@ -102,11 +103,11 @@ impl Platform for Fake {
     }
 
     /// As Windows says of its excluded port ranges.
-    fn excluded_ports(&self, protocol: Protocol) -> Result<PortSet, String> {
-        Ok(match protocol {
+    fn excluded_ports(&self, protocol: Protocol) -> Result<Option<PortSet>, String> {
+        Ok(Some(match protocol {
             Protocol::Udp => PortSet::from_intervals(vec![(3300, 3309), (50000, 50059)]),
             Protocol::Tcp => PortSet::default(),
-        })
+        }))
     }
 
     fn user_resolver(&self) -> UserResolver {

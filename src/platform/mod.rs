@@ -7,9 +7,12 @@
 //! (signals, the open-file limit, allocator tuning, listening sockets,
 //! systemd socket activation). [`host`] returns the
 //! implementation for the machine: [`linux`] (sock_diag, `/proc`,
-//! `getpwuid_r`, `/proc/sys/net`, capabilities) on Linux, [`portable`]
-//! (the `netstat2` crate) elsewhere. Tests drive the collector with fakes
-//! of the trait.
+//! `getpwuid_r`, `/proc/sys/net`, capabilities) on Linux, `windows`
+//! (`netstat2` for the socket tables, process images and tokens through
+//! `windows-sys`, `netsh` for the port settings, the service control
+//! manager) on Windows, [`portable`] (the `netstat2` crate alone)
+//! elsewhere. How names compare on each is in [`names`]. Tests drive the
+//! collector with fakes of the trait.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -22,8 +25,13 @@ use crate::ranges::{PortSet, Protocol};
 
 #[cfg(target_os = "linux")]
 pub mod linux;
+pub mod names;
 #[cfg(not(target_os = "linux"))]
 pub mod portable;
+/// Compiled on Windows; in Linux test builds only its OS-free parts
+/// (`netsh` output parsing) are, so Linux CI checks them too.
+#[cfg(any(windows, test))]
+pub mod windows;
 
 /// One socket as the kernel reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,7 +44,8 @@ pub struct Socket {
     pub port: u16,
     pub remote: IpAddr,
     pub remote_port: u16,
-    /// The socket owner's uid (the creator's effective uid).
+    /// The socket owner's uid (the creator's effective uid); [`NO_UID`]
+    /// where sockets carry none (Windows).
     pub uid: u32,
     /// The socket inode; 0 for sockets no process holds (TIME_WAIT, SYN_RECV).
     pub inode: u64,
@@ -48,6 +57,10 @@ pub struct Socket {
     /// it samples only its own.
     pub netns: u64,
 }
+
+/// The `uid` of sockets on platforms whose socket tables carry no uid
+/// (Windows): never looked up, shown as `unknown`.
+pub const NO_UID: u32 = u32::MAX;
 
 pub const TCP_ESTABLISHED: u8 = 1;
 pub const TCP_TIME_WAIT: u8 = 6;
@@ -208,6 +221,9 @@ pub struct Owner {
     /// process (Windows: `DOMAIN\user`); `None` on Linux, where the
     /// socket's uid is named instead.
     pub user: Option<String>,
+    /// The account's id, where the platform has one besides the name
+    /// (Windows: the SID, `S-1-5-18`); `None` on Linux.
+    pub user_id: Option<String>,
 }
 
 /// Who holds a socket.
@@ -342,9 +358,10 @@ pub trait Platform: Send {
     fn ephemeral_ports(&self) -> Result<EphemeralPorts, String>;
 
     /// Ports of `protocol` the platform will not let any process bind
-    /// (Windows excluded port ranges); empty where there is no such thing.
-    fn excluded_ports(&self, _protocol: Protocol) -> Result<PortSet, String> {
-        Ok(PortSet::default())
+    /// (Windows excluded port ranges); `Ok(None)` where there is no such
+    /// thing (Linux), so that no metric claims a count it cannot have.
+    fn excluded_ports(&self, _protocol: Protocol) -> Result<Option<PortSet>, String> {
+        Ok(None)
     }
 
     /// A resolver for user names, to run on a lookup thread.
@@ -377,7 +394,29 @@ pub const PROCESS_NAME_MAX: Option<usize> = Some(15);
 pub const PROCESS_NAME_MAX: Option<usize> = None;
 
 /// Whether paths and process names compare case-insensitively.
-pub const NAMES_CASE_INSENSITIVE: bool = cfg!(windows);
+pub const NAMES_CASE_INSENSITIVE: bool = names::HOST.case_insensitive;
+
+/// The help text of `portrange_ephemeral_overlap_ports`: where the
+/// ephemeral ports come from.
+#[cfg(not(windows))]
+pub const EPHEMERAL_OVERLAP_HELP: &str = "Ports of the range inside net.ipv4.ip_local_port_range and not in ip_local_reserved_ports: ports outgoing connections can take.";
+#[cfg(windows)]
+pub const EPHEMERAL_OVERLAP_HELP: &str = "Ports of the range inside the protocol's dynamic port range (netsh int ipv4 show dynamicport tcp|udp) and not in an excluded port range: ports outgoing connections can take.";
+
+/// What gives attribution every process, in the words of the platform:
+/// log lines and `check` say "missing X (or <this>)".
+#[cfg(not(windows))]
+pub const RUN_PRIVILEGED: &str = "run as root";
+#[cfg(windows)]
+pub const RUN_PRIVILEGED: &str = "run as LocalSystem";
+
+/// Why a listener's owner is unknown when nothing is missing and no scan
+/// ran out of time, for `check`.
+#[cfg(not(windows))]
+pub const UNSEEN_OWNER: &str =
+    "no visible process holds the socket: it may belong to another pid namespace";
+#[cfg(windows)]
+pub const UNSEEN_OWNER: &str = "the socket table names no owner (pid 0) or the owner exited";
 
 /// The platform of this machine; `procfs` is the `/proc` root on Linux.
 pub fn host(procfs: &Path) -> Box<dyn Platform> {
@@ -394,7 +433,17 @@ pub fn host_with(procfs: &Path, options: &PlatformOptions) -> Box<dyn Platform> 
             options,
         ))
     }
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(windows)]
+    {
+        let _ = procfs;
+        if options.netns {
+            log::warn!(
+                "--collector.netns samples Linux network namespaces; Windows has none, so it is ignored"
+            );
+        }
+        Box::new(windows::WindowsPlatform::new())
+    }
+    #[cfg(not(any(target_os = "linux", windows)))]
     {
         let _ = procfs;
         if options.netns {
@@ -455,8 +504,8 @@ pub fn systemd_listeners() -> anyhow::Result<Vec<std::net::TcpListener>> {
     }
 }
 
-/// A registry with the exporter's own process metrics (`process_*`), where
-/// the metrics library supports them.
+/// A registry with the exporter's own process metrics (`process_*`): the
+/// metrics library's collector on Linux, ours on Windows.
 pub fn self_metrics_registry() -> prometheus::Registry {
     let registry = prometheus::Registry::new();
     #[cfg(target_os = "linux")]
@@ -464,6 +513,10 @@ pub fn self_metrics_registry() -> prometheus::Registry {
         .register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))
+        .expect("a fresh registry accepts the process collector");
+    #[cfg(windows)]
+    registry
+        .register(Box::new(windows::process_metrics::ProcessCollector::new()))
         .expect("a fresh registry accepts the process collector");
     registry
 }
@@ -481,8 +534,10 @@ pub fn default_procfs() -> PathBuf {
 
 #[cfg(target_os = "linux")]
 pub use linux::{ReloadSignals, init_process, open_file_limit, reload_signals, shutdown_signal};
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", windows)))]
 pub use portable::{ReloadSignals, init_process, open_file_limit, reload_signals, shutdown_signal};
+#[cfg(windows)]
+pub use windows::{ReloadSignals, init_process, open_file_limit, reload_signals, shutdown_signal};
 
 /// Maps each socket to its holder through a per-key map (a convenience for
 /// backends that find holders by inode or pid).

@@ -3,6 +3,8 @@
 //! binary on a fixed port inside that namespace, and a small HTTP client.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -897,6 +897,7 @@ fn read_proc(procfs: &Path, pid: u32) -> Option<ProcInfo> {
             comm: comm.to_vec(),
             exe,
             user: None,
+            user_id: None,
         }),
     })
 }
