@@ -995,6 +995,13 @@ fn the_msi_installs_upgrades_and_uninstalls_under_wine() {
     // Uninstall: the program and the service go, the configuration stays.
     let (out, log) = msiexec(&["/x", &win(&next)], "uninstall.log");
     assert!(out.status.success(), "msiexec /x: {out:?}\n{log}");
+    let netsh = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        netsh.contains("L\"delete\" L\"rule\"")
+            && netsh
+                .contains(r"program=C:\\Program Files\\portrange_exporter\\portrange_exporter.exe"),
+        "the uninstall did not delete the firewall rule:\n{netsh}"
+    );
     assert!(!installed.join("portrange_exporter.exe").exists());
     assert!(
         installed.join("portrange_exporter.yml").exists(),
