@@ -587,15 +587,6 @@ fn per_port(range: &RangeConfig, used: &PortBits) -> Option<Vec<(u16, bool)>> {
         .then(|| range.ports.ports().map(|p| (p, used.contains(p))).collect())
 }
 
-/// The ports outgoing connections can take, for ranges that are not
-/// per-protocol (tests).
-pub fn same_ephemeral(ports: PortSet) -> EphemeralPorts {
-    EphemeralPorts {
-        tcp: ports.clone(),
-        udp: ports,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -669,7 +660,7 @@ mod tests {
             None,
             owner("ok"),
         ];
-        let eph = same_ephemeral(PortSet::from_intervals(vec![(3300, 60999)]));
+        let eph = EphemeralPorts::same(PortSet::from_intervals(vec![(3300, 60999)]));
         let r = build_report(&c, &socks, &holders, Some(&eph), &users());
         assert_eq!(r.ranges.len(), 3);
         let fh_udp = &r.ranges[0];
@@ -847,7 +838,8 @@ mod tests {
             } else {
                 String::new()
             },
-            ephemeral: eph.map(|(lo, hi)| same_ephemeral(PortSet::from_intervals(vec![(lo, hi)]))),
+            ephemeral: eph
+                .map(|(lo, hi)| EphemeralPorts::same(PortSet::from_intervals(vec![(lo, hi)]))),
         };
         let namespaces = Namespaces {
             list: vec![

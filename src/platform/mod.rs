@@ -335,6 +335,14 @@ pub struct EphemeralPorts {
 }
 
 impl EphemeralPorts {
+    /// One set for both protocols (Linux's single ip_local_port_range).
+    pub fn same(ports: PortSet) -> EphemeralPorts {
+        EphemeralPorts {
+            tcp: ports.clone(),
+            udp: ports,
+        }
+    }
+
     pub fn ports(&self, protocol: Protocol) -> &PortSet {
         match protocol {
             Protocol::Tcp => &self.tcp,

@@ -202,10 +202,7 @@ impl Platform for LinuxPlatform {
     fn ephemeral_ports(&self) -> Result<EphemeralPorts, String> {
         // One setting governs both protocols (and IPv6 too).
         let ports = kernel::ephemeral_ports(&self.procfs).map_err(|e| e.to_string())?;
-        Ok(EphemeralPorts {
-            tcp: ports.clone(),
-            udp: ports,
-        })
+        Ok(EphemeralPorts::same(ports))
     }
 
     fn user_resolver(&self) -> UserResolver {

@@ -158,10 +158,7 @@ impl Handle {
         read_fd(reserved, buf).ok()?;
         let reserved = PortSet::parse_kernel_list(&String::from_utf8_lossy(buf)).ok()?;
         let ports = range.difference(&reserved);
-        Some(EphemeralPorts {
-            tcp: ports.clone(),
-            udp: ports,
-        })
+        Some(EphemeralPorts::same(ports))
     }
 }
 
