@@ -301,6 +301,33 @@ pub struct Namespaces {
     pub unsampled: u32,
 }
 
+/// What one [`Platform::sample`] saw: the sockets, the namespaces it
+/// covered, and what it had to leave out. (Issue 17: the trait's `sample`
+/// returns this one value; `namespaces()` as a side channel goes away.)
+#[derive(Clone, Debug, Default)]
+pub struct Sample {
+    pub sockets: Vec<Socket>,
+    /// With `--collector.netns`: the namespaces covered; `None` when the
+    /// platform samples only its own and sockets carry `netns` 0.
+    pub namespaces: Option<Namespaces>,
+    /// Parts left out (the deadline passed, or the OS refused one part):
+    /// what they hold is unknown, never "nothing".
+    pub skipped: Vec<Skipped>,
+}
+
+/// A part of a collection that was left out, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skipped {
+    /// The stage, from a fixed set (a metric label): `sample`,
+    /// `attribution`, `kernel_check`, `tunnels`, `users`.
+    pub stage: &'static str,
+    /// Which part, for the log and the status document, e.g.
+    /// `netns 4026532301 (blue): udp dump`.
+    pub what: String,
+    /// Why: `deadline passed`, or the error.
+    pub reason: String,
+}
+
 /// Options for [`host_with`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PlatformOptions {
