@@ -1,6 +1,6 @@
 //! Records the git revision and the rustc version for
 //! `portrange_exporter_build_info`, and the branch, build date and
-//! platform for `--version` (Prometheus style). `PORTRANGE_REVISION`,
+//! platform and target for `--version` (Prometheus style). `PORTRANGE_REVISION`,
 //! `PORTRANGE_BRANCH` and `SOURCE_DATE_EPOCH` override what git and the
 //! clock say, for reproducible builds.
 
@@ -68,6 +68,9 @@ fn main() {
         Err(_) => "unknown".to_string(),
     };
     println!("cargo:rustc-env=PORTRANGE_PLATFORM={os}/{arch}");
+    // The Rust target, which tells a static (musl) build from a glibc one.
+    let target = std::env::var("TARGET").unwrap_or_else(|_| "unknown".into());
+    println!("cargo:rustc-env=PORTRANGE_TARGET={target}");
     println!("cargo:rerun-if-env-changed=PORTRANGE_BRANCH");
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
     println!("cargo:rerun-if-env-changed=PORTRANGE_REVISION");

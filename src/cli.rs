@@ -40,6 +40,8 @@ pub const VERSION_TEXT: &str = concat!(
     env!("PORTRANGE_RUSTC_VERSION"),
     "\n  platform:         ",
     env!("PORTRANGE_PLATFORM"),
+    "\n  target:           ",
+    env!("PORTRANGE_TARGET"),
     "\n"
 );
 
@@ -61,7 +63,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Print the version, revision, branch, build date, toolchain and platform.
+    /// Print the version, revision, branch, build date, toolchain, platform and target.
     #[arg(short = 'V', long = "version", global = true)]
     pub version: bool,
 

@@ -40,7 +40,7 @@ fn version_in_the_prometheus_style() {
         assert!(out.status.success());
         let text = String::from_utf8(out.stdout).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(lines.len(), 5, "{text}");
         assert!(
             lines[0].starts_with(&format!(
                 "portrange_exporter, version {} (branch: ",
@@ -55,6 +55,8 @@ fn version_in_the_prometheus_style() {
             "{text}"
         );
         assert!(lines[3].starts_with("  platform:         linux/"), "{text}");
+        assert!(lines[4].starts_with("  target:           "), "{text}");
+        assert!(lines[4].contains("-linux-"), "{text}");
     }
 }
 
