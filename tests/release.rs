@@ -411,7 +411,7 @@ fn debian_packages_have_their_files_and_pass_lintian() {
             continue;
         }
         let out = Command::new("lintian")
-            .args(["--fail-on", "error", "--no-tag-display-limit"])
+            .args(["--fail-on", "error", "--tag-display-limit", "0"])
             .arg(&path)
             .output()
             .unwrap();
