@@ -461,7 +461,7 @@ fn the_debian_package_installs_upgrades_and_purges_cleanly() {
         for d in proc sys dev; do mount --rbind /$d $w/merged/$d; done
         cp {deb} $w/merged/tmp/p1.deb; cp {next} $w/merged/tmp/p2.deb
         c() {{ chroot $w/merged "$@"; }}
-        snapshot() {{ c find /etc /lib/systemd /usr/bin /usr/share/portrange_exporter /var/lib/systemd -xdev 2>/dev/null | grep -v '^/etc/ld.so.cache' | sort; }}
+        snapshot() {{ {{ c find /etc /lib/systemd /usr/bin /usr/share/portrange_exporter /usr/share/doc/portrange-exporter /var/lib/systemd -xdev 2>/dev/null || true; }} | sort; }}
         snapshot > $w/before
         cp $w/merged/etc/passwd $w/passwd.before; cp $w/merged/etc/group $w/group.before
         c dpkg -i /tmp/p1.deb >/dev/null
@@ -792,13 +792,31 @@ fn image_runs_and_names_a_host_socket(name: &'static str) {
         "{name}: the host's CtxGfx is named:\n{}",
         metrics.dump("portrange_listener")
     );
-    let top = run(engine
-        .command()
-        .args(["top", "portrange-test", "-eo", "user,comm"]));
-    assert!(
-        top.contains("10224") || top.contains("portrange"),
-        "{name}: not run as root:\n{top}"
+    // It runs as uid 10224, not root, with only the two capabilities.
+    let pid =
+        run(engine
+            .command()
+            .args(["inspect", "--format", "{{.State.Pid}}", "portrange-test"]));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
+    let field = |name: &str| -> String {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(
+        field("Uid:"),
+        "10224 10224 10224 10224",
+        "{name}:\n{status}"
     );
+    // CAP_DAC_READ_SEARCH (2) and CAP_SYS_PTRACE (19), nothing else.
+    let two = format!("{:016x}", (1u64 << 2) | (1u64 << 19));
+    assert_eq!(field("CapEff:"), two, "{name}:\n{status}");
+    assert_eq!(field("CapBnd:"), two, "{name}:\n{status}");
 }
 
 #[test]
@@ -858,13 +876,14 @@ fn the_static_binary_names_users_from_passwd_and_nss_and_degrades_without_getent
         echo 'ldap7:x:4242:' > /var/lib/extrausers/group
         getent passwd 4242 >/dev/null || {{ echo "extrausers is not in effect"; exit 1; }}
         hold='import socket,sys,time; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(("0.0.0.0",int(sys.argv[1]))); time.sleep(60)'
-        setpriv --reuid=4242 --regid=4242 --clear-groups python3 -c "$hold" 3260 & a=$!
-        setpriv --reuid=65534 --regid=65534 --clear-groups python3 -c "$hold" 3261 & b=$!
+        # Debian's python3: another user cannot enter root's (pyenv) one.
+        setpriv --reuid=4242 --regid=4242 --clear-groups /usr/bin/python3 -c "$hold" 3260 & a=$!
+        setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 -c "$hold" 3261 & b=$!
         for i in $(seq 50); do [ "$(ss -Hulpn 'sport >= :3260 and sport <= :3261' | wc -l)" = 2 ] && break; sleep 0.1; done
         mount -t proc proc $w/root/proc
         set +e
-        $w/root/portrange_exporter check -v --config.file=$w/root/ranges.yml > $w/host.out 2>&1; echo "host: $?"
-        chroot $w/root /portrange_exporter check -v --config.file=/ranges.yml > $w/scratch.out 2>&1; echo "scratch: $?"
+        $w/root/portrange_exporter check -v --config.file=$w/root/ranges.yml > $w/host.out 2> $w/host.err; echo "host: $?"
+        chroot $w/root /portrange_exporter check -v --config.file=/ranges.yml > $w/scratch.out 2> $w/scratch.err; echo "scratch: $?"
         kill $a $b
         "#,
         w = work.display()
