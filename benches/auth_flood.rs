@@ -20,6 +20,11 @@
 //! time, and how the flood was answered (401, 429). The goal: the scrape
 //! stays under 250 ms, median and worst, at both costs.
 //!
+//! With `--spread` each flood client sends from an address of its own
+//! (127.0.1.N), as a flood from many hosts would: the logins already
+//! cached must not notice, and a first login then waits its turn behind
+//! the flood's (or gets 429 when the queue is full).
+//!
 //! Every loop is bounded by the flood's deadline and every socket by a
 //! read timeout.
 
@@ -45,6 +50,8 @@ struct Options {
     costs: Vec<u32>,
     clients: usize,
     seconds: u64,
+    /// One source address per flood client.
+    spread: bool,
 }
 
 fn options() -> Options {
@@ -56,10 +63,16 @@ fn options() -> Options {
         costs: vec![10, 12],
         clients: 16,
         seconds: 15,
+        spread: false,
     };
     let mut i = 0;
     while i < args.len() {
         let value = args.get(i + 1).map(String::as_str).unwrap_or("");
+        if args[i] == "--spread" {
+            o.spread = true;
+            i += 1;
+            continue;
+        }
         match args[i].as_str() {
             "--cost" => {
                 o.costs = value
@@ -69,7 +82,7 @@ fn options() -> Options {
             }
             "--clients" => o.clients = value.parse().expect("--clients N"),
             "--seconds" => o.seconds = value.parse().expect("--seconds N"),
-            other => panic!("unknown argument {other:?} (--cost, --clients, --seconds)"),
+            other => panic!("unknown argument {other:?} (--cost, --clients, --seconds, --spread)"),
         }
         i += 2;
     }
@@ -94,8 +107,13 @@ fn main() {
     assert!(st.success());
     println!("exporter: {}", exporter_path());
     println!(
-        "{} flood clients from {FLOODER}, {} s per cost; scraper from {SCRAPER}; goal: scrape < {} ms",
+        "{} flood clients from {}, {} s per cost; scraper from {SCRAPER}; goal: scrape < {} ms",
         o.clients,
+        if o.spread {
+            "127.0.1.N, one each"
+        } else {
+            FLOODER
+        },
         o.seconds,
         GOAL.as_millis()
     );
@@ -258,11 +276,16 @@ fn run(cost: u32, o: &Options) -> Row {
     let flood: Vec<_> = (0..o.clients)
         .map(|t| {
             let counts = counts.clone();
+            let from = if o.spread {
+                format!("127.0.1.{}", t + 1)
+            } else {
+                FLOODER.to_string()
+            };
             std::thread::spawn(move || {
                 let mut i = 0u64;
                 while Instant::now() < deadline {
                     let code = get(
-                        FLOODER,
+                        &from,
                         "/metrics",
                         &basic("alice", &format!("wrong-{t}-{i}")),
                     );

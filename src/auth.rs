@@ -214,7 +214,7 @@ impl BasicAuth {
         let hash = user.map_or(self.dummy.as_str(), |u| u.hash.as_str());
         let message = tag_message(&name, &password, hash);
         if let Some(u) = user {
-            let remembered = lock(&u.verified).clone();
+            let remembered = *lock(&u.verified);
             if remembered.is_some_and(|t| hmac::verify(&self.key, &message, t.as_ref()).is_ok()) {
                 return Outcome::Allowed;
             }
@@ -380,9 +380,16 @@ impl Pool {
                     Err(e) => error = Some(e),
                 }
             }
-            if spawned == 0 {
-                let e = error.map_or_else(String::new, |e| e.to_string());
-                return Submitted::Failed(format!("cannot start a bcrypt thread: {e}"));
+            match (spawned, error) {
+                (0, e) => {
+                    let e = e.map_or_else(String::new, |e| e.to_string());
+                    return Submitted::Failed(format!("cannot start a bcrypt thread: {e}"));
+                }
+                (n, Some(e)) => log::warn!(
+                    threads = n, err:% = e;
+                    "basic auth: could start only some of the bcrypt threads"
+                ),
+                (_, None) => {}
             }
             q.started = true;
         }

@@ -1,7 +1,8 @@
 //! The HTTP endpoint: routing, TLS and compression; basic authentication is
 //! decided by [`crate::auth`] before routing, on every path, and answered
-//! here (401, 429 when that client already has a login being checked, 500
-//! when the check itself failed), with the configured headers. Paths:
+//! here (401; 429 when the client's address already has a login being
+//! checked or too many wait; 500 when the check itself failed), with the
+//! configured headers. Paths:
 //! `/metrics` (or `--web.telemetry-path`), the port map page at `/` with
 //! its script and style (`/portmap.js`, `/portmap.css`, compiled in, served
 //! under a Content-Security-Policy that allows nothing else), its JSON at
@@ -368,7 +369,7 @@ fn refusal(outcome: &Outcome) -> Option<Resp> {
         Outcome::Throttled => {
             let mut r = text(
                 StatusCode::TOO_MANY_REQUESTS,
-                "Too Many Requests: a login from this address is being checked\n",
+                "Too Many Requests: too many logins being checked, retry later\n",
             );
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
