@@ -426,6 +426,7 @@ fn a_logged_in_scraper_is_answered_while_wrong_passwords_hold_the_bcrypt_threads
 
     // One login per peer at a time; another peer's first login meanwhile.
     let cpu0 = cpu_ms(pid);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let guess = std::thread::spawn(|| get_from("127.0.0.21", "/metrics", &basic("alice:guess1")));
     while cpu_ms(pid) < cpu0 + 200 {
         assert!(std::time::Instant::now() < deadline, "no bcrypt started");
