@@ -1,4 +1,8 @@
-//! The HTTP endpoint: routing, authentication, TLS and compression. Paths:
+//! The HTTP endpoint: routing, TLS and compression; basic authentication is
+//! decided by [`crate::auth`] before routing, on every path, and answered
+//! here (401; 429 when the client's address already has a login being
+//! checked or too many wait; 500 when the check itself failed), with the
+//! configured headers. Paths:
 //! `/metrics` (or `--web.telemetry-path`), the port map page at `/` with
 //! its script and style (`/portmap.js`, `/portmap.css`, compiled in, served
 //! under a Content-Security-Policy that allows nothing else), its JSON at
@@ -32,6 +36,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::auth::Outcome;
 use crate::metrics;
 use crate::service::Service;
 use crate::status;
@@ -317,7 +322,7 @@ async fn serve_connection<I>(
     let timeout = state.options.header_read_timeout;
     let service = hyper::service::service_fn(move |req| {
         let st = state.clone();
-        async move { Ok::<_, Infallible>(respond(&st, req).await) }
+        async move { Ok::<_, Infallible>(respond(&st, req, peer).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -332,27 +337,49 @@ async fn serve_connection<I>(
 type Resp = Response<Full<Bytes>>;
 
 /// Authenticates, routes, and adds the configured response headers.
-async fn respond(state: &Arc<State>, req: Request<Incoming>) -> Resp {
+async fn respond(state: &Arc<State>, req: Request<Incoming>, peer: std::net::SocketAddr) -> Resp {
     let web = state.options.web.clone();
-    if let Some(auth) = web.as_ref().and_then(|w| w.auth.clone()) {
-        let header = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .map(|v| v.as_bytes().to_vec());
-        let ok = tokio::task::spawn_blocking(move || auth.check(header.as_deref()))
-            .await
-            .unwrap_or(false);
-        if !ok {
-            let mut r = text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"portrange_exporter\""),
-            );
+    if let Some(auth) = web.as_ref().and_then(|w| w.auth.as_ref()) {
+        let header = req.headers().get(header::AUTHORIZATION);
+        let outcome = auth
+            .check(header.map(HeaderValue::as_bytes), peer.ip())
+            .await;
+        if let Some(r) = refusal(&outcome) {
             return with_headers(r, web.as_deref());
         }
     }
     let r = handle(state, req).await;
     with_headers(r, web.as_deref())
+}
+
+/// The answer to a request that authentication did not let through, or
+/// `None` when it did. A check that failed is a 500 (logged by
+/// [`crate::auth`]), never a 401 that would read as a wrong password.
+fn refusal(outcome: &Outcome) -> Option<Resp> {
+    match outcome {
+        Outcome::Allowed => None,
+        Outcome::Refused(_) => {
+            let mut r = text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"portrange_exporter\""),
+            );
+            Some(r)
+        }
+        Outcome::Throttled => {
+            let mut r = text(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too Many Requests: too many logins being checked, retry later\n",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            Some(r)
+        }
+        Outcome::Failed(_) => Some(text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Server Error: the credentials could not be checked\n",
+        )),
+    }
 }
 
 fn with_headers(mut r: Resp, web: Option<&WebConfig>) -> Resp {
@@ -529,10 +556,16 @@ async fn scrape(state: &State, headers: &hyper::HeaderMap) -> Resp {
                 scan_cut = r.attribution.deadline_hit;
                 "scrape"
             );
-            let body = if counting {
-                let mut b = Vec::with_capacity(c.metrics.len() + 1024);
+            let auth = state.options.web.as_ref().and_then(|w| w.auth.as_ref());
+            let body = if counting || auth.is_some() {
+                let mut b = Vec::with_capacity(c.metrics.len() + 2048);
                 b.extend_from_slice(&c.metrics);
-                b.extend_from_slice(state.handler.exposition().as_bytes());
+                if let Some(a) = auth {
+                    b.extend_from_slice(a.exposition().as_bytes());
+                }
+                if counting {
+                    b.extend_from_slice(state.handler.exposition().as_bytes());
+                }
                 Bytes::from(b)
             } else {
                 c.metrics.clone()
@@ -762,6 +795,20 @@ mod tests {
         let body = &PORTMAP_HTML[PORTMAP_HTML.find("<html").unwrap()..];
         assert!(!body.contains("<script>") && !body.contains("style="));
         assert!(body.contains("<script src=\"portmap.js\" defer></script>"));
+    }
+
+    #[test]
+    fn a_failed_credential_check_is_a_500_not_a_401() {
+        assert!(refusal(&Outcome::Allowed).is_none());
+        let r = refusal(&Outcome::Failed("the bcrypt thread panicked".into())).unwrap();
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(r.headers().get(header::WWW_AUTHENTICATE).is_none());
+        let r = refusal(&Outcome::Refused(crate::auth::Reason::WrongPassword)).unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(r.headers().get(header::WWW_AUTHENTICATE).is_some());
+        let r = refusal(&Outcome::Throttled).unwrap();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers().get(header::RETRY_AFTER).unwrap(), "1");
     }
 
     #[test]

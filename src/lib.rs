@@ -8,6 +8,7 @@
 //! rest is platform-free.
 
 pub mod allowlist;
+pub mod auth;
 pub mod check;
 pub mod cli;
 pub mod collect;

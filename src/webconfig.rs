@@ -2,12 +2,12 @@
 //! file serves node_exporter and this exporter alike: `tls_server_config`
 //! (rustls, TLS 1.2 and 1.3; certificates, keys and the client CA are
 //! re-read when their files change), `http_server_config.headers`, and
-//! `basic_auth_users` (bcrypt hashes as `htpasswd -nbB` writes them;
-//! verified credentials are cached, and an unknown user is checked against a
-//! dummy hash so that timing does not reveal which users exist). Secrets and
-//! hashes never reach a log line or an error message.
+//! `basic_auth_users` (bcrypt hashes as `htpasswd -nbB` writes them,
+//! checked here and handed to [`crate::auth`], which verifies requests
+//! against them). Secrets and hashes never reach a log line or an error
+//! message.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -23,6 +23,8 @@ use rustls::{
     DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
 };
 use serde::Deserialize;
+
+use crate::auth::BasicAuth;
 
 /// A refused web configuration.
 #[derive(Debug, thiserror::Error)]
@@ -103,10 +105,7 @@ impl fmt::Debug for WebConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebConfig")
             .field("tls", &self.tls.is_some())
-            .field(
-                "basic_auth_users",
-                &self.auth.as_ref().map(|a| a.users.len()),
-            )
+            .field("basic_auth_users", &self.auth.as_ref().map(|a| a.users()))
             .field("headers", &self.headers.len())
             .finish()
     }
@@ -598,134 +597,12 @@ impl Tls {
     }
 }
 
-// ---------------------------------------------------------------------------
-// Basic auth
-
-/// Checks `Authorization: Basic` credentials against bcrypt hashes.
-pub struct BasicAuth {
-    users: BTreeMap<String, String>,
-    /// Keys of credentials already verified (user, hash and password).
-    cache: Mutex<HashSet<String>>,
-    dummy: String,
-}
-
-const CACHE_MAX: usize = 1024;
-
-impl BasicAuth {
-    fn new(users: BTreeMap<String, String>) -> BasicAuth {
-        // Unknown users are checked against this, at the cost of the
-        // configured hashes, so the answer takes as long as for a real user.
-        let cost = users
-            .values()
-            .filter_map(|h| h.split('$').nth(2).and_then(|c| c.parse::<u32>().ok()))
-            .max()
-            .unwrap_or(bcrypt::DEFAULT_COST);
-        let dummy = bcrypt::hash("portrange_exporter dummy password", cost.clamp(4, 31))
-            .unwrap_or_else(|_| {
-                bcrypt::hash("dummy", bcrypt::DEFAULT_COST).expect("bcrypt hashes")
-            });
-        BasicAuth {
-            users,
-            cache: Mutex::new(HashSet::new()),
-            dummy,
-        }
-    }
-
-    /// Whether the `Authorization` header value carries valid credentials.
-    /// Blocking (bcrypt): call it off the async threads.
-    pub fn check(&self, header: Option<&[u8]>) -> bool {
-        let Some((user, pass)) = header.and_then(parse_basic) else {
-            return false;
-        };
-        let (hash, known) = match self.users.get(&user) {
-            Some(h) => (h.as_str(), true),
-            None => (self.dummy.as_str(), false),
-        };
-        let key = format!("{user}\u{0}{hash}\u{0}{pass}");
-        if known
-            && self
-                .cache
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(&key)
-        {
-            return true;
-        }
-        let ok = bcrypt::verify(&pass, hash).unwrap_or(false) && known;
-        if ok {
-            let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if c.len() >= CACHE_MAX {
-                c.clear();
-            }
-            c.insert(key);
-        }
-        ok
-    }
-}
-
-/// Parses `Basic base64(user:password)`.
-pub fn parse_basic(value: &[u8]) -> Option<(String, String)> {
-    use base64::Engine;
-    let v = std::str::from_utf8(value).ok()?.trim();
-    let (scheme, rest) = v.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(rest.trim())
-        .ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    let (u, p) = text.split_once(':')?;
-    Some((u.to_string(), p.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<WebConfig, WebConfigError> {
         WebConfig::parse(text, "web.yml", Path::new("/nonexistent"))
-    }
-
-    #[test]
-    fn basic_header_parsing() {
-        assert_eq!(
-            parse_basic(b"Basic YWxpY2U6c2VjcmV0"),
-            Some(("alice".into(), "secret".into()))
-        );
-        assert_eq!(
-            parse_basic(b"basic YWxpY2U6OmE="),
-            Some(("alice".into(), ":a".into()))
-        );
-        assert_eq!(parse_basic(b"Bearer x"), None);
-        assert_eq!(parse_basic(b"Basic !!!"), None);
-        assert_eq!(parse_basic(b"Basic YWxpY2U="), None, "no colon");
-    }
-
-    #[test]
-    fn auth_checks_and_caches() {
-        let hash = bcrypt::hash("secret", 4).unwrap();
-        let auth = BasicAuth::new([("alice".to_string(), hash)].into());
-        let good = b"Basic YWxpY2U6c2VjcmV0"; // alice:secret
-        assert!(auth.check(Some(good)));
-        assert!(auth.check(Some(good)), "cached");
-        assert_eq!(auth.cache.lock().unwrap().len(), 1);
-        assert!(!auth.check(Some(b"Basic YWxpY2U6d3Jvbmc=")), "alice:wrong");
-        assert!(
-            !auth.check(Some(b"Basic Ym9iOnNlY3JldA==")),
-            "bob:secret, unknown user"
-        );
-        assert!(!auth.check(None));
-        assert_eq!(
-            auth.cache.lock().unwrap().len(),
-            1,
-            "failures are not cached"
-        );
-        assert!(
-            auth.dummy.starts_with("$2"),
-            "dummy hash at the users' cost"
-        );
-        assert!(auth.dummy.contains("$04$"), "{}", auth.dummy);
     }
 
     #[test]

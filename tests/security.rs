@@ -306,6 +306,163 @@ fn basic_auth_on_every_path_and_configured_headers() {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// GET `path` from source address `from` (another loopback address is
+/// another peer to the exporter), with `Authorization: authorization`.
+fn get_from(from: &str, path: &str, authorization: &str) -> Response {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let src: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
+    sock.bind(&src.into()).unwrap();
+    let dst: std::net::SocketAddr = ADDR.parse().unwrap();
+    sock.connect(&dst.into()).unwrap();
+    let mut s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {ADDR}\r\nAuthorization: {authorization}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    parse_response(&raw).unwrap()
+}
+
+/// CPU time (user + system) `pid` has used, in milliseconds.
+fn cpu_ms(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = after_comm
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    (f[0] + f[1]) * 1000 / hz
+}
+
+fn basic(credentials: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(credentials)
+    )
+}
+
+/// Issue 17, fault 3: wrong passwords, each a bcrypt, must not hold up a
+/// scraper that logged in before. At bcrypt cost 14 (about a second of CPU
+/// each) five peers each send a wrong password; once the exporter is
+/// visibly running bcrypt (its CPU time grows), the logged-in scraper
+/// asks for /metrics. Its answer must come before any wrong password's
+/// 401: it is answered from the cache, never queued behind bcrypt (before
+/// the fix it waited on the blocking pool the five shared, behind at least
+/// four of them). Then one peer's second guess while its first is being
+/// checked gets 429 at once, while a first login from another address
+/// goes through; the refusals are counted by reason.
+#[test]
+fn a_logged_in_scraper_is_answered_while_wrong_passwords_hold_the_bcrypt_threads() {
+    let test = "a_logged_in_scraper_is_answered_while_wrong_passwords_hold_the_bcrypt_threads";
+    if !enter_netns(test) {
+        return;
+    }
+    let d = dir("flood");
+    let alice = bcrypt::hash("s3cret", 14).unwrap();
+    let late = bcrypt::hash("l4te", 10).unwrap();
+    let web = d.join("web.yml");
+    write(
+        &web,
+        &format!("basic_auth_users:\n  alice: {alice}\n  late: {late}\n"),
+    );
+    let e = KillOnDrop(spawn_exporter(&[
+        "--web.config.file",
+        web.to_str().unwrap(),
+    ]));
+    let pid = e.0.id();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while get(ADDR, "/-/healthy", &[]).map(|r| r.status).ok() != Some(401) {
+        assert!(std::time::Instant::now() < deadline, "no answer");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let right = basic("alice:s3cret");
+    assert_eq!(
+        get_from("127.0.0.2", "/metrics", &right).status,
+        200,
+        "first login"
+    );
+
+    let cpu0 = cpu_ms(pid);
+    let flood: Vec<_> = (0..5)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let r = get_from(
+                    &format!("127.0.0.{}", 11 + i),
+                    "/metrics",
+                    &basic(&format!("alice:wrong{i}")),
+                );
+                (r.status, std::time::Instant::now())
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while cpu_ms(pid) < cpu0 + 200 {
+        assert!(std::time::Instant::now() < deadline, "no bcrypt started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let good = get_from("127.0.0.2", "/metrics", &right);
+    let good_at = std::time::Instant::now();
+    assert_eq!(good.status, 200);
+    let answers: Vec<(u16, std::time::Instant)> =
+        flood.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(
+        answers.iter().all(|(code, _)| *code == 401),
+        "every wrong password is verified and refused: {answers:?}"
+    );
+    let first_refusal = answers.iter().map(|(_, t)| *t).min().unwrap();
+    assert!(
+        good_at < first_refusal,
+        "the logged-in scrape was answered {:?} after the first wrong password's 401: it waited for bcrypt",
+        good_at - first_refusal
+    );
+
+    // One login per peer at a time; another peer's first login meanwhile.
+    let cpu0 = cpu_ms(pid);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let guess = std::thread::spawn(|| get_from("127.0.0.21", "/metrics", &basic("alice:guess1")));
+    while cpu_ms(pid) < cpu0 + 200 {
+        assert!(std::time::Instant::now() < deadline, "no bcrypt started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let second = get_from("127.0.0.21", "/metrics", &basic("alice:guess2"));
+    assert_eq!(
+        second.status, 429,
+        "a second guess while the first is checked"
+    );
+    assert_eq!(second.header("retry-after"), Some("1"));
+    assert_eq!(
+        get_from("127.0.0.3", "/metrics", &basic("late:l4te")).status,
+        200,
+        "a first login from another address"
+    );
+    assert_eq!(guess.join().unwrap().status, 401);
+
+    let raw = get_from("127.0.0.2", "/metrics", &right).text();
+    let m = Metrics::parse(&raw);
+    let failures = |reason: &str| {
+        m.value(&format!(
+            "portrange_web_auth_failures_total{{reason=\"{reason}\"}}"
+        ))
+    };
+    assert_eq!(failures("wrong_password"), 6.0);
+    assert_eq!(failures("throttled"), 1.0);
+    assert_eq!(failures("unknown_user"), 0.0);
+    assert_eq!(failures("error"), 0.0);
+    assert!(failures("missing") >= 1.0, "the wait for /-/healthy");
+    assert!(!raw.contains("alice") && !raw.contains("127.0.0."));
+    promtool_check_metrics(&raw);
+    drop(e);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
 #[test]
 fn bad_web_config_exits_2_without_leaking_secrets() {
     let d = dir("badweb");
