@@ -907,7 +907,7 @@ fn the_static_binary_names_users_from_passwd_and_nss_and_degrades_without_getent
     assert!(host.starts_with("PORTRANGE OK"), "{host}");
     let row = |text: &str, port: &str| -> String {
         text.lines()
-            .find(|l| l.contains(&format!(":{port} ")))
+            .find(|l| l.starts_with("udp ") && l.contains(&format!(":{port} ")))
             .unwrap_or_default()
             .to_string()
     };
