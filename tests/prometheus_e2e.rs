@@ -88,7 +88,13 @@ fn exporter_on(addr: &str, args: &[&str], env: &[(&str, &str)], prefix: &[&str])
         Command::new(EXPORTER)
     } else {
         let mut c = Command::new(prefix[0]);
-        c.args(&prefix[1..]).arg(EXPORTER);
+        // B runs as nobody: a copy of the binary it can execute, from a
+        // directory it can enter (the checkout may be out of its reach, see
+        // `shared_copy`).
+        c.args(&prefix[1..]).arg(exporter_for(prefix));
+        if runs_as_other_user(prefix) {
+            c.current_dir("/");
+        }
         c
     };
     cmd.args(["--web.listen-address", addr])
