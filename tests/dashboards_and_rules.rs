@@ -431,8 +431,14 @@ fn every_alert_has_a_firing_and_a_quiet_promtool_case() {
             let Some(name) = r["alert"].as_str() else {
                 continue;
             };
-            assert!(firing.contains(name), "{name}: no promtool case where it fires");
-            assert!(quiet.contains(name), "{name}: no promtool case where it stays quiet");
+            assert!(
+                firing.contains(name),
+                "{name}: no promtool case where it fires"
+            );
+            assert!(
+                quiet.contains(name),
+                "{name}: no promtool case where it stays quiet"
+            );
         }
     }
 }
