@@ -792,9 +792,130 @@ mod tests {
         ] {
             assert!(PORTMAP_HTML.contains(p), "{p}");
         }
-        let body = &PORTMAP_HTML[PORTMAP_HTML.find("<html").unwrap()..];
-        assert!(!body.contains("<script>") && !body.contains("style="));
-        assert!(body.contains("<script src=\"portmap.js\" defer></script>"));
+        assert_eq!(inline_code(PORTMAP_HTML), Vec::<String>::new());
+        assert!(PORTMAP_HTML.contains("<script src=\"portmap.js\" defer></script>"));
+    }
+
+    /// What the Content-Security-Policy would block in `html`: a `<script>`
+    /// without `src` or with content, a `<style>` element, a `style`
+    /// attribute, an event-handler attribute (`on*`), a `javascript:` URL.
+    /// Tags are read as HTML does: names and attributes in any case,
+    /// values quoted with either quote or unquoted; comments are skipped.
+    fn inline_code(html: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut rest = html;
+        while let Some(lt) = rest.find('<') {
+            rest = &rest[lt + 1..];
+            if let Some(comment) = rest.strip_prefix("!--") {
+                rest = comment.find("-->").map_or("", |e| &comment[e + 3..]);
+                continue;
+            }
+            let b = rest.as_bytes();
+            // The tag name, then attributes up to '>'.
+            let mut i = usize::from(b.first() == Some(&b'/'));
+            let name_start = i;
+            while i < b.len() && !b[i].is_ascii_whitespace() && b[i] != b'>' && b[i] != b'/' {
+                i += 1;
+            }
+            let tag = rest[name_start..i].to_ascii_lowercase();
+            let closing = name_start == 1;
+            let mut attrs: Vec<(String, String)> = Vec::new();
+            loop {
+                while i < b.len() && (b[i].is_ascii_whitespace() || b[i] == b'/') {
+                    i += 1;
+                }
+                if i >= b.len() || b[i] == b'>' {
+                    break;
+                }
+                let n = i;
+                while i < b.len() && !b[i].is_ascii_whitespace() && !b"=>/".contains(&b[i]) {
+                    i += 1;
+                }
+                let attr = rest[n..i].to_ascii_lowercase();
+                while i < b.len() && b[i].is_ascii_whitespace() {
+                    i += 1;
+                }
+                let mut value = String::new();
+                if i < b.len() && b[i] == b'=' {
+                    i += 1;
+                    while i < b.len() && b[i].is_ascii_whitespace() {
+                        i += 1;
+                    }
+                    let v = i;
+                    if i < b.len() && (b[i] == b'"' || b[i] == b'\'') {
+                        let q = b[i];
+                        i += 1;
+                        while i < b.len() && b[i] != q {
+                            i += 1;
+                        }
+                        value = rest[v + 1..i].to_string();
+                        i = (i + 1).min(b.len());
+                    } else {
+                        while i < b.len() && !b[i].is_ascii_whitespace() && b[i] != b'>' {
+                            i += 1;
+                        }
+                        value = rest[v..i].to_string();
+                    }
+                }
+                attrs.push((attr, value));
+            }
+            rest = &rest[(i + 1).min(rest.len())..];
+            if closing || tag.starts_with('!') {
+                continue;
+            }
+            for (attr, value) in &attrs {
+                if attr == "style" || attr.starts_with("on") {
+                    found.push(format!("<{tag} {attr}=...>"));
+                }
+                let v: String = value
+                    .chars()
+                    .filter(|c| !c.is_ascii_whitespace() && !c.is_control())
+                    .collect();
+                if v.to_ascii_lowercase().starts_with("javascript:") {
+                    found.push(format!("<{tag} {attr}=javascript:...>"));
+                }
+            }
+            if tag == "style" {
+                found.push("<style>".into());
+            }
+            if tag == "script" {
+                let content = rest[..rest
+                    .to_ascii_lowercase()
+                    .find("</script")
+                    .unwrap_or(rest.len())]
+                    .trim()
+                    .to_string();
+                if !attrs.iter().any(|(a, _)| a == "src") || !content.is_empty() {
+                    found.push("inline <script>".into());
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn inline_code_is_found_however_it_is_written() {
+        let clean = "<!-- <script>x</script> style= onload= --><html><head>\
+            <link rel=\"stylesheet\" href=\"portmap.css\"><script src=\"portmap.js\" defer></script>\
+            </head><body data-once=\"1\"><a href=\"./metrics\" class=online>m</a></body></html>";
+        assert_eq!(inline_code(clean), Vec::<String>::new());
+        for hostile in [
+            "<script>alert(1)</script>",
+            "<SCRIPT>alert(1)</SCRIPT>",
+            "<script type=\"module\">import x from './x.js'</script>",
+            "<script\nasync>alert(1)</script>",
+            "<script src=\"portmap.js\">alert(1)</script>",
+            "<style>body{}</style>",
+            "<p STYLE='color:red'>x</p>",
+            "<div onclick=\"go()\">x</div>",
+            "<img src=x onerror=alert(1)>",
+            "<body onLoad='go()'>",
+            "<a href=\" JavaScript:alert(1)\">x</a>",
+            "<a href=\"java\tscript:alert(1)\">x</a>",
+            "<form action='javascript:go()'></form>",
+        ] {
+            assert!(!inline_code(hostile).is_empty(), "not found: {hostile}");
+        }
     }
 
     #[test]

@@ -734,22 +734,36 @@ mod tests {
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
         }
-        // Every per-range series has the label.
-        for l in t.lines().filter(|l| {
-            !l.starts_with('#')
-                && [
-                    "portrange_ports",
-                    "portrange_sockets",
-                    "portrange_unexpected",
-                    "portrange_unattributed",
-                    "portrange_ephemeral",
-                    "portrange_port_in_use",
-                    "portrange_listener_info",
-                ]
+        // Every per-range family (every family but the exporter-wide ones
+        // below, so that a family added later is checked too) is present,
+        // and every series of it has the label.
+        const EXPORTER_WIDE: &[&str] = &[
+            "portrange_up",
+            "portrange_netns_info",
+            "portrange_netns_unsampled",
+            "portrange_scrape_duration_seconds",
+            "portrange_config_last_reload_successful",
+            "portrange_config_last_reload_success_timestamp_seconds",
+            "portrange_exporter_build_info",
+        ];
+        let samples: Vec<(&str, &str)> = t
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split_at(l.find(['{', ' ']).unwrap()))
+            .collect();
+        for (name, _) in FAMILIES.iter().filter(|(n, _)| !EXPORTER_WIDE.contains(n)) {
+            let series: Vec<&str> = samples
                 .iter()
-                .any(|p| l.starts_with(p))
-        }) {
-            assert!(l.contains("netns=\""), "{l}");
+                .filter(|(n, _)| n == name)
+                .map(|(_, rest)| *rest)
+                .collect();
+            assert!(!series.is_empty(), "no {name} series in\n{t}");
+            for rest in series {
+                assert!(
+                    rest.contains("range=\"") && rest.contains("netns=\""),
+                    "{name}{rest}"
+                );
+            }
         }
         for (name, _) in FAMILIES {
             assert!(t.contains(&format!("# HELP {name} ")), "{name} missing");

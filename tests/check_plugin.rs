@@ -176,10 +176,14 @@ fn unprivileged_with_another_users_listener_is_never_ok() {
         );
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
-        // As NRPE runs it: another user, no capabilities.
+        // As NRPE runs it: another user, no capabilities; a copy of the
+        // binary that user can execute, as the checkout may be out of its
+        // reach (see `shared_copy`).
         let out = Command::new(DROP_PRIVILEGES[0])
             .args(&DROP_PRIVILEGES[1..])
-            .args([EXPORTER, "check", "--config.file", cfg.to_str().unwrap()])
+            .arg(exporter_for(&DROP_PRIVILEGES))
+            .args(["check", "--config.file", cfg.to_str().unwrap()])
+            .current_dir("/")
             .output()
             .expect("setpriv (util-linux)");
         let text = String::from_utf8_lossy(&out.stdout);

@@ -299,36 +299,47 @@ fn the_status_json_shares_the_scrapes_collection() {
     assert_eq!(get(&addr, "/api/v1/status", &[]).unwrap().status, 200);
 }
 
+/// 20 clients send a scrape while a collection runs and hang up at once.
+/// A service that shares the running collection runs one; one that starts
+/// a collection per request (or queues one per client that went away) runs
+/// 21. Counted by the platform's samples, after everything settled.
 #[test]
 fn clients_that_go_away_never_queue_collections() {
     let s = serve_fake(None);
     s.script.hold(true);
-    // 20 clients send a scrape and hang up at once.
+    let addr = s.addr.clone();
+    let first = std::thread::spawn(move || get(&addr, "/metrics", &[]).unwrap().status);
+    s.script.wait_for_samples(1);
     for _ in 0..20 {
         let mut c = TcpStream::connect(&s.addr).unwrap();
         c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
         drop(c);
     }
-    s.script.wait_for_samples(1);
+    // Let every request reach the service before the collection ends.
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        s.service.collections_started(),
-        1,
-        "one collection runs, whatever the clients do"
-    );
     s.script.hold(false);
-    // The abandoned collection finished; the next scrape starts exactly one.
-    let until = Instant::now() + Duration::from_secs(5);
-    while s.service.last().is_none() {
-        assert!(
-            Instant::now() < until,
-            "the abandoned collection never finished"
-        );
-        std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(first.join().unwrap(), 200);
+    // Settled: no sample for 500 ms (a queued collection would take one).
+    let samples = || s.script.samples.load(Ordering::SeqCst);
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut seen = (samples(), Instant::now());
+    while seen.1.elapsed() < Duration::from_millis(500) {
+        assert!(Instant::now() < until, "samples never settled");
+        std::thread::sleep(Duration::from_millis(20));
+        if samples() != seen.0 {
+            seen = (samples(), Instant::now());
+        }
     }
+    assert_eq!(
+        samples(),
+        1,
+        "20 clients that went away: one shared collection, not one each"
+    );
+    assert_eq!(s.service.collections_started(), 1);
+    // The next scrape starts exactly one more.
     assert_eq!(get(&s.addr, "/metrics", &[]).unwrap().status, 200);
-    assert_eq!(s.script.samples.load(Ordering::SeqCst), 2);
+    assert_eq!(samples(), 2);
     assert_eq!(s.service.collections_started(), 2);
 }
 

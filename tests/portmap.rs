@@ -272,7 +272,9 @@ impl Running {
         let mut cmd = Command::new(program);
         cmd.args(&before);
         if !prefix.is_empty() {
-            cmd.arg(EXPORTER);
+            // As nobody: a copy of the binary it can execute (the checkout
+            // may be out of its reach, see `shared_copy`).
+            cmd.arg(exporter_for(prefix));
         }
         let child = cmd
             .args(["--web.listen-address", ADDR])

@@ -10,7 +10,11 @@
 //! Targets, job `portrange`: A (root, the scenario), B (unprivileged: its
 //! sockets are unattributed), C (sampling fails on purpose), E (a reload of
 //! a broken config file was refused). Job `portrange-exporter` (the name
-//! the Kubernetes ServiceMonitor gives): D (nothing listens: down).
+//! the Kubernetes ServiceMonitor gives): D (nothing listens: down). Job
+//! `portrange-netns`: F (`--collector.netns` without CAP_SYS_ADMIN, in
+//! private pid and mount namespaces where `ip netns add` left a namespace
+//! no process is in: it cannot be sampled), in a job of its own so that
+//! the dashboards' and fleet sums' `job="portrange"` do not see it.
 //!
 //! PortRangeExporterMissing cannot fire while the jobs exist: the shipped
 //! rule must stay empty here, and a copy renamed as the rules file tells
@@ -32,6 +36,7 @@ const A: &str = "127.0.0.1:10224";
 const C: &str = "127.0.0.1:10226";
 const D: &str = "127.0.0.1:10227";
 const E: &str = "127.0.0.1:10228";
+const F: &str = "127.0.0.1:10229";
 
 struct Prometheus(Child, PathBuf);
 
@@ -83,7 +88,13 @@ fn exporter_on(addr: &str, args: &[&str], env: &[(&str, &str)], prefix: &[&str])
         Command::new(EXPORTER)
     } else {
         let mut c = Command::new(prefix[0]);
-        c.args(&prefix[1..]).arg(EXPORTER);
+        // B runs as nobody: a copy of the binary it can execute, from a
+        // directory it can enter (the checkout may be out of its reach, see
+        // `shared_copy`).
+        c.args(&prefix[1..]).arg(exporter_for(prefix));
+        if runs_as_other_user(prefix) {
+            c.current_dir("/");
+        }
         c
     };
     cmd.args(["--web.listen-address", addr])
@@ -186,7 +197,45 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
             &[],
             &[],
         ),
+        // F: its own pid namespace (it sees only itself, so the real host's
+        // namespaces stay out) and mount namespace, with a tmpfs over /run
+        // (nothing is created on the host's) holding one `ip netns` namespace
+        // that no process is in; without CAP_SYS_ADMIN it reads
+        // /proc/<pid>/net, which cannot reach that namespace. --kill-child:
+        // the namespaces die with it.
+        exporter_on(
+            F,
+            &["--config.file", c, "--collector.netns"],
+            &[],
+            &[
+                "unshare",
+                "--mount",
+                "--pid",
+                "--kill-child",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                "mount -t proc proc /proc && mount -t tmpfs tmpfs /run && mkdir /run/netns \
+                 && ip netns add e2e-unsampled \
+                 && exec setpriv --inh-caps=-sys_admin --bounding-set=-sys_admin \"$@\"",
+                "sh",
+            ],
+        ),
     ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = get(F, "/metrics", &[])
+            .ok()
+            .filter(|r| r.status == 200)
+            .map(|r| Metrics::parse(&r.text()));
+        if let Some(m) = m {
+            assert_eq!(m.value("portrange_netns_unsampled"), 1.0, "exporter F");
+            break;
+        }
+        assert!(Instant::now() < deadline, "exporter F did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let deadline = Instant::now() + Duration::from_secs(20);
     while !get(E, "/metrics", &[]).is_ok_and(|r| r.status == 200) {
         assert!(Instant::now() < deadline, "exporter E did not start");
@@ -235,7 +284,8 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
              rule_files:\n  - {}\n  - {}\n\
              scrape_configs:\n  - job_name: portrange\n    static_configs:\n      - targets: ['{A}', '127.0.0.1:10225', '{C}', '{E}']\n\
-             \x20 - job_name: portrange-exporter\n    static_configs:\n      - targets: ['{D}']\n",
+             \x20 - job_name: portrange-exporter\n    static_configs:\n      - targets: ['{D}']\n\
+             \x20 - job_name: portrange-netns\n    static_configs:\n      - targets: ['{F}']\n",
             rules.display(),
             renamed.display()
         ),
@@ -259,13 +309,13 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
     let _prom = Prometheus(prom, dir.clone());
     let prom_log = || std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default();
 
-    // Wait for scrapes of all four targets.
+    // Wait for scrapes of all six targets (five answer).
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let ready = get(PROM, "/-/ready", &[])
             .map(|r| r.status == 200)
             .unwrap_or(false);
-        if ready && query("up").len() == 5 && query("portrange_up").len() == 4 {
+        if ready && query("up").len() == 6 && query("portrange_up").len() == 5 {
             break;
         }
         assert!(
@@ -339,6 +389,9 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
                 "127.0.0.1:10225",
             ),
             ("PortRangeEphemeralOverlap", "range", "framehawk"),
+            // B cannot find the owners of root's sockets.
+            ("PortRangeListenerUnknown", "instance", "127.0.0.1:10225"),
+            ("PortRangeNetnsUnsampled", "instance", F),
         ];
         let absent: Vec<_> = wanted.iter().filter(|(n, l, v)| !has(n, l, v)).collect();
         if absent.is_empty() {
@@ -409,10 +462,12 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
             }
         }
     }
-    assert_eq!(checked, 17);
+    assert_eq!(checked, 19);
 
     // Fleet capacity leaves out C, which cannot sample: A, B and E only.
-    let cap = query(r#"range_protocol:portrange_ports:sum{range="framehawk",protocol="udp"}"#);
+    let cap = query(
+        r#"range_protocol:portrange_ports:sum{job="portrange",range="framehawk",protocol="udp"}"#,
+    );
     assert_eq!(cap.len(), 1, "{cap:?}");
     assert_eq!(value(&cap[0]), 303.0, "{cap:?}");
     // Time to exhaustion: 0 for the full range (not NaN), a finite positive

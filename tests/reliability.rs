@@ -206,84 +206,207 @@ fn churn_1000_scrapes_stay_consistent_and_match_ss() {
     let _ = std::fs::remove_file(cfg);
 }
 
+/// A process in the private pid namespace of [`PidNs`] whose sockets a
+/// test drives over its stdin (python3). Arguments: its comm, and the pid
+/// it must get in the namespace (it sets `ns_last_pid` and forks), or 0.
+/// One command per line, one reply line ending in "ok": `pid` (its pid in
+/// the namespace), `udp PORT` (a bound UDP socket: its fd), `close FD`,
+/// `listen PATH` / `connect PATH` / `accept` (a Unix stream connection),
+/// `send FD` (passes FD over it with SCM_RIGHTS), `recv` (the fd received).
+const PASSER: &str = r#"
+import ctypes, os, socket, sys
+name, want = sys.argv[1].encode(), int(sys.argv[2])
+if want:
+    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+        f.write(str(want - 1))
+    child = os.fork()
+    if child:
+        sys.exit(os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]))
+ctypes.CDLL(None).prctl(15, ctypes.c_char_p(name), 0, 0, 0)
+srv = conn = None
+for line in sys.stdin:
+    c, *a = line.split()
+    r = []
+    if c == "pid":
+        r = [os.getpid()]
+    elif c == "udp":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("0.0.0.0", int(a[0])))
+        r = [s.detach()]
+    elif c == "close":
+        os.close(int(a[0]))
+    elif c == "listen":
+        srv = socket.socket(socket.AF_UNIX); srv.bind(a[0]); srv.listen(1)
+    elif c == "connect":
+        conn = socket.socket(socket.AF_UNIX); conn.connect(a[0])
+    elif c == "accept":
+        conn, _ = srv.accept()
+    elif c == "send":
+        socket.send_fds(conn, [b"x"], [int(a[0])])
+    elif c == "recv":
+        r = [socket.recv_fds(conn, 1, 1)[1][0]]
+    print(*r, "ok", flush=True)
+"#;
+
+/// A private pid namespace (its init sleeps) whose procfs is mounted at
+/// `proc`, for an exporter outside it (`--path.procfs`): only the test's
+/// processes take pids there (not the exporter's threads, nor the rest of
+/// the machine), so `ns_last_pid` picks a process's pid without a race.
+struct PidNs {
+    init: std::process::Child,
+    init_pid: u32,
+    proc: std::path::PathBuf,
+}
+
+impl PidNs {
+    fn new(tag: &str) -> PidNs {
+        let proc =
+            std::env::temp_dir().join(format!("portrange-pidns-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&proc).unwrap();
+        let init = Command::new("unshare")
+            .args(["--pid", "--fork", "--kill-child", "sh", "-c"])
+            .arg("mount -t proc proc \"$0\" && exec sleep infinity")
+            .arg(&proc)
+            .spawn()
+            .expect("unshare (util-linux)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // Its pid 1 (the sleep) as the host sees it: unshare's child.
+        let children = format!("/proc/{0}/task/{0}/children", init.id());
+        let init_pid = loop {
+            let pid = std::fs::read_to_string(&children)
+                .ok()
+                .and_then(|c| c.split_whitespace().next()?.parse().ok());
+            if let Some(pid) = pid
+                && std::fs::read_to_string(proc.join("1/comm")).is_ok_and(|c| c == "sleep\n")
+            {
+                break pid;
+            }
+            assert!(Instant::now() < deadline, "the pid namespace did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        PidNs {
+            init,
+            init_pid,
+            proc,
+        }
+    }
+
+    /// Starts a [`PASSER`] named `name` in the namespace, with pid `want`
+    /// there when given; returns it with its pid in the namespace.
+    fn spawn(&self, name: &str, want: Option<u32>) -> (Passer, u32) {
+        let mut child = Command::new("nsenter")
+            .args([
+                "-t",
+                &self.init_pid.to_string(),
+                "--pid",
+                "--",
+                "python3",
+                "-c",
+                PASSER,
+            ])
+            .args([name, &want.unwrap_or(0).to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("nsenter (util-linux)");
+        let stdin = child.stdin.take().unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let mut p = Passer { child, stdin, out };
+        let pid = p.run("pid")[0];
+        (p, pid)
+    }
+}
+
+impl Drop for PidNs {
+    fn drop(&mut self) {
+        let _ = self.init.kill(); // --kill-child: the namespace's init dies
+        let _ = self.init.wait();
+        let _ = Command::new("umount").arg("-l").arg(&self.proc).status();
+        let _ = std::fs::remove_dir(&self.proc);
+    }
+}
+
+struct Passer {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Passer {
+    fn run(&mut self, cmd: &str) -> Vec<u32> {
+        writeln!(self.stdin, "{cmd}").unwrap();
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        let mut words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words.pop(), Some("ok"), "{cmd}: {line:?}");
+        words.iter().map(|w| w.parse().unwrap()).collect()
+    }
+
+    /// Closes its stdin and waits for it to exit.
+    fn exit(mut self) {
+        drop(self.stdin);
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
-fn a_socket_passed_to_a_child_and_a_reused_pid_never_show_a_stale_owner() {
-    if !enter_netns("a_socket_passed_to_a_child_and_a_reused_pid_never_show_a_stale_owner") {
+fn a_socket_passed_on_and_a_reused_pid_never_show_a_stale_owner() {
+    if !enter_netns("a_socket_passed_on_and_a_reused_pid_never_show_a_stale_owner") {
         return;
     }
-    let e = Exporter::start(&[]);
-    let listener = |m: &Metrics, port: u16| -> Option<String> {
-        m.named("portrange_listener_info")
+    let ns = PidNs::new("passed");
+    let e = Exporter::start(&["--path.procfs", ns.proc.to_str().unwrap()]);
+    let listener = |port: u16| -> Option<String> {
+        e.metrics()
+            .named("portrange_listener_info")
             .into_iter()
             .find(|(l, _)| l.contains(&format!("port=\"{port}\"")))
-            .map(|(l, _)| {
-                l.split("process=\"")
-                    .nth(1)
-                    .unwrap()
-                    .split('"')
-                    .next()
-                    .unwrap()
-                    .to_string()
-            })
+            .map(|(l, _)| parse_labels(&l[l.find('{').unwrap()..])["process"].clone())
     };
-    let parent = hold_forking("parent", "child", &["udp:0.0.0.0:3224"]);
-    let parent_pid = parent.pid();
-    let child_pid = parent.forked.unwrap();
-    let first = listener(&e.metrics(), 3224).unwrap();
-    assert!(first == "parent" || first == "child", "{first}");
-    // The parent exits; the child holds the socket.
-    let mut parent = parent;
-    let forked = parent.forked.take();
-    parent.stop();
-    let m = e.metrics();
-    assert_eq!(
-        listener(&m, 3224).as_deref(),
-        Some("child"),
-        "the live owner, never the exited parent"
-    );
+    let path = std::env::temp_dir().join(format!("portrange-passed-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let (mut sender, _) = ns.spawn("sender", None);
+    let (mut receiver, receiver_pid) = ns.spawn("receiver", None);
+    sender.run(&format!("listen {}", path.display()));
+    receiver.run(&format!("connect {}", path.display()));
+    sender.run("accept");
+    let fd = sender.run("udp 3224")[0];
+    assert_eq!(listener(3224).as_deref(), Some("sender"));
 
-    // Reuse the parent's pid for a different program, if the kernel lets us
-    // pick it (ns_last_pid), and check the owner is still the child.
-    let mut reused = None;
-    for _ in 0..50 {
-        if std::fs::write(
-            "/proc/sys/kernel/ns_last_pid",
-            format!("{}", parent_pid - 1),
-        )
-        .is_err()
-        {
-            break;
-        }
-        let h = hold("impostor", &["udp:0.0.0.0:3300"]);
-        if h.pid() == parent_pid {
-            reused = Some(h);
-            break;
-        }
-    }
-    match &reused {
-        Some(_) => {
-            let m = e.metrics();
-            assert_eq!(
-                listener(&m, 3224).as_deref(),
-                Some("child"),
-                "pid {parent_pid} now belongs to impostor"
-            );
-            assert_eq!(listener(&m, 3300).as_deref(), Some("impostor"));
-        }
-        None => eprintln!(
-            "note: could not make pid {parent_pid} reused (ns_last_pid raced); the fake-procfs unit test covers it"
-        ),
-    }
-    // The child exits too: the socket is gone, no listener remains.
-    // SAFETY: kill(2) on a pid we forked (through the holder).
-    unsafe { libc::kill(forked.unwrap() as i32, libc::SIGKILL) };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::path::Path::new(&format!("/proc/{child_pid}")).exists() && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(listener(&e.metrics(), 3224), None);
+    // Passed with SCM_RIGHTS while the sender lives: both hold it.
+    sender.run(&format!("send {fd}"));
+    let got = receiver.run("recv")[0];
+    let both = listener(3224).unwrap();
+    assert!(both == "sender" || both == "receiver", "{both}");
+    // The sender closes its copy and keeps running: the receiver's.
+    sender.run(&format!("close {fd}"));
+    assert_eq!(
+        listener(3224).as_deref(),
+        Some("receiver"),
+        "the sender, still running, closed its copy"
+    );
+    assert_eq!(sender.run("pid").len(), 1, "the sender still runs");
+
+    // The receiver passes it back and exits, and its pid is taken at once
+    // by another program (ns_last_pid, in a namespace where nothing else
+    // takes pids) before the exporter looks again.
+    receiver.run(&format!("send {got}"));
+    sender.run("recv");
+    receiver.exit();
+    let (mut impostor, impostor_pid) = ns.spawn("impostor", Some(receiver_pid));
+    assert_eq!(impostor_pid, receiver_pid, "ns_last_pid gave the pid");
+    impostor.run("udp 3300");
+    assert_eq!(
+        listener(3224).as_deref(),
+        Some("sender"),
+        "pid {receiver_pid} now belongs to impostor"
+    );
+    assert_eq!(listener(3300).as_deref(), Some("impostor"));
+
+    // The sender exits too: the socket is gone, no listener remains.
+    sender.exit();
+    assert_eq!(listener(3224), None);
+    let _ = std::fs::remove_file(&path);
 }
 
 #[test]

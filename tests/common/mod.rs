@@ -83,6 +83,85 @@ pub fn holder_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/holder.py")
 }
 
+/// A copy of `src` that every user can read (`mode` 0644, or 0755 for a
+/// program), in a fresh 0755 directory under the temporary directory, one
+/// per test process; each file is copied once.
+///
+/// Why: whatever a test runs as another user (nobody, through setpriv) must
+/// not be taken from the checkout. A clone inside a directory only its
+/// owner can enter (a Debian home directory is 0700, and so is what
+/// `mktemp -d` makes) hides the holder script and the exporter binary from
+/// that user, and the test then fails far from the cause (`holder ... did
+/// not start`, `exporter exited`).
+pub fn shared_copy(src: &Path, mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::{Mutex, OnceLock};
+    static COPIES: OnceLock<Mutex<BTreeMap<PathBuf, PathBuf>>> = OnceLock::new();
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let tmp = std::env::temp_dir();
+        // The directories of test processes that are gone.
+        for e in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("portrange-shared-")
+                && !Path::new("/proc").join(pid).exists()
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let d = tmp.join(format!("portrange-shared-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir(&d).unwrap_or_else(|e| panic!("creating {}: {e}", d.display()));
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        d
+    });
+    let mut copies = COPIES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = copies.get(src) {
+        return p.clone();
+    }
+    let dst = dir.join(src.file_name().expect("a file name"));
+    // install(1), not std::fs::copy: a test thread that forks while this
+    // process holds the copy open for writing would make exec fail with
+    // ETXTBSY until its child has exec'd.
+    let st = Command::new("install")
+        .arg("-m")
+        .arg(format!("{mode:o}"))
+        .arg(src)
+        .arg(&dst)
+        .status()
+        .expect("running install (coreutils)");
+    assert!(
+        st.success(),
+        "install {} {}: {st}",
+        src.display(),
+        dst.display()
+    );
+    copies.insert(src.to_path_buf(), dst.clone());
+    dst
+}
+
+/// Whether `prefix` runs its command as another user: a `setpriv
+/// --reuid=...` in it, as an argument or inside a `sh -c` script.
+pub fn runs_as_other_user(prefix: &[&str]) -> bool {
+    prefix
+        .iter()
+        .any(|a| a.contains("--reuid=") && !a.contains("--reuid=0"))
+}
+
+/// The exporter binary to run through `prefix`: the checkout's, or, when
+/// `prefix` runs it as another user, a copy that user can execute (see
+/// [`shared_copy`]).
+pub fn exporter_for(prefix: &[&str]) -> PathBuf {
+    if runs_as_other_user(prefix) {
+        shared_copy(Path::new(EXPORTER), 0o755)
+    } else {
+        PathBuf::from(EXPORTER)
+    }
+}
+
 /// Starts a holder named `name` with the given socket specs (see holder.py)
 /// and waits until its sockets are bound.
 pub fn hold(name: impl AsRef<std::ffi::OsStr>, specs: &[&str]) -> Holder {
@@ -137,7 +216,14 @@ fn spawn_holder_with(
         }
         None => Command::new(python),
     };
-    cmd.arg(holder_script()).arg("--name").arg(name);
+    // As another user, a copy of the script that user can read (see
+    // `shared_copy`: the checkout may be out of its reach).
+    let script = if runs_as_other_user(prefix) {
+        shared_copy(&holder_script(), 0o644)
+    } else {
+        holder_script()
+    };
+    cmd.arg(script).arg("--name").arg(name);
     if let Some(c) = child_name {
         cmd.args(["--fork-child", c]);
     }
@@ -191,7 +277,12 @@ impl Exporter {
         let mut cmd = match prefix {
             Some(p) => {
                 let mut c = Command::new(p[0]);
-                c.args(&p[1..]).arg(EXPORTER);
+                // As another user: a copy it can execute, and a working
+                // directory it can enter (see `shared_copy`).
+                c.args(&p[1..]).arg(exporter_for(p));
+                if runs_as_other_user(p) {
+                    c.current_dir("/");
+                }
                 c
             }
             None => Command::new(EXPORTER),
@@ -455,6 +546,8 @@ pub fn fd_count(pid: u32) -> usize {
 }
 
 /// `setpriv` arguments that run a command as nobody with no capability.
+/// What runs through them must come from [`shared_copy`] ([`exporter_for`],
+/// [`hold_as_nobody`]), never from the checkout.
 pub const DROP_PRIVILEGES: [&str; 6] = [
     "setpriv",
     "--reuid=65534",

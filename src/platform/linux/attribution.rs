@@ -5,25 +5,36 @@
 //! process (pid and start time) with the fd → inode map of the watched
 //! sockets they hold. On every scrape, each known owner costs one read of
 //! `<pid>/stat` (its start time catches pid reuse; its name catches exec
-//! and renames), one read of its `exe` link, one listing of its fd
-//! directory (getdents: a few syscalls for thousands of fds, no link
-//! read), and the re-reading of a rolling sixteenth of its mapped fds.
-//! Only when the sample shows inodes not yet placed does it read links: first
-//! the fds of known owners that the map does not hold (new fd numbers and
-//! the owner's other files), at most one pass per owner; then, for what is
-//! still missing, a scan of the other processes (those running as the new
+//! and renames), one read of its `exe` link, its fd count (a `stat` of its
+//! fd directory, whose size is the number of open fds on Linux 6.2+), and
+//! the re-reading of a rolling sixteenth of its mapped fds. The fd
+//! directory is listed (getdents: a few syscalls for thousands of fds, no
+//! link read) only when the count differs from the one of its last
+//! listing, or the owner was never listed (a scan found it); where the
+//! kernel gives no count (before 6.2, or a `--path.procfs` that is not a
+//! procfs), on every scrape. Only when the sample shows inodes not yet
+//! placed does it read links: first the fds of known owners that the map
+//! does not hold (new fd numbers and the owner's other files), at most one
+//! pass per owner, and the fd directory of every known owner of the
+//! missing sockets' uids is listed for it even when its count did not
+//! change (one fd closed and another opened); then, for what is still
+//! missing, a scan of the other processes (those running as the new
 //! sockets' uids first, newest pid first), which stops once every inode is
 //! found.
 //!
 //! A stale name is caught as follows. A reused pid: the start time
 //! differs, the owner is dropped and its sockets are searched again. An
-//! owner that exited: its stat is gone, the same. A socket closed or passed
-//! on, with the holder's fd closed: the listing no longer shows that fd,
-//! and the socket is searched again. The fd number reused by another
+//! owner that exited: its stat is gone, the same. A socket closed: it
+//! leaves the sample and is forgotten. A socket passed on, with the
+//! holder's fd closed: the count changes, the listing no longer shows that
+//! fd, and the socket is searched again. The fd number reused by another
 //! watched socket: that socket is found at the fd, which evicts the old
-//! mapping. The one case the listing cannot see, the fd number reused by a
-//! file that is not a watched socket while the passed socket lives on in
-//! another process, is caught by the rolling re-read within 16 scrapes.
+//! mapping. What neither the count nor the listing can see is caught by the
+//! rolling re-read within 16 scrapes (fewer for an owner of fewer than 16
+//! watched sockets): the fd number reused by a file that is not a watched
+//! socket while the passed socket lives on in another process, and, with
+//! fd counts, a passed socket's fd closed while another fd opened in the
+//! same interval.
 //!
 //! The scan runs on its own thread: a scrape waits for it only until its
 //! deadline, after which its sockets count as unattributed and the scan
@@ -100,6 +111,10 @@ struct Known {
     verify_from: u32,
     /// The pass in which its sockets last changed.
     changed_at: u64,
+    /// Its fd count when its fd directory was last listed (the fds and
+    /// `others` were then reconciled with it); `None` until the first
+    /// listing, as for an owner a scan just found.
+    listed_count: Option<usize>,
 }
 
 #[derive(Clone, Debug)]
@@ -136,6 +151,9 @@ pub struct Attributor {
     /// that "the deadline passed first" is driven, not raced.
     #[cfg(test)]
     gate: Option<mpsc::Receiver<()>>,
+    /// Tests only: fd directories of known owners listed so far.
+    #[cfg(test)]
+    listings: usize,
 }
 
 /// What of a known owner's fds is not yet classified.
@@ -172,6 +190,8 @@ impl Attributor {
             sees_all: false,
             #[cfg(test)]
             gate: None,
+            #[cfg(test)]
+            listings: 0,
         }
     }
 
@@ -352,6 +372,17 @@ impl Attributor {
         //    mapped ones too: a socket that closed while the sample was
         //    being taken is still in it, while a new socket already holds
         //    its fd number.
+        // Whose sockets are still missing (in back-off or searched by a
+        // scan still running too; not those the kernel holds): an owner of
+        // one of these uids is listed in round one even when its fd count is
+        // unchanged, since one fd closed and another opened leave the count
+        // as it was.
+        let unplaced_uids: HashSet<u32> = uid_of
+            .iter()
+            .filter(|(i, _)| !found.contains_key(i))
+            .filter(|(i, _)| self.missing.get(i).is_none_or(|m| !m.kernel))
+            .map(|(_, &uid)| uid)
+            .collect();
         let unplaced = uid_of.keys().filter(|i| !found.contains_key(i)).count();
         let mut buf = Vec::with_capacity(64);
         for round in 0..2 {
@@ -373,13 +404,20 @@ impl Attributor {
                         fds.append(new);
                         false
                     }
-                    (_, Unclassified::Count(c)) => *c > k.fds.len() + k.others.len() + fds.len(),
+                    (_, Unclassified::Count(c)) => {
+                        *c > k.fds.len() + k.others.len() + fds.len()
+                            || unplaced_uids.contains(&k.uid)
+                    }
                 };
                 // Round two reads every fd of an owner of the missing
                 // sockets' uid, its mapped ones too: a mapped fd may hold a
                 // new socket while the sample still shows the old one.
                 let everything = round == 1 && wanted_uids.contains(&k.uid);
                 if list {
+                    #[cfg(test)]
+                    {
+                        self.listings += 1;
+                    }
                     match list_fds(&self.procfs, *pid) {
                         Ok(listed) => {
                             k.others.retain(|fd| listed.binary_search(fd).is_ok());
@@ -470,9 +508,14 @@ impl Attributor {
     /// Confirms one known owner: the same process (start time), its
     /// mapped fds still open, and a rolling slice of them re-read. Whether
     /// fds were opened or closed is told by the fd count (the size of the
-    /// fd directory, Linux 6.2+), without a listing; the directory is
-    /// listed only when fds closed that the map did not expect (a socket
-    /// passed on and closed here), or where the kernel gives no count.
+    /// fd directory, Linux 6.2+), without a listing: the directory is
+    /// listed when the count differs from the one of its last listing (or
+    /// there was none: an owner a scan found), when it is below what the
+    /// map holds, or where the kernel gives no count. A close and an open
+    /// in the same interval leave the count as it was: round one of
+    /// [`Attributor::attribute`] then lists the owners whose uid has
+    /// sockets missing, and the rolling re-read catches a mapped fd that
+    /// now holds something else.
     /// Returns the process's current name and what is not yet classified;
     /// `None` when the process is gone or unreadable.
     fn confirm_owner(
@@ -498,7 +541,13 @@ impl Attributor {
             None
         };
         let mut unclassified = Unclassified::Count(count.unwrap_or(0));
-        if count.is_none_or(|c| c < known.fds.len() + known.others.len()) {
+        if count.is_none_or(|c| {
+            known.listed_count != Some(c) || c < known.fds.len() + known.others.len()
+        }) {
+            #[cfg(test)]
+            {
+                self.listings += 1;
+            }
             let listed = match list_fds(&self.procfs, pid) {
                 Ok(l) => l,
                 Err(denied) => {
@@ -518,6 +567,7 @@ impl Attributor {
                 .copied()
                 .filter(|fd| !known.fds.contains_key(fd) && !known.others.contains(fd))
                 .collect();
+            known.listed_count = Some(listed.len());
             for inode in closed {
                 self.forget(inode);
             }
@@ -1150,12 +1200,171 @@ mod tests {
             .collect()
     }
 
+    /// A real process (python3) whose fds a test drives over its stdin, so
+    /// that the attributor reads the real `/proc`, where fd directories
+    /// report their fd count (Linux 6.2+): the path production takes. One
+    /// command per line, one reply line:
+    /// `socks N` (N unbound UDP sockets: "fd inode" pairs), `file` (opens
+    /// /dev/null: its fd), `close FD`, `listen PATH` / `connect PATH` /
+    /// `accept` (a Unix stream connection), `send FD` (passes FD over it
+    /// with SCM_RIGHTS), `recv` (the fd and inode received).
+    struct Juggler {
+        child: std::process::Child,
+        stdin: std::process::ChildStdin,
+        out: std::io::BufReader<std::process::ChildStdout>,
+    }
+
+    const JUGGLER: &str = r#"
+import os, socket, sys
+srv = conn = None
+for line in sys.stdin:
+    w = line.split()
+    c, a = w[0], w[1:]
+    if c == "socks":
+        out = []
+        for _ in range(int(a[0])):
+            fd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM).detach()
+            out += [fd, os.fstat(fd).st_ino]
+        r = out
+    elif c == "file":
+        r = [os.open("/dev/null", os.O_RDONLY)]
+    elif c == "close":
+        os.close(int(a[0])); r = []
+    elif c == "listen":
+        srv = socket.socket(socket.AF_UNIX); srv.bind(a[0]); srv.listen(1); r = []
+    elif c == "connect":
+        conn = socket.socket(socket.AF_UNIX); conn.connect(a[0]); r = []
+    elif c == "accept":
+        conn, _ = srv.accept(); r = []
+    elif c == "send":
+        socket.send_fds(conn, [b"x"], [int(a[0])]); r = []
+    elif c == "recv":
+        _, fds, _, _ = socket.recv_fds(conn, 1, 1); r = [fds[0], os.fstat(fds[0]).st_ino]
+    print(*r, "ok", flush=True)
+"#;
+
+    impl Juggler {
+        fn start() -> Juggler {
+            use std::process::{Command, Stdio};
+            let mut child = Command::new("python3")
+                .args(["-c", JUGGLER])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("python3");
+            let stdin = child.stdin.take().unwrap();
+            let out = std::io::BufReader::new(child.stdout.take().unwrap());
+            Juggler { child, stdin, out }
+        }
+
+        fn pid(&self) -> u32 {
+            self.child.id()
+        }
+
+        /// Sends one command; the numbers of its reply.
+        fn run(&mut self, cmd: &str) -> Vec<u64> {
+            use std::io::{BufRead, Write};
+            writeln!(self.stdin, "{cmd}").unwrap();
+            let mut line = String::new();
+            self.out.read_line(&mut line).unwrap();
+            let mut words: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(words.pop(), Some("ok"), "{cmd}: {line:?}");
+            words.iter().map(|w| w.parse().unwrap()).collect()
+        }
+
+        /// `socks n`: (fd, socket) pairs.
+        fn socks(&mut self, n: usize) -> Vec<(u32, Socket)> {
+            self.run(&format!("socks {n}"))
+                .chunks(2)
+                .map(|p| (p[0] as u32, real_sock(p[1])))
+                .collect()
+        }
+    }
+
+    impl Drop for Juggler {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// A socket of this process's uid (what a socket a juggler made has).
+    fn real_sock(inode: u64) -> Socket {
+        Socket {
+            uid: rustix::process::geteuid().as_raw(),
+            ..sock(inode)
+        }
+    }
+
+    /// An attributor on the real `/proc`, or `None` (after saying so)
+    /// where the kernel gives no fd count (before Linux 6.2): a failure in
+    /// CI, whose kernel has it.
+    fn counting(test: &str) -> Option<Attributor> {
+        let a = Attributor::new("/proc");
+        if a.counts_fds {
+            return Some(a);
+        }
+        if std::env::var_os("CI").is_some() {
+            panic!("{test}: /proc gives no fd counts (Linux 6.2+) in CI");
+        }
+        eprintln!("SKIPPED {test}: /proc gives no fd counts (Linux 6.2+ does)");
+        None
+    }
+
     #[test]
     fn steady_state_costs_per_owner_not_per_socket() {
+        let Some(mut a) = counting("steady_state_costs_per_owner_not_per_socket") else {
+            return;
+        };
+        let mut j = Juggler::start();
+        let held = j.socks(320);
+        let mut socks: Vec<Socket> = held.iter().map(|(_, s)| s.clone()).collect();
+        let first = a.attribute(&socks, far());
+        assert_eq!(first.owners.len(), 320);
+        assert!(first.owners.values().all(|o| o.pid == j.pid()));
+        // The next pass lists the fd directory once (a scan found the
+        // owner: its other fds are not classified yet); from then on the
+        // fd count stands for the listing.
+        a.attribute(&socks, far());
+        let listings = a.listings;
+        for _ in 0..5 {
+            let pass = a.attribute(&socks, far());
+            assert_eq!(pass.owners.len(), 320);
+            assert_eq!(pass.stats.confirmed, 320);
+            assert_eq!(pass.stats.processes_scanned, 0, "{:?}", pass.stats);
+            assert_eq!(
+                pass.stats.links_read, 20,
+                "a rolling 1/16 of 320 mapped fds, nothing per socket"
+            );
+        }
+        assert_eq!(a.listings, listings, "no listing while the count holds");
+        // Churn: a new socket opens at a new fd number and an old one
+        // closes, in the same interval: the fd count is unchanged. The
+        // owner is read once, not twice, and nothing else is scanned. (The
+        // first time, its other files are classified too.)
+        for (round, old) in held[..2].iter().enumerate() {
+            let new = j.socks(1).remove(0);
+            j.run(&format!("close {}", old.0));
+            assert_ne!(new.0, old.0, "a different fd number");
+            socks.retain(|s| s.inode != old.1.inode);
+            socks.push(new.1.clone());
+            let pass = a.attribute(&socks, far());
+            assert_eq!(pass.owners[&new.1.inode].pid, j.pid());
+            assert_eq!(pass.stats.processes_scanned, 1, "{:?}", pass.stats);
+            if round == 1 {
+                // The rolling slice, the freed fd and the new one.
+                assert!(pass.stats.links_read <= 22, "{:?}", pass.stats);
+            }
+        }
+    }
+
+    #[test]
+    fn steady_state_costs_per_owner_not_per_socket_without_fd_counts() {
         let root = tempdir("steady");
         fake_proc(&root);
         let socks = busy_owner(&root, 320);
         let mut a = Attributor::new(&root);
+        assert!(!a.counts_fds, "a fake tree gives no fd counts");
         let first = a.attribute(&socks, far());
         assert_eq!(first.owners.len(), 320);
         for _ in 0..5 {
@@ -1182,9 +1391,95 @@ mod tests {
 
     #[test]
     fn a_socket_passed_on_is_followed_when_the_old_fd_closes() {
+        let test = "a_socket_passed_on_is_followed_when_the_old_fd_closes";
+        let Some(mut a) = counting(test) else {
+            return;
+        };
+        // A sender with 32 watched sockets (more than the rolling re-read
+        // covers in one pass), found by a scan, and a receiver.
+        let mut sender = Juggler::start();
+        let mut receiver = Juggler::start();
+        let held = sender.socks(32);
+        let socks: Vec<Socket> = held.iter().map(|(_, s)| s.clone()).collect();
+        for _ in 0..3 {
+            let pass = a.attribute(&socks, far());
+            assert!(pass.owners.values().all(|o| o.pid == sender.pid()));
+        }
+        // The socket the rolling re-read reaches last.
+        let from = a.owners[&sender.pid()].verify_from;
+        let (fd, passed) = held
+            .iter()
+            .filter(|(fd, _)| *fd < from)
+            .max_by_key(|(fd, _)| *fd)
+            .or_else(|| held.iter().max_by_key(|(fd, _)| *fd))
+            .cloned()
+            .unwrap();
+        let path = std::env::temp_dir().join(format!("portrange-attr-pass-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        sender.run(&format!("listen {}", path.display()));
+        receiver.run(&format!("connect {}", path.display()));
+        sender.run("accept");
+        sender.run(&format!("send {fd}"));
+        let got = receiver.run("recv");
+        assert_eq!(got[1], passed.inode, "the same socket");
+        sender.run(&format!("close {fd}"));
+        let pass = a.attribute(&socks, far());
+        assert_eq!(
+            pass.owners[&passed.inode].pid,
+            receiver.pid(),
+            "at once, from the changed fd count and the listing"
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_socket_found_nowhere_then_received_by_a_known_owner_is_found_at_once() {
+        let test = "a_socket_found_nowhere_then_received_by_a_known_owner_is_found_at_once";
+        let Some(mut a) = counting(test) else {
+            return;
+        };
+        let mut owner = Juggler::start();
+        let mut maker = Juggler::start();
+        let (_, mine) = owner.socks(1).remove(0);
+        let spare = owner.run("file")[0];
+        let path =
+            std::env::temp_dir().join(format!("portrange-attr-flight-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        owner.run(&format!("listen {}", path.display()));
+        maker.run(&format!("connect {}", path.display()));
+        owner.run("accept");
+        // The maker passes a socket to the owner and closes its copy: in
+        // flight, no process holds it, and the search finds it nowhere.
+        let (fd, flying) = maker.socks(1).remove(0);
+        maker.run(&format!("send {fd}"));
+        maker.run(&format!("close {fd}"));
+        let socks = [mine.clone(), flying.clone()];
+        for _ in 0..2 {
+            let pass = a.attribute(&socks, far());
+            assert_eq!(pass.owners[&mine.inode].pid, owner.pid());
+            assert!(!pass.owners.contains_key(&flying.inode));
+        }
+        assert!(a.missing.contains_key(&flying.inode), "in back-off");
+        // The owner takes it (a new fd number) and closes another fd: its fd
+        // count is what it was. Found at once, not when the back-off ends.
+        let got = owner.run("recv");
+        owner.run(&format!("close {spare}"));
+        assert_eq!(got[1], flying.inode);
+        assert_ne!(got[0], spare, "a different fd number");
+        let pass = a.attribute(&socks, far());
+        assert_eq!(
+            pass.owners.get(&flying.inode).map(|o| o.pid),
+            Some(owner.pid())
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_socket_passed_on_is_followed_when_the_old_fd_closes_without_fd_counts() {
         let root = tempdir("passed");
         fake_proc(&root);
         let mut a = Attributor::new(&root);
+        assert!(!a.counts_fds, "a fake tree gives no fd counts");
         assert_eq!(a.attribute(&[sock(5001)], far()).owners[&5001].pid, 100);
         // Pid 100 (same process) passes 5001 to pid 200 and closes fd 3.
         std::fs::remove_file(root.join("100/fd/3")).unwrap();
