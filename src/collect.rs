@@ -159,7 +159,6 @@ pub struct Collector {
     config: Arc<Config>,
     filter: Filter,
     users: UserNames,
-    sample_timeout: Duration,
     /// The privileges attribution lacks, named once in the log.
     missing: Vec<&'static str>,
     warned_permission: bool,
@@ -183,7 +182,6 @@ impl Collector {
             config,
             platform,
             users,
-            sample_timeout: Duration::from_secs(5),
             missing,
             warned_permission: false,
             warned_ephemeral: false,
@@ -220,23 +218,25 @@ impl Collector {
             self.fail_samples -= 1;
             Err(platform::SampleError::Injected(self.fail_samples))
         } else {
-            self.platform.sample(&self.filter, self.sample_timeout)
+            self.platform.sample(&self.filter, deadline)
         };
-        let sockets = match sampled {
+        let sample = match sampled {
             Ok(s) => s,
             Err(e) => {
                 log::error!("socket sampling failed: {e}");
                 let mut failed = Report::failed(e.to_string(), started.elapsed());
-                if self.platform.namespaces().is_some() {
+                if self.platform.samples_every_namespace() {
                     failed.netns = Some(NetnsReport::default());
                 }
                 return failed;
             }
         };
         let t_sample = started.elapsed();
-        let attribution = self.platform.attribute(&sockets, deadline);
+        let attribution = self.platform.attribute(&sample, deadline);
+        let attribution = self.platform.confirm_kernel(&sample, attribution, deadline);
         let t_attr = started.elapsed();
         self.log_attribution(&attribution.stats);
+        let sockets = &sample.sockets;
         let ephemeral = match self.platform.ephemeral_ports() {
             Ok(p) => Some(p),
             Err(e) => {
@@ -260,19 +260,19 @@ impl Collector {
             .map(|(s, _)| s.uid)
             .collect();
         self.users.resolve(&uids, deadline);
-        let mut report = match self.platform.namespaces() {
+        let mut report = match &sample.namespaces {
             None => build_report(
                 &self.config,
-                &sockets,
+                sockets,
                 &attribution.holders,
                 ephemeral.as_ref(),
                 &self.users,
             ),
             Some(namespaces) => build_netns_report(
                 &self.config,
-                &sockets,
+                sockets,
                 &attribution.holders,
-                &namespaces,
+                namespaces,
                 &self.users,
             ),
         };

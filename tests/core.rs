@@ -18,8 +18,8 @@ use common::*;
 use portrange_exporter::config::Config;
 use portrange_exporter::http::{self, Options};
 use portrange_exporter::platform::{
-    Attribution, EphemeralPorts, Filter, Holder, Owner, Platform, SampleError, Socket, UserLookup,
-    UserResolver,
+    Attribution, EphemeralPorts, Filter, Holder, Owner, Platform, Sample, SampleError, Socket,
+    UserLookup, UserResolver,
 };
 use portrange_exporter::ranges::{PortSet, Protocol};
 use portrange_exporter::service::Service;
@@ -56,7 +56,7 @@ impl Script {
 struct Fake(Arc<Script>);
 
 impl Platform for Fake {
-    fn sample(&mut self, _: &Filter, _: Duration) -> Result<Vec<Socket>, SampleError> {
+    fn sample(&mut self, _: &Filter, _: Instant) -> Result<Sample, SampleError> {
         let n = self.0.samples.fetch_add(1, Ordering::SeqCst) + 1;
         let mut held = self.0.hold.lock().unwrap();
         while *held {
@@ -66,23 +66,27 @@ impl Platform for Fake {
         if self.0.panic_next.swap(false, Ordering::SeqCst) {
             panic!("injected panic in sample {n}");
         }
-        Ok(vec![Socket {
-            protocol: Protocol::Udp,
-            state: 7,
-            local: "0.0.0.0".parse().unwrap(),
-            port: 3224,
-            remote: "0.0.0.0".parse().unwrap(),
-            remote_port: 0,
-            uid: 0,
-            inode: n,
-            pid_hint: None,
-            netns: 0,
-        }])
+        Ok(Sample {
+            sockets: vec![Socket {
+                protocol: Protocol::Udp,
+                state: 7,
+                local: "0.0.0.0".parse().unwrap(),
+                port: 3224,
+                remote: "0.0.0.0".parse().unwrap(),
+                remote_port: 0,
+                uid: 0,
+                inode: n,
+                pid_hint: None,
+                netns: 0,
+            }],
+            ..Sample::default()
+        })
     }
 
-    fn attribute(&mut self, sockets: &[Socket], _: Instant) -> Attribution {
+    fn attribute(&mut self, sample: &Sample, _: Instant) -> Attribution {
         Attribution {
-            holders: sockets
+            holders: sample
+                .sockets
                 .iter()
                 .map(|_| {
                     Some(Holder::Process(Arc::new(Owner {
@@ -94,7 +98,7 @@ impl Platform for Fake {
                     })))
                 })
                 .collect(),
-            stats: Default::default(),
+            ..Attribution::default()
         }
     }
 

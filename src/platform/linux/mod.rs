@@ -17,14 +17,14 @@ pub mod systemd;
 pub mod tunnels;
 pub mod users;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::platform::{
-    Attribution, EphemeralPorts, Filter, Holder, Namespaces, Platform, PlatformOptions,
-    SampleError, Socket, UserNameResolver, UserResolver,
+    Attribution, EphemeralPorts, Filter, Holder, KernelCandidate, Platform, PlatformOptions,
+    Sample, SampleError, Skipped, Socket, UserNameResolver, UserResolver,
 };
 use crate::ranges::{PortSet, Protocol};
 
@@ -39,7 +39,6 @@ pub struct LinuxPlatform {
     procfs: PathBuf,
     attributor: attribution::Attributor,
     missing: Vec<&'static str>,
-    sample_timeout: Duration,
     /// Every network namespace (`--collector.netns`), or only our own.
     netns: Option<netns::NetnsSampler>,
 }
@@ -60,7 +59,6 @@ impl LinuxPlatform {
             procfs,
             attributor,
             missing,
-            sample_timeout: Duration::from_secs(5),
             netns: None,
         }
     }
@@ -79,12 +77,19 @@ impl LinuxPlatform {
     }
 
     /// Of the kernel candidates, those whose sockets a second sample (of
-    /// their own namespace) still shows: a holder that exited during the
-    /// scan took its socket along.
-    fn still_present(&mut self, sockets: &[Socket], candidates: &[u64]) -> HashSet<u64> {
-        let wanted: HashSet<u64> = candidates.iter().copied().collect();
+    /// their own namespace) still shows, by inode: a holder that exited
+    /// during the scan took its socket along. A namespace that cannot be
+    /// sampled again leaves its candidates unconfirmed, and is said in
+    /// `skipped`.
+    fn still_present(
+        &mut self,
+        candidates: &[&Socket],
+        timeout: Duration,
+        skipped: &mut Vec<Skipped>,
+    ) -> HashSet<u64> {
+        let wanted: HashSet<u64> = candidates.iter().map(|s| s.inode).collect();
         let mut per_netns: HashMap<u64, Intervals> = HashMap::new();
-        for s in sockets.iter().filter(|s| wanted.contains(&s.inode)) {
+        for s in candidates {
             let (tcp, udp) = per_netns.entry(s.netns).or_default();
             match s.protocol {
                 Protocol::Tcp => tcp.push((s.port, s.port)),
@@ -98,20 +103,32 @@ impl LinuxPlatform {
                 udp: PortSet::from_intervals(udp),
             };
             let again = match &mut self.netns {
-                Some(n) if ns != 0 => n.resample(ns, &filter, self.sample_timeout),
-                _ => netlink::sample(&filter, self.sample_timeout),
+                Some(n) if ns != 0 => n.resample(ns, &filter, timeout),
+                _ => netlink::sample(&filter, timeout),
             };
-            if let Ok(again) = again {
-                present.extend(again.iter().map(|s| s.inode).filter(|i| wanted.contains(i)));
+            match again {
+                Ok(again) => {
+                    present.extend(again.iter().map(|s| s.inode).filter(|i| wanted.contains(i)))
+                }
+                Err(e) => skipped.push(Skipped::new(
+                    Skipped::KERNEL_CHECK,
+                    format!("second sample of {}", netns_name(ns)),
+                    e.to_string(),
+                )),
             }
         }
         present
     }
 
     /// The UDP tunnel devices by (namespace, port), for the namespaces of
-    /// `sockets`.
-    fn tunnel_devices(&mut self, sockets: &[Socket]) -> HashMap<(u64, u16), String> {
-        let namespaces: HashSet<u64> = sockets.iter().map(|s| s.netns).collect();
+    /// `sockets`. A namespace whose devices cannot be listed is said in
+    /// `skipped`.
+    fn tunnel_devices<'a>(
+        &mut self,
+        sockets: impl Iterator<Item = &'a Socket>,
+        skipped: &mut Vec<Skipped>,
+    ) -> HashMap<(u64, u16), String> {
+        let namespaces: BTreeSet<u64> = sockets.map(|s| s.netns).collect();
         let mut out = HashMap::new();
         for ns in namespaces {
             let found = match &mut self.netns {
@@ -120,83 +137,142 @@ impl LinuxPlatform {
             };
             match found {
                 Ok(ports) => out.extend(ports.into_iter().map(|(port, dev)| ((ns, port), dev))),
-                Err(e) => log::debug!("cannot list tunnel devices over rtnetlink: {e}"),
+                Err(e) => skipped.push(Skipped::new(
+                    Skipped::TUNNELS,
+                    format!("tunnel devices of {}", netns_name(ns)),
+                    e,
+                )),
             }
         }
         out
     }
 }
 
+/// How a namespace is named in [`Skipped`] entries.
+fn netns_name(ns: u64) -> String {
+    if ns == 0 {
+        "the exporter's network namespace".to_string()
+    } else {
+        format!("network namespace {ns}")
+    }
+}
+
+/// The longest a single netlink receive waits.
+const SAMPLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a wait may last to end by `deadline`: what is left, at most
+/// [`SAMPLE_TIMEOUT`] and at least a millisecond (a zero receive timeout
+/// would wait for ever).
+fn timeout_until(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .clamp(Duration::from_millis(1), SAMPLE_TIMEOUT)
+}
+
 impl Platform for LinuxPlatform {
-    fn sample(&mut self, filter: &Filter, timeout: Duration) -> Result<Vec<Socket>, SampleError> {
-        self.sample_timeout = timeout;
+    fn sample(&mut self, filter: &Filter, deadline: Instant) -> Result<Sample, SampleError> {
+        let timeout = timeout_until(deadline);
         match &mut self.netns {
-            Some(n) => n.sample(filter, timeout),
-            None => netlink::sample(filter, timeout),
+            Some(n) => {
+                let sockets = n.sample(filter, timeout)?;
+                Ok(Sample {
+                    sockets,
+                    namespaces: Some(n.namespaces()),
+                    skipped: Vec::new(),
+                })
+            }
+            None => Ok(Sample {
+                sockets: netlink::sample(filter, timeout)?,
+                namespaces: None,
+                skipped: Vec::new(),
+            }),
         }
     }
 
-    fn namespaces(&self) -> Option<Namespaces> {
-        self.netns.as_ref().map(|n| n.namespaces())
+    fn samples_every_namespace(&self) -> bool {
+        self.netns.is_some()
     }
 
-    fn attribute(&mut self, sockets: &[Socket], deadline: Instant) -> Attribution {
-        let mut pass = self.attributor.attribute(sockets, deadline);
-        let devices = if pass.kernel.is_empty() && pass.candidates.is_empty() {
-            HashMap::new()
-        } else {
-            let involved: Vec<Socket> = sockets
-                .iter()
-                .filter(|s| {
-                    pass.kernel.contains(&s.inode) || pass.candidates.iter().any(|c| c.0 == s.inode)
-                })
-                .cloned()
-                .collect();
-            self.tunnel_devices(&involved)
-        };
-        if !pass.candidates.is_empty() {
-            let inodes: Vec<u64> = pass.candidates.iter().map(|c| c.0).collect();
-            let present = self.still_present(sockets, &inodes);
-            let port_of: HashMap<u64, (Protocol, u64, u16)> = sockets
-                .iter()
-                .map(|s| (s.inode, (s.protocol, s.netns, s.port)))
-                .collect();
-            let confirmed: Vec<u64> = pass
-                .candidates
-                .iter()
-                .filter(|(inode, strict)| {
-                    present.contains(inode)
-                        && (*strict
-                            || port_of.get(inode).is_some_and(|(p, ns, port)| {
-                                *p == Protocol::Udp && devices.contains_key(&(*ns, *port))
-                            }))
-                })
-                .map(|c| c.0)
-                .collect();
-            self.attributor.confirm_kernel(&confirmed);
-            pass.kernel.extend(confirmed);
-            pass.stats.kernel = pass.kernel.len();
-        }
+    fn attribute(&mut self, sample: &Sample, deadline: Instant) -> Attribution {
+        let sockets = &sample.sockets;
+        let pass = self.attributor.attribute(sockets, deadline);
+        let strict_by_inode: HashMap<u64, bool> = pass.candidates.iter().copied().collect();
+        let mut candidates = Vec::new();
         let holders = sockets
             .iter()
-            .map(|s| {
+            .enumerate()
+            .map(|(index, s)| {
                 if s.inode == 0 {
                     return None;
                 }
                 if let Some(o) = pass.owners.get(&s.inode) {
                     return Some(Holder::Process(o.clone()));
                 }
-                pass.kernel.contains(&s.inode).then(|| Holder::Kernel {
-                    device: (s.protocol == Protocol::Udp)
-                        .then(|| devices.get(&(s.netns, s.port)).cloned())
-                        .flatten(),
-                })
+                if let Some(&strict) = strict_by_inode.get(&s.inode) {
+                    candidates.push(KernelCandidate { index, strict });
+                }
+                pass.kernel
+                    .contains(&s.inode)
+                    .then_some(Holder::Kernel { device: None })
             })
             .collect();
         Attribution {
             holders,
+            candidates,
+            skipped: Vec::new(),
             stats: pass.stats,
         }
+    }
+
+    fn confirm_kernel(
+        &mut self,
+        sample: &Sample,
+        mut attribution: Attribution,
+        deadline: Instant,
+    ) -> Attribution {
+        let sockets = &sample.sockets;
+        let is_kernel = |h: &Option<Holder>| matches!(h, Some(Holder::Kernel { .. }));
+        if attribution.candidates.is_empty() && !attribution.holders.iter().any(is_kernel) {
+            return attribution;
+        }
+        let candidates = std::mem::take(&mut attribution.candidates);
+        let involved = sockets
+            .iter()
+            .zip(&attribution.holders)
+            .filter(|(_, h)| is_kernel(h))
+            .map(|(s, _)| s)
+            .chain(candidates.iter().map(|c| &sockets[c.index]));
+        let devices = self.tunnel_devices(involved, &mut attribution.skipped);
+        let device_of = |s: &Socket| {
+            (s.protocol == Protocol::Udp)
+                .then(|| devices.get(&(s.netns, s.port)).cloned())
+                .flatten()
+        };
+        if !candidates.is_empty() {
+            let checked: Vec<&Socket> = candidates.iter().map(|c| &sockets[c.index]).collect();
+            let present =
+                self.still_present(&checked, timeout_until(deadline), &mut attribution.skipped);
+            let confirmed: Vec<usize> = candidates
+                .iter()
+                .filter(|c| {
+                    let s = &sockets[c.index];
+                    present.contains(&s.inode) && (c.strict || device_of(s).is_some())
+                })
+                .map(|c| c.index)
+                .collect();
+            let inodes: Vec<u64> = confirmed.iter().map(|&i| sockets[i].inode).collect();
+            self.attributor.confirm_kernel(&inodes);
+            for i in confirmed {
+                attribution.holders[i] = Some(Holder::Kernel { device: None });
+            }
+        }
+        for (s, h) in sockets.iter().zip(attribution.holders.iter_mut()) {
+            if let Some(Holder::Kernel { device }) = h {
+                *device = device_of(s);
+            }
+        }
+        attribution.stats.kernel = attribution.holders.iter().filter(|h| is_kernel(h)).count();
+        attribution
     }
 
     fn ephemeral_ports(&self) -> Result<EphemeralPorts, String> {
