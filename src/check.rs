@@ -11,14 +11,16 @@
 //! syntax, with percentages of the range's capacity. `--output json`
 //! prints the whole report for scripts. With `--collector.netns` the
 //! tables gain a NETNS column, ranges are named with their namespace, and
-//! a namespace that could not be sampled is a WARNING. Nothing here
+//! a namespace that could not be sampled is a WARNING, as is any part the
+//! collection had to leave out (listed in the long output). A pure
+//! projection of the [`Report`]: nothing here reads the configuration or
 //! touches the OS.
 
 use std::fmt::Write;
 
 use crate::allowlist::Expected;
-use crate::collect::{Listener, RangeStats, Report};
 use crate::config::ConfigWarning;
+use crate::report::{Listener, RangeView, Report};
 
 /// Nagios plugin states, as exit codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -300,12 +302,11 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 
 /// One range and protocol, judged.
 struct Judged<'a> {
-    stats: &'a RangeStats,
+    stats: &'a RangeView,
     /// Free ports that can be bound: none in use, none excluded.
     free: u32,
     warning: Resolved,
     critical: Resolved,
-    unknown: usize,
 }
 
 /// The verdict: status, the first line's reasons, and the judged ranges.
@@ -339,12 +340,25 @@ fn where_(label: Option<&str>) -> String {
     label.map_or(String::new(), |l| format!(" in netns {l}"))
 }
 
-fn judge<'a>(report: &'a Report, opts: &Options) -> Verdict<'a> {
+/// Every listener, by range, protocol, port, address, owner and verdict
+/// (per namespace, the host's first).
+fn listeners(report: &Report) -> Vec<&Listener> {
+    let mut all: Vec<&Listener> = report.listeners().collect();
+    all.sort_by(|a, b| {
+        (&a.range, a.protocol, a.port, a.address)
+            .cmp(&(&b.range, b.protocol, b.port, b.address))
+            .then_with(|| a.process_name().cmp(&b.process_name()))
+            .then_with(|| (&a.user, a.expected).cmp(&(&b.user, b.expected)))
+    });
+    all
+}
+
+fn judge<'a>(report: &'a Report, all: &[&'a Listener], opts: &Options) -> Verdict<'a> {
     let mut status = Status::Ok;
     let mut reasons = Vec::new();
-    let unexpected: Vec<&Listener> = report
-        .listeners
+    let unexpected: Vec<&Listener> = all
         .iter()
+        .copied()
         .filter(|l| l.expected == Expected::False)
         .collect();
     if let Some(first) = unexpected.first() {
@@ -374,8 +388,8 @@ fn judge<'a>(report: &'a Report, opts: &Options) -> Verdict<'a> {
     let mut range_reasons = (Vec::new(), Vec::new());
     for r in &report.ranges {
         // Free-looking ports in an excluded range (Windows) cannot be bound.
-        let excluded = r.excluded.unwrap_or(0);
-        let free = r.ports.saturating_sub(r.in_use).saturating_sub(excluded);
+        let excluded = r.excluded_free().unwrap_or(0);
+        let free = r.free().saturating_sub(excluded);
         let and_excluded = if excluded > 0 {
             format!(", {excluded} excluded")
         } else {
@@ -384,18 +398,8 @@ fn judge<'a>(report: &'a Report, opts: &Options) -> Verdict<'a> {
         let j = Judged {
             stats: r,
             free,
-            warning: opts.warning.resolve(r.ports),
-            critical: opts.critical.resolve(r.ports),
-            unknown: report
-                .listeners
-                .iter()
-                .filter(|l| {
-                    l.expected == Expected::Unknown
-                        && l.range == r.range
-                        && l.protocol == r.protocol
-                        && l.netns == r.netns
-                })
-                .count(),
+            warning: opts.warning.resolve(r.ports()),
+            critical: opts.critical.resolve(r.ports()),
         };
         let name = format!("{}/{}{}", r.range, r.protocol, where_(r.netns.as_deref()));
         if j.critical.alerts(f64::from(free)) {
@@ -403,12 +407,13 @@ fn judge<'a>(report: &'a Report, opts: &Options) -> Verdict<'a> {
             range_reasons.0.push(if free == 0 {
                 format!(
                     "{name} is full ({} of {} ports in use{and_excluded})",
-                    r.in_use, r.ports
+                    r.in_use,
+                    r.ports()
                 )
             } else {
                 format!(
                     "{name} has {free} of {} ports free{and_excluded} (critical {})",
-                    r.ports,
+                    r.ports(),
                     opts.critical.as_str()
                 )
             });
@@ -416,7 +421,7 @@ fn judge<'a>(report: &'a Report, opts: &Options) -> Verdict<'a> {
             status = status.max(Status::Warning);
             range_reasons.1.push(format!(
                 "{name} has {free} of {} ports free{and_excluded} (warning {})",
-                r.ports,
+                r.ports(),
                 opts.warning.as_str()
             ));
         }
@@ -443,9 +448,26 @@ fn judge<'a>(report: &'a Report, opts: &Options) -> Verdict<'a> {
             )
         ));
     }
-    let unknown: Vec<&Listener> = report
-        .listeners
+    if let Some(first) = report.skipped.first() {
+        // What the exporter cannot see is never fine.
+        status = status.max(Status::Warning);
+        let more = report.skipped.len() - 1;
+        reasons.push(format!(
+            "the collection left {} out, so what {} is unknown ({}: {}{})",
+            plural(report.skipped.len(), "part", "parts"),
+            if more > 0 { "they hold" } else { "it holds" },
+            printable(&first.what),
+            printable(&first.reason),
+            if more > 0 {
+                format!(", and {more} more")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    let unknown: Vec<&Listener> = all
         .iter()
+        .copied()
         .filter(|l| l.expected == Expected::Unknown)
         .collect();
     if let Some(first) = unknown.first() {
@@ -490,7 +512,7 @@ fn perfdata(ranges: &[Judged]) -> String {
             "{}={};;;0;{}",
             perf_label(&format!("{base}_in_use")),
             r.in_use,
-            r.ports
+            r.ports()
         ));
         parts.push(format!(
             "{}={};{};{};0;{}",
@@ -498,7 +520,7 @@ fn perfdata(ranges: &[Judged]) -> String {
             j.free,
             j.warning.perf(),
             j.critical.perf(),
-            r.ports
+            r.ports()
         ));
         parts.push(format!(
             "{}={};;0;0;",
@@ -508,7 +530,7 @@ fn perfdata(ranges: &[Judged]) -> String {
         parts.push(format!(
             "{}={};0;;0;",
             perf_label(&format!("{base}_unknown")),
-            j.unknown
+            r.unknown
         ));
     }
     parts.join(" ")
@@ -526,7 +548,8 @@ pub fn render(report: &Report, warnings: &[ConfigWarning], opts: &Options) -> (S
         );
         return (Status::Unknown, out);
     }
-    let v = judge(report, opts);
+    let all = listeners(report);
+    let v = judge(report, &all, opts);
     let summary = if v.reasons.is_empty() {
         let total_free: u32 = v.ranges.iter().map(|j| j.free).sum();
         format!(
@@ -570,14 +593,14 @@ pub fn render(report: &Report, warnings: &[ConfigWarning], opts: &Options) -> (S
         let mut row = vec![
             r.range.clone(),
             r.protocol.to_string(),
-            r.ports.to_string(),
+            r.ports().to_string(),
             r.in_use.to_string(),
             j.free.to_string(),
         ];
         if show_excluded {
-            row.push(r.excluded.map_or("?".to_string(), |n| n.to_string()));
+            row.push(r.excluded_free().map_or("?".to_string(), |n| n.to_string()));
         }
-        row.extend([r.unexpected.to_string(), j.unknown.to_string()]);
+        row.extend([r.unexpected.to_string(), r.unknown.to_string()]);
         rows.push(netns_first(
             per_netns,
             &netns_cell(report, r.netns.as_deref()),
@@ -588,15 +611,15 @@ pub fn render(report: &Report, warnings: &[ConfigWarning], opts: &Options) -> (S
     table(&mut out, &rows, &netns_first_align(per_netns, &right));
 
     let needs_look = |l: &&Listener| l.expected != Expected::True;
-    let flagged = report.listeners.iter().filter(needs_look).count();
-    let allowed = report.listeners.len() - flagged;
+    let flagged = all.iter().copied().filter(needs_look).count();
+    let allowed = all.len() - flagged;
     let _ = writeln!(out);
     if opts.verbosity >= 1 {
-        if report.listeners.is_empty() {
+        if all.is_empty() {
             let _ = writeln!(out, "No listeners in the watched ranges.");
         } else {
             let _ = writeln!(out, "Listeners:");
-            listener_table(&mut out, report, report.listeners.iter());
+            listener_table(&mut out, report, all.iter().copied());
         }
     } else if flagged == 0 {
         let _ = writeln!(
@@ -609,11 +632,7 @@ pub fn render(report: &Report, warnings: &[ConfigWarning], opts: &Options) -> (S
         listener_table(
             &mut out,
             report,
-            report
-                .listeners
-                .iter()
-                .filter(needs_look)
-                .take(LISTENER_ROWS),
+            all.iter().copied().filter(needs_look).take(LISTENER_ROWS),
         );
         if flagged > LISTENER_ROWS {
             let _ = writeln!(
@@ -628,6 +647,16 @@ pub fn render(report: &Report, warnings: &[ConfigWarning], opts: &Options) -> (S
                 "{} not shown (-v lists them).",
                 plural(allowed, "allowed listener", "allowed listeners")
             );
+        }
+    }
+    if !report.skipped.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "Left out of this collection (what they hold is unknown):"
+        );
+        for s in &report.skipped {
+            let _ = writeln!(out, "{}", printable(&s.to_string()));
         }
     }
     if !warnings.is_empty() {
@@ -733,7 +762,7 @@ pub fn render_json(
             format!("sockets could not be sampled: {e}"),
         )
     } else {
-        let v = judge(report, opts);
+        let v = judge(report, &listeners(report), opts);
         (
             v.status,
             if v.reasons.is_empty() {
@@ -756,25 +785,22 @@ pub fn render_json(
                 "range": r.range,
                 "netns": r.netns,
                 "protocol": r.protocol.as_str(),
-                "ports": r.ports,
+                "ports": r.ports(),
                 "in_use": r.in_use,
-                "free": r.ports.saturating_sub(r.in_use),
+                "free": r.free(),
                 "unexpected_listeners": r.unexpected,
                 "unattributed_sockets": r.unattributed,
                 "ephemeral_overlap_ports": r.ephemeral_overlap,
-                "excluded_ports": r.excluded,
+                "excluded_ports": r.excluded_free(),
                 "sockets": states,
-                "ports_in_use": r.per_port.as_ref().map(|pp| {
-                    pp.iter().filter(|(_, used)| *used).map(|(p, _)| *p).collect::<Vec<u16>>()
-                }),
-                "warning": opts.warning.resolve(r.ports).perf(),
-                "critical": opts.critical.resolve(r.ports).perf(),
+                "ports_in_use": r.per_port.then_some(&r.in_use_ports),
+                "warning": opts.warning.resolve(r.ports()).perf(),
+                "critical": opts.critical.resolve(r.ports()).perf(),
             })
         })
         .collect();
-    let listeners: Vec<serde_json::Value> = report
-        .listeners
-        .iter()
+    let listeners: Vec<serde_json::Value> = listeners(report)
+        .into_iter()
         .map(|l| {
             let owner = l.owner();
             json!({
@@ -810,6 +836,11 @@ pub fn render_json(
             "kernel": a.kernel,
         },
         "missing_privileges": report.missing_privileges,
+        "skipped": report.skipped.iter().map(|s| json!({
+            "stage": s.stage,
+            "what": s.what,
+            "reason": s.reason,
+        })).collect::<Vec<_>>(),
         "config_warnings": warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
     });
     (status, format!("{doc}\n"))
@@ -844,11 +875,9 @@ fn table(out: &mut String, rows: &[Vec<String>], right: &[bool]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::{Listener, RangeStats};
     use crate::platform::{Holder, Owner};
-    use crate::ranges::Protocol;
+    use crate::ranges::{PortSet, Protocol};
     use std::sync::Arc;
-    use std::time::Duration;
 
     fn listener(comm: &[u8], port: u16, expected: Expected) -> Listener {
         Listener {
@@ -876,30 +905,25 @@ mod tests {
             .map(|(i, (comm, expected))| listener(comm, 3224 + i as u16, expected))
             .collect();
         Report {
-            error: None,
-            ranges: vec![RangeStats {
-                range: "framehawk".into(),
-                protocol: Protocol::Udp,
-                ports: 101,
+            ranges: vec![RangeView {
                 in_use,
-                states: vec![],
                 unexpected: listeners
                     .iter()
                     .filter(|l| l.expected == Expected::False)
                     .count() as u64,
-                unattributed: 0,
-                ephemeral_overlap: None,
-                excluded: None,
-                per_port: None,
-                netns: None,
-                in_use_ports: Vec::new(),
-                reserved: Default::default(),
+                unknown: listeners
+                    .iter()
+                    .filter(|l| l.expected == Expected::Unknown)
+                    .count() as u64,
+                listeners,
+                ..RangeView::capacity(
+                    "framehawk",
+                    Protocol::Udp,
+                    None,
+                    PortSet::from_intervals(vec![(3224, 3324)]),
+                )
             }],
-            listeners,
-            attribution: Default::default(),
-            missing_privileges: Vec::new(),
-            duration: Duration::ZERO,
-            netns: None,
+            ..Report::default()
         }
     }
 
@@ -1043,7 +1067,7 @@ mod tests {
     fn excluded_ports_are_not_free() {
         let o = Options::default();
         let mut r = report(1, vec![]);
-        r.ranges[0].excluded = Some(95);
+        r.ranges[0].excluded = Some(PortSet::from_intervals(vec![(3230, 3324)]));
         let (s, text) = render(&r, &[], &o);
         assert_eq!(s, Status::Warning, "100 free, 95 of them excluded:\n{text}");
         let lines: Vec<&str> = text.lines().collect();
@@ -1061,7 +1085,7 @@ mod tests {
             lines[3],
             "framehawk  udp         101       1     5        95           0        0"
         );
-        r.ranges[0].excluded = Some(100);
+        r.ranges[0].excluded = Some(PortSet::from_intervals(vec![(3225, 3324)]));
         let (s, text) = render(&r, &[], &o);
         assert_eq!(s, Status::Critical, "{text}");
         assert!(
@@ -1143,7 +1167,7 @@ mod tests {
             })
             .collect();
         let mut r = report(50, many);
-        r.ranges[0].ports = 10_000;
+        r.ranges[0].spec = PortSet::from_intervals(vec![(1, 10_000)]);
         let (s, text) = render(&r, &[], &Options::default());
         assert_eq!(s, Status::Critical);
         assert!(text.lines().count() < 40, "{}", text.lines().count());
@@ -1192,7 +1216,8 @@ mod tests {
             2,
             vec![(b"CtxGfx", Expected::True), (b"nc", Expected::False)],
         );
-        r.ranges[0].per_port = Some(vec![(3224, true), (3225, true), (3226, false)]);
+        r.ranges[0].per_port = true;
+        r.ranges[0].in_use_ports = vec![3224, 3225];
         let w = ConfigWarning {
             path: "r.yml".into(),
             line: 3,

@@ -17,6 +17,7 @@ pub mod logging;
 pub mod metrics;
 pub mod platform;
 pub mod ranges;
+pub mod report;
 pub mod service;
 pub mod status;
 pub mod users;
