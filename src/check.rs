@@ -1180,6 +1180,35 @@ mod tests {
     }
 
     #[test]
+    fn what_the_collection_left_out_is_a_warning_never_ok() {
+        let mut r = report(0, vec![]);
+        r.skipped = vec![
+            crate::platform::Skipped::new(
+                "sample",
+                "network namespace 9: udp dump",
+                "the deadline passed",
+            ),
+            crate::platform::Skipped::new("users", "the name of uid 1001", "no answer"),
+        ];
+        let (s, text) = render(&r, &[], &Options::default());
+        assert_eq!(s, Status::Warning, "{text}");
+        assert!(
+            text.starts_with(
+                "PORTRANGE WARNING - the collection left 2 parts out, so what they hold is unknown (network namespace 9: udp dump: the deadline passed, and 1 more) |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("Left out of this collection (what they hold is unknown):\nsample: network namespace 9: udp dump: the deadline passed\nusers: the name of uid 1001: no answer\n"),
+            "{text}"
+        );
+        let (s, json) = render_json(&r, &[], &Options::default());
+        assert_eq!(s, Status::Warning);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["skipped"][1]["stage"], "users");
+    }
+
+    #[test]
     fn ephemeral_overlap_is_a_named_warning() {
         let mut r = report(0, vec![]);
         r.ranges[0].ephemeral_overlap = Some(25);

@@ -719,6 +719,130 @@ mod tests {
         );
     }
 
+    /// A platform whose process scan always runs out of time and whose
+    /// user database never answers.
+    struct Blind;
+
+    impl Platform for Blind {
+        fn sample(&mut self, _: &Filter, _: Instant) -> Result<Sample, platform::SampleError> {
+            Ok(Sample {
+                sockets: vec![Socket {
+                    uid: 1001,
+                    ..sock(Protocol::Udp, 3224, 7, 0, 10)
+                }],
+                namespaces: None,
+                skipped: vec![Skipped::new(
+                    Skipped::SAMPLE,
+                    "tcp/ipv6 dump",
+                    "the deadline passed",
+                )],
+            })
+        }
+
+        fn attribute(&mut self, sample: &Sample, _: Instant) -> platform::Attribution {
+            platform::Attribution {
+                holders: vec![None; sample.sockets.len()],
+                stats: PassStats {
+                    deadline_hit: true,
+                    ..PassStats::default()
+                },
+                ..platform::Attribution::default()
+            }
+        }
+
+        fn confirm_kernel(
+            &mut self,
+            _: &Sample,
+            mut attribution: platform::Attribution,
+            _: Instant,
+        ) -> platform::Attribution {
+            attribution.skipped.push(Skipped::new(
+                Skipped::TUNNELS,
+                "tunnel devices of network namespace 7",
+                "the namespace is gone",
+            ));
+            attribution
+        }
+
+        fn ephemeral_ports(&self) -> Result<EphemeralPorts, String> {
+            Err("not here".into())
+        }
+
+        fn user_resolver(&self) -> platform::UserResolver {
+            Arc::new(|_| Err("LDAP server unreachable".into()))
+        }
+
+        fn missing_privileges(&self) -> Vec<&'static str> {
+            Vec::new()
+        }
+    }
+
+    #[test]
+    fn every_part_left_out_is_in_the_report_by_stage() {
+        let mut c = Collector::new(Arc::new(Config::builtin()), Box::new(Blind));
+        let r = c.collect(Instant::now() + Duration::from_secs(2));
+        assert!(r.up());
+        let stages: Vec<&str> = r.skipped.iter().map(|s| s.stage).collect();
+        assert_eq!(
+            stages,
+            vec!["sample", "attribution", "tunnels", "users"],
+            "{:?}",
+            r.skipped
+        );
+        assert_eq!(r.skipped[3].what, "the name of uid 1001");
+        assert_eq!(
+            r.collectors
+                .iter()
+                .map(|c| (c.name, c.success))
+                .collect::<Vec<_>>(),
+            vec![(RANGES, true)]
+        );
+        assert!(stages.iter().all(|s| Skipped::STAGES.contains(s)));
+    }
+
+    #[test]
+    fn a_failed_sample_keeps_the_capacity_and_fails_its_collectors() {
+        struct Refused(bool);
+        impl Platform for Refused {
+            fn sample(&mut self, _: &Filter, _: Instant) -> Result<Sample, platform::SampleError> {
+                Err(platform::SampleError::Unsupported("refused".into()))
+            }
+            fn attribute(&mut self, _: &Sample, _: Instant) -> platform::Attribution {
+                unreachable!("nothing to attribute")
+            }
+            fn samples_every_namespace(&self) -> bool {
+                self.0
+            }
+            fn ephemeral_ports(&self) -> Result<EphemeralPorts, String> {
+                Err("not here".into())
+            }
+            fn user_resolver(&self) -> platform::UserResolver {
+                Arc::new(|_| Ok(UserLookup::NoEntry))
+            }
+            fn missing_privileges(&self) -> Vec<&'static str> {
+                Vec::new()
+            }
+        }
+        let mut c = Collector::new(Arc::new(Config::builtin()), Box::new(Refused(true)));
+        let r = c.collect(Instant::now() + Duration::from_secs(2));
+        assert!(!r.up());
+        assert_eq!(
+            r.ranges
+                .iter()
+                .map(|v| (v.ports(), v.netns.as_deref()))
+                .collect::<Vec<_>>(),
+            vec![(101, Some("host")), (101, Some("host"))]
+        );
+        assert_eq!(
+            r.collectors
+                .iter()
+                .map(|c| (c.name, c.success))
+                .collect::<Vec<_>>(),
+            vec![(RANGES, false), (NETNS, false)]
+        );
+        assert_eq!(r.netns, Some(NetnsReport::default()));
+    }
+
     #[test]
     fn port_bits_list_their_ports_ascending() {
         let mut b = PortBits::default();
