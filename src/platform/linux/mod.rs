@@ -1,18 +1,21 @@
 //! Linux behind the platform boundary: sockets from NETLINK_SOCK_DIAG
-//! ([`netlink`]), holders from `/proc/<pid>/fd` ([`attribution`]), user
-//! names from `getpwuid_r` ([`users`]), the ephemeral range from
-//! `/proc/sys/net` ([`kernel`]), the tunnel devices that own kernel-held
-//! UDP ports from rtnetlink ([`tunnels`]), capabilities from
-//! `/proc/self/status`, unix signals and rlimits, and the sockets systemd
+//! ([`netlink`]), holders from `/proc/<pid>/fd` ([`attribution`]), then
+//! kernel-held sockets confirmed by a second sample and named by the
+//! tunnel devices that own their UDP ports, from rtnetlink ([`tunnels`]),
+//! in a step of its own ([`LinuxPlatform`]'s `confirm_kernel`); user names
+//! from `getpwuid_r` ([`users`]), the ephemeral range from the
+//! `/proc/sys/net` sysctls ([`sysctl`]), capabilities and the pid
+//! namespace probed at start ([`privileges`]), unix signals and rlimits, and the sockets systemd
 //! passes on socket activation ([`systemd`]). Every `/proc` read goes
 //! through the `--path.procfs` root. With `--collector.netns`, [`netns`]
 //! samples every network namespace on the host instead of the exporter's
 //! own.
 
 pub mod attribution;
-pub mod kernel;
 pub mod netlink;
 pub mod netns;
+pub mod privileges;
+pub mod sysctl;
 pub mod systemd;
 pub mod tunnels;
 pub mod users;
@@ -31,6 +34,15 @@ use crate::ranges::{PortSet, Protocol};
 /// Port intervals per protocol (TCP, UDP).
 type Intervals = (Vec<(u16, u16)>, Vec<(u16, u16)>);
 
+/// A `/proc` directory entry's number (a pid, an fd), or `None` for any
+/// other name (`self`, `net`) or one past `u32`.
+pub fn proc_number(name: &[u8]) -> Option<u32> {
+    if name.is_empty() || name.len() > 10 || !name.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(name).ok()?.parse().ok()
+}
+
 /// Where procfs is mounted unless `--path.procfs` says otherwise.
 pub const DEFAULT_PROCFS: &str = "/proc";
 
@@ -45,9 +57,9 @@ pub struct LinuxPlatform {
 
 impl LinuxPlatform {
     pub fn new(procfs: PathBuf) -> LinuxPlatform {
-        let missing = attribution::missing_capabilities(&procfs);
+        let missing = privileges::missing_capabilities(&procfs);
         let mut attributor = attribution::Attributor::new(procfs.clone());
-        let host_pids = attribution::shows_host_pids(&procfs);
+        let host_pids = privileges::shows_host_pids(&procfs);
         attributor.set_sees_all(missing.is_empty() && host_pids);
         if missing.is_empty() && !host_pids {
             log::info!(
@@ -277,7 +289,7 @@ impl Platform for LinuxPlatform {
 
     fn ephemeral_ports(&self) -> Result<EphemeralPorts, String> {
         // One setting governs both protocols (and IPv6 too).
-        let ports = kernel::ephemeral_ports(&self.procfs).map_err(|e| e.to_string())?;
+        let ports = sysctl::ephemeral_ports(&self.procfs).map_err(|e| e.to_string())?;
         Ok(EphemeralPorts::same(ports))
     }
 
