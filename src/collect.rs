@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 use crate::allowlist::{self, Expected};
 use crate::config::{Config, RangeConfig};
 use crate::platform::{
-    self, EphemeralPorts, Filter, Holder, Namespaces, PassStats, Platform, Sample, Skipped, Socket,
+    self, EphemeralPorts, Filter, Holder, Namespaces, PassStats, PerProtocol, Platform, Sample,
+    Skipped, Socket,
 };
 use crate::ranges::{PortSet, Protocol};
 pub use crate::report::{CollectorRun, Listener, NetnsInfo, NetnsReport, RangeView, Report};
@@ -77,7 +78,7 @@ impl Collector {
         let missing = platform.missing_privileges();
         let users = UserNames::new(platform.user_resolver());
         Collector {
-            filter: Filter::from_config(&config),
+            filter: filter(&config),
             config,
             platform,
             users,
@@ -99,7 +100,7 @@ impl Collector {
     /// Swaps in a new configuration; the owner and user caches are kept.
     pub fn set_config(&mut self, config: Arc<Config>) {
         if !Arc::ptr_eq(&self.config, &config) {
-            self.filter = Filter::from_config(&config);
+            self.filter = filter(&config);
             self.config = config;
         }
     }
@@ -263,24 +264,22 @@ impl Collector {
     /// protocol). A platform without such ports leaves them `None`; one
     /// that cannot say, too, with a warning once.
     fn apply_excluded(&mut self, report: &mut Report) {
-        let mut excluded: Vec<(Protocol, Option<PortSet>)> = Vec::new();
-        for protocol in report.ranges.iter().map(|r| r.protocol) {
-            if excluded.iter().any(|(p, _)| *p == protocol) {
-                continue;
-            }
-            let set = self.platform.excluded_ports(protocol).unwrap_or_else(|e| {
-                if !self.warned_excluded {
-                    log::warn!(
-                        "cannot read the {protocol} ports the system excludes from binding; portrange_excluded_ports is left out and the port map shows none as reserved: {e}"
-                    );
-                    self.warned_excluded = true;
-                }
-                None
-            });
-            excluded.push((protocol, set));
-        }
+        // Asked at most once per protocol, and only for protocols watched.
+        let mut excluded: PerProtocol<Option<Option<PortSet>>> = PerProtocol::default();
         for view in &mut report.ranges {
-            if let Some((_, Some(set))) = excluded.iter().find(|(p, _)| *p == view.protocol) {
+            let protocol = view.protocol;
+            let set = excluded.get_mut(protocol).get_or_insert_with(|| {
+                self.platform.excluded_ports(protocol).unwrap_or_else(|e| {
+                    if !self.warned_excluded {
+                        log::warn!(
+                            "cannot read the {protocol} ports the system excludes from binding; portrange_excluded_ports is left out and the port map shows none as reserved: {e}"
+                        );
+                        self.warned_excluded = true;
+                    }
+                    None
+                })
+            });
+            if let Some(set) = set {
                 view.excluded = Some(view.spec.intersect(set));
             }
         }
@@ -310,6 +309,12 @@ impl Collector {
             );
         }
     }
+}
+
+/// What to sample for `config`: per protocol, the union of the ranges
+/// watched on it.
+pub fn filter(config: &Config) -> Filter {
+    Filter::from_fn(|protocol| config.watched_ports(protocol))
 }
 
 /// The views of the configured ranges' capacity alone, for a collection

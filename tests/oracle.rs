@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use netstat2::{AddressFamilyFlags, ProtocolFlags, ProtocolSocketInfo};
 use portrange_exporter::config::Config;
-use portrange_exporter::platform::{self, Filter, Holder};
+use portrange_exporter::platform::{self, Holder};
 use portrange_exporter::ranges::Protocol;
 
 type Key = (Protocol, IpAddr, u16, u16);
@@ -42,7 +42,7 @@ fn sock_diag_and_netstat2_agree_on_sockets_and_owners() {
         "oracle.yml",
     )
     .unwrap();
-    let filter = Filter::from_config(&cfg);
+    let filter = portrange_exporter::collect::filter(&cfg);
 
     let mut host = platform::host(std::path::Path::new("/proc"));
     let deadline = Instant::now() + Duration::from_secs(30);

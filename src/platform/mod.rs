@@ -142,29 +142,59 @@ impl Socket {
     }
 }
 
-/// What to sample: the watched ports per protocol (an empty set skips that
-/// protocol).
+/// One value per protocol, TCP and UDP: the one pair type for what comes
+/// per protocol (the ports to sample, the ephemeral ports, port intervals
+/// being gathered).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Filter {
-    pub tcp: PortSet,
-    pub udp: PortSet,
+pub struct PerProtocol<T> {
+    pub tcp: T,
+    pub udp: T,
 }
 
-impl Filter {
-    pub fn from_config(cfg: &crate::config::Config) -> Filter {
-        Filter {
-            tcp: cfg.watched_ports(Protocol::Tcp),
-            udp: cfg.watched_ports(Protocol::Udp),
+impl<T> PerProtocol<T> {
+    /// Each protocol's value from `f`.
+    pub fn from_fn(mut f: impl FnMut(Protocol) -> T) -> PerProtocol<T> {
+        PerProtocol {
+            tcp: f(Protocol::Tcp),
+            udp: f(Protocol::Udp),
         }
     }
 
-    pub fn ports(&self, protocol: Protocol) -> &PortSet {
+    pub fn get(&self, protocol: Protocol) -> &T {
         match protocol {
             Protocol::Tcp => &self.tcp,
             Protocol::Udp => &self.udp,
         }
     }
+
+    pub fn get_mut(&mut self, protocol: Protocol) -> &mut T {
+        match protocol {
+            Protocol::Tcp => &mut self.tcp,
+            Protocol::Udp => &mut self.udp,
+        }
+    }
 }
+
+impl<T: Clone> PerProtocol<T> {
+    /// One value for both protocols (Linux's single ip_local_port_range).
+    pub fn same(value: T) -> PerProtocol<T> {
+        PerProtocol {
+            tcp: value.clone(),
+            udp: value,
+        }
+    }
+}
+
+impl PerProtocol<PortSet> {
+    /// The ports of `protocol` (the same as [`PerProtocol::get`]).
+    pub fn ports(&self, protocol: Protocol) -> &PortSet {
+        self.get(protocol)
+    }
+}
+
+/// What to sample: the watched ports per protocol (an empty set skips that
+/// protocol).
+pub type Filter = PerProtocol<PortSet>;
 
 /// Why a sample failed. The message names the dump and the kernel's answer.
 #[derive(Debug, thiserror::Error)]
@@ -415,28 +445,7 @@ pub type UserNameResolver = Arc<dyn Fn(&str) -> Result<Option<u32>, String> + Se
 
 /// Ports outgoing connections can take (the ephemeral range less reserved
 /// ports), per protocol.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct EphemeralPorts {
-    pub tcp: PortSet,
-    pub udp: PortSet,
-}
-
-impl EphemeralPorts {
-    /// One set for both protocols (Linux's single ip_local_port_range).
-    pub fn same(ports: PortSet) -> EphemeralPorts {
-        EphemeralPorts {
-            tcp: ports.clone(),
-            udp: ports,
-        }
-    }
-
-    pub fn ports(&self, protocol: Protocol) -> &PortSet {
-        match protocol {
-            Protocol::Tcp => &self.tcp,
-            Protocol::Udp => &self.udp,
-        }
-    }
-}
+pub type EphemeralPorts = PerProtocol<PortSet>;
 
 /// The operating system, as the collector sees it. One instance lives on
 /// the collection thread and keeps its caches across collections. A

@@ -759,7 +759,9 @@ fn scan_fds(
     for entry in dir {
         let Ok(entry) = entry else { break };
         let name = entry.file_name().to_bytes();
-        let Some(fd) = super::proc_number(name) else { continue };
+        let Some(fd) = super::proc_number(name) else {
+            continue;
+        };
         buf.clear();
         *links += 1;
         match rustix::fs::readlinkat(&fd_dir, entry.file_name(), std::mem::take(buf)) {

@@ -26,13 +26,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::platform::{
-    Attribution, EphemeralPorts, Filter, Holder, KernelCandidate, Platform, PlatformOptions,
-    Sample, SampleError, Skipped, Socket, UserNameResolver, UserResolver,
+    Attribution, EphemeralPorts, Filter, Holder, KernelCandidate, PerProtocol, Platform,
+    PlatformOptions, Sample, SampleError, Skipped, Socket, UserNameResolver, UserResolver,
 };
 use crate::ranges::{PortSet, Protocol};
 
-/// Port intervals per protocol (TCP, UDP).
-type Intervals = (Vec<(u16, u16)>, Vec<(u16, u16)>);
+/// Port intervals per protocol.
+type Intervals = PerProtocol<Vec<(u16, u16)>>;
 
 /// A `/proc` directory entry's number (a pid, an fd), or `None` for any
 /// other name (`self`, `net`) or one past `u32`.
@@ -102,17 +102,14 @@ impl LinuxPlatform {
         let wanted: HashSet<u64> = candidates.iter().map(|s| s.inode).collect();
         let mut per_netns: HashMap<u64, Intervals> = HashMap::new();
         for s in candidates {
-            let (tcp, udp) = per_netns.entry(s.netns).or_default();
-            match s.protocol {
-                Protocol::Tcp => tcp.push((s.port, s.port)),
-                Protocol::Udp => udp.push((s.port, s.port)),
-            }
+            let intervals = per_netns.entry(s.netns).or_default();
+            intervals.get_mut(s.protocol).push((s.port, s.port));
         }
         let mut present = HashSet::new();
-        for (ns, (tcp, udp)) in per_netns {
+        for (ns, intervals) in per_netns {
             let filter = Filter {
-                tcp: PortSet::from_intervals(tcp),
-                udp: PortSet::from_intervals(udp),
+                tcp: PortSet::from_intervals(intervals.tcp),
+                udp: PortSet::from_intervals(intervals.udp),
             };
             let again = match &mut self.netns {
                 Some(n) if ns != 0 => n.resample(ns, &filter, timeout),

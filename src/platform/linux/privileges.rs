@@ -59,7 +59,8 @@ mod tests {
     use std::path::PathBuf;
 
     fn tempdir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("portrange-privileges-{tag}-{}", std::process::id()));
+        let d =
+            std::env::temp_dir().join(format!("portrange-privileges-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
