@@ -1419,9 +1419,9 @@ fn busy(o: &Options) -> Vec<BusyRow> {
 /// one into the text exposition (families + encode), median of 20.
 fn encode_cost(m: usize) -> f64 {
     use portrange_exporter::allowlist::Expected;
-    use portrange_exporter::collect::{Listener, RangeStats, Report};
     use portrange_exporter::platform::{Holder, Owner};
     use portrange_exporter::ranges::Protocol;
+    use portrange_exporter::report::{Listener, RangeView, Report};
     let cfg = portrange_exporter::config::Config::parse(
         "ranges:\n  - name: rtp\n    ports: 10000-20000\n    protocols: [udp]\n    expected:\n      - process: rtpengine\n",
         "bench.yml",
@@ -1454,28 +1454,19 @@ fn encode_cost(m: usize) -> f64 {
         expected: Expected::False,
         ..listeners[0].clone()
     });
+    let range = &cfg.ranges[0];
     let report = Report {
-        error: None,
-        ranges: vec![RangeStats {
-            range: "rtp".into(),
-            protocol: Protocol::Udp,
-            ports: 10_001,
+        ranges: vec![RangeView {
+            per_port: range.per_port,
+            max_listener_series: range.max_listener_series,
             in_use: m as u32 + 1,
             states: vec![("unconn", m as u64 + 1), ("established", 0)],
             unexpected: 1,
-            unattributed: 0,
             ephemeral_overlap: Some(0),
-            excluded: None,
-            per_port: None,
-            netns: None,
-            in_use_ports: Vec::new(),
-            reserved: Default::default(),
+            listeners,
+            ..RangeView::capacity("rtp", Protocol::Udp, None, range.ports.clone())
         }],
-        listeners,
-        attribution: Default::default(),
-        missing_privileges: Vec::new(),
-        duration: Duration::ZERO,
-        netns: None,
+        ..Report::default()
     };
     let reload = portrange_exporter::service::ReloadStatus {
         successful: true,
@@ -1485,7 +1476,7 @@ fn encode_cost(m: usize) -> f64 {
     for _ in 0..20 {
         let t = Instant::now();
         let text = portrange_exporter::metrics::encode(portrange_exporter::metrics::families(
-            &report, &cfg, reload,
+            &report, reload,
         ));
         v.push(t.elapsed().as_secs_f64() * 1000.0);
         assert!(!text.is_empty());

@@ -8,17 +8,24 @@
 //! The long output lists the ranges and only the listeners that need a
 //! look (unexpected or unknown); `-v` adds the allowed ones, `-vv` the
 //! attribution counters. Free-port thresholds use the guidelines' range
-//! syntax, with percentages of the range's capacity. `--output json`
+//! syntax, with percentages of the range's capacity ([`threshold`], apart
+//! from the rendering here). `--output json`
 //! prints the whole report for scripts. With `--collector.netns` the
 //! tables gain a NETNS column, ranges are named with their namespace, and
-//! a namespace that could not be sampled is a WARNING. Nothing here
+//! a namespace that could not be sampled is a WARNING, as is any part the
+//! collection had to leave out (listed in the long output). A pure
+//! projection of the [`Report`]: nothing here reads the configuration or
 //! touches the OS.
 
 use std::fmt::Write;
 
+mod threshold;
+
+pub use threshold::{Resolved, Threshold, perf_label};
+
 use crate::allowlist::Expected;
-use crate::collect::{Listener, RangeStats, Report};
 use crate::config::ConfigWarning;
+use crate::report::{Listener, RangeView, Report};
 
 /// Nagios plugin states, as exit codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -37,189 +44,6 @@ impl Status {
             Status::Critical => "CRITICAL",
             Status::Unknown => "UNKNOWN",
         }
-    }
-}
-
-/// One end of a threshold range: a port count or a share of the range.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Bound {
-    Count(f64),
-    Percent(f64),
-}
-
-impl Bound {
-    fn parse(s: &str) -> Result<Bound, String> {
-        let s = s.trim();
-        if let Some(p) = s.strip_suffix('%') {
-            let v: f64 = p
-                .trim()
-                .parse()
-                .map_err(|_| format!("{s:?} is not a percentage"))?;
-            if !(0.0..=100.0).contains(&v) {
-                return Err(format!("{s:?} is not between 0% and 100%"));
-            }
-            return Ok(Bound::Percent(v));
-        }
-        let v: f64 = s
-            .parse()
-            .map_err(|_| format!("{s:?} is neither a number nor a percentage such as 10%"))?;
-        if !v.is_finite() {
-            return Err(format!("{s:?} is not a finite number"));
-        }
-        Ok(Bound::Count(v))
-    }
-
-    fn resolve(self, capacity: u32) -> f64 {
-        match self {
-            Bound::Count(v) => v,
-            Bound::Percent(p) => f64::from(capacity) * p / 100.0,
-        }
-    }
-}
-
-/// A threshold in the guidelines' range syntax, applied to a range's free
-/// ports: `10:` alerts below 10, `~:10` above 10, `10:20` outside 10-20,
-/// `@10:20` inside it; each end may be a percentage of the range's ports.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Threshold {
-    /// `None` is minus infinity (`~`).
-    start: Option<Bound>,
-    /// `None` is infinity (nothing after the colon).
-    end: Option<Bound>,
-    /// `@`: alert inside the range instead of outside.
-    inside: bool,
-    /// As written, for messages.
-    text: String,
-}
-
-impl std::str::FromStr for Threshold {
-    type Err = String;
-
-    /// Parses the range syntax. A bare number (`10`, meaning "alert above
-    /// 10 or below 0") is refused: for free ports it never means what it
-    /// seems to, and the refusal says what to write instead.
-    fn from_str(s: &str) -> Result<Threshold, String> {
-        let text = s.trim().to_string();
-        let (inside, body) = match text.strip_prefix('@') {
-            Some(rest) => (true, rest),
-            None => (false, text.as_str()),
-        };
-        let (start, end) = match body.split_once(':') {
-            Some(parts) => parts,
-            // `@N` is clear: alert at N or fewer.
-            None if inside => ("0", body),
-            None => {
-                return Err(format!(
-                    "{text:?}: in the plugin range syntax a bare {body} alerts when MORE than {body} ports are free; \
-                 write {body}: to alert when fewer than {body} are free, or @0:{body} for \"{body} or fewer\""
-                ));
-            }
-        };
-        let start = match start.trim() {
-            "~" => None,
-            "" => Some(Bound::Count(0.0)),
-            v => Some(Bound::parse(v)?),
-        };
-        let end = match end.trim() {
-            "" => None,
-            v => Some(Bound::parse(v)?),
-        };
-        let t = Threshold {
-            start,
-            end,
-            inside,
-            text: text.clone(),
-        };
-        let r = t.resolve(100);
-        if r.start > r.end {
-            return Err(format!("{text:?}: the start is above the end"));
-        }
-        Ok(t)
-    }
-}
-
-impl Threshold {
-    /// "Alert when fewer than `min` ports are free": what `--warn-free`
-    /// takes (a count or a percentage).
-    pub fn min_free(min: &str) -> Result<Threshold, String> {
-        let bound = Bound::parse(min)?;
-        Ok(Threshold {
-            start: Some(bound),
-            end: None,
-            inside: false,
-            text: format!("{}:", min.trim()),
-        })
-    }
-
-    /// The threshold for a range of `capacity` ports.
-    pub fn resolve(&self, capacity: u32) -> Resolved {
-        Resolved {
-            start: self
-                .start
-                .map_or(f64::NEG_INFINITY, |b| b.resolve(capacity)),
-            end: self.end.map_or(f64::INFINITY, |b| b.resolve(capacity)),
-            inside: self.inside,
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-}
-
-/// A threshold with its percentages turned into port counts.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Resolved {
-    pub start: f64,
-    pub end: f64,
-    pub inside: bool,
-}
-
-impl Resolved {
-    pub fn alerts(&self, value: f64) -> bool {
-        let within = value >= self.start && value <= self.end;
-        within == self.inside
-    }
-
-    /// The range in performance-data syntax (`10.1:`, `~:5`, `@0:3`).
-    pub fn perf(&self) -> String {
-        let start = if self.start == f64::NEG_INFINITY {
-            "~".to_string()
-        } else {
-            number(self.start)
-        };
-        let body = if self.end == f64::INFINITY {
-            format!("{start}:")
-        } else if self.start == 0.0 && !self.inside {
-            number(self.end)
-        } else {
-            format!("{start}:{}", number(self.end))
-        };
-        if self.inside {
-            format!("@{body}")
-        } else {
-            body
-        }
-    }
-}
-
-/// A number as performance data writes it: no exponent, at most two
-/// decimals, no trailing zeros.
-fn number(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        return format!("{}", v as i64);
-    }
-    let s = format!("{v:.2}");
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
-/// A performance-data label, single-quoted when it holds a space, `=` or
-/// a quote (a quote inside is doubled), as the guidelines ask.
-pub fn perf_label(label: &str) -> String {
-    if label.contains([' ', '=', '\'']) || label.is_empty() {
-        format!("'{}'", label.replace('\'', "''"))
-    } else {
-        label.to_string()
     }
 }
 
@@ -300,12 +124,11 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 
 /// One range and protocol, judged.
 struct Judged<'a> {
-    stats: &'a RangeStats,
+    stats: &'a RangeView,
     /// Free ports that can be bound: none in use, none excluded.
     free: u32,
     warning: Resolved,
     critical: Resolved,
-    unknown: usize,
 }
 
 /// The verdict: status, the first line's reasons, and the judged ranges.
@@ -339,12 +162,25 @@ fn where_(label: Option<&str>) -> String {
     label.map_or(String::new(), |l| format!(" in netns {l}"))
 }
 
-fn judge<'a>(report: &'a Report, opts: &Options) -> Verdict<'a> {
+/// Every listener, by range, protocol, port, address, owner and verdict
+/// (per namespace, the host's first).
+fn listeners(report: &Report) -> Vec<&Listener> {
+    let mut all: Vec<&Listener> = report.listeners().collect();
+    all.sort_by(|a, b| {
+        (&a.range, a.protocol, a.port, a.address)
+            .cmp(&(&b.range, b.protocol, b.port, b.address))
+            .then_with(|| a.process_name().cmp(&b.process_name()))
+            .then_with(|| (&a.user, a.expected).cmp(&(&b.user, b.expected)))
+    });
+    all
+}
+
+fn judge<'a>(report: &'a Report, all: &[&'a Listener], opts: &Options) -> Verdict<'a> {
     let mut status = Status::Ok;
     let mut reasons = Vec::new();
-    let unexpected: Vec<&Listener> = report
-        .listeners
+    let unexpected: Vec<&Listener> = all
         .iter()
+        .copied()
         .filter(|l| l.expected == Expected::False)
         .collect();
     if let Some(first) = unexpected.first() {
@@ -374,8 +210,8 @@ fn judge<'a>(report: &'a Report, opts: &Options) -> Verdict<'a> {
     let mut range_reasons = (Vec::new(), Vec::new());
     for r in &report.ranges {
         // Free-looking ports in an excluded range (Windows) cannot be bound.
-        let excluded = r.excluded.unwrap_or(0);
-        let free = r.ports.saturating_sub(r.in_use).saturating_sub(excluded);
+        let excluded = r.excluded_free().unwrap_or(0);
+        let free = r.free().saturating_sub(excluded);
         let and_excluded = if excluded > 0 {
             format!(", {excluded} excluded")
         } else {
@@ -384,18 +220,8 @@ fn judge<'a>(report: &'a Report, opts: &Options) -> Verdict<'a> {
         let j = Judged {
             stats: r,
             free,
-            warning: opts.warning.resolve(r.ports),
-            critical: opts.critical.resolve(r.ports),
-            unknown: report
-                .listeners
-                .iter()
-                .filter(|l| {
-                    l.expected == Expected::Unknown
-                        && l.range == r.range
-                        && l.protocol == r.protocol
-                        && l.netns == r.netns
-                })
-                .count(),
+            warning: opts.warning.resolve(r.ports()),
+            critical: opts.critical.resolve(r.ports()),
         };
         let name = format!("{}/{}{}", r.range, r.protocol, where_(r.netns.as_deref()));
         if j.critical.alerts(f64::from(free)) {
@@ -403,12 +229,13 @@ fn judge<'a>(report: &'a Report, opts: &Options) -> Verdict<'a> {
             range_reasons.0.push(if free == 0 {
                 format!(
                     "{name} is full ({} of {} ports in use{and_excluded})",
-                    r.in_use, r.ports
+                    r.in_use,
+                    r.ports()
                 )
             } else {
                 format!(
                     "{name} has {free} of {} ports free{and_excluded} (critical {})",
-                    r.ports,
+                    r.ports(),
                     opts.critical.as_str()
                 )
             });
@@ -416,7 +243,7 @@ fn judge<'a>(report: &'a Report, opts: &Options) -> Verdict<'a> {
             status = status.max(Status::Warning);
             range_reasons.1.push(format!(
                 "{name} has {free} of {} ports free{and_excluded} (warning {})",
-                r.ports,
+                r.ports(),
                 opts.warning.as_str()
             ));
         }
@@ -443,9 +270,26 @@ fn judge<'a>(report: &'a Report, opts: &Options) -> Verdict<'a> {
             )
         ));
     }
-    let unknown: Vec<&Listener> = report
-        .listeners
+    if let Some(first) = report.skipped.first() {
+        // What the exporter cannot see is never fine.
+        status = status.max(Status::Warning);
+        let more = report.skipped.len() - 1;
+        reasons.push(format!(
+            "the collection left {} out, so what {} is unknown ({}: {}{})",
+            plural(report.skipped.len(), "part", "parts"),
+            if more > 0 { "they hold" } else { "it holds" },
+            printable(&first.what),
+            printable(&first.reason),
+            if more > 0 {
+                format!(", and {more} more")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    let unknown: Vec<&Listener> = all
         .iter()
+        .copied()
         .filter(|l| l.expected == Expected::Unknown)
         .collect();
     if let Some(first) = unknown.first() {
@@ -490,7 +334,7 @@ fn perfdata(ranges: &[Judged]) -> String {
             "{}={};;;0;{}",
             perf_label(&format!("{base}_in_use")),
             r.in_use,
-            r.ports
+            r.ports()
         ));
         parts.push(format!(
             "{}={};{};{};0;{}",
@@ -498,7 +342,7 @@ fn perfdata(ranges: &[Judged]) -> String {
             j.free,
             j.warning.perf(),
             j.critical.perf(),
-            r.ports
+            r.ports()
         ));
         parts.push(format!(
             "{}={};;0;0;",
@@ -508,7 +352,7 @@ fn perfdata(ranges: &[Judged]) -> String {
         parts.push(format!(
             "{}={};0;;0;",
             perf_label(&format!("{base}_unknown")),
-            j.unknown
+            r.unknown
         ));
     }
     parts.join(" ")
@@ -526,7 +370,8 @@ pub fn render(report: &Report, warnings: &[ConfigWarning], opts: &Options) -> (S
         );
         return (Status::Unknown, out);
     }
-    let v = judge(report, opts);
+    let all = listeners(report);
+    let v = judge(report, &all, opts);
     let summary = if v.reasons.is_empty() {
         let total_free: u32 = v.ranges.iter().map(|j| j.free).sum();
         format!(
@@ -570,14 +415,14 @@ pub fn render(report: &Report, warnings: &[ConfigWarning], opts: &Options) -> (S
         let mut row = vec![
             r.range.clone(),
             r.protocol.to_string(),
-            r.ports.to_string(),
+            r.ports().to_string(),
             r.in_use.to_string(),
             j.free.to_string(),
         ];
         if show_excluded {
-            row.push(r.excluded.map_or("?".to_string(), |n| n.to_string()));
+            row.push(r.excluded_free().map_or("?".to_string(), |n| n.to_string()));
         }
-        row.extend([r.unexpected.to_string(), j.unknown.to_string()]);
+        row.extend([r.unexpected.to_string(), r.unknown.to_string()]);
         rows.push(netns_first(
             per_netns,
             &netns_cell(report, r.netns.as_deref()),
@@ -588,15 +433,15 @@ pub fn render(report: &Report, warnings: &[ConfigWarning], opts: &Options) -> (S
     table(&mut out, &rows, &netns_first_align(per_netns, &right));
 
     let needs_look = |l: &&Listener| l.expected != Expected::True;
-    let flagged = report.listeners.iter().filter(needs_look).count();
-    let allowed = report.listeners.len() - flagged;
+    let flagged = all.iter().copied().filter(needs_look).count();
+    let allowed = all.len() - flagged;
     let _ = writeln!(out);
     if opts.verbosity >= 1 {
-        if report.listeners.is_empty() {
+        if all.is_empty() {
             let _ = writeln!(out, "No listeners in the watched ranges.");
         } else {
             let _ = writeln!(out, "Listeners:");
-            listener_table(&mut out, report, report.listeners.iter());
+            listener_table(&mut out, report, all.iter().copied());
         }
     } else if flagged == 0 {
         let _ = writeln!(
@@ -609,11 +454,7 @@ pub fn render(report: &Report, warnings: &[ConfigWarning], opts: &Options) -> (S
         listener_table(
             &mut out,
             report,
-            report
-                .listeners
-                .iter()
-                .filter(needs_look)
-                .take(LISTENER_ROWS),
+            all.iter().copied().filter(needs_look).take(LISTENER_ROWS),
         );
         if flagged > LISTENER_ROWS {
             let _ = writeln!(
@@ -628,6 +469,16 @@ pub fn render(report: &Report, warnings: &[ConfigWarning], opts: &Options) -> (S
                 "{} not shown (-v lists them).",
                 plural(allowed, "allowed listener", "allowed listeners")
             );
+        }
+    }
+    if !report.skipped.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "Left out of this collection (what they hold is unknown):"
+        );
+        for s in &report.skipped {
+            let _ = writeln!(out, "{}", printable(&s.to_string()));
         }
     }
     if !warnings.is_empty() {
@@ -733,7 +584,7 @@ pub fn render_json(
             format!("sockets could not be sampled: {e}"),
         )
     } else {
-        let v = judge(report, opts);
+        let v = judge(report, &listeners(report), opts);
         (
             v.status,
             if v.reasons.is_empty() {
@@ -756,25 +607,22 @@ pub fn render_json(
                 "range": r.range,
                 "netns": r.netns,
                 "protocol": r.protocol.as_str(),
-                "ports": r.ports,
+                "ports": r.ports(),
                 "in_use": r.in_use,
-                "free": r.ports.saturating_sub(r.in_use),
+                "free": r.free(),
                 "unexpected_listeners": r.unexpected,
                 "unattributed_sockets": r.unattributed,
                 "ephemeral_overlap_ports": r.ephemeral_overlap,
-                "excluded_ports": r.excluded,
+                "excluded_ports": r.excluded_free(),
                 "sockets": states,
-                "ports_in_use": r.per_port.as_ref().map(|pp| {
-                    pp.iter().filter(|(_, used)| *used).map(|(p, _)| *p).collect::<Vec<u16>>()
-                }),
-                "warning": opts.warning.resolve(r.ports).perf(),
-                "critical": opts.critical.resolve(r.ports).perf(),
+                "ports_in_use": r.per_port.then_some(&r.in_use_ports),
+                "warning": opts.warning.resolve(r.ports()).perf(),
+                "critical": opts.critical.resolve(r.ports()).perf(),
             })
         })
         .collect();
-    let listeners: Vec<serde_json::Value> = report
-        .listeners
-        .iter()
+    let listeners: Vec<serde_json::Value> = listeners(report)
+        .into_iter()
         .map(|l| {
             let owner = l.owner();
             json!({
@@ -810,6 +658,11 @@ pub fn render_json(
             "kernel": a.kernel,
         },
         "missing_privileges": report.missing_privileges,
+        "skipped": report.skipped.iter().map(|s| json!({
+            "stage": s.stage,
+            "what": s.what,
+            "reason": s.reason,
+        })).collect::<Vec<_>>(),
         "config_warnings": warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
     });
     (status, format!("{doc}\n"))
@@ -844,11 +697,9 @@ fn table(out: &mut String, rows: &[Vec<String>], right: &[bool]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::{Listener, RangeStats};
     use crate::platform::{Holder, Owner};
-    use crate::ranges::Protocol;
+    use crate::ranges::{PortSet, Protocol};
     use std::sync::Arc;
-    use std::time::Duration;
 
     fn listener(comm: &[u8], port: u16, expected: Expected) -> Listener {
         Listener {
@@ -876,30 +727,25 @@ mod tests {
             .map(|(i, (comm, expected))| listener(comm, 3224 + i as u16, expected))
             .collect();
         Report {
-            error: None,
-            ranges: vec![RangeStats {
-                range: "framehawk".into(),
-                protocol: Protocol::Udp,
-                ports: 101,
+            ranges: vec![RangeView {
                 in_use,
-                states: vec![],
                 unexpected: listeners
                     .iter()
                     .filter(|l| l.expected == Expected::False)
                     .count() as u64,
-                unattributed: 0,
-                ephemeral_overlap: None,
-                excluded: None,
-                per_port: None,
-                netns: None,
-                in_use_ports: Vec::new(),
-                reserved: Default::default(),
+                unknown: listeners
+                    .iter()
+                    .filter(|l| l.expected == Expected::Unknown)
+                    .count() as u64,
+                listeners,
+                ..RangeView::capacity(
+                    "framehawk",
+                    Protocol::Udp,
+                    None,
+                    PortSet::from_intervals(vec![(3224, 3324)]),
+                )
             }],
-            listeners,
-            attribution: Default::default(),
-            missing_privileges: Vec::new(),
-            duration: Duration::ZERO,
-            netns: None,
+            ..Report::default()
         }
     }
 
@@ -972,20 +818,6 @@ mod tests {
         let o = opts("10:50", "1:");
         assert_eq!(status(&report(0, vec![]), &o), Status::Warning, "101 free");
         assert_eq!(status(&report(60, vec![]), &o), Status::Ok, "41 free");
-        let t: Threshold = "~:5".parse().unwrap();
-        assert!(t.resolve(10).alerts(6.0) && !t.resolve(10).alerts(-100.0));
-        // A bare number would alert on MORE free ports: refused, saying why.
-        let e = "10".parse::<Threshold>().unwrap_err();
-        assert!(
-            e.contains("write 10: to alert when fewer than 10 are free"),
-            "{e}"
-        );
-        assert!("abc".parse::<Threshold>().is_err());
-        assert!("abc:".parse::<Threshold>().is_err());
-        assert!("150%:".parse::<Threshold>().is_err());
-        assert!("20:10".parse::<Threshold>().is_err());
-        assert!(Threshold::min_free("x").is_err());
-        assert_eq!(Threshold::min_free("10%").unwrap(), "10%:".parse().unwrap());
     }
 
     #[test]
@@ -1043,7 +875,7 @@ mod tests {
     fn excluded_ports_are_not_free() {
         let o = Options::default();
         let mut r = report(1, vec![]);
-        r.ranges[0].excluded = Some(95);
+        r.ranges[0].excluded = Some(PortSet::from_intervals(vec![(3230, 3324)]));
         let (s, text) = render(&r, &[], &o);
         assert_eq!(s, Status::Warning, "100 free, 95 of them excluded:\n{text}");
         let lines: Vec<&str> = text.lines().collect();
@@ -1061,7 +893,7 @@ mod tests {
             lines[3],
             "framehawk  udp         101       1     5        95           0        0"
         );
-        r.ranges[0].excluded = Some(100);
+        r.ranges[0].excluded = Some(PortSet::from_intervals(vec![(3225, 3324)]));
         let (s, text) = render(&r, &[], &o);
         assert_eq!(s, Status::Critical, "{text}");
         assert!(
@@ -1143,7 +975,7 @@ mod tests {
             })
             .collect();
         let mut r = report(50, many);
-        r.ranges[0].ports = 10_000;
+        r.ranges[0].spec = PortSet::from_intervals(vec![(1, 10_000)]);
         let (s, text) = render(&r, &[], &Options::default());
         assert_eq!(s, Status::Critical);
         assert!(text.lines().count() < 40, "{}", text.lines().count());
@@ -1153,6 +985,35 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("4950 allowed listeners not shown"), "{text}");
+    }
+
+    #[test]
+    fn what_the_collection_left_out_is_a_warning_never_ok() {
+        let mut r = report(0, vec![]);
+        r.skipped = vec![
+            crate::platform::Skipped::new(
+                "sample",
+                "network namespace 9: udp dump",
+                "the deadline passed",
+            ),
+            crate::platform::Skipped::new("users", "the name of uid 1001", "no answer"),
+        ];
+        let (s, text) = render(&r, &[], &Options::default());
+        assert_eq!(s, Status::Warning, "{text}");
+        assert!(
+            text.starts_with(
+                "PORTRANGE WARNING - the collection left 2 parts out, so what they hold is unknown (network namespace 9: udp dump: the deadline passed, and 1 more) |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("Left out of this collection (what they hold is unknown):\nsample: network namespace 9: udp dump: the deadline passed\nusers: the name of uid 1001: no answer\n"),
+            "{text}"
+        );
+        let (s, json) = render_json(&r, &[], &Options::default());
+        assert_eq!(s, Status::Warning);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["skipped"][1]["stage"], "users");
     }
 
     #[test]
@@ -1192,7 +1053,8 @@ mod tests {
             2,
             vec![(b"CtxGfx", Expected::True), (b"nc", Expected::False)],
         );
-        r.ranges[0].per_port = Some(vec![(3224, true), (3225, true), (3226, false)]);
+        r.ranges[0].per_port = true;
+        r.ranges[0].in_use_ports = vec![3224, 3225];
         let w = ConfigWarning {
             path: "r.yml".into(),
             line: 3,

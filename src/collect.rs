@@ -1,156 +1,40 @@
-//! One collection: sample the sockets in the watched ranges through the
-//! platform, find their holders, judge each listener against its range's
-//! allowlist ([`crate::allowlist`]) and count everything per range and
-//! protocol into a [`Report`]. The report is plain data: [`crate::metrics`]
-//! turns it into metric families, [`crate::check`] into a table. Nothing
-//! here touches the OS but through [`Platform`]. When the platform samples
-//! every network namespace (`--collector.netns`), the counts are made per
+//! One collection, run by collectors, into a [`Report`]. The `ranges`
+//! collector samples the sockets in the watched ranges through the
+//! platform, finds their holders and confirms the kernel-held ones (each
+//! step passing its value to the next), judges each listener against its
+//! range's allowlist ([`crate::allowlist`]) and counts everything into one
+//! [`RangeView`] per range and protocol. With `--collector.netns` the
+//! platform samples every network namespace and the views are made per
 //! namespace ([`build_netns_report`]): port spaces are per namespace, so
-//! nothing is summed across them.
+//! nothing is summed across them; the `netns` collector then describes
+//! the namespaces. Each collector's success and duration go into the
+//! report ([`CollectorRun`]); a new collector is a method here that fills
+//! its own part of the report, run through [`run`], plus a projection in
+//! [`crate::metrics`] (and [`crate::status`] or [`crate::check`] where it
+//! shows there). What any step had to skip is listed in
+//! [`Report::skipped`]. Nothing here touches the OS but through
+//! [`Platform`]; the views carry everything the projections need, so none
+//! of them reads the configuration.
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::allowlist::{self, Expected};
 use crate::config::{Config, RangeConfig};
 use crate::platform::{
-    self, EphemeralPorts, Filter, Holder, Namespaces, Owner, PassStats, Platform, Socket,
+    self, EphemeralPorts, Filter, Holder, Namespaces, PassStats, PerProtocol, Platform, Sample,
+    Skipped, Socket,
 };
 use crate::ranges::{PortSet, Protocol};
+pub use crate::report::{CollectorRun, Listener, NetnsInfo, NetnsReport, RangeView, Report};
 use crate::users::{self, UserNames};
 
-/// One listener in a range.
-#[derive(Clone, Debug)]
-pub struct Listener {
-    pub range: String,
-    pub protocol: Protocol,
-    pub port: u16,
-    pub address: IpAddr,
-    /// Who holds it; `None` when that could not be found.
-    pub holder: Option<Holder>,
-    pub user: String,
-    pub expected: Expected,
-    /// The `netns` label value with `--collector.netns`; `None` without.
-    pub netns: Option<String>,
-}
-
-impl Listener {
-    /// The process label value: the process name (lossily decoded),
-    /// `kernel` (with the tunnel device when known) for kernel-held
-    /// sockets, or `unknown`.
-    pub fn process(&self) -> String {
-        self.process_name().into_owned()
-    }
-
-    /// [`Listener::process`] without an allocation where the name is
-    /// valid UTF-8 (the common case).
-    pub fn process_name(&self) -> std::borrow::Cow<'_, str> {
-        match &self.holder {
-            Some(Holder::Process(o)) => String::from_utf8_lossy(&o.comm),
-            Some(Holder::Kernel { device: Some(d) }) => format!("kernel ({d})").into(),
-            Some(Holder::Kernel { device: None }) => "kernel".into(),
-            None => "unknown".into(),
-        }
-    }
-
-    /// The owning process, when a process holds it.
-    pub fn owner(&self) -> Option<&Arc<Owner>> {
-        match &self.holder {
-            Some(Holder::Process(o)) => Some(o),
-            _ => None,
-        }
-    }
-
-    pub fn is_kernel(&self) -> bool {
-        matches!(self.holder, Some(Holder::Kernel { .. }))
-    }
-}
-
-/// Counts for one range on one protocol.
-#[derive(Clone, Debug)]
-pub struct RangeStats {
-    pub range: String,
-    pub protocol: Protocol,
-    pub ports: u32,
-    pub in_use: u32,
-    /// Socket count per state name, in [`platform::state_names`] order.
-    pub states: Vec<(&'static str, u64)>,
-    pub unexpected: u64,
-    pub unattributed: u64,
-    /// Ports of the range that outgoing connections can take; `None` when
-    /// the platform could not say.
-    pub ephemeral_overlap: Option<u32>,
-    /// Ports of the range with no socket that no process can bind (in a
-    /// Windows excluded port range); `None` where the platform has no such
-    /// thing or could not say.
-    pub excluded: Option<u32>,
-    /// Per-port occupancy, when the range asks for it.
-    pub per_port: Option<Vec<(u16, bool)>>,
-    /// The `netns` label value with `--collector.netns`; `None` without.
-    pub netns: Option<String>,
-    /// The ports in use (holding at least one socket), sorted; always
-    /// kept, for the port map ([`crate::status`]).
-    pub in_use_ports: Vec<u16>,
-    /// Ports of the range the platform will not let be bound (Windows
-    /// excluded port ranges); empty elsewhere.
-    pub reserved: PortSet,
-}
-
-/// A network namespace that has series (`portrange_netns_info`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NetnsInfo {
-    /// The `netns` label value: `host`, or the namespace's id in decimal.
-    pub label: String,
-    pub name: String,
-    pub container: String,
-    pub pod: String,
-    pub namespace: String,
-}
-
-/// The namespaces of a per-namespace collection.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NetnsReport {
-    /// Host first, then by id.
-    pub namespaces: Vec<NetnsInfo>,
-    /// Namespaces found but not sampled: what they hold is unknown.
-    pub unsampled: u32,
-}
-
-/// Everything one collection found.
-#[derive(Clone, Debug)]
-pub struct Report {
-    /// The sampling error, when sampling failed; counts are then empty.
-    pub error: Option<String>,
-    pub ranges: Vec<RangeStats>,
-    pub listeners: Vec<Listener>,
-    pub attribution: PassStats,
-    /// The privileges attribution lacks (named by `check`).
-    pub missing_privileges: Vec<&'static str>,
-    pub duration: Duration,
-    /// Set with `--collector.netns`: the namespaces reported.
-    pub netns: Option<NetnsReport>,
-}
-
-impl Report {
-    pub fn up(&self) -> bool {
-        self.error.is_none()
-    }
-
-    /// A report for a failed sample.
-    pub fn failed(error: String, duration: Duration) -> Report {
-        Report {
-            error: Some(error),
-            ranges: Vec::new(),
-            listeners: Vec::new(),
-            attribution: PassStats::default(),
-            missing_privileges: Vec::new(),
-            duration,
-            netns: None,
-        }
-    }
-}
+/// The `collector` label of the sockets, attribution and judging.
+pub const RANGES: &str = "ranges";
+/// The `collector` label of the namespace descriptions
+/// (`--collector.netns`).
+pub const NETNS: &str = "netns";
 
 /// Holds what lives across collections: the platform (with its owner
 /// cache), the configuration and the user-name cache.
@@ -159,7 +43,6 @@ pub struct Collector {
     config: Arc<Config>,
     filter: Filter,
     users: UserNames,
-    sample_timeout: Duration,
     /// The privileges attribution lacks, named once in the log.
     missing: Vec<&'static str>,
     warned_permission: bool,
@@ -174,16 +57,31 @@ pub struct Collector {
 /// can drive `portrange_up 0` and its recovery through the real binary.
 pub const FAIL_SAMPLES_ENV: &str = "PORTRANGE_EXPORTER_TEST_FAIL_SAMPLES";
 
+/// Runs one collector, timing it and noting its outcome in `runs`.
+pub fn run<T>(
+    runs: &mut Vec<CollectorRun>,
+    name: &'static str,
+    collect: impl FnOnce() -> Result<T, String>,
+) -> Result<T, String> {
+    let started = Instant::now();
+    let result = collect();
+    runs.push(CollectorRun {
+        name,
+        success: result.is_ok(),
+        duration: started.elapsed(),
+    });
+    result
+}
+
 impl Collector {
     pub fn new(config: Arc<Config>, platform: Box<dyn Platform>) -> Collector {
         let missing = platform.missing_privileges();
         let users = UserNames::new(platform.user_resolver());
         Collector {
-            filter: Filter::from_config(&config),
+            filter: filter(&config),
             config,
             platform,
             users,
-            sample_timeout: Duration::from_secs(5),
             missing,
             warned_permission: false,
             warned_ephemeral: false,
@@ -202,7 +100,7 @@ impl Collector {
     /// Swaps in a new configuration; the owner and user caches are kept.
     pub fn set_config(&mut self, config: Arc<Config>) {
         if !Arc::ptr_eq(&self.config, &config) {
-            self.filter = Filter::from_config(&config);
+            self.filter = filter(&config);
             self.config = config;
         }
     }
@@ -212,31 +110,79 @@ impl Collector {
         &self.missing
     }
 
-    /// Runs one collection. Attribution and user lookups stop at
-    /// `deadline`; what they did not reach by then is unknown.
+    /// Runs one collection: every collector, each bounded by `deadline`;
+    /// what they did not reach by then is unknown, and listed in the
+    /// report's `skipped`.
     pub fn collect(&mut self, deadline: Instant) -> Report {
+        let started = Instant::now();
+        let mut runs = Vec::new();
+        let per_namespace = self.platform.samples_every_namespace();
+        let mut namespaces = None;
+        let mut report = match run(&mut runs, RANGES, || self.collect_ranges(deadline)) {
+            Ok((report, sampled)) => {
+                namespaces = sampled;
+                report
+            }
+            Err(error) => {
+                Report::failed(error, capacity(&self.config, per_namespace), Duration::ZERO)
+            }
+        };
+        if per_namespace {
+            let views = &report.ranges;
+            report.netns = Some(
+                run(&mut runs, NETNS, || {
+                    namespaces
+                        .as_ref()
+                        .map(|n| describe_namespaces(n, views))
+                        .ok_or_else(|| "the sample failed: no namespace was seen".to_string())
+                })
+                .unwrap_or_default(),
+            );
+        }
+        report.collectors = runs;
+        report.duration = started.elapsed();
+        for s in &report.skipped {
+            log::warn!("collection incomplete: {s}");
+        }
+        report
+    }
+
+    /// The `ranges` collector: sample, attribute, confirm the kernel-held
+    /// sockets, name the users, and count and judge into views. Also gives
+    /// the namespaces the sample covered, for the `netns` collector.
+    fn collect_ranges(
+        &mut self,
+        deadline: Instant,
+    ) -> Result<(Report, Option<Namespaces>), String> {
         let started = Instant::now();
         let sampled = if self.fail_samples > 0 {
             self.fail_samples -= 1;
             Err(platform::SampleError::Injected(self.fail_samples))
         } else {
-            self.platform.sample(&self.filter, self.sample_timeout)
+            self.platform.sample(&self.filter, deadline)
         };
-        let sockets = match sampled {
-            Ok(s) => s,
-            Err(e) => {
-                log::error!("socket sampling failed: {e}");
-                let mut failed = Report::failed(e.to_string(), started.elapsed());
-                if self.platform.namespaces().is_some() {
-                    failed.netns = Some(NetnsReport::default());
-                }
-                return failed;
-            }
-        };
+        let sample = sampled.map_err(|e| {
+            log::error!("socket sampling failed: {e}");
+            e.to_string()
+        })?;
         let t_sample = started.elapsed();
-        let attribution = self.platform.attribute(&sockets, deadline);
+        let attribution = self.platform.attribute(&sample, deadline);
+        let attribution = self.platform.confirm_kernel(&sample, attribution, deadline);
         let t_attr = started.elapsed();
         self.log_attribution(&attribution.stats);
+        let Sample {
+            sockets,
+            namespaces,
+            mut skipped,
+        } = sample;
+        if attribution.stats.deadline_hit {
+            skipped.push(Skipped::new(
+                Skipped::ATTRIBUTION,
+                "the process scan",
+                "the deadline passed with sockets left to find (the scan goes on in the background)",
+            ));
+        }
+        skipped.extend(attribution.skipped);
         let ephemeral = match self.platform.ephemeral_ports() {
             Ok(p) => Some(p),
             Err(e) => {
@@ -260,7 +206,20 @@ impl Collector {
             .map(|(s, _)| s.uid)
             .collect();
         self.users.resolve(&uids, deadline);
-        let mut report = match self.platform.namespaces() {
+        let mut unanswered: Vec<u32> = uids
+            .iter()
+            .copied()
+            .filter(|&u| self.users.get(u) == allowlist::UserName::Unresolved)
+            .collect();
+        unanswered.sort_unstable();
+        skipped.extend(unanswered.into_iter().map(|uid| {
+            Skipped::new(
+                Skipped::USERS,
+                format!("the name of uid {uid}"),
+                "the user database did not answer by the deadline, or failed",
+            )
+        }));
+        let mut report = match &namespaces {
             None => build_report(
                 &self.config,
                 &sockets,
@@ -272,61 +231,56 @@ impl Collector {
                 &self.config,
                 &sockets,
                 &attribution.holders,
-                &namespaces,
+                namespaces,
                 &self.users,
             ),
         };
-        self.mark_reserved(&mut report);
+        self.apply_excluded(&mut report);
         report.attribution = attribution.stats;
         report.missing_privileges = self.missing.clone();
-        report.duration = started.elapsed();
+        report.skipped = skipped;
         let a = &report.attribution;
+        let elapsed = started.elapsed();
         log::debug!(
             "timing: sample {t_sample:?} attribute {:?} rest {:?}",
             t_attr - t_sample,
-            report.duration - t_attr
+            elapsed - t_attr
         );
         log::debug!(
-            "collection: {} sockets, {} listeners, {} owners confirmed, {} searched, {} processes scanned, {} links read, {} kernel-held, deadline hit {}, {:?}",
+            "collection: {} sockets, {} listeners, {} owners confirmed, {} searched, {} processes scanned, {} links read, {} kernel-held, deadline hit {}, {elapsed:?}",
             sockets.len(),
-            report.listeners.len(),
+            report.listeners().count(),
             a.confirmed,
             a.searched,
             a.processes_scanned,
             a.links_read,
             a.kernel,
             a.deadline_hit,
-            report.duration
         );
-        report
+        Ok((report, namespaces))
     }
 
-    /// Fills each range's `reserved` ports and `excluded` count from the
-    /// platform's excluded ports (asked once per protocol). A platform
-    /// without such ports leaves them empty and `None`; one that cannot
-    /// say, too, with a warning once.
-    fn mark_reserved(&mut self, report: &mut Report) {
-        let mut excluded: Vec<(Protocol, Option<PortSet>)> = Vec::new();
-        for protocol in report.ranges.iter().map(|r| r.protocol) {
-            if excluded.iter().any(|(p, _)| *p == protocol) {
-                continue;
-            }
-            let set = self.platform.excluded_ports(protocol).unwrap_or_else(|e| {
-                if !self.warned_excluded {
-                    log::warn!(
-                        "cannot read the {protocol} ports the system excludes from binding; portrange_excluded_ports is left out and the port map shows none as reserved: {e}"
-                    );
-                    self.warned_excluded = true;
-                }
-                None
+    /// Sets each view's excluded ports from the platform's (asked once per
+    /// protocol). A platform without such ports leaves them `None`; one
+    /// that cannot say, too, with a warning once.
+    fn apply_excluded(&mut self, report: &mut Report) {
+        // Asked at most once per protocol, and only for protocols watched.
+        let mut excluded: PerProtocol<Option<Option<PortSet>>> = PerProtocol::default();
+        for view in &mut report.ranges {
+            let protocol = view.protocol;
+            let set = excluded.get_mut(protocol).get_or_insert_with(|| {
+                self.platform.excluded_ports(protocol).unwrap_or_else(|e| {
+                    if !self.warned_excluded {
+                        log::warn!(
+                            "cannot read the {protocol} ports the system excludes from binding; portrange_excluded_ports is left out and the port map shows none as reserved: {e}"
+                        );
+                        self.warned_excluded = true;
+                    }
+                    None
+                })
             });
-            excluded.push((protocol, set));
-        }
-        for stats in &mut report.ranges {
-            let set = excluded.iter().find(|(p, _)| *p == stats.protocol);
-            let range = self.config.ranges.iter().find(|r| r.name == stats.range);
-            if let (Some((_, Some(set))), Some(range)) = (set, range) {
-                mark_excluded(stats, range, set);
+            if let Some(set) = set {
+                view.excluded = Some(view.spec.intersect(set));
             }
         }
     }
@@ -357,7 +311,29 @@ impl Collector {
     }
 }
 
-/// Builds the report for one sample. Pure: `holders` is index for index
+/// What to sample for `config`: per protocol, the union of the ranges
+/// watched on it.
+pub fn filter(config: &Config) -> Filter {
+    Filter::from_fn(|protocol| config.watched_ports(protocol))
+}
+
+/// The views of the configured ranges' capacity alone, for a collection
+/// whose sample failed (per namespace, only the host's is known).
+pub fn capacity(config: &Config, per_namespace: bool) -> Vec<RangeView> {
+    let netns = per_namespace.then(|| "host".to_string());
+    config
+        .ranges
+        .iter()
+        .flat_map(|r| {
+            let netns = netns.clone();
+            r.protocols
+                .iter()
+                .map(move |&p| RangeView::capacity(&r.name, p, netns.clone(), r.ports.clone()))
+        })
+        .collect()
+}
+
+/// Builds the views of one sample. Pure: `holders` is index for index
 /// with `sockets`, and user names come from the cache.
 pub fn build_report(
     config: &Config,
@@ -366,115 +342,119 @@ pub fn build_report(
     ephemeral: Option<&EphemeralPorts>,
     users: &UserNames,
 ) -> Report {
-    let mut ranges = Vec::new();
-    let mut listeners = Vec::new();
     // One lookup and one label per uid, not per listener.
     let mut user_names: HashMap<u32, (allowlist::UserName, String)> = HashMap::new();
+    let mut ranges = Vec::new();
     for range in &config.ranges {
         for &protocol in &range.protocols {
-            let mut used = PortBits::default();
-            let names = platform::state_names(protocol);
-            let mut states: Vec<(&'static str, u64)> = names.iter().map(|&n| (n, 0)).collect();
-            let mut unexpected = 0;
-            let mut unattributed = 0;
-            for (s, holder) in sockets
-                .iter()
-                .zip(holders.iter().chain(std::iter::repeat(&None)))
-                .filter(|(s, _)| s.protocol == protocol && range.ports.contains(s.port))
-            {
-                if s.holds_port() {
-                    used.insert(s.port);
-                }
-                let name = s.state_name();
-                if let Some(slot) = states.iter_mut().find(|(n, _)| *n == name) {
-                    slot.1 += 1;
-                }
-                if holder.is_none() && s.can_be_held() {
-                    unattributed += 1;
-                }
-                if s.is_listener() {
-                    let own;
-                    let (user, label) = match holder {
-                        Some(Holder::Process(o)) if o.user.is_some() => {
-                            let name = o.user.clone().unwrap_or_default();
-                            own = (allowlist::UserName::Known(name.clone()), name);
-                            (&own.0, &own.1)
-                        }
-                        _ => {
-                            let e = user_names.entry(s.uid).or_insert_with(|| {
-                                let n = users.get(s.uid);
-                                let label = users::label(&n, s.uid);
-                                (n, label)
-                            });
-                            (&e.0, &e.1)
-                        }
-                    };
-                    let expected = allowlist::judge(&range.expected, holder.as_ref(), s.uid, user);
-                    if expected == Expected::False {
-                        unexpected += 1;
-                    }
-                    listeners.push(Listener {
-                        range: range.name.clone(),
-                        protocol,
-                        port: s.port,
-                        address: s.local,
-                        holder: holder.clone(),
-                        user: label.clone(),
-                        expected,
-                        netns: None,
-                    });
-                }
-            }
-            ranges.push(RangeStats {
-                range: range.name.clone(),
+            ranges.push(build_view(
+                range,
                 protocol,
-                ports: range.ports.len(),
-                in_use: used.len(),
-                states,
-                unexpected,
-                unattributed,
-                ephemeral_overlap: ephemeral
-                    .map(|e| range.ports.intersect(e.ports(protocol)).len()),
-                excluded: None,
-                per_port: per_port(range, &used),
-                netns: None,
-                in_use_ports: used.ports(),
-                reserved: PortSet::default(),
-            });
+                sockets,
+                holders,
+                ephemeral,
+                users,
+                &mut user_names,
+            ));
         }
     }
-    listeners.sort_by(|a, b| {
-        (&a.range, a.protocol, a.port, a.address)
-            .cmp(&(&b.range, b.protocol, b.port, b.address))
+    Report {
+        ranges,
+        ..Report::default()
+    }
+}
+
+/// The view of one range on one protocol.
+fn build_view(
+    range: &RangeConfig,
+    protocol: Protocol,
+    sockets: &[Socket],
+    holders: &[Option<Holder>],
+    ephemeral: Option<&EphemeralPorts>,
+    users: &UserNames,
+    user_names: &mut HashMap<u32, (allowlist::UserName, String)>,
+) -> RangeView {
+    let mut used = PortBits::default();
+    let mut view = RangeView::capacity(&range.name, protocol, None, range.ports.clone());
+    view.per_port = range.per_port;
+    view.max_listener_series = range.max_listener_series;
+    view.states = platform::state_names(protocol)
+        .iter()
+        .map(|&n| (n, 0))
+        .collect();
+    for (s, holder) in sockets
+        .iter()
+        .zip(holders.iter().chain(std::iter::repeat(&None)))
+        .filter(|(s, _)| s.protocol == protocol && range.ports.contains(s.port))
+    {
+        if s.holds_port() {
+            used.insert(s.port);
+        }
+        let name = s.state_name();
+        if let Some(slot) = view.states.iter_mut().find(|(n, _)| *n == name) {
+            slot.1 += 1;
+        }
+        if holder.is_none() && s.can_be_held() {
+            view.unattributed += 1;
+        }
+        if !s.is_listener() {
+            continue;
+        }
+        let own;
+        let (user, label) = match holder {
+            Some(Holder::Process(o)) if o.user.is_some() => {
+                let name = o.user.clone().unwrap_or_default();
+                own = (allowlist::UserName::Known(name.clone()), name);
+                (&own.0, &own.1)
+            }
+            _ => {
+                let e = user_names.entry(s.uid).or_insert_with(|| {
+                    let n = users.get(s.uid);
+                    let label = users::label(&n, s.uid);
+                    (n, label)
+                });
+                (&e.0, &e.1)
+            }
+        };
+        let expected = allowlist::judge(&range.expected, holder.as_ref(), s.uid, user);
+        match expected {
+            Expected::False => view.unexpected += 1,
+            Expected::Unknown => view.unknown += 1,
+            Expected::True => {}
+        }
+        view.listeners.push(Listener {
+            range: range.name.clone(),
+            protocol,
+            port: s.port,
+            address: s.local,
+            holder: holder.clone(),
+            user: label.clone(),
+            expected,
+            netns: None,
+        });
+    }
+    view.listeners.sort_by(|a, b| {
+        (a.port, a.address)
+            .cmp(&(b.port, b.address))
             .then_with(|| a.process_name().cmp(&b.process_name()))
             .then_with(|| (&a.user, a.expected).cmp(&(&b.user, b.expected)))
     });
-    Report {
-        error: None,
-        ranges,
-        listeners,
-        attribution: PassStats::default(),
-        missing_privileges: Vec::new(),
-        duration: Duration::ZERO,
-        netns: None,
+    view.in_use = used.len();
+    view.in_use_ports = used.ports();
+    view.ephemeral_overlap = ephemeral.map(|e| range.ports.intersect(e.ports(protocol)).len());
+    view
+}
+
+/// The `netns` label value of a namespace.
+fn netns_label(ns: &platform::Namespace) -> String {
+    if ns.host {
+        "host".to_string()
+    } else {
+        ns.id.to_string()
     }
 }
 
-/// Sets a range's reserved ports (those of `unbindable` inside it, for the
-/// port map) and its excluded count: the reserved ports no sampled socket
-/// holds, which look free but cannot be bound. Only Windows has such
-/// ports, and it samples a single namespace.
-pub fn mark_excluded(stats: &mut RangeStats, range: &RangeConfig, unbindable: &PortSet) {
-    stats.reserved = range.ports.intersect(unbindable);
-    let free = stats
-        .reserved
-        .ports()
-        .filter(|p| stats.in_use_ports.binary_search(p).is_err())
-        .count();
-    stats.excluded = Some(free as u32);
-}
-
-/// Builds the report of a per-namespace sample: one [`build_report`] for
+/// Builds the views of a per-namespace sample: one [`build_report`] for
 /// the host's namespace and for each namespace with at least one socket in
 /// a watched range (so series follow what is there), each with its own
 /// ephemeral ports and its `netns` label. Pure, like [`build_report`].
@@ -491,12 +471,7 @@ pub fn build_netns_report(
             .iter()
             .any(|r| r.protocols.contains(&s.protocol) && r.ports.contains(s.port))
     };
-    let mut report = build_report(config, &[], &[], None, users);
-    report.ranges.clear();
-    let mut netns = NetnsReport {
-        namespaces: Vec::new(),
-        unsampled: namespaces.unsampled,
-    };
+    let mut report = Report::default();
     for ns in &namespaces.list {
         let (mine, held): (Vec<Socket>, Vec<Option<Holder>>) = sockets
             .iter()
@@ -507,32 +482,39 @@ pub fn build_netns_report(
         if !ns.host && !mine.iter().any(watched) {
             continue;
         }
-        let label = if ns.host {
-            "host".to_string()
-        } else {
-            ns.id.to_string()
-        };
+        let label = netns_label(ns);
         let part = build_report(config, &mine, &held, ns.ephemeral.as_ref(), users);
         report.ranges.extend(part.ranges.into_iter().map(|mut r| {
             r.netns = Some(label.clone());
+            for l in &mut r.listeners {
+                l.netns = Some(label.clone());
+            }
             r
         }));
-        report
-            .listeners
-            .extend(part.listeners.into_iter().map(|mut l| {
-                l.netns = Some(label.clone());
-                l
-            }));
-        netns.namespaces.push(NetnsInfo {
-            label,
-            name: ns.name.clone(),
-            container: ns.container.clone(),
-            pod: ns.pod.clone(),
-            namespace: ns.pod_namespace.clone(),
-        });
     }
-    report.netns = Some(netns);
     report
+}
+
+/// The `netns` collector: describes the namespaces that have views, host
+/// first, and counts those that could not be sampled.
+pub fn describe_namespaces(namespaces: &Namespaces, views: &[RangeView]) -> NetnsReport {
+    let labels: HashSet<&str> = views.iter().filter_map(|v| v.netns.as_deref()).collect();
+    NetnsReport {
+        namespaces: namespaces
+            .list
+            .iter()
+            .map(|ns| (ns, netns_label(ns)))
+            .filter(|(_, label)| labels.contains(label.as_str()))
+            .map(|(ns, label)| NetnsInfo {
+                label,
+                name: ns.name.clone(),
+                container: ns.container.clone(),
+                pod: ns.pod.clone(),
+                namespace: ns.pod_namespace.clone(),
+            })
+            .collect(),
+        unsampled: namespaces.unsampled,
+    }
 }
 
 /// The ports in use of one range, as a bit per port.
@@ -559,10 +541,6 @@ impl PortBits {
         }
     }
 
-    fn contains(&self, port: u16) -> bool {
-        self.bits[usize::from(port / 64)] & (1 << (port % 64)) != 0
-    }
-
     fn len(&self) -> u32 {
         self.count
     }
@@ -581,17 +559,11 @@ impl PortBits {
     }
 }
 
-fn per_port(range: &RangeConfig, used: &PortBits) -> Option<Vec<(u16, bool)>> {
-    range
-        .per_port
-        .then(|| range.ports.ports().map(|p| (p, used.contains(p))).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::platform::UserLookup;
-    use std::net::Ipv4Addr;
+    use crate::platform::{Owner, UserLookup};
+    use std::net::{IpAddr, Ipv4Addr};
 
     fn cfg(yaml: &str) -> Config {
         Config::parse(yaml, "test.yml").unwrap()
@@ -668,21 +640,22 @@ mod tests {
             (fh_udp.range.as_str(), fh_udp.protocol),
             ("fh", Protocol::Udp)
         );
-        assert_eq!(fh_udp.ports, 101);
+        assert_eq!(fh_udp.ports(), 101);
         assert_eq!(fh_udp.in_use, 5);
         assert_eq!(fh_udp.states, vec![("unconn", 4), ("established", 1)]);
         assert_eq!(fh_udp.unexpected, 2, "bad and the kernel socket");
         assert_eq!(fh_udp.unattributed, 1, "a kernel-held socket is attributed");
         assert_eq!(fh_udp.ephemeral_overlap, Some(25));
-        let pp = fh_udp.per_port.as_ref().unwrap();
+        let pp: Vec<(u16, bool)> = fh_udp.port_in_use().unwrap().collect();
         assert_eq!(pp.len(), 101);
         assert_eq!(pp.iter().filter(|(_, u)| *u).count(), 5);
+        assert_eq!(fh_udp.unknown, 1, "3227");
         let fh_tcp = &r.ranges[1];
         assert_eq!(fh_tcp.protocol, Protocol::Tcp);
         assert_eq!(fh_tcp.in_use, 1, "TIME_WAIT does not hold 3301");
         assert_eq!(fh_udp.in_use_ports, vec![3224, 3225, 3226, 3227, 3228]);
         assert_eq!(fh_tcp.in_use_ports, vec![3300]);
-        assert!(fh_udp.reserved.is_empty());
+        assert!(fh_udp.excluded.is_none());
         let count = |n: &str| fh_tcp.states.iter().find(|(s, _)| *s == n).unwrap().1;
         assert_eq!(
             (count("listen"), count("established"), count("time_wait")),
@@ -692,16 +665,15 @@ mod tests {
         assert_eq!(fh_tcp.unattributed, 0, "TIME_WAIT has no owner to find");
         let one = &r.ranges[2];
         assert_eq!(
-            (one.ports, one.in_use, one.unexpected),
+            (one.ports(), one.in_use, one.unexpected),
             (1, 1, 1),
             "the allowlist of fh does not apply here"
         );
-        assert!(one.per_port.is_none());
+        assert!(one.port_in_use().is_none());
         // Listeners: 4 UDP + 1 TCP in fh, 1 TCP in "one".
-        assert_eq!(r.listeners.len(), 6);
+        assert_eq!(r.listeners().count(), 6);
         let exp: Vec<_> = r
-            .listeners
-            .iter()
+            .listeners()
             .map(|l| {
                 (
                     l.range.as_str(),
@@ -729,44 +701,151 @@ mod tests {
             sock(Protocol::Tcp, 3231, 6, 40000, 0), // TIME_WAIT holds nothing
         ];
         let holders = vec![owner("a"), owner("a"), None];
-        let mut r = build_report(&c, &socks, &holders, None, &users());
-        let range = &c.ranges[0];
-        let udp = r
-            .ranges
-            .iter()
-            .position(|s| s.protocol == Protocol::Udp)
-            .unwrap();
-        let tcp = r
-            .ranges
-            .iter()
-            .position(|s| s.protocol == Protocol::Tcp)
-            .unwrap();
-        mark_excluded(
-            &mut r.ranges[udp],
-            range,
-            &PortSet::from_intervals(vec![(3200, 3239)]),
+        let r = build_report(&c, &socks, &holders, None, &users());
+        let mut udp = r.ranges[0].clone();
+        let mut tcp = r.ranges[1].clone();
+        assert_eq!((udp.protocol, tcp.protocol), (Protocol::Udp, Protocol::Tcp));
+        assert_eq!(udp.excluded_free(), None, "nothing excluded: no count");
+        udp.excluded = Some(
+            udp.spec
+                .intersect(&PortSet::from_intervals(vec![(3200, 3239)])),
         );
         assert_eq!(
-            r.ranges[udp].excluded,
+            udp.excluded_free(),
             Some(16 - 1),
             "3224-3239 less the held 3230"
         );
+        assert_eq!(udp.excluded.as_ref().unwrap().len(), 16);
+        tcp.excluded = Some(PortSet::from_intervals(vec![(3231, 3231)]));
         assert_eq!(
-            r.ranges[udp].reserved.len(),
-            16,
-            "the port map's reserved ports"
-        );
-        assert_eq!(r.ranges[tcp].excluded, None, "not reported for tcp");
-        mark_excluded(
-            &mut r.ranges[tcp],
-            range,
-            &PortSet::from_intervals(vec![(3231, 3231)]),
-        );
-        assert_eq!(
-            r.ranges[tcp].excluded,
+            tcp.excluded_free(),
             Some(1),
             "a TIME_WAIT socket does not hold 3231"
         );
+    }
+
+    /// A platform whose process scan always runs out of time and whose
+    /// user database never answers.
+    struct Blind;
+
+    impl Platform for Blind {
+        fn sample(&mut self, _: &Filter, _: Instant) -> Result<Sample, platform::SampleError> {
+            Ok(Sample {
+                sockets: vec![Socket {
+                    uid: 1001,
+                    ..sock(Protocol::Udp, 3224, 7, 0, 10)
+                }],
+                namespaces: None,
+                skipped: vec![Skipped::new(
+                    Skipped::SAMPLE,
+                    "tcp/ipv6 dump",
+                    "the deadline passed",
+                )],
+            })
+        }
+
+        fn attribute(&mut self, sample: &Sample, _: Instant) -> platform::Attribution {
+            platform::Attribution {
+                holders: vec![None; sample.sockets.len()],
+                stats: PassStats {
+                    deadline_hit: true,
+                    ..PassStats::default()
+                },
+                ..platform::Attribution::default()
+            }
+        }
+
+        fn confirm_kernel(
+            &mut self,
+            _: &Sample,
+            mut attribution: platform::Attribution,
+            _: Instant,
+        ) -> platform::Attribution {
+            attribution.skipped.push(Skipped::new(
+                Skipped::TUNNELS,
+                "tunnel devices of network namespace 7",
+                "the namespace is gone",
+            ));
+            attribution
+        }
+
+        fn ephemeral_ports(&self) -> Result<EphemeralPorts, String> {
+            Err("not here".into())
+        }
+
+        fn user_resolver(&self) -> platform::UserResolver {
+            Arc::new(|_| Err("LDAP server unreachable".into()))
+        }
+
+        fn missing_privileges(&self) -> Vec<&'static str> {
+            Vec::new()
+        }
+    }
+
+    #[test]
+    fn every_part_left_out_is_in_the_report_by_stage() {
+        let mut c = Collector::new(Arc::new(Config::builtin()), Box::new(Blind));
+        let r = c.collect(Instant::now() + Duration::from_secs(2));
+        assert!(r.up());
+        let stages: Vec<&str> = r.skipped.iter().map(|s| s.stage).collect();
+        assert_eq!(
+            stages,
+            vec!["sample", "attribution", "tunnels", "users"],
+            "{:?}",
+            r.skipped
+        );
+        assert_eq!(r.skipped[3].what, "the name of uid 1001");
+        assert_eq!(
+            r.collectors
+                .iter()
+                .map(|c| (c.name, c.success))
+                .collect::<Vec<_>>(),
+            vec![(RANGES, true)]
+        );
+        assert!(stages.iter().all(|s| Skipped::STAGES.contains(s)));
+    }
+
+    #[test]
+    fn a_failed_sample_keeps_the_capacity_and_fails_its_collectors() {
+        struct Refused(bool);
+        impl Platform for Refused {
+            fn sample(&mut self, _: &Filter, _: Instant) -> Result<Sample, platform::SampleError> {
+                Err(platform::SampleError::Unsupported("refused".into()))
+            }
+            fn attribute(&mut self, _: &Sample, _: Instant) -> platform::Attribution {
+                unreachable!("nothing to attribute")
+            }
+            fn samples_every_namespace(&self) -> bool {
+                self.0
+            }
+            fn ephemeral_ports(&self) -> Result<EphemeralPorts, String> {
+                Err("not here".into())
+            }
+            fn user_resolver(&self) -> platform::UserResolver {
+                Arc::new(|_| Ok(UserLookup::NoEntry))
+            }
+            fn missing_privileges(&self) -> Vec<&'static str> {
+                Vec::new()
+            }
+        }
+        let mut c = Collector::new(Arc::new(Config::builtin()), Box::new(Refused(true)));
+        let r = c.collect(Instant::now() + Duration::from_secs(2));
+        assert!(!r.up());
+        assert_eq!(
+            r.ranges
+                .iter()
+                .map(|v| (v.ports(), v.netns.as_deref()))
+                .collect::<Vec<_>>(),
+            vec![(101, Some("host")), (101, Some("host"))]
+        );
+        assert_eq!(
+            r.collectors
+                .iter()
+                .map(|c| (c.name, c.success))
+                .collect::<Vec<_>>(),
+            vec![(RANGES, false), (NETNS, false)]
+        );
+        assert_eq!(r.netns, Some(NetnsReport::default()));
     }
 
     #[test]
@@ -786,13 +865,13 @@ mod tests {
         assert_eq!(r.ranges.len(), 2);
         for s in &r.ranges {
             assert_eq!(
-                (s.ports, s.in_use, s.unexpected, s.unattributed),
+                (s.ports(), s.in_use, s.unexpected, s.unattributed),
                 (101, 0, 0, 0)
             );
             assert!(s.states.iter().all(|(_, n)| *n == 0));
             assert_eq!(s.ephemeral_overlap, None);
         }
-        assert!(r.listeners.is_empty());
+        assert_eq!(r.listeners().count(), 0);
     }
 
     #[test]
@@ -858,7 +937,7 @@ mod tests {
                 (
                     x.netns.as_deref().unwrap(),
                     x.in_use,
-                    x.ports - x.in_use,
+                    x.free(),
                     x.unexpected,
                     x.ephemeral_overlap,
                 )
@@ -870,8 +949,7 @@ mod tests {
             "30 has no socket in a range and 40 none at all: no series"
         );
         let l: Vec<_> = r
-            .listeners
-            .iter()
+            .listeners()
             .map(|l| (l.netns.as_deref().unwrap(), l.port, l.process(), l.expected))
             .collect();
         assert_eq!(
@@ -882,7 +960,7 @@ mod tests {
                 ("20", 3224, "bad".to_string(), Expected::False),
             ]
         );
-        let n = r.netns.unwrap();
+        let n = describe_namespaces(&namespaces, &r.ranges);
         assert_eq!(n.unsampled, 2);
         assert_eq!(
             n.namespaces,

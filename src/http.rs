@@ -489,7 +489,7 @@ async fn status_json(state: &State, headers: &hyper::HeaderMap) -> Resp {
                     revision: metrics::REVISION,
                     metrics_path: &path,
                 };
-                status::render(&c.report, &c.config, &exporter, c.finished)
+                status::render(&c.report, &exporter, c.finished)
             })
             .await;
             match rendered {
@@ -538,8 +538,7 @@ async fn scrape(state: &State, headers: &hyper::HeaderMap) -> Resp {
                 .sum();
             let unattributed: u64 = r.ranges.iter().map(|s| s.unattributed).sum();
             let owners: std::collections::HashSet<u32> = r
-                .listeners
-                .iter()
+                .listeners()
                 .filter_map(|l| l.owner().map(|o| o.pid))
                 .collect();
             log::debug!(
@@ -547,7 +546,7 @@ async fn scrape(state: &State, headers: &hyper::HeaderMap) -> Resp {
                 up = r.up(),
                 duration_seconds = r.duration.as_secs_f64(),
                 sockets = sockets,
-                listeners = r.listeners.len(),
+                listeners = r.listeners().count(),
                 unattributed = unattributed,
                 owners_found = owners.len(),
                 owners_from_cache = r.attribution.confirmed,

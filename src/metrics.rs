@@ -7,13 +7,15 @@
 //! series carries a `netns` label and `portrange_netns_info` describes each
 //! namespace; without it the output has neither.
 
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
 
 use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
 
-use crate::collect::Report;
-use crate::config::Config;
+use crate::allowlist::Expected;
+use crate::platform::Skipped;
+use crate::report::{Listener, RangeView, Report};
 use crate::service::ReloadStatus;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -85,6 +87,18 @@ pub const FAMILIES: &[(&str, &str)] = &[
         "Time this scrape took to sample, attribute and count, in seconds.",
     ),
     (
+        "portrange_scrape_collector_success",
+        "1 when the collector succeeded in this scrape, else 0; one series per collector that ran: the watched ranges (sampling, attribution, judging), and the network namespaces when every namespace is sampled.",
+    ),
+    (
+        "portrange_scrape_collector_duration_seconds",
+        "Time the collector took in this scrape, in seconds. Sampling the sockets of every network namespace counts to the ranges collector.",
+    ),
+    (
+        "portrange_collection_skipped",
+        "Parts of this scrape's collection left out, by stage (sample, attribution, kernel_check, tunnels, users): the deadline passed or the system refused. What they hold is unknown, not absent; /api/v1/status says which.",
+    ),
+    (
         "portrange_config_last_reload_successful",
         "1 when the last load of the configuration file succeeded, 0 when the file was refused (the previous ranges stay).",
     ),
@@ -147,10 +161,21 @@ impl Family {
     }
 }
 
-/// The families for one report. When sampling failed, only what does not
-/// depend on the sample is emitted (capacity, `portrange_up 0`): a failed
-/// sample must not read as "every port free".
-pub fn families(report: &Report, config: &Config, reload: ReloadStatus) -> Vec<MetricFamily> {
+/// The families for one report: the exporter's own (reload, `up`,
+/// durations, build, collectors, what was skipped), then each collector's
+/// projection ([`ranges_families`], [`netns_families`]). A pure function
+/// of the report: nothing here reads the configuration.
+pub fn families(report: &Report, reload: ReloadStatus) -> Vec<MetricFamily> {
+    let mut out = exporter_families(report, reload);
+    out.extend(ranges_families(report));
+    out.extend(netns_families(report));
+    out
+}
+
+/// The exporter's own families: the reload status, `portrange_up`, the
+/// scrape's duration, build information, each collector's success and
+/// duration, and the parts of the collection that were skipped.
+fn exporter_families(report: &Report, reload: ReloadStatus) -> Vec<MetricFamily> {
     let mut out = Vec::new();
     let mut ok = Family::new("portrange_config_last_reload_successful");
     ok.add(&[], if reload.successful { 1.0 } else { 0.0 });
@@ -174,20 +199,33 @@ pub fn families(report: &Report, config: &Config, reload: ReloadStatus) -> Vec<M
         1.0,
     );
     out.push(build.build());
+    let mut success = Family::new("portrange_scrape_collector_success");
+    let mut duration = Family::new("portrange_scrape_collector_duration_seconds");
+    for c in &report.collectors {
+        success.add(&[("collector", c.name)], if c.success { 1.0 } else { 0.0 });
+        duration.add(&[("collector", c.name)], c.duration.as_secs_f64());
+    }
+    if !success.metrics.is_empty() {
+        out.push(success.build());
+        out.push(duration.build());
+    }
+    let mut skipped = Family::new("portrange_collection_skipped");
+    for stage in Skipped::STAGES {
+        skipped.add(&[("stage", stage)], report.skipped_in(stage) as f64);
+    }
+    out.push(skipped.build());
+    out
+}
 
+/// The `ranges` collector's families. When sampling failed, only what
+/// does not depend on the sample is emitted (capacity): a failed sample
+/// must not read as "every port free".
+pub fn ranges_families(report: &Report) -> Vec<MetricFamily> {
+    let mut out = Vec::new();
     let mut ports = Family::new("portrange_ports");
     if !report.up() {
-        // Per namespace, only the host's capacity is known without a sample.
-        let host = report.netns.as_ref().map(|_| ("netns", "host"));
-        for r in &config.ranges {
-            for p in &r.protocols {
-                let labels: Vec<(&str, &str)> =
-                    [("range", r.name.as_str()), ("protocol", p.as_str())]
-                        .into_iter()
-                        .chain(host)
-                        .collect();
-                ports.add(&labels, f64::from(r.ports.len()));
-            }
+        for r in &report.ranges {
+            ports.add(&base_labels(r), f64::from(r.ports()));
         }
         out.push(ports.build());
         return out;
@@ -201,17 +239,16 @@ pub fn families(report: &Report, config: &Config, reload: ReloadStatus) -> Vec<M
     let mut overlap = Family::new("portrange_ephemeral_overlap_ports");
     let mut excluded = Family::new("portrange_excluded_ports");
     let mut port_in_use = Family::new("portrange_port_in_use");
+    let mut listeners = Family::new("portrange_listeners");
+    let mut info_dropped = Family::new("portrange_listener_info_dropped");
+    let mut listener_info = Family::new("portrange_listener_info");
+    let mut all_counts: BTreeMap<[String; 6], u64> = BTreeMap::new();
+    let mut all_info: BTreeSet<[String; 8]> = BTreeSet::new();
     for r in &report.ranges {
-        let base: Vec<(&str, &str)> = [
-            ("range", r.range.as_str()),
-            ("protocol", r.protocol.as_str()),
-        ]
-        .into_iter()
-        .chain(r.netns.as_deref().map(|n| ("netns", n)))
-        .collect();
-        ports.add(&base, f64::from(r.ports));
+        let base = base_labels(r);
+        ports.add(&base, f64::from(r.ports()));
         in_use.add(&base, f64::from(r.in_use));
-        free.add(&base, f64::from(r.ports - r.in_use));
+        free.add(&base, f64::from(r.free()));
         for (state, n) in &r.states {
             sockets.add(&with(&base, ("state", state)), *n as f64);
         }
@@ -220,89 +257,70 @@ pub fn families(report: &Report, config: &Config, reload: ReloadStatus) -> Vec<M
         if let Some(o) = r.ephemeral_overlap {
             overlap.add(&base, f64::from(o));
         }
-        if let Some(x) = r.excluded {
+        if let Some(x) = r.excluded_free() {
             excluded.add(&base, f64::from(x));
         }
-        if let Some(pp) = &r.per_port {
+        if let Some(pp) = r.port_in_use() {
             for (port, used) in pp {
                 port_in_use.add(
                     &with(&base, ("port", &port.to_string())),
-                    if *used { 1.0 } else { 0.0 },
+                    if used { 1.0 } else { 0.0 },
                 );
             }
         }
-    }
-
-    let netns_on = report.netns.is_some();
-    let (counts, info, dropped) = itemize(report, config);
-    let mut listeners = Family::new("portrange_listeners");
-    for (key, n) in &counts {
-        let labels = [
-            ("range", key[0].as_str()),
-            ("protocol", &key[1]),
-            ("process", &key[2]),
-            ("user", &key[3]),
-            ("expected", &key[4]),
-        ];
-        if netns_on {
-            listeners.add(&with(&labels, ("netns", &key[5])), *n as f64);
-        } else {
-            listeners.add(&labels, *n as f64);
-        }
-    }
-    let mut info_dropped = Family::new("portrange_listener_info_dropped");
-    for r in &report.ranges {
-        let netns = r.netns.as_deref().unwrap_or("");
-        let n = dropped
-            .get(&(r.range.as_str(), r.protocol, netns))
-            .copied()
-            .unwrap_or(0);
-        let labels: Vec<(&str, &str)> = [
-            ("range", r.range.as_str()),
-            ("protocol", r.protocol.as_str()),
-        ]
-        .into_iter()
-        .chain(r.netns.as_deref().map(|n| ("netns", n)))
-        .collect();
-        info_dropped.add(&labels, n as f64);
-    }
-    let mut listener_info = Family::new("portrange_listener_info");
-    for key in info.keys() {
-        let labels = [
-            ("range", key[0].as_str()),
-            ("protocol", &key[1]),
-            ("port", &key[2]),
-            ("address", &key[3]),
-            ("process", &key[4]),
-            ("user", &key[5]),
-            ("expected", &key[6]),
-        ];
-        match report.netns {
-            Some(_) => listener_info.add(&with(&labels, ("netns", &key[7])), 1.0),
-            None => listener_info.add(&labels, 1.0),
-        }
-    }
-
-    if let Some(n) = &report.netns {
-        let mut netns_info = Family::new("portrange_netns_info");
-        for ns in &n.namespaces {
-            netns_info.add(
-                &[
-                    ("netns", ns.label.as_str()),
-                    ("name", &ns.name),
-                    ("container", &ns.container),
-                    ("pod", &ns.pod),
-                    ("namespace", &ns.namespace),
+        let (counts, info, dropped) = itemize(r);
+        let netns = r.netns.clone().unwrap_or_default();
+        for ((process, user, expected), n) in counts {
+            all_counts.insert(
+                [
+                    r.range.clone(),
+                    r.protocol.as_str().to_string(),
+                    process.into_owned(),
+                    user.to_string(),
+                    expected.as_str().to_string(),
+                    netns.clone(),
                 ],
-                1.0,
+                n,
             );
         }
-        out.push(netns_info.build());
-        let mut unsampled = Family::new("portrange_netns_unsampled");
-        unsampled.add(&[], f64::from(n.unsampled));
-        out.push(unsampled.build());
+        info_dropped.add(&base, dropped as f64);
+        for [port, address, process, user, expected] in info {
+            all_info.insert([
+                r.range.clone(),
+                r.protocol.as_str().to_string(),
+                port,
+                address,
+                process,
+                user,
+                expected,
+                netns.clone(),
+            ]);
+        }
     }
-
+    // In label order across ranges, as they always were.
+    let netns_on = report.netns.is_some() || report.ranges.iter().any(|r| r.netns.is_some());
+    let label_names = ["range", "protocol", "process", "user", "expected", "netns"];
+    for (key, n) in &all_counts {
+        let labels: Vec<(&str, &str)> = label_names
+            .iter()
+            .zip(key)
+            .take(if netns_on { 6 } else { 5 })
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect();
+        listeners.add(&labels, *n as f64);
+    }
+    let label_names = [
+        "range", "protocol", "port", "address", "process", "user", "expected", "netns",
+    ];
+    for key in &all_info {
+        let labels: Vec<(&str, &str)> = label_names
+            .iter()
+            .zip(key)
+            .take(if netns_on { 8 } else { 7 })
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect();
+        listener_info.add(&labels, 1.0);
+    }
     out.extend([
         ports.build(),
         in_use.build(),
@@ -321,62 +339,65 @@ pub fn families(report: &Report, config: &Config, reload: ReloadStatus) -> Vec<M
     out
 }
 
-/// range, protocol, process, user, expected, netns ("" without the netns
-/// collector).
-type CountKey = [String; 6];
-/// range, protocol, port, address, process, user, expected, netns.
-type InfoKey = [String; 8];
-/// range, protocol, netns.
-type Slot<'a> = (&'a str, crate::ranges::Protocol, &'a str);
-/// Counts per owner, itemized listeners, and what the cap left out.
-type Itemized<'a> = (
-    BTreeMap<CountKey, u64>,
-    BTreeMap<InfoKey, ()>,
-    BTreeMap<Slot<'a>, u64>,
-);
+/// The `netns` collector's families (`--collector.netns`): one info
+/// series per namespace with series, and the count not sampled.
+pub fn netns_families(report: &Report) -> Vec<MetricFamily> {
+    let Some(n) = &report.netns else {
+        return Vec::new();
+    };
+    let mut netns_info = Family::new("portrange_netns_info");
+    for ns in &n.namespaces {
+        netns_info.add(
+            &[
+                ("netns", ns.label.as_str()),
+                ("name", &ns.name),
+                ("container", &ns.container),
+                ("pod", &ns.pod),
+                ("namespace", &ns.namespace),
+            ],
+            1.0,
+        );
+    }
+    let mut unsampled = Family::new("portrange_netns_unsampled");
+    unsampled.add(&[], f64::from(n.unsampled));
+    vec![netns_info.build(), unsampled.build()]
+}
 
-/// Splits the listeners into what the series carry: a count per owner
-/// (bounded by the owners, not the sockets they hold), the listeners
-/// itemized one by one (every unexpected or unknown one up to the range's
-/// `max_listener_series`, unexpected first, and the allowed ones only where
-/// `per_port` is on), and how many the cap left out per range and
-/// protocol. Identical listeners (SO_REUSEPORT groups, the same program
-/// bound twice) share one `_info` series, whose value stays 1. Counting
-/// borrows the label values; strings are made only for what is emitted.
-fn itemize<'a>(report: &'a Report, config: &Config) -> Itemized<'a> {
-    use crate::allowlist::Expected;
-    use std::borrow::Cow;
-    type Borrowed<'b> = (
-        &'b str,
-        crate::ranges::Protocol,
-        Cow<'b, str>,
-        &'b str,
-        Expected,
-        &'b str,
-    );
-    let mut counts: HashMap<Borrowed<'_>, u64> = HashMap::new();
-    let mut info: BTreeMap<InfoKey, ()> = BTreeMap::new();
-    let mut dropped: BTreeMap<Slot<'a>, u64> = BTreeMap::new();
-    let mut itemized: HashMap<Slot<'a>, u32> = HashMap::new();
-    let mut to_itemize: Vec<&crate::collect::Listener> = Vec::new();
-    for l in &report.listeners {
+/// `range`, `protocol` and, per namespace, `netns`.
+fn base_labels(r: &RangeView) -> Vec<(&str, &str)> {
+    [
+        ("range", r.range.as_str()),
+        ("protocol", r.protocol.as_str()),
+    ]
+    .into_iter()
+    .chain(r.netns.as_deref().map(|n| ("netns", n)))
+    .collect()
+}
+
+/// process, user, expected.
+type CountKey<'a> = (Cow<'a, str>, &'a str, Expected);
+/// port, address, process, user, expected.
+type InfoKey = [String; 5];
+
+/// Splits a view's listeners into what the series carry: a count per
+/// owner (bounded by the owners, not the sockets they hold), the
+/// listeners itemized one by one (every unexpected or unknown one up to
+/// the range's `max_listener_series`, unexpected first, and the allowed
+/// ones only where `per_port` is on), and how many the cap left out.
+/// Identical listeners (SO_REUSEPORT groups, the same program bound twice)
+/// share one `_info` series, whose value stays 1. Counting borrows the
+/// label values; strings are made only for what is emitted.
+fn itemize(view: &RangeView) -> (BTreeMap<CountKey<'_>, u64>, BTreeSet<InfoKey>, u64) {
+    let mut counts: BTreeMap<CountKey<'_>, u64> = BTreeMap::new();
+    let mut info: BTreeSet<InfoKey> = BTreeSet::new();
+    let mut dropped = 0;
+    let mut itemized = 0u32;
+    let mut to_itemize: Vec<&Listener> = Vec::new();
+    for l in &view.listeners {
         *counts
-            .entry((
-                l.range.as_str(),
-                l.protocol,
-                l.process_name(),
-                l.user.as_str(),
-                l.expected,
-                l.netns.as_deref().unwrap_or(""),
-            ))
+            .entry((l.process_name(), l.user.as_str(), l.expected))
             .or_default() += 1;
-        let per_port = || {
-            config
-                .ranges
-                .iter()
-                .any(|r| r.name == l.range && r.per_port)
-        };
-        if l.expected != Expected::True || per_port() {
+        if l.expected != Expected::True || view.per_port {
             to_itemize.push(l);
         }
     }
@@ -391,58 +412,24 @@ fn itemize<'a>(report: &'a Report, config: &Config) -> Itemized<'a> {
     });
     for l in to_itemize {
         let key = [
-            l.range.clone(),
-            l.protocol.as_str().to_string(),
             l.port.to_string(),
             l.address.to_string(),
             l.process(),
             l.user.clone(),
             l.expected.as_str().to_string(),
-            l.netns.clone().unwrap_or_default(),
         ];
-        if info.contains_key(&key) {
+        if info.contains(&key) {
             continue; // an identical listener, already itemized
         }
         if l.expected == Expected::True {
-            info.insert(key, ());
-            continue;
-        }
-        let cap = config
-            .ranges
-            .iter()
-            .find(|r| r.name == l.range)
-            .map_or(crate::config::LISTENER_SERIES_DEFAULT_LIMIT, |r| {
-                r.max_listener_series
-            });
-        let slot = (
-            l.range.as_str(),
-            l.protocol,
-            l.netns.as_deref().unwrap_or(""),
-        );
-        let n = itemized.entry(slot).or_default();
-        if *n < cap {
-            *n += 1;
-            info.insert(key, ());
+            info.insert(key);
+        } else if itemized < view.max_listener_series {
+            itemized += 1;
+            info.insert(key);
         } else {
-            *dropped.entry(slot).or_default() += 1;
+            dropped += 1;
         }
     }
-    let counts = counts
-        .into_iter()
-        .map(|((range, protocol, process, user, expected, netns), n)| {
-            (
-                [
-                    range.to_string(),
-                    protocol.as_str().to_string(),
-                    process.into_owned(),
-                    user.to_string(),
-                    expected.as_str().to_string(),
-                    netns.to_string(),
-                ],
-                n,
-            )
-        })
-        .collect();
     (counts, info, dropped)
 }
 
@@ -468,36 +455,38 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::allowlist::Expected;
-    use crate::collect::{Listener, RangeStats};
     use crate::platform::{Holder, Owner};
-    use crate::ranges::Protocol;
+    use crate::ranges::{PortSet, Protocol};
+    use crate::report::CollectorRun;
     use std::sync::Arc;
     use std::time::Duration;
 
     fn report(listeners: Vec<Listener>) -> Report {
         Report {
-            error: None,
-            ranges: vec![RangeStats {
-                range: "fh".into(),
-                protocol: Protocol::Udp,
-                ports: 3,
+            ranges: vec![RangeView {
+                per_port: true,
+                max_listener_series: 100,
                 in_use: 1,
                 states: vec![("unconn", 1), ("established", 0)],
                 unexpected: 1,
-                unattributed: 0,
                 ephemeral_overlap: Some(0),
-                excluded: Some(2),
-                per_port: Some(vec![(1, true), (2, false), (3, false)]),
-                netns: None,
+                excluded: Some(PortSet::from_intervals(vec![(2, 3)])),
                 in_use_ports: vec![1],
-                reserved: Default::default(),
+                listeners,
+                ..RangeView::capacity(
+                    "fh",
+                    Protocol::Udp,
+                    None,
+                    PortSet::from_intervals(vec![(1, 3)]),
+                )
             }],
-            listeners,
-            attribution: Default::default(),
-            missing_privileges: Vec::new(),
             duration: Duration::from_millis(500),
-            netns: None,
+            collectors: vec![CollectorRun {
+                name: "ranges",
+                success: true,
+                duration: Duration::from_millis(400),
+            }],
+            ..Report::default()
         }
     }
 
@@ -525,7 +514,7 @@ mod tests {
             successful: true,
             last_success: 1.5e9,
         };
-        String::from_utf8(encode(families(r, &Config::builtin(), reload))).unwrap()
+        String::from_utf8(encode(families(r, reload))).unwrap()
     }
 
     #[test]
@@ -581,6 +570,10 @@ mod tests {
             r#"portrange_excluded_ports{range="fh",protocol="udp"} 2"#,
             r#"portrange_port_in_use{range="fh",protocol="udp",port="2"} 0"#,
             r#"portrange_listener_info{range="fh",protocol="udp",port="1",address="0.0.0.0",process="x",user="root",expected="false"} 1"#,
+            r#"portrange_scrape_collector_success{collector="ranges"} 1"#,
+            r#"portrange_scrape_collector_duration_seconds{collector="ranges"} 0.4"#,
+            r#"portrange_collection_skipped{stage="sample"} 0"#,
+            r#"portrange_collection_skipped{stage="users"} 0"#,
             "# TYPE portrange_up gauge",
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
@@ -598,13 +591,48 @@ mod tests {
         );
     }
 
-    fn text_with(r: &Report, yaml: &str) -> String {
-        let reload = ReloadStatus {
-            successful: true,
-            last_success: 1.5e9,
-        };
-        let c = Config::parse(yaml, "t.yml").unwrap();
-        String::from_utf8(encode(families(r, &c, reload))).unwrap()
+    #[test]
+    fn skipped_parts_are_counted_per_stage_from_a_fixed_set() {
+        let mut r = report(vec![]);
+        r.skipped = vec![
+            Skipped::new(
+                Skipped::SAMPLE,
+                "netns 4026532301: udp dump",
+                "deadline passed",
+            ),
+            Skipped::new(
+                Skipped::SAMPLE,
+                "netns 4026532302: tcp dump",
+                "deadline passed",
+            ),
+            Skipped::new(Skipped::USERS, "the name of uid 1001", "no answer"),
+        ];
+        let t = text(&r);
+        let skipped: Vec<&str> = t
+            .lines()
+            .filter(|l| l.starts_with("portrange_collection_skipped{"))
+            .collect();
+        assert_eq!(
+            skipped,
+            vec![
+                r#"portrange_collection_skipped{stage="sample"} 2"#,
+                r#"portrange_collection_skipped{stage="attribution"} 0"#,
+                r#"portrange_collection_skipped{stage="kernel_check"} 0"#,
+                r#"portrange_collection_skipped{stage="tunnels"} 0"#,
+                r#"portrange_collection_skipped{stage="users"} 1"#,
+            ],
+            "every stage, also at 0, and nothing of what or why in a label"
+        );
+    }
+
+    /// The range of a 20,000-port range with `per_port` off and at most 3
+    /// `_info` series.
+    fn capped(listeners: Vec<Listener>) -> Report {
+        let mut r = report(listeners);
+        r.ranges[0].spec = PortSet::from_intervals(vec![(1, 20000)]);
+        r.ranges[0].per_port = false;
+        r.ranges[0].max_listener_series = 3;
+        r
     }
 
     fn at(port: u16, comm: &[u8], expected: Expected) -> Listener {
@@ -617,21 +645,15 @@ mod tests {
 
     #[test]
     fn series_do_not_grow_with_the_sockets_an_allowed_owner_holds() {
-        let yaml = "ranges:\n  - name: fh\n    ports: 1-20000\n    protocols: [udp]\n    per_port: false\n    max_listener_series: 3\n";
-        let series = |r: &Report| {
-            text_with(r, yaml)
-                .lines()
-                .filter(|l| !l.starts_with('#'))
-                .count()
-        };
+        let series = |r: &Report| text(r).lines().filter(|l| !l.starts_with('#')).count();
         let small: Vec<Listener> = (1..=10)
             .map(|p| at(p, b"rtpengine", Expected::True))
             .collect();
         let big: Vec<Listener> = (1..=10_000)
             .map(|p| at(p, b"rtpengine", Expected::True))
             .collect();
-        assert_eq!(series(&report(small)), series(&report(big.clone())));
-        let t = text_with(&report(big), yaml);
+        assert_eq!(series(&capped(small)), series(&capped(big.clone())));
+        let t = text(&capped(big));
         assert!(t.lines().any(|l| l
             == r#"portrange_listeners{range="fh",protocol="udp",process="rtpengine",user="root",expected="true"} 10000"#), "{t}");
         assert!(
@@ -642,13 +664,12 @@ mod tests {
 
     #[test]
     fn unexpected_listeners_are_itemized_up_to_the_cap_and_the_rest_counted() {
-        let yaml = "ranges:\n  - name: fh\n    ports: 1-20000\n    protocols: [udp]\n    per_port: false\n    max_listener_series: 3\n";
         let mut ls: Vec<Listener> = (100..105)
             .map(|p| at(p, b"socat", Expected::False))
             .collect();
         ls.push(at(50, b"ghost", Expected::Unknown));
         ls.push(at(7, b"rtpengine", Expected::True));
-        let t = text_with(&report(ls), yaml);
+        let t = text(&capped(ls));
         let info: Vec<&str> = t
             .lines()
             .filter(|l| l.starts_with("portrange_listener_info{"))
@@ -673,9 +694,11 @@ mod tests {
 
     #[test]
     fn a_failed_sample_does_not_read_as_free() {
-        let mut r = report(vec![]);
-        r.error = Some("udp/ipv4 dump: refused".into());
-        r.ranges.clear();
+        let r = Report::failed(
+            "udp/ipv4 dump: refused".into(),
+            crate::collect::capacity(&crate::config::Config::builtin(), false),
+            Duration::ZERO,
+        );
         let t = text(&r);
         assert!(t.lines().any(|l| l == "portrange_up 0"));
         assert!(
@@ -688,17 +711,15 @@ mod tests {
 
     #[test]
     fn every_series_carries_netns_with_the_collector() {
-        use crate::collect::{NetnsInfo, NetnsReport};
+        use crate::report::{NetnsInfo, NetnsReport};
         let mut r = report(vec![listener(b"x")]);
         let mut other = r.ranges[0].clone();
         other.in_use = 2;
         r.ranges[0].netns = Some("host".into());
+        r.ranges[0].listeners[0].netns = Some("host".into());
         other.netns = Some("4026532301".into());
+        other.listeners[0].netns = Some("4026532301".into());
         r.ranges.push(other);
-        r.listeners[0].netns = Some("4026532301".into());
-        let mut host_listener = listener(b"x");
-        host_listener.netns = Some("host".into());
-        r.listeners.push(host_listener);
         r.netns = Some(NetnsReport {
             namespaces: vec![
                 NetnsInfo {
@@ -769,7 +790,11 @@ mod tests {
             assert!(t.contains(&format!("# HELP {name} ")), "{name} missing");
         }
         // A failed sample keeps the host's capacity under its label.
-        r.error = Some("refused".into());
+        let r = Report::failed(
+            "refused".into(),
+            crate::collect::capacity(&crate::config::Config::builtin(), true),
+            Duration::ZERO,
+        );
         let t = text(&r);
         assert!(
             t.contains(r#"portrange_ports{range="framehawk",protocol="udp",netns="host"} 101"#),

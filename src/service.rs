@@ -50,7 +50,6 @@ pub struct Collected {
     pub report: Arc<Report>,
     /// The text exposition of the report plus the exporter's own metrics.
     pub metrics: Bytes,
-    pub config: Arc<Config>,
 }
 
 /// What a scrape gets: a collection, or why there is none (a panic).
@@ -286,14 +285,13 @@ fn load(path: Option<&std::path::Path>) -> Result<Config, LoadError> {
 
 fn run_one(collector: &mut Collector, req: &Request, registry: &prometheus::Registry) -> Collected {
     let report = collector.collect(req.deadline);
-    let mut families = metrics::families(&report, &req.loaded.config, req.loaded.reload);
+    let mut families = metrics::families(&report, req.loaded.reload);
     families.extend(registry.gather());
     Collected {
         generation: req.generation,
         finished: SystemTime::now(),
         report: Arc::new(report),
         metrics: Bytes::from(metrics::encode(families)),
-        config: req.loaded.config.clone(),
     }
 }
 

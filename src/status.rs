@@ -1,23 +1,22 @@
 //! The JSON status document served at `/api/v1/status` for the port map
-//! page: one collection's [`Report`] and the [`Config`] it ran with, as
-//! counts per range and protocol, the state of every port that is not free
-//! and the listeners. Platform-free and pure. It carries what `check`
+//! page: a projection of one collection's [`Report`] (and nothing else):
+//! counts per range and protocol, the state of every port that is not free,
+//! the listeners, and the parts of the collection that were skipped.
+//! Platform-free and pure. It carries what `check`
 //! shows and never more: no executable paths, no remote addresses. The
 //! contract (shape, state names, the worst-state rule) is in the README's
 //! "The JSON status endpoint" section; the state names are the `data-state`
 //! values of the page's cells.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use serde::Serialize;
 
 use crate::allowlist::Expected;
-use crate::collect::{Listener, RangeStats, Report};
-use crate::config::Config;
 use crate::platform::Holder;
-use crate::ranges::Protocol;
+use crate::report::{Listener, RangeView, Report};
 
 /// What is said about the exporter itself.
 #[derive(Clone, Debug)]
@@ -75,8 +74,16 @@ struct Document<'a> {
     up: bool,
     error: Option<&'a str>,
     netns_collector: bool,
+    skipped: Vec<SkippedJson<'a>>,
     ranges: Vec<RangeJson<'a>>,
     listeners: Vec<ListenerJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct SkippedJson<'a> {
+    stage: &'static str,
+    what: &'a str,
+    reason: &'a str,
 }
 
 #[derive(Serialize)]
@@ -146,7 +153,7 @@ pub fn owner_text(l: &Listener) -> String {
 
 /// The per-port states of one range and protocol: every port in use, with
 /// the worst state of its listeners (`in_use` when it has none).
-fn used_ports(stats: &RangeStats, listeners: &[&Listener]) -> Vec<UsedJson> {
+fn used_ports(stats: &RangeView, listeners: &[&Listener]) -> Vec<UsedJson> {
     let mut by_port: BTreeMap<u16, (PortState, Vec<String>)> = stats
         .in_use_ports
         .iter()
@@ -210,54 +217,39 @@ fn intervals(set: &crate::ranges::PortSet) -> Vec<[u16; 2]> {
     set.intervals().iter().map(|&(a, b)| [a, b]).collect()
 }
 
-/// The status document of one collection, as JSON bytes. `config` is the
-/// configuration the collection ran with; `finished` when it ended.
+/// The status document of one collection, as JSON bytes; `finished` is
+/// when it ended. A pure projection of the report.
 pub fn render(
     report: &Report,
-    config: &Config,
     exporter: &Exporter<'_>,
     finished: SystemTime,
 ) -> serde_json::Result<Vec<u8>> {
-    // Port spaces are per network namespace: a range's map takes the
-    // listeners of its own namespace only.
-    type Key<'k> = (&'k str, Protocol, Option<&'k str>);
-    let mut per_range: HashMap<Key<'_>, Vec<&Listener>> = HashMap::new();
-    for l in &report.listeners {
-        per_range
-            .entry((l.range.as_str(), l.protocol, l.netns.as_deref()))
-            .or_default()
-            .push(l);
-    }
-    let ranges = report
-        .ranges
+    // Without a sample there is no map to draw.
+    let views: &[RangeView] = if report.up() { &report.ranges } else { &[] };
+    let ranges = views
         .iter()
         .map(|r| {
-            let listeners = per_range
-                .get(&(r.range.as_str(), r.protocol, r.netns.as_deref()))
-                .map_or(&[][..], |v| v.as_slice());
-            let ports = config.ranges.iter().find(|c| c.name == r.range);
+            let listeners: Vec<&Listener> = r.listeners.iter().collect();
             RangeJson {
                 range: &r.range,
                 protocol: r.protocol.as_str(),
                 netns: r.netns.as_deref(),
-                spec: ports.map_or_else(String::new, |c| c.ports.to_string()),
-                intervals: ports.map_or_else(Vec::new, |c| intervals(&c.ports)),
-                ports: r.ports,
+                spec: r.spec.to_string(),
+                intervals: intervals(&r.spec),
+                ports: r.ports(),
                 in_use: r.in_use,
-                free: r.ports.saturating_sub(r.in_use),
+                free: r.free(),
                 unexpected: r.unexpected,
-                unknown: listeners
-                    .iter()
-                    .filter(|l| l.expected == Expected::Unknown)
-                    .count() as u64,
+                unknown: r.unknown,
                 unattributed: r.unattributed,
                 ephemeral_overlap: r.ephemeral_overlap,
-                used: used_ports(r, listeners),
-                reserved: intervals(&r.reserved),
+                used: used_ports(r, &listeners),
+                // The page calls the excluded ports "reserved".
+                reserved: r.excluded.as_ref().map_or_else(Vec::new, intervals),
             }
         })
         .collect();
-    let mut listeners: Vec<&Listener> = report.listeners.iter().collect();
+    let mut listeners: Vec<&Listener> = views.iter().flat_map(|r| &r.listeners).collect();
     listeners.sort_by_key(|l| (kind_rank(l), l.port));
     let listeners = listeners
         .into_iter()
@@ -285,6 +277,15 @@ pub fn render(
         up: report.up(),
         error: report.error.as_deref(),
         netns_collector: report.netns.is_some(),
+        skipped: report
+            .skipped
+            .iter()
+            .map(|s| SkippedJson {
+                stage: s.stage,
+                what: &s.what,
+                reason: &s.reason,
+            })
+            .collect(),
         ranges,
         listeners,
     };
@@ -295,7 +296,7 @@ pub fn render(
 mod tests {
     use super::*;
     use crate::platform::Owner;
-    use crate::ranges::PortSet;
+    use crate::ranges::{PortSet, Protocol};
     use std::net::IpAddr;
     use std::sync::Arc;
     use std::time::{Duration, UNIX_EPOCH};
@@ -335,14 +336,6 @@ mod tests {
             expected,
             netns: None,
         }
-    }
-
-    fn config() -> Config {
-        Config::parse(
-            "ranges:\n  - name: fh\n    ports: [3224-3230, 3300]\n    protocols: [udp]\n",
-            "t.yml",
-        )
-        .unwrap()
     }
 
     /// 3224 expected; 3225 expected and unexpected (unexpected wins);
@@ -389,27 +382,24 @@ mod tests {
             listener(3300, "::", process(HOSTILE, 4242), "<b>", Expected::False),
         ];
         Report {
-            error: None,
-            ranges: vec![RangeStats {
-                range: "fh".into(),
-                protocol: Protocol::Udp,
-                ports: 8,
+            ranges: vec![RangeView {
                 in_use: 8,
                 states: vec![("unconn", 10), ("established", 1)],
                 unexpected: 3,
+                unknown: 3,
                 unattributed: 2,
-                ephemeral_overlap: None,
-                excluded: Some(0),
-                per_port: None,
+                excluded: Some(PortSet::from_intervals(vec![(3230, 3230)])),
                 in_use_ports: vec![3224, 3225, 3226, 3227, 3228, 3229, 3230, 3300],
-                reserved: PortSet::from_intervals(vec![(3230, 3230)]),
-                netns: None,
+                listeners,
+                ..RangeView::capacity(
+                    "fh",
+                    Protocol::Udp,
+                    None,
+                    PortSet::from_intervals(vec![(3224, 3230), (3300, 3300)]),
+                )
             }],
-            listeners,
-            attribution: Default::default(),
-            missing_privileges: vec![],
             duration: Duration::from_millis(12),
-            netns: None,
+            ..Report::default()
         }
     }
 
@@ -420,7 +410,7 @@ mod tests {
             metrics_path: "/metrics",
         };
         let t = UNIX_EPOCH + Duration::from_secs(1_795_664_400);
-        let bytes = render(r, &config(), &ex, t).unwrap();
+        let bytes = render(r, &ex, t).unwrap();
         serde_json::from_slice(&bytes).unwrap()
     }
 
@@ -563,11 +553,10 @@ mod tests {
     #[test]
     fn hostile_names_survive_as_text() {
         let mut r = report();
-        r.listeners[0].holder = process("\"},\u{1b}[31m\u{0}</script>", 1);
-        r.listeners[0].user = "\u{202e}evil\n".into();
+        r.ranges[0].listeners[0].holder = process("\"},\u{1b}[31m\u{0}</script>", 1);
+        r.ranges[0].listeners[0].user = "\u{202e}evil\n".into();
         let bytes = render(
             &r,
-            &config(),
             &Exporter {
                 version: "v",
                 revision: "r",
@@ -587,7 +576,7 @@ mod tests {
         assert_eq!(odd["process"], "\"},\u{1b}[31m\u{0}</script>");
         assert_eq!(odd["user"], "\u{202e}evil\n");
         // Invalid UTF-8 in a process name is replaced, never an error.
-        r.listeners[0].holder = Some(Holder::Process(Arc::new(Owner {
+        r.ranges[0].listeners[0].holder = Some(Holder::Process(Arc::new(Owner {
             pid: 2,
             comm: vec![0xff, b'x'],
             exe: None,
@@ -607,7 +596,11 @@ mod tests {
 
     #[test]
     fn a_failed_sample_is_up_false_with_its_error() {
-        let r = Report::failed("sock_diag: refused".into(), Duration::from_millis(3));
+        let r = Report::failed(
+            "sock_diag: refused".into(),
+            crate::collect::capacity(&crate::config::Config::builtin(), false),
+            Duration::from_millis(3),
+        );
         let v = json(&r);
         assert_eq!(v["up"], false);
         assert_eq!(v["error"], "sock_diag: refused");

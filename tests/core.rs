@@ -18,8 +18,8 @@ use common::*;
 use portrange_exporter::config::Config;
 use portrange_exporter::http::{self, Options};
 use portrange_exporter::platform::{
-    Attribution, EphemeralPorts, Filter, Holder, Owner, Platform, SampleError, Socket, UserLookup,
-    UserResolver,
+    Attribution, EphemeralPorts, Filter, Holder, Owner, Platform, Sample, SampleError, Skipped,
+    Socket, UserLookup, UserResolver,
 };
 use portrange_exporter::ranges::{PortSet, Protocol};
 use portrange_exporter::service::Service;
@@ -36,6 +36,8 @@ struct Script {
     panic_next: AtomicBool,
     /// Platforms built (the first, and one after each panic).
     built: AtomicU64,
+    /// What each sample says it left out.
+    skipped: Mutex<Vec<Skipped>>,
 }
 
 impl Script {
@@ -56,7 +58,7 @@ impl Script {
 struct Fake(Arc<Script>);
 
 impl Platform for Fake {
-    fn sample(&mut self, _: &Filter, _: Duration) -> Result<Vec<Socket>, SampleError> {
+    fn sample(&mut self, _: &Filter, _: Instant) -> Result<Sample, SampleError> {
         let n = self.0.samples.fetch_add(1, Ordering::SeqCst) + 1;
         let mut held = self.0.hold.lock().unwrap();
         while *held {
@@ -66,23 +68,28 @@ impl Platform for Fake {
         if self.0.panic_next.swap(false, Ordering::SeqCst) {
             panic!("injected panic in sample {n}");
         }
-        Ok(vec![Socket {
-            protocol: Protocol::Udp,
-            state: 7,
-            local: "0.0.0.0".parse().unwrap(),
-            port: 3224,
-            remote: "0.0.0.0".parse().unwrap(),
-            remote_port: 0,
-            uid: 0,
-            inode: n,
-            pid_hint: None,
-            netns: 0,
-        }])
+        Ok(Sample {
+            sockets: vec![Socket {
+                protocol: Protocol::Udp,
+                state: 7,
+                local: "0.0.0.0".parse().unwrap(),
+                port: 3224,
+                remote: "0.0.0.0".parse().unwrap(),
+                remote_port: 0,
+                uid: 0,
+                inode: n,
+                pid_hint: None,
+                netns: 0,
+            }],
+            skipped: self.0.skipped.lock().unwrap().clone(),
+            ..Sample::default()
+        })
     }
 
-    fn attribute(&mut self, sockets: &[Socket], _: Instant) -> Attribution {
+    fn attribute(&mut self, sample: &Sample, _: Instant) -> Attribution {
         Attribution {
-            holders: sockets
+            holders: sample
+                .sockets
                 .iter()
                 .map(|_| {
                     Some(Holder::Process(Arc::new(Owner {
@@ -94,7 +101,7 @@ impl Platform for Fake {
                     })))
                 })
                 .collect(),
-            stats: Default::default(),
+            ..Attribution::default()
         }
     }
 
@@ -297,6 +304,49 @@ fn the_status_json_shares_the_scrapes_collection() {
     assert!(r.text().contains("injected panic"), "{}", r.text());
     assert_eq!(r.header("cache-control"), Some("no-store"));
     assert_eq!(get(&addr, "/api/v1/status", &[]).unwrap().status, 200);
+}
+
+/// Issue 17, fault 4: what a collection had to leave out is said, in a
+/// metric with a fixed set of stages and in the status document, and only
+/// for the collection that left it out.
+#[test]
+fn what_a_collection_left_out_is_in_the_metrics_and_the_status_document() {
+    let s = serve_fake(None);
+    let part = "network namespace 4026532301 (blue): udp dump";
+    *s.script.skipped.lock().unwrap() =
+        vec![Skipped::new(Skipped::SAMPLE, part, "the deadline passed")];
+    let metrics = get(&s.addr, "/metrics", &[]).unwrap().text();
+    for line in [
+        r#"portrange_collection_skipped{stage="sample"} 1"#,
+        r#"portrange_collection_skipped{stage="attribution"} 0"#,
+        r#"portrange_collection_skipped{stage="users"} 0"#,
+        r#"portrange_scrape_collector_success{collector="ranges"} 1"#,
+        "portrange_up 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "missing {line:?} in\n{metrics}"
+        );
+    }
+    assert!(
+        !metrics.contains("blue"),
+        "what was skipped is no label value"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&get(&s.addr, "/api/v1/status", &[]).unwrap().text()).unwrap();
+    assert_eq!(
+        status["skipped"],
+        serde_json::json!([{"stage": "sample", "what": part, "reason": "the deadline passed"}]),
+        "{status}"
+    );
+    s.script.skipped.lock().unwrap().clear();
+    let metrics = get(&s.addr, "/metrics", &[]).unwrap().text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == r#"portrange_collection_skipped{stage="sample"} 0"#),
+        "a complete collection skips nothing:\n{metrics}"
+    );
 }
 
 /// 20 clients send a scrape while a collection runs and hang up at once.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use netstat2::{AddressFamilyFlags, ProtocolFlags, ProtocolSocketInfo};
 use portrange_exporter::config::Config;
-use portrange_exporter::platform::{self, Filter, Holder};
+use portrange_exporter::platform::{self, Holder};
 use portrange_exporter::ranges::Protocol;
 
 type Key = (Protocol, IpAddr, u16, u16);
@@ -42,11 +42,14 @@ fn sock_diag_and_netstat2_agree_on_sockets_and_owners() {
         "oracle.yml",
     )
     .unwrap();
-    let filter = Filter::from_config(&cfg);
+    let filter = portrange_exporter::collect::filter(&cfg);
 
     let mut host = platform::host(std::path::Path::new("/proc"));
-    let ours = host.sample(&filter, Duration::from_secs(5)).unwrap();
-    let found = host.attribute(&ours, Instant::now() + Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let sample = host.sample(&filter, deadline).unwrap();
+    let found = host.attribute(&sample, deadline);
+    let found = host.confirm_kernel(&sample, found, deadline);
+    let ours = &sample.sockets;
     let mut ours_map: BTreeMap<Key, (u32, u64, u32)> = BTreeMap::new();
     for (s, holder) in ours.iter().zip(&found.holders) {
         let pid = match holder {

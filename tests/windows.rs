@@ -301,6 +301,9 @@ fn normalize(raw: &str) -> String {
             out.push_str(&format!("{name} <value>\n"));
         } else if line.starts_with("portrange_scrape_duration_seconds ") {
             out.push_str("portrange_scrape_duration_seconds <duration>\n");
+        } else if line.starts_with("portrange_scrape_collector_duration_seconds{") {
+            let series = line.rsplit_once(' ').unwrap().0;
+            out.push_str(&format!("{series} <duration>\n"));
         } else if line.starts_with("portrange_config_last_reload_success_timestamp_seconds ") {
             out.push_str("portrange_config_last_reload_success_timestamp_seconds <timestamp>\n");
         } else if line.starts_with("portrange_exporter_build_info{") {

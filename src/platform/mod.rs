@@ -1,9 +1,12 @@
 //! The platform boundary: everything that touches the operating system
 //! lives below this module, behind one small API, and the rest of the crate
 //! (config, allowlist, report, metrics, HTTP, `check`) is platform-free.
-//! The API is the [`Platform`] trait (sample the sockets in a [`Filter`],
-//! find their holders before a deadline, name a user, read the ephemeral
-//! ports, report missing privileges) plus a few process-wide helpers
+//! The API is the [`Platform`] trait, whose steps pass values one way:
+//! sample the sockets in a [`Filter`] into a [`Sample`] (sockets,
+//! namespaces, what was [`Skipped`]), find their holders into an
+//! [`Attribution`], confirm the kernel-held ones, each before a deadline;
+//! besides, name a user, read the ephemeral ports, report missing
+//! privileges. Then a few process-wide helpers
 //! (signals, the open-file limit, allocator tuning, listening sockets,
 //! systemd socket activation). [`host`] returns the
 //! implementation for the machine: [`linux`] (sock_diag, `/proc`,
@@ -19,7 +22,7 @@ use std::net::IpAddr;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::ranges::{PortSet, Protocol};
 
@@ -139,29 +142,59 @@ impl Socket {
     }
 }
 
-/// What to sample: the watched ports per protocol (an empty set skips that
-/// protocol).
+/// One value per protocol, TCP and UDP: the one pair type for what comes
+/// per protocol (the ports to sample, the ephemeral ports, port intervals
+/// being gathered).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Filter {
-    pub tcp: PortSet,
-    pub udp: PortSet,
+pub struct PerProtocol<T> {
+    pub tcp: T,
+    pub udp: T,
 }
 
-impl Filter {
-    pub fn from_config(cfg: &crate::config::Config) -> Filter {
-        Filter {
-            tcp: cfg.watched_ports(Protocol::Tcp),
-            udp: cfg.watched_ports(Protocol::Udp),
+impl<T> PerProtocol<T> {
+    /// Each protocol's value from `f`.
+    pub fn from_fn(mut f: impl FnMut(Protocol) -> T) -> PerProtocol<T> {
+        PerProtocol {
+            tcp: f(Protocol::Tcp),
+            udp: f(Protocol::Udp),
         }
     }
 
-    pub fn ports(&self, protocol: Protocol) -> &PortSet {
+    pub fn get(&self, protocol: Protocol) -> &T {
         match protocol {
             Protocol::Tcp => &self.tcp,
             Protocol::Udp => &self.udp,
         }
     }
+
+    pub fn get_mut(&mut self, protocol: Protocol) -> &mut T {
+        match protocol {
+            Protocol::Tcp => &mut self.tcp,
+            Protocol::Udp => &mut self.udp,
+        }
+    }
 }
+
+impl<T: Clone> PerProtocol<T> {
+    /// One value for both protocols (Linux's single ip_local_port_range).
+    pub fn same(value: T) -> PerProtocol<T> {
+        PerProtocol {
+            tcp: value.clone(),
+            udp: value,
+        }
+    }
+}
+
+impl PerProtocol<PortSet> {
+    /// The ports of `protocol` (the same as [`PerProtocol::get`]).
+    pub fn ports(&self, protocol: Protocol) -> &PortSet {
+        self.get(protocol)
+    }
+}
+
+/// What to sample: the watched ports per protocol (an empty set skips that
+/// protocol).
+pub type Filter = PerProtocol<PortSet>;
 
 /// Why a sample failed. The message names the dump and the kernel's answer.
 #[derive(Debug, thiserror::Error)]
@@ -240,11 +273,31 @@ pub enum Holder {
 }
 
 /// What one attribution pass found: a holder for each sampled socket
-/// (index for index; `None` where the holder is unknown), and counters.
+/// (index for index with [`Sample::sockets`]; `None` where the holder is
+/// unknown), the sockets that may be held by no process, what was left
+/// out, and counters.
 #[derive(Clone, Debug, Default)]
 pub struct Attribution {
     pub holders: Vec<Option<Holder>>,
+    /// Sockets a complete scan found no holder for (indexes into the
+    /// sample), left `None` in `holders` until [`Platform::confirm_kernel`]
+    /// confirms them as kernel-held or drops them (they stay unknown).
+    pub candidates: Vec<KernelCandidate>,
+    /// What attribution or the kernel check had to leave out.
+    pub skipped: Vec<Skipped>,
     pub stats: PassStats,
+}
+
+/// A socket that may be held by no process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelCandidate {
+    /// The socket's index in the sample.
+    pub index: usize,
+    /// No process refused the scan that missed it: a second sample that
+    /// still shows it is proof enough. A weak candidate (some process
+    /// refused the scan despite full privilege) needs positive evidence
+    /// from the kernel, a tunnel device on its port.
+    pub strict: bool,
 }
 
 /// Counters of one attribution pass, for logs and tests.
@@ -302,13 +355,15 @@ pub struct Namespaces {
 }
 
 /// What one [`Platform::sample`] saw: the sockets, the namespaces it
-/// covered, and what it had to leave out. (Issue 17: the trait's `sample`
-/// returns this one value; `namespaces()` as a side channel goes away.)
+/// covered, and what it had to leave out. The one value the later steps
+/// ([`Platform::attribute`], [`Platform::confirm_kernel`], the counting)
+/// read.
 #[derive(Clone, Debug, Default)]
 pub struct Sample {
     pub sockets: Vec<Socket>,
-    /// With `--collector.netns`: the namespaces covered; `None` when the
-    /// platform samples only its own and sockets carry `netns` 0.
+    /// With `--collector.netns`: the namespaces covered (each socket's
+    /// `netns` is the id of one of them); `None` when the platform samples
+    /// only its own and sockets carry `netns` 0.
     pub namespaces: Option<Namespaces>,
     /// Parts left out (the deadline passed, or the OS refused one part):
     /// what they hold is unknown, never "nothing".
@@ -318,14 +373,49 @@ pub struct Sample {
 /// A part of a collection that was left out, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Skipped {
-    /// The stage, from a fixed set (a metric label): `sample`,
-    /// `attribution`, `kernel_check`, `tunnels`, `users`.
+    /// The stage, one of [`Skipped::STAGES`] (a metric label, so the set
+    /// is fixed).
     pub stage: &'static str,
     /// Which part, for the log and the status document, e.g.
     /// `netns 4026532301 (blue): udp dump`.
     pub what: String,
     /// Why: `deadline passed`, or the error.
     pub reason: String,
+}
+
+impl Skipped {
+    /// Sampling the sockets (a dump, a namespace).
+    pub const SAMPLE: &'static str = "sample";
+    /// Finding the processes that hold the sockets.
+    pub const ATTRIBUTION: &'static str = "attribution";
+    /// Confirming sockets no process holds (the second sample).
+    pub const KERNEL_CHECK: &'static str = "kernel_check";
+    /// Naming the tunnel devices of kernel-held sockets.
+    pub const TUNNELS: &'static str = "tunnels";
+    /// Naming the users of listeners.
+    pub const USERS: &'static str = "users";
+    /// Every stage, in pipeline order: the `stage` label values.
+    pub const STAGES: [&'static str; 5] = [
+        Skipped::SAMPLE,
+        Skipped::ATTRIBUTION,
+        Skipped::KERNEL_CHECK,
+        Skipped::TUNNELS,
+        Skipped::USERS,
+    ];
+
+    pub fn new(stage: &'static str, what: impl Into<String>, reason: impl Into<String>) -> Skipped {
+        Skipped {
+            stage,
+            what: what.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}: {}", self.stage, self.what, self.reason)
+    }
 }
 
 /// Options for [`host_with`].
@@ -355,39 +445,48 @@ pub type UserNameResolver = Arc<dyn Fn(&str) -> Result<Option<u32>, String> + Se
 
 /// Ports outgoing connections can take (the ephemeral range less reserved
 /// ports), per protocol.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct EphemeralPorts {
-    pub tcp: PortSet,
-    pub udp: PortSet,
-}
-
-impl EphemeralPorts {
-    /// One set for both protocols (Linux's single ip_local_port_range).
-    pub fn same(ports: PortSet) -> EphemeralPorts {
-        EphemeralPorts {
-            tcp: ports.clone(),
-            udp: ports,
-        }
-    }
-
-    pub fn ports(&self, protocol: Protocol) -> &PortSet {
-        match protocol {
-            Protocol::Tcp => &self.tcp,
-            Protocol::Udp => &self.udp,
-        }
-    }
-}
+pub type EphemeralPorts = PerProtocol<PortSet>;
 
 /// The operating system, as the collector sees it. One instance lives on
-/// the collection thread and keeps its caches across collections.
+/// the collection thread and keeps its caches across collections. A
+/// collection calls, in this order and passing each step's value to the
+/// next: [`Platform::sample`], [`Platform::attribute`],
+/// [`Platform::confirm_kernel`]. No step reads back what an earlier one
+/// left behind.
 pub trait Platform: Send {
-    /// One snapshot of the sockets in `filter`'s ports. Fails (never a
-    /// silent empty list) when the OS refuses; `timeout` bounds the wait.
-    fn sample(&mut self, filter: &Filter, timeout: Duration) -> Result<Vec<Socket>, SampleError>;
+    /// One snapshot of the sockets in `filter`'s ports, with the
+    /// namespaces it covered and the parts it had to leave out. Fails
+    /// (never a silent empty list) when the OS refuses the whole of it;
+    /// waits no later than `deadline`.
+    fn sample(&mut self, filter: &Filter, deadline: Instant) -> Result<Sample, SampleError>;
 
-    /// Finds the holder of each socket of a sample, waiting no later than
-    /// `deadline`; what is not found by then is unknown.
-    fn attribute(&mut self, sockets: &[Socket], deadline: Instant) -> Attribution;
+    /// Finds the holder of each socket of `sample`, waiting no later than
+    /// `deadline`; what is not found by then is unknown. Sockets no process
+    /// was found to hold are returned as kernel *candidates*, for
+    /// [`Platform::confirm_kernel`].
+    fn attribute(&mut self, sample: &Sample, deadline: Instant) -> Attribution;
+
+    /// The step after [`Platform::attribute`]: confirms or drops its kernel
+    /// candidates (a holder that exited mid-scan took its socket along) and
+    /// names the tunnel device of kernel-held sockets, waiting no later
+    /// than `deadline`. What it cannot check stays unknown and is listed in
+    /// the attribution's `skipped`. The default, for platforms that never
+    /// leave candidates, returns `attribution` as it is.
+    fn confirm_kernel(
+        &mut self,
+        _sample: &Sample,
+        attribution: Attribution,
+        _deadline: Instant,
+    ) -> Attribution {
+        attribution
+    }
+
+    /// Whether [`Platform::sample`] covers every network namespace (and so
+    /// its [`Sample::namespaces`] is set); known before any sample, so that
+    /// a failed one is still reported per namespace.
+    fn samples_every_namespace(&self) -> bool {
+        false
+    }
 
     /// The ports outgoing connections can take, per protocol.
     fn ephemeral_ports(&self) -> Result<EphemeralPorts, String>;
@@ -410,14 +509,6 @@ pub trait Platform: Send {
 
     /// The privileges attribution lacks, by name (empty when it has all).
     fn missing_privileges(&self) -> Vec<&'static str>;
-
-    /// When the platform samples every network namespace, what the last
-    /// [`Platform::sample`] covered (each socket's `netns` is the id of one
-    /// of the namespaces listed); `None`, the default, when it samples only
-    /// its own and sockets carry `netns` 0.
-    fn namespaces(&self) -> Option<Namespaces> {
-        None
-    }
 }
 
 /// The longest process name the platform reports, when it truncates them

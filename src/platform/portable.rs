@@ -7,13 +7,13 @@
 //! closed). Signals: Ctrl-C stops; there is no reload signal.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use netstat2::{AddressFamilyFlags, ProtocolFlags, ProtocolSocketInfo, TcpState};
 
 use super::{
-    Attribution, EphemeralPorts, Filter, Platform, SampleError, Socket, TCP_CLOSE, TCP_ESTABLISHED,
-    UserResolver,
+    Attribution, EphemeralPorts, Filter, Platform, Sample, SampleError, Socket, TCP_CLOSE,
+    TCP_ESTABLISHED, UserResolver,
 };
 use crate::ranges::Protocol;
 
@@ -28,14 +28,17 @@ impl PortablePlatform {
 }
 
 impl Platform for PortablePlatform {
-    fn sample(&mut self, filter: &Filter, _timeout: Duration) -> Result<Vec<Socket>, SampleError> {
-        sample(filter)
+    fn sample(&mut self, filter: &Filter, _deadline: Instant) -> Result<Sample, SampleError> {
+        Ok(Sample {
+            sockets: sample(filter)?,
+            ..Sample::default()
+        })
     }
 
-    fn attribute(&mut self, sockets: &[Socket], _deadline: Instant) -> Attribution {
+    fn attribute(&mut self, sample: &Sample, _deadline: Instant) -> Attribution {
         Attribution {
-            holders: vec![None; sockets.len()],
-            stats: Default::default(),
+            holders: vec![None; sample.sockets.len()],
+            ..Attribution::default()
         }
     }
 

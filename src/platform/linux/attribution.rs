@@ -60,11 +60,11 @@
 //! Reading other users' fd directories needs CAP_DAC_READ_SEARCH (to search
 //! the 0500 directory) and CAP_SYS_PTRACE (the kernel's ptrace access check
 //! on each link), or root. Without them the sockets stay unattributed.
+//! Whether the process has them, and whether `/proc` shows the host's pid
+//! namespace, is probed in [`super::privileges`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
@@ -620,7 +620,7 @@ impl Attributor {
                 continue;
             }
             if late
-                && !(link_is(&self.procfs, pid, fd, inode)
+                && !(link_is_at(&self.procfs, pid, fd, inode, &mut Vec::new())
                     && read_proc(&self.procfs, pid)
                         .is_some_and(|p| p.start_time == info.start_time))
             {
@@ -809,7 +809,9 @@ fn scan_fds(
     for entry in dir {
         let Ok(entry) = entry else { break };
         let name = entry.file_name().to_bytes();
-        let Some(fd) = parse_u32(name) else { continue };
+        let Some(fd) = super::proc_number(name) else {
+            continue;
+        };
         buf.clear();
         *links += 1;
         match rustix::fs::readlinkat(&fd_dir, entry.file_name(), std::mem::take(buf)) {
@@ -860,7 +862,7 @@ fn list_fds(procfs: &Path, pid: u32) -> Result<Vec<u32>, bool> {
     };
     let mut fds: Vec<u32> = entries
         .filter_map(|e| e.ok())
-        .filter_map(|e| parse_u32(e.file_name().to_bytes()))
+        .filter_map(|e| super::proc_number(e.file_name().to_bytes()))
         .collect();
     fds.sort_unstable();
     Ok(fds)
@@ -915,21 +917,12 @@ fn link_is_at(procfs: &Path, pid: u32, fd: u32, inode: u64, buf: &mut Vec<u8>) -
     }
 }
 
-/// Whether `<procfs>/<pid>/fd/<fd>` still points at socket `inode`.
-fn link_is(procfs: &Path, pid: u32, fd: u32, inode: u64) -> bool {
-    let path = procfs.join(format!("{pid}/fd/{fd}"));
-    match std::fs::read_link(&path) {
-        Ok(target) => parse_socket_link(target.as_os_str().as_bytes()) == Some(inode),
-        Err(_) => false,
-    }
-}
-
 fn list_pids(proc_dir: &OwnedFd) -> Vec<u32> {
     let Ok(dir) = rustix::fs::Dir::read_from(proc_dir) else {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok())
-        .filter_map(|e| parse_u32(e.file_name().to_bytes()))
+        .filter_map(|e| super::proc_number(e.file_name().to_bytes()))
         .collect()
 }
 
@@ -987,57 +980,6 @@ pub fn parse_stat(stat: &[u8]) -> Option<(&[u8], u64)> {
     let field = rest.split(|&b| b == b' ').nth(19)?;
     let start_time = std::str::from_utf8(field).ok()?.trim().parse().ok()?;
     Some((comm, start_time))
-}
-
-/// Whether `procfs` shows the host's pid namespace: kernel threads (pid 2,
-/// kthreadd, carries PF_KTHREAD) are visible there and nowhere else. In a
-/// container without the host's pids, a socket with no visible holder may
-/// belong to a process we cannot see, so it must stay unknown.
-pub fn shows_host_pids(procfs: &Path) -> bool {
-    const PF_KTHREAD: u64 = 0x0020_0000;
-    std::fs::read(procfs.join("2/stat"))
-        .ok()
-        .and_then(|s| parse_stat_flags(&s))
-        .is_some_and(|flags| flags & PF_KTHREAD != 0)
-}
-
-/// Parses `flags` (field 9) from `/proc/<pid>/stat`.
-pub fn parse_stat_flags(stat: &[u8]) -> Option<u64> {
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    let rest = stat.get(close + 2..)?;
-    let field = rest.split(|&b| b == b' ').nth(6)?;
-    std::str::from_utf8(field).ok()?.trim().parse().ok()
-}
-
-fn parse_u32(name: &[u8]) -> Option<u32> {
-    if name.is_empty() || name.len() > 10 || !name.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(name).ok()?.parse().ok()
-}
-
-/// The capabilities attribution needs that this process lacks, read from
-/// `<procfs>/self/status`; empty when it has them all (or runs as root with
-/// the full set).
-pub fn missing_capabilities(procfs: &Path) -> Vec<&'static str> {
-    const CAP_DAC_READ_SEARCH: u32 = 2;
-    const CAP_SYS_PTRACE: u32 = 19;
-    let status = std::fs::read(procfs.join("self/status")).unwrap_or_default();
-    let eff = status
-        .split(|&b| b == b'\n')
-        .find_map(|l| l.strip_prefix(b"CapEff:"))
-        .and_then(|v| u64::from_str_radix(OsStr::from_bytes(v).to_str()?.trim(), 16).ok());
-    let Some(eff) = eff else {
-        return vec!["CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"];
-    };
-    let mut missing = Vec::new();
-    if eff & (1 << CAP_SYS_PTRACE) == 0 {
-        missing.push("CAP_SYS_PTRACE");
-    }
-    if eff & (1 << CAP_DAC_READ_SEARCH) == 0 {
-        missing.push("CAP_DAC_READ_SEARCH");
-    }
-    missing
 }
 
 #[cfg(test)]
@@ -1663,30 +1605,6 @@ for line in sys.stdin:
     }
 
     #[test]
-    fn host_pid_namespace_is_told_by_kernel_threads() {
-        let root = tempdir("pidns");
-        std::fs::create_dir_all(root.join("2")).unwrap();
-        std::fs::write(
-            root.join("2/stat"),
-            "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 24 0 0\n",
-        )
-        .unwrap();
-        assert!(shows_host_pids(&root));
-        std::fs::write(
-            root.join("2/stat"),
-            "2 (sh) S 1 2 2 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 24 0 0\n",
-        )
-        .unwrap();
-        assert!(
-            !shows_host_pids(&root),
-            "a container's pid 2 is a user process"
-        );
-        std::fs::remove_dir_all(root.join("2")).unwrap();
-        assert!(!shows_host_pids(&root));
-        std::fs::remove_dir_all(&root).unwrap();
-    }
-
-    #[test]
     fn newest_processes_are_scanned_first() {
         let root = tempdir("order");
         fake_proc(&root);
@@ -1707,26 +1625,6 @@ for line in sys.stdin:
         assert_eq!(a.cached(), 3);
         a.attribute(&[], far());
         assert_eq!(a.cached(), 0);
-        std::fs::remove_dir_all(&root).unwrap();
-    }
-
-    #[test]
-    fn capabilities_from_status() {
-        let root = tempdir("caps");
-        std::fs::create_dir_all(root.join("self")).unwrap();
-        std::fs::write(
-            root.join("self/status"),
-            "Name:\tx\nCapEff:\t000001ffffffffff\n",
-        )
-        .unwrap();
-        assert!(missing_capabilities(&root).is_empty());
-        std::fs::write(root.join("self/status"), "CapEff:\t0000000000000000\n").unwrap();
-        assert_eq!(
-            missing_capabilities(&root),
-            vec!["CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"]
-        );
-        std::fs::write(root.join("self/status"), "CapEff:\t0000000000080000\n").unwrap();
-        assert_eq!(missing_capabilities(&root), vec!["CAP_DAC_READ_SEARCH"]);
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

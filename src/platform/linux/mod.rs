@@ -1,35 +1,47 @@
 //! Linux behind the platform boundary: sockets from NETLINK_SOCK_DIAG
-//! ([`netlink`]), holders from `/proc/<pid>/fd` ([`attribution`]), user
-//! names from `getpwuid_r` ([`users`]), the ephemeral range from
-//! `/proc/sys/net` ([`kernel`]), the tunnel devices that own kernel-held
-//! UDP ports from rtnetlink ([`tunnels`]), capabilities from
-//! `/proc/self/status`, unix signals and rlimits, and the sockets systemd
+//! ([`netlink`]), holders from `/proc/<pid>/fd` ([`attribution`]), then
+//! kernel-held sockets confirmed by a second sample and named by the
+//! tunnel devices that own their UDP ports, from rtnetlink ([`tunnels`]),
+//! in a step of its own ([`LinuxPlatform`]'s `confirm_kernel`); user names
+//! from `getpwuid_r` ([`users`]), the ephemeral range from the
+//! `/proc/sys/net` sysctls ([`sysctl`]), capabilities and the pid
+//! namespace probed at start ([`privileges`]), unix signals and rlimits, and the sockets systemd
 //! passes on socket activation ([`systemd`]). Every `/proc` read goes
 //! through the `--path.procfs` root. With `--collector.netns`, [`netns`]
 //! samples every network namespace on the host instead of the exporter's
 //! own.
 
 pub mod attribution;
-pub mod kernel;
 pub mod netlink;
 pub mod netns;
+pub mod privileges;
+pub mod sysctl;
 pub mod systemd;
 pub mod tunnels;
 pub mod users;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::platform::{
-    Attribution, EphemeralPorts, Filter, Holder, Namespaces, Platform, PlatformOptions,
-    SampleError, Socket, UserNameResolver, UserResolver,
+    Attribution, EphemeralPorts, Filter, Holder, KernelCandidate, PerProtocol, Platform,
+    PlatformOptions, Sample, SampleError, Skipped, Socket, UserNameResolver, UserResolver,
 };
 use crate::ranges::{PortSet, Protocol};
 
-/// Port intervals per protocol (TCP, UDP).
-type Intervals = (Vec<(u16, u16)>, Vec<(u16, u16)>);
+/// Port intervals per protocol.
+type Intervals = PerProtocol<Vec<(u16, u16)>>;
+
+/// A `/proc` directory entry's number (a pid, an fd), or `None` for any
+/// other name (`self`, `net`) or one past `u32`.
+pub fn proc_number(name: &[u8]) -> Option<u32> {
+    if name.is_empty() || name.len() > 10 || !name.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(name).ok()?.parse().ok()
+}
 
 /// Where procfs is mounted unless `--path.procfs` says otherwise.
 pub const DEFAULT_PROCFS: &str = "/proc";
@@ -39,16 +51,15 @@ pub struct LinuxPlatform {
     procfs: PathBuf,
     attributor: attribution::Attributor,
     missing: Vec<&'static str>,
-    sample_timeout: Duration,
     /// Every network namespace (`--collector.netns`), or only our own.
     netns: Option<netns::NetnsSampler>,
 }
 
 impl LinuxPlatform {
     pub fn new(procfs: PathBuf) -> LinuxPlatform {
-        let missing = attribution::missing_capabilities(&procfs);
+        let missing = privileges::missing_capabilities(&procfs);
         let mut attributor = attribution::Attributor::new(procfs.clone());
-        let host_pids = attribution::shows_host_pids(&procfs);
+        let host_pids = privileges::shows_host_pids(&procfs);
         attributor.set_sees_all(missing.is_empty() && host_pids);
         if missing.is_empty() && !host_pids {
             log::info!(
@@ -60,7 +71,6 @@ impl LinuxPlatform {
             procfs,
             attributor,
             missing,
-            sample_timeout: Duration::from_secs(5),
             netns: None,
         }
     }
@@ -79,39 +89,55 @@ impl LinuxPlatform {
     }
 
     /// Of the kernel candidates, those whose sockets a second sample (of
-    /// their own namespace) still shows: a holder that exited during the
-    /// scan took its socket along.
-    fn still_present(&mut self, sockets: &[Socket], candidates: &[u64]) -> HashSet<u64> {
-        let wanted: HashSet<u64> = candidates.iter().copied().collect();
+    /// their own namespace) still shows, by inode: a holder that exited
+    /// during the scan took its socket along. A namespace that cannot be
+    /// sampled again leaves its candidates unconfirmed, and is said in
+    /// `skipped`.
+    fn still_present(
+        &mut self,
+        candidates: &[&Socket],
+        timeout: Duration,
+        skipped: &mut Vec<Skipped>,
+    ) -> HashSet<u64> {
+        let wanted: HashSet<u64> = candidates.iter().map(|s| s.inode).collect();
         let mut per_netns: HashMap<u64, Intervals> = HashMap::new();
-        for s in sockets.iter().filter(|s| wanted.contains(&s.inode)) {
-            let (tcp, udp) = per_netns.entry(s.netns).or_default();
-            match s.protocol {
-                Protocol::Tcp => tcp.push((s.port, s.port)),
-                Protocol::Udp => udp.push((s.port, s.port)),
-            }
+        for s in candidates {
+            let intervals = per_netns.entry(s.netns).or_default();
+            intervals.get_mut(s.protocol).push((s.port, s.port));
         }
         let mut present = HashSet::new();
-        for (ns, (tcp, udp)) in per_netns {
+        for (ns, intervals) in per_netns {
             let filter = Filter {
-                tcp: PortSet::from_intervals(tcp),
-                udp: PortSet::from_intervals(udp),
+                tcp: PortSet::from_intervals(intervals.tcp),
+                udp: PortSet::from_intervals(intervals.udp),
             };
             let again = match &mut self.netns {
-                Some(n) if ns != 0 => n.resample(ns, &filter, self.sample_timeout),
-                _ => netlink::sample(&filter, self.sample_timeout),
+                Some(n) if ns != 0 => n.resample(ns, &filter, timeout),
+                _ => netlink::sample(&filter, timeout),
             };
-            if let Ok(again) = again {
-                present.extend(again.iter().map(|s| s.inode).filter(|i| wanted.contains(i)));
+            match again {
+                Ok(again) => {
+                    present.extend(again.iter().map(|s| s.inode).filter(|i| wanted.contains(i)))
+                }
+                Err(e) => skipped.push(Skipped::new(
+                    Skipped::KERNEL_CHECK,
+                    format!("second sample of {}", netns_name(ns)),
+                    e.to_string(),
+                )),
             }
         }
         present
     }
 
     /// The UDP tunnel devices by (namespace, port), for the namespaces of
-    /// `sockets`.
-    fn tunnel_devices(&mut self, sockets: &[Socket]) -> HashMap<(u64, u16), String> {
-        let namespaces: HashSet<u64> = sockets.iter().map(|s| s.netns).collect();
+    /// `sockets`. A namespace whose devices cannot be listed is said in
+    /// `skipped`.
+    fn tunnel_devices<'a>(
+        &mut self,
+        sockets: impl Iterator<Item = &'a Socket>,
+        skipped: &mut Vec<Skipped>,
+    ) -> HashMap<(u64, u16), String> {
+        let namespaces: BTreeSet<u64> = sockets.map(|s| s.netns).collect();
         let mut out = HashMap::new();
         for ns in namespaces {
             let found = match &mut self.netns {
@@ -120,88 +146,147 @@ impl LinuxPlatform {
             };
             match found {
                 Ok(ports) => out.extend(ports.into_iter().map(|(port, dev)| ((ns, port), dev))),
-                Err(e) => log::debug!("cannot list tunnel devices over rtnetlink: {e}"),
+                Err(e) => skipped.push(Skipped::new(
+                    Skipped::TUNNELS,
+                    format!("tunnel devices of {}", netns_name(ns)),
+                    e,
+                )),
             }
         }
         out
     }
 }
 
+/// How a namespace is named in [`Skipped`] entries.
+fn netns_name(ns: u64) -> String {
+    if ns == 0 {
+        "the exporter's network namespace".to_string()
+    } else {
+        format!("network namespace {ns}")
+    }
+}
+
+/// The longest a single netlink receive waits.
+const SAMPLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a wait may last to end by `deadline`: what is left, at most
+/// [`SAMPLE_TIMEOUT`] and at least a millisecond (a zero receive timeout
+/// would wait for ever).
+fn timeout_until(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .clamp(Duration::from_millis(1), SAMPLE_TIMEOUT)
+}
+
 impl Platform for LinuxPlatform {
-    fn sample(&mut self, filter: &Filter, timeout: Duration) -> Result<Vec<Socket>, SampleError> {
-        self.sample_timeout = timeout;
+    fn sample(&mut self, filter: &Filter, deadline: Instant) -> Result<Sample, SampleError> {
+        let timeout = timeout_until(deadline);
         match &mut self.netns {
-            Some(n) => n.sample(filter, timeout),
-            None => netlink::sample(filter, timeout),
+            Some(n) => {
+                let sockets = n.sample(filter, timeout)?;
+                Ok(Sample {
+                    sockets,
+                    namespaces: Some(n.namespaces()),
+                    skipped: Vec::new(),
+                })
+            }
+            None => Ok(Sample {
+                sockets: netlink::sample(filter, timeout)?,
+                namespaces: None,
+                skipped: Vec::new(),
+            }),
         }
     }
 
-    fn namespaces(&self) -> Option<Namespaces> {
-        self.netns.as_ref().map(|n| n.namespaces())
+    fn samples_every_namespace(&self) -> bool {
+        self.netns.is_some()
     }
 
-    fn attribute(&mut self, sockets: &[Socket], deadline: Instant) -> Attribution {
-        let mut pass = self.attributor.attribute(sockets, deadline);
-        let devices = if pass.kernel.is_empty() && pass.candidates.is_empty() {
-            HashMap::new()
-        } else {
-            let involved: Vec<Socket> = sockets
-                .iter()
-                .filter(|s| {
-                    pass.kernel.contains(&s.inode) || pass.candidates.iter().any(|c| c.0 == s.inode)
-                })
-                .cloned()
-                .collect();
-            self.tunnel_devices(&involved)
-        };
-        if !pass.candidates.is_empty() {
-            let inodes: Vec<u64> = pass.candidates.iter().map(|c| c.0).collect();
-            let present = self.still_present(sockets, &inodes);
-            let port_of: HashMap<u64, (Protocol, u64, u16)> = sockets
-                .iter()
-                .map(|s| (s.inode, (s.protocol, s.netns, s.port)))
-                .collect();
-            let confirmed: Vec<u64> = pass
-                .candidates
-                .iter()
-                .filter(|(inode, strict)| {
-                    present.contains(inode)
-                        && (*strict
-                            || port_of.get(inode).is_some_and(|(p, ns, port)| {
-                                *p == Protocol::Udp && devices.contains_key(&(*ns, *port))
-                            }))
-                })
-                .map(|c| c.0)
-                .collect();
-            self.attributor.confirm_kernel(&confirmed);
-            pass.kernel.extend(confirmed);
-            pass.stats.kernel = pass.kernel.len();
-        }
+    fn attribute(&mut self, sample: &Sample, deadline: Instant) -> Attribution {
+        let sockets = &sample.sockets;
+        let pass = self.attributor.attribute(sockets, deadline);
+        let strict_by_inode: HashMap<u64, bool> = pass.candidates.iter().copied().collect();
+        let mut candidates = Vec::new();
         let holders = sockets
             .iter()
-            .map(|s| {
+            .enumerate()
+            .map(|(index, s)| {
                 if s.inode == 0 {
                     return None;
                 }
                 if let Some(o) = pass.owners.get(&s.inode) {
                     return Some(Holder::Process(o.clone()));
                 }
-                pass.kernel.contains(&s.inode).then(|| Holder::Kernel {
-                    device: (s.protocol == Protocol::Udp)
-                        .then(|| devices.get(&(s.netns, s.port)).cloned())
-                        .flatten(),
-                })
+                if let Some(&strict) = strict_by_inode.get(&s.inode) {
+                    candidates.push(KernelCandidate { index, strict });
+                }
+                pass.kernel
+                    .contains(&s.inode)
+                    .then_some(Holder::Kernel { device: None })
             })
             .collect();
         Attribution {
             holders,
+            candidates,
+            skipped: Vec::new(),
             stats: pass.stats,
         }
     }
 
+    fn confirm_kernel(
+        &mut self,
+        sample: &Sample,
+        mut attribution: Attribution,
+        deadline: Instant,
+    ) -> Attribution {
+        let sockets = &sample.sockets;
+        let is_kernel = |h: &Option<Holder>| matches!(h, Some(Holder::Kernel { .. }));
+        if attribution.candidates.is_empty() && !attribution.holders.iter().any(is_kernel) {
+            return attribution;
+        }
+        let candidates = std::mem::take(&mut attribution.candidates);
+        let involved = sockets
+            .iter()
+            .zip(&attribution.holders)
+            .filter(|(_, h)| is_kernel(h))
+            .map(|(s, _)| s)
+            .chain(candidates.iter().map(|c| &sockets[c.index]));
+        let devices = self.tunnel_devices(involved, &mut attribution.skipped);
+        let device_of = |s: &Socket| {
+            (s.protocol == Protocol::Udp)
+                .then(|| devices.get(&(s.netns, s.port)).cloned())
+                .flatten()
+        };
+        if !candidates.is_empty() {
+            let checked: Vec<&Socket> = candidates.iter().map(|c| &sockets[c.index]).collect();
+            let present =
+                self.still_present(&checked, timeout_until(deadline), &mut attribution.skipped);
+            let confirmed: Vec<usize> = candidates
+                .iter()
+                .filter(|c| {
+                    let s = &sockets[c.index];
+                    present.contains(&s.inode) && (c.strict || device_of(s).is_some())
+                })
+                .map(|c| c.index)
+                .collect();
+            let inodes: Vec<u64> = confirmed.iter().map(|&i| sockets[i].inode).collect();
+            self.attributor.confirm_kernel(&inodes);
+            for i in confirmed {
+                attribution.holders[i] = Some(Holder::Kernel { device: None });
+            }
+        }
+        for (s, h) in sockets.iter().zip(attribution.holders.iter_mut()) {
+            if let Some(Holder::Kernel { device }) = h {
+                *device = device_of(s);
+            }
+        }
+        attribution.stats.kernel = attribution.holders.iter().filter(|h| is_kernel(h)).count();
+        attribution
+    }
+
     fn ephemeral_ports(&self) -> Result<EphemeralPorts, String> {
         // One setting governs both protocols (and IPv6 too).
-        let ports = kernel::ephemeral_ports(&self.procfs).map_err(|e| e.to_string())?;
+        let ports = sysctl::ephemeral_ports(&self.procfs).map_err(|e| e.to_string())?;
         Ok(EphemeralPorts::same(ports))
     }
 

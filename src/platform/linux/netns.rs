@@ -45,7 +45,7 @@ use std::time::Duration;
 use rustix::fs::{AtFlags, OFlags};
 use rustix::io::Errno;
 
-use super::{kernel, netlink, tunnels};
+use super::{netlink, sysctl, tunnels};
 use crate::platform::{EphemeralPorts, Filter, Namespace, Namespaces, SampleError, Socket};
 use crate::ranges::{PortSet, Protocol};
 use procnet::SockCounts;
@@ -154,7 +154,7 @@ impl Handle {
     fn ephemeral(&self, buf: &mut Vec<u8>) -> Option<EphemeralPorts> {
         let (range, reserved) = self.sysctls.as_ref()?;
         read_fd(range, buf).ok()?;
-        let range = kernel::parse_port_range(&String::from_utf8_lossy(buf)).ok()?;
+        let range = sysctl::parse_port_range(&String::from_utf8_lossy(buf)).ok()?;
         read_fd(reserved, buf).ok()?;
         let reserved = PortSet::parse_kernel_list(&String::from_utf8_lossy(buf)).ok()?;
         let ports = range.difference(&reserved);
@@ -395,7 +395,7 @@ impl NetnsSampler {
         {
             let mut path = String::with_capacity(24);
             for entry in dir.flatten() {
-                let Some(pid) = parse_pid(entry.file_name().to_bytes()) else {
+                let Some(pid) = super::proc_number(entry.file_name().to_bytes()) else {
                     continue;
                 };
                 path.clear();
@@ -720,13 +720,6 @@ fn read_pods(dir: &Path) -> HashMap<String, containers::Pod> {
     containers::pods_by_uid(names.iter().map(String::as_str))
 }
 
-fn parse_pid(name: &[u8]) -> Option<u32> {
-    if name.is_empty() || name.len() > 10 || !name.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(name).ok()?.parse().ok()
-}
-
 enum ProcNetRead {
     Read,
     /// No process of the namespace is left.
@@ -816,10 +809,10 @@ mod tests {
 
     #[test]
     fn pids_are_digits() {
-        assert_eq!(parse_pid(b"42"), Some(42));
-        assert_eq!(parse_pid(b"self"), None);
-        assert_eq!(parse_pid(b""), None);
-        assert_eq!(parse_pid(b"99999999999"), None);
+        assert_eq!(super::super::proc_number(b"42"), Some(42));
+        assert_eq!(super::super::proc_number(b"self"), None);
+        assert_eq!(super::super::proc_number(b""), None);
+        assert_eq!(super::super::proc_number(b"99999999999"), None);
     }
 
     #[test]

@@ -409,7 +409,11 @@ impl Attributor {
             .iter()
             .filter(|h| matches!(h, Some(Holder::Kernel { .. })))
             .count();
-        Attribution { holders, stats }
+        Attribution {
+            holders,
+            stats,
+            ..Attribution::default()
+        }
     }
 
     /// Fills in the account names of the owners found, as far as the

@@ -31,11 +31,11 @@ pub use host::*;
 #[cfg(windows)]
 mod host {
     use std::sync::Arc;
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     use super::{attribution, netsh, service};
     use crate::platform::{
-        Attribution, EphemeralPorts, Filter, Platform, SampleError, Socket, TCP_TIME_WAIT,
+        Attribution, EphemeralPorts, Filter, Platform, Sample, SampleError, TCP_TIME_WAIT,
         UserLookup, UserResolver, portable,
     };
     use crate::ranges::{PortSet, Protocol};
@@ -68,11 +68,7 @@ mod host {
     }
 
     impl Platform for WindowsPlatform {
-        fn sample(
-            &mut self,
-            filter: &Filter,
-            _timeout: Duration,
-        ) -> Result<Vec<Socket>, SampleError> {
+        fn sample(&mut self, filter: &Filter, _deadline: Instant) -> Result<Sample, SampleError> {
             self.sampled_at = attribution::now_filetime();
             let mut sockets = portable::sample(filter)?;
             for s in &mut sockets {
@@ -81,12 +77,15 @@ mod host {
                     s.pid_hint = None;
                 }
             }
-            Ok(sockets)
+            Ok(Sample {
+                sockets,
+                ..Sample::default()
+            })
         }
 
-        fn attribute(&mut self, sockets: &[Socket], deadline: Instant) -> Attribution {
+        fn attribute(&mut self, sample: &Sample, deadline: Instant) -> Attribution {
             self.attributor
-                .attribute(sockets, self.sampled_at, deadline)
+                .attribute(&sample.sockets, self.sampled_at, deadline)
         }
 
         fn ephemeral_ports(&self) -> Result<EphemeralPorts, String> {

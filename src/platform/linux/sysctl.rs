@@ -1,4 +1,4 @@
-//! Kernel port settings that decide which ports of a range outgoing
+//! The sysctls (under `/proc/sys/net`) that decide which ports of a range outgoing
 //! connections can take: `net.ipv4.ip_local_port_range` (the ephemeral
 //! range, which also governs IPv6) minus `net.ipv4.ip_local_reserved_ports`.
 //! Both are per network namespace and read through `--path.procfs`.
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::ranges::{PortError, PortSet};
 
 #[derive(Debug, thiserror::Error)]
-pub enum KernelError {
+pub enum SysctlError {
     #[error("{path}: {source}")]
     Read {
         path: PathBuf,
@@ -39,23 +39,23 @@ pub fn parse_port_range(text: &str) -> Result<PortSet, String> {
 
 /// The ports outgoing connections can be given: the ephemeral range minus
 /// the reserved ports.
-pub fn ephemeral_ports(procfs: &Path) -> Result<PortSet, KernelError> {
+pub fn ephemeral_ports(procfs: &Path) -> Result<PortSet, SysctlError> {
     let range_path = procfs.join("sys/net/ipv4/ip_local_port_range");
     let reserved_path = procfs.join("sys/net/ipv4/ip_local_reserved_ports");
     let read = |path: &Path| {
-        std::fs::read_to_string(path).map_err(|source| KernelError::Read {
+        std::fs::read_to_string(path).map_err(|source| SysctlError::Read {
             path: path.to_path_buf(),
             source,
         })
     };
     let text = read(&range_path)?;
-    let range = parse_port_range(&text).map_err(|reason| KernelError::Parse {
+    let range = parse_port_range(&text).map_err(|reason| SysctlError::Parse {
         path: range_path.clone(),
         text: text.clone(),
         reason,
     })?;
     let reserved_text = read(&reserved_path)?;
-    let reserved = PortSet::parse_kernel_list(&reserved_text).map_err(|e| KernelError::Parse {
+    let reserved = PortSet::parse_kernel_list(&reserved_text).map_err(|e| SysctlError::Parse {
         path: reserved_path.clone(),
         text: reserved_text.clone(),
         reason: e.to_string(),
