@@ -44,7 +44,7 @@ fn sock_diag_and_netstat2_agree_on_sockets_and_owners() {
     .unwrap();
     let filter = Filter::from_config(&cfg);
 
-    let mut host = platform::host(std::path::Path::new("/proc"));
+    let mut host = platform::host(std::path::Path::new("/proc")).unwrap();
     let ours = host.sample(&filter, Duration::from_secs(5)).unwrap();
     let found = host.attribute(&ours, Instant::now() + Duration::from_secs(30));
     let mut ours_map: BTreeMap<Key, (u32, u64, u32)> = BTreeMap::new();
