@@ -343,23 +343,29 @@ pub fn main() -> i32 {
     }
     // (A no-op when the service's logger is installed.)
     logging::init(level, cli.log_format);
+    platform::raise_open_file_limit();
+    // The platform is built once here (its probes log what they find) and
+    // handed to `check` or to the collector; the collector builds another
+    // only after a failure.
+    let host = platform::host_with(&cli.procfs, &platform_options(&cli));
     // Allowlist user names are checked against the user database at every
     // load, where the platform can look names up.
-    let host = platform::host(&cli.procfs);
-    if let Some(lookup) = host.user_name_resolver() {
-        config::set_user_lookup(Arc::new(move |name: &str| {
-            lookup(name).map(|u| u.is_some())
-        }));
+    let mut missing = Vec::new();
+    if let Ok(host) = &host {
+        if let Some(lookup) = host.user_name_resolver() {
+            config::set_user_lookup(Arc::new(move |name: &str| {
+                lookup(name).map(|u| u.is_some())
+            }));
+        }
+        missing = host.missing_privileges();
     }
-    let missing = host.missing_privileges();
-    drop(host);
 
     if let Some(Command::Check(args)) = &cli.command {
-        return run_check(&cli, args.clone());
+        return run_check(&cli, args.clone(), host);
     }
     #[cfg(windows)]
     if service {
-        return match platform::windows::service::run(move || run_server(cli, missing)) {
+        return match platform::windows::service::run(move || run_server(cli, host, missing)) {
             Ok(code) => code,
             Err(e) => {
                 log::error!("{e}");
@@ -367,12 +373,15 @@ pub fn main() -> i32 {
             }
         };
     }
-    run_server(cli, missing)
+    run_server(cli, host, missing)
 }
+
+/// The platform built at start, or why it could not be.
+type Host = Result<Box<dyn platform::Platform>, platform::PlatformError>;
 
 /// Checks the flags, loads the configurations and serves until asked to
 /// stop; returns the exit code (2 for a refused flag or configuration).
-fn run_server(cli: Cli, missing: Vec<&'static str>) -> i32 {
+fn run_server(cli: Cli, host: Host, missing: Vec<&'static str>) -> i32 {
     if let Err(e) = check_telemetry_path(&cli.telemetry_path) {
         log::error!(flag = "--web.telemetry-path", value = cli.telemetry_path.as_str(); "refusing the flag: {e}");
         return 2;
@@ -395,7 +404,7 @@ fn run_server(cli: Cli, missing: Vec<&'static str>) -> i32 {
             }
         },
     };
-    match serve(cli, config, web, missing) {
+    match serve(cli, config, web, host, missing) {
         Ok(()) => 0,
         Err(e) => {
             log::error!(err:% = format!("{e:#}"); "exiting");
@@ -421,7 +430,7 @@ pub fn check_telemetry_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn run_check(cli: &Cli, args: CheckArgs) -> i32 {
+fn run_check(cli: &Cli, args: CheckArgs, host: Host) -> i32 {
     // The plugin's time limit covers everything, the configuration's user
     // lookups and a kernel that does not answer included.
     let answered = Arc::new(Mutex::new(false));
@@ -442,7 +451,7 @@ fn run_check(cli: &Cli, args: CheckArgs) -> i32 {
             }
         });
     let started = Instant::now();
-    let (status, text) = check_output(cli, &args, started);
+    let (status, text) = check_output(cli, &args, host, started);
     let mut done = answered.lock().unwrap_or_else(|p| p.into_inner());
     if *done {
         // The watchdog answered and is exiting the process.
@@ -455,7 +464,12 @@ fn run_check(cli: &Cli, args: CheckArgs) -> i32 {
     status as i32
 }
 
-fn check_output(cli: &Cli, args: &CheckArgs, started: Instant) -> (check::Status, String) {
+fn check_output(
+    cli: &Cli,
+    args: &CheckArgs,
+    host: Host,
+    started: Instant,
+) -> (check::Status, String) {
     let unknown = |msg: String| {
         (
             check::Status::Unknown,
@@ -489,10 +503,11 @@ fn check_output(cli: &Cli, args: &CheckArgs, started: Instant) -> (check::Status
         verbosity: args.verbose,
     };
     let warnings = config.warnings.clone();
-    let mut collector = Collector::new(
-        Arc::new(config),
-        platform::host_with(&cli.procfs, &platform_options(cli)),
-    );
+    let host = match host {
+        Ok(h) => h,
+        Err(e) => return unknown(e.to_string()),
+    };
+    let mut collector = Collector::new(Arc::new(config), host);
     let budget = args.timeout.mul_f64(0.9);
     let report = collector.collect(started + budget);
     match args.output {
@@ -505,6 +520,7 @@ fn serve(
     cli: Cli,
     config: Config,
     web: Option<Arc<crate::webconfig::WebConfig>>,
+    host: Host,
     missing: Vec<&'static str>,
 ) -> anyhow::Result<()> {
     // Socket activation hands over fds before any other thread exists.
@@ -552,10 +568,17 @@ fn serve(
             platform::self_metrics_registry()
         };
         let options = platform_options(&cli);
+        // The platform built at start first (or its error, which the
+        // collector reports and retries), then fresh ones.
+        let mut first = Some(host);
         let service = Service::start(
             config,
             cli.config_file.clone(),
-            Box::new(move || platform::host_with(&procfs, &options)),
+            Box::new(move || {
+                first
+                    .take()
+                    .unwrap_or_else(|| platform::host_with(&procfs, &options))
+            }),
             registry,
         )
         .context("starting the collector thread")?;

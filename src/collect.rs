@@ -48,14 +48,7 @@ pub struct Collector {
     warned_permission: bool,
     warned_ephemeral: bool,
     warned_excluded: bool,
-    /// Test hook: this many next samples fail as if the kernel refused
-    /// them (`PORTRANGE_EXPORTER_TEST_FAIL_SAMPLES`).
-    fail_samples: u64,
 }
-
-/// The environment variable that makes the next N samples fail, so tests
-/// can drive `portrange_up 0` and its recovery through the real binary.
-pub const FAIL_SAMPLES_ENV: &str = "PORTRANGE_EXPORTER_TEST_FAIL_SAMPLES";
 
 /// Runs one collector, timing it and noting its outcome in `runs`.
 pub fn run<T>(
@@ -86,10 +79,6 @@ impl Collector {
             warned_permission: false,
             warned_ephemeral: false,
             warned_excluded: false,
-            fail_samples: std::env::var(FAIL_SAMPLES_ENV)
-                .ok()
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0),
         }
     }
 
@@ -155,12 +144,7 @@ impl Collector {
         deadline: Instant,
     ) -> Result<(Report, Option<Namespaces>), String> {
         let started = Instant::now();
-        let sampled = if self.fail_samples > 0 {
-            self.fail_samples -= 1;
-            Err(platform::SampleError::Injected(self.fail_samples))
-        } else {
-            self.platform.sample(&self.filter, deadline)
-        };
+        let sampled = self.platform.sample(&self.filter, deadline);
         let sample = sampled.map_err(|e| {
             log::error!("socket sampling failed: {e}");
             e.to_string()

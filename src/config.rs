@@ -8,12 +8,14 @@
 //! process names no process can have, quoted or YAML 1.1 booleans, and
 //! per-port series on a huge range without an explicit `per_port: force`.
 //! Allowlist users that do not exist are only warned about (the user
-//! database may be down), through the lookup [`set_user_lookup`] installs.
+//! database may be down), through the lookup [`set_user_lookup`] installs;
+//! [`UserCheck`] runs it on one thread at a time, bounded by a deadline.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock, mpsc};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use regex::bytes::RegexBuilder;
 use serde::Deserialize;
@@ -21,6 +23,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
 use crate::allowlist::{self, KernelMatch, Matcher, NameMatch, UserMatch};
+use crate::deadline::{self, Job, Next};
 use crate::platform;
 use crate::ranges::{PortSet, Protocol};
 
@@ -92,13 +95,119 @@ impl fmt::Display for ConfigWarning {
 /// lookup failed. May block (NSS, LDAP).
 pub type UserLookup = Arc<dyn Fn(&str) -> Result<bool, String> + Send + Sync>;
 
-static USER_LOOKUP: OnceLock<UserLookup> = OnceLock::new();
+static USER_CHECK: OnceLock<UserCheck> = OnceLock::new();
 
 /// Installs the user lookup that [`Config::load`] runs on allowlist
 /// `user:` names (at start and on every reload). Without one (tests,
 /// fuzzing) names are not checked. Later calls are ignored.
 pub fn set_user_lookup(lookup: UserLookup) {
-    let _ = USER_LOOKUP.set(lookup);
+    let _ = USER_CHECK.set(UserCheck::new(lookup));
+}
+
+/// The allowlist user check across loads: the lookup, run on a thread of
+/// its own ([`crate::deadline`]), and that thread while it has not
+/// answered. At most one lookup thread is outstanding: a load while the
+/// previous lookup still hangs (NSS or LDAP down) starts no other one and
+/// says so, so that reloads against a hung user database cannot pile up
+/// threads.
+pub struct UserCheck {
+    lookup: UserLookup,
+    /// The lookup thread of an earlier load that has not finished, and
+    /// when it started.
+    outstanding: Mutex<Option<(Job<UserAnswer>, Instant)>>,
+    /// Test hook: start lookup threads with this stack size (a huge one
+    /// makes the OS refuse the thread).
+    #[cfg(test)]
+    stack_size: Option<usize>,
+}
+
+type UserAnswer = (String, Result<bool, String>);
+
+/// Why a name has no answer from the user database.
+enum NoAnswer {
+    /// The lookup thread could not be started.
+    Spawn(String),
+    /// The database did not answer by the deadline.
+    TimedOut(Duration),
+    /// The lookup of an earlier load still hangs; no other was started.
+    Busy(Duration),
+    /// The lookup thread ended without answering (a panic in the lookup).
+    Ended,
+}
+
+impl UserCheck {
+    pub fn new(lookup: UserLookup) -> UserCheck {
+        UserCheck {
+            lookup,
+            outstanding: Mutex::new(None),
+            #[cfg(test)]
+            stack_size: None,
+        }
+    }
+
+    /// Answers for `names` by `deadline` (a name missing from the answer
+    /// has none), or why there are none at all.
+    fn answers(
+        &self,
+        names: &[String],
+        deadline: Duration,
+    ) -> Result<HashMap<String, Result<bool, String>>, NoAnswer> {
+        let mut outstanding = self.outstanding.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((job, since)) = outstanding.as_ref() {
+            // Answers to an earlier load's names are of no use now; what
+            // matters is whether that thread has ended.
+            loop {
+                match job.try_next() {
+                    Next::Value(_) => continue,
+                    Next::Pending => return Err(NoAnswer::Busy(since.elapsed())),
+                    Next::Ended => break,
+                }
+            }
+            *outstanding = None;
+        }
+        let resolver = self.lookup.clone();
+        let batch = names.to_vec();
+        let work = move |tx: std::sync::mpsc::Sender<UserAnswer>| {
+            for name in batch {
+                let answer = resolver(&name);
+                if tx.send((name, answer)).is_err() {
+                    return;
+                }
+            }
+        };
+        let builder = std::thread::Builder::new();
+        #[cfg(test)]
+        let builder = match self.stack_size {
+            Some(n) => builder.stack_size(n),
+            None => builder,
+        };
+        let started = Instant::now();
+        let job = deadline::spawn_stream_on(builder, "user-check", work)
+            .map_err(|e| NoAnswer::Spawn(e.to_string()))?;
+        let until = started + deadline;
+        let mut answers = HashMap::new();
+        while answers.len() < names.len() {
+            match job.next_until(until) {
+                Next::Value((name, answer)) => {
+                    answers.insert(name, answer);
+                }
+                Next::Pending => {
+                    *outstanding = Some((job, started));
+                    if answers.is_empty() {
+                        return Err(NoAnswer::TimedOut(deadline));
+                    }
+                    return Ok(answers);
+                }
+                Next::Ended => {
+                    if answers.is_empty() {
+                        return Err(NoAnswer::Ended);
+                    }
+                    return Ok(answers);
+                }
+            }
+        }
+        Ok(answers)
+    }
 }
 
 /// One watched range.
@@ -172,8 +281,8 @@ impl Config {
         })?;
         let mut cfg = Config::parse(&text, &display)?;
         cfg.source = Some(path.to_path_buf());
-        if let Some(lookup) = USER_LOOKUP.get() {
-            let found = cfg.check_users(lookup, &display, USER_CHECK_DEADLINE);
+        if let Some(check) = USER_CHECK.get() {
+            let found = cfg.check_users(check, &display, USER_CHECK_DEADLINE);
             cfg.warnings.extend(found);
         }
         for w in &cfg.warnings {
@@ -210,7 +319,7 @@ impl Config {
     /// down only for now.
     pub fn check_users(
         &self,
-        lookup: &UserLookup,
+        check: &UserCheck,
         path: &str,
         deadline: Duration,
     ) -> Vec<ConfigWarning> {
@@ -220,31 +329,10 @@ impl Config {
         if names.is_empty() {
             return Vec::new();
         }
-        let (tx, rx) = mpsc::channel();
-        let resolver = lookup.clone();
-        let batch = names.clone();
-        let spawned = std::thread::Builder::new()
-            .name("user-check".into())
-            .spawn(move || {
-                for name in batch {
-                    let answer = resolver(&name);
-                    if tx.send((name, answer)).is_err() {
-                        return;
-                    }
-                }
-            });
-        let mut answers = std::collections::HashMap::new();
-        if spawned.is_ok() {
-            let until = std::time::Instant::now() + deadline;
-            while answers.len() < names.len() {
-                match rx.recv_timeout(until.saturating_duration_since(std::time::Instant::now())) {
-                    Ok((name, answer)) => {
-                        answers.insert(name, answer);
-                    }
-                    Err(_) => break,
-                }
-            }
-        }
+        let (answers, none) = match check.answers(&names, deadline) {
+            Ok(a) => (a, NoAnswer::TimedOut(deadline)),
+            Err(why) => (HashMap::new(), why),
+        };
         let mut out = Vec::new();
         for u in &self.user_names {
             let message = match answers.get(&u.name) {
@@ -260,10 +348,22 @@ impl Config {
                     one_line(e)
                 ),
                 None => format!(
-                    "cannot tell whether user {:?} exists: the user database did not answer within {} s (NSS or LDAP down?); \
-                     listeners it would allow read \"unknown\" until it answers",
+                    "cannot tell whether user {:?} exists: {}; listeners it would allow read \"unknown\" until it answers",
                     u.name,
-                    deadline.as_secs_f64()
+                    match &none {
+                        NoAnswer::TimedOut(d) => format!(
+                            "the user database did not answer within {} s (NSS or LDAP down?)",
+                            d.as_secs_f64()
+                        ),
+                        NoAnswer::Busy(d) => format!(
+                            "NSS has not answered the previous lookup (started {:.0} s ago), so no other was started (NSS or LDAP down?)",
+                            d.as_secs_f64()
+                        ),
+                        NoAnswer::Spawn(e) => format!("the user lookup could not run: {e}"),
+                        NoAnswer::Ended => {
+                            "the user lookup ended without an answer (it panicked)".to_string()
+                        }
+                    }
                 ),
             };
             out.push(ConfigWarning {
@@ -1351,11 +1451,11 @@ mod tests {
             "uids need no lookup"
         );
         let w = c.check_users(
-            &lookup(|n| match n {
+            &UserCheck::new(lookup(|n| match n {
                 "root" => Ok(true),
                 "nosuchuser" => Ok(false),
                 _ => Err("LDAP server unreachable".into()),
-            }),
+            })),
             "ranges.yml",
             Duration::from_secs(5),
         );
@@ -1387,10 +1487,10 @@ mod tests {
             .unwrap();
         let started = std::time::Instant::now();
         let w = c.check_users(
-            &lookup(|_| {
+            &UserCheck::new(lookup(|_| {
                 std::thread::sleep(Duration::from_secs(30));
                 Ok(true)
-            }),
+            })),
             "ranges.yml",
             Duration::from_millis(200),
         );
@@ -1401,6 +1501,72 @@ mod tests {
             "{}",
             w[0].message
         );
+    }
+
+    #[test]
+    fn loads_while_the_user_database_hangs_leave_one_lookup_thread() {
+        let c = parse("ranges:\n  - name: a\n    ports: 1\n    expected:\n      - user: slow\n")
+            .unwrap();
+        // Every lookup blocks until released; `inside` counts the lookups
+        // running now, one per thread stuck in NSS.
+        let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = Arc::new(Mutex::new(gate));
+        let (i, g) = (inside.clone(), gate.clone());
+        let check = UserCheck::new(lookup(move |_| {
+            i.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = g.lock().unwrap().recv();
+            i.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(true)
+        }));
+        let w = c.check_users(&check, "ranges.yml", Duration::from_millis(50));
+        assert!(
+            w[0].message.contains("did not answer within 0.05 s"),
+            "{w:?}"
+        );
+        for _ in 0..10 {
+            let w = c.check_users(&check, "ranges.yml", Duration::from_millis(50));
+            assert_eq!(w.len(), 1);
+            assert!(
+                w[0].message
+                    .contains("NSS has not answered the previous lookup"),
+                "{}",
+                w[0].message
+            );
+        }
+        let running = inside.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(running, 1, "11 loads, {running} lookups hanging");
+        // Once it answers, a later load looks up afresh (and is answered).
+        release.send(()).unwrap();
+        release.send(()).unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let w = c.check_users(&check, "ranges.yml", Duration::from_secs(10));
+            if w.is_empty() {
+                break;
+            }
+            assert!(w[0].message.contains("previous lookup"), "{w:?}");
+            assert!(Instant::now() < until, "the lookup never ended");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(inside.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_lookup_thread_that_cannot_start_is_said_as_such() {
+        let c = parse("ranges:\n  - name: a\n    ports: 1\n    expected:\n      - user: someone\n")
+            .unwrap();
+        let mut check = UserCheck::new(lookup(|_| Ok(true)));
+        // A stack larger than any address space: the OS refuses the thread.
+        check.stack_size = Some(1 << 60);
+        let w = c.check_users(&check, "ranges.yml", Duration::from_secs(5));
+        assert_eq!(w.len(), 1);
+        let m = &w[0].message;
+        assert!(
+            m.contains("the user lookup could not run: cannot start a user-check thread: "),
+            "{m}"
+        );
+        assert!(!m.contains("did not answer"), "{m}");
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! methods other than GET and HEAD on the known paths. Collections belong
 //! to [`Service`]: a scrape or a status request asks it for one (shared
 //! with whatever runs), and nothing here touches the OS; `/`, its assets,
-//! `/-/healthy` and `/-/reload` never wait for a collection. The metrics
+//! `/-/healthy` and `/-/reload` never wait for a collection; `/-/healthy`
+//! answers 503 with the reason while no collector can run. The metrics
 //! handler counts its requests as Go's promhttp does
 //! (`promhttp_metric_handler_requests_total` by code, `..._in_flight`),
 //! unless exporter metrics are disabled. The server takes bound listeners
@@ -448,7 +449,21 @@ async fn handle(state: &State, req: Request<Incoming>) -> Resp {
             Bytes::from_static(PORTMAP_CSS.as_bytes()),
         ),
         STATUS_PATH => status_json(state, req.headers()).await,
-        _ => text(StatusCode::OK, "Healthy\n"),
+        _ => health(state),
+    }
+}
+
+/// `/-/healthy`: 200 while a collector can run, else 503 with the reason
+/// (the platform cannot be built, the collector keeps failing), so that
+/// a supervisor restarts the exporter. Never waits for a collection.
+fn health(state: &State) -> Resp {
+    match state.service.health() {
+        Ok(()) => text(StatusCode::OK, "Healthy\n"),
+        Err(why) => Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(Full::new(Bytes::from(format!("Unhealthy: {why}\n"))))
+            .expect("static headers are valid"),
     }
 }
 

@@ -18,6 +18,7 @@ pub mod check;
 pub mod cli;
 pub mod collect;
 pub mod config;
+pub mod deadline;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -2,15 +2,28 @@
 //! (and through it the platform's caches) and runs each collection; the
 //! HTTP side only asks. Concurrent scrapes share one collection by
 //! generation: a scrape that arrives while a collection runs gets that
-//! collection's result, and a scrape that arrives when none runs starts
-//! one. At most one collection runs at a time, whatever the clients do; a
-//! collection finishes even when the scrape that started it is gone. A
-//! collection that panics becomes an error result (HTTP 500, message in the
-//! log), and the collector is rebuilt for the next one.
+//! collection's result (each collection hands its result to its own
+//! waiters, so a waiter never misses it however late it wakes), and a
+//! scrape that arrives when none runs starts one. At most one collection
+//! runs at a time, whatever the clients do; a collection finishes even
+//! when the scrape that started it is gone.
+//!
+//! The thread supervises the collector: building the platform and every
+//! collection run under `catch_unwind`, so that a panic or a platform that
+//! cannot be built becomes an error result (HTTP 500 with the reason) and
+//! a log line at error level, never a dead thread that scrapes wait on.
+//! After a failure the collector is rebuilt, at once the first time and
+//! then with a doubling back-off (250 ms up to 30 s) while failures follow
+//! one another. While no collector can run (the platform cannot be built,
+//! or the supervisor waits out a back-off), scrapes are answered at once
+//! with the reason, and [`Service::health`] reports it so that
+//! `/-/healthy` fails and a process supervisor restarts the exporter; the
+//! same happens, for good, should the thread itself end.
 //!
 //! The configuration and the reload status live in a `watch` channel,
 //! readable at any time without waiting for a collection; SIGHUP and
-//! `POST /-/reload` both call [`Service::reload`].
+//! `POST /-/reload` both call [`Service::reload`], one reload at a time,
+//! so that the newest read of the file is the one in force.
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -24,7 +37,7 @@ use tokio::sync::watch;
 use crate::collect::{Collector, Report};
 use crate::config::{Config, ConfigError};
 use crate::metrics;
-use crate::platform::Platform;
+use crate::platform::{Platform, PlatformError};
 
 /// The outcome of the last configuration (re)load, as Prometheus reports
 /// its own.
@@ -52,25 +65,43 @@ pub struct Collected {
     pub metrics: Bytes,
 }
 
-/// What a scrape gets: a collection, or why there is none (a panic).
+/// What a scrape gets: a collection, or why there is none (a panic, a
+/// platform that cannot be built).
 pub type Outcome = Result<Arc<Collected>, String>;
 
-/// Builds a fresh platform (at start, and after a collection panicked).
-pub type PlatformFactory = Box<dyn Fn() -> Box<dyn Platform> + Send>;
+/// Builds a fresh platform (at start, and after a failure); an error says
+/// what could not be started.
+pub type PlatformFactory = Box<dyn FnMut() -> Result<Box<dyn Platform>, PlatformError> + Send>;
+
+/// The first wait before rebuilding a collector that failed twice in a row.
+const BACKOFF_FIRST: Duration = Duration::from_millis(250);
+/// The longest wait between two attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Said when the collector thread has ended and left no reason.
+const GONE: &str = "the collector thread has ended";
+
+/// Where one collection's result arrives.
+type Slot = watch::Receiver<Option<Outcome>>;
 
 struct Request {
     generation: u64,
     deadline: Instant,
     loaded: Loaded,
+    result: watch::Sender<Option<Outcome>>,
 }
 
 #[derive(Default)]
 struct Flight {
     /// The generation of the last collection started.
     started: u64,
-    /// The configuration of the collection running now, if one runs.
-    running: Option<Arc<Config>>,
-    last: Option<(u64, Outcome)>,
+    /// The collection running now: its configuration, and where its
+    /// result arrives.
+    running: Option<(Arc<Config>, Slot)>,
+    /// The last finished collection's result, until the next one starts.
+    last: Option<Outcome>,
+    /// Why no collector can run now; `None` while one can.
+    down: Option<String>,
 }
 
 pub struct Service {
@@ -78,13 +109,15 @@ pub struct Service {
     loaded: watch::Sender<Loaded>,
     /// Held only to read or update the bookkeeping, never across work.
     flight: Arc<Mutex<Flight>>,
-    done: watch::Sender<u64>,
     requests: Mutex<mpsc::Sender<Request>>,
+    /// Held across a whole reload (read, check, apply): one at a time.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl Service {
-    /// Starts the collection thread. `registry` holds the exporter's own
-    /// collectors (process metrics), gathered with every collection.
+    /// Starts the collection thread, which builds the first platform with
+    /// `platforms`. `registry` holds the exporter's own collectors
+    /// (process metrics), gathered with every collection.
     pub fn start(
         config: Config,
         config_path: Option<PathBuf>,
@@ -100,48 +133,39 @@ impl Service {
         };
         let (tx, rx) = mpsc::channel::<Request>();
         let flight = Arc::new(Mutex::new(Flight::default()));
-        let (done, _) = watch::channel(0u64);
         let service = Arc::new(Service {
             config_path,
-            loaded: watch::Sender::new(loaded.clone()),
+            loaded: watch::Sender::new(loaded),
             flight: flight.clone(),
-            done: done.clone(),
             requests: Mutex::new(tx),
+            reloading: tokio::sync::Mutex::new(()),
         });
-        let first = loaded.config.clone();
+        let mut supervisor = Supervisor {
+            requests: rx,
+            flight,
+            loaded: service.loaded.subscribe(),
+            platforms,
+            registry,
+            collector: None,
+            failures: 0,
+        };
         std::thread::Builder::new()
             .name("collector".into())
-            .spawn(move || {
-                let mut collector = Collector::new(first.clone(), platforms());
-                for req in rx {
-                    collector.set_config(req.loaded.config.clone());
-                    let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        run_one(&mut collector, &req, &registry)
-                    }));
-                    let outcome = match run {
-                        Ok(c) => Ok(Arc::new(c)),
-                        Err(panic) => {
-                            let msg = panic_message(&*panic);
-                            log::error!(
-                                "collection {} panicked: {msg}; the collector is rebuilt for the next scrape",
-                                req.generation
-                            );
-                            collector = Collector::new(req.loaded.config.clone(), platforms());
-                            Err(format!("collection failed: {msg}"))
-                        }
-                    };
-                    let previous = {
-                        let mut f = flight.lock().unwrap_or_else(|p| p.into_inner());
-                        f.running = None;
-                        f.last.replace((req.generation, outcome))
-                    };
-                    done.send_replace(req.generation);
-                    // The old report (thousands of listeners on a busy
-                    // range) is freed after the waiting scrapes are woken.
-                    drop(previous);
-                }
-            })?;
+            .spawn(move || supervisor.run())?;
         Ok(service)
+    }
+
+    /// Why no collection can run now, if so: what `/-/healthy` reports.
+    /// Never waits.
+    pub fn health(&self) -> Result<(), String> {
+        match &self.lock().down {
+            Some(why) => Err(why.clone()),
+            None => Ok(()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Flight> {
+        self.flight.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The configuration in force; never waits for a collection.
@@ -157,32 +181,30 @@ impl Service {
     /// The result of a collection that is running now or starts now:
     /// joins the running one, else starts one that attribution may give
     /// `budget`. Cancelling the returned future leaves the collection
-    /// running to its end.
+    /// running to its end. While no collector can run, answers at once
+    /// with the reason.
     pub async fn collect(&self, budget: Duration) -> Outcome {
-        let mut done = self.done.subscribe();
         loop {
             let mut stale = None;
-            let target = {
+            let (mut slot, share) = {
                 let current = self.config();
-                let mut f = self.flight.lock().unwrap_or_else(|p| p.into_inner());
+                let mut f = self.lock();
+                if let Some(why) = &f.down {
+                    return Err(why.clone());
+                }
                 match &f.running {
                     // A collection with the configuration in force: share it.
-                    Some(cfg) if Arc::ptr_eq(cfg, &current) => Ok(f.started),
+                    Some((cfg, slot)) if Arc::ptr_eq(cfg, &current) => (slot.clone(), true),
                     // One with a configuration since replaced: wait for it
                     // to end, then start a fresh one.
-                    Some(_) => Err(f.started),
+                    Some((_, slot)) => (slot.clone(), false),
                     None => {
-                        f.started += 1;
-                        f.running = Some(current);
-                        // The last result is not served again once a new
-                        // collection starts: free it now, so that a busy
-                        // range's report is not held twice at the peak.
-                        // (It is freed outside the lock, below.)
-                        stale = f.last.take();
+                        let (result, slot) = watch::channel(None);
                         let req = Request {
-                            generation: f.started,
+                            generation: f.started + 1,
                             deadline: Instant::now() + budget,
                             loaded: self.loaded(),
+                            result,
                         };
                         let sent = self
                             .requests
@@ -190,26 +212,29 @@ impl Service {
                             .unwrap_or_else(|p| p.into_inner())
                             .send(req);
                         if sent.is_err() {
-                            f.running = None;
-                            return Err("the collector thread is gone".into());
+                            return Err(GONE.into());
                         }
-                        Ok(f.started)
+                        f.started += 1;
+                        f.running = Some((current, slot.clone()));
+                        // The last result is not served again once a new
+                        // collection starts: free it now (outside the
+                        // lock, below), so that a busy range's report is
+                        // not held twice at the peak. Scrapes that waited
+                        // for it hold their own reference.
+                        stale = f.last.take();
+                        (slot, true)
                     }
                 }
             };
             drop(stale);
-            let (generation, share) = match target {
-                Ok(g) => (g, true),
-                Err(g) => (g, false),
+            let outcome = match slot.wait_for(Option::is_some).await {
+                Ok(o) => o.clone(),
+                // The thread dropped the request without an answer: it
+                // has ended.
+                Err(_) => return Err(self.lock().down.clone().unwrap_or_else(|| GONE.into())),
             };
-            if done.wait_for(|g| *g >= generation).await.is_err() {
-                return Err("the collector thread is gone".into());
-            }
-            if share {
-                let f = self.flight.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some((_, outcome)) = &f.last {
-                    return outcome.clone();
-                }
+            if share && let Some(outcome) = outcome {
+                return outcome;
             }
         }
     }
@@ -217,23 +242,22 @@ impl Service {
     /// The last finished collection, until the next one starts (never
     /// waits).
     pub fn last(&self) -> Option<Outcome> {
-        let f = self.flight.lock().unwrap_or_else(|p| p.into_inner());
-        f.last.as_ref().map(|(_, o)| o.clone())
+        self.lock().last.clone()
     }
 
     /// How many collections have started (for tests and logs).
     pub fn collections_started(&self) -> u64 {
-        self.flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .started
+        self.lock().started
     }
 
     /// Re-reads `--config.file` (the built-in default without one). A
     /// refused file keeps the ranges in force and marks the reload failed;
     /// the error names file, line and key. Runs the file read on a
-    /// blocking thread.
+    /// blocking thread. Reloads run one at a time, each reading the file
+    /// after the one before was applied: the last to start wins, never an
+    /// older read that finished late.
     pub async fn reload(&self, trigger: &str) -> Result<usize, String> {
+        let _one_at_a_time = self.reloading.lock().await;
         let path = self.config_path.clone();
         let loaded = tokio::task::spawn_blocking(move || load(path.as_deref()))
             .await
@@ -283,6 +307,173 @@ fn load(path: Option<&std::path::Path>) -> Result<Config, LoadError> {
     })
 }
 
+/// The collector thread: builds the collector, runs the collections it is
+/// asked for, and rebuilds it after a failure.
+struct Supervisor {
+    requests: mpsc::Receiver<Request>,
+    flight: Arc<Mutex<Flight>>,
+    loaded: watch::Receiver<Loaded>,
+    platforms: PlatformFactory,
+    registry: prometheus::Registry,
+    collector: Option<Collector>,
+    /// Failures (a platform not built, a collection that panicked) since
+    /// the last collection that succeeded.
+    failures: u32,
+}
+
+impl Supervisor {
+    fn run(&mut self) {
+        let ended = std::panic::catch_unwind(AssertUnwindSafe(|| self.serve()));
+        // Only a panic outside the guarded steps gets here (or the service
+        // being dropped): no collection can run any more, so say so for
+        // good; the process supervisor restarts the exporter.
+        if let Err(panic) = ended {
+            let why = format!(
+                "the collector thread has ended (a panic outside a collection: {}); restart the exporter",
+                panic_message(&*panic)
+            );
+            log::error!("{why}");
+            let mut f = self.lock();
+            f.down = Some(why);
+            f.running = None;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Flight> {
+        self.flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs until the service is dropped.
+    fn serve(&mut self) {
+        loop {
+            if self.collector.is_none() {
+                match self.build() {
+                    Ok(c) => {
+                        self.collector = Some(c);
+                        self.lock().down = None;
+                    }
+                    Err(why) => {
+                        self.failures += 1;
+                        let wait = backoff(self.failures).max(BACKOFF_FIRST);
+                        log::error!(
+                            "no collector can run: {why}; trying again in {:.2} s (failure {} in a row)",
+                            wait.as_secs_f64(),
+                            self.failures
+                        );
+                        if !self.wait_down(format!("no collector can run: {why}"), wait) {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
+            let Ok(req) = self.requests.recv() else {
+                return; // the service is gone
+            };
+            let collector = self.collector.as_mut().expect("built above");
+            let registry = &self.registry;
+            let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                collector.set_config(req.loaded.config.clone());
+                run_one(collector, &req, registry)
+            }));
+            match run {
+                Ok(c) => {
+                    self.failures = 0;
+                    self.finish(req, Ok(Arc::new(c)));
+                }
+                Err(panic) => {
+                    let msg = panic_message(&*panic);
+                    self.failures += 1;
+                    self.collector = None;
+                    let wait = backoff(self.failures);
+                    log::error!(
+                        "collection {} panicked: {msg}; the collector is rebuilt{} (failure {} in a row)",
+                        req.generation,
+                        if wait.is_zero() {
+                            String::new()
+                        } else {
+                            format!(" in {:.2} s", wait.as_secs_f64())
+                        },
+                        self.failures
+                    );
+                    self.finish(req, Err(format!("collection failed: {msg}")));
+                    if !wait.is_zero()
+                        && !self.wait_down(
+                            format!(
+                                "{} collections in a row failed, the last with: {msg}; the collector restarts in {:.2} s",
+                                self.failures,
+                                wait.as_secs_f64()
+                            ),
+                            wait,
+                        )
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A fresh collector on a fresh platform, or why there is none.
+    fn build(&mut self) -> Result<Collector, String> {
+        let config = self.loaded.borrow().config.clone();
+        let platforms = &mut self.platforms;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| {
+            platforms().map(|p| Collector::new(config, p))
+        })) {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(format!("the platform cannot be built: {e}")),
+            Err(panic) => Err(format!(
+                "building the platform panicked: {}",
+                panic_message(&*panic)
+            )),
+        }
+    }
+
+    /// Marks the service down with `why` for `wait`, answering every
+    /// request that arrives meanwhile with it. False when the service is
+    /// gone.
+    fn wait_down(&mut self, why: String, wait: Duration) -> bool {
+        self.lock().down = Some(why.clone());
+        let until = Instant::now() + wait;
+        loop {
+            match self
+                .requests
+                .recv_timeout(until.saturating_duration_since(Instant::now()))
+            {
+                // Sent before the service was marked down.
+                Ok(req) => self.finish(req, Err(why.clone())),
+                Err(mpsc::RecvTimeoutError::Timeout) => return true,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+    }
+
+    /// Hands `outcome` to the request's waiters.
+    fn finish(&self, req: Request, outcome: Outcome) {
+        let previous = {
+            let mut f = self.lock();
+            f.running = None;
+            f.last.replace(outcome.clone())
+        };
+        req.result.send_replace(Some(outcome));
+        // The old report (thousands of listeners on a busy range) is freed
+        // after the waiting scrapes are woken.
+        drop(previous);
+    }
+}
+
+/// How long to wait before the next attempt after `failures` failures in
+/// a row: nothing after the first, then 250 ms doubling up to 30 s.
+fn backoff(failures: u32) -> Duration {
+    if failures <= 1 {
+        return Duration::ZERO;
+    }
+    BACKOFF_FIRST
+        .saturating_mul(1u32 << (failures - 2).min(16))
+        .min(BACKOFF_MAX)
+}
+
 fn run_one(collector: &mut Collector, req: &Request, registry: &prometheus::Registry) -> Collected {
     let report = collector.collect(req.deadline);
     let mut families = metrics::families(&report, req.loaded.reload);
@@ -310,4 +501,19 @@ pub fn unix_now() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_second_failure_and_stops_at_30_s() {
+        let waits: Vec<u64> = (1..=10).map(|n| backoff(n).as_millis() as u64).collect();
+        assert_eq!(
+            waits,
+            [0, 250, 500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]
+        );
+        assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
+    }
 }

@@ -6,13 +6,14 @@
 //! then is [`UserName::Unresolved`]: shown as its number and judged
 //! "unknown" by `user: <name>` entries, never "unexpected". A failed lookup
 //! is not cached (the next collection asks again); a name is kept for ten
-//! minutes and a "no such user" for one.
+//! minutes and a "no such user" for one. The thread is run through
+//! [`crate::deadline`].
 
 use std::collections::{HashMap, HashSet};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::allowlist::UserName;
+use crate::deadline::{self, Job, Next};
 use crate::platform::{UserLookup, UserResolver};
 
 const NAME_TTL: Duration = Duration::from_secs(600);
@@ -26,7 +27,7 @@ pub struct UserNames {
     resolver: UserResolver,
     cache: HashMap<u32, (UserLookup, Instant)>,
     /// The lookup thread's answers, and the uids it has yet to answer.
-    inflight: Option<(mpsc::Receiver<Answer>, HashSet<u32>)>,
+    inflight: Option<(Job<Answer>, HashSet<u32>)>,
     /// uids whose last lookup failed, so the failure is logged once.
     failing: HashSet<u32>,
 }
@@ -58,22 +59,19 @@ impl UserNames {
             if self.cache.len() + needed.len() > MAX_CACHED {
                 self.cache.clear();
             }
-            let (tx, rx) = mpsc::channel();
             let resolver = self.resolver.clone();
             let batch = needed.clone();
             let pending: HashSet<u32> = needed.iter().copied().collect();
-            let spawned = std::thread::Builder::new()
-                .name("user-lookup".into())
-                .spawn(move || {
-                    for uid in batch {
-                        if tx.send((uid, resolver(uid))).is_err() {
-                            return;
-                        }
+            let spawned = deadline::spawn_stream("user-lookup", move |tx| {
+                for uid in batch {
+                    if tx.send((uid, resolver(uid))).is_err() {
+                        return;
                     }
-                });
+                }
+            });
             match spawned {
-                Ok(_) => self.inflight = Some((rx, pending)),
-                Err(e) => log::warn!("cannot start a user lookup thread: {e}"),
+                Ok(job) => self.inflight = Some((job, pending)),
+                Err(e) => log::warn!("user names are not looked up this time: {e}"),
             }
         }
         let mut waiting: HashSet<u32> = needed.into_iter().collect();
@@ -83,7 +81,7 @@ impl UserNames {
     /// Takes the lookup thread's answers: those already there, or (with a
     /// wait set) until every uid in it is answered or the deadline passes.
     fn drain(&mut self, mut wait: Option<(&mut HashSet<u32>, Instant)>) {
-        let Some((rx, mut pending)) = self.inflight.take() else {
+        let Some((job, mut pending)) = self.inflight.take() else {
             return;
         };
         loop {
@@ -91,27 +89,28 @@ impl UserNames {
                 return; // the batch is answered; the thread is ending
             }
             let got = match &wait {
-                Some((set, deadline)) if !set.is_empty() => {
-                    rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                }
-                _ => rx.try_recv().map_err(|e| match e {
-                    mpsc::TryRecvError::Empty => mpsc::RecvTimeoutError::Timeout,
-                    mpsc::TryRecvError::Disconnected => mpsc::RecvTimeoutError::Disconnected,
-                }),
+                Some((set, deadline)) if !set.is_empty() => job.next_until(*deadline),
+                _ => job.try_next(),
             };
             match got {
-                Ok((uid, answer)) => {
+                Next::Value((uid, answer)) => {
                     pending.remove(&uid);
                     if let Some((set, _)) = wait.as_mut() {
                         set.remove(&uid);
                     }
                     self.store(uid, answer);
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    self.inflight = Some((rx, pending));
+                Next::Pending => {
+                    self.inflight = Some((job, pending));
                     return;
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                Next::Ended => {
+                    log::warn!(
+                        "the user lookup thread ended without answering for uids {:?} (it panicked); they are asked again on the next scrape",
+                        sorted(&pending)
+                    );
+                    return;
+                }
             }
         }
     }
@@ -147,6 +146,12 @@ impl UserNames {
     }
 }
 
+fn sorted(uids: &HashSet<u32>) -> Vec<u32> {
+    let mut v: Vec<u32> = uids.iter().copied().collect();
+    v.sort_unstable();
+    v
+}
+
 /// The `user` label value: the name, or the uid as a number (`unknown`
 /// where sockets carry no uid).
 pub fn label(name: &UserName, uid: u32) -> String {
@@ -164,6 +169,7 @@ mod tests {
     use super::*;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::mpsc;
 
     fn set(uids: &[u32]) -> HashSet<u32> {
         uids.iter().copied().collect()

@@ -153,7 +153,7 @@ fn serve_fake(config_path: Option<std::path::PathBuf>) -> Served {
         config_path,
         Box::new(move || {
             s.built.fetch_add(1, Ordering::SeqCst);
-            Box::new(Fake(s.clone()))
+            Ok(Box::new(Fake(s.clone())) as Box<dyn Platform>)
         }),
         prometheus::Registry::new(),
     )

@@ -70,6 +70,8 @@ fn systemd_unit_verifies_and_is_hardened() {
         ("EnvironmentFile", "-/etc/default/portrange_exporter"),
         ("User", "portrange_exporter"),
         ("ProtectProc", "default"),
+        // Room for --web.max-connections 4096 without the start-up warning.
+        ("LimitNOFILE", "65536"),
     ] {
         assert_eq!(get(k), vec![v], "{k}");
     }

@@ -589,7 +589,7 @@ fn a_pid_that_exits_before_setns_is_handled() {
             tcp: PortSet::from_intervals(vec![(3224, 3324)]),
             udp: PortSet::from_intervals(vec![(3224, 3324)]),
         };
-        let probe = h.making_threads(|| NetnsSampler::new(Paths::new(PROCFS.into())));
+        let probe = h.making_threads(|| NetnsSampler::new(Paths::new(PROCFS.into())).unwrap());
         assert_eq!(probe.mode(), Mode::Setns, "root can setns");
         let (own, dev) = probe.own();
         for mode in [Mode::Setns, Mode::ProcNet] {

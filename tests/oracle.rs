@@ -44,7 +44,7 @@ fn sock_diag_and_netstat2_agree_on_sockets_and_owners() {
     .unwrap();
     let filter = portrange_exporter::collect::filter(&cfg);
 
-    let mut host = platform::host(std::path::Path::new("/proc"));
+    let mut host = platform::host(std::path::Path::new("/proc")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let sample = host.sample(&filter, deadline).unwrap();
     let found = host.attribute(&sample, deadline);

@@ -680,7 +680,6 @@ fn a_failing_dump_reads_up_0_with_a_reason_and_the_next_scrape_recovers() {
         std::env::temp_dir().join(format!("portrange-fault-{}.log", std::process::id()));
     let mut child = Command::new(EXPORTER)
         .args(["--web.listen-address", ADDR])
-        .env("PORTRANGE_EXPORTER_TEST_FAIL_SAMPLES", "2")
         .stderr(std::fs::File::create(&stderr_path).unwrap())
         .spawn()
         .unwrap();
@@ -689,11 +688,18 @@ fn a_failing_dump_reads_up_0_with_a_reason_and_the_next_scrape_recovers() {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(20));
     }
+    // A real failure: the exporter may open no more fds (its open-file
+    // limit lowered under it), so the sock_diag socket of each sample
+    // cannot be opened. The scrapes come over a connection it already
+    // holds (one request first, so that it was accepted).
+    let mut client = KeepAlive::connect();
+    assert_eq!(client.get("/-/healthy").0, 200);
+    let exhausted = exhaust_fds(child.id());
     for _ in 0..2 {
-        let r = get(ADDR, "/metrics", &[]).unwrap();
-        assert_eq!(r.status, 200, "a failed sample still answers 200");
-        let m = Metrics::parse(&r.text());
-        assert_eq!(m.value("portrange_up"), 0.0);
+        let (status, body) = client.get("/metrics");
+        assert_eq!(status, 200, "a failed sample still answers 200");
+        let m = Metrics::parse(&body);
+        assert_eq!(m.value("portrange_up"), 0.0, "{body}");
         assert!(
             m.get(r#"portrange_ports_free{range="framehawk",protocol="udp"}"#)
                 .is_none(),
@@ -704,7 +710,10 @@ fn a_failing_dump_reads_up_0_with_a_reason_and_the_next_scrape_recovers() {
             101.0
         );
     }
-    let m = Metrics::parse(&get(ADDR, "/metrics", &[]).unwrap().text());
+    drop(exhausted);
+    let (status, body) = client.get("/metrics");
+    assert_eq!(status, 200);
+    let m = Metrics::parse(&body);
     assert_eq!(m.value("portrange_up"), 1.0, "recovered");
     assert_eq!(
         m.value(r#"portrange_ports_in_use{range="framehawk",protocol="udp"}"#),
@@ -714,8 +723,10 @@ fn a_failing_dump_reads_up_0_with_a_reason_and_the_next_scrape_recovers() {
     let _ = child.wait();
     let log = std::fs::read_to_string(&stderr_path).unwrap();
     assert_eq!(
-        log.matches("socket sampling failed: injected failure")
-            .count(),
+        log.matches(
+            "socket sampling failed: cannot open a NETLINK_SOCK_DIAG socket: Too many open files"
+        )
+        .count(),
         2,
         "{log}"
     );

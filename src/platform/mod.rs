@@ -7,7 +7,7 @@
 //! [`Attribution`], confirm the kernel-held ones, each before a deadline;
 //! besides, name a user, read the ephemeral ports, report missing
 //! privileges. Then a few process-wide helpers
-//! (signals, the open-file limit, allocator tuning, listening sockets,
+//! (signals, the open-file limit and raising it, allocator tuning, listening sockets,
 //! systemd socket activation). [`host`] returns the
 //! implementation for the machine: [`linux`] (sock_diag, `/proc`,
 //! `getpwuid_r`, `/proc/sys/net`, capabilities) on Linux, `windows`
@@ -234,10 +234,6 @@ pub enum SampleError {
     },
     #[error("socket sampling is not supported here: {0}")]
     Unsupported(String),
-    #[error(
-        "injected failure ({0} further samples will fail; set by PORTRANGE_EXPORTER_TEST_FAIL_SAMPLES)"
-    )]
-    Injected(u64),
 }
 
 /// The process that holds a socket. No pid reaches a metric label; it is
@@ -418,6 +414,18 @@ impl std::fmt::Display for Skipped {
     }
 }
 
+/// Why the platform could not be built (at start, or when the collector
+/// is rebuilt after a failure); the message names what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PlatformError {
+    #[error("cannot start the {what} thread: {source}")]
+    Spawn {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Options for [`host_with`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PlatformOptions {
@@ -545,19 +553,22 @@ pub const UNSEEN_OWNER: &str =
 pub const UNSEEN_OWNER: &str = "the socket table names no owner (pid 0) or the owner exited";
 
 /// The platform of this machine; `procfs` is the `/proc` root on Linux.
-pub fn host(procfs: &Path) -> Box<dyn Platform> {
+pub fn host(procfs: &Path) -> Result<Box<dyn Platform>, PlatformError> {
     host_with(procfs, &PlatformOptions::default())
 }
 
 /// Like [`host`], with options. Sampling every network namespace exists on
 /// Linux only; elsewhere the option is refused in the log and ignored.
-pub fn host_with(procfs: &Path, options: &PlatformOptions) -> Box<dyn Platform> {
+pub fn host_with(
+    procfs: &Path,
+    options: &PlatformOptions,
+) -> Result<Box<dyn Platform>, PlatformError> {
     #[cfg(target_os = "linux")]
     {
-        Box::new(linux::LinuxPlatform::with_options(
+        Ok(Box::new(linux::LinuxPlatform::with_options(
             procfs.to_path_buf(),
             options,
-        ))
+        )?))
     }
     #[cfg(windows)]
     {
@@ -567,7 +578,7 @@ pub fn host_with(procfs: &Path, options: &PlatformOptions) -> Box<dyn Platform> 
                 "--collector.netns samples Linux network namespaces; Windows has none, so it is ignored"
             );
         }
-        Box::new(windows::WindowsPlatform::new())
+        Ok(Box::new(windows::WindowsPlatform::new()))
     }
     #[cfg(not(any(target_os = "linux", windows)))]
     {
@@ -577,7 +588,7 @@ pub fn host_with(procfs: &Path, options: &PlatformOptions) -> Box<dyn Platform> 
                 "--collector.netns samples Linux network namespaces; this platform has none, so it is ignored"
             );
         }
-        Box::new(portable::PortablePlatform::new())
+        Ok(Box::new(portable::PortablePlatform::new()))
     }
 }
 
@@ -659,11 +670,20 @@ pub fn default_procfs() -> PathBuf {
 }
 
 #[cfg(target_os = "linux")]
-pub use linux::{ReloadSignals, init_process, open_file_limit, reload_signals, shutdown_signal};
+pub use linux::{
+    ReloadSignals, init_process, open_file_limit, raise_open_file_limit, reload_signals,
+    shutdown_signal,
+};
 #[cfg(not(any(target_os = "linux", windows)))]
-pub use portable::{ReloadSignals, init_process, open_file_limit, reload_signals, shutdown_signal};
+pub use portable::{
+    ReloadSignals, init_process, open_file_limit, raise_open_file_limit, reload_signals,
+    shutdown_signal,
+};
 #[cfg(windows)]
-pub use windows::{ReloadSignals, init_process, open_file_limit, reload_signals, shutdown_signal};
+pub use windows::{
+    ReloadSignals, init_process, open_file_limit, raise_open_file_limit, reload_signals,
+    shutdown_signal,
+};
 
 /// Maps each socket to its holder through a per-key map (a convenience for
 /// backends that find holders by inode or pid).

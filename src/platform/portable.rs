@@ -62,6 +62,9 @@ impl Platform for PortablePlatform {
 /// Process-wide setup: nothing on this platform.
 pub fn init_process() {}
 
+/// Raising the open-file limit: not applicable here.
+pub fn raise_open_file_limit() {}
+
 /// The open-file limit: not applicable here.
 pub fn open_file_limit() -> Option<u64> {
     None

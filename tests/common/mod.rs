@@ -633,3 +633,124 @@ pub fn status_json(addr: &str) -> serde_json::Value {
     assert_eq!(r.header("cache-control"), Some("no-store"));
     serde_json::from_slice(&r.body).expect("the status is JSON")
 }
+
+/// Makes the process `cmd` starts unable to open a NETLINK_SOCK_DIAG
+/// socket, as a systemd unit whose `RestrictAddressFamilies=` leaves out
+/// AF_NETLINK does: a seccomp filter answers `socket(AF_NETLINK, _,
+/// NETLINK_SOCK_DIAG)` with EACCES and allows everything else, so every
+/// sample fails while HTTP, /proc and rtnetlink work.
+pub fn deny_sock_diag(cmd: &mut Command) {
+    use libc::{
+        BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W, SECCOMP_RET_ALLOW,
+        SECCOMP_RET_ERRNO, sock_filter,
+    };
+    use std::os::unix::process::CommandExt;
+    #[cfg(target_arch = "x86_64")]
+    const ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
+    #[cfg(target_arch = "aarch64")]
+    const ARCH: u32 = 0xC000_00B7; // AUDIT_ARCH_AARCH64
+    fn stmt(code: u32, k: u32) -> sock_filter {
+        sock_filter {
+            code: code as u16,
+            jt: 0,
+            jf: 0,
+            k,
+        }
+    }
+    fn jeq(k: u32, jt: u8, jf: u8) -> sock_filter {
+        sock_filter {
+            code: (BPF_JMP | BPF_JEQ | BPF_K) as u16,
+            jt,
+            jf,
+            k,
+        }
+    }
+    // struct seccomp_data: nr at 0, arch at 4, args[i] at 16 + 8 i (the
+    // low half first on these little-endian machines).
+    let filter = [
+        stmt(BPF_LD | BPF_W | BPF_ABS, 4),
+        jeq(ARCH, 0, 6),
+        stmt(BPF_LD | BPF_W | BPF_ABS, 0),
+        jeq(libc::SYS_socket as u32, 0, 4),
+        stmt(BPF_LD | BPF_W | BPF_ABS, 16),
+        jeq(libc::AF_NETLINK as u32, 0, 2),
+        stmt(BPF_LD | BPF_W | BPF_ABS, 32),
+        jeq(libc::NETLINK_SOCK_DIAG as u32, 1, 0),
+        stmt(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        stmt(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | libc::EACCES as u32),
+    ];
+    // SAFETY: the closure runs in the child between fork and exec and
+    // only makes two prctl(2) calls on a filter it owns (no allocation,
+    // no locks); the kernel copies the program before prctl returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            let prog = libc::sock_fprog {
+                len: filter.len() as u16,
+                filter: filter.as_ptr() as *mut sock_filter,
+            };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER,
+                    &prog as *const libc::sock_fprog,
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Lowers the soft open-file limit of `pid` to its lowest free fd, so that
+/// it can open nothing more (connections it holds keep working), and gives
+/// back a guard that restores the limit it had.
+pub fn exhaust_fds(pid: u32) -> FdsExhausted {
+    let mut open: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    open.sort_unstable();
+    let lowest_free = (0u64..).find(|n| open.binary_search(n).is_err()).unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_string();
+    let mut words = line["Max open files".len()..].split_whitespace();
+    let soft = words.next().unwrap().to_string();
+    let hard = words.next().unwrap().to_string();
+    let prlimit = |soft: &str| {
+        let st = Command::new("prlimit")
+            .args([
+                "--pid",
+                &pid.to_string(),
+                &format!("--nofile={soft}:{hard}"),
+            ])
+            .status()
+            .expect("running prlimit (util-linux)");
+        assert!(st.success(), "prlimit --pid {pid} --nofile={soft}:{hard}");
+    };
+    prlimit(&lowest_free.to_string());
+    FdsExhausted { pid, soft, hard }
+}
+
+pub struct FdsExhausted {
+    pid: u32,
+    soft: String,
+    hard: String,
+}
+
+impl Drop for FdsExhausted {
+    fn drop(&mut self) {
+        let _ = Command::new("prlimit")
+            .args([
+                "--pid",
+                &self.pid.to_string(),
+                &format!("--nofile={}:{}", self.soft, self.hard),
+            ])
+            .status();
+    }
+}

@@ -36,7 +36,7 @@
 //! fd counts, a passed socket's fd closed while another fd opened in the
 //! same interval.
 //!
-//! The scan runs on its own thread: a scrape waits for it only until its
+//! The scan runs on its own thread ([`crate::deadline`]): a scrape waits for it only until its
 //! deadline, after which its sockets count as unattributed and the scan
 //! finishes in the background for the next scrape. Inodes a complete scan
 //! could not find are not searched again until a back-off expires, so an
@@ -66,12 +66,15 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
+#[cfg(test)]
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
+use crate::deadline::{self, Job, Late, Next};
 use crate::platform::{Owner, PassStats, Socket};
 
 /// What one attribution pass found, by inode.
@@ -313,13 +316,15 @@ impl Attributor {
         // 1. A scan left running by an earlier call: take its results if it
         //    finishes within this call's budget.
         if let Some(p) = self.pending.take() {
-            match p.rx.recv_timeout(deadline.saturating_duration_since(now)) {
-                Ok(result) => {
+            match p.job.next_until(deadline) {
+                Next::Value(result) => {
                     let c = self.merge(result, true, &uid_of, &mut found, &mut stats, now);
                     candidates.extend(c);
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => self.pending = Some(p),
-                Err(mpsc::RecvTimeoutError::Disconnected) => {}
+                Next::Pending => self.pending = Some(p),
+                Next::Ended => log::warn!(
+                    "the background /proc scan ended without a result (it panicked); the next scrape scans again"
+                ),
             }
         }
 
@@ -459,28 +464,24 @@ impl Attributor {
         if !wanted.is_empty() && self.pending.is_none() {
             let known_pids: HashSet<u32> = infos.keys().copied().collect();
             let uids: HashSet<u32> = wanted.iter().map(|i| uid_of[i]).collect();
-            let (tx, rx) = mpsc::channel();
             let procfs = self.procfs.clone();
             let inodes = wanted.clone();
             #[cfg(test)]
             let gate = self.gate.take();
-            let spawned = std::thread::Builder::new()
-                .name("proc-scan".into())
-                .spawn(move || {
-                    #[cfg(test)]
-                    if let Some(g) = gate {
-                        let _ = g.recv();
-                    }
-                    let _ = tx.send(scan_procs(&procfs, wanted, &known_pids, &uids));
-                });
-            if spawned.is_ok() {
-                match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                    Ok(result) => {
-                        let c = self.merge(result, false, &uid_of, &mut found, &mut stats, now);
-                        candidates.extend(c);
-                    }
-                    Err(_) => self.pending = Some(Pending { rx, inodes }),
+            let scan = deadline::run("proc-scan", deadline, move || {
+                #[cfg(test)]
+                if let Some(g) = gate {
+                    let _ = g.recv();
                 }
+                scan_procs(&procfs, wanted, &known_pids, &uids)
+            });
+            match scan {
+                Ok(result) => {
+                    let c = self.merge(result, false, &uid_of, &mut found, &mut stats, now);
+                    candidates.extend(c);
+                }
+                Err(Late::TimedOut(job)) => self.pending = Some(Pending { job, inodes }),
+                Err(e) => log::warn!("owners of new sockets were not searched for: {e}"),
             }
         }
         stats.deadline_hit = self.pending.is_some()
@@ -674,7 +675,7 @@ struct ScanResult {
 
 /// A scan running on its own thread.
 struct Pending {
-    rx: mpsc::Receiver<ScanResult>,
+    job: Job<ScanResult>,
     inodes: HashSet<u64>,
 }
 
@@ -1548,14 +1549,18 @@ for line in sys.stdin:
         assert!(owners.is_empty());
         // The scan runs and finds pid 100 ...
         release.send(()).unwrap();
-        let p = a.pending.as_ref().unwrap();
-        let result = p.rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let p = a.pending.take().unwrap();
+        let result = p
+            .job
+            .finish(Instant::now() + Duration::from_secs(10))
+            .unwrap();
         assert_eq!(result.hits.len(), 1);
         // ... but before the next scrape takes the result, pid 100 exits
         // and its pid is reused by a program that holds nothing.
-        let (tx, rx) = mpsc::channel();
-        tx.send(result).unwrap();
-        a.pending.as_mut().unwrap().rx = rx;
+        a.pending = Some(Pending {
+            job: crate::deadline::spawn("test-scan", move || result).unwrap(),
+            inodes: p.inodes,
+        });
         std::fs::write(
             root.join("100/stat"),
             "100 (impostor) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 999 0 0\n",

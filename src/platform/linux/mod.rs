@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use crate::platform::{
     Attribution, EphemeralPorts, Filter, Holder, KernelCandidate, PerProtocol, Platform,
-    PlatformOptions, Sample, SampleError, Skipped, Socket, UserNameResolver, UserResolver,
+    PlatformError, PlatformOptions, Sample, SampleError, Skipped, Socket, UserNameResolver,
+    UserResolver,
 };
 use crate::ranges::{PortSet, Protocol};
 
@@ -75,12 +76,20 @@ impl LinuxPlatform {
         }
     }
 
-    pub fn with_options(procfs: PathBuf, options: &PlatformOptions) -> LinuxPlatform {
-        let mut p = LinuxPlatform::new(procfs.clone());
-        if options.netns {
-            p.netns = Some(netns::NetnsSampler::new(netns::Paths::new(procfs)));
-        }
-        p
+    /// The platform with `options`; fails when a part of it cannot be
+    /// started (the `--collector.netns` probe thread).
+    pub fn with_options(
+        procfs: PathBuf,
+        options: &PlatformOptions,
+    ) -> Result<LinuxPlatform, PlatformError> {
+        let netns = if options.netns {
+            Some(netns::NetnsSampler::new(netns::Paths::new(procfs.clone()))?)
+        } else {
+            None
+        };
+        let mut p = LinuxPlatform::new(procfs);
+        p.netns = netns;
+        Ok(p)
     }
 
     /// The owner cache, for tests.
@@ -313,6 +322,35 @@ pub fn init_process() {
     // any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Raises the soft open-file limit to the hard one, as Go programs do at
+/// start: the default soft limit (1024 under systemd without
+/// `LimitNOFILE=`) is there for programs that use `select(2)`, which this
+/// one does not. Logged at debug; a refusal keeps the limit as it is.
+pub fn raise_open_file_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let (Some(soft), Some(hard)) = (limit.current, limit.maximum) else {
+        // Unlimited already, or a hard limit of "unlimited", which the
+        // kernel refuses as a soft limit (above fs.nr_open): leave it.
+        return;
+    };
+    if soft >= hard {
+        return;
+    }
+    let raised = Rlimit {
+        current: Some(hard),
+        maximum: Some(hard),
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => {
+            log::debug!("raised the soft open-file limit from {soft} to the hard limit {hard}")
+        }
+        Err(e) => log::debug!(
+            "cannot raise the soft open-file limit from {soft} to the hard limit {hard}: {e}"
+        ),
     }
 }
 

@@ -46,7 +46,9 @@ use rustix::fs::{AtFlags, OFlags};
 use rustix::io::Errno;
 
 use super::{netlink, sysctl, tunnels};
-use crate::platform::{EphemeralPorts, Filter, Namespace, Namespaces, SampleError, Socket};
+use crate::platform::{
+    EphemeralPorts, Filter, Namespace, Namespaces, PlatformError, SampleError, Socket,
+};
 use crate::ranges::{PortSet, Protocol};
 use procnet::SockCounts;
 
@@ -313,22 +315,28 @@ pub struct NetnsSampler {
 
 impl NetnsSampler {
     /// Probes whether `setns` works (CAP_SYS_ADMIN, and no seccomp or LSM
-    /// rule against it) and logs which path is used and why.
-    pub fn new(paths: Paths) -> NetnsSampler {
+    /// rule against it) and logs which path is used and why. Fails when
+    /// the probe's thread cannot be started.
+    pub fn new(paths: Paths) -> Result<NetnsSampler, PlatformError> {
         let own_path = Path::new(SELF_PROC).join("thread-self/ns/net");
         let own_stat = rustix::fs::stat(&own_path);
         let (own, nsfs_dev) = own_stat.map_or((0, 0), |st| (st.st_ino, st.st_dev));
         let probe = std::thread::scope(|s| {
-            s.spawn(|| {
-                let fd = open_ro(&own_path)?;
-                rustix::thread::move_into_link_name_space(
-                    fd.as_fd(),
-                    Some(rustix::thread::LinkNameSpaceType::Network),
-                )
-            })
-            .join()
-            .unwrap_or(Err(Errno::AGAIN))
-        });
+            std::thread::Builder::new()
+                .name("netns-probe".into())
+                .spawn_scoped(s, || {
+                    let fd = open_ro(&own_path)?;
+                    rustix::thread::move_into_link_name_space(
+                        fd.as_fd(),
+                        Some(rustix::thread::LinkNameSpaceType::Network),
+                    )
+                })
+                .map(|probe| probe.join().unwrap_or(Err(Errno::AGAIN)))
+        })
+        .map_err(|source| PlatformError::Spawn {
+            what: "--collector.netns setns probe",
+            source,
+        })?;
         let mode = match probe {
             Ok(()) => {
                 log::info!(
@@ -345,7 +353,7 @@ impl NetnsSampler {
                 Mode::ProcNet
             }
         };
-        NetnsSampler::with_mode(paths, mode, own, nsfs_dev)
+        Ok(NetnsSampler::with_mode(paths, mode, own, nsfs_dev))
     }
 
     /// A sampler that uses `mode` (tests force the fallback with it).

@@ -130,6 +130,9 @@ mod host {
         unsafe { GetProcAddress(module, c"wine_get_version".as_ptr().cast()) }.is_some()
     }
 
+    /// Windows has no per-process open-file limit to raise.
+    pub fn raise_open_file_limit() {}
+
     /// Windows has no per-process open-file limit to respect.
     pub fn open_file_limit() -> Option<u64> {
         None

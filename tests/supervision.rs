@@ -1,0 +1,473 @@
+//! The collector is supervised: a panic anywhere (a collection, or
+//! building the platform after one) or a platform that cannot be built
+//! never leaves a scrape waiting; scrapes get a 500 with the reason at once
+//! while no collector can run, `/-/healthy` answers 503 with it, and the
+//! collector comes back when the platform can be built again. A scrape
+//! that waited for a collection gets that collection's result however late
+//! it wakes. Reloads apply in the order they read the file, and reloads
+//! while NSS hangs do not pile up lookup threads. Driven through the
+//! library with a fake platform whose factory and collections are scripted
+//! and gated, and the real HTTP server.
+
+mod common;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use common::*;
+use portrange_exporter::config::{self, Config};
+use portrange_exporter::http::{self, Options};
+use portrange_exporter::platform::{
+    Attribution, EphemeralPorts, Filter, Platform, PlatformError, Sample, SampleError, UserLookup,
+    UserResolver,
+};
+use portrange_exporter::service::{PlatformFactory, Service};
+
+/// A gate tests open and close: while closed, whoever passes it waits.
+#[derive(Default)]
+struct Gate {
+    closed: Mutex<bool>,
+    opened: Condvar,
+    /// How many have reached the gate (waiting or not).
+    arrived: AtomicU64,
+}
+
+impl Gate {
+    fn set(&self, closed: bool) {
+        *self.closed.lock().unwrap() = closed;
+        self.opened.notify_all();
+    }
+
+    fn pass(&self) {
+        self.arrived.fetch_add(1, Ordering::SeqCst);
+        let mut closed = self.closed.lock().unwrap();
+        while *closed {
+            closed = self.opened.wait(closed).unwrap();
+        }
+    }
+
+    fn wait_arrived(&self, n: u64) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while self.arrived.load(Ordering::SeqCst) < n {
+            assert!(Instant::now() < until, "nobody reached the gate {n} times");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+/// What the fake platform and its factory do.
+#[derive(Default)]
+struct Script {
+    /// Samples wait here.
+    sampling: Gate,
+    /// Factory calls from this one on (1 is the first; 0: none) wait here.
+    building: Gate,
+    hold_builds_from: AtomicU64,
+    /// Factory calls so far.
+    built: AtomicU64,
+    /// The next sample panics.
+    panic_next_sample: AtomicBool,
+    /// The next factory call panics.
+    panic_next_build: AtomicBool,
+    /// Every factory call panics.
+    always_panic_building: AtomicBool,
+    /// Factory calls fail while set.
+    fail_building: AtomicBool,
+}
+
+struct Fake {
+    script: Arc<Script>,
+    samples: u64,
+}
+
+impl Platform for Fake {
+    fn sample(&mut self, _: &Filter, _: Instant) -> Result<Sample, SampleError> {
+        self.samples += 1;
+        self.script.sampling.pass();
+        if self.script.panic_next_sample.swap(false, Ordering::SeqCst) {
+            panic!("injected panic in a sample");
+        }
+        Ok(Sample::default())
+    }
+
+    fn attribute(&mut self, sample: &Sample, _: Instant) -> Attribution {
+        Attribution {
+            holders: sample.sockets.iter().map(|_| None).collect(),
+            ..Attribution::default()
+        }
+    }
+
+    fn ephemeral_ports(&self) -> Result<EphemeralPorts, String> {
+        Ok(EphemeralPorts::default())
+    }
+
+    fn user_resolver(&self) -> UserResolver {
+        Arc::new(|_| Ok(UserLookup::Name("root".into())))
+    }
+
+    fn missing_privileges(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+}
+
+fn factory(script: Arc<Script>) -> PlatformFactory {
+    Box::new(move || {
+        let n = script.built.fetch_add(1, Ordering::SeqCst) + 1;
+        let from = script.hold_builds_from.load(Ordering::SeqCst);
+        if from != 0 && n >= from {
+            script.building.pass();
+        }
+        if script.always_panic_building.load(Ordering::SeqCst)
+            || script.panic_next_build.swap(false, Ordering::SeqCst)
+        {
+            panic!("injected panic while building the platform");
+        }
+        if script.fail_building.load(Ordering::SeqCst) {
+            return Err(PlatformError::Spawn {
+                what: "fake sampler",
+                source: std::io::Error::from_raw_os_error(11), // EAGAIN
+            });
+        }
+        Ok(Box::new(Fake {
+            script: script.clone(),
+            samples: 0,
+        }) as Box<dyn Platform>)
+    })
+}
+
+/// A served exporter on 127.0.0.1 over the fake platform.
+struct Served {
+    addr: String,
+    script: Arc<Script>,
+    service: Arc<Service>,
+    rt: tokio::runtime::Runtime,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.script.sampling.set(false);
+        self.script.building.set(false);
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+fn serve(script: Arc<Script>, config_path: Option<std::path::PathBuf>) -> Served {
+    let service = Service::start(
+        Config::builtin(),
+        config_path,
+        factory(script.clone()),
+        prometheus::Registry::new(),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let state = http::State::new(
+        service.clone(),
+        Options {
+            enable_lifecycle: true,
+            ..Options::default()
+        },
+    );
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    rt.spawn(async move {
+        let _ = http::serve(listener, state, async {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    Served {
+        addr,
+        script,
+        service,
+        rt,
+        stop: Some(tx),
+    }
+}
+
+/// A GET that must answer within `limit`: a scrape that hangs is the
+/// fault these tests look for.
+fn prompt(addr: &str, path: &str, limit: Duration) -> Response {
+    let t = Instant::now();
+    let r = get(addr, path, &[]).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let took = t.elapsed();
+    assert!(took < limit, "GET {path} took {took:?}: {}", r.text());
+    r
+}
+
+/// Polls `path` until it answers `status` (the supervisor acts on its own
+/// thread; this waits for that event, it decides nothing).
+fn until_status(addr: &str, path: &str, status: u16) -> Response {
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = prompt(addr, path, Duration::from_secs(5));
+        if r.status == status {
+            return r;
+        }
+        assert!(
+            Instant::now() < until,
+            "{path} never answered {status}; last {} {}",
+            r.status,
+            r.text()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_panic_while_rebuilding_after_a_panic_never_leaves_scrapes_waiting() {
+    let s = serve(Arc::new(Script::default()), None);
+    assert_eq!(
+        prompt(&s.addr, "/metrics", Duration::from_secs(5)).status,
+        200
+    );
+    // The next collection panics, and so does the rebuild after it; the
+    // rebuild after that (build 3) waits at the gate, so that what scrapes
+    // and health checks see meanwhile is not a race.
+    s.script.panic_next_sample.store(true, Ordering::SeqCst);
+    s.script.panic_next_build.store(true, Ordering::SeqCst);
+    s.script.building.set(true);
+    s.script.hold_builds_from.store(3, Ordering::SeqCst);
+    let r = prompt(&s.addr, "/metrics", Duration::from_secs(5));
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(
+        r.text().contains("injected panic in a sample"),
+        "{}",
+        r.text()
+    );
+    s.script.building.wait_arrived(1);
+    assert_eq!(s.script.built.load(Ordering::SeqCst), 3);
+    let h = prompt(&s.addr, "/-/healthy", Duration::from_secs(1));
+    assert_eq!(h.status, 503, "{}", h.text());
+    assert_eq!(
+        h.text(),
+        "Unhealthy: no collector can run: building the platform panicked: injected panic while building the platform\n"
+    );
+    let r = prompt(&s.addr, "/metrics", Duration::from_secs(1));
+    assert_eq!(r.status, 500);
+    assert!(
+        r.text().contains("building the platform panicked"),
+        "{}",
+        r.text()
+    );
+    s.script.building.set(false);
+    until_status(&s.addr, "/-/healthy", 200);
+    let r = prompt(&s.addr, "/metrics", Duration::from_secs(5));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("portrange_up 1"));
+    assert_eq!(s.script.built.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn two_panicking_collections_in_a_row_are_answered_and_the_collector_comes_back() {
+    let s = serve(Arc::new(Script::default()), None);
+    for _ in 0..2 {
+        s.script.panic_next_sample.store(true, Ordering::SeqCst);
+        let r = prompt(&s.addr, "/metrics", Duration::from_secs(5));
+        assert_eq!(r.status, 500, "{}", r.text());
+    }
+    // After two failures in a row the collector is rebuilt after a
+    // back-off; scrapes meanwhile are answered at once.
+    let r = until_status(&s.addr, "/metrics", 200);
+    assert!(r.text().contains("portrange_up 1"));
+    assert_eq!(s.script.built.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        prompt(&s.addr, "/-/healthy", Duration::from_secs(1)).status,
+        200
+    );
+}
+
+#[test]
+fn a_platform_that_cannot_be_built_at_start_is_unhealthy_until_it_can() {
+    let script = Arc::new(Script::default());
+    script.fail_building.store(true, Ordering::SeqCst);
+    let s = serve(script, None);
+    let h = until_status(&s.addr, "/-/healthy", 503);
+    let text = h.text();
+    assert!(
+        text.starts_with("Unhealthy: no collector can run: the platform cannot be built: cannot start the fake sampler thread: "),
+        "{text}"
+    );
+    let r = prompt(&s.addr, "/metrics", Duration::from_secs(1));
+    assert_eq!(r.status, 500);
+    assert!(
+        r.text().contains("cannot start the fake sampler thread"),
+        "{}",
+        r.text()
+    );
+    let r = prompt(&s.addr, "/api/v1/status", Duration::from_secs(1));
+    assert_eq!(r.status, 500);
+    // The landing page does not need a collector.
+    assert_eq!(prompt(&s.addr, "/", Duration::from_secs(1)).status, 200);
+    // It can be built again: the supervisor retries and recovers.
+    s.script.fail_building.store(false, Ordering::SeqCst);
+    until_status(&s.addr, "/-/healthy", 200);
+    let r = prompt(&s.addr, "/metrics", Duration::from_secs(5));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("portrange_up 1"));
+}
+
+#[test]
+fn a_factory_that_always_panics_is_unhealthy_and_scrapes_fail_at_once() {
+    let script = Arc::new(Script::default());
+    script.always_panic_building.store(true, Ordering::SeqCst);
+    let s = serve(script, None);
+    let h = until_status(&s.addr, "/-/healthy", 503);
+    assert!(
+        h.text()
+            .contains("building the platform panicked: injected panic while building the platform"),
+        "{}",
+        h.text()
+    );
+    for _ in 0..5 {
+        let r = prompt(&s.addr, "/metrics", Duration::from_secs(1));
+        assert_eq!(r.status, 500);
+        assert!(
+            r.text().contains("building the platform panicked"),
+            "{}",
+            r.text()
+        );
+        assert_eq!(
+            prompt(&s.addr, "/-/healthy", Duration::from_secs(1)).status,
+            503
+        );
+    }
+    // Retried with a back-off, not in a loop.
+    let builds = s.script.built.load(Ordering::SeqCst);
+    assert!((1..20).contains(&builds), "{builds} builds");
+}
+
+/// Polls a future once, without a runtime.
+fn poll_once<F: Future + ?Sized>(f: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+    f.poll(&mut Context::from_waker(Waker::noop()))
+}
+
+#[test]
+fn a_waiter_gets_the_collection_it_waited_for_even_when_the_next_one_has_started() {
+    let script = Arc::new(Script::default());
+    let s = serve(script, None);
+    let budget = Duration::from_secs(5);
+    s.script.sampling.set(true);
+    // Scrape A starts collection 1 and waits for it.
+    let mut a = Box::pin(s.service.collect(budget));
+    assert!(poll_once(a.as_mut()).is_pending());
+    s.script.sampling.wait_arrived(1);
+    // Collection 1 finishes; A has not woken yet.
+    s.script.sampling.set(false);
+    let until = Instant::now() + Duration::from_secs(10);
+    while s.service.last().is_none() {
+        assert!(Instant::now() < until, "collection 1 never finished");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Scrape B starts collection 2, which is held.
+    s.script.sampling.set(true);
+    let mut b = Box::pin(s.service.collect(budget));
+    assert!(poll_once(b.as_mut()).is_pending());
+    s.script.sampling.wait_arrived(2);
+    assert_eq!(s.service.collections_started(), 2);
+    // A wakes now: it gets collection 1 at once, not a wait for 2.
+    match poll_once(a.as_mut()) {
+        Poll::Ready(Ok(c)) => assert_eq!(c.generation, 1),
+        Poll::Ready(Err(e)) => panic!("scrape A failed: {e}"),
+        Poll::Pending => panic!("scrape A lost collection 1's result and waits for collection 2"),
+    }
+    s.script.sampling.set(false);
+    let got = s.rt.block_on(b).unwrap();
+    assert_eq!(got.generation, 2);
+}
+
+/// The user lookup of this test binary: "hang" never answers; other names
+/// exist. `HANGING` counts lookups stuck in it.
+static HANGING: AtomicU64 = AtomicU64::new(0);
+
+fn install_hanging_user_lookup() {
+    config::set_user_lookup(Arc::new(|name: &str| {
+        if name == "hang" {
+            HANGING.fetch_add(1, Ordering::SeqCst);
+            loop {
+                std::thread::park();
+            }
+        }
+        Ok(true)
+    }));
+}
+
+/// Threads of this process named `name`.
+fn threads_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .count()
+}
+
+#[test]
+fn reloads_apply_in_the_order_they_read_the_file_and_a_hung_nss_holds_one_thread() {
+    install_hanging_user_lookup();
+    let cfg = config_file(
+        "supervision-reload",
+        "ranges:\n  - name: older\n    ports: 3224\n    expected:\n      - user: hang\n",
+    );
+    let s = serve(Arc::new(Script::default()), Some(cfg.clone()));
+    let service = s.service.clone();
+    // Reload 1 reads the older file and hangs in NSS on its user name ...
+    let first = s.rt.spawn({
+        let service = service.clone();
+        async move { service.reload("first").await }
+    });
+    let until = Instant::now() + Duration::from_secs(10);
+    while HANGING.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < until, "reload 1 never looked the user up");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // ... while the file changes and reload 2 reads the newer one (it
+    // names no user, so nothing holds it up).
+    std::fs::write(&cfg, "ranges:\n  - name: newer\n    ports: 3230\n").unwrap();
+    let second = s.rt.spawn({
+        let service = service.clone();
+        async move { service.reload("second").await }
+    });
+    let (first, second) = s.rt.block_on(async { (first.await, second.await) });
+    assert_eq!(first.unwrap(), Ok(1));
+    assert_eq!(second.unwrap(), Ok(1));
+    assert_eq!(
+        service.config().ranges[0].name,
+        "newer",
+        "the newest read is in force"
+    );
+    // More reloads while NSS still hangs: no more lookup threads, and each
+    // says why its user name could not be checked.
+    std::fs::write(
+        &cfg,
+        "ranges:\n  - name: again\n    ports: 3224\n    expected:\n      - user: hang\n",
+    )
+    .unwrap();
+    for _ in 0..5 {
+        let t = Instant::now();
+        assert_eq!(s.rt.block_on(service.reload("again")), Ok(1));
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        let warned = &service.config().warnings;
+        assert!(
+            warned[0]
+                .message
+                .contains("NSS has not answered the previous lookup"),
+            "{warned:?}"
+        );
+    }
+    assert_eq!(HANGING.load(Ordering::SeqCst), 1);
+    assert_eq!(threads_named("user-check"), 1);
+}
