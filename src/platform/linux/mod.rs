@@ -23,8 +23,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::platform::{
-    Attribution, EphemeralPorts, Filter, Holder, Namespaces, Platform, PlatformOptions,
-    SampleError, Socket, UserNameResolver, UserResolver,
+    Attribution, EphemeralPorts, Filter, Holder, Namespaces, Platform, PlatformOptions, Sample,
+    SampleError, Skipped, Socket, UserNameResolver, UserResolver,
 };
 use crate::ranges::{PortSet, Protocol};
 
@@ -39,9 +39,12 @@ pub struct LinuxPlatform {
     procfs: PathBuf,
     attributor: attribution::Attributor,
     missing: Vec<&'static str>,
-    sample_timeout: Duration,
     /// Every network namespace (`--collector.netns`), or only our own.
     netns: Option<netns::NetnsSampler>,
+    /// Tunnel devices per namespace (0: our own, without the collector).
+    tunnels: tunnels::TunnelCache,
+    /// Stages whose skipped parts were logged at warning level once.
+    warned_stages: HashSet<&'static str>,
 }
 
 impl LinuxPlatform {
@@ -60,8 +63,9 @@ impl LinuxPlatform {
             procfs,
             attributor,
             missing,
-            sample_timeout: Duration::from_secs(5),
             netns: None,
+            tunnels: tunnels::TunnelCache::default(),
+            warned_stages: HashSet::new(),
         }
     }
 
@@ -78,69 +82,41 @@ impl LinuxPlatform {
         &self.attributor
     }
 
-    /// Of the kernel candidates, those whose sockets a second sample (of
-    /// their own namespace) still shows: a holder that exited during the
-    /// scan took its socket along.
-    fn still_present(&mut self, sockets: &[Socket], candidates: &[u64]) -> HashSet<u64> {
-        let wanted: HashSet<u64> = candidates.iter().copied().collect();
-        let mut per_netns: HashMap<u64, Intervals> = HashMap::new();
-        for s in sockets.iter().filter(|s| wanted.contains(&s.inode)) {
-            let (tcp, udp) = per_netns.entry(s.netns).or_default();
-            match s.protocol {
-                Protocol::Tcp => tcp.push((s.port, s.port)),
-                Protocol::Udp => udp.push((s.port, s.port)),
-            }
-        }
-        let mut present = HashSet::new();
-        for (ns, (tcp, udp)) in per_netns {
-            let filter = Filter {
-                tcp: PortSet::from_intervals(tcp),
-                udp: PortSet::from_intervals(udp),
-            };
-            let again = match &mut self.netns {
-                Some(n) if ns != 0 => n.resample(ns, &filter, self.sample_timeout),
-                _ => netlink::sample(&filter, self.sample_timeout),
-            };
-            if let Ok(again) = again {
-                present.extend(again.iter().map(|s| s.inode).filter(|i| wanted.contains(i)));
-            }
-        }
-        present
-    }
-
-    /// The UDP tunnel devices by (namespace, port), for the namespaces of
-    /// `sockets`.
-    fn tunnel_devices(&mut self, sockets: &[Socket]) -> HashMap<(u64, u16), String> {
-        let namespaces: HashSet<u64> = sockets.iter().map(|s| s.netns).collect();
-        let mut out = HashMap::new();
-        for ns in namespaces {
-            let found = match &mut self.netns {
-                Some(n) if ns != 0 => n.tunnel_ports(ns),
-                _ => tunnels::udp_tunnel_ports(),
-            };
-            match found {
-                Ok(ports) => out.extend(ports.into_iter().map(|(port, dev)| ((ns, port), dev))),
-                Err(e) => log::debug!("cannot list tunnel devices over rtnetlink: {e}"),
-            }
-        }
-        out
-    }
-}
-
-impl Platform for LinuxPlatform {
-    fn sample(&mut self, filter: &Filter, timeout: Duration) -> Result<Vec<Socket>, SampleError> {
-        self.sample_timeout = timeout;
+    /// One sample of the sockets in `filter`, waiting no later than
+    /// `deadline`: with `--collector.netns`, every namespace (those not
+    /// read by then are listed in [`Sample::skipped`]); otherwise the
+    /// exporter's own, which must be read whole or the sample fails.
+    pub fn sample_until(
+        &mut self,
+        filter: &Filter,
+        deadline: Instant,
+    ) -> Result<Sample, SampleError> {
         match &mut self.netns {
-            Some(n) => n.sample(filter, timeout),
-            None => netlink::sample(filter, timeout),
+            Some(n) => {
+                let sample = n.sample(filter, deadline)?;
+                self.tunnels.retain(|ns| n.knows(ns));
+                Ok(sample)
+            }
+            None => Ok(Sample {
+                sockets: netlink::sample(filter, deadline)?,
+                namespaces: None,
+                skipped: Vec::new(),
+            }),
         }
     }
 
-    fn namespaces(&self) -> Option<Namespaces> {
-        self.netns.as_ref().map(|n| n.namespaces())
-    }
-
-    fn attribute(&mut self, sockets: &[Socket], deadline: Instant) -> Attribution {
+    /// Finds the holders of a sample's sockets, then confirms the
+    /// kernel-held candidates (a second sample of their namespace) and
+    /// names their tunnel devices, all no later than `deadline`. What could
+    /// not be done is returned as skipped: a candidate whose second sample
+    /// failed or did not happen in time is not confirmed (its holder stays
+    /// unknown).
+    pub fn attribute_until(
+        &mut self,
+        sockets: &[Socket],
+        deadline: Instant,
+    ) -> (Attribution, Vec<Skipped>) {
+        let mut skipped = Vec::new();
         let mut pass = self.attributor.attribute(sockets, deadline);
         let devices = if pass.kernel.is_empty() && pass.candidates.is_empty() {
             HashMap::new()
@@ -152,11 +128,11 @@ impl Platform for LinuxPlatform {
                 })
                 .cloned()
                 .collect();
-            self.tunnel_devices(&involved)
+            self.tunnel_devices(&involved, deadline, &mut skipped)
         };
         if !pass.candidates.is_empty() {
             let inodes: Vec<u64> = pass.candidates.iter().map(|c| c.0).collect();
-            let present = self.still_present(sockets, &inodes);
+            let present = self.still_present(sockets, &inodes, deadline, &mut skipped);
             let port_of: HashMap<u64, (Protocol, u64, u16)> = sockets
                 .iter()
                 .map(|s| (s.inode, (s.protocol, s.netns, s.port)))
@@ -193,10 +169,136 @@ impl Platform for LinuxPlatform {
                 })
             })
             .collect();
-        Attribution {
-            holders,
-            stats: pass.stats,
+        (
+            Attribution {
+                holders,
+                stats: pass.stats,
+            },
+            skipped,
+        )
+    }
+
+    /// Of the kernel candidates, those whose sockets a second sample (of
+    /// their own namespace, before `deadline`) still shows: a holder that
+    /// exited during the scan took its socket along. A namespace whose
+    /// second sample fails confirms none of its candidates, and is listed
+    /// in `skipped`.
+    fn still_present(
+        &mut self,
+        sockets: &[Socket],
+        candidates: &[u64],
+        deadline: Instant,
+        skipped: &mut Vec<Skipped>,
+    ) -> HashSet<u64> {
+        let wanted: HashSet<u64> = candidates.iter().copied().collect();
+        let mut per_netns: HashMap<u64, Intervals> = HashMap::new();
+        for s in sockets.iter().filter(|s| wanted.contains(&s.inode)) {
+            let (tcp, udp) = per_netns.entry(s.netns).or_default();
+            match s.protocol {
+                Protocol::Tcp => tcp.push((s.port, s.port)),
+                Protocol::Udp => udp.push((s.port, s.port)),
+            }
         }
+        let mut present = HashSet::new();
+        for (ns, (tcp, udp)) in per_netns {
+            let n = tcp.len() + udp.len();
+            let filter = Filter {
+                tcp: PortSet::from_intervals(tcp),
+                udp: PortSet::from_intervals(udp),
+            };
+            let again = match &mut self.netns {
+                Some(sampler) if ns != 0 => sampler.resample(ns, &filter, deadline),
+                _ => netlink::sample(&filter, deadline),
+            };
+            match again {
+                Ok(again) => {
+                    present.extend(again.iter().map(|s| s.inode).filter(|i| wanted.contains(i)))
+                }
+                Err(e) => skipped.push(Skipped {
+                    stage: "kernel_check",
+                    what: if ns == 0 {
+                        format!("second sample of {n} kernel-held candidates")
+                    } else {
+                        format!("netns {ns}: second sample of {n} kernel-held candidates")
+                    },
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        present
+    }
+
+    /// The UDP tunnel devices by (namespace, port), for the namespaces of
+    /// `sockets`, from the per-namespace cache (see [`tunnels::TunnelCache`]);
+    /// a namespace whose devices cannot be listed before `deadline` is
+    /// listed in `skipped`.
+    fn tunnel_devices(
+        &mut self,
+        sockets: &[Socket],
+        deadline: Instant,
+        skipped: &mut Vec<Skipped>,
+    ) -> HashMap<(u64, u16), String> {
+        let mut wanted: HashMap<u64, Vec<u16>> = HashMap::new();
+        for s in sockets.iter().filter(|s| s.protocol == Protocol::Udp) {
+            wanted.entry(s.netns).or_default().push(s.port);
+        }
+        let mut out = HashMap::new();
+        let now = Instant::now();
+        for (ns, ports) in wanted {
+            let sampler = &mut self.netns;
+            let found = self.tunnels.get(ns, &ports, now, || match sampler {
+                Some(n) if ns != 0 => n.tunnel_ports(ns, deadline),
+                _ => tunnels::udp_tunnel_ports(deadline),
+            });
+            match found {
+                Ok(ports) => out.extend(ports.iter().map(|(port, dev)| ((ns, *port), dev.clone()))),
+                Err(e) => skipped.push(Skipped {
+                    stage: "tunnels",
+                    what: if ns == 0 {
+                        "tunnel devices".to_string()
+                    } else {
+                        format!("netns {ns}: tunnel devices")
+                    },
+                    reason: e,
+                }),
+            }
+        }
+        out
+    }
+
+    /// Logs what a collection skipped: the first time per stage at warning
+    /// level, then at debug level.
+    fn log_skipped(&mut self, skipped: &[Skipped]) {
+        for s in skipped {
+            if self.warned_stages.insert(s.stage) {
+                log::warn!(
+                    "skipped ({}): {}: {} (further ones of this stage at debug level)",
+                    s.stage,
+                    s.what,
+                    s.reason
+                );
+            } else {
+                log::debug!("skipped ({}): {}: {}", s.stage, s.what, s.reason);
+            }
+        }
+    }
+}
+
+impl Platform for LinuxPlatform {
+    fn sample(&mut self, filter: &Filter, timeout: Duration) -> Result<Vec<Socket>, SampleError> {
+        let sample = self.sample_until(filter, Instant::now() + timeout)?;
+        self.log_skipped(&sample.skipped);
+        Ok(sample.sockets)
+    }
+
+    fn namespaces(&self) -> Option<Namespaces> {
+        self.netns.as_ref().map(|n| n.namespaces())
+    }
+
+    fn attribute(&mut self, sockets: &[Socket], deadline: Instant) -> Attribution {
+        let (attribution, skipped) = self.attribute_until(sockets, deadline);
+        self.log_skipped(&skipped);
+        attribution
     }
 
     fn ephemeral_ports(&self) -> Result<EphemeralPorts, String> {
