@@ -367,3 +367,51 @@ impl ReloadSignals {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernel_check_that_cannot_run_is_skipped_and_confirms_nothing() {
+        // A kernel-held candidate whose second sample fails (here: the
+        // deadline has passed) is not confirmed, and the failure is listed
+        // instead of dropped.
+        let mut p = LinuxPlatform::new(PathBuf::from(DEFAULT_PROCFS));
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let filter = Filter {
+            tcp: PortSet::default(),
+            udp: PortSet::from_intervals(vec![(port, port)]),
+        };
+        let sample = p
+            .sample_until(&filter, Instant::now() + Duration::from_secs(5))
+            .unwrap();
+        assert!(sample.skipped.is_empty());
+        let s = &sample.sockets;
+        let inodes: Vec<u64> = s.iter().map(|x| x.inode).collect();
+        let mut skipped = Vec::new();
+        let present = p.still_present(s, &inodes, Instant::now(), &mut skipped);
+        assert!(present.is_empty());
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert_eq!(skipped[0].stage, "kernel_check");
+        assert!(skipped[0].reason.contains("deadline"), "{:?}", skipped[0]);
+        // With time left the same check confirms it.
+        let mut none = Vec::new();
+        let present = p.still_present(
+            s,
+            &inodes,
+            Instant::now() + Duration::from_secs(5),
+            &mut none,
+        );
+        assert_eq!(present.len(), 1);
+        assert!(none.is_empty());
+        // Tunnel discovery past the deadline: skipped, not "no device".
+        let mut skipped = Vec::new();
+        let devices = p.tunnel_devices(s, Instant::now(), &mut skipped);
+        assert!(devices.is_empty());
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert_eq!(skipped[0].stage, "tunnels");
+        drop(sock);
+    }
+}

@@ -219,7 +219,7 @@ fn plan(b: &[u16], first_in: bool, leaf: usize) -> Vec<Op> {
     }
     // The verdict of gap i: the ports in [B_{i-1}, B_i).
     let verdict = |i: usize| {
-        if (i % 2 == 0) == first_in {
+        if i.is_multiple_of(2) == first_in {
             Target::Accept
         } else {
             Target::Reject
