@@ -30,6 +30,15 @@
 //!   `/var/log/pods` ([`containers`]), and the ephemeral port range from the
 //!   namespace's own sysctls (opened inside it once, then re-read).
 //!
+//! - Deadline: the host's namespace is read first and must be read whole;
+//!   every other wait (the helper thread, each dump, each chunk of a
+//!   `/proc/<pid>/net` table, the kernel-held check's second sample, the
+//!   tunnel-device dump over a NETLINK_ROUTE socket kept per namespace)
+//!   ends at the collection's deadline, and a namespace not read by then
+//!   is listed in the sample's `skipped` and counted unsampled. A panic on
+//!   the helper thread is caught there and reported the same way (error
+//!   log); each batch gets a new helper.
+//!
 //! A pid that exits, or is reused in another namespace, between discovery
 //! and `setns` makes the helper try the namespace's next pid or mount; a
 //! namespace with none left is gone and simply not reported.
