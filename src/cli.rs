@@ -559,7 +559,7 @@ fn serve(
         let ranges: Vec<String> = config
             .ranges
             .iter()
-            .map(|r| format!("{}={}", r.name, r.ports))
+            .map(|r| format!("{}={}", r.name, r.ports.summary()))
             .collect();
         let procfs = cli.procfs.clone();
         let registry = if cli.disable_exporter_metrics {

@@ -47,6 +47,10 @@ pub struct Collector {
     missing: Vec<&'static str>,
     warned_permission: bool,
     warned_ephemeral: bool,
+    /// Stages whose left-out parts were logged at warning level once; the
+    /// next ones go to debug (the metric and the status document carry
+    /// every collection's).
+    warned_stages: HashSet<&'static str>,
     warned_excluded: bool,
 }
 
@@ -78,6 +82,7 @@ impl Collector {
             missing,
             warned_permission: false,
             warned_ephemeral: false,
+            warned_stages: HashSet::new(),
             warned_excluded: false,
         }
     }
@@ -131,7 +136,13 @@ impl Collector {
         report.collectors = runs;
         report.duration = started.elapsed();
         for s in &report.skipped {
-            log::warn!("collection incomplete: {s}");
+            if self.warned_stages.insert(s.stage) {
+                log::warn!(
+                    "collection incomplete: {s} (further parts left out at this stage are logged at debug level)"
+                );
+            } else {
+                log::debug!("collection incomplete: {s}");
+            }
         }
         report
     }

@@ -107,6 +107,22 @@ impl PortSet {
         idx > 0 && self.intervals[idx - 1].1 >= port
     }
 
+    /// The set for a log line: as written when it has a few intervals,
+    /// otherwise a count and the span (`4001 ports in 4001 intervals,
+    /// 1000-21000`), so that a set of thousands of single ports does not
+    /// make a 20 KB line.
+    pub fn summary(&self) -> String {
+        const SHOWN: usize = 8;
+        match (self.intervals.first(), self.intervals.last()) {
+            (Some(&(lo, _)), Some(&(_, hi))) if self.intervals.len() > SHOWN => format!(
+                "{} ports in {} intervals, {lo}-{hi}",
+                self.len(),
+                self.intervals.len()
+            ),
+            _ => self.to_string(),
+        }
+    }
+
     /// Every port of the set, in ascending order.
     pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
         self.intervals.iter().flat_map(|&(lo, hi)| lo..=hi)
@@ -214,6 +230,18 @@ fn parse_port(text: &str) -> Result<u16, PortError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_set_is_summarised_for_the_log() {
+        let every_fifth: Vec<(u16, u16)> = (1000..=21000u16).step_by(5).map(|p| (p, p)).collect();
+        assert_eq!(
+            PortSet::from_intervals(every_fifth).summary(),
+            "4001 ports in 4001 intervals, 1000-21000"
+        );
+        let few = PortSet::from_intervals(vec![(3224, 3324), (5000, 5000)]);
+        assert_eq!(few.summary(), "3224-3324,5000");
+        assert_eq!(PortSet::default().summary(), "");
+    }
 
     #[test]
     fn parses_single_ports_and_ranges() {

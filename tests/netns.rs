@@ -600,8 +600,9 @@ fn a_pid_that_exits_before_setns_is_handled() {
             let d = s.discover();
             assert!(d.found.contains_key(&ns), "{mode:?}: {d:?}");
             let live = h
-                .making_threads(|| s.sample_discovered(&d, &filter, Duration::from_secs(5)))
-                .unwrap();
+                .making_threads(|| s.sample_discovered(&d, &filter, soon()))
+                .unwrap()
+                .sockets;
             assert_eq!(live.iter().filter(|x| x.netns == ns).count(), 1, "{mode:?}");
             // ...and it exits between the next discovery and the setns (or
             // the /proc/<pid>/net read): the namespace is gone, not an error
@@ -611,8 +612,9 @@ fn a_pid_that_exits_before_setns_is_handled() {
             assert!(d.found.contains_key(&ns));
             holder.stop();
             let got = h
-                .making_threads(|| s2.sample_discovered(&d, &filter, Duration::from_secs(5)))
-                .unwrap();
+                .making_threads(|| s2.sample_discovered(&d, &filter, soon()))
+                .unwrap()
+                .sockets;
             assert!(got.iter().all(|x| x.netns != ns), "{mode:?}: {got:?}");
             let after = s2.namespaces();
             assert!(after.list.iter().all(|n| n.id != ns), "{mode:?}");
@@ -620,13 +622,17 @@ fn a_pid_that_exits_before_setns_is_handled() {
             assert!(after.list.iter().any(|n| n.host && n.id == own));
             // The first sampler's cached fds for it close on its next scrape.
             let cached = s.cached();
-            h.making_threads(|| s.sample(&filter, Duration::from_secs(5)))
-                .unwrap();
+            h.making_threads(|| s.sample(&filter, soon())).unwrap();
             if mode == Mode::Setns {
                 assert_eq!(s.cached(), cached - 1, "{mode:?}");
             }
         }
     });
+}
+
+/// A sampling deadline 5 s away.
+fn soon() -> Instant {
+    Instant::now() + Duration::from_secs(5)
 }
 
 /// Container and pod come from the holder's cgroup and /var/log/pods, the

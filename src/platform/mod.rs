@@ -220,6 +220,10 @@ pub enum SampleError {
     },
     #[error("{dump} dump: no complete answer from the kernel within {seconds} s")]
     Timeout { dump: String, seconds: u64 },
+    /// The collection's deadline passed before the dump ended: what it
+    /// would have said is unknown.
+    #[error("{dump} dump: the collection's deadline passed before the kernel's answer ended")]
+    Deadline { dump: String },
     #[error("{dump} dump: the kernel refused it: {message}{hint}")]
     Kernel {
         dump: String,

@@ -20,10 +20,10 @@ pub mod systemd;
 pub mod tunnels;
 pub mod users;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::platform::{
     Attribution, EphemeralPorts, Filter, Holder, KernelCandidate, PerProtocol, Platform,
@@ -54,6 +54,8 @@ pub struct LinuxPlatform {
     missing: Vec<&'static str>,
     /// Every network namespace (`--collector.netns`), or only our own.
     netns: Option<netns::NetnsSampler>,
+    /// Tunnel devices per namespace (0: our own, without the collector).
+    tunnels: tunnels::TunnelCache,
 }
 
 impl LinuxPlatform {
@@ -73,6 +75,7 @@ impl LinuxPlatform {
             attributor,
             missing,
             netns: None,
+            tunnels: tunnels::TunnelCache::default(),
         }
     }
 
@@ -105,7 +108,7 @@ impl LinuxPlatform {
     fn still_present(
         &mut self,
         candidates: &[&Socket],
-        timeout: Duration,
+        deadline: Instant,
         skipped: &mut Vec<Skipped>,
     ) -> HashSet<u64> {
         let wanted: HashSet<u64> = candidates.iter().map(|s| s.inode).collect();
@@ -121,8 +124,8 @@ impl LinuxPlatform {
                 udp: PortSet::from_intervals(intervals.udp),
             };
             let again = match &mut self.netns {
-                Some(n) if ns != 0 => n.resample(ns, &filter, timeout),
-                _ => netlink::sample(&filter, timeout),
+                Some(n) if ns != 0 => n.resample(ns, &filter, deadline),
+                _ => netlink::sample(&filter, deadline),
             };
             match again {
                 Ok(again) => {
@@ -139,22 +142,29 @@ impl LinuxPlatform {
     }
 
     /// The UDP tunnel devices by (namespace, port), for the namespaces of
-    /// `sockets`. A namespace whose devices cannot be listed is said in
-    /// `skipped`.
+    /// `sockets`, from the per-namespace cache (see
+    /// [`tunnels::TunnelCache`]); a namespace whose devices cannot be
+    /// listed before `deadline` is said in `skipped`.
     fn tunnel_devices<'a>(
         &mut self,
         sockets: impl Iterator<Item = &'a Socket>,
+        deadline: Instant,
         skipped: &mut Vec<Skipped>,
     ) -> HashMap<(u64, u16), String> {
-        let namespaces: BTreeSet<u64> = sockets.map(|s| s.netns).collect();
+        let mut wanted: BTreeMap<u64, Vec<u16>> = BTreeMap::new();
+        for s in sockets.filter(|s| s.protocol == Protocol::Udp) {
+            wanted.entry(s.netns).or_default().push(s.port);
+        }
         let mut out = HashMap::new();
-        for ns in namespaces {
-            let found = match &mut self.netns {
-                Some(n) if ns != 0 => n.tunnel_ports(ns),
-                _ => tunnels::udp_tunnel_ports(),
-            };
+        let now = Instant::now();
+        for (ns, ports) in wanted {
+            let sampler = &mut self.netns;
+            let found = self.tunnels.get(ns, &ports, now, || match sampler {
+                Some(n) if ns != 0 => n.tunnel_ports(ns, deadline),
+                _ => tunnels::udp_tunnel_ports(deadline),
+            });
             match found {
-                Ok(ports) => out.extend(ports.into_iter().map(|(port, dev)| ((ns, port), dev))),
+                Ok(ports) => out.extend(ports.iter().map(|(port, dev)| ((ns, *port), dev.clone()))),
                 Err(e) => skipped.push(Skipped::new(
                     Skipped::TUNNELS,
                     format!("tunnel devices of {}", netns_name(ns)),
@@ -175,32 +185,19 @@ fn netns_name(ns: u64) -> String {
     }
 }
 
-/// The longest a single netlink receive waits.
-const SAMPLE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How long a wait may last to end by `deadline`: what is left, at most
-/// [`SAMPLE_TIMEOUT`] and at least a millisecond (a zero receive timeout
-/// would wait for ever).
-fn timeout_until(deadline: Instant) -> Duration {
-    deadline
-        .saturating_duration_since(Instant::now())
-        .clamp(Duration::from_millis(1), SAMPLE_TIMEOUT)
-}
-
 impl Platform for LinuxPlatform {
+    /// With `--collector.netns`, every namespace (those not read by the
+    /// deadline are listed in [`Sample::skipped`]); otherwise the
+    /// exporter's own, which must be read whole or the sample fails.
     fn sample(&mut self, filter: &Filter, deadline: Instant) -> Result<Sample, SampleError> {
-        let timeout = timeout_until(deadline);
         match &mut self.netns {
             Some(n) => {
-                let sockets = n.sample(filter, timeout)?;
-                Ok(Sample {
-                    sockets,
-                    namespaces: Some(n.namespaces()),
-                    skipped: Vec::new(),
-                })
+                let sample = n.sample(filter, deadline)?;
+                self.tunnels.retain(|ns| n.knows(ns));
+                Ok(sample)
             }
             None => Ok(Sample {
-                sockets: netlink::sample(filter, timeout)?,
+                sockets: netlink::sample(filter, deadline)?,
                 namespaces: None,
                 skipped: Vec::new(),
             }),
@@ -260,7 +257,7 @@ impl Platform for LinuxPlatform {
             .filter(|(_, h)| is_kernel(h))
             .map(|(s, _)| s)
             .chain(candidates.iter().map(|c| &sockets[c.index]));
-        let devices = self.tunnel_devices(involved, &mut attribution.skipped);
+        let devices = self.tunnel_devices(involved, deadline, &mut attribution.skipped);
         let device_of = |s: &Socket| {
             (s.protocol == Protocol::Udp)
                 .then(|| devices.get(&(s.netns, s.port)).cloned())
@@ -268,8 +265,7 @@ impl Platform for LinuxPlatform {
         };
         if !candidates.is_empty() {
             let checked: Vec<&Socket> = candidates.iter().map(|c| &sockets[c.index]).collect();
-            let present =
-                self.still_present(&checked, timeout_until(deadline), &mut attribution.skipped);
+            let present = self.still_present(&checked, deadline, &mut attribution.skipped);
             let confirmed: Vec<usize> = candidates
                 .iter()
                 .filter(|c| {
@@ -386,5 +382,51 @@ impl ReloadSignals {
             Some(s) => s.recv().await.map(|_| "SIGHUP"),
             None => std::future::pending().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernel_check_that_cannot_run_is_skipped_and_confirms_nothing() {
+        // A kernel-held candidate whose second sample fails (here: the
+        // deadline has passed) is not confirmed, and the failure is listed
+        // instead of dropped.
+        let mut p = LinuxPlatform::new(PathBuf::from(DEFAULT_PROCFS));
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let filter = Filter {
+            tcp: PortSet::default(),
+            udp: PortSet::from_intervals(vec![(port, port)]),
+        };
+        let sample = p
+            .sample(&filter, Instant::now() + std::time::Duration::from_secs(5))
+            .unwrap();
+        assert!(sample.skipped.is_empty());
+        let s: Vec<&Socket> = sample.sockets.iter().collect();
+        let mut skipped = Vec::new();
+        let present = p.still_present(&s, Instant::now(), &mut skipped);
+        assert!(present.is_empty());
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert_eq!(skipped[0].stage, Skipped::KERNEL_CHECK);
+        assert!(skipped[0].reason.contains("deadline"), "{:?}", skipped[0]);
+        // With time left the same check confirms it.
+        let mut none = Vec::new();
+        let present = p.still_present(
+            &s,
+            Instant::now() + std::time::Duration::from_secs(5),
+            &mut none,
+        );
+        assert_eq!(present.len(), 1);
+        assert!(none.is_empty());
+        // Tunnel discovery past the deadline: skipped, not "no device".
+        let mut skipped = Vec::new();
+        let devices = p.tunnel_devices(s.iter().copied(), Instant::now(), &mut skipped);
+        assert!(devices.is_empty());
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert_eq!(skipped[0].stage, Skipped::TUNNELS);
+        drop(sock);
     }
 }

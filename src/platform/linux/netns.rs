@@ -30,6 +30,15 @@
 //!   `/var/log/pods` ([`containers`]), and the ephemeral port range from the
 //!   namespace's own sysctls (opened inside it once, then re-read).
 //!
+//! - Deadline: the host's namespace is read first and must be read whole;
+//!   every other wait (the helper thread, each dump, each chunk of a
+//!   `/proc/<pid>/net` table, the kernel-held check's second sample, the
+//!   tunnel-device dump over a NETLINK_ROUTE socket kept per namespace)
+//!   ends at the collection's deadline, and a namespace not read by then
+//!   is listed in the sample's `skipped` and counted unsampled. A panic on
+//!   the helper thread is caught there and reported the same way (error
+//!   log); each batch gets a new helper.
+//!
 //! A pid that exits, or is reused in another namespace, between discovery
 //! and `setns` makes the helper try the namespace's next pid or mount; a
 //! namespace with none left is gone and simply not reported.
@@ -40,14 +49,15 @@ pub mod procnet;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::Instant;
 
 use rustix::fs::{AtFlags, OFlags};
 use rustix::io::Errno;
 
 use super::{netlink, sysctl, tunnels};
 use crate::platform::{
-    EphemeralPorts, Filter, Namespace, Namespaces, PlatformError, SampleError, Socket,
+    EphemeralPorts, Filter, Namespace, Namespaces, PlatformError, Sample, SampleError, Skipped,
+    Socket,
 };
 use crate::ranges::{PortSet, Protocol};
 use procnet::SockCounts;
@@ -125,6 +135,10 @@ struct Handle {
     /// `ip_local_port_range` and `ip_local_reserved_ports`, opened inside
     /// once the namespace has series.
     sysctls: Option<(OwnedFd, OwnedFd)>,
+    /// A NETLINK_ROUTE socket, made inside once the namespace holds
+    /// kernel-held sockets (for [`NetnsSampler::tunnel_ports`]).
+    route: Option<OwnedFd>,
+    route_seq: u32,
 }
 
 impl Handle {
@@ -138,6 +152,8 @@ impl Handle {
             sockstat: open("sockstat").ok(),
             sockstat6: open("sockstat6").ok(),
             sysctls: None,
+            route: None,
+            route_seq: 0,
         })
     }
 
@@ -206,6 +222,26 @@ enum VisitError {
     Denied(Errno),
     /// The helper could not go back to its own namespace; it stopped there.
     Stranded(Errno),
+    /// The work panicked inside it, or the helper stopped before it got
+    /// there (stranded, or a panic outside the work): what happened.
+    HelperFailed(String),
+    /// The deadline passed before the helper got to it.
+    Deadline,
+}
+
+impl std::fmt::Display for VisitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VisitError::Gone => f.write_str("it is gone"),
+            VisitError::Denied(e) => write!(f, "entering it was refused: {e}"),
+            VisitError::Stranded(e) => write!(
+                f,
+                "the helper thread could not return to its own namespace ({e})"
+            ),
+            VisitError::HelperFailed(m) => write!(f, "the netns helper thread {m}"),
+            VisitError::Deadline => f.write_str("deadline passed"),
+        }
+    }
 }
 
 /// Where to open a namespace from: its pids' `ns/net`, then its mounts.
@@ -218,57 +254,108 @@ fn sources(procfs: &Path, f: &Found) -> Vec<PathBuf> {
 }
 
 /// Runs `work` inside each target namespace, on a helper thread that
-/// enters each with `setns` and comes back before the next. The thread
-/// ends with the batch, so whatever happens it never serves anything else.
-fn visit<T: Send>(
+/// enters each with `setns` and comes back before the next, and waits for
+/// it no later than `deadline`: targets it has not done by then are
+/// [`VisitError::Deadline`] (a helper caught in a slow `open` or `setns`
+/// is left to finish on its own; it ends with its batch and serves nothing
+/// else). A panic in `work` is caught on the helper, which goes home and
+/// goes on with the next target; the namespace gets
+/// [`VisitError::HelperFailed`] and the caller logs it at error level. Each
+/// batch has a helper of its own, so a helper that died is never reused.
+fn visit<T, F>(
     targets: &[(u64, Vec<PathBuf>)],
-    work: &(dyn Fn(u64) -> T + Sync),
-) -> Vec<(u64, Result<T, VisitError>)> {
-    std::thread::scope(|scope| {
-        let helper = std::thread::Builder::new()
-            .name("netns".into())
-            .spawn_scoped(scope, || {
-                let mut out = Vec::with_capacity(targets.len());
-                let home = match open_ro(&Path::new(SELF_PROC).join("thread-self/ns/net")) {
-                    Ok(h) => h,
-                    Err(e) => {
-                        return targets
-                            .iter()
-                            .map(|(i, _)| (*i, Err(VisitError::Denied(e))))
-                            .collect();
+    deadline: Instant,
+    work: F,
+) -> Vec<(u64, Result<T, VisitError>)>
+where
+    T: Send + 'static,
+    F: Fn(u64) -> T + Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::channel::<(u64, Result<T, VisitError>)>();
+    let batch: Vec<(u64, Vec<PathBuf>)> = targets.to_vec();
+    let spawned = std::thread::Builder::new()
+        .name("netns".into())
+        .spawn(move || {
+            let home = match open_ro(&Path::new(SELF_PROC).join("thread-self/ns/net")) {
+                Ok(h) => h,
+                Err(e) => {
+                    for (i, _) in &batch {
+                        let _ = tx.send((*i, Err(VisitError::Denied(e))));
                     }
-                };
-                for (inode, paths) in targets {
-                    let entered = enter(*inode, paths);
-                    let result = match entered {
-                        Ok(()) => {
-                            let r = work(*inode);
-                            if let Err(e) = rustix::thread::move_into_link_name_space(
-                                home.as_fd(),
-                                Some(rustix::thread::LinkNameSpaceType::Network),
-                            ) {
-                                out.push((*inode, Err(VisitError::Stranded(e))));
-                                return out;
-                            }
-                            Ok(r)
-                        }
-                        Err(e) => Err(e),
-                    };
-                    out.push((*inode, result));
+                    return;
                 }
-                out
-            });
-        match helper {
-            Ok(h) => h.join().unwrap_or_default(),
-            Err(e) => {
-                let errno = Errno::from_io_error(&e).unwrap_or(Errno::AGAIN);
-                targets
-                    .iter()
-                    .map(|(i, _)| (*i, Err(VisitError::Denied(errno))))
-                    .collect()
+            };
+            for (inode, paths) in &batch {
+                if Instant::now() >= deadline {
+                    return; // the caller marks the rest
+                }
+                let result = match enter(*inode, paths) {
+                    Ok(()) => {
+                        let r =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(*inode)));
+                        if let Err(e) = rustix::thread::move_into_link_name_space(
+                            home.as_fd(),
+                            Some(rustix::thread::LinkNameSpaceType::Network),
+                        ) {
+                            let _ = tx.send((*inode, Err(VisitError::Stranded(e))));
+                            return;
+                        }
+                        r.map_err(|p| {
+                            VisitError::HelperFailed(format!(
+                                "panicked: {}",
+                                panic_message(p.as_ref())
+                            ))
+                        })
+                    }
+                    Err(e) => Err(e),
+                };
+                if tx.send((*inode, result)).is_err() {
+                    return; // the caller stopped waiting
+                }
+            }
+        });
+    let mut out: Vec<(u64, Result<T, VisitError>)> = Vec::with_capacity(targets.len());
+    if let Err(e) = spawned {
+        let errno = Errno::from_io_error(&e).unwrap_or(Errno::AGAIN);
+        return targets
+            .iter()
+            .map(|(i, _)| (*i, Err(VisitError::Denied(errno))))
+            .collect();
+    }
+    let mut died = false;
+    while out.len() < targets.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(r) => out.push(r),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                // Gone before every answer: stranded, past the deadline,
+                // or dead outside `work`.
+                died = Instant::now() < deadline;
+                break;
             }
         }
-    })
+    }
+    let done: HashSet<u64> = out.iter().map(|(i, _)| *i).collect();
+    for (i, _) in targets {
+        if !done.contains(i) {
+            let e = if died {
+                VisitError::HelperFailed("stopped before it got there".into())
+            } else {
+                VisitError::Deadline
+            };
+            out.push((*i, Err(e)));
+        }
+    }
+    out
+}
+
+/// The message of a caught panic.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic with no message".into())
 }
 
 /// Enters the namespace `inode` from the first of `paths` that still
@@ -297,6 +384,43 @@ fn enter(inode: u64, paths: &[PathBuf]) -> Result<(), VisitError> {
     Err(denied.map_or(VisitError::Gone, VisitError::Denied))
 }
 
+/// Tries `setns` into the namespace at `own` (the caller's own): whether
+/// this thread may enter network namespaces.
+fn probe_setns(own: &Path) -> Result<(), Errno> {
+    let fd = open_ro(own)?;
+    rustix::thread::move_into_link_name_space(
+        fd.as_fd(),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )
+}
+
+/// Whether CAP_SYS_ADMIN is in this thread's effective set (`CapEff` of
+/// the exporter's own `/proc/thread-self/status`); `None` when unreadable.
+fn cap_sys_admin_effective() -> Option<bool> {
+    const CAP_SYS_ADMIN: u32 = 21;
+    let status = std::fs::read_to_string(Path::new(SELF_PROC).join("thread-self/status")).ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    let eff = u64::from_str_radix(hex.trim(), 16).ok()?;
+    Some(eff & (1 << CAP_SYS_ADMIN) != 0)
+}
+
+/// Says what refused `setns` with `errno`, given whether CAP_SYS_ADMIN is
+/// in the effective set: without it, the capability is missing; with it,
+/// something beyond capabilities refused (a seccomp filter such as the
+/// one systemd's `RestrictNamespaces=` installs, or an LSM policy).
+fn setns_refusal(errno: Errno, cap_sys_admin: Option<bool>) -> String {
+    match cap_sys_admin {
+        Some(true) => format!(
+            "setns: {errno} although CAP_SYS_ADMIN is in the effective set: a seccomp filter or LSM policy refused it, \
+             such as systemd's RestrictNamespaces= (allow `net` there, or drop it from the unit)"
+        ),
+        Some(false) => format!("setns: {errno}; it needs CAP_SYS_ADMIN"),
+        None => format!(
+            "setns: {errno}; it needs CAP_SYS_ADMIN, and no seccomp filter or LSM policy (such as systemd's RestrictNamespaces=) against it"
+        ),
+    }
+}
+
 /// Samples every network namespace on the host.
 pub struct NetnsSampler {
     paths: Paths,
@@ -307,6 +431,9 @@ pub struct NetnsSampler {
     nsfs_dev: u64,
     handles: HashMap<u64, Handle>,
     last: Namespaces,
+    /// What the last sample's discovery found (where to enter each
+    /// namespace again, for the kernel-held check and tunnel devices).
+    last_found: BTreeMap<u64, Found>,
     buf: Vec<u8>,
     warned_host: bool,
     warned_denied: bool,
@@ -324,13 +451,7 @@ impl NetnsSampler {
         let probe = std::thread::scope(|s| {
             std::thread::Builder::new()
                 .name("netns-probe".into())
-                .spawn_scoped(s, || {
-                    let fd = open_ro(&own_path)?;
-                    rustix::thread::move_into_link_name_space(
-                        fd.as_fd(),
-                        Some(rustix::thread::LinkNameSpaceType::Network),
-                    )
-                })
+                .spawn_scoped(s, || probe_setns(&own_path))
                 .map(|probe| probe.join().unwrap_or(Err(Errno::AGAIN)))
         })
         .map_err(|source| PlatformError::Spawn {
@@ -346,8 +467,9 @@ impl NetnsSampler {
             }
             Err(e) => {
                 log::warn!(
-                    "--collector.netns: cannot enter other network namespaces (setns: {e}; it needs CAP_SYS_ADMIN): reading {}/<pid>/net/{{tcp,tcp6,udp,udp6}} of a process in each instead, \
+                    "--collector.netns: cannot enter other network namespaces ({}): reading {}/<pid>/net/{{tcp,tcp6,udp,udp6}} of a process in each instead, \
                      with no kernel filter (slower); namespaces no process is in are not sampled and other namespaces' ephemeral ranges are not read",
+                    setns_refusal(e, cap_sys_admin_effective()),
                     paths.procfs.display()
                 );
                 Mode::ProcNet
@@ -365,6 +487,7 @@ impl NetnsSampler {
             nsfs_dev,
             handles: HashMap::new(),
             last: Namespaces::default(),
+            last_found: BTreeMap::new(),
             buf: Vec::with_capacity(4096),
             warned_host: false,
             warned_denied: false,
@@ -472,72 +595,70 @@ impl NetnsSampler {
         d
     }
 
-    /// Discovers and samples every namespace.
-    pub fn sample(
-        &mut self,
-        filter: &Filter,
-        timeout: Duration,
-    ) -> Result<Vec<Socket>, SampleError> {
+    /// Discovers and samples every namespace, waiting no later than
+    /// `deadline` (see [`NetnsSampler::sample_discovered`]).
+    pub fn sample(&mut self, filter: &Filter, deadline: Instant) -> Result<Sample, SampleError> {
         let d = self.discover();
-        self.sample_discovered(&d, filter, timeout)
+        self.sample_discovered(&d, filter, deadline)
     }
 
     /// Samples the namespaces of a discovery (tests call it with a
-    /// discovery whose pids have exited since).
+    /// discovery whose pids have exited since). The host's namespace goes
+    /// first and must be read, or the sample fails (a dump not ended by
+    /// `deadline` included). Every other namespace not read by `deadline`,
+    /// or whose reading failed, is listed in [`Sample::skipped`] and counted
+    /// in [`Namespaces::unsampled`]: its sockets are unknown, not none.
     pub fn sample_discovered(
         &mut self,
         d: &Discovery,
         filter: &Filter,
-        timeout: Duration,
-    ) -> Result<Vec<Socket>, SampleError> {
+        deadline: Instant,
+    ) -> Result<Sample, SampleError> {
         // Close what pins namespaces that are gone.
         self.handles.retain(|inode, _| d.found.contains_key(inode));
+        self.last_found = d.found.clone();
         let mut unsampled = 0u32;
+        let mut skipped: Vec<Skipped> = Vec::new();
+        let name = |inode: u64| match d.found.get(&inode).and_then(|f| f.name.as_deref()) {
+            Some(n) => format!("netns {inode} ({n})"),
+            None => format!("netns {inode}"),
+        };
         let mut gone: HashSet<u64> = HashSet::new();
+        let mut failed: HashSet<u64> = HashSet::new();
         if !self.handles.contains_key(&self.own) {
             self.handles.insert(self.own, Handle::make_here()?);
         }
-        if self.mode == Mode::Setns {
-            let targets: Vec<(u64, Vec<PathBuf>)> = d
-                .found
-                .values()
-                .filter(|f| !self.handles.contains_key(&f.inode))
-                .map(|f| (f.inode, sources(&self.paths.procfs, f)))
-                .collect();
-            if !targets.is_empty() {
-                let mut made: HashMap<u64, _> = visit(&targets, &|_| Handle::make_here())
-                    .into_iter()
-                    .collect();
-                for (inode, _) in &targets {
-                    let inode = *inode;
-                    match made.remove(&inode) {
-                        Some(Ok(Ok(h))) => {
-                            self.handles.insert(inode, h);
-                        }
-                        Some(Ok(Err(e))) => {
-                            log::warn!("--collector.netns: network namespace {inode}: {e}");
-                            unsampled += 1;
-                        }
-                        Some(Err(VisitError::Gone)) => {
-                            gone.insert(inode);
-                        }
-                        Some(Err(e)) => {
-                            log::debug!(
-                                "--collector.netns: cannot enter network namespace {inode}: {e:?}"
-                            );
-                            unsampled += 1;
-                        }
-                        // The helper stopped before it (stranded, or a panic).
-                        None => unsampled += 1,
-                    }
-                }
-            }
-        }
-
+        // The host first, then the others in inode order.
+        let order: Vec<&Found> = d
+            .found
+            .get(&d.host)
+            .into_iter()
+            .chain(d.found.values().filter(|f| f.inode != d.host))
+            .collect();
         let mut sockets = Vec::new();
         let mut with_sockets: HashSet<u64> = HashSet::new();
-        for f in d.found.values() {
+        let mut made_handles = false;
+        for f in order {
+            let host = f.inode == d.host;
+            if !host && Instant::now() >= deadline {
+                skipped.push(Skipped {
+                    stage: "sample",
+                    what: name(f.inode),
+                    reason: "deadline passed before it was read".into(),
+                });
+                unsampled += 1;
+                continue;
+            }
+            if !host && !made_handles && self.mode == Mode::Setns {
+                // Enter every namespace without a socket yet, in one batch.
+                made_handles = true;
+                self.make_handles(d, deadline, &mut gone, &mut failed, &mut skipped);
+            }
             if gone.contains(&f.inode) {
+                continue;
+            }
+            if failed.contains(&f.inode) {
+                unsampled += 1; // listed by make_handles
                 continue;
             }
             let start = sockets.len();
@@ -551,22 +672,46 @@ impl NetnsSampler {
                     },
                     None => netlink::Dumps::ALL,
                 };
-                let r = netlink::dump(&h.diag, filter, dumps, timeout, &mut h.seq, &mut sockets);
+                let r = netlink::dump(&h.diag, filter, dumps, deadline, &mut h.seq, &mut sockets);
                 if let Err(e) = r {
                     sockets.truncate(start);
                     self.handles.remove(&f.inode);
-                    if f.inode == d.host {
+                    if host {
                         return Err(e);
                     }
-                    log::warn!("--collector.netns: network namespace {}: {e}", f.inode);
+                    if !matches!(e, SampleError::Deadline { .. }) {
+                        log::warn!("--collector.netns: network namespace {}: {e}", f.inode);
+                    }
+                    skipped.push(Skipped {
+                        stage: "sample",
+                        what: name(f.inode),
+                        reason: e.to_string(),
+                    });
                     unsampled += 1;
                     continue;
                 }
             } else if self.mode == Mode::ProcNet {
-                match read_proc_net(&self.paths.procfs, f, filter, self.nsfs_dev, &mut sockets) {
+                match read_proc_net(
+                    &self.paths.procfs,
+                    f,
+                    filter,
+                    self.nsfs_dev,
+                    deadline,
+                    &mut sockets,
+                ) {
                     ProcNetRead::Read => {}
                     ProcNetRead::Gone => {
                         sockets.truncate(start);
+                        continue;
+                    }
+                    ProcNetRead::Deadline(what) => {
+                        sockets.truncate(start);
+                        skipped.push(Skipped {
+                            stage: "sample",
+                            what: format!("{}: {what}", name(f.inode)),
+                            reason: "deadline passed before it was read to the end".into(),
+                        });
+                        unsampled += 1;
                         continue;
                     }
                     ProcNetRead::Unreadable(why) => {
@@ -577,7 +722,8 @@ impl NetnsSampler {
                     }
                 }
             } else {
-                continue; // counted above
+                unsampled += 1; // the helper could not enter it (logged at debug)
+                continue;
             }
             for s in &mut sockets[start..] {
                 s.netns = f.inode;
@@ -592,8 +738,75 @@ impl NetnsSampler {
                 "--collector.netns: {unsampled} network namespaces could not be sampled (see portrange_netns_unsampled; --log.level=debug says why)"
             );
         }
-        self.last = self.describe(d, &with_sockets, unsampled);
-        Ok(sockets)
+        self.last = self.describe(d, &with_sockets, unsampled, deadline, &mut skipped);
+        Ok(Sample {
+            sockets,
+            namespaces: Some(self.last.clone()),
+            skipped,
+        })
+    }
+
+    /// Makes the sock_diag sockets of the namespaces of `d` that have none,
+    /// on the helper thread. Namespaces whose pids and mounts are all gone
+    /// go to `gone`; those it could not enter, to `failed` (listed in
+    /// `skipped` when the deadline or a helper failure is why).
+    fn make_handles(
+        &mut self,
+        d: &Discovery,
+        deadline: Instant,
+        gone: &mut HashSet<u64>,
+        failed: &mut HashSet<u64>,
+        skipped: &mut Vec<Skipped>,
+    ) {
+        let targets: Vec<(u64, Vec<PathBuf>)> = d
+            .found
+            .values()
+            .filter(|f| !self.handles.contains_key(&f.inode))
+            .map(|f| (f.inode, sources(&self.paths.procfs, f)))
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        for (inode, made) in visit(&targets, deadline, |_| Handle::make_here()) {
+            let what = || match d.found.get(&inode).and_then(|f| f.name.as_deref()) {
+                Some(n) => format!("netns {inode} ({n})"),
+                None => format!("netns {inode}"),
+            };
+            match made {
+                Ok(Ok(h)) => {
+                    self.handles.insert(inode, h);
+                }
+                Ok(Err(e)) => {
+                    log::warn!("--collector.netns: network namespace {inode}: {e}");
+                    failed.insert(inode);
+                    skipped.push(Skipped {
+                        stage: "sample",
+                        what: what(),
+                        reason: e.to_string(),
+                    });
+                }
+                Err(VisitError::Gone) => {
+                    gone.insert(inode);
+                }
+                Err(e @ (VisitError::Deadline | VisitError::HelperFailed(_))) => {
+                    if matches!(e, VisitError::HelperFailed(_)) {
+                        log::error!(
+                            "--collector.netns: network namespace {inode}: {e}; it is reported unsampled, and the next collection starts a new helper"
+                        );
+                    }
+                    failed.insert(inode);
+                    skipped.push(Skipped {
+                        stage: "sample",
+                        what: what(),
+                        reason: e.to_string(),
+                    });
+                }
+                Err(e) => {
+                    log::debug!("--collector.netns: cannot enter network namespace {inode}: {e}");
+                    failed.insert(inode);
+                }
+            }
+        }
     }
 
     /// The host's namespace and those with sockets, with their context.
@@ -602,6 +815,8 @@ impl NetnsSampler {
         d: &Discovery,
         with_sockets: &HashSet<u64>,
         unsampled: u32,
+        deadline: Instant,
+        skipped: &mut Vec<Skipped>,
     ) -> Namespaces {
         let listed: Vec<&Found> = d
             .found
@@ -627,9 +842,20 @@ impl NetnsSampler {
         let others: Vec<(u64, Vec<PathBuf>)> =
             need.into_iter().filter(|(i, _)| *i != self.own).collect();
         if self.mode == Mode::Setns && !others.is_empty() {
-            for (i, r) in visit(&others, &|_| open_sysctls_here()) {
-                if let (Ok(s), Some(h)) = (r, self.handles.get_mut(&i)) {
-                    h.sysctls = s;
+            for (i, r) in visit(&others, deadline, |_| open_sysctls_here()) {
+                match (r, self.handles.get_mut(&i)) {
+                    (Ok(s), Some(h)) => h.sysctls = s,
+                    (Err(e @ (VisitError::Deadline | VisitError::HelperFailed(_))), _) => {
+                        if matches!(e, VisitError::HelperFailed(_)) {
+                            log::error!("--collector.netns: network namespace {i}: {e}");
+                        }
+                        skipped.push(Skipped {
+                            stage: "sample",
+                            what: format!("netns {i}: ephemeral port range"),
+                            reason: e.to_string(),
+                        });
+                    }
+                    _ => {}
                 }
             }
         }
@@ -672,48 +898,110 @@ impl NetnsSampler {
         Namespaces { list, unsampled }
     }
 
-    /// Samples one namespace again (the kernel-held candidates' check).
+    /// Samples one namespace again (the kernel-held candidates' check),
+    /// waiting no later than `deadline`: through its cached sock_diag
+    /// socket, or in the fallback its `/proc/<pid>/net` tables. Fails when
+    /// neither can be read (never an empty "nothing there").
     pub fn resample(
         &mut self,
         inode: u64,
         filter: &Filter,
-        timeout: Duration,
+        deadline: Instant,
     ) -> Result<Vec<Socket>, SampleError> {
-        let Some(h) = self.handles.get_mut(&inode) else {
-            return Ok(Vec::new());
-        };
         let mut out = Vec::new();
-        netlink::dump(
-            &h.diag,
-            filter,
-            netlink::Dumps::ALL,
-            timeout,
-            &mut h.seq,
-            &mut out,
-        )?;
+        if let Some(h) = self.handles.get_mut(&inode) {
+            netlink::dump(
+                &h.diag,
+                filter,
+                netlink::Dumps::ALL,
+                deadline,
+                &mut h.seq,
+                &mut out,
+            )?;
+        } else {
+            let unreadable = |why: String| SampleError::Open {
+                what: "the network namespace's socket tables",
+                source: std::io::Error::other(format!("network namespace {inode}: {why}")),
+            };
+            let f = self
+                .last_found
+                .get(&inode)
+                .ok_or_else(|| unreadable("not found by the last discovery".into()))?;
+            match read_proc_net(
+                &self.paths.procfs,
+                f,
+                filter,
+                self.nsfs_dev,
+                deadline,
+                &mut out,
+            ) {
+                ProcNetRead::Read => {}
+                ProcNetRead::Gone => return Err(unreadable("no process is left in it".into())),
+                ProcNetRead::Deadline(what) => {
+                    return Err(SampleError::Deadline {
+                        dump: format!("netns {inode} {what}"),
+                    });
+                }
+                ProcNetRead::Unreadable(why) => return Err(unreadable(why)),
+            }
+        }
         for s in &mut out {
             s.netns = inode;
         }
         Ok(out)
     }
 
-    /// The UDP tunnel devices of a namespace, by port (entering it when it
-    /// is not the exporter's own).
-    pub fn tunnel_ports(&mut self, inode: u64) -> Result<HashMap<u16, String>, String> {
+    /// The UDP tunnel devices of a namespace, by port, waiting no later
+    /// than `deadline`: one link dump over a NETLINK_ROUTE socket made
+    /// inside the namespace once (entering it with the sources of the last
+    /// discovery) and kept with its other fds.
+    pub fn tunnel_ports(
+        &mut self,
+        inode: u64,
+        deadline: Instant,
+    ) -> Result<HashMap<u16, String>, String> {
         if inode == self.own {
-            return tunnels::udp_tunnel_ports();
+            return tunnels::udp_tunnel_ports(deadline);
         }
         if self.mode != Mode::Setns {
-            return Err("cannot enter the namespace (no CAP_SYS_ADMIN)".into());
+            return Err("cannot enter the namespace (setns is refused)".into());
         }
-        let d = self.discover();
-        let f = d.found.get(&inode).ok_or("the namespace is gone")?;
-        let targets = [(inode, sources(&self.paths.procfs, f))];
-        match visit(&targets, &|_| tunnels::udp_tunnel_ports()).pop() {
-            Some((_, Ok(r))) => r,
-            Some((_, Err(e))) => Err(format!("{e:?}")),
-            None => Err("no answer".into()),
+        let has_route = self
+            .handles
+            .get(&inode)
+            .ok_or("the namespace was not sampled")?
+            .route
+            .is_some();
+        if !has_route {
+            let f = self.last_found.get(&inode).ok_or("the namespace is gone")?;
+            let targets = [(inode, sources(&self.paths.procfs, f))];
+            let fd = match visit(&targets, deadline, |_| tunnels::open()).pop() {
+                Some((_, Ok(r))) => r?,
+                Some((_, Err(e))) => {
+                    if matches!(e, VisitError::HelperFailed(_)) {
+                        log::error!("--collector.netns: network namespace {inode}: {e}");
+                    }
+                    return Err(e.to_string());
+                }
+                None => return Err("the helper thread gave no answer".into()),
+            };
+            if let Some(h) = self.handles.get_mut(&inode) {
+                h.route = Some(fd);
+            }
         }
+        let h = self
+            .handles
+            .get_mut(&inode)
+            .ok_or("the namespace was not sampled")?;
+        h.route_seq = h.route_seq.wrapping_add(1);
+        let fd = h.route.as_ref().ok_or("no NETLINK_ROUTE socket")?;
+        tunnels::dump_ports(fd, h.route_seq, deadline)
+    }
+
+    /// Whether the last sample read namespace `inode` (for caches keyed by
+    /// namespace).
+    pub fn knows(&self, inode: u64) -> bool {
+        self.last_found.contains_key(&inode)
     }
 }
 
@@ -733,15 +1021,45 @@ enum ProcNetRead {
     /// No process of the namespace is left.
     Gone,
     Unreadable(String),
+    /// The deadline passed before this (a table's path, or "socket
+    /// tables") was read to the end.
+    Deadline(String),
+}
+
+/// Reads `file` to its end into `buf` in chunks, giving up when `deadline`
+/// passes between two of them: `Ok(false)`. The kernel formats a socket
+/// table as it is read, so a namespace with many sockets is read in many
+/// small reads, and the deadline bounds the whole.
+fn read_until(
+    file: &mut std::fs::File,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> std::io::Result<bool> {
+    use std::io::Read;
+    buf.clear();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        match file.read(&mut chunk) {
+            Ok(0) => return Ok(true),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The fallback: reads the socket tables of the first pid still in the
-/// namespace, checking its `ns/net` before opening them and after.
+/// namespace, checking its `ns/net` before opening them and after, and
+/// giving up when `deadline` passes.
 fn read_proc_net(
     procfs: &Path,
     f: &Found,
     filter: &Filter,
     nsfs_dev: u64,
+    deadline: Instant,
     out: &mut Vec<Socket>,
 ) -> ProcNetRead {
     let in_ns = |pid: u32| {
@@ -751,6 +1069,9 @@ fn read_proc_net(
     let mut why = None;
     let mut buf = Vec::new();
     'pids: for &pid in &f.pids {
+        if Instant::now() >= deadline {
+            return ProcNetRead::Deadline("socket tables".into());
+        }
         if !in_ns(pid) {
             continue;
         }
@@ -790,12 +1111,17 @@ fn read_proc_net(
         }
         let start = out.len();
         for (mut file, protocol, v6, name) in files {
-            use std::io::Read;
-            buf.clear();
-            if let Err(e) = file.read_to_end(&mut buf) {
-                out.truncate(start);
-                why = Some(format!("{}: {e}", net.join(&name).display()));
-                continue 'pids;
+            match read_until(&mut file, &mut buf, deadline) {
+                Ok(true) => {}
+                Ok(false) => {
+                    out.truncate(start);
+                    return ProcNetRead::Deadline(net.join(&name).display().to_string());
+                }
+                Err(e) => {
+                    out.truncate(start);
+                    why = Some(format!("{}: {e}", net.join(&name).display()));
+                    continue 'pids;
+                }
             }
             if let Err(e) = procnet::decode_table(&buf, protocol, v6, filter.ports(protocol), out) {
                 out.truncate(start);
@@ -814,6 +1140,227 @@ fn read_proc_net(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    /// A named namespace (`ip netns add`), deleted on drop; `None` (after
+    /// saying SKIPPED) when not root.
+    struct NamedNs(String);
+
+    impl NamedNs {
+        fn add(test: &str) -> Option<NamedNs> {
+            let name = format!("prx-{}-{test}", std::process::id());
+            let ok = std::process::Command::new("ip")
+                .args(["netns", "add", &name])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                eprintln!("SKIPPED {test}: needs root for `ip netns add`");
+                return None;
+            }
+            Some(NamedNs(name))
+        }
+
+        fn path(&self) -> PathBuf {
+            Path::new(NAMED_DIR).join(&self.0)
+        }
+
+        fn inode(&self) -> u64 {
+            rustix::fs::stat(self.path()).unwrap().st_ino
+        }
+    }
+
+    impl Drop for NamedNs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &self.0])
+                .status();
+        }
+    }
+
+    #[test]
+    fn setns_refusal_names_what_refused_it() {
+        let with = setns_refusal(Errno::PERM, Some(true));
+        assert!(
+            with.contains("seccomp") && with.contains("RestrictNamespaces="),
+            "{with}"
+        );
+        assert!(!with.contains("needs CAP_SYS_ADMIN"), "{with}");
+        let without = setns_refusal(Errno::PERM, Some(false));
+        assert!(without.contains("needs CAP_SYS_ADMIN"), "{without}");
+        assert!(!without.contains("seccomp"), "{without}");
+        assert!(setns_refusal(Errno::PERM, None).contains("RestrictNamespaces="));
+    }
+
+    #[test]
+    fn a_seccomp_filter_against_setns_is_named() {
+        // What systemd's RestrictNamespaces= does: a seccomp filter that
+        // fails setns with EPERM. Installed on a thread of its own (a
+        // filter binds the thread that installs it and its children).
+        std::thread::spawn(|| {
+            if cap_sys_admin_effective() != Some(true) {
+                eprintln!("SKIPPED a_seccomp_filter_against_setns_is_named: needs CAP_SYS_ADMIN");
+                return;
+            }
+            let own = Path::new(SELF_PROC).join("thread-self/ns/net");
+            assert_eq!(probe_setns(&own), Ok(()), "setns works before the filter");
+            // BPF: load the syscall number; setns -> ERRNO(EPERM), else ALLOW.
+            let f = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+            let prog = [
+                f(0x20, 0, 0, 0),                                // ld [0] (nr)
+                f(0x15, 0, 1, libc::SYS_setns as u32),           // jeq setns
+                f(0x06, 0, 0, 0x0005_0000 | libc::EPERM as u32), // ret ERRNO(EPERM)
+                f(0x06, 0, 0, 0x7fff_0000),                      // ret ALLOW
+            ];
+            let fprog = libc::sock_fprog {
+                len: prog.len() as u16,
+                filter: prog.as_ptr() as *mut libc::sock_filter,
+            };
+            // SAFETY: prctl with PR_SET_NO_NEW_PRIVS takes no pointers;
+            // PR_SET_SECCOMP reads `fprog` and the filter it points to,
+            // which outlive the call; both affect only this thread.
+            unsafe {
+                assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+                assert_eq!(
+                    libc::prctl(libc::PR_SET_SECCOMP, 2, &fprog as *const libc::sock_fprog),
+                    0,
+                    "{}",
+                    std::io::Error::last_os_error()
+                );
+            }
+            let e = probe_setns(&own).unwrap_err();
+            assert_eq!(e, Errno::PERM);
+            let msg = setns_refusal(e, cap_sys_admin_effective());
+            assert!(
+                msg.contains("a seccomp filter or LSM policy refused it"),
+                "{msg}"
+            );
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_panic_in_the_helper_is_reported_and_the_others_are_visited() {
+        let Some(ns) = NamedNs::add("panic") else {
+            return;
+        };
+        let own = rustix::fs::stat("/proc/thread-self/ns/net").unwrap().st_ino;
+        let other = ns.inode();
+        let targets = vec![
+            (own, vec![PathBuf::from("/proc/self/ns/net")]),
+            (other, vec![ns.path()]),
+        ];
+        let got: HashMap<u64, Result<u64, VisitError>> = visit(
+            &targets,
+            Instant::now() + Duration::from_secs(10),
+            move |inode| {
+                assert_ne!(inode, own, "boom in {inode}");
+                // Inside the namespace: its own inode.
+                rustix::fs::stat("/proc/thread-self/ns/net").unwrap().st_ino
+            },
+        )
+        .into_iter()
+        .collect();
+        match &got[&own] {
+            Err(VisitError::HelperFailed(m)) => {
+                assert!(m.contains("panicked") && m.contains("boom"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(got[&other], Ok(other), "the helper went on after the panic");
+    }
+
+    #[test]
+    fn a_namespace_read_past_the_deadline_is_skipped_not_empty() {
+        // The fallback reads <procfs>/<pid>/net/udp of a process in the
+        // namespace. Here that table is a FIFO that never ends (a
+        // namespace with more sockets than the budget can format): the
+        // sample must come back at the deadline, with the host's sockets
+        // and the namespace listed as skipped and unsampled.
+        let Some(ns) = NamedNs::add("deadline") else {
+            return;
+        };
+        let dir = std::env::temp_dir().join(format!("prx-procfs-{}", std::process::id()));
+        let pid = 4_000_000u32;
+        std::fs::create_dir_all(dir.join(format!("{pid}/ns"))).unwrap();
+        std::fs::create_dir_all(dir.join(format!("{pid}/net"))).unwrap();
+        std::os::unix::fs::symlink(ns.path(), dir.join(format!("{pid}/ns/net"))).unwrap();
+        let fifo = dir.join(format!("{pid}/net/udp"));
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+            let _ = w.write_all(b"   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n");
+            for _ in 0..1000 {
+                std::thread::sleep(Duration::from_millis(10));
+                if w.write_all(b"\n").is_err() {
+                    return;
+                }
+            }
+        });
+        let st = rustix::fs::stat("/proc/thread-self/ns/net").unwrap();
+        let paths = Paths {
+            procfs: dir.clone(),
+            mounts: vec![],
+            pods: PathBuf::from("/nonexistent"),
+        };
+        let mut s = NetnsSampler::with_mode(paths, Mode::ProcNet, st.st_ino, st.st_dev);
+        let mut d = Discovery {
+            host: st.st_ino,
+            ..Discovery::default()
+        };
+        d.found.insert(
+            st.st_ino,
+            Found {
+                inode: st.st_ino,
+                pids: vec![std::process::id()],
+                ..Found::default()
+            },
+        );
+        d.found.insert(
+            ns.inode(),
+            Found {
+                inode: ns.inode(),
+                pids: vec![pid],
+                ..Found::default()
+            },
+        );
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let filter = Filter {
+            tcp: PortSet::default(),
+            udp: PortSet::from_intervals(vec![(port, port)]),
+        };
+        let budget = Duration::from_millis(300);
+        let t = Instant::now();
+        let got = s.sample_discovered(&d, &filter, t + budget).unwrap();
+        let took = t.elapsed();
+        assert!(took < budget + Duration::from_millis(500), "took {took:?}");
+        assert!(
+            got.sockets
+                .iter()
+                .any(|x| x.port == port && x.netns == st.st_ino)
+        );
+        let skipped: Vec<&Skipped> = got
+            .skipped
+            .iter()
+            .filter(|k| k.what.contains(&format!("netns {}", ns.inode())))
+            .collect();
+        assert_eq!(skipped.len(), 1, "{:?}", got.skipped);
+        assert_eq!(skipped[0].stage, "sample");
+        assert!(skipped[0].reason.contains("deadline"), "{:?}", skipped[0]);
+        assert!(got.namespaces.unwrap().unsampled >= 1);
+        writer.join().unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn pids_are_digits() {
@@ -888,8 +1435,9 @@ mod tests {
             udp: PortSet::from_intervals(vec![(port, port)]),
         };
         let got = s
-            .sample_discovered(&d, &filter, Duration::from_secs(5))
-            .unwrap();
+            .sample_discovered(&d, &filter, Instant::now() + Duration::from_secs(5))
+            .unwrap()
+            .sockets;
         let mine: Vec<_> = got
             .iter()
             .filter(|x| x.netns == st.st_ino && x.port == port)

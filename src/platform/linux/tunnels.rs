@@ -1,13 +1,16 @@
 //! Which tunnel device owns a kernel-held UDP port: one RTM_GETLINK dump
 //! over rtnetlink, reading each link's name and, for the UDP tunnel kinds
 //! whose port the kernel reports in `IFLA_INFO_DATA` (vxlan, geneve,
-//! bareudp), its port. Only called when a collection found kernel-held
-//! sockets. Written by hand because the one crate that decodes these
+//! bareudp), its port. Only run when a collection found kernel-held
+//! sockets, bounded by the collection's deadline, and cached per network
+//! namespace ([`TunnelCache`]). Written by hand because the one crate that decodes these
 //! messages (`netlink-packet-route`) would pull a second netlink stack in
 //! for three attributes; the decoder is pure and unit-tested on bytes.
 //! WireGuard and FOU keep their ports in generic netlink and are not named.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
 
 use rustix::net::netlink::SocketAddrNetlink;
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
@@ -29,25 +32,39 @@ const IFLA_GENEVE_PORT: u16 = 5;
 const IFLA_BAREUDP_PORT: u16 = 1;
 const NLA_TYPE_MASK: u16 = 0x3fff;
 
-/// Lists the UDP tunnel devices of this network namespace by port.
-pub fn udp_tunnel_ports() -> Result<HashMap<u16, String>, String> {
-    let fd = rustix::net::socket_with(
+/// Lists the UDP tunnel devices of this network namespace by port, waiting
+/// no later than `deadline`.
+pub fn udp_tunnel_ports(deadline: Instant) -> Result<HashMap<u16, String>, String> {
+    let fd = open()?;
+    dump_ports(&fd, 1, deadline)
+}
+
+/// Opens a NETLINK_ROUTE socket. Like a sock_diag socket, it answers for
+/// the network namespace of the thread that opened it, from any thread.
+pub fn open() -> Result<OwnedFd, String> {
+    rustix::net::socket_with(
         AddressFamily::NETLINK,
         SocketType::DGRAM,
         SocketFlags::CLOEXEC,
         // NETLINK_ROUTE is protocol 0, the default.
         None,
     )
-    .map_err(|e| format!("opening NETLINK_ROUTE: {e}"))?;
-    rustix::net::sockopt::set_socket_timeout(
-        &fd,
-        rustix::net::sockopt::Timeout::Recv,
-        Some(std::time::Duration::from_secs(2)),
-    )
-    .map_err(|e| format!("setting a receive timeout: {e}"))?;
-    let seq = 1;
+    .map_err(|e| format!("opening NETLINK_ROUTE: {e}"))
+}
+
+/// Runs one link dump on `fd` (request number `seq`; answers to earlier
+/// numbers are skipped), waiting no later than `deadline`.
+pub fn dump_ports(
+    fd: &OwnedFd,
+    seq: u32,
+    deadline: Instant,
+) -> Result<HashMap<u16, String>, String> {
+    const PASSED: &str = "the deadline passed before the link dump ended";
+    if Instant::now() >= deadline {
+        return Err(PASSED.into());
+    }
     rustix::net::sendto(
-        &fd,
+        fd,
         &build_request(seq),
         SendFlags::empty(),
         &SocketAddrNetlink::new(0, 0),
@@ -56,13 +73,71 @@ pub fn udp_tunnel_ports() -> Result<HashMap<u16, String>, String> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = HashMap::new();
     for _ in 0..10_000 {
-        let (n, _) = rustix::net::recv(&fd, &mut buf[..], RecvFlags::empty())
-            .map_err(|e| format!("reading the link dump: {e}"))?;
+        super::netlink::wait_until(fd, deadline).map_err(|e| match e {
+            None => PASSED.to_string(),
+            Some(e) => format!("setting a receive timeout: {e}"),
+        })?;
+        let n = match rustix::net::recv(fd, &mut buf[..], RecvFlags::empty()) {
+            Ok((n, _)) => n,
+            Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => continue,
+            Err(e) => return Err(format!("reading the link dump: {e}")),
+        };
         if decode(&buf[..n], seq, &mut out)? {
             return Ok(out);
         }
     }
     Err("the link dump did not end".into())
+}
+
+/// How long a namespace's tunnel devices are trusted without a new dump.
+pub const REFRESH: Duration = Duration::from_secs(60);
+
+/// A kernel-held port with no known device is looked up again after this
+/// long (a tunnel made since the last dump is named within it).
+pub const MISS_REFRESH: Duration = Duration::from_secs(5);
+
+/// The tunnel devices of each network namespace, kept between collections
+/// so that a namespace with kernel-held sockets does not cost a link dump
+/// every scrape: a namespace's entry is dumped again after [`REFRESH`], or
+/// after [`MISS_REFRESH`] when a kernel-held port has no device in it.
+#[derive(Debug, Default)]
+pub struct TunnelCache {
+    entries: HashMap<u64, (Instant, HashMap<u16, String>)>,
+    /// Link dumps run, for tests.
+    pub dumps: u64,
+}
+
+impl TunnelCache {
+    /// The devices of namespace `netns` by port, for the kernel-held ports
+    /// `wanted`; `fetch` runs the dump when the entry is missing or stale.
+    /// A failed dump leaves the entry as it was and is returned.
+    pub fn get(
+        &mut self,
+        netns: u64,
+        wanted: &[u16],
+        now: Instant,
+        fetch: impl FnOnce() -> Result<HashMap<u16, String>, String>,
+    ) -> Result<&HashMap<u16, String>, String> {
+        let stale = match self.entries.get(&netns) {
+            None => true,
+            Some((at, ports)) => {
+                let age = now.saturating_duration_since(*at);
+                age >= REFRESH
+                    || (age >= MISS_REFRESH && wanted.iter().any(|p| !ports.contains_key(p)))
+            }
+        };
+        if stale {
+            self.dumps += 1;
+            let ports = fetch()?;
+            self.entries.insert(netns, (now, ports));
+        }
+        Ok(&self.entries[&netns].1)
+    }
+
+    /// Forgets the namespaces `keep` refuses (gone ones).
+    pub fn retain(&mut self, keep: impl Fn(u64) -> bool) {
+        self.entries.retain(|ns, _| keep(*ns));
+    }
 }
 
 /// The RTM_GETLINK dump request: `nlmsghdr` · `ifinfomsg` (all zero).
@@ -204,6 +279,53 @@ mod tests {
         m.extend_from_slice(&0u32.to_ne_bytes());
         m.extend(body);
         m
+    }
+
+    #[test]
+    fn the_cache_dumps_once_per_refresh_and_again_for_an_unknown_port() {
+        let mut c = TunnelCache::default();
+        let t0 = Instant::now();
+        let vx = || Ok(HashMap::from([(4789u16, "vx0".to_string())]));
+        assert_eq!(c.get(7, &[4789], t0, vx).unwrap()[&4789], "vx0");
+        // Every scrape for a minute: no further dump.
+        for s in 1..60 {
+            let now = t0 + Duration::from_secs(s);
+            c.get(7, &[4789], now, || panic!("dumped again at {s} s"))
+                .unwrap();
+        }
+        assert_eq!(c.dumps, 1);
+        assert!(c.get(7, &[4789], t0 + REFRESH, vx).is_ok());
+        assert_eq!(c.dumps, 2, "refreshed after {REFRESH:?}");
+        // A port with no device: looked up again, but not before MISS_REFRESH.
+        let t1 = t0 + REFRESH;
+        c.get(7, &[6081], t1 + Duration::from_secs(1), || {
+            panic!("too soon")
+        })
+        .unwrap();
+        let both = || {
+            Ok(HashMap::from([
+                (4789u16, "vx0".into()),
+                (6081, "gn0".into()),
+            ]))
+        };
+        let got = c.get(7, &[6081], t1 + MISS_REFRESH, both).unwrap();
+        assert_eq!(got[&6081], "gn0");
+        assert_eq!(c.dumps, 3);
+        // Namespaces are separate; a failed dump is returned and not cached.
+        assert!(c.get(8, &[1], t1, || Err("refused".into())).is_err());
+        assert!(c.get(8, &[1], t1, || Ok(HashMap::new())).is_ok());
+        c.retain(|ns| ns != 8);
+        assert_eq!(c.entries.len(), 1);
+    }
+
+    #[test]
+    fn the_link_dump_honours_the_deadline() {
+        let t = Instant::now();
+        let e = udp_tunnel_ports(t).unwrap_err();
+        assert!(e.contains("deadline"), "{e}");
+        assert!(t.elapsed() < Duration::from_millis(50));
+        // With time left it answers (this namespace has at least `lo`).
+        udp_tunnel_ports(Instant::now() + Duration::from_secs(5)).unwrap();
     }
 
     #[test]
