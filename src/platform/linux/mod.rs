@@ -15,6 +15,7 @@ pub mod attribution;
 pub mod netlink;
 pub mod netns;
 pub mod privileges;
+pub mod procfs_sockets;
 pub mod sysctl;
 pub mod systemd;
 pub mod tunnels;
@@ -56,6 +57,9 @@ pub struct LinuxPlatform {
     netns: Option<netns::NetnsSampler>,
     /// Tunnel devices per namespace (0: our own, without the collector).
     tunnels: tunnels::TunnelCache,
+    /// sock_diag cannot be opened here: the own namespace is read from
+    /// `<procfs>/thread-self/net` ([`procfs_sockets`]).
+    no_sock_diag: bool,
 }
 
 impl LinuxPlatform {
@@ -76,6 +80,7 @@ impl LinuxPlatform {
             missing,
             netns: None,
             tunnels: tunnels::TunnelCache::default(),
+            no_sock_diag: false,
         }
     }
 
@@ -196,11 +201,28 @@ impl Platform for LinuxPlatform {
                 self.tunnels.retain(|ns| n.knows(ns));
                 Ok(sample)
             }
-            None => Ok(Sample {
-                sockets: netlink::sample(filter, deadline)?,
-                namespaces: None,
-                skipped: Vec::new(),
-            }),
+            None => {
+                let sockets = if self.no_sock_diag {
+                    procfs_sockets::sample(&self.procfs, filter)?
+                } else {
+                    match netlink::sample(filter, deadline) {
+                        Err(e) if procfs_sockets::sock_diag_unavailable(&e) => {
+                            log::warn!(
+                                "sock_diag is not available here ({e}); reading the socket tables under {}/thread-self/net instead, which costs a full read of every socket per scrape",
+                                self.procfs.display()
+                            );
+                            self.no_sock_diag = true;
+                            procfs_sockets::sample(&self.procfs, filter)?
+                        }
+                        other => other?,
+                    }
+                };
+                Ok(Sample {
+                    sockets,
+                    namespaces: None,
+                    skipped: Vec::new(),
+                })
+            }
         }
     }
 
