@@ -272,10 +272,10 @@ fn the_arm64_binary_serves_metrics_under_qemu() {
         .unwrap();
     let started = Instant::now();
     let metrics = loop {
-        if let Ok(r) = common::get(addr, "/metrics", &[]) {
-            if r.status == 200 {
-                break Metrics::parse(&r.text());
-            }
+        if let Ok(r) = common::get(addr, "/metrics", &[])
+            && r.status == 200
+        {
+            break Metrics::parse(&r.text());
         }
         assert!(
             started.elapsed() < Duration::from_secs(60),
@@ -763,13 +763,12 @@ fn image_runs_and_names_a_host_socket(name: &'static str) {
     let addr = format!("127.0.0.1:{port}");
     let started = Instant::now();
     let metrics = loop {
-        if let Ok(r) = common::get(&addr, "/metrics", &[]) {
-            if r.status == 200 {
-                let m = Metrics::parse(&r.text());
-                if m.get(r#"portrange_ports_in_use{range="framehawk",protocol="udp"}"#) == Some(1.0)
-                {
-                    break m;
-                }
+        if let Ok(r) = common::get(&addr, "/metrics", &[])
+            && r.status == 200
+        {
+            let m = Metrics::parse(&r.text());
+            if m.get(r#"portrange_ports_in_use{range="framehawk",protocol="udp"}"#) == Some(1.0) {
+                break m;
             }
         }
         if started.elapsed() > Duration::from_secs(60) {
