@@ -766,6 +766,9 @@ mod tests {
             "portrange_config_last_reload_successful",
             "portrange_config_last_reload_success_timestamp_seconds",
             "portrange_exporter_build_info",
+            "portrange_scrape_collector_success",
+            "portrange_scrape_collector_duration_seconds",
+            "portrange_collection_skipped",
         ];
         let samples: Vec<(&str, &str)> = t
             .lines()
