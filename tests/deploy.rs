@@ -375,8 +375,9 @@ fn scrape_configs_pass_promtool() {
 }
 
 #[test]
-fn dockerfile_is_multi_stage_non_root_with_two_capabilities() {
-    let d = read("deploy/docker/Dockerfile");
+fn dockerfiles_are_non_root_with_two_capabilities() {
+    // The image from source: two stages, locked dependencies.
+    let d = read("deploy/docker/Dockerfile.source");
     let froms = d.lines().filter(|l| l.starts_with("FROM ")).count();
     assert!(froms >= 2, "multi-stage");
     let user = d.lines().rfind(|l| l.starts_with("USER ")).expect("USER");
@@ -384,4 +385,12 @@ fn dockerfile_is_multi_stage_non_root_with_two_capabilities() {
     assert!(d.contains("setcap cap_sys_ptrace,cap_dac_read_search=ep"));
     assert!(d.contains("--cap-drop ALL --cap-add SYS_PTRACE --cap-add DAC_READ_SEARCH"));
     assert!(d.contains("--locked"));
+    // The release image: the static binary alone, the same user, its file
+    // capabilities set by the build script (tests/release.rs runs it).
+    let r = read("deploy/docker/Dockerfile");
+    assert!(r.lines().any(|l| l == "FROM scratch"), "{r}");
+    let user = r.lines().rfind(|l| l.starts_with("USER ")).expect("USER");
+    assert!(!user.contains(" 0") && !user.contains("root"), "{user}");
+    assert!(r.contains("--cap-drop ALL --cap-add SYS_PTRACE --cap-add DAC_READ_SEARCH"));
+    assert!(read("deploy/docker/build").contains("setcap cap_sys_ptrace,cap_dac_read_search=ep"));
 }
