@@ -10,10 +10,28 @@
  * musl's dl_iterate_phdr: the object whose PT_LOAD segments hold the
  * address, and its PT_GNU_EH_FRAME. The structure is glibc's on x86-64
  * and aarch64 (no dlfo_eh_dbase, no dlfo_eh_count there).
+ *
+ * libgcc_eh also calls pthread functions through weak references (its
+ * "gthreads" layer), which a static link leaves at address 0 unless
+ * something else pulls them out of libc.a: without the table below, the
+ * first panic jumps to address 0 in uw_init_context_1.
  */
 #include <link.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* Strong references, so that the static link keeps what libgcc_eh calls. */
+void *const portrange_gthreads[] = {
+    (void *)pthread_once,
+    (void *)pthread_mutex_lock,
+    (void *)pthread_mutex_unlock,
+    (void *)pthread_key_create,
+    (void *)pthread_getspecific,
+    (void *)pthread_setspecific,
+    (void *)pthread_cond_wait,
+    (void *)pthread_cond_broadcast,
+};
 
 struct dl_find_object {
     unsigned long long dlfo_flags;
