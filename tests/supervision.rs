@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use portrange_exporter::config::{self, Config};
-use portrange_exporter::http::{self, Options};
 use portrange_exporter::platform::{
     Attribution, EphemeralPorts, Filter, Platform, PlatformError, Sample, SampleError, UserLookup,
     UserResolver,
@@ -165,29 +164,7 @@ fn serve(script: Arc<Script>, config_path: Option<std::path::PathBuf>) -> Served
         prometheus::Registry::new(),
     )
     .unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let state = http::State::new(
-        service.clone(),
-        Options {
-            enable_lifecycle: true,
-            ..Options::default()
-        },
-    );
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    rt.spawn(async move {
-        let _ = http::serve(listener, state, async {
-            let _ = rx.await;
-        })
-        .await;
-    });
+    let (rt, addr, tx) = serve_service(service.clone());
     Served {
         addr,
         script,

@@ -754,3 +754,40 @@ impl Drop for FdsExhausted {
             .status();
     }
 }
+
+/// A server on its own runtime for a library-level [`Service`] (the fake
+/// platforms of tests/core.rs and tests/supervision.rs): the runtime, the
+/// address it listens on, and the sender that shuts it down.
+pub fn serve_service(
+    service: std::sync::Arc<portrange_exporter::service::Service>,
+) -> (
+    tokio::runtime::Runtime,
+    String,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    use portrange_exporter::http::{self, Options};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let state = http::State::new(
+        service,
+        Options {
+            enable_lifecycle: true,
+            ..Options::default()
+        },
+    );
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    rt.spawn(async move {
+        let _ = http::serve(listener, state, async {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    (rt, addr, tx)
+}
