@@ -111,6 +111,38 @@ fn unknown_reason(report: &Report) -> String {
     }
 }
 
+/// Why the allowlist could not judge a listener whose process is known.
+fn undecided_reason(report: &Report, l: &Listener) -> String {
+    let owner = l.owner();
+    let mut why = Vec::new();
+    if owner.is_some_and(|o| o.exe.is_none()) {
+        why.push("its executable cannot be read");
+    }
+    if l.user == "unknown" {
+        why.push("its user's name was not resolved");
+    }
+    if why.is_empty() {
+        why.push("what an entry asks about it could not be read");
+    }
+    let mut text = why.join(" and ");
+    if !report.missing_privileges.is_empty() && owner.is_some_and(|o| o.exe.is_none()) {
+        text.push_str(&format!(
+            ": {} or grant {}",
+            crate::platform::RUN_PRIVILEGED,
+            report.missing_privileges.join(" and ")
+        ));
+    }
+    text
+}
+
+fn and_more(n: usize) -> String {
+    if n > 1 {
+        format!(", and {} more", n - 1)
+    } else {
+        String::new()
+    }
+}
+
 fn address(l: &Listener) -> String {
     match l.address {
         std::net::IpAddr::V6(a) => format!("[{a}]:{}", l.port),
@@ -287,30 +319,46 @@ fn judge<'a>(report: &'a Report, all: &[&'a Listener], opts: &Options) -> Verdic
             }
         ));
     }
-    let unknown: Vec<&Listener> = all
+    // Unknown listeners come in two kinds that need different words: no
+    // process was found for the socket, or the process is known but the
+    // allowlist could not decide (its exe unreadable, its user unresolved).
+    let (unowned, undecided): (Vec<&Listener>, Vec<&Listener>) = all
         .iter()
         .copied()
         .filter(|l| l.expected == Expected::Unknown)
-        .collect();
-    if let Some(first) = unknown.first() {
+        .partition(|l| l.holder.is_none());
+    if let Some(first) = unowned.first() {
         // What the exporter cannot see is never fine.
         status = status.max(Status::Warning);
         reasons.push(format!(
             "{} ({} {} in {}{}; {})",
             plural(
-                unknown.len(),
+                unowned.len(),
                 "listener with unknown owner",
                 "listeners with unknown owner"
             ),
             first.protocol,
             address(first),
             first.range,
-            if unknown.len() > 1 {
-                format!(", and {} more", unknown.len() - 1)
-            } else {
-                String::new()
-            },
+            and_more(unowned.len()),
             unknown_reason(report)
+        ));
+    }
+    if let Some(first) = undecided.first() {
+        status = status.max(Status::Warning);
+        reasons.push(format!(
+            "{} ({} {} in {} held by {}{}; {})",
+            plural(
+                undecided.len(),
+                "listener the allowlist cannot judge",
+                "listeners the allowlist cannot judge"
+            ),
+            first.protocol,
+            address(first),
+            first.range,
+            printable(&first.process_name()),
+            and_more(undecided.len()),
+            undecided_reason(report, first)
         ));
     }
     Verdict {
@@ -777,8 +825,18 @@ mod tests {
             Status::Critical
         );
         let (s, text) = render(&report(1, vec![(b"nc", Expected::Unknown)]), &[], &o);
+        assert_eq!(s, Status::Warning, "an undecided verdict is never OK");
+        assert!(
+            text.contains("1 listener the allowlist cannot judge (udp [::]:3224 in framehawk held by nc; its executable cannot be read)"),
+            "a known owner is not called unknown: {text}"
+        );
+        assert!(!text.contains("unknown owner"), "{text}");
+        let mut unowned = report(1, vec![(b"nc", Expected::Unknown)]);
+        unowned.ranges[0].listeners[0].holder = None;
+        let (s, text) = render(&unowned, &[], &o);
         assert_eq!(s, Status::Warning, "an unknown owner is never OK");
         assert!(text.contains("1 listener with unknown owner"), "{text}");
+        assert!(!text.contains("cannot judge"), "{text}");
         let mut blind = report(1, vec![(b"nc", Expected::Unknown)]);
         blind.missing_privileges = vec!["CAP_SYS_PTRACE", "CAP_DAC_READ_SEARCH"];
         let (s, text) = render(&blind, &[], &o);

@@ -259,6 +259,22 @@ pub struct Owner {
     pub user_id: Option<String>,
 }
 
+impl Owner {
+    /// Whether the executable is gone: deleted after the process started,
+    /// or an anonymous memory file (`memfd_create`), as the exe link says
+    /// (`/usr/bin/x (deleted)`, `/memfd:name (deleted)`). A gone
+    /// executable proves nothing about the process, so it never satisfies
+    /// an allowlist entry, and it is marked wherever the owner is shown.
+    pub fn exe_gone(&self) -> bool {
+        self.exe.as_deref().is_some_and(exe_is_gone)
+    }
+}
+
+/// [`Owner::exe_gone`] for an exe path as the platform read it.
+pub fn exe_is_gone(exe: &[u8]) -> bool {
+    exe.ends_with(b" (deleted)") || exe.starts_with(b"/memfd:")
+}
+
 /// Who holds a socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Holder {

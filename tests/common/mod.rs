@@ -705,14 +705,24 @@ pub fn deny_sock_diag(cmd: &mut Command) {
 /// Lowers the soft open-file limit of `pid` to its lowest free fd, so that
 /// it can open nothing more (connections it holds keep working), and gives
 /// back a guard that restores the limit it had.
+///
+/// The exporter may still be closing an fd when the limit is set (a
+/// connection an earlier request left, which the server drops a moment
+/// after the client saw the answer): that would leave a hole below the
+/// limit, and one more socket could be opened. So the limit is set, the
+/// fds are listed again after a pause, and the limit is lowered to the
+/// new lowest free fd until every fd below it stays open.
 pub fn exhaust_fds(pid: u32) -> FdsExhausted {
-    let mut open: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect();
-    open.sort_unstable();
-    let lowest_free = (0u64..).find(|n| open.binary_search(n).is_err()).unwrap();
+    let open_fds = || {
+        let mut open: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        open.sort_unstable();
+        open
+    };
+    let lowest_free = |open: &[u64]| (0u64..).find(|n| open.binary_search(n).is_err()).unwrap();
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let line = limits
         .lines()
@@ -733,8 +743,17 @@ pub fn exhaust_fds(pid: u32) -> FdsExhausted {
             .expect("running prlimit (util-linux)");
         assert!(st.success(), "prlimit --pid {pid} --nofile={soft}:{hard}");
     };
-    prlimit(&lowest_free.to_string());
-    FdsExhausted { pid, soft, hard }
+    let mut limit = lowest_free(&open_fds());
+    for _ in 0..50 {
+        prlimit(&limit.to_string());
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let now = lowest_free(&open_fds());
+        if now >= limit {
+            return FdsExhausted { pid, soft, hard };
+        }
+        limit = now;
+    }
+    panic!("pid {pid} kept closing fds below its lowered limit {limit}");
 }
 
 pub struct FdsExhausted {
