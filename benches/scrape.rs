@@ -984,6 +984,7 @@ impl Drop for Ns {
 
 /// The second exporter's address in the netns scenario.
 const ADDR2: &str = "127.0.0.1:10225";
+const ADDR3: &str = "127.0.0.1:10226";
 
 fn start_exporter(addr: &'static str, extra: &[&str]) -> (Child, Client) {
     let child = Command::new(exporter_path())
@@ -1022,6 +1023,8 @@ struct Timing {
     /// and CPU per scrape: collector off, collector on.
     host: (Stats, Stats, f64),
     netns: (Stats, Stats, f64),
+    /// `--collector.netns.workers 1`: the namespaces dumped one by one.
+    serial: (Stats, Stats, f64),
     /// The ss -N loop: latency and CPU per loop.
     ss: (Stats, f64),
 }
@@ -1033,11 +1036,22 @@ fn netns_timing(o: &Options, spaces: &[Ns], m: usize) -> Timing {
     let n = spaces.len();
     let (host_only, mut hc) = start_exporter(ADDR, &[]);
     let (netns, mut nc) = start_exporter(ADDR2, &["--collector.netns"]);
+    let (serial, mut sc) = start_exporter(
+        ADDR3,
+        &["--collector.netns", "--collector.netns.workers", "1"],
+    );
     let collect = |body: &str| value(body, "portrange_scrape_duration_seconds") * 1000.0;
     let (mut h, mut hcol, mut x, mut xcol, mut loops) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut hcpu, mut xcpu, mut sscpu) = (0u64, 0u64, 0.0);
+    let (mut s1, mut s1col) = (Vec::new(), Vec::new());
+    let (mut hcpu, mut xcpu, mut s1cpu, mut sscpu) = (0u64, 0u64, 0u64, 0.0);
     for round in 0..o.scrapes {
+        let c0 = proc_cpu_ticks(serial.id());
+        let (ms, body) = sc.scrape();
+        s1cpu += proc_cpu_ticks(serial.id()) - c0;
+        s1.push(ms);
+        s1col.push(collect(&body));
+        check_netns_body(&body, n, m);
         let c0 = proc_cpu_ticks(host_only.id());
         let (ms, body) = hc.scrape();
         hcpu += proc_cpu_ticks(host_only.id()) - c0;
@@ -1065,7 +1079,7 @@ fn netns_timing(o: &Options, spaces: &[Ns], m: usize) -> Timing {
             sscpu += children_cpu_ms() - cpu0;
         }
     }
-    for mut c in [host_only, netns] {
+    for mut c in [host_only, netns, serial] {
         let _ = c.kill();
         let _ = c.wait();
     }
@@ -1080,6 +1094,11 @@ fn netns_timing(o: &Options, spaces: &[Ns], m: usize) -> Timing {
             Stats::new(x),
             Stats::new(xcol),
             xcpu as f64 * tick_ms() / runs,
+        ),
+        serial: (
+            Stats::new(s1),
+            Stats::new(s1col),
+            s1cpu as f64 * tick_ms() / runs,
         ),
         ss: (Stats::new(loops), sscpu / o.netns_ss_runs.max(1) as f64),
     }
@@ -1104,6 +1123,15 @@ fn netns_report(t: &Timing, n: usize) -> bool {
             t.netns.2,
         ),
         (
+            format!(
+                "exporter, --collector.netns --collector.netns.workers 1 ({} namespaces, one by one)",
+                n + 1
+            ),
+            &t.serial.0,
+            Some(&t.serial.1),
+            t.serial.2,
+        ),
+        (
             format!("loop of ss -N <ns> -Hantu (filter) over {n}"),
             &t.ss.0,
             None,
@@ -1124,6 +1152,12 @@ fn netns_report(t: &Timing, n: usize) -> bool {
         "per namespace: {:.3} ms of scrape time and {:.3} ms of CPU over the host-only scrape",
         (scrape - host) / n.max(1) as f64,
         (t.netns.2 - t.host.2) / n.max(1) as f64
+    );
+    println!(
+        "the pool of {} against one by one: scrape {:.3}x, CPU {:.3}x",
+        portrange_exporter::platform::linux::netns::DEFAULT_WORKERS,
+        scrape / t.serial.0.median(),
+        t.netns.2 / t.serial.2
     );
     let mut ok = true;
     println!("targets (medians):");

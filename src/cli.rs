@@ -154,6 +154,19 @@ pub struct Cli {
     )]
     pub collector_netns: bool,
 
+    /// With --collector.netns, how many threads dump namespaces at once (the
+    /// collector's own included): each dump walks the kernel's socket tables,
+    /// so more threads shorten a scrape of many namespaces and add a burst of
+    /// CPU on as many cores (docs/performance.md). 1 dumps them one by one.
+    #[arg(
+        long = "collector.netns.workers",
+        env = "PORTRANGE_EXPORTER_COLLECTOR_NETNS_WORKERS",
+        default_value_t = 2,
+        value_parser = clap::value_parser!(u16).range(1..=16),
+        global = true
+    )]
+    pub collector_netns_workers: u16,
+
     /// Only log messages with the given severity or above.
     #[arg(long = "log.level", env = "PORTRANGE_EXPORTER_LOG_LEVEL", default_value = "info", value_parser = ["debug", "info", "warn", "error"], global = true)]
     pub log_level: String,
@@ -644,6 +657,7 @@ fn serve(
 fn platform_options(cli: &Cli) -> platform::PlatformOptions {
     platform::PlatformOptions {
         netns: cli.collector_netns,
+        netns_workers: Some(usize::from(cli.collector_netns_workers)),
     }
 }
 

@@ -446,6 +446,28 @@ fn every_namespace_gets_its_own_counts_labels_and_info() {
             "{intruder}"
         );
         assert!(text.contains(&format!("{} (blue) ", l.blue)), "{text}");
+        // The namespaces dumped one by one, or on a pool larger than
+        // their number, read the same as the default pool of two.
+        for workers in ["1", "4"] {
+            let out = Command::new(EXPORTER)
+                .args([
+                    "--collector.netns",
+                    "--collector.netns.workers",
+                    workers,
+                    "--path.procfs",
+                    PROCFS,
+                    "--config.file",
+                ])
+                .arg(&cfg)
+                .arg("check")
+                .output()
+                .unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                text,
+                "--collector.netns.workers {workers}"
+            );
+        }
         let _ = std::fs::remove_file(&cfg);
     });
 }

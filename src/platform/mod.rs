@@ -452,6 +452,9 @@ pub struct PlatformOptions {
     /// Sample every network namespace on the host, not only the exporter's
     /// own (`--collector.netns`).
     pub netns: bool,
+    /// With `netns`, how many threads dump namespaces at once
+    /// (`--collector.netns.workers`); `None` for the default.
+    pub netns_workers: Option<usize>,
 }
 
 /// The answer to a user-name lookup.

@@ -91,7 +91,11 @@ impl LinuxPlatform {
         options: &PlatformOptions,
     ) -> Result<LinuxPlatform, PlatformError> {
         let netns = if options.netns {
-            Some(netns::NetnsSampler::new(netns::Paths::new(procfs.clone()))?)
+            let mut sampler = netns::NetnsSampler::new(netns::Paths::new(procfs.clone()))?;
+            if let Some(workers) = options.netns_workers {
+                sampler.set_workers(workers);
+            }
+            Some(sampler)
         } else {
             None
         };

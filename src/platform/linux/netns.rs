@@ -435,6 +435,8 @@ pub struct NetnsSampler {
     /// namespace again, for the kernel-held check and tunnel devices).
     last_found: BTreeMap<u64, Found>,
     buf: Vec<u8>,
+    /// How many threads dump namespaces at once (the calling one included).
+    workers: usize,
     warned_host: bool,
     warned_denied: bool,
     warned_unsampled: bool,
@@ -489,10 +491,17 @@ impl NetnsSampler {
             last: Namespaces::default(),
             last_found: BTreeMap::new(),
             buf: Vec::with_capacity(4096),
+            workers: DEFAULT_WORKERS,
             warned_host: false,
             warned_denied: false,
             warned_unsampled: false,
         }
+    }
+
+    /// Dumps namespaces on `workers` threads at once (at least 1: the
+    /// collector's own thread alone).
+    pub fn set_workers(&mut self, workers: usize) {
+        self.workers = workers.max(1);
     }
 
     /// The exporter's own namespace and the nsfs device.
@@ -638,6 +647,7 @@ impl NetnsSampler {
         let mut sockets = Vec::new();
         let mut with_sockets: HashSet<u64> = HashSet::new();
         let mut made_handles = false;
+        let mut deferred: Vec<u64> = Vec::new();
         for f in order {
             let host = f.inode == d.host;
             if !host && Instant::now() >= deadline {
@@ -662,6 +672,11 @@ impl NetnsSampler {
                 continue;
             }
             let start = sockets.len();
+            if !host && self.handles.contains_key(&f.inode) {
+                // Dumped below, on the pool, with the others.
+                deferred.push(f.inode);
+                continue;
+            }
             if let Some(h) = self.handles.get_mut(&f.inode) {
                 let dumps = match h.counts(&mut self.buf) {
                     Some(c) => netlink::Dumps {
@@ -730,6 +745,57 @@ impl NetnsSampler {
             }
             if sockets.len() > start {
                 with_sockets.insert(f.inode);
+            }
+        }
+        // The other namespaces' dumps, on a small bounded pool: each walks
+        // the kernel's socket tables, so with many namespaces they are most
+        // of a scrape's time.
+        let mut jobs: Vec<(u64, &mut Handle)> = Vec::with_capacity(deferred.len());
+        {
+            let mut by_inode: HashMap<u64, &mut Handle> = self
+                .handles
+                .iter_mut()
+                .filter(|(inode, _)| deferred.contains(inode))
+                .map(|(inode, h)| (*inode, h))
+                .collect();
+            for inode in &deferred {
+                if let Some(h) = by_inode.remove(inode) {
+                    jobs.push((*inode, h));
+                }
+            }
+        }
+        let outcomes = dump_on_pool(jobs, filter, deadline, self.workers);
+        for (inode, outcome) in outcomes {
+            match outcome {
+                Dumped::Read(mut found) => {
+                    for s in &mut found {
+                        s.netns = inode;
+                    }
+                    if !found.is_empty() {
+                        with_sockets.insert(inode);
+                    }
+                    sockets.append(&mut found);
+                }
+                Dumped::NotReached => {
+                    skipped.push(Skipped {
+                        stage: "sample",
+                        what: name(inode),
+                        reason: "deadline passed before it was read".into(),
+                    });
+                    unsampled += 1;
+                }
+                Dumped::Failed(e) => {
+                    self.handles.remove(&inode);
+                    if !matches!(e, SampleError::Deadline { .. }) {
+                        log::warn!("--collector.netns: network namespace {inode}: {e}");
+                    }
+                    skipped.push(Skipped {
+                        stage: "sample",
+                        what: name(inode),
+                        reason: e.to_string(),
+                    });
+                    unsampled += 1;
+                }
             }
         }
         if unsampled > 0 && !self.warned_unsampled {
@@ -1003,6 +1069,117 @@ impl NetnsSampler {
     pub fn knows(&self, inode: u64) -> bool {
         self.last_found.contains_key(&inode)
     }
+}
+
+/// How many threads dump namespaces at once by default: two (the
+/// collector's thread and one more). Measured in docs/performance.md.
+pub const DEFAULT_WORKERS: usize = 2;
+
+/// Namespaces one pool thread dumps, with their cached fds.
+type Share<'h> = Vec<(u64, &'h mut Handle)>;
+
+/// What became of one namespace's dump on the pool.
+enum Dumped {
+    Read(Vec<Socket>),
+    Failed(SampleError),
+    /// The deadline passed before its turn.
+    NotReached,
+}
+
+/// Dumps each namespace of `jobs` through its cached sock_diag socket, on
+/// `workers` threads (the calling thread one of them; jobs are dealt out
+/// in turn), and gives the outcomes back in the order of `jobs`, so that a
+/// sample reads the same whatever the pool did. A thread that cannot be
+/// started leaves its share to the calling thread; one that panics leaves
+/// its namespaces failed (the caller drops their fds).
+fn dump_on_pool(
+    jobs: Vec<(u64, &mut Handle)>,
+    filter: &Filter,
+    deadline: Instant,
+    workers: usize,
+) -> Vec<(u64, Dumped)> {
+    let order: Vec<u64> = jobs.iter().map(|(inode, _)| *inode).collect();
+    let workers = workers.clamp(1, jobs.len().max(1));
+    let mut shares: Vec<Share> = (0..workers).map(|_| Vec::new()).collect();
+    for (i, job) in jobs.into_iter().enumerate() {
+        shares[i % workers].push(job);
+    }
+    let run = |share: Share| -> Vec<(u64, Dumped)> {
+        let mut buf = Vec::with_capacity(4096);
+        share
+            .into_iter()
+            .map(|(inode, h)| {
+                if Instant::now() >= deadline {
+                    return (inode, Dumped::NotReached);
+                }
+                let dumps = match h.counts(&mut buf) {
+                    Some(c) => netlink::Dumps {
+                        tcp4: c.may_hold(Protocol::Tcp, false),
+                        tcp6: c.may_hold(Protocol::Tcp, true),
+                        udp4: c.may_hold(Protocol::Udp, false),
+                        udp6: c.may_hold(Protocol::Udp, true),
+                    },
+                    None => netlink::Dumps::ALL,
+                };
+                let mut out = Vec::new();
+                match netlink::dump(&h.diag, filter, dumps, deadline, &mut h.seq, &mut out) {
+                    Ok(()) => (inode, Dumped::Read(out)),
+                    Err(e) => (inode, Dumped::Failed(e)),
+                }
+            })
+            .collect()
+    };
+    let mut done: HashMap<u64, Dumped> = HashMap::with_capacity(order.len());
+    // Each share but the first goes to a thread through a slot, so that
+    // it is not lost when the thread cannot be started.
+    let mut shares = shares.into_iter();
+    let first = shares.next().unwrap_or_default();
+    let slots: Vec<std::sync::Mutex<Option<Share>>> =
+        shares.map(|s| std::sync::Mutex::new(Some(s))).collect();
+    fn take<'h>(slot: &std::sync::Mutex<Option<Share<'h>>>) -> Option<Share<'h>> {
+        slot.lock().map(|mut s| s.take()).unwrap_or(None)
+    }
+    std::thread::scope(|scope| {
+        let mut threads = Vec::new();
+        let mut inline = vec![first];
+        for slot in &slots {
+            let spawned = std::thread::Builder::new()
+                .name("netns-dump".into())
+                .spawn_scoped(scope, || take(slot).map(run).unwrap_or_default());
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    log::debug!(
+                        "--collector.netns: no dump thread ({e}); dumping on the collector's"
+                    );
+                    inline.extend(take(slot));
+                }
+            }
+        }
+        for share in inline {
+            done.extend(run(share));
+        }
+        for t in threads {
+            match t.join() {
+                Ok(outcomes) => done.extend(outcomes),
+                Err(p) => log::error!(
+                    "--collector.netns: a dump thread panicked: {}",
+                    panic_message(&*p)
+                ),
+            }
+        }
+    });
+    order
+        .into_iter()
+        .map(|inode| {
+            let outcome = done.remove(&inode).unwrap_or_else(|| {
+                Dumped::Failed(SampleError::Unsupported(
+                    "the dump thread that read it panicked".into(),
+                ))
+            });
+            (inode, outcome)
+        })
+        .collect()
 }
 
 fn read_pods(dir: &Path) -> HashMap<String, containers::Pod> {
