@@ -169,6 +169,20 @@ impl Handle {
         Some(c)
     }
 
+    /// The dumps worth asking for: those of protocols and families the
+    /// sockstat counts show sockets of (all when they cannot be read).
+    fn dumps(&self, buf: &mut Vec<u8>) -> netlink::Dumps {
+        match self.counts(buf) {
+            Some(c) => netlink::Dumps {
+                tcp4: c.may_hold(Protocol::Tcp, false),
+                tcp6: c.may_hold(Protocol::Tcp, true),
+                udp4: c.may_hold(Protocol::Udp, false),
+                udp6: c.may_hold(Protocol::Udp, true),
+            },
+            None => netlink::Dumps::ALL,
+        }
+    }
+
     fn ephemeral(&self, buf: &mut Vec<u8>) -> Option<EphemeralPorts> {
         let (range, reserved) = self.sysctls.as_ref()?;
         read_fd(range, buf).ok()?;
@@ -678,15 +692,7 @@ impl NetnsSampler {
                 continue;
             }
             if let Some(h) = self.handles.get_mut(&f.inode) {
-                let dumps = match h.counts(&mut self.buf) {
-                    Some(c) => netlink::Dumps {
-                        tcp4: c.may_hold(Protocol::Tcp, false),
-                        tcp6: c.may_hold(Protocol::Tcp, true),
-                        udp4: c.may_hold(Protocol::Udp, false),
-                        udp6: c.may_hold(Protocol::Udp, true),
-                    },
-                    None => netlink::Dumps::ALL,
-                };
+                let dumps = h.dumps(&mut self.buf);
                 let r = netlink::dump(&h.diag, filter, dumps, deadline, &mut h.seq, &mut sockets);
                 if let Err(e) = r {
                     sockets.truncate(start);
@@ -1112,15 +1118,7 @@ fn dump_on_pool(
                 if Instant::now() >= deadline {
                     return (inode, Dumped::NotReached);
                 }
-                let dumps = match h.counts(&mut buf) {
-                    Some(c) => netlink::Dumps {
-                        tcp4: c.may_hold(Protocol::Tcp, false),
-                        tcp6: c.may_hold(Protocol::Tcp, true),
-                        udp4: c.may_hold(Protocol::Udp, false),
-                        udp6: c.may_hold(Protocol::Udp, true),
-                    },
-                    None => netlink::Dumps::ALL,
-                };
+                let dumps = h.dumps(&mut buf);
                 let mut out = Vec::new();
                 match netlink::dump(&h.diag, filter, dumps, deadline, &mut h.seq, &mut out) {
                     Ok(()) => (inode, Dumped::Read(out)),
