@@ -470,13 +470,24 @@ fn hidepid_and_no_privilege_mean_unknown_never_expected() {
         log.contains("missing CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"),
         "{log}"
     );
+    // The start-up line names the missing capabilities once. A process
+    // that was visible but refused its reading (another test's child in
+    // the moment between its start and its change of user) adds the
+    // "attribution is incomplete" line, once for the exporter's life; no
+    // scrape adds another.
     assert_eq!(
-        log.matches("CAP_SYS_PTRACE").count(),
+        log.matches("process attribution is limited").count(),
         1,
-        "one log line names it, not one per scrape:\n{log}"
+        "{log}"
+    );
+    let named = log.matches("CAP_SYS_PTRACE").count();
+    assert!(
+        (1..=2).contains(&named),
+        "one log line names it (and at most one more for refused processes), not one per scrape:\n{log}"
     );
     let _ = e.metrics();
-    assert_eq!(e.stderr().matches("CAP_SYS_PTRACE").count(), 1);
+    let _ = e.metrics();
+    assert_eq!(e.stderr().matches("CAP_SYS_PTRACE").count(), named);
     let _ = std::fs::remove_file(cfg);
 }
 
