@@ -113,9 +113,9 @@ fn unknown_reason(report: &Report) -> String {
 
 /// Why the allowlist could not judge a listener whose process is known.
 fn undecided_reason(report: &Report, l: &Listener) -> String {
-    let owner = l.owner();
+    let exe_unreadable = l.owner().is_some_and(|o| o.exe.is_none());
     let mut why = Vec::new();
-    if owner.is_some_and(|o| o.exe.is_none()) {
+    if exe_unreadable {
         why.push("its executable cannot be read");
     }
     if l.user == "unknown" {
@@ -125,7 +125,7 @@ fn undecided_reason(report: &Report, l: &Listener) -> String {
         why.push("what an entry asks about it could not be read");
     }
     let mut text = why.join(" and ");
-    if !report.missing_privileges.is_empty() && owner.is_some_and(|o| o.exe.is_none()) {
+    if exe_unreadable && !report.missing_privileges.is_empty() {
         text.push_str(&format!(
             ": {} or grant {}",
             crate::platform::RUN_PRIVILEGED,

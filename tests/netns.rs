@@ -421,19 +421,27 @@ fn every_namespace_gets_its_own_counts_labels_and_info() {
         assert!(mapped.contains("host"), "{mapped:?}");
 
         // check: one table, a NETNS column, CRITICAL for the intruder.
-        let out = Command::new(EXPORTER)
-            .args([
-                "--collector.netns",
-                "--path.procfs",
-                PROCFS,
-                "--config.file",
-            ])
-            .arg(&cfg)
-            .arg("check")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(2), "{text}");
+        let check = |workers: &str| {
+            let out = Command::new(EXPORTER)
+                .args([
+                    "--collector.netns",
+                    "--collector.netns.workers",
+                    workers,
+                    "--path.procfs",
+                    PROCFS,
+                    "--config.file",
+                ])
+                .arg(&cfg)
+                .arg("check")
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        };
+        let (code, text) = check("2");
+        assert_eq!(code, Some(2), "{text}");
         assert!(text.lines().nth(2).unwrap().starts_with("NETNS "), "{text}");
         // The first line names it too; the table row is the one to read.
         let intruder = text
@@ -449,22 +457,9 @@ fn every_namespace_gets_its_own_counts_labels_and_info() {
         // The namespaces dumped one by one, or on a pool larger than
         // their number, read the same as the default pool of two.
         for workers in ["1", "4"] {
-            let out = Command::new(EXPORTER)
-                .args([
-                    "--collector.netns",
-                    "--collector.netns.workers",
-                    workers,
-                    "--path.procfs",
-                    PROCFS,
-                    "--config.file",
-                ])
-                .arg(&cfg)
-                .arg("check")
-                .output()
-                .unwrap();
             assert_eq!(
-                String::from_utf8_lossy(&out.stdout),
-                text,
+                check(workers),
+                (code, text.clone()),
                 "--collector.netns.workers {workers}"
             );
         }

@@ -692,24 +692,13 @@ impl NetnsSampler {
                 continue;
             }
             if let Some(h) = self.handles.get_mut(&f.inode) {
+                // Only the host's comes here (the others went to the pool),
+                // and it must be read whole.
                 let dumps = h.dumps(&mut self.buf);
                 let r = netlink::dump(&h.diag, filter, dumps, deadline, &mut h.seq, &mut sockets);
                 if let Err(e) = r {
-                    sockets.truncate(start);
                     self.handles.remove(&f.inode);
-                    if host {
-                        return Err(e);
-                    }
-                    if !matches!(e, SampleError::Deadline { .. }) {
-                        log::warn!("--collector.netns: network namespace {}: {e}", f.inode);
-                    }
-                    skipped.push(Skipped {
-                        stage: "sample",
-                        what: name(f.inode),
-                        reason: e.to_string(),
-                    });
-                    unsampled += 1;
-                    continue;
+                    return Err(e);
                 }
             } else if self.mode == Mode::ProcNet {
                 match read_proc_net(
@@ -756,20 +745,15 @@ impl NetnsSampler {
         // The other namespaces' dumps, on a small bounded pool: each walks
         // the kernel's socket tables, so with many namespaces they are most
         // of a scrape's time.
-        let mut jobs: Vec<(u64, &mut Handle)> = Vec::with_capacity(deferred.len());
-        {
-            let mut by_inode: HashMap<u64, &mut Handle> = self
-                .handles
-                .iter_mut()
-                .filter(|(inode, _)| deferred.contains(inode))
-                .map(|(inode, h)| (*inode, h))
-                .collect();
-            for inode in &deferred {
-                if let Some(h) = by_inode.remove(inode) {
-                    jobs.push((*inode, h));
-                }
-            }
-        }
+        let mut handles: HashMap<u64, &mut Handle> = self
+            .handles
+            .iter_mut()
+            .map(|(inode, h)| (*inode, h))
+            .collect();
+        let jobs: Vec<(u64, &mut Handle)> = deferred
+            .iter()
+            .filter_map(|inode| Some((*inode, handles.remove(inode)?)))
+            .collect();
         let outcomes = dump_on_pool(jobs, filter, deadline, self.workers);
         for (inode, outcome) in outcomes {
             match outcome {
