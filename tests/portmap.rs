@@ -242,7 +242,16 @@ fn run_checks(args: &[&str], mut change: Option<&mut dyn FnMut()>) -> (bool, Str
 /// Asserts the run passed, skipped nothing and reported each named check
 /// as `ok` (a check that did not run is not a pass).
 fn assert_passed(ok: bool, out: &str, required: &[&str]) {
-    assert!(ok, "browser checks failed:\n{out}");
+    if !ok {
+        // Name every socket of the namespace, so a cell in an unplanned
+        // state says who held it (the browser's own sockets included).
+        let ss = Command::new("ss")
+            .args(["-tuanp"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_else(|e| format!("ss: {e}"));
+        panic!("browser checks failed:\n{out}\nsockets in the test's namespace:\n{ss}");
+    }
     assert!(
         !out.lines()
             .any(|l| l.starts_with("FAIL") || l.starts_with("SKIPPED")),
