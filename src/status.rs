@@ -310,6 +310,7 @@ mod tests {
             exe: Some(b"/opt/secret/path/bin".to_vec()),
             user: None,
             user_id: None,
+            name_via_link: false,
         })))
     }
 
@@ -582,6 +583,7 @@ mod tests {
             exe: None,
             user: None,
             user_id: None,
+            name_via_link: false,
         })));
         let v = json(&r);
         let bad = v["listeners"]
