@@ -225,6 +225,18 @@ pub fn compile_exe_glob(glob: &str, rules: &Rules) -> Result<ExeMatch, String> {
     })
 }
 
+/// The fixed directory part of an `exe:` glob (as compiled, with `/`
+/// separators): what comes before its first wildcard (`*`, `?`, `[`,
+/// `{`, or a `\` escape), up to its last `/`, and the rest of the glob
+/// after that directory. `None` when there is no `/` before the first
+/// wildcard (`*CtxGfx*`): no fixed directory at all.
+pub fn exe_fixed_dir(glob: &str) -> Option<(String, &str)> {
+    let wild = glob.find(['*', '?', '[', '{', '\\']).unwrap_or(glob.len());
+    let slash = glob[..wild].rfind('/')?;
+    let dir = if slash == 0 { "/" } else { &glob[..slash] };
+    Some((dir.to_string(), &glob[slash + 1..]))
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -508,6 +520,25 @@ mod tests {
             judge(&any, Some(&owner("kernel", None)), 0, &root),
             Expected::False
         );
+    }
+
+    #[test]
+    fn fixed_directories_of_exe_globs() {
+        let d = |g| exe_fixed_dir(g).map(|(d, rest)| (d, rest.to_string()));
+        assert_eq!(d("/opt/citrix/*"), Some(("/opt/citrix".into(), "*".into())));
+        assert_eq!(
+            d("/usr/bin/mosh-serve?"),
+            Some(("/usr/bin".into(), "mosh-serve?".into()))
+        );
+        assert_eq!(d("/usr/bin/x"), Some(("/usr/bin".into(), "x".into())));
+        assert_eq!(d("/opt/a*/bin/x"), Some(("/opt".into(), "a*/bin/x".into())));
+        assert_eq!(d("/*"), Some(("/".into(), "*".into())));
+        assert_eq!(
+            d("C:/Program Files/Citrix/*").unwrap().0,
+            "C:/Program Files/Citrix"
+        );
+        assert_eq!(d("*CtxGfx*"), None);
+        assert_eq!(d("CtxGfx"), None);
     }
 
     #[test]
