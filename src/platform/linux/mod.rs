@@ -111,7 +111,17 @@ impl LinuxPlatform {
     /// steady scrape looks nothing up). One new owner value per process.
     fn vouch_link_names(&mut self, owners: &mut HashMap<u64, Arc<Owner>>) {
         let mut vouched: HashMap<u32, Option<Arc<Owner>>> = HashMap::new();
+        // Owners come one per socket, mostly the same process's in a row.
+        let mut last: Option<(u32, Option<Arc<Owner>>)> = None;
         for o in owners.values_mut() {
+            if let Some((pid, marked)) = &last
+                && *pid == o.pid
+            {
+                if let Some(m) = marked {
+                    *o = m.clone();
+                }
+                continue;
+            }
             let marked = vouched.entry(o.pid).or_insert_with(|| {
                 let exe = o.exe.as_deref()?;
                 if o.exe_gone() || names::HOST.name_agrees(&o.comm, exe) {
@@ -126,6 +136,7 @@ impl LinuxPlatform {
                         })
                     })
             });
+            last = Some((o.pid, marked.clone()));
             if let Some(m) = marked {
                 *o = m.clone();
             }
