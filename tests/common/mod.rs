@@ -188,7 +188,13 @@ pub fn hold_as_nobody(name: impl AsRef<std::ffi::OsStr>, specs: &[&str]) -> Hold
 /// The forgery: the system's python3 as user nobody, renamed to `name`
 /// with prctl(PR_SET_NAME) after it started (its exe stays python's).
 pub fn hold_renamed_as_nobody(name: impl AsRef<std::ffi::OsStr>, specs: &[&str]) -> Holder {
-    spawn_holder_with(&DROP_PRIVILEGES, SYSTEM_PYTHON, name.as_ref(), None, specs)
+    spawn_holder_with(
+        &DROP_PRIVILEGES,
+        SYSTEM_PYTHON.as_ref(),
+        name.as_ref(),
+        None,
+        specs,
+    )
 }
 
 /// The system's python3: a python3 first on root's PATH may be a shim
@@ -255,16 +261,14 @@ fn spawn_holder(
     specs: &[&str],
 ) -> Holder {
     match named_python(name) {
-        Some(python) => {
-            spawn_holder_with(prefix, python.to_str().unwrap(), name, child_name, specs)
-        }
-        None => spawn_holder_with(prefix, SYSTEM_PYTHON, name, child_name, specs),
+        Some(python) => spawn_holder_with(prefix, python.as_os_str(), name, child_name, specs),
+        None => spawn_holder_with(prefix, SYSTEM_PYTHON.as_ref(), name, child_name, specs),
     }
 }
 
 fn spawn_holder_with(
     prefix: &[&str],
-    python: &str,
+    python: &std::ffi::OsStr,
     name: &std::ffi::OsStr,
     child_name: Option<&str>,
     specs: &[&str],
