@@ -1592,6 +1592,7 @@ fn encode_cost(m: usize) -> f64 {
             exe: None,
             user: None,
             user_id: None,
+            name_via_link: false,
         })))
     };
     let mut listeners: Vec<Listener> = (0..m)

@@ -8,6 +8,16 @@
 //! `kernel:`; process entries never match them, and an empty list allows
 //! nothing. How names compare (case, Windows' `.exe`, path separators,
 //! accounts and SIDs) is the platform's rule ([`crate::platform::names`]).
+//!
+//! What a local user cannot forge decides: a `process:` name matches only
+//! when it agrees with the executable the process runs (its file name, cut
+//! as the kernel cuts it, or the name of a link to it in a directory only
+//! root can write, which the platform checked: [`Owner::name_via_link`]),
+//! so a process renamed after start is not matched by name; and an
+//! executable that is gone (deleted, or an anonymous memory file:
+//! [`Owner::exe_gone`]) satisfies neither `process:` nor `exe:`, whatever
+//! its old path says. A `process:` entry whose exe cannot be read is
+//! undecided, as an `exe:` entry is.
 
 use regex::bytes::Regex;
 
@@ -148,9 +158,21 @@ fn judge_process(rules: &Rules, m: &Matcher, owner: &Owner, uid: u32, user: &Use
         if !ok {
             return Expected::False;
         }
+        // The name counts only as the program's own: the file name of an
+        // executable that is still there, or a root-only link's to it.
+        match &owner.exe {
+            _ if owner.exe_gone() => return Expected::False,
+            Some(exe) if !rules.name_agrees(&owner.comm, exe) && !owner.name_via_link => {
+                return Expected::False;
+            }
+            Some(_) => {}
+            None => undecided = true,
+        }
     }
     if let Some(e) = &m.exe {
         match &owner.exe {
+            // What a gone executable's path says proves nothing.
+            Some(_) if owner.exe_gone() => return Expected::False,
             Some(exe) if !e.regex.is_match(&rules.exe_path(exe)) => return Expected::False,
             Some(_) => {}
             None => undecided = true,
@@ -203,6 +225,18 @@ pub fn compile_exe_glob(glob: &str, rules: &Rules) -> Result<ExeMatch, String> {
     })
 }
 
+/// The fixed directory part of an `exe:` glob (as compiled, with `/`
+/// separators): what comes before its first wildcard (`*`, `?`, `[`,
+/// `{`, or a `\` escape), up to its last `/`, and the rest of the glob
+/// after that directory. `None` when there is no `/` before the first
+/// wildcard (`*CtxGfx*`): no fixed directory at all.
+pub fn exe_fixed_dir(glob: &str) -> Option<(String, &str)> {
+    let wild = glob.find(['*', '?', '[', '{', '\\']).unwrap_or(glob.len());
+    let slash = glob[..wild].rfind('/')?;
+    let dir = if slash == 0 { "/" } else { &glob[..slash] };
+    Some((dir.to_string(), &glob[slash + 1..]))
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -219,6 +253,7 @@ mod tests {
             exe: exe.map(|e| e.as_bytes().to_vec()),
             user: None,
             user_id: None,
+            name_via_link: false,
         }))
     }
 
@@ -262,6 +297,173 @@ mod tests {
             judge(&by_uid, Some(&ctx), 0, &known("1001")),
             Expected::False
         );
+    }
+
+    fn linked(comm: &str, exe: &str) -> Holder {
+        Holder::Process(Arc::new(Owner {
+            pid: 1,
+            comm: comm.as_bytes().to_vec(),
+            exe: Some(exe.as_bytes().to_vec()),
+            user: None,
+            user_id: None,
+            name_via_link: true,
+        }))
+    }
+
+    #[test]
+    fn a_name_counts_only_when_it_agrees_with_the_executable() {
+        let root = known("root");
+        let by_name = vec![entry(Some("CtxGfx"), None, None)];
+        let j = |h: &Holder| judge(&by_name, Some(h), 65534, &root);
+        // The program itself, wherever it lies (the load warns about
+        // name-only entries: a copy renamed is the program too).
+        assert_eq!(
+            j(&owner("CtxGfx", Some("/opt/citrix/CtxGfx"))),
+            Expected::True
+        );
+        assert_eq!(j(&owner("CtxGfx", Some("/tmp/CtxGfx"))), Expected::True);
+        // python3 renamed with prctl(PR_SET_NAME): its exe says otherwise.
+        assert_eq!(
+            j(&owner("CtxGfx", Some("/usr/bin/python3.11"))),
+            Expected::False
+        );
+        // The exe unreadable: undecided, never "fine".
+        assert_eq!(j(&owner("CtxGfx", None)), Expected::Unknown);
+        // A name the platform found as a root-only link to the exe.
+        assert_eq!(j(&linked("CtxGfx", "/usr/bin/python3.11")), Expected::True);
+        let python = vec![entry(Some("python3"), None, None)];
+        assert_eq!(
+            judge(
+                &python,
+                Some(&linked("python3", "/usr/bin/python3.11")),
+                0,
+                &root
+            ),
+            Expected::True
+        );
+        assert_eq!(
+            judge(
+                &python,
+                Some(&owner("python3", Some("/usr/bin/python3.11"))),
+                0,
+                &root
+            ),
+            Expected::False,
+            "a link the platform did not vouch for"
+        );
+        // 15 bytes of a longer file name (Linux's comm).
+        let long = vec![entry(Some("0123456789abcde"), None, None)];
+        assert_eq!(
+            judge(
+                &long,
+                Some(&owner("0123456789abcde", Some("/x/0123456789abcdefgh"))),
+                0,
+                &root
+            ),
+            Expected::True
+        );
+        // A regex is held to the same rule.
+        let re = vec![Matcher {
+            process: Some(NameMatch::Regex(Regex::new("^(?:Ctx.*)$").unwrap())),
+            ..Default::default()
+        }];
+        assert_eq!(
+            judge(
+                &re,
+                Some(&owner("CtxGfx", Some("/usr/bin/python3.11"))),
+                0,
+                &root
+            ),
+            Expected::False
+        );
+        // A user entry does not look at names: the kernel says who it is.
+        let by_user = vec![entry(None, None, Some(UserMatch::Uid(65534)))];
+        assert_eq!(
+            judge(
+                &by_user,
+                Some(&owner("CtxGfx", Some("/usr/bin/python3.11"))),
+                65534,
+                &root
+            ),
+            Expected::True
+        );
+    }
+
+    #[test]
+    fn a_gone_executable_satisfies_neither_process_nor_exe() {
+        let root = known("root");
+        let memfd = owner("CtxGfx", Some("/memfd:CtxGfx (deleted)"));
+        let deleted = owner("CtxGfx", Some("/opt/citrix/CtxGfx (deleted)"));
+        let any = Regex::new("^(?:.*)$").unwrap();
+        for (h, what) in [(&memfd, "memfd"), (&deleted, "deleted")] {
+            for m in [
+                entry(Some("CtxGfx"), None, None),
+                entry(None, Some("*CtxGfx*"), None),
+                entry(None, Some("/opt/citrix/*"), None),
+                entry(Some("CtxGfx"), Some("/opt/citrix/*"), None),
+                Matcher {
+                    process: Some(NameMatch::Regex(any.clone())),
+                    ..Default::default()
+                },
+            ] {
+                assert_eq!(
+                    judge(std::slice::from_ref(&m), Some(h), 0, &root),
+                    Expected::False,
+                    "{what}: {m:?}"
+                );
+            }
+            // Even a link the platform vouched for.
+            let Holder::Process(o) = h else {
+                unreachable!()
+            };
+            let vouched = Holder::Process(Arc::new(Owner {
+                name_via_link: true,
+                ..(**o).clone()
+            }));
+            assert_eq!(
+                judge(
+                    &[entry(Some("CtxGfx"), None, None)],
+                    Some(&vouched),
+                    0,
+                    &root
+                ),
+                Expected::False
+            );
+            // The user is the kernel's word, gone executable or not.
+            assert_eq!(
+                judge(
+                    &[entry(None, None, Some(UserMatch::Uid(0)))],
+                    Some(h),
+                    0,
+                    &root
+                ),
+                Expected::True
+            );
+        }
+        // Windows: the attribution marks an image whose file is gone.
+        let gone = Holder::Process(Arc::new(Owner {
+            pid: 7,
+            comm: b"CtxGfx.exe".to_vec(),
+            exe: Some(br"C:\Citrix\CtxGfx.exe (deleted)".to_vec()),
+            user: None,
+            user_id: None,
+            name_via_link: false,
+        }));
+        for m in [
+            windows_entry(Some("CtxGfx"), None, None),
+            windows_entry(None, Some(r"C:\Citrix\*"), None),
+        ] {
+            assert_eq!(
+                judge_with(
+                    &names::WINDOWS,
+                    std::slice::from_ref(&m),
+                    Some(&gone),
+                    u32::MAX,
+                    &root
+                ),
+                Expected::False
+            );
+        }
     }
 
     #[test]
@@ -321,6 +523,25 @@ mod tests {
     }
 
     #[test]
+    fn fixed_directories_of_exe_globs() {
+        let d = |g| exe_fixed_dir(g).map(|(d, rest)| (d, rest.to_string()));
+        assert_eq!(d("/opt/citrix/*"), Some(("/opt/citrix".into(), "*".into())));
+        assert_eq!(
+            d("/usr/bin/mosh-serve?"),
+            Some(("/usr/bin".into(), "mosh-serve?".into()))
+        );
+        assert_eq!(d("/usr/bin/x"), Some(("/usr/bin".into(), "x".into())));
+        assert_eq!(d("/opt/a*/bin/x"), Some(("/opt".into(), "a*/bin/x".into())));
+        assert_eq!(d("/*"), Some(("/".into(), "*".into())));
+        assert_eq!(
+            d("C:/Program Files/Citrix/*").unwrap().0,
+            "C:/Program Files/Citrix"
+        );
+        assert_eq!(d("*CtxGfx*"), None);
+        assert_eq!(d("CtxGfx"), None);
+    }
+
+    #[test]
     fn exe_globs() {
         let g = |p: &str| compile_exe_glob(p, &names::UNIX).unwrap().regex;
         assert!(g("/opt/*").is_match(b"/opt/a/b/c"), "* crosses /");
@@ -356,6 +577,7 @@ mod tests {
             exe: Some(exe.as_bytes().to_vec()),
             user: Some(user.into()),
             user_id: Some(sid.into()),
+            name_via_link: false,
         }))
     }
 
@@ -437,6 +659,7 @@ mod tests {
             exe: None,
             user: None,
             user_id: None,
+            name_via_link: false,
         }));
         let by_sid = [windows_entry(None, None, Some("S-1-5-18"))];
         assert_eq!(

@@ -135,6 +135,27 @@ fn undecided_reason(report: &Report, l: &Listener) -> String {
     text
 }
 
+/// What the owner's executable says against it, for `check`'s lines:
+/// `, executable gone` or `, renamed: runs python3.11`.
+fn owner_marks(l: &Listener) -> String {
+    if l.exe_gone() {
+        ", executable gone".to_string()
+    } else if let Some(file) = l.renamed_from() {
+        format!(", renamed: runs {}", printable(&file))
+    } else {
+        String::new()
+    }
+}
+
+/// The PROCESS cell: the name, marked when its executable is gone.
+fn process_cell(l: &Listener) -> String {
+    if l.exe_gone() {
+        format!("{} (executable gone)", printable(&l.process()))
+    } else {
+        printable(&l.process())
+    }
+}
+
 fn and_more(n: usize) -> String {
     if n > 1 {
         format!(", and {} more", n - 1)
@@ -219,7 +240,7 @@ fn judge<'a>(report: &'a Report, all: &[&'a Listener], opts: &Options) -> Verdic
         status = Status::Critical;
         let more = unexpected.len() - 1;
         reasons.push(format!(
-            "{}: {} (user {}) on {} {} in {}{}{}",
+            "{}: {} (user {}{}) on {} {} in {}{}{}",
             plural(
                 unexpected.len(),
                 "unexpected listener",
@@ -227,6 +248,7 @@ fn judge<'a>(report: &'a Report, all: &[&'a Listener], opts: &Options) -> Verdic
             ),
             printable(&first.process()),
             printable(&first.user),
+            owner_marks(first),
             first.protocol,
             address(first),
             first.range,
@@ -607,7 +629,7 @@ fn listener_table<'a>(
             vec![
                 l.protocol.to_string(),
                 address(l),
-                printable(&l.process()),
+                process_cell(l),
                 l.owner().map_or("-".to_string(), |o| o.pid.to_string()),
                 printable(&l.user),
                 l.expected.as_str().to_string(),
@@ -683,6 +705,7 @@ pub fn render_json(
                 "pid": owner.map(|o| o.pid),
                 "exe": owner.and_then(|o| o.exe.as_ref()).map(|e| String::from_utf8_lossy(e).into_owned()),
                 "kernel": l.is_kernel(),
+                "exe_gone": l.exe_gone(),
                 "user": l.user,
                 "expected": l.expected.as_str(),
             })
@@ -761,6 +784,7 @@ mod tests {
                 exe: None,
                 user: None,
                 user_id: None,
+                name_via_link: false,
             }))),
             user: "root".into(),
             expected,
@@ -1144,6 +1168,52 @@ mod tests {
                 .as_str()
                 .unwrap()
                 .starts_with("r.yml:3:5: ranges[0].expected[0].user:")
+        );
+    }
+
+    #[test]
+    fn gone_and_renamed_owners_are_marked() {
+        let mut r = report(
+            2,
+            vec![(b"CtxGfx", Expected::False), (b"CtxGfx", Expected::False)],
+        );
+        let set_exe = |l: &mut Listener, exe: &[u8]| {
+            let Some(Holder::Process(o)) = &l.holder else {
+                unreachable!()
+            };
+            l.holder = Some(Holder::Process(Arc::new(Owner {
+                exe: Some(exe.to_vec()),
+                ..(**o).clone()
+            })));
+        };
+        set_exe(&mut r.ranges[0].listeners[0], b"/memfd:CtxGfx (deleted)");
+        set_exe(&mut r.ranges[0].listeners[1], b"/usr/bin/python3.11");
+        let o = Options {
+            verbosity: 1,
+            ..opts("0:", "0:")
+        };
+        let (s, text) = render(&r, &[], &o);
+        assert_eq!(s, Status::Critical);
+        let first = text.lines().next().unwrap();
+        assert!(
+            first.contains(
+                "2 unexpected listeners: CtxGfx (user root, executable gone) on udp [::]:3224"
+            ),
+            "{first}"
+        );
+        assert!(text.contains("CtxGfx (executable gone)"), "{text}");
+        let json: serde_json::Value = serde_json::from_str(&render_json(&r, &[], &o).1).unwrap();
+        assert_eq!(json["listeners"][0]["exe_gone"], true);
+        assert_eq!(json["listeners"][1]["exe_gone"], false);
+        // The renamed one, first: why its name did not count.
+        r.ranges[0].listeners.remove(0);
+        let (_, text) = render(&r, &[], &o);
+        assert!(
+            text.lines()
+                .next()
+                .unwrap()
+                .contains("CtxGfx (user root, renamed: runs python3.11) on udp"),
+            "{text}"
         );
     }
 

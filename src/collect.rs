@@ -568,9 +568,10 @@ mod tests {
         Some(Holder::Process(Arc::new(Owner {
             pid: 1,
             comm: comm.as_bytes().to_vec(),
-            exe: None,
+            exe: Some(format!("/usr/bin/{comm}").into_bytes()),
             user: None,
             user_id: None,
+            name_via_link: false,
         })))
     }
 

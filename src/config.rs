@@ -59,7 +59,29 @@ pub struct Config {
     /// What the load found questionable without refusing the file (logged
     /// when it was loaded; `check` shows them too).
     pub warnings: Vec<ConfigWarning>,
+    /// Allowlist `exe:` globs with where they were written, for the check
+    /// of who can write their directories.
+    pub exe_globs: Vec<ExeRef>,
 }
+
+/// An allowlist `exe:` glob, and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExeRef {
+    pub glob: String,
+    pub line: u64,
+    pub column: u64,
+    pub key: String,
+}
+
+/// Says who can write a directory: `Some(Ok(()))` root alone,
+/// `Some(Err(why))` others too (or it cannot be read), `None` where the
+/// platform cannot tell. The host's is
+/// [`crate::platform::trust::exe_dir_writers`]; tests pass fakes.
+pub type DirWriters<'a> = &'a dyn Fn(&Path) -> Option<Result<(), String>>;
+
+/// Directories any user can write on most hosts: an `exe:` glob whose
+/// `*` reaches below one of them matches what a user put there.
+const WRITABLE_BY_ALL: [&str; 3] = ["/tmp", "/var/tmp", "/dev/shm"];
 
 /// An allowlist `user:` given by name, and where.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -258,6 +280,7 @@ impl Config {
             source: None,
             user_names: Vec::new(),
             warnings: Vec::new(),
+            exe_globs: Vec::new(),
         }
     }
 
@@ -273,7 +296,15 @@ impl Config {
     /// Reads and checks a configuration file. Allowlist user names are
     /// looked up when a lookup is installed ([`set_user_lookup`]); what
     /// that finds is logged, once per load, and kept in `warnings`.
+    /// Who can write the directories of `exe:` globs is asked of the
+    /// host ([`Config::load_with`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, &platform::trust::exe_dir_writers)
+    }
+
+    /// [`Config::load`], asking `writers` who can write the directories
+    /// of `exe:` globs ([`Config::check_exe_dirs`]).
+    pub fn load_with(path: &Path, writers: DirWriters<'_>) -> Result<Config, ConfigError> {
         let display = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: display.clone(),
@@ -285,6 +316,8 @@ impl Config {
             let found = cfg.check_users(check, &display, USER_CHECK_DEADLINE);
             cfg.warnings.extend(found);
         }
+        let found = cfg.check_exe_dirs(&display, writers);
+        cfg.warnings.extend(found);
         for w in &cfg.warnings {
             log::warn!(
                 file = w.path.as_str(), line = w.line, column = w.column, key = w.key.as_str();
@@ -373,6 +406,53 @@ impl Config {
                 key: u.key.clone(),
                 message,
             });
+        }
+        out
+    }
+
+    /// Asks `writers` about the fixed directory part of every `exe:` glob
+    /// (what comes before its first wildcard, up to the last `/`). One
+    /// users other than root can write is a warning naming the file, line,
+    /// column and key: any such user can put a program there that the
+    /// entry allows. So is a glob with no fixed directory (`*CtxGfx*`), and
+    /// one whose leading `*` (which crosses `/`) reaches into a directory
+    /// every user can write (`/tmp`). Never refuses the file.
+    pub fn check_exe_dirs(&self, path: &str, writers: DirWriters<'_>) -> Vec<ConfigWarning> {
+        let mut out = Vec::new();
+        for e in &self.exe_globs {
+            let glob = platform::names::HOST.exe_glob(&e.glob);
+            let message = match allowlist::exe_fixed_dir(&glob) {
+                None => Some(format!(
+                    "exe: {:?} names no fixed directory, so it matches a program in any directory, one any user can write included                      (a copy in /tmp): start it with the directory the program is installed in, one only root can write",
+                    e.glob
+                )),
+                Some((dir, rest)) => match writers(Path::new(&dir)) {
+                    Some(Err(why)) => Some(format!(
+                        "exe: {:?}: users other than root can write its directory {dir} ({why}), so they can put a program there that this entry allows:                          install the program in a directory only root can write",
+                        e.glob
+                    )),
+                    _ if rest.starts_with('*') => WRITABLE_BY_ALL
+                        .iter()
+                        .filter(|w| under(w, &dir))
+                        .find_map(|w| match writers(Path::new(w)) {
+                            Some(Err(why)) => Some(format!(
+                                "exe: {:?}: its `*` crosses directories, so it matches below {w} ({why}), where any user can put a program:                                  give the directory the program is installed in",
+                                e.glob
+                            )),
+                            _ => None,
+                        }),
+                    _ => None,
+                },
+            };
+            if let Some(message) = message {
+                out.push(ConfigWarning {
+                    path: path.to_string(),
+                    line: e.line,
+                    column: e.column,
+                    key: e.key.clone(),
+                    message,
+                });
+            }
         }
         out
     }
@@ -690,6 +770,8 @@ fn validate(raw: RawConfig, path: &str) -> Result<Config, ConfigError> {
     // Where each range's `ports:` was written, for overlap refusals.
     let mut ports_at: Vec<(u64, u64)> = Vec::with_capacity(raw.ranges.value.len());
     let mut user_names = Vec::new();
+    let mut exe_globs = Vec::new();
+    let mut warnings = Vec::new();
     for (i, r) in raw.ranges.value.into_iter().enumerate() {
         let key = |field: &str| format!("ranges[{i}].{field}");
 
@@ -803,11 +885,35 @@ fn validate(raw: RawConfig, path: &str) -> Result<Config, ConfigError> {
             };
             let exe = match &e.exe {
                 None => None,
-                Some(p) => Some(
-                    allowlist::compile_exe_glob(&p.value, &platform::names::HOST)
-                        .map_err(|m| err.at(p, ekey("exe"), m))?,
-                ),
+                Some(p) => {
+                    let compiled = allowlist::compile_exe_glob(&p.value, &platform::names::HOST)
+                        .map_err(|m| err.at(p, ekey("exe"), m))?;
+                    exe_globs.push(ExeRef {
+                        glob: p.value.clone(),
+                        line: p.referenced.line(),
+                        column: p.referenced.column(),
+                        key: ekey("exe"),
+                    });
+                    Some(compiled)
+                }
             };
+            if let Some(p) = e
+                .process
+                .as_ref()
+                .filter(|_| e.exe.is_none() && e.user.is_none())
+            {
+                warnings.push(ConfigWarning {
+                    path: path.to_string(),
+                    line: p.referenced.line(),
+                    column: p.referenced.column(),
+                    key: ekey("process"),
+                    message: format!(
+                        "process: {:?} alone: any user who can run a program of that name satisfies this entry (a copy of any program, given that name, is one); \
+                         add exe: with a directory only root can write, or user:",
+                        p.value
+                    ),
+                });
+            }
             let user = match &e.user {
                 None => None,
                 Some(u) => {
@@ -889,8 +995,18 @@ fn validate(raw: RawConfig, path: &str) -> Result<Config, ConfigError> {
         ranges,
         source: None,
         user_names,
-        warnings: Vec::new(),
+        warnings,
+        exe_globs,
     })
+}
+
+/// Whether the path `inner` is `outer` or lies below it.
+fn under(inner: &str, outer: &str) -> bool {
+    outer == "/"
+        || inner == outer
+        || inner
+            .strip_prefix(outer.trim_end_matches('/'))
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 fn parse_name_match(text: &str) -> Result<NameMatch, String> {
@@ -1577,5 +1693,92 @@ mod tests {
                 .starts_with("/nonexistent/ranges.yml: cannot read"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_entry_naming_only_a_process_is_warned_about_with_its_key() {
+        let c = Config::parse(
+            "ranges:\n  - name: fh\n    ports: 3224-3324\n    expected:\n      - process: CtxGfx\n      - process: mosh-server\n        user: mosh\n      - process: rtp\n        exe: /usr/bin/rtp\n",
+            "r.yml",
+        )
+        .unwrap();
+        let w: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with(
+                "r.yml:5:18: ranges[0].expected[0].process: process: \"CtxGfx\" alone: any user who can run a program of that name satisfies this entry"
+            ),
+            "{w:?}"
+        );
+        assert!(w[0].contains("add exe: with a directory only root can write, or user:"));
+    }
+
+    #[test]
+    fn exe_globs_in_directories_others_can_write_are_warned_about() {
+        let text = "ranges:\n  - name: fh\n    ports: 3224-3324\n    expected:\n      - exe: /opt/citrix/*\n      - exe: /home/u/bin/x\n      - exe: \"*CtxGfx*\"\n      - exe: /*\n      - exe: /usr/bin/x?\n";
+        let c = Config::parse(text, "r.yml").unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let asked = std::cell::RefCell::new(Vec::new());
+        let writers = |d: &Path| {
+            let d = d.to_str().unwrap().to_string();
+            let answer = match d.as_str() {
+                "/home/u/bin" => Err("/home/u is owned by uid 1000".to_string()),
+                "/tmp" => Err("/tmp is writable by others (mode 1777)".to_string()),
+                _ => Ok(()),
+            };
+            Some(answer)
+        };
+        let w: Vec<String> = c
+            .check_exe_dirs("r.yml", &|d: &Path| {
+                asked.borrow_mut().push(d.to_path_buf());
+                writers(d)
+            })
+            .iter()
+            .map(|w| w.to_string())
+            .collect();
+        assert_eq!(w.len(), 3, "{w:#?}");
+        assert!(
+            w[0].starts_with("r.yml:6:14: ranges[0].expected[1].exe: exe: \"/home/u/bin/x\": users other than root can write its directory /home/u/bin (/home/u is owned by uid 1000)"),
+            "{w:#?}"
+        );
+        assert!(
+            w[1].starts_with(
+                "r.yml:7:14: ranges[0].expected[2].exe: exe: \"*CtxGfx*\" names no fixed directory"
+            ),
+            "{w:#?}"
+        );
+        assert!(
+            w[2].starts_with("r.yml:8:14: ranges[0].expected[3].exe: exe: \"/*\": its `*` crosses directories, so it matches below /tmp"),
+            "{w:#?}"
+        );
+        assert!(asked.borrow().contains(&PathBuf::from("/opt/citrix")));
+        // A platform that cannot tell (Windows) warns of nothing it cannot see.
+        let c = Config::parse(
+            "ranges:\n  - name: fh\n    ports: 3224-3324\n    expected:\n      - exe: /home/u/bin/x\n",
+            "r.yml",
+        )
+        .unwrap();
+        assert!(c.check_exe_dirs("r.yml", &|_: &Path| None).is_empty());
+    }
+
+    #[test]
+    fn load_warns_with_the_checker_it_is_given() {
+        let dir = std::env::temp_dir().join(format!("portrange-exe-warn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("r.yml");
+        std::fs::write(
+            &file,
+            "ranges:\n  - name: fh\n    ports: 3224-3324\n    expected:\n      - exe: /srv/app/*\n        user: 0\n",
+        )
+        .unwrap();
+        let c = Config::load_with(&file, &|_: &Path| {
+            Some(Err("/srv is owned by uid 7".into()))
+        })
+        .unwrap();
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert_eq!(c.warnings[0].key, "ranges[0].expected[0].exe");
+        let c = Config::load_with(&file, &|_: &Path| Some(Ok(()))).unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

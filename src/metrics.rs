@@ -502,6 +502,7 @@ mod tests {
                 exe: None,
                 user: None,
                 user_id: None,
+                name_via_link: false,
             }))),
             user: "root".into(),
             expected: Expected::False,

@@ -61,6 +61,24 @@ impl Listener {
     pub fn is_kernel(&self) -> bool {
         matches!(self.holder, Some(Holder::Kernel { .. }))
     }
+
+    /// Whether the owner's executable is gone (deleted, or an anonymous
+    /// memory file): marked wherever the listener is shown.
+    pub fn exe_gone(&self) -> bool {
+        self.owner().is_some_and(|o| o.exe_gone())
+    }
+
+    /// The file name of the owner's executable when the process name does
+    /// not agree with it and no root-only link vouches for the name (a
+    /// process renamed after start, a script run by its interpreter): why
+    /// a `process:` entry does not match it.
+    pub fn renamed_from(&self) -> Option<Cow<'_, str>> {
+        let o = self.owner()?;
+        let exe = o.exe.as_deref()?;
+        let rules = &crate::platform::names::HOST;
+        (!o.exe_gone() && !o.name_via_link && !rules.name_agrees(&o.comm, exe))
+            .then(|| String::from_utf8_lossy(rules.exe_file_name(exe)))
+    }
 }
 
 /// One range on one protocol (in one network namespace with

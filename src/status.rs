@@ -134,6 +134,10 @@ struct ListenerJson<'a> {
     user: &'a str,
     expected: &'static str,
     kernel: bool,
+    /// The owner's executable is gone (deleted, or an anonymous memory
+    /// file); left out when it is not.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    exe_gone: bool,
 }
 
 /// Owners named per port at most; the rest are counted.
@@ -143,9 +147,17 @@ const OWNERS_NAMED: usize = 3;
 /// `CtxGfx (pid 812, user citrix)`, `kernel (vxlan0)`, `unknown (user 1001)`.
 pub fn owner_text(l: &Listener) -> String {
     match &l.holder {
-        Some(Holder::Process(o)) => {
-            format!("{} (pid {}, user {})", l.process_name(), o.pid, l.user)
-        }
+        Some(Holder::Process(o)) => format!(
+            "{} (pid {}, user {}{})",
+            l.process_name(),
+            o.pid,
+            l.user,
+            if l.exe_gone() {
+                ", executable gone"
+            } else {
+                ""
+            }
+        ),
         Some(Holder::Kernel { .. }) => l.process(),
         None => format!("unknown (user {})", l.user),
     }
@@ -264,6 +276,7 @@ pub fn render(
             user: &l.user,
             expected: l.expected.as_str(),
             kernel: l.is_kernel(),
+            exe_gone: l.exe_gone(),
         })
         .collect();
     let doc = Document {
@@ -310,6 +323,7 @@ mod tests {
             exe: Some(b"/opt/secret/path/bin".to_vec()),
             user: None,
             user_id: None,
+            name_via_link: false,
         })))
     }
 
@@ -551,6 +565,53 @@ mod tests {
     }
 
     #[test]
+    fn a_gone_executable_is_marked() {
+        let mut r = report();
+        r.ranges[0].listeners[0].holder = Some(Holder::Process(Arc::new(Owner {
+            pid: 77,
+            comm: b"CtxGfx".to_vec(),
+            exe: Some(b"/memfd:CtxGfx (deleted)".to_vec()),
+            user: None,
+            user_id: None,
+            name_via_link: false,
+        })));
+        r.ranges[0].listeners[0].expected = Expected::False;
+        let bytes = render(
+            &r,
+            &Exporter {
+                version: "v",
+                revision: "r",
+                metrics_path: "/metrics",
+            },
+            UNIX_EPOCH,
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let gone: Vec<&serde_json::Value> = v["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["pid"] == 77)
+            .collect();
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0]["exe_gone"], true);
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.contains("CtxGfx (pid 77, user "), "{text}");
+        assert!(text.contains(", executable gone)"), "{text}");
+        assert!(!text.contains("memfd"), "no exe paths: {text}");
+        // Only where it is gone.
+        assert_eq!(
+            v["listeners"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|l| l.get("exe_gone").is_some())
+                .count(),
+            1
+        );
+    }
+
+    #[test]
     fn hostile_names_survive_as_text() {
         let mut r = report();
         r.ranges[0].listeners[0].holder = process("\"},\u{1b}[31m\u{0}</script>", 1);
@@ -582,6 +643,7 @@ mod tests {
             exe: None,
             user: None,
             user_id: None,
+            name_via_link: false,
         })));
         let v = json(&r);
         let bad = v["listeners"]

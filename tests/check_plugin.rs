@@ -347,7 +347,7 @@ fn thousands_of_allowed_listeners_keep_the_output_short_and_json_has_them_all() 
     }
     let cfg = config_file(
         "rtp",
-        "ranges:\n  - name: rtp\n    ports: 10000-19999\n    protocols: [udp]\n    expected:\n      - process: rtpengine\n",
+        "ranges:\n  - name: rtp\n    ports: 10000-19999\n    protocols: [udp]\n    expected:\n      - process: rtpengine\n        user: root\n",
     );
     let c = cfg.to_str().unwrap();
     let allowed: Vec<String> = (10000..11000).map(|p| format!("udp:0.0.0.0:{p}")).collect();

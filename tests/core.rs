@@ -97,6 +97,7 @@ impl Platform for Fake {
                         exe: None,
                         user: None,
                         user_id: None,
+                        name_via_link: false,
                     })))
                 })
                 .collect(),

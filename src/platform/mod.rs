@@ -31,6 +31,7 @@ pub mod linux;
 pub mod names;
 #[cfg(not(target_os = "linux"))]
 pub mod portable;
+pub mod trust;
 /// Compiled on Windows; in Linux test builds only its OS-free parts
 /// (`netsh` output parsing) are, so Linux CI checks them too.
 #[cfg(any(windows, test))]
@@ -257,6 +258,12 @@ pub struct Owner {
     /// The account's id, where the platform has one besides the name
     /// (Windows: the SID, `S-1-5-18`); `None` on Linux.
     pub user_id: Option<String>,
+    /// The process name is not the file name of its executable but the
+    /// name of a link to it in a directory only root can write (`python3`
+    /// runs `python3.11`, busybox applets run `busybox`), as the platform
+    /// checked ([`trust`]); the allowlist then takes the name as the
+    /// program's. Always false where names are the image's (Windows).
+    pub name_via_link: bool,
 }
 
 impl Owner {
@@ -270,10 +277,17 @@ impl Owner {
     }
 }
 
-/// [`Owner::exe_gone`] for an exe path as the platform read it.
+/// [`Owner::exe_gone`] for an exe path as the platform read it: the
+/// kernel's ` (deleted)` mark on Linux (a memfd's link is
+/// `/memfd:name (deleted)`), which the Windows attribution also gives an
+/// image whose file is no longer at its path.
 pub fn exe_is_gone(exe: &[u8]) -> bool {
-    exe.ends_with(b" (deleted)") || exe.starts_with(b"/memfd:")
+    exe.ends_with(GONE_MARK) || exe.starts_with(b"/memfd:")
 }
+
+/// The mark the platform leaves at the end of the path of an executable
+/// that is gone.
+pub const GONE_MARK: &[u8] = b" (deleted)";
 
 /// Who holds a socket.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -23,6 +23,9 @@ pub struct Rules {
     pub backslash_separator: bool,
     /// Accounts are `DOMAIN\name` with a SID; a number is not a uid.
     pub windows_accounts: bool,
+    /// The longest process name the kernel keeps of an executable's file
+    /// name (Linux's `comm`: 15 bytes), when it cuts them.
+    pub name_max: Option<usize>,
 }
 
 /// Linux and the other Unixes.
@@ -31,6 +34,7 @@ pub const UNIX: Rules = Rules {
     image_suffix: None,
     backslash_separator: false,
     windows_accounts: false,
+    name_max: Some(15),
 };
 
 /// Windows.
@@ -39,6 +43,7 @@ pub const WINDOWS: Rules = Rules {
     image_suffix: Some(".exe"),
     backslash_separator: true,
     windows_accounts: true,
+    name_max: None,
 };
 
 /// The rules of the machine the exporter runs on.
@@ -73,6 +78,34 @@ impl Rules {
                 }
             }
             _ => name,
+        }
+    }
+
+    /// The file name of an executable path (its last part).
+    pub fn exe_file_name<'a>(&self, exe: &'a [u8]) -> &'a [u8] {
+        let sep = |b: &u8| *b == b'/' || (self.backslash_separator && *b == b'\\');
+        exe.rsplit(sep).next().unwrap_or(exe)
+    }
+
+    /// Whether the process name `comm` is the one the kernel gives a
+    /// program started from `exe` itself: its file name, cut to
+    /// [`Rules::name_max`] bytes (Linux), or the image name (Windows). A
+    /// process renamed after start (`prctl(PR_SET_NAME)`, a changed
+    /// `argv[0]` does not change it) or started through a link of another
+    /// name does not agree.
+    pub fn name_agrees(&self, comm: &[u8], exe: &[u8]) -> bool {
+        let file = self.exe_file_name(exe);
+        if file.is_empty() {
+            return false;
+        }
+        let file = match self.name_max {
+            Some(max) if file.len() > max => &file[..max],
+            _ => file,
+        };
+        if self.case_insensitive {
+            self.process_matches(file, comm)
+        } else {
+            file == comm
         }
     }
 
@@ -163,6 +196,29 @@ mod tests {
         assert!(!UNIX.is_account_id("S-1-5-18"));
         assert!(UNIX.account_matches("root", "root"));
         assert!(!UNIX.account_matches("Root", "root"));
+    }
+
+    #[test]
+    fn names_agree_with_the_executable_file_name() {
+        assert!(UNIX.name_agrees(b"CtxGfx", b"/opt/citrix/CtxGfx"));
+        assert!(
+            !UNIX.name_agrees(b"CtxGfx", b"/usr/bin/python3.11"),
+            "renamed"
+        );
+        assert!(
+            !UNIX.name_agrees(b"python3", b"/usr/bin/python3.11"),
+            "a link"
+        );
+        assert!(!UNIX.name_agrees(b"ctxgfx", b"/opt/CtxGfx"), "bytes");
+        // The kernel keeps 15 bytes of the file name.
+        assert!(UNIX.name_agrees(b"0123456789abcde", b"/x/0123456789abcdefgh"));
+        assert!(!UNIX.name_agrees(b"0123456789abcd", b"/x/0123456789abcdefgh"));
+        assert!(!UNIX.name_agrees(b"", b"/x/"));
+        assert_eq!(UNIX.exe_file_name(br"/a/b\c"), br"b\c");
+        assert!(WINDOWS.name_agrees(b"CtxGfx.exe", br"C:\Citrix\CTXGFX.EXE"));
+        assert!(WINDOWS.name_agrees(b"CtxGfx.exe", b"C:/Citrix/CtxGfx.exe"));
+        assert!(!WINDOWS.name_agrees(b"CtxGfx.exe", br"C:\Temp\other.exe"));
+        assert_eq!(WINDOWS.exe_file_name(br"C:\a\b.exe"), b"b.exe");
     }
 
     #[test]

@@ -294,6 +294,7 @@
     return e === 'true' ? 'expected' : e === 'false' ? 'unexpected' : 'unknown';
   }
   function cellText(l, k) {
+    if (k === 'process' && l.exe_gone === true) return str(l.process) + ' (executable gone)';
     if (k !== 'expected') return str(l[k]);
     const e = str(l.expected);
     if (l.kernel === true) return e === 'true' ? 'kernel, allowed' : 'kernel, not allowed';

@@ -182,14 +182,76 @@ pub fn hold_forking(name: &str, child: &str, specs: &[&str]) -> Holder {
 
 /// Like `hold`, as user nobody with no capability (`DROP_PRIVILEGES`).
 pub fn hold_as_nobody(name: impl AsRef<std::ffi::OsStr>, specs: &[&str]) -> Holder {
-    // The system's python3: a python3 first on root's PATH may live where
-    // nobody cannot read.
-    let python = if Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    };
-    spawn_holder_with(&DROP_PRIVILEGES, python, name.as_ref(), None, specs)
+    spawn_holder(&DROP_PRIVILEGES, name.as_ref(), None, specs)
+}
+
+/// The forgery: the system's python3 as user nobody, renamed to `name`
+/// with prctl(PR_SET_NAME) after it started (its exe stays python's).
+pub fn hold_renamed_as_nobody(name: impl AsRef<std::ffi::OsStr>, specs: &[&str]) -> Holder {
+    spawn_holder_with(
+        &DROP_PRIVILEGES,
+        SYSTEM_PYTHON.as_ref(),
+        name.as_ref(),
+        None,
+        specs,
+    )
+}
+
+/// The system's python3: a python3 first on root's PATH may be a shim
+/// (pyenv) or live where nobody cannot read.
+pub const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+
+/// A copy of the system's python named `name`, in a 0755 directory of
+/// this test process under the temporary directory, so that a holder's
+/// process name is its executable's file name, as a real program's is (the
+/// allowlist does not take a name a process gave itself). `None` when
+/// `name` cannot be a file name (a `/` in it) or there is no system
+/// python: the holder then only renames itself.
+pub fn named_python(name: &std::ffi::OsStr) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::{Mutex, OnceLock};
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.contains(&b'/') || bytes == b"." || bytes == b".." {
+        return None;
+    }
+    let python = std::fs::canonicalize(SYSTEM_PYTHON).ok()?;
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    static LOCK: Mutex<()> = Mutex::new(());
+    let dir = DIR.get_or_init(|| {
+        let tmp = std::env::temp_dir();
+        for e in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = n.strip_prefix("portrange-names-")
+                && !Path::new("/proc").join(pid).exists()
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let d = tmp.join(format!("portrange-names-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir(&d).unwrap_or_else(|e| panic!("creating {}: {e}", d.display()));
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        d
+    });
+    let _once = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dst = dir.join(name);
+    if !dst.exists() {
+        // install(1): see `shared_copy` (ETXTBSY).
+        let st = Command::new("install")
+            .arg("-m755")
+            .arg(&python)
+            .arg(&dst)
+            .status()
+            .expect("running install (coreutils)");
+        assert!(
+            st.success(),
+            "install {} {}",
+            python.display(),
+            dst.display()
+        );
+    }
+    Some(dst)
 }
 
 fn spawn_holder(
@@ -198,12 +260,15 @@ fn spawn_holder(
     child_name: Option<&str>,
     specs: &[&str],
 ) -> Holder {
-    spawn_holder_with(prefix, "python3", name, child_name, specs)
+    match named_python(name) {
+        Some(python) => spawn_holder_with(prefix, python.as_os_str(), name, child_name, specs),
+        None => spawn_holder_with(prefix, SYSTEM_PYTHON.as_ref(), name, child_name, specs),
+    }
 }
 
 fn spawn_holder_with(
     prefix: &[&str],
-    python: &str,
+    python: &std::ffi::OsStr,
     name: &std::ffi::OsStr,
     child_name: Option<&str>,
     specs: &[&str],

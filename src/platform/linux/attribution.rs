@@ -942,6 +942,7 @@ fn read_proc(procfs: &Path, pid: u32) -> Option<ProcInfo> {
             exe,
             user: None,
             user_id: None,
+            name_via_link: false,
         }),
     })
 }

@@ -12,6 +12,7 @@
 //! own.
 
 pub mod attribution;
+pub mod exe_names;
 pub mod netlink;
 pub mod netns;
 pub mod privileges;
@@ -24,10 +25,12 @@ pub mod users;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use crate::platform::names;
 use std::time::Instant;
 
 use crate::platform::{
-    Attribution, EphemeralPorts, Filter, Holder, KernelCandidate, PerProtocol, Platform,
+    Attribution, EphemeralPorts, Filter, Holder, KernelCandidate, Owner, PerProtocol, Platform,
     PlatformError, PlatformOptions, Sample, SampleError, Skipped, Socket, UserNameResolver,
     UserResolver,
 };
@@ -60,6 +63,8 @@ pub struct LinuxPlatform {
     /// sock_diag cannot be opened here: the own namespace is read from
     /// `<procfs>/thread-self/net` ([`procfs_sockets`]).
     no_sock_diag: bool,
+    /// Process names vouched for by root-only links ([`exe_names`]).
+    link_names: exe_names::LinkNames,
 }
 
 impl LinuxPlatform {
@@ -81,6 +86,7 @@ impl LinuxPlatform {
             netns: None,
             tunnels: tunnels::TunnelCache::default(),
             no_sock_diag: false,
+            link_names: exe_names::LinkNames::default(),
         }
     }
 
@@ -102,6 +108,44 @@ impl LinuxPlatform {
         let mut p = LinuxPlatform::new(procfs);
         p.netns = netns;
         Ok(p)
+    }
+
+    /// Marks the owners whose name is not their executable's file name but
+    /// a root-only link's to it ([`exe_names`]; cached per process, so a
+    /// steady scrape looks nothing up). One new owner value per process.
+    fn vouch_link_names(&mut self, owners: &mut HashMap<u64, Arc<Owner>>) {
+        let mut vouched: HashMap<u32, Option<Arc<Owner>>> = HashMap::new();
+        // Owners come one per socket, mostly the same process's in a row.
+        let mut last: Option<(u32, Option<Arc<Owner>>)> = None;
+        for o in owners.values_mut() {
+            if let Some((pid, marked)) = &last
+                && *pid == o.pid
+            {
+                if let Some(m) = marked {
+                    *o = m.clone();
+                }
+                continue;
+            }
+            let marked = vouched.entry(o.pid).or_insert_with(|| {
+                let exe = o.exe.as_deref()?;
+                if o.exe_gone() || names::HOST.name_agrees(&o.comm, exe) {
+                    return None;
+                }
+                self.link_names
+                    .vouches(&self.procfs, o.pid, &o.comm, exe)
+                    .then(|| {
+                        Arc::new(Owner {
+                            name_via_link: true,
+                            ..(**o).clone()
+                        })
+                    })
+            });
+            last = Some((o.pid, marked.clone()));
+            if let Some(m) = marked {
+                *o = m.clone();
+            }
+        }
+        self.link_names.retain(|pid| vouched.contains_key(&pid));
     }
 
     /// The owner cache, for tests.
@@ -236,7 +280,8 @@ impl Platform for LinuxPlatform {
 
     fn attribute(&mut self, sample: &Sample, deadline: Instant) -> Attribution {
         let sockets = &sample.sockets;
-        let pass = self.attributor.attribute(sockets, deadline);
+        let mut pass = self.attributor.attribute(sockets, deadline);
+        self.vouch_link_names(&mut pass.owners);
         let strict_by_inode: HashMap<u64, bool> = pass.candidates.iter().copied().collect();
         let mut candidates = Vec::new();
         let holders = sockets

@@ -289,6 +289,14 @@ pub fn read_process(pid: u32) -> Result<ProcessInfo, OpenError> {
         e => OpenError::Other(e),
     })?;
     let name = path.rsplit(['\\', '/']).next().unwrap_or(&path).to_string();
+    // An image whose file is no longer at its path (deleted, renamed away,
+    // or never there: process ghosting) proves nothing: marked gone, as
+    // Linux marks a deleted exe. Checked once per process (the cache).
+    let path = if image_gone(&path) {
+        format!("{path} (deleted)")
+    } else {
+        path
+    };
     let sid = token_user_sid(&h).ok();
     Ok(ProcessInfo {
         created,
@@ -298,8 +306,18 @@ pub fn read_process(pid: u32) -> Result<ProcessInfo, OpenError> {
             exe: Some(path.into_bytes()),
             user: None,
             user_id: sid,
+            name_via_link: false,
         },
     })
+}
+
+/// Whether the image file is gone from `path`: only a definite "not
+/// found" says so (access denied is not gone).
+fn image_gone(path: &str) -> bool {
+    matches!(
+        std::fs::symlink_metadata(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound
+    )
 }
 
 struct Cached {
