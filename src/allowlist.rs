@@ -7,7 +7,7 @@
 //! unexpected otherwise. Kernel-held sockets match only entries that say
 //! `kernel:`; process entries never match them, and an empty list allows
 //! nothing. How names compare (case, Windows' `.exe`, path separators,
-//! accounts and SIDs) is the platform's rule ([`crate::platform::names`]).
+//! accounts and SIDs) is the platform's rule ([`crate::names`]).
 //!
 //! What a local user cannot forge decides: a `process:` name matches only
 //! when it agrees with the executable the process runs (its file name, cut
@@ -21,7 +21,7 @@
 
 use regex::bytes::Regex;
 
-use crate::platform::names::{self, Rules};
+use crate::names::{self, Rules};
 use crate::platform::{Holder, Owner};
 
 /// Whether a listener is on its range's allowlist.

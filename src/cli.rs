@@ -20,7 +20,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::check::{self, Output, Threshold};
 use crate::collect::Collector;
-use crate::config::{self, Config};
+use crate::config::{self, Config, LoadChecks};
 use crate::http;
 use crate::logging::{self, Format};
 use crate::platform;
@@ -361,24 +361,28 @@ pub fn main() -> i32 {
     // handed to `check` or to the collector; the collector builds another
     // only after a failure.
     let host = platform::host_with(&cli.procfs, &platform_options(&cli));
-    // Allowlist user names are checked against the user database at every
-    // load, where the platform can look names up.
+    // What every configuration load asks of the host: allowlist user
+    // names against the user database (where the platform can look names
+    // up) and who can write the directories of `exe:` globs.
     let mut missing = Vec::new();
+    let mut lookup: Option<config::UserLookup> = None;
     if let Ok(host) = &host {
-        if let Some(lookup) = host.user_name_resolver() {
-            config::set_user_lookup(Arc::new(move |name: &str| {
-                lookup(name).map(|u| u.is_some())
+        if let Some(resolve) = host.user_name_resolver() {
+            lookup = Some(Arc::new(move |name: &str| {
+                resolve(name).map(|u| u.is_some())
             }));
         }
         missing = host.missing_privileges();
     }
+    let checks = LoadChecks::new(lookup, platform::trust::exe_dir_writers);
 
     if let Some(Command::Check(args)) = &cli.command {
-        return run_check(&cli, args.clone(), host);
+        return run_check(&cli, args.clone(), host, &checks);
     }
     #[cfg(windows)]
     if service {
-        return match platform::windows::service::run(move || run_server(cli, host, missing)) {
+        return match platform::windows::service::run(move || run_server(cli, host, missing, checks))
+        {
             Ok(code) => code,
             Err(e) => {
                 log::error!("{e}");
@@ -386,7 +390,7 @@ pub fn main() -> i32 {
             }
         };
     }
-    run_server(cli, host, missing)
+    run_server(cli, host, missing, checks)
 }
 
 /// The platform built at start, or why it could not be.
@@ -394,12 +398,12 @@ type Host = Result<Box<dyn platform::Platform>, platform::PlatformError>;
 
 /// Checks the flags, loads the configurations and serves until asked to
 /// stop; returns the exit code (2 for a refused flag or configuration).
-fn run_server(cli: Cli, host: Host, missing: Vec<&'static str>) -> i32 {
+fn run_server(cli: Cli, host: Host, missing: Vec<&'static str>, checks: LoadChecks) -> i32 {
     if let Err(e) = check_telemetry_path(&cli.telemetry_path) {
         log::error!(flag = "--web.telemetry-path", value = cli.telemetry_path.as_str(); "refusing the flag: {e}");
         return 2;
     }
-    let config = match Config::load_or_builtin(cli.config_file.as_deref()) {
+    let config = match Config::load_or_builtin(cli.config_file.as_deref(), &checks) {
         Ok(c) => c,
         Err(e) => {
             // Said once, on stderr, through the logger.
@@ -417,7 +421,7 @@ fn run_server(cli: Cli, host: Host, missing: Vec<&'static str>) -> i32 {
             }
         },
     };
-    match serve(cli, config, web, host, missing) {
+    match serve(cli, config, web, host, missing, checks) {
         Ok(()) => 0,
         Err(e) => {
             log::error!(err:% = format!("{e:#}"); "exiting");
@@ -443,7 +447,7 @@ pub fn check_telemetry_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn run_check(cli: &Cli, args: CheckArgs, host: Host) -> i32 {
+fn run_check(cli: &Cli, args: CheckArgs, host: Host, checks: &LoadChecks) -> i32 {
     // The plugin's time limit covers everything, the configuration's user
     // lookups and a kernel that does not answer included.
     let answered = Arc::new(Mutex::new(false));
@@ -464,7 +468,7 @@ fn run_check(cli: &Cli, args: CheckArgs, host: Host) -> i32 {
             }
         });
     let started = Instant::now();
-    let (status, text) = check_output(cli, &args, host, started);
+    let (status, text) = check_output(cli, &args, host, checks, started);
     let mut done = answered.lock().unwrap_or_else(|p| p.into_inner());
     if *done {
         // The watchdog answered and is exiting the process.
@@ -481,6 +485,7 @@ fn check_output(
     cli: &Cli,
     args: &CheckArgs,
     host: Host,
+    checks: &LoadChecks,
     started: Instant,
 ) -> (check::Status, String) {
     let unknown = |msg: String| {
@@ -489,7 +494,7 @@ fn check_output(
             format!("PORTRANGE UNKNOWN - {}\n", check::printable(&msg)),
         )
     };
-    let mut config = match Config::load_or_builtin(cli.config_file.as_deref()) {
+    let mut config = match Config::load_or_builtin(cli.config_file.as_deref(), checks) {
         Ok(c) => c,
         Err(e) => return unknown(e.to_string()),
     };
@@ -535,6 +540,7 @@ fn serve(
     web: Option<Arc<crate::webconfig::WebConfig>>,
     host: Host,
     missing: Vec<&'static str>,
+    checks: LoadChecks,
 ) -> anyhow::Result<()> {
     // Socket activation hands over fds before any other thread exists.
     let activated = if cli.systemd_socket {
@@ -587,6 +593,7 @@ fn serve(
         let service = Service::start(
             config,
             cli.config_file.clone(),
+            checks,
             Box::new(move || {
                 first
                     .take()

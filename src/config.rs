@@ -7,14 +7,17 @@
 //! numbers or never match: two ranges sharing ports on one protocol,
 //! process names no process can have, quoted or YAML 1.1 booleans, and
 //! per-port series on a huge range without an explicit `per_port: force`.
-//! Allowlist users that do not exist are only warned about (the user
-//! database may be down), through the lookup [`set_user_lookup`] installs;
-//! [`UserCheck`] runs it on one thread at a time, bounded by a deadline.
+//! Allowlist users that do not exist, and `exe:` globs in directories
+//! users other than root can write, are only warned about (the user
+//! database may be down). What a load asks of the host comes in as a value,
+//! [`LoadChecks`], that the caller builds from the platform (`cli`):
+//! this module never reads the OS itself. [`UserCheck`] runs the user
+//! lookup on one thread at a time, bounded by a deadline.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use regex::bytes::RegexBuilder;
@@ -24,7 +27,7 @@ use serde_saphyr::Spanned;
 
 use crate::allowlist::{self, KernelMatch, Matcher, NameMatch, UserMatch};
 use crate::deadline::{self, Job, Next};
-use crate::platform;
+use crate::names;
 use crate::ranges::{PortSet, Protocol};
 
 /// Ranges at or below this many ports get per-port series unless the config
@@ -79,6 +82,48 @@ pub struct ExeRef {
 /// [`crate::platform::trust::exe_dir_writers`]; tests pass fakes.
 pub type DirWriters<'a> = &'a dyn Fn(&Path) -> Option<Result<(), String>>;
 
+/// What a load asks of the host beyond the file: whether allowlist `user:`
+/// names exist ([`UserCheck`], kept across loads so that a hung user
+/// database holds at most one thread) and who can write the directories of
+/// `exe:` globs. Built once by the caller from the platform and passed to
+/// every load (start, reload, `check`); [`LoadChecks::none`] checks
+/// nothing (tests, fuzzing).
+#[derive(Clone)]
+pub struct LoadChecks {
+    users: Option<Arc<UserCheck>>,
+    dir_writers: Arc<DirWritersFn>,
+}
+
+/// A [`DirWriters`] kept across loads.
+type DirWritersFn = dyn Fn(&Path) -> Option<Result<(), String>> + Send + Sync;
+
+impl LoadChecks {
+    /// Checks `user:` names with `lookup` (where the platform has one) and
+    /// `exe:` directories with `dir_writers`.
+    pub fn new(
+        lookup: Option<UserLookup>,
+        dir_writers: impl Fn(&Path) -> Option<Result<(), String>> + Send + Sync + 'static,
+    ) -> LoadChecks {
+        LoadChecks {
+            users: lookup.map(|l| Arc::new(UserCheck::new(l))),
+            dir_writers: Arc::new(dir_writers),
+        }
+    }
+
+    /// Checks nothing: no user lookup, no directory can be judged.
+    pub fn none() -> LoadChecks {
+        LoadChecks::new(None, |_: &Path| None)
+    }
+}
+
+impl fmt::Debug for LoadChecks {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.debug_struct("LoadChecks")
+            .field("users", &self.users.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Directories any user can write on most hosts: an `exe:` glob whose
 /// `*` reaches below one of them matches what a user put there.
 const WRITABLE_BY_ALL: [&str; 3] = ["/tmp", "/var/tmp", "/dev/shm"];
@@ -116,15 +161,6 @@ impl fmt::Display for ConfigWarning {
 /// when the user database says there is no such account, `Err` when the
 /// lookup failed. May block (NSS, LDAP).
 pub type UserLookup = Arc<dyn Fn(&str) -> Result<bool, String> + Send + Sync>;
-
-static USER_CHECK: OnceLock<UserCheck> = OnceLock::new();
-
-/// Installs the user lookup that [`Config::load`] runs on allowlist
-/// `user:` names (at start and on every reload). Without one (tests,
-/// fuzzing) names are not checked. Later calls are ignored.
-pub fn set_user_lookup(lookup: UserLookup) {
-    let _ = USER_CHECK.set(UserCheck::new(lookup));
-}
 
 /// The allowlist user check across loads: the lookup, run on a thread of
 /// its own ([`crate::deadline`]), and that thread while it has not
@@ -286,25 +322,21 @@ impl Config {
 
     /// Reads and checks `path`, or gives the built-in configuration when
     /// there is none: the one place a configuration is loaded.
-    pub fn load_or_builtin(path: Option<&Path>) -> Result<Config, ConfigError> {
+    pub fn load_or_builtin(
+        path: Option<&Path>,
+        checks: &LoadChecks,
+    ) -> Result<Config, ConfigError> {
         match path {
-            Some(p) => Config::load(p),
+            Some(p) => Config::load(p, checks),
             None => Ok(Config::builtin()),
         }
     }
 
-    /// Reads and checks a configuration file. Allowlist user names are
-    /// looked up when a lookup is installed ([`set_user_lookup`]); what
-    /// that finds is logged, once per load, and kept in `warnings`.
-    /// Who can write the directories of `exe:` globs is asked of the
-    /// host ([`Config::load_with`]).
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        Config::load_with(path, &platform::trust::exe_dir_writers)
-    }
-
-    /// [`Config::load`], asking `writers` who can write the directories
-    /// of `exe:` globs ([`Config::check_exe_dirs`]).
-    pub fn load_with(path: &Path, writers: DirWriters<'_>) -> Result<Config, ConfigError> {
+    /// Reads and checks a configuration file, then runs `checks`: the
+    /// allowlist's user names against the user database and who can write
+    /// the directories of `exe:` globs ([`Config::check_exe_dirs`]). What
+    /// they find is logged, once per load, and kept in `warnings`.
+    pub fn load(path: &Path, checks: &LoadChecks) -> Result<Config, ConfigError> {
         let display = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: display.clone(),
@@ -312,11 +344,11 @@ impl Config {
         })?;
         let mut cfg = Config::parse(&text, &display)?;
         cfg.source = Some(path.to_path_buf());
-        if let Some(check) = USER_CHECK.get() {
+        if let Some(check) = &checks.users {
             let found = cfg.check_users(check, &display, USER_CHECK_DEADLINE);
             cfg.warnings.extend(found);
         }
-        let found = cfg.check_exe_dirs(&display, writers);
+        let found = cfg.check_exe_dirs(&display, &*checks.dir_writers);
         cfg.warnings.extend(found);
         for w in &cfg.warnings {
             log::warn!(
@@ -420,10 +452,10 @@ impl Config {
     pub fn check_exe_dirs(&self, path: &str, writers: DirWriters<'_>) -> Vec<ConfigWarning> {
         let mut out = Vec::new();
         for e in &self.exe_globs {
-            let glob = platform::names::HOST.exe_glob(&e.glob);
+            let glob = names::HOST.exe_glob(&e.glob);
             let message = match allowlist::exe_fixed_dir(&glob) {
                 None => Some(format!(
-                    "exe: {:?} names no fixed directory, so it matches a program in any directory, one any user can write included                      (a copy in /tmp): start it with the directory the program is installed in, one only root can write",
+                    "exe: {:?} names no fixed directory, so it matches a program in any directory, one any user can write included (a copy in /tmp): start it with the directory the program is installed in, one only root can write",
                     e.glob
                 )),
                 Some((dir, rest)) => match writers(Path::new(&dir)) {
@@ -886,7 +918,7 @@ fn validate(raw: RawConfig, path: &str) -> Result<Config, ConfigError> {
             let exe = match &e.exe {
                 None => None,
                 Some(p) => {
-                    let compiled = allowlist::compile_exe_glob(&p.value, &platform::names::HOST)
+                    let compiled = allowlist::compile_exe_glob(&p.value, &names::HOST)
                         .map_err(|m| err.at(p, ekey("exe"), m))?;
                     exe_globs.push(ExeRef {
                         glob: p.value.clone(),
@@ -1016,7 +1048,7 @@ fn parse_name_match(text: &str) -> Result<NameMatch, String> {
     if text.len() >= 2 && text.starts_with('/') && text.ends_with('/') {
         let pattern = &text[1..text.len() - 1];
         return RegexBuilder::new(&format!("^(?:{pattern})$"))
-            .case_insensitive(platform::names::HOST.case_insensitive)
+            .case_insensitive(names::HOST.case_insensitive)
             .build()
             .map(NameMatch::Regex)
             .map_err(|e| format!("bad regex {pattern:?}: {}", one_line(&e.to_string())));
@@ -1035,7 +1067,7 @@ fn parse_name_match(text: &str) -> Result<NameMatch, String> {
              match the path with exe: \"*/{text}\", or write a regex between slashes"
         ));
     }
-    if let Some(max) = platform::PROCESS_NAME_MAX
+    if let Some(max) = names::HOST.name_max
         && text.len() > max
     {
         return Err(format!(
@@ -1061,7 +1093,7 @@ fn parse_user(text: &str) -> Result<UserMatch, String> {
     if text.is_empty() {
         return Err("the user is empty".into());
     }
-    if platform::names::HOST.numeric_user_is_uid() && text.bytes().all(|b| b.is_ascii_digit()) {
+    if names::HOST.numeric_user_is_uid() && text.bytes().all(|b| b.is_ascii_digit()) {
         return text
             .parse::<u32>()
             .map(UserMatch::Uid)
@@ -1386,11 +1418,7 @@ mod tests {
 
     #[test]
     fn glob_translation() {
-        let g = |p: &str| {
-            allowlist::compile_exe_glob(p, &platform::names::UNIX)
-                .unwrap()
-                .regex
-        };
+        let g = |p: &str| allowlist::compile_exe_glob(p, &names::UNIX).unwrap().regex;
         let r = g("/usr/bin/python3.[0-9]*");
         assert!(r.is_match(b"/usr/bin/python3.11"));
         assert!(!r.is_match(b"/usr/bin/python3x11"), "the dot is literal");
@@ -1687,7 +1715,8 @@ mod tests {
 
     #[test]
     fn read_error_names_the_file() {
-        let e = Config::load(Path::new("/nonexistent/ranges.yml")).unwrap_err();
+        let e =
+            Config::load(Path::new("/nonexistent/ranges.yml"), &LoadChecks::none()).unwrap_err();
         assert!(
             e.to_string()
                 .starts_with("/nonexistent/ranges.yml: cannot read"),
@@ -1771,14 +1800,45 @@ mod tests {
             "ranges:\n  - name: fh\n    ports: 3224-3324\n    expected:\n      - exe: /srv/app/*\n        user: 0\n",
         )
         .unwrap();
-        let c = Config::load_with(&file, &|_: &Path| {
-            Some(Err("/srv is owned by uid 7".into()))
-        })
+        let c = Config::load(
+            &file,
+            &LoadChecks::new(None, |_: &Path| Some(Err("/srv is owned by uid 7".into()))),
+        )
         .unwrap();
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
         assert_eq!(c.warnings[0].key, "ranges[0].expected[0].exe");
-        let c = Config::load_with(&file, &|_: &Path| Some(Ok(()))).unwrap();
+        let c = Config::load(&file, &LoadChecks::new(None, |_: &Path| Some(Ok(())))).unwrap();
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        // The user lookup it is given runs on the allowlist's names.
+        std::fs::write(
+            &file,
+            "ranges:\n  - name: fh\n    ports: 3224-3324\n    expected:\n      - process: CtxGfx\n        user: citrix\n",
+        )
+        .unwrap();
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let seen = asked.clone();
+        let checks = LoadChecks::new(
+            Some(Arc::new(move |n: &str| {
+                seen.lock().unwrap().push(n.to_string());
+                Ok(false)
+            })),
+            |_: &Path| None,
+        );
+        let c = Config::load(&file, &checks).unwrap();
+        assert_eq!(*asked.lock().unwrap(), ["citrix"]);
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.key == "ranges[0].expected[0].user"),
+            "{:?}",
+            c.warnings
+        );
+        let c = Config::load(&file, &LoadChecks::none()).unwrap();
+        assert!(
+            !c.warnings.iter().any(|w| w.key.ends_with(".user")),
+            "{:?}",
+            c.warnings
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -22,6 +22,7 @@ pub mod deadline;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod names;
 pub mod platform;
 pub mod ranges;
 pub mod report;

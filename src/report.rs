@@ -75,7 +75,7 @@ impl Listener {
     pub fn renamed_from(&self) -> Option<Cow<'_, str>> {
         let o = self.owner()?;
         let exe = o.exe.as_deref()?;
-        let rules = &crate::platform::names::HOST;
+        let rules = &crate::names::HOST;
         (!o.exe_gone() && !o.name_via_link && !rules.name_agrees(&o.comm, exe))
             .then(|| String::from_utf8_lossy(rules.exe_file_name(exe)))
     }

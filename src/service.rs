@@ -35,7 +35,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::collect::{Collector, Report};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, LoadChecks};
 use crate::metrics;
 use crate::platform::{Platform, PlatformError};
 
@@ -106,6 +106,8 @@ struct Flight {
 
 pub struct Service {
     config_path: Option<PathBuf>,
+    /// What every reload asks of the host (user names, `exe:` directories).
+    checks: LoadChecks,
     loaded: watch::Sender<Loaded>,
     /// Held only to read or update the bookkeeping, never across work.
     flight: Arc<Mutex<Flight>>,
@@ -117,10 +119,12 @@ pub struct Service {
 impl Service {
     /// Starts the collection thread, which builds the first platform with
     /// `platforms`. `registry` holds the exporter's own collectors
-    /// (process metrics), gathered with every collection.
+    /// (process metrics), gathered with every collection. Reloads read
+    /// `config_path` and run `checks` on it.
     pub fn start(
         config: Config,
         config_path: Option<PathBuf>,
+        checks: LoadChecks,
         platforms: PlatformFactory,
         registry: prometheus::Registry,
     ) -> std::io::Result<Arc<Service>> {
@@ -135,6 +139,7 @@ impl Service {
         let flight = Arc::new(Mutex::new(Flight::default()));
         let service = Arc::new(Service {
             config_path,
+            checks,
             loaded: watch::Sender::new(loaded),
             flight: flight.clone(),
             requests: Mutex::new(tx),
@@ -259,7 +264,8 @@ impl Service {
     pub async fn reload(&self, trigger: &str) -> Result<usize, String> {
         let _one_at_a_time = self.reloading.lock().await;
         let path = self.config_path.clone();
-        let loaded = tokio::task::spawn_blocking(move || load(path.as_deref()))
+        let checks = self.checks.clone();
+        let loaded = tokio::task::spawn_blocking(move || load(path.as_deref(), &checks))
             .await
             .unwrap_or_else(|e| Err(LoadError::Task(e.to_string())));
         let from = self
@@ -300,11 +306,8 @@ enum LoadError {
     Task(String),
 }
 
-fn load(path: Option<&std::path::Path>) -> Result<Config, LoadError> {
-    Ok(match path {
-        Some(p) => Config::load(p)?,
-        None => Config::builtin(),
-    })
+fn load(path: Option<&std::path::Path>, checks: &LoadChecks) -> Result<Config, LoadError> {
+    Ok(Config::load_or_builtin(path, checks)?)
 }
 
 /// The collector thread: builds the collector, runs the collections it is

@@ -15,7 +15,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use portrange_exporter::config::Config;
+use portrange_exporter::config::{Config, LoadChecks};
 use portrange_exporter::platform::{
     Attribution, EphemeralPorts, Filter, Holder, Owner, Platform, Sample, SampleError, Skipped,
     Socket, UserLookup, UserResolver,
@@ -147,10 +147,11 @@ impl Drop for Served {
 fn serve_fake(config_path: Option<std::path::PathBuf>) -> Served {
     let script = Arc::new(Script::default());
     let s = script.clone();
-    let config = Config::load_or_builtin(config_path.as_deref()).unwrap();
+    let config = Config::load_or_builtin(config_path.as_deref(), &LoadChecks::none()).unwrap();
     let service = Service::start(
         config,
         config_path,
+        LoadChecks::none(),
         Box::new(move || {
             s.built.fetch_add(1, Ordering::SeqCst);
             Ok(Box::new(Fake(s.clone())) as Box<dyn Platform>)

@@ -18,7 +18,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use common::*;
-use portrange_exporter::config::{self, Config};
+use portrange_exporter::config::{self, Config, LoadChecks};
 use portrange_exporter::platform::{
     Attribution, EphemeralPorts, Filter, Platform, PlatformError, Sample, SampleError, UserLookup,
     UserResolver,
@@ -157,9 +157,18 @@ impl Drop for Served {
 }
 
 fn serve(script: Arc<Script>, config_path: Option<std::path::PathBuf>) -> Served {
+    serve_with(script, config_path, LoadChecks::none())
+}
+
+fn serve_with(
+    script: Arc<Script>,
+    config_path: Option<std::path::PathBuf>,
+    checks: LoadChecks,
+) -> Served {
     let service = Service::start(
         Config::builtin(),
         config_path,
+        checks,
         factory(script.clone()),
         prometheus::Registry::new(),
     )
@@ -369,8 +378,8 @@ fn a_waiter_gets_the_collection_it_waited_for_even_when_the_next_one_has_started
 /// exist. `HANGING` counts lookups stuck in it.
 static HANGING: AtomicU64 = AtomicU64::new(0);
 
-fn install_hanging_user_lookup() {
-    config::set_user_lookup(Arc::new(|name: &str| {
+fn hanging_user_lookup() -> LoadChecks {
+    let lookup: config::UserLookup = Arc::new(|name: &str| {
         if name == "hang" {
             HANGING.fetch_add(1, Ordering::SeqCst);
             loop {
@@ -378,7 +387,8 @@ fn install_hanging_user_lookup() {
             }
         }
         Ok(true)
-    }));
+    });
+    LoadChecks::new(Some(lookup), |_: &std::path::Path| None)
 }
 
 /// Threads of this process named `name`.
@@ -394,12 +404,15 @@ fn threads_named(name: &str) -> usize {
 
 #[test]
 fn reloads_apply_in_the_order_they_read_the_file_and_a_hung_nss_holds_one_thread() {
-    install_hanging_user_lookup();
     let cfg = config_file(
         "supervision-reload",
         "ranges:\n  - name: older\n    ports: 3224\n    expected:\n      - user: hang\n",
     );
-    let s = serve(Arc::new(Script::default()), Some(cfg.clone()));
+    let s = serve_with(
+        Arc::new(Script::default()),
+        Some(cfg.clone()),
+        hanging_user_lookup(),
+    );
     let service = s.service.clone();
     // Reload 1 reads the older file and hangs in NSS on its user name ...
     let first = s.rt.spawn({

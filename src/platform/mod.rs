@@ -28,7 +28,7 @@ use crate::ranges::{PortSet, Protocol};
 
 #[cfg(target_os = "linux")]
 pub mod linux;
-pub mod names;
+
 #[cfg(not(target_os = "linux"))]
 pub mod portable;
 pub mod trust;
@@ -555,17 +555,6 @@ pub trait Platform: Send {
     /// The privileges attribution lacks, by name (empty when it has all).
     fn missing_privileges(&self) -> Vec<&'static str>;
 }
-
-/// The longest process name the platform reports, when it truncates them
-/// (Linux's `comm` is 15 bytes); an exact allowlist name longer than this
-/// can never match.
-#[cfg(target_os = "linux")]
-pub const PROCESS_NAME_MAX: Option<usize> = Some(15);
-#[cfg(not(target_os = "linux"))]
-pub const PROCESS_NAME_MAX: Option<usize> = None;
-
-/// Whether paths and process names compare case-insensitively.
-pub const NAMES_CASE_INSENSITIVE: bool = names::HOST.case_insensitive;
 
 /// The help text of `portrange_ephemeral_overlap_ports`: where the
 /// ephemeral ports come from.

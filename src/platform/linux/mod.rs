@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::platform::names;
+use crate::names;
 use std::time::Instant;
 
 use crate::platform::{

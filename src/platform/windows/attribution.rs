@@ -723,8 +723,7 @@ mod tests {
             },
             Matcher {
                 exe: Some(
-                    allowlist::compile_exe_glob(&format!("{dir}/*"), &crate::platform::names::HOST)
-                        .unwrap(),
+                    allowlist::compile_exe_glob(&format!("{dir}/*"), &crate::names::HOST).unwrap(),
                 ),
                 ..Default::default()
             },
