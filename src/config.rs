@@ -460,7 +460,7 @@ impl Config {
                 )),
                 Some((dir, rest)) => match writers(Path::new(&dir)) {
                     Some(Err(why)) => Some(format!(
-                        "exe: {:?}: users other than root can write its directory {dir} ({why}), so they can put a program there that this entry allows:                          install the program in a directory only root can write",
+                        "exe: {:?}: users other than root can write its directory {dir} ({why}), so they can put a program there that this entry allows: install the program in a directory only root can write",
                         e.glob
                     )),
                     _ if rest.starts_with('*') => WRITABLE_BY_ALL
@@ -468,7 +468,7 @@ impl Config {
                         .filter(|w| under(w, &dir))
                         .find_map(|w| match writers(Path::new(w)) {
                             Some(Err(why)) => Some(format!(
-                                "exe: {:?}: its `*` crosses directories, so it matches below {w} ({why}), where any user can put a program:                                  give the directory the program is installed in",
+                                "exe: {:?}: its `*` crosses directories, so it matches below {w} ({why}), where any user can put a program: give the directory the program is installed in",
                                 e.glob
                             )),
                             _ => None,

@@ -594,10 +594,19 @@ fn hostile_names_keep_metrics_valid_and_check_one_line_per_listener() {
         .filter(|l| l.starts_with("udp ") || l.starts_with("tcp "))
         .count();
     assert_eq!(rows, names.len() + 1, "one line per listener:\n{out}");
-    // First line, blank, range table (3), blank, "Listeners:", header, rows.
+    // First line, blank, range table (3), blank, "Listeners:", header,
+    // rows; then blank, "Configuration warnings:" and the one warning (the
+    // exe: glob under /tmp, one line with file, line, column and key).
     assert_eq!(
         out.lines().count(),
-        2 + 3 + 1 + 1 + 1 + names.len() + 1,
+        2 + 3 + 1 + 1 + 1 + names.len() + 1 + 3,
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .last()
+            .unwrap()
+            .contains(".yml:5:14: ranges[0].expected[0].exe: exe: "),
         "{out}"
     );
     assert_eq!(
