@@ -140,6 +140,10 @@ impl ListenerId {
     }
 }
 
+/// Where a listener listens, whoever holds it: namespace, range,
+/// protocol, address, port.
+type Place = (Option<String>, String, &'static str, IpAddr, u16);
+
 /// Since when a listener is known, and what that time is.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Since {
@@ -463,10 +467,7 @@ impl Recorder {
         }
         // A holder found or lost between two passes (the scan ran out of
         // time) is the same listener: match it by its place.
-        let mut unmatched_live: HashMap<
-            (Option<String>, String, &'static str, IpAddr, u16),
-            Vec<ListenerId>,
-        > = HashMap::new();
+        let mut unmatched_live: HashMap<Place, Vec<ListenerId>> = HashMap::new();
         for id in self.live.keys() {
             if !seen.contains(id) {
                 unmatched_live
@@ -648,6 +649,40 @@ impl Recorder {
             live.details_read = true;
         }
     }
+}
+
+/// For a report made once (`check`): since when each listener that is
+/// not expected is known is its process's start time (the listener is no
+/// older), where the platform says; allowed listeners are not looked up.
+pub fn since_process_start(
+    report: &mut Report,
+    details: &mut dyn FnMut(u32) -> Option<ProcessDetails>,
+) {
+    let mut since = HashMap::new();
+    for l in report.listeners() {
+        if l.expected == Expected::True {
+            continue;
+        }
+        let Some(o) = l.owner() else { continue };
+        if let Some(t) = details(o.pid).and_then(|d| d.start_time) {
+            since.insert(
+                ListenerId::of(l),
+                Since {
+                    unix: t,
+                    source: "process_start",
+                },
+            );
+        }
+    }
+    report.trail = Some(TrailView {
+        since,
+        ..TrailView::default()
+    });
+}
+
+/// RFC 3339 for Unix seconds.
+pub fn rfc3339_unix(t: f64) -> String {
+    crate::logging::rfc3339(UNIX_EPOCH + Duration::from_secs_f64(t.max(0.0)))
 }
 
 fn unix(t: SystemTime) -> f64 {
