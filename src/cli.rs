@@ -162,7 +162,7 @@ pub struct Cli {
     #[arg(
         long = "collector.trail.interval",
         env = "PORTRANGE_EXPORTER_COLLECTOR_TRAIL_INTERVAL",
-        default_value = "1s",
+        default_value = "2s",
         value_parser = parse_interval
     )]
     pub trail_interval: Duration,

@@ -66,7 +66,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Options {
         Options {
-            watch_interval: Some(Duration::from_secs(1)),
+            watch_interval: Some(Duration::from_secs(2)),
             capacity: 1000,
             rate: 10.0,
             burst: 100.0,
