@@ -609,36 +609,61 @@ fn listener_table<'a>(
     listeners: impl Iterator<Item = &'a Listener>,
 ) {
     let per_netns = report.netns.is_some();
-    let mut rows = vec![netns_first(
-        per_netns,
-        "NETNS",
-        vec![
-            "PROTOCOL".to_string(),
-            "ADDRESS:PORT".into(),
-            "PROCESS".into(),
-            "PID".into(),
-            "USER".into(),
-            "EXPECTED".into(),
-            "RANGE".into(),
-        ],
-    )];
+    let listeners: Vec<&Listener> = listeners.collect();
+    // The SINCE column where the trail knows a time for any of them.
+    let since = report
+        .trail
+        .as_ref()
+        .is_some_and(|t| listeners.iter().any(|l| t.since_of(l).is_some()));
+    let mut head = vec![
+        "PROTOCOL".to_string(),
+        "ADDRESS:PORT".into(),
+        "PROCESS".into(),
+        "PID".into(),
+        "USER".into(),
+        "EXPECTED".into(),
+        "RANGE".into(),
+    ];
+    if since {
+        head.push("SINCE".into());
+    }
+    let mut rows = vec![netns_first(per_netns, "NETNS", head)];
     for l in listeners {
+        let mut row = vec![
+            l.protocol.to_string(),
+            address(l),
+            process_cell(l),
+            l.owner().map_or("-".to_string(), |o| o.pid.to_string()),
+            printable(&l.user),
+            l.expected.as_str().to_string(),
+            l.range.clone(),
+        ];
+        if since {
+            row.push(since_text(report, l));
+        }
         rows.push(netns_first(
             per_netns,
             &netns_cell(report, l.netns.as_deref()),
-            vec![
-                l.protocol.to_string(),
-                address(l),
-                process_cell(l),
-                l.owner().map_or("-".to_string(), |o| o.pid.to_string()),
-                printable(&l.user),
-                l.expected.as_str().to_string(),
-                l.range.clone(),
-            ],
+            row,
         ));
     }
-    let right = [false, false, false, true, false, false, false];
-    table(out, &rows, &netns_first_align(per_netns, &right));
+    let right = [false, false, false, true, false, false, false, false];
+    let right = &right[..if since { 8 } else { 7 }];
+    table(out, &rows, &netns_first_align(per_netns, right));
+}
+
+/// Since when a listener is known: its process's start time for `check`
+/// (`2026-12-02T20:01:02Z (process start)`: the listener is no older), the
+/// time the exporter first saw it otherwise; `-` where unknown.
+fn since_text(report: &Report, l: &Listener) -> String {
+    match report.trail.as_ref().and_then(|t| t.since_of(l)) {
+        Some(s) => format!(
+            "{} ({})",
+            crate::trail::rfc3339_unix(s.unix),
+            s.source.replace('_', " ")
+        ),
+        None => "-".to_string(),
+    }
 }
 
 /// The whole report and the verdict as one JSON document.
@@ -708,6 +733,10 @@ pub fn render_json(
                 "exe_gone": l.exe_gone(),
                 "user": l.user,
                 "expected": l.expected.as_str(),
+                "since": report.trail.as_ref().and_then(|t| t.since_of(l)).map(|s| json!({
+                    "time": crate::trail::rfc3339_unix(s.unix),
+                    "source": s.source,
+                })),
             })
         })
         .collect();

@@ -46,13 +46,14 @@ pub const VERSION_TEXT: &str = concat!(
 );
 
 /// Paths the server answers itself, which the telemetry path must not hide.
-const RESERVED_PATHS: [&str; 6] = [
+const RESERVED_PATHS: [&str; 7] = [
     "/",
     "/-/healthy",
     "/-/reload",
     "/portmap.js",
     "/portmap.css",
     crate::http::STATUS_PATH,
+    crate::http::EVENTS_PATH,
 ];
 
 /// Prometheus exporter for port ranges: ports in use, free capacity and
@@ -167,6 +168,53 @@ pub struct Cli {
     )]
     pub collector_netns_workers: u16,
 
+    /// How often the collector samples the watched ranges between scrapes
+    /// for the listener trail (GET /api/v1/events), so that a listener
+    /// that lives a few seconds between two scrapes is recorded; "0" or
+    /// "off" compares scrapes only.
+    #[arg(
+        long = "collector.trail.interval",
+        env = "PORTRANGE_EXPORTER_COLLECTOR_TRAIL_INTERVAL",
+        default_value = "2s",
+        value_parser = parse_interval
+    )]
+    pub trail_interval: Duration,
+
+    /// Events the listener trail keeps (the newest).
+    #[arg(
+        long = "collector.trail.events",
+        env = "PORTRANGE_EXPORTER_COLLECTOR_TRAIL_EVENTS",
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000)
+    )]
+    pub trail_events: u32,
+
+    /// Trail events recorded per second on average; more are dropped and
+    /// counted in portrange_listener_events_dropped_total.
+    #[arg(
+        long = "collector.trail.rate",
+        env = "PORTRANGE_EXPORTER_COLLECTOR_TRAIL_RATE",
+        default_value_t = 10.0
+    )]
+    pub trail_rate: f64,
+
+    /// Trail events recorded at once before --collector.trail.rate applies.
+    #[arg(
+        long = "collector.trail.burst",
+        env = "PORTRANGE_EXPORTER_COLLECTOR_TRAIL_BURST",
+        default_value_t = 100.0
+    )]
+    pub trail_burst: f64,
+
+    /// Leave command lines out of the listener trail (events carry
+    /// "cmdline": null). Without it they are cut at 256 bytes, escaped,
+    /// and secret-looking argument values redacted.
+    #[arg(
+        long = "collector.trail.no-cmdline",
+        env = "PORTRANGE_EXPORTER_COLLECTOR_TRAIL_NO_CMDLINE"
+    )]
+    pub trail_no_cmdline: bool,
+
     /// Only log messages with the given severity or above.
     #[arg(long = "log.level", env = "PORTRANGE_EXPORTER_LOG_LEVEL", default_value = "info", value_parser = ["debug", "info", "warn", "error"], global = true)]
     pub log_level: String,
@@ -245,6 +293,38 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?} is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses `--collector.trail.interval`: a duration, or "0" / "off"
+/// (returned as zero) to watch scrapes only.
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    match s.trim() {
+        "0" | "off" | "0s" => Ok(Duration::ZERO),
+        other => parse_duration(other),
+    }
+}
+
+/// The listener trail's settings from the flags; `None` for a rate or
+/// burst that cannot work.
+pub fn trail_options(cli: &Cli) -> anyhow::Result<crate::trail::Options> {
+    anyhow::ensure!(
+        cli.trail_rate.is_finite() && cli.trail_rate > 0.0,
+        "--collector.trail.rate {}: must be a number of events per second above 0",
+        cli.trail_rate
+    );
+    anyhow::ensure!(
+        cli.trail_burst.is_finite() && cli.trail_burst >= 1.0,
+        "--collector.trail.burst {}: must be at least 1",
+        cli.trail_burst
+    );
+    Ok(crate::trail::Options {
+        watch_interval: (!cli.trail_interval.is_zero()).then_some(cli.trail_interval),
+        capacity: cli.trail_events as usize,
+        rate: cli.trail_rate,
+        burst: cli.trail_burst,
+        cmdline: !cli.trail_no_cmdline,
+        ..crate::trail::Options::default()
+    })
 }
 
 /// Resolves `--web.listen-address`; ":PORT" means every interface: one
@@ -527,7 +607,9 @@ fn check_output(
     };
     let mut collector = Collector::new(Arc::new(config), host);
     let budget = args.timeout.mul_f64(0.9);
-    let report = collector.collect(started + budget);
+    let mut report = collector.collect(started + budget);
+    // check looks once: "since" is its process's start time.
+    crate::trail::since_process_start(&mut report, &mut |pid| collector.process_details(pid));
     match args.output {
         Output::Text => check::render(&report, &warnings, &opts),
         Output::Json => check::render_json(&report, &warnings, &opts),
@@ -590,7 +672,8 @@ fn serve(
         // The platform built at start first (or its error, which the
         // collector reports and retries), then fresh ones.
         let mut first = Some(host);
-        let service = Service::start(
+        let trail = trail_options(&cli)?;
+        let service = Service::start_with(
             config,
             cli.config_file.clone(),
             checks,
@@ -600,6 +683,7 @@ fn serve(
                     .unwrap_or_else(|| platform::host_with(&procfs, &options))
             }),
             registry,
+            Some(trail),
         )
         .context("starting the collector thread")?;
         let tls = web.as_ref().is_some_and(|w| w.tls.is_some());

@@ -104,6 +104,12 @@ impl Collector {
         &self.missing
     }
 
+    /// A process's parent, command line and start time, through the
+    /// platform (for the listener trail and `check`).
+    pub fn process_details(&self, pid: u32) -> Option<platform::ProcessDetails> {
+        self.platform.process_details(pid)
+    }
+
     /// Runs one collection: every collector, each bounded by `deadline`;
     /// what they did not reach by then is unknown, and listed in the
     /// report's `skipped`.

@@ -421,7 +421,7 @@ async fn handle(state: &State, req: Request<Incoming>) -> Resp {
     let known = path == state.options.telemetry_path
         || matches!(
             path,
-            "/" | "/-/healthy" | "/portmap.js" | "/portmap.css" | STATUS_PATH
+            "/" | "/-/healthy" | "/portmap.js" | "/portmap.css" | STATUS_PATH | EVENTS_PATH
         );
     if !known {
         return text(StatusCode::NOT_FOUND, "Not Found\n");
@@ -449,6 +449,7 @@ async fn handle(state: &State, req: Request<Incoming>) -> Resp {
             Bytes::from_static(PORTMAP_CSS.as_bytes()),
         ),
         STATUS_PATH => status_json(state, req.headers()).await,
+        EVENTS_PATH => events_json(state, req.uri().query()),
         _ => health(state),
     }
 }
@@ -469,6 +470,72 @@ fn health(state: &State) -> Resp {
 
 /// The port map's JSON.
 pub const STATUS_PATH: &str = "/api/v1/status";
+
+/// The listener trail's events.
+pub const EVENTS_PATH: &str = "/api/v1/events";
+
+/// The `since` of an events query: events after this sequence number (0,
+/// every event kept, without one); `Err` names what is wrong.
+pub fn events_since(query: Option<&str>) -> Result<u64, String> {
+    let mut since = 0;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == "since" {
+            since = v.parse().map_err(|_| {
+                format!("since={v:?}: not a sequence number (an event's seq, 0 or more)")
+            })?;
+        }
+    }
+    Ok(since)
+}
+
+/// `/api/v1/events`: the trail's events after `?since=` (a sequence
+/// number), oldest first (newest last), with the last sequence number
+/// given and the events dropped so far. Never waits for a collection: the
+/// collector thread's watch passes keep the trail current.
+fn events_json(state: &State, query: Option<&str>) -> Resp {
+    #[derive(serde::Serialize)]
+    struct Doc<'a> {
+        events: Vec<&'a crate::trail::Event>,
+        last_seq: u64,
+        dropped: u64,
+    }
+    let since = match events_since(query) {
+        Ok(s) => s,
+        Err(e) => {
+            return Response::builder()
+                .status(StatusCode::BAD_REQUEST)
+                .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                .body(Full::new(Bytes::from(format!("{e}\n"))))
+                .expect("static headers are valid");
+        }
+    };
+    let Some(trail) = state.service.trail() else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "Not Found: no listener trail is kept\n",
+        );
+    };
+    let (events, last_seq, dropped) = {
+        let t = trail.lock().unwrap_or_else(|p| p.into_inner());
+        (t.since(since), t.last_seq(), t.dropped())
+    };
+    let doc = Doc {
+        events: events.iter().map(|e| &**e).collect(),
+        last_seq,
+        dropped,
+    };
+    match serde_json::to_vec(&doc) {
+        Ok(body) => Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CACHE_CONTROL, "no-store")
+            .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+            .body(Full::new(Bytes::from(body)))
+            .expect("static headers are valid"),
+        Err(e) => server_error(&format!("cannot encode the events: {e}")),
+    }
+}
 
 /// The policy of the page and its assets: their own script and style, the
 /// JSON from the same origin, nothing else (no inline code, no framing).
@@ -944,6 +1011,19 @@ mod tests {
         let r = refusal(&Outcome::Throttled).unwrap();
         assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(r.headers().get(header::RETRY_AFTER).unwrap(), "1");
+    }
+
+    #[test]
+    fn events_since_reads_the_query() {
+        assert_eq!(events_since(None), Ok(0));
+        assert_eq!(events_since(Some("since=42")), Ok(42));
+        assert_eq!(events_since(Some("x=1&since=7")), Ok(7));
+        assert!(
+            events_since(Some("since=-1"))
+                .unwrap_err()
+                .contains("since")
+        );
+        assert!(events_since(Some("since=abc")).is_err());
     }
 
     #[test]

@@ -28,5 +28,6 @@ pub mod ranges;
 pub mod report;
 pub mod service;
 pub mod status;
+pub mod trail;
 pub mod users;
 pub mod webconfig;

@@ -110,6 +110,14 @@ pub const FAMILIES: &[(&str, &str)] = &[
         "portrange_exporter_build_info",
         "Build information of portrange_exporter; the value is always 1.",
     ),
+    (
+        "portrange_listener_events_total",
+        "Listener changes the trail detected in the range since the exporter started (scrapes and watch passes), by kind (appeared, vanished, verdict_changed) and verdict (expected, unexpected, unknown, kernel); also those the rate limit dropped or the expected ones summed. GET /api/v1/events lists them.",
+    ),
+    (
+        "portrange_listener_events_dropped_total",
+        "Trail events not recorded (no event, no log line) because of the rate limit, --collector.trail.rate and --collector.trail.burst.",
+    ),
 ];
 
 fn help(name: &str) -> &'static str {
@@ -169,6 +177,68 @@ pub fn families(report: &Report, reload: ReloadStatus) -> Vec<MetricFamily> {
     let mut out = exporter_families(report, reload);
     out.extend(ranges_families(report));
     out.extend(netns_families(report));
+    out.extend(trail_families(report));
+    out
+}
+
+/// The listener trail's counters, when the report carries a trail.
+pub fn trail_families(report: &Report) -> Vec<MetricFamily> {
+    let Some(trail) = &report.trail else {
+        return Vec::new();
+    };
+    let counter = |name: &'static str, series: Vec<(Vec<(&str, &str)>, u64)>| {
+        let metrics = series
+            .into_iter()
+            .map(|(labels, v)| {
+                let mut c = prometheus::proto::Counter::default();
+                c.set_value(v as f64);
+                let mut m = Metric::default();
+                m.set_counter(c);
+                m.set_label(
+                    labels
+                        .into_iter()
+                        .map(|(k, v)| {
+                            let mut p = LabelPair::default();
+                            p.set_name(k.to_string());
+                            p.set_value(v.to_string());
+                            p
+                        })
+                        .collect(),
+                );
+                m
+            })
+            .collect();
+        let mut f = MetricFamily::default();
+        f.set_name(name.to_string());
+        f.set_help(help(name).to_string());
+        f.set_field_type(MetricType::COUNTER);
+        f.set_metric(metrics);
+        f
+    };
+    let events = trail
+        .counts
+        .iter()
+        .map(|((range, protocol, kind, verdict), n)| {
+            (
+                vec![
+                    ("range", range.as_str()),
+                    ("protocol", *protocol),
+                    ("kind", *kind),
+                    ("verdict", *verdict),
+                ],
+                *n,
+            )
+        })
+        .collect();
+    let mut out = Vec::new();
+    // The text encoder refuses a family without series (no range yet).
+    if !trail.counts.is_empty() {
+        out.push(counter("portrange_listener_events_total", events));
+    }
+    out.push(counter(
+        "portrange_listener_events_dropped_total",
+        vec![(Vec::new(), trail.dropped)],
+    ));
     out
 }
 
@@ -580,10 +650,9 @@ mod tests {
             assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
         }
         assert!(!t.contains("pid"), "no pid label: {t}");
-        for (name, _) in FAMILIES
-            .iter()
-            .filter(|(n, _)| !n.starts_with("portrange_netns_"))
-        {
+        for (name, _) in FAMILIES.iter().filter(|(n, _)| {
+            !n.starts_with("portrange_netns_") && !n.starts_with("portrange_listener_events")
+        }) {
             assert!(t.contains(&format!("# HELP {name} ")), "{name} missing");
         }
         assert!(
@@ -694,6 +763,36 @@ mod tests {
     }
 
     #[test]
+    fn trail_counters_are_counters_with_their_four_labels() {
+        let mut r = report(vec![]);
+        assert!(
+            !text(&r).contains("portrange_listener_events"),
+            "no trail, no family"
+        );
+        let mut trail = crate::trail::TrailView {
+            dropped: 7,
+            ..Default::default()
+        };
+        trail
+            .counts
+            .insert(("fh".into(), "udp", "appeared", "unexpected"), 3);
+        trail
+            .counts
+            .insert(("fh".into(), "udp", "vanished", "expected"), 0);
+        r.trail = Some(trail);
+        let t = text(&r);
+        for line in [
+            "# TYPE portrange_listener_events_total counter",
+            r#"portrange_listener_events_total{range="fh",protocol="udp",kind="appeared",verdict="unexpected"} 3"#,
+            r#"portrange_listener_events_total{range="fh",protocol="udp",kind="vanished",verdict="expected"} 0"#,
+            "# TYPE portrange_listener_events_dropped_total counter",
+            "portrange_listener_events_dropped_total 7",
+        ] {
+            assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
+        }
+    }
+
+    #[test]
     fn a_failed_sample_does_not_read_as_free() {
         let r = Report::failed(
             "udp/ipv4 dump: refused".into(),
@@ -740,6 +839,11 @@ mod tests {
             ],
             unsampled: 1,
         });
+        let mut trail = crate::trail::TrailView::default();
+        trail
+            .counts
+            .insert(("fh".into(), "udp", "appeared", "expected"), 1);
+        r.trail = Some(trail);
         let t = text(&r);
         for line in [
             r#"portrange_ports{range="fh",protocol="udp",netns="host"} 3"#,
@@ -770,6 +874,11 @@ mod tests {
             "portrange_scrape_collector_success",
             "portrange_scrape_collector_duration_seconds",
             "portrange_collection_skipped",
+            // Summed over namespaces on purpose: containers come and go, a
+            // counter per namespace would grow without bound (the events
+            // name their namespace).
+            "portrange_listener_events_total",
+            "portrange_listener_events_dropped_total",
         ];
         let samples: Vec<(&str, &str)> = t
             .lines()

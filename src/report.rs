@@ -225,6 +225,10 @@ pub struct Report {
     pub skipped: Vec<Skipped>,
     /// Each collector that ran, in order.
     pub collectors: Vec<CollectorRun>,
+    /// The listener trail as of this collection (its counts, recent
+    /// events, and since when each listener is known); `None` where no
+    /// trail is kept.
+    pub trail: Option<crate::trail::TrailView>,
 }
 
 impl Report {

@@ -38,6 +38,7 @@ use crate::collect::{Collector, Report};
 use crate::config::{Config, ConfigError, LoadChecks};
 use crate::metrics;
 use crate::platform::{Platform, PlatformError};
+use crate::trail;
 
 /// The outcome of the last configuration (re)load, as Prometheus reports
 /// its own.
@@ -114,6 +115,8 @@ pub struct Service {
     requests: Mutex<mpsc::Sender<Request>>,
     /// Held across a whole reload (read, check, apply): one at a time.
     reloading: tokio::sync::Mutex<()>,
+    /// The listener trail's ring, when one is kept.
+    trail: Option<Arc<Mutex<trail::Trail>>>,
 }
 
 impl Service {
@@ -128,6 +131,22 @@ impl Service {
         platforms: PlatformFactory,
         registry: prometheus::Registry,
     ) -> std::io::Result<Arc<Service>> {
+        Service::start_with(config, config_path, checks, platforms, registry, None)
+    }
+
+    /// Like [`Service::start`], keeping a listener trail with `trail`'s
+    /// settings (see [`crate::trail`]): every collection is compared with
+    /// the one before, and with a watch interval the collector thread runs
+    /// a collection of its own whenever that long passed without one.
+    pub fn start_with(
+        config: Config,
+        config_path: Option<PathBuf>,
+        checks: LoadChecks,
+        platforms: PlatformFactory,
+        registry: prometheus::Registry,
+        trail: Option<trail::Options>,
+    ) -> std::io::Result<Arc<Service>> {
+        let recorder = trail.map(trail::Recorder::new);
         let loaded = Loaded {
             config: Arc::new(config),
             reload: ReloadStatus {
@@ -144,6 +163,7 @@ impl Service {
             flight: flight.clone(),
             requests: Mutex::new(tx),
             reloading: tokio::sync::Mutex::new(()),
+            trail: recorder.as_ref().map(trail::Recorder::shared),
         });
         let mut supervisor = Supervisor {
             requests: rx,
@@ -153,6 +173,9 @@ impl Service {
             registry,
             collector: None,
             failures: 0,
+            watch_every: recorder.as_ref().and_then(|r| r.options().watch_interval),
+            next_watch: Instant::now(),
+            recorder,
         };
         std::thread::Builder::new()
             .name("collector".into())
@@ -250,6 +273,12 @@ impl Service {
         self.lock().last.clone()
     }
 
+    /// The listener trail's ring (`/api/v1/events`), when one is kept.
+    /// Held only to copy events out, never across work.
+    pub fn trail(&self) -> Option<&Arc<Mutex<trail::Trail>>> {
+        self.trail.as_ref()
+    }
+
     /// How many collections have started (for tests and logs).
     pub fn collections_started(&self) -> u64 {
         self.lock().started
@@ -322,7 +351,26 @@ struct Supervisor {
     /// Failures (a platform not built, a collection that panicked) since
     /// the last collection that succeeded.
     failures: u32,
+    /// The listener trail, compared with every collection.
+    recorder: Option<trail::Recorder>,
+    /// How often to collect for the trail when no scrape does.
+    watch_every: Option<Duration>,
+    /// When the next watch pass is due.
+    next_watch: Instant,
 }
+
+/// What the collector thread does next.
+enum Next {
+    Collect(Request),
+    /// A watch pass panicked: the collector is rebuilt.
+    Rebuild,
+    /// The service is gone.
+    Gone,
+}
+
+/// The time a watch pass may take (its scan goes on in the background
+/// past it, as a scrape's does).
+const WATCH_BUDGET: Duration = Duration::from_secs(2);
 
 impl Supervisor {
     fn run(&mut self) {
@@ -370,15 +418,21 @@ impl Supervisor {
                     }
                 }
             }
-            let Ok(req) = self.requests.recv() else {
-                return; // the service is gone
+            let req = match self.next_request() {
+                Next::Collect(req) => req,
+                Next::Rebuild => continue,
+                Next::Gone => return,
             };
             let collector = self.collector.as_mut().expect("built above");
             let registry = &self.registry;
+            let recorder = &mut self.recorder;
             let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 collector.set_config(req.loaded.config.clone());
-                run_one(collector, &req, registry)
+                run_one(collector, &req, registry, recorder.as_mut())
             }));
+            if let Some(every) = self.watch_every {
+                self.next_watch = Instant::now() + every;
+            }
             match run {
                 Ok(c) => {
                     self.failures = 0;
@@ -413,6 +467,61 @@ impl Supervisor {
                         return;
                     }
                 }
+            }
+        }
+    }
+
+    /// The next collection asked for; with a watch interval, runs a watch
+    /// pass each time that long passes without one.
+    fn next_request(&mut self) -> Next {
+        loop {
+            let Some(every) = self.watch_every else {
+                return match self.requests.recv() {
+                    Ok(req) => Next::Collect(req),
+                    Err(_) => Next::Gone,
+                };
+            };
+            let wait = self.next_watch.saturating_duration_since(Instant::now());
+            match self.requests.recv_timeout(wait) {
+                Ok(req) => return Next::Collect(req),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Next::Gone,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let ok = self.watch_pass();
+                    self.next_watch = Instant::now() + every;
+                    if !ok {
+                        return Next::Rebuild;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One collection for the trail alone (no metrics are encoded): the
+    /// listeners that came and went since the last one become events.
+    /// False when it panicked (logged; the collector is dropped, to be
+    /// rebuilt).
+    fn watch_pass(&mut self) -> bool {
+        let config = self.loaded.borrow().config.clone();
+        let (Some(collector), Some(recorder)) = (self.collector.as_mut(), self.recorder.as_mut())
+        else {
+            return true;
+        };
+        let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            collector.set_config(config);
+            let mut report = collector.collect(Instant::now() + WATCH_BUDGET);
+            recorder.observe(&mut report, SystemTime::now(), &mut |pid| {
+                collector.process_details(pid)
+            });
+        }));
+        match run {
+            Ok(()) => true,
+            Err(panic) => {
+                log::error!(
+                    "a watch pass of the listener trail panicked: {}; the collector is rebuilt",
+                    panic_message(&*panic)
+                );
+                self.collector = None;
+                false
             }
         }
     }
@@ -477,8 +586,18 @@ fn backoff(failures: u32) -> Duration {
         .min(BACKOFF_MAX)
 }
 
-fn run_one(collector: &mut Collector, req: &Request, registry: &prometheus::Registry) -> Collected {
-    let report = collector.collect(req.deadline);
+fn run_one(
+    collector: &mut Collector,
+    req: &Request,
+    registry: &prometheus::Registry,
+    recorder: Option<&mut trail::Recorder>,
+) -> Collected {
+    let mut report = collector.collect(req.deadline);
+    if let Some(recorder) = recorder {
+        recorder.observe(&mut report, SystemTime::now(), &mut |pid| {
+            collector.process_details(pid)
+        });
+    }
     let mut families = metrics::families(&report, req.loaded.reload);
     families.extend(registry.gather());
     Collected {

@@ -77,6 +77,10 @@ struct Document<'a> {
     skipped: Vec<SkippedJson<'a>>,
     ranges: Vec<RangeJson<'a>>,
     listeners: Vec<ListenerJson<'a>>,
+    /// The listener trail's newest events, newest last (the page's
+    /// "recent changes"); absent where no trail is kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    events: Option<Vec<&'a crate::trail::Event>>,
 }
 
 #[derive(Serialize)]
@@ -119,6 +123,9 @@ struct UsedJson {
     owner: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     allowed: Option<bool>,
+    /// Since when the port's longest-known listener is known (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    since: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -138,6 +145,9 @@ struct ListenerJson<'a> {
     /// file); left out when it is not.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     exe_gone: bool,
+    /// Since when the trail knows the listener (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    since: Option<String>,
 }
 
 /// Owners named per port at most; the rest are counted.
@@ -207,6 +217,7 @@ fn used_ports(stats: &RangeView, listeners: &[&Listener]) -> Vec<UsedJson> {
                     PortState::KernelNotAllowed => Some(false),
                     _ => None,
                 },
+                since: None,
             }
         })
         .collect()
@@ -227,6 +238,31 @@ fn kind_rank(l: &Listener) -> u8 {
 
 fn intervals(set: &crate::ranges::PortSet) -> Vec<[u16; 2]> {
     set.intervals().iter().map(|&(a, b)| [a, b]).collect()
+}
+
+/// Since when the trail knows `l`, in RFC 3339.
+fn since_of(report: &Report, l: &Listener) -> Option<String> {
+    let s = report.trail.as_ref()?.since_of(l)?;
+    Some(crate::trail::rfc3339_unix(s.unix))
+}
+
+/// Adds to each port in use the earliest "since" of its listeners (the
+/// cell's tooltip says it).
+fn with_since(mut used: Vec<UsedJson>, listeners: &[&Listener], report: &Report) -> Vec<UsedJson> {
+    let Some(trail) = &report.trail else {
+        return used;
+    };
+    let mut first: BTreeMap<u16, f64> = BTreeMap::new();
+    for l in listeners {
+        if let Some(s) = trail.since_of(l) {
+            let e = first.entry(l.port).or_insert(s.unix);
+            *e = e.min(s.unix);
+        }
+    }
+    for u in &mut used {
+        u.since = first.get(&u.port).map(|&t| crate::trail::rfc3339_unix(t));
+    }
+    used
 }
 
 /// The status document of one collection, as JSON bytes; `finished` is
@@ -255,7 +291,7 @@ pub fn render(
                 unknown: r.unknown,
                 unattributed: r.unattributed,
                 ephemeral_overlap: r.ephemeral_overlap,
-                used: used_ports(r, &listeners),
+                used: with_since(used_ports(r, &listeners), &listeners, report),
                 // The page calls the excluded ports "reserved".
                 reserved: r.excluded.as_ref().map_or_else(Vec::new, intervals),
             }
@@ -277,6 +313,7 @@ pub fn render(
             expected: l.expected.as_str(),
             kernel: l.is_kernel(),
             exe_gone: l.exe_gone(),
+            since: since_of(report, l),
         })
         .collect();
     let doc = Document {
@@ -301,6 +338,10 @@ pub fn render(
             .collect(),
         ranges,
         listeners,
+        events: report
+            .trail
+            .as_ref()
+            .map(|t| t.recent.iter().map(|e| &**e).collect()),
     };
     serde_json::to_vec(&doc)
 }

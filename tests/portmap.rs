@@ -450,7 +450,25 @@ fn page_in_chromium_against_the_real_exporter() {
         "text": [HOSTILE_COMM, MARKUP],
         "hover": {"range": "framehawk", "protocol": "udp", "port": 3240,
                   "owner": format!("{HOSTILE_COMM} (pid {}", hostile.pid())},
-        "after": {"maps": maps_json(&after)},
+        "after": {
+            "maps": maps_json(&after),
+            // The listener bound while the page is open, with its command
+            // line (holder.py's arguments name the socket), above the older
+            // changes.
+            "events": [{"kind": "appeared", "attention": true,
+                        "text": ["appeared: udp 0.0.0.0:3260 in framehawk by nc (pid ", ", unexpected", "udp:0.0.0.0:3260"],
+                        "newer_than": "appeared: udp 0.0.0.0:3240 in framehawk"}],
+        },
+        // The trail's first collection: every listener appeared; what is not
+        // expected is marked for attention, the hostile name is text.
+        "events": [
+            {"kind": "appeared", "attention": true,
+             "text": ["appeared: udp 0.0.0.0:3240 in framehawk by ", HOSTILE_COMM, ", unexpected"]},
+            {"kind": "appeared", "attention": true,
+             "text": [":3300 in framehawk by kernel (vx0)", ", kernel"]},
+            {"kind": "appeared", "attention": false,
+             "text": ["appeared: udp 0.0.0.0:", " in rtp by rtpengine (pid ", ", expected"]},
+        ],
     });
     let file = dir.join("plain.json");
     std::fs::write(&file, scenario.to_string()).unwrap();
@@ -481,6 +499,15 @@ fn page_in_chromium_against_the_real_exporter() {
         "state change shows within one refresh",
         "no reload: window marker kept",
         "cell updated in place",
+        "first render: recent changes list \"appeared: udp 0.0.0.0:3240",
+        "first render: recent change \"appeared: udp 0.0.0.0:3240 in framehawk by \" marked for attention",
+        "first render: recent changes list \":3300 in framehawk by kernel (vx0)",
+        "first render: recent change \":3300 in framehawk by kernel (vx0)\" marked for attention",
+        "first render: recent changes list \"appeared: udp 0.0.0.0:",
+        "first render: recent change \"appeared: udp 0.0.0.0:\" not marked for attention",
+        "after the change: recent changes list \"appeared: udp 0.0.0.0:3260",
+        "after the change: recent change \"appeared: udp 0.0.0.0:3260 in framehawk by nc (pid \" marked for attention",
+        "after the change: recent change \"appeared: udp 0.0.0.0:3260 in framehawk by nc (pid \" listed above",
         "listener table sorts by port",
         "listener table filters by text",
         "unexpected listeners come first",
@@ -524,10 +551,25 @@ fn page_in_chromium_against_the_real_exporter() {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode("alice:s3cret pass")
     );
-    for path in ["/", "/portmap.js", "/api/v1/status"] {
+    let wrong = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("alice:wrong")
+    );
+    for path in ["/", "/portmap.js", "/api/v1/status", "/api/v1/events"] {
         let r = tls_get(&tls.ca_pem, path, &[]).unwrap();
         assert_eq!(r.status, 401, "{path} without credentials");
+        let r = tls_get(&tls.ca_pem, path, &[("Authorization", &wrong)]).unwrap();
+        assert_eq!(r.status, 401, "{path} with a wrong password");
     }
+    // The trail is as sensitive as ps output: over plain HTTP the TLS port
+    // answers Go's 400, never the events.
+    let plain = get(ADDR, "/api/v1/events", &[("Authorization", &auth)]).unwrap();
+    assert_eq!(plain.status, 400, "plain HTTP to the TLS port");
+    assert!(
+        !String::from_utf8_lossy(&plain.body).contains("events"),
+        "{:?}",
+        String::from_utf8_lossy(&plain.body)
+    );
     let unprivileged = [
         map(
             "framehawk",
@@ -556,8 +598,41 @@ fn page_in_chromium_against_the_real_exporter() {
         (r.status == 200).then(|| serde_json::from_slice(&r.body).unwrap())
     };
     wait_for_states(fetch, &unprivileged);
+    // The events over TLS with the right credentials: nobody's hostile
+    // listener with its pid, user and command line; root's listeners,
+    // which this exporter cannot attribute, as unknown.
+    let r = tls_get(
+        &tls.ca_pem,
+        "/api/v1/events",
+        &[("Authorization", &auth)],
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let events: Value = serde_json::from_slice(&r.body).unwrap();
+    let events = events["events"].as_array().expect("an events array");
+    let hostile_event = events
+        .iter()
+        .find(|e| e["port"] == 3251 && e["kind"] == "appeared")
+        .unwrap_or_else(|| panic!("no event for 3251 in {events:?}"));
+    assert_eq!(hostile_event["verdict"], "unexpected", "{hostile_event}");
+    assert_eq!(hostile_event["pid"], nobody_hostile.pid(), "{hostile_event}");
+    assert_eq!(hostile_event["user"], "nobody", "{hostile_event}");
+    assert_eq!(hostile_event["process"], HOSTILE_COMM, "{hostile_event}");
+    assert!(
+        hostile_event["cmdline"]
+            .as_str()
+            .is_some_and(|c| c.contains("udp:0.0.0.0:3251")),
+        "{hostile_event}"
+    );
+    let root_event = events
+        .iter()
+        .find(|e| e["port"] == 19999 && e["kind"] == "appeared")
+        .unwrap_or_else(|| panic!("no event for 19999 in {events:?}"));
+    assert_eq!(root_event["verdict"], "unknown", "{root_event}");
     let scenario = json!({
         "maps": maps_json(&unprivileged),
+        "events": [{"kind": "appeared", "attention": true,
+                    "text": ["appeared: udp 0.0.0.0:3251 in framehawk by ", HOSTILE_COMM, "user nobody", ", unexpected"]}],
         "text": [HOSTILE_COMM],
         "hover": {"range": "framehawk", "protocol": "udp", "port": 3251,
                   "owner": format!("{HOSTILE_COMM} (pid {}, user nobody)", nobody_hostile.pid())},
@@ -587,6 +662,8 @@ fn page_in_chromium_against_the_real_exporter() {
         "first render: map rtp/udp shows the expected states",
         "hostile string shown as text: \"<img src=x oner\"",
         "unexpected listeners come first",
+        "first render: recent changes list \"appeared: udp 0.0.0.0:3251",
+        "first render: recent change \"appeared: udp 0.0.0.0:3251 in framehawk by \" marked for attention",
     ]);
     assert_passed(ok, &out, &required);
     drop(exporter);

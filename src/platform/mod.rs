@@ -554,6 +554,28 @@ pub trait Platform: Send {
 
     /// The privileges attribution lacks, by name (empty when it has all).
     fn missing_privileges(&self) -> Vec<&'static str>;
+
+    /// What the listener trail tells of process `pid` besides its name and
+    /// executable (parent, command line, start time); `None` where the
+    /// platform cannot read them (the default: Windows and the portable
+    /// backend, where the trail shows them as null). Read once per
+    /// recorded event, never per socket.
+    fn process_details(&self, _pid: u32) -> Option<ProcessDetails> {
+        None
+    }
+}
+
+/// A process's parent, command line and start time, for the listener
+/// trail; each part `None` where it could not be read (the process
+/// exited, or hides from the exporter).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProcessDetails {
+    pub ppid: Option<u32>,
+    /// The raw command line: arguments separated by NUL (as the OS gives
+    /// it, at most a few KiB); the trail cuts, escapes and redacts it.
+    pub cmdline: Option<Vec<u8>>,
+    /// When the process started, in Unix seconds.
+    pub start_time: Option<f64>,
 }
 
 /// The help text of `portrange_ephemeral_overlap_ports`: where the

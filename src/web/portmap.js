@@ -172,6 +172,7 @@
         let t = `port ${this.portAt(s)}: ${stateText(code)}`;
         if (code === 1) t += ' (the platform will not let it be bound)';
         if (u && str(u.owner)) t += `; ${str(u.owner)}`;
+        if (u && str(u.since)) t += `; since ${str(u.since)}`;
         return t;
       }
       const count = new Array(NAMES.length).fill(0), owners = [];
@@ -343,6 +344,34 @@
   }
   $('filter').addEventListener('input', renderListeners);
 
+  // ---- recent changes (the listener trail) ------------------------------------
+  function eventText(e) {
+    const where = e.count > 1 ? `${e.count} ${str(e.protocol)} listeners` :
+      `${str(e.protocol)} ${str(e.address)}:${str(e.port)}`;
+    let t = `${str(e.time)} ${str(e.kind).replace('_', ' ')}: ${where} in ${str(e.range)}`;
+    if (e.netns !== null && e.netns !== undefined) t += ` (netns ${str(e.netns)})`;
+    t += ` by ${str(e.process)}`;
+    if (e.pid !== null && e.pid !== undefined) t += ` (pid ${str(e.pid)}, user ${str(e.user)})`;
+    else t += ` (user ${str(e.user)})`;
+    t += `, ${str(e.verdict)}`;
+    if (e.previous_verdict) t += ` (was ${str(e.previous_verdict)})`;
+    if (e.exe_gone === true) t += ', executable gone';
+    if (e.cmdline) t += ` — ${str(e.cmdline)}`;
+    return t;
+  }
+  function renderEvents(events) {
+    const list = $('events');
+    if (!Array.isArray(events)) return;
+    const items = events.slice().reverse().map((e) => {
+      const li = el('li', str(e.verdict) === 'expected' ? 'expected' : 'attention', eventText(e));
+      li.setAttribute('data-seq', str(e.seq));
+      li.setAttribute('data-kind', str(e.kind));
+      return li;
+    });
+    if (!items.length) items.push(el('li', 'empty', 'No change recorded yet.'));
+    list.replaceChildren(...items);
+  }
+
   // ---- polling ---------------------------------------------------------------
   const q = Number(new URLSearchParams(location.search).get('refresh'));
   const interval = q >= 1 && q <= 3600 ? q : Number(document.body.getAttribute('data-refresh-seconds')) || 5;
@@ -365,6 +394,7 @@
     renderRanges(data);
     listeners = Array.isArray(data.listeners) ? data.listeners : [];
     renderListeners();
+    renderEvents(data.events);
     const down = data.up === false;
     $('maps').classList.toggle('stale', down);
     banner(down ? `Sampling failed: ${str(data.error) || 'no reason given'}. The maps are not current.` : '');

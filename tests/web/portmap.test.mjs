@@ -151,6 +151,36 @@ async function main() {
   process.exit(failed ? 1 : 0);
 }
 
+// The "Recent changes" list (the listener trail) holds an item for each
+// expected event: every one of its `text` parts in one item, marked for
+// attention (a bar and bold, class "attention") exactly when `attention`;
+// with `newer_than` (a text of another expected event), above that one.
+// Waits up to `waitMs` for the list to show them.
+async function checkEvents(page, events, when, waitMs) {
+  if (!Array.isArray(events)) return;
+  const read = () => page.evaluate(() => [...document.querySelectorAll('#events li')]
+    .map((li) => ({ text: li.textContent, cls: li.className, kind: li.getAttribute('data-kind') })));
+  const find = (items, e) => items.findIndex((i) => e.text.every((t) => i.text.includes(t)));
+  const t0 = Date.now();
+  let items = await read();
+  while (Date.now() - t0 < waitMs && !events.every((e) => find(items, e) >= 0)) {
+    await sleep(50);
+    items = await read();
+  }
+  for (const e of events) {
+    const i = find(items, e);
+    const item = items[i];
+    const name = `${when}: recent changes list ${JSON.stringify(e.text.join(' … '))}`;
+    if (!check(name, i >= 0, i >= 0 ? item.text : `not among ${items.length} items: ${items.slice(0, 5).map((x) => x.text).join(' | ')}`)) continue;
+    check(`${when}: recent change ${JSON.stringify(e.text[0])} ${e.attention ? 'marked' : 'not marked'} for attention`,
+      item.cls.split(' ').includes('attention') === e.attention && item.kind === e.kind, `class "${item.cls}", kind ${item.kind}`);
+    if (e.newer_than) {
+      const j = items.findIndex((x) => x.text.includes(e.newer_than));
+      check(`${when}: recent change ${JSON.stringify(e.text[0])} listed above ${JSON.stringify(e.newer_than)} (newest first)`, j >= 0 && i < j, `${i} vs ${j}`);
+    }
+  }
+}
+
 async function run(ctx, o, scenario, url, refresh) {
   // Anything that would show a script ran: dialogs, page errors, CSP violations.
   const dialogs = [], errors = [];
@@ -201,12 +231,13 @@ async function run(ctx, o, scenario, url, refresh) {
   await checkStates(page, scenario.maps ?? [], 'first render');
 
   for (const t of scenario.text ?? []) {
-    const found = await page.evaluate((s) => [...document.querySelectorAll('#listeners td, .map, h2, #tooltip')]
+    const found = await page.evaluate((s) => [...document.querySelectorAll('#listeners td, #events li, .map, h2, #tooltip')]
       .some((e) => e.textContent === s || e.textContent.includes(s)), t);
     check(`hostile string shown as text: ${JSON.stringify(t)}`, found);
   }
+  await checkEvents(page, scenario.events, 'first render', 0);
   const injected = await page.evaluate(() => ({
-    nodes: document.querySelectorAll('img, svg, iframe, object, embed, main script, #listeners script').length,
+    nodes: document.querySelectorAll('img, svg, iframe, object, embed, main script, #listeners script, #events script').length,
     pwned: window.__pwned !== undefined,
   }));
   check('no markup from the JSON became elements', injected.nodes === 0, `${injected.nodes} img/svg/script/iframe elements`);
@@ -281,6 +312,7 @@ async function run(ctx, o, scenario, url, refresh) {
         cell: !!window.__cellRef && window.__cellRef.isConnected && window.__cellRef.getAttribute('data-port') === changed,
         navs: performance.getEntriesByType('navigation').length,
       }), { token, m0, changed });
+      await checkEvents(page, scenario.after.events, 'after the change', refresh * 1000 + Number(o['change-slack-ms']));
       check('no reload: window marker kept', same.marker && same.navs === 1);
       check(`cell updated in place (the element of port ${changed} is the same node)`, same.cell);
     }

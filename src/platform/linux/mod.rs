@@ -16,6 +16,7 @@ pub mod exe_names;
 pub mod netlink;
 pub mod netns;
 pub mod privileges;
+pub mod process;
 pub mod procfs_sockets;
 pub mod sysctl;
 pub mod systemd;
@@ -372,6 +373,10 @@ impl Platform for LinuxPlatform {
 
     fn user_name_resolver(&self) -> Option<UserNameResolver> {
         Some(Arc::new(users::lookup_name))
+    }
+
+    fn process_details(&self, pid: u32) -> Option<crate::platform::ProcessDetails> {
+        Some(process::read(&self.procfs, pid))
     }
 
     fn missing_privileges(&self) -> Vec<&'static str> {

@@ -1,0 +1,1100 @@
+//! The listener trail: a bounded record of what listened in the watched
+//! ranges, and when, for the operator who answers an alert after the
+//! listener is gone. [`Recorder`] compares each collection's listeners
+//! (scrapes, and the collector thread's watch passes between them) with
+//! the previous ones and turns the differences into [`Event`]s:
+//! `appeared`, `vanished`, `verdict_changed`, each with what the report
+//! says of the listener plus the process's parent, command line and start
+//! time (read once per recorded event through the platform). Events go
+//! into a ring ([`Trail`], the last `--collector.trail.events`), one log
+//! line each (warning level when the listener is not expected), and are
+//! counted by range, protocol, kind and verdict. Bounded on purpose:
+//! every listener that is not expected is recorded one by one under a
+//! token-bucket rate limit whose drops are counted; expected listeners
+//! that churn (an RTP engine's sessions) are aggregated per range,
+//! protocol, namespace, process, user, kind and verdict: the first change of
+//! such a group in a window (a minute) is recorded as it is, the others
+//! of the window are summed into one event with `count` at its end.
+//! Command lines are cut at 256 bytes, escaped, and the values of
+//! secret-looking arguments redacted ([`render_cmdline`]); a flag leaves
+//! them out entirely. Platform-free: the recorder gets the report and a
+//! function that reads a process's details.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::allowlist::Expected;
+use crate::platform::ProcessDetails;
+use crate::report::{Listener, Report};
+
+/// The longest command line an event carries, in bytes.
+pub const CMDLINE_MAX: usize = 256;
+
+/// What replaces the value of a secret-looking argument.
+pub const REDACTED: &str = "<redacted>";
+
+/// Event kinds (the `kind` label values).
+pub const KINDS: [&str; 3] = ["appeared", "vanished", "verdict_changed"];
+/// Verdicts (the `verdict` label values).
+pub const VERDICTS: [&str; 4] = ["expected", "unexpected", "unknown", "kernel"];
+
+/// Recent events shown on the port map page.
+pub const RECENT_SHOWN: usize = 20;
+
+/// The trail's settings (`--collector.trail.*`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Options {
+    /// How often the collector thread samples the ranges between scrapes;
+    /// `None`: only scrapes are compared.
+    pub watch_interval: Option<Duration>,
+    /// Events kept (the ring's size).
+    pub capacity: usize,
+    /// Events per second recorded one by one, on average.
+    pub rate: f64,
+    /// Events recorded at once before the rate applies.
+    pub burst: f64,
+    /// Keep command lines (off: `cmdline` is always null).
+    pub cmdline: bool,
+    /// How long expected listeners' changes are summed per group.
+    pub aggregate_window: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            watch_interval: Some(Duration::from_secs(2)),
+            capacity: 1000,
+            rate: 10.0,
+            burst: 100.0,
+            cmdline: true,
+            aggregate_window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One change of a listener.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Event {
+    /// Increasing from 1 over the exporter's life (`?since=`).
+    pub seq: u64,
+    /// When the change was seen (RFC 3339, UTC).
+    pub time: String,
+    pub kind: &'static str,
+    pub range: String,
+    pub protocol: &'static str,
+    pub address: String,
+    pub port: u16,
+    /// The `netns` label with `--collector.netns`; null without.
+    pub netns: Option<String>,
+    /// The container and pod the namespace belongs to, where known.
+    pub container: Option<String>,
+    pub pod: Option<String>,
+    pub pod_namespace: Option<String>,
+    /// Null for kernel-held and unknown holders, and for aggregates.
+    pub pid: Option<u32>,
+    pub ppid: Option<u32>,
+    pub process: String,
+    /// The executable's path; `exe_gone` marks one deleted or anonymous.
+    pub exe: Option<String>,
+    pub exe_gone: bool,
+    /// Cut, escaped and redacted; null when unreadable or turned off.
+    pub cmdline: Option<String>,
+    pub user: String,
+    pub verdict: &'static str,
+    /// For `verdict_changed`: the verdict before.
+    pub previous_verdict: Option<&'static str>,
+    /// When the process started (RFC 3339), where the platform says.
+    pub process_start: Option<String>,
+    /// 1, or how many changes of an expected group this event sums.
+    pub count: u64,
+    /// For an aggregate: when its window began (RFC 3339).
+    pub first_time: Option<String>,
+}
+
+/// What identifies a listener from one collection to the next.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenerId {
+    pub netns: Option<String>,
+    pub range: String,
+    pub protocol: &'static str,
+    pub address: IpAddr,
+    pub port: u16,
+    /// The holder's pid; `None` when kernel-held or unknown.
+    pub pid: Option<u32>,
+}
+
+impl ListenerId {
+    pub fn of(l: &Listener) -> ListenerId {
+        ListenerId {
+            netns: l.netns.clone(),
+            range: l.range.clone(),
+            protocol: l.protocol.as_str(),
+            address: l.address,
+            port: l.port,
+            pid: l.owner().map(|o| o.pid),
+        }
+    }
+}
+
+/// Where a listener listens, whoever holds it: namespace, range,
+/// protocol, address, port.
+type Place = (Option<String>, String, &'static str, IpAddr, u16);
+
+/// Since when a listener is known, and what that time is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Since {
+    /// Unix seconds.
+    pub unix: f64,
+    /// `observed`: the exporter first saw it then (the listener may be
+    /// older, up to the exporter's start); `process_start`: its process
+    /// started then (`check`, which looks once: the listener is no older).
+    pub source: &'static str,
+}
+
+/// The trail as one report carries it (for `/metrics`, the status
+/// document and `check`).
+#[derive(Clone, Debug, Default)]
+pub struct TrailView {
+    /// Changes detected, by (range, protocol, kind, verdict), every
+    /// combination of the ranges seen (zeros included).
+    pub counts: BTreeMap<(String, &'static str, &'static str, &'static str), u64>,
+    /// Events not recorded because of the rate limit.
+    pub dropped: u64,
+    /// The newest events, newest last (at most [`RECENT_SHOWN`]).
+    pub recent: Vec<Arc<Event>>,
+    /// Since when each listener of the report is known.
+    pub since: HashMap<ListenerId, Since>,
+}
+
+impl TrailView {
+    pub fn since_of(&self, l: &Listener) -> Option<&Since> {
+        self.since.get(&ListenerId::of(l))
+    }
+}
+
+/// The verdict of a listener, as events and their counter say it.
+pub fn verdict(l: &Listener) -> &'static str {
+    if l.is_kernel() {
+        return "kernel";
+    }
+    match l.expected {
+        Expected::True => "expected",
+        Expected::False => "unexpected",
+        Expected::Unknown => "unknown",
+    }
+}
+
+/// The shared ring: what `/api/v1/events` reads.
+#[derive(Debug)]
+pub struct Trail {
+    ring: VecDeque<Arc<Event>>,
+    capacity: usize,
+    next_seq: u64,
+    counts: BTreeMap<(String, &'static str, &'static str, &'static str), u64>,
+    dropped: u64,
+}
+
+impl Trail {
+    pub fn new(capacity: usize) -> Trail {
+        Trail {
+            ring: VecDeque::with_capacity(capacity.min(4096)),
+            capacity: capacity.max(1),
+            next_seq: 1,
+            counts: BTreeMap::new(),
+            dropped: 0,
+        }
+    }
+
+    /// The events with a sequence number above `seq`, oldest first.
+    pub fn since(&self, seq: u64) -> Vec<Arc<Event>> {
+        // Sequence numbers increase along the ring.
+        let start = self.ring.partition_point(|e| e.seq <= seq);
+        self.ring.range(start..).cloned().collect()
+    }
+
+    /// The last sequence number given (0 before the first event).
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    fn push(&mut self, mut event: Event) -> Arc<Event> {
+        event.seq = self.next_seq;
+        self.next_seq += 1;
+        let e = Arc::new(event);
+        if self.ring.len() == self.capacity {
+            self.ring.pop_front();
+        }
+        self.ring.push_back(e.clone());
+        e
+    }
+}
+
+/// A token bucket.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn take(&mut self, now: Instant) -> bool {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + dt * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A listener being tracked.
+struct Live {
+    first_seen: SystemTime,
+    verdict: &'static str,
+    /// The event fields as last recorded or seen (for its vanishing).
+    template: Event,
+    /// Whether the process's details were read into the template.
+    details_read: bool,
+}
+
+/// The group expected listeners' changes are summed in.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Group {
+    range: String,
+    protocol: &'static str,
+    netns: Option<String>,
+    process: String,
+    user: String,
+    kind: &'static str,
+    verdict: &'static str,
+}
+
+struct Aggregate {
+    window_start: SystemTime,
+    window_started: Instant,
+    /// Changes after the first, not yet recorded.
+    pending: u64,
+    last: Event,
+}
+
+/// Turns collections into events; lives on the collector thread.
+pub struct Recorder {
+    options: Options,
+    shared: Arc<Mutex<Trail>>,
+    live: HashMap<ListenerId, Live>,
+    bucket: Bucket,
+    groups: HashMap<Group, Aggregate>,
+}
+
+/// The namespace details of a `netns` label.
+struct NsInfo {
+    container: Option<String>,
+    pod: Option<String>,
+    pod_namespace: Option<String>,
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+impl Recorder {
+    pub fn new(options: Options) -> Recorder {
+        let shared = Arc::new(Mutex::new(Trail::new(options.capacity)));
+        Recorder {
+            bucket: Bucket {
+                tokens: options.burst,
+                rate: options.rate,
+                burst: options.burst.max(1.0),
+                at: Instant::now(),
+            },
+            options,
+            shared,
+            live: HashMap::new(),
+            groups: HashMap::new(),
+        }
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// The ring, for readers (`/api/v1/events`).
+    pub fn shared(&self) -> Arc<Mutex<Trail>> {
+        self.shared.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Trail> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Compares `report`'s listeners with the last ones, records the
+    /// changes, and attaches the trail's view to the report. A failed
+    /// collection changes nothing (its listeners are unknown, not gone);
+    /// one that had to leave out part of the sample records what appeared
+    /// but nothing as vanished. `details` reads a process's details.
+    pub fn observe(
+        &mut self,
+        report: &mut Report,
+        now: SystemTime,
+        details: &mut dyn FnMut(u32) -> Option<ProcessDetails>,
+    ) {
+        let clock = Instant::now();
+        let mut out: Vec<Event> = Vec::new();
+        let mut counted: Vec<(String, &'static str, &'static str, &'static str)> = Vec::new();
+        self.flush_groups(clock, now, &mut out);
+        if report.up() {
+            self.diff(report, now, details, &mut out, &mut counted);
+        }
+        let mut recorded = Vec::new();
+        {
+            let mut trail = self.lock();
+            for r in &report.ranges {
+                for kind in KINDS {
+                    for verdict in VERDICTS {
+                        trail
+                            .counts
+                            .entry((r.range.clone(), r.protocol.as_str(), kind, verdict))
+                            .or_insert(0);
+                    }
+                }
+            }
+            for key in counted {
+                *trail.counts.entry(key).or_insert(0) += 1;
+            }
+            for event in out {
+                recorded.push(trail.push(event));
+            }
+        }
+        for e in &recorded {
+            log_event(e);
+        }
+        let trail = self.lock();
+        let since = report
+            .listeners()
+            .filter_map(|l| {
+                let id = ListenerId::of(l);
+                let live = self.live.get(&id)?;
+                Some((
+                    id,
+                    Since {
+                        unix: unix(live.first_seen),
+                        source: "observed",
+                    },
+                ))
+            })
+            .collect();
+        let skip = trail.ring.len().saturating_sub(RECENT_SHOWN);
+        report.trail = Some(TrailView {
+            counts: trail.counts.clone(),
+            dropped: trail.dropped,
+            recent: trail.ring.iter().skip(skip).cloned().collect(),
+            since,
+        });
+    }
+
+    /// Records the groups whose window ended as one event each.
+    fn flush_groups(&mut self, clock: Instant, now: SystemTime, out: &mut Vec<Event>) {
+        let window = self.options.aggregate_window;
+        let ended: Vec<Group> = self
+            .groups
+            .iter()
+            .filter(|(_, a)| clock.saturating_duration_since(a.window_started) >= window)
+            .map(|(g, _)| g.clone())
+            .collect();
+        for g in ended {
+            let a = self.groups.remove(&g).expect("listed above");
+            if a.pending == 0 {
+                continue;
+            }
+            let mut e = a.last;
+            e.time = crate::logging::rfc3339(now);
+            e.first_time = Some(crate::logging::rfc3339(a.window_start));
+            e.count = a.pending;
+            e.pid = None;
+            e.ppid = None;
+            e.cmdline = None;
+            e.process_start = None;
+            e.address = String::new();
+            e.port = 0;
+            out.push(e);
+        }
+    }
+
+    fn diff(
+        &mut self,
+        report: &Report,
+        now: SystemTime,
+        details: &mut dyn FnMut(u32) -> Option<ProcessDetails>,
+        out: &mut Vec<Event>,
+        counted: &mut Vec<(String, &'static str, &'static str, &'static str)>,
+    ) {
+        let partial = report.skipped_in(crate::platform::Skipped::SAMPLE) > 0;
+        let namespaces: HashMap<&str, NsInfo> = report
+            .netns
+            .iter()
+            .flat_map(|n| &n.namespaces)
+            .map(|n| {
+                (
+                    n.label.as_str(),
+                    NsInfo {
+                        container: non_empty(&n.container),
+                        pod: non_empty(&n.pod),
+                        pod_namespace: non_empty(&n.namespace),
+                    },
+                )
+            })
+            .collect();
+        let mut seen: HashSet<ListenerId> = HashSet::new();
+        let mut current: Vec<(ListenerId, &Listener)> = Vec::new();
+        for l in report.listeners() {
+            let id = ListenerId::of(l);
+            if seen.insert(id.clone()) {
+                current.push((id, l));
+            }
+        }
+        // A holder found or lost between two passes (the scan ran out of
+        // time) is the same listener: match it by its place.
+        let mut unmatched_live: HashMap<Place, Vec<ListenerId>> = HashMap::new();
+        for id in self.live.keys() {
+            if !seen.contains(id) {
+                unmatched_live
+                    .entry((
+                        id.netns.clone(),
+                        id.range.clone(),
+                        id.protocol,
+                        id.address,
+                        id.port,
+                    ))
+                    .or_default()
+                    .push(id.clone());
+            }
+        }
+        let clock = Instant::now();
+        for (id, l) in &current {
+            let v = verdict(l);
+            let mut found = self.live.contains_key(id).then(|| id.clone());
+            if found.is_none() {
+                let place = (
+                    id.netns.clone(),
+                    id.range.clone(),
+                    id.protocol,
+                    id.address,
+                    id.port,
+                );
+                if let Some(list) = unmatched_live.get_mut(&place)
+                    && let Some(i) = list
+                        .iter()
+                        .position(|old| old.pid.is_none() || id.pid.is_none())
+                {
+                    let old = list.swap_remove(i);
+                    let entry = self.live.remove(&old).expect("listed from live");
+                    self.live.insert(id.clone(), entry);
+                    found = Some(id.clone());
+                }
+            }
+            match found {
+                Some(key) => {
+                    let live = self.live.get_mut(&key).expect("found");
+                    if live.verdict != v {
+                        let before = live.verdict;
+                        live.verdict = v;
+                        live.template = base_event(l, &namespaces, &self.options);
+                        live.details_read = false;
+                        counted.push((l.range.clone(), id.protocol, "verdict_changed", v));
+                        let mut e = live.template.clone();
+                        e.kind = "verdict_changed";
+                        e.previous_verdict = Some(before);
+                        self.emit(e, &key, now, clock, details, out);
+                    }
+                }
+                None => {
+                    let template = base_event(l, &namespaces, &self.options);
+                    self.live.insert(
+                        id.clone(),
+                        Live {
+                            first_seen: now,
+                            verdict: v,
+                            template: template.clone(),
+                            details_read: false,
+                        },
+                    );
+                    counted.push((l.range.clone(), id.protocol, "appeared", v));
+                    let mut e = template;
+                    e.kind = "appeared";
+                    self.emit(e, id, now, clock, details, out);
+                }
+            }
+        }
+        if partial {
+            return;
+        }
+        // Listeners of ranges no longer watched (a reload) are dropped
+        // without an event: they did not vanish.
+        let watched: HashSet<(&str, &str)> = report
+            .ranges
+            .iter()
+            .map(|r| (r.range.as_str(), r.protocol.as_str()))
+            .collect();
+        let gone: Vec<ListenerId> = self
+            .live
+            .keys()
+            .filter(|id| !seen.contains(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            let live = self.live.get(&id).expect("listed");
+            if !watched.contains(&(id.range.as_str(), id.protocol)) {
+                self.live.remove(&id);
+                continue;
+            }
+            counted.push((id.range.clone(), id.protocol, "vanished", live.verdict));
+            let mut e = live.template.clone();
+            e.kind = "vanished";
+            self.emit(e, &id, now, clock, details, out);
+            self.live.remove(&id);
+        }
+    }
+
+    /// Records `e` (of the listener `id`), aggregated when expected, under
+    /// the rate limit otherwise.
+    fn emit(
+        &mut self,
+        mut e: Event,
+        id: &ListenerId,
+        now: SystemTime,
+        clock: Instant,
+        details: &mut dyn FnMut(u32) -> Option<ProcessDetails>,
+        out: &mut Vec<Event>,
+    ) {
+        e.time = crate::logging::rfc3339(now);
+        if e.verdict == "expected" {
+            let g = Group {
+                range: e.range.clone(),
+                protocol: e.protocol,
+                netns: e.netns.clone(),
+                process: e.process.clone(),
+                user: e.user.clone(),
+                kind: e.kind,
+                verdict: e.verdict,
+            };
+            if let Some(a) = self.groups.get_mut(&g) {
+                a.pending += 1;
+                a.last = e;
+                return;
+            }
+            self.groups.insert(
+                g.clone(),
+                Aggregate {
+                    window_start: now,
+                    window_started: clock,
+                    pending: 0,
+                    last: e.clone(),
+                },
+            );
+        }
+        if !self.bucket.take(clock) {
+            self.lock().dropped += 1;
+            return;
+        }
+        self.fill_details(&mut e, id, details);
+        out.push(e);
+    }
+
+    /// Adds the process's parent, command line and start time: read once
+    /// per listener and kept for its later events (its vanishing, when
+    /// the process may be gone).
+    fn fill_details(
+        &mut self,
+        e: &mut Event,
+        id: &ListenerId,
+        details: &mut dyn FnMut(u32) -> Option<ProcessDetails>,
+    ) {
+        let Some(pid) = id.pid else { return };
+        if let Some(live) = self.live.get(id)
+            && live.details_read
+        {
+            e.ppid = live.template.ppid;
+            e.cmdline = live.template.cmdline.clone();
+            e.process_start = live.template.process_start.clone();
+            return;
+        }
+        if let Some(d) = details(pid) {
+            e.ppid = d.ppid;
+            e.cmdline = if self.options.cmdline {
+                d.cmdline.as_deref().map(render_cmdline)
+            } else {
+                None
+            };
+            e.process_start = d
+                .start_time
+                .map(|t| crate::logging::rfc3339(UNIX_EPOCH + Duration::from_secs_f64(t.max(0.0))));
+        }
+        if let Some(live) = self.live.get_mut(id) {
+            live.template.ppid = e.ppid;
+            live.template.cmdline = e.cmdline.clone();
+            live.template.process_start = e.process_start.clone();
+            live.details_read = true;
+        }
+    }
+}
+
+/// For a report made once (`check`): since when each listener that is
+/// not expected is known is its process's start time (the listener is no
+/// older), where the platform says; allowed listeners are not looked up.
+pub fn since_process_start(
+    report: &mut Report,
+    details: &mut dyn FnMut(u32) -> Option<ProcessDetails>,
+) {
+    let mut since = HashMap::new();
+    for l in report.listeners() {
+        if l.expected == Expected::True {
+            continue;
+        }
+        let Some(o) = l.owner() else { continue };
+        if let Some(t) = details(o.pid).and_then(|d| d.start_time) {
+            since.insert(
+                ListenerId::of(l),
+                Since {
+                    unix: t,
+                    source: "process_start",
+                },
+            );
+        }
+    }
+    report.trail = Some(TrailView {
+        since,
+        ..TrailView::default()
+    });
+}
+
+/// RFC 3339 for Unix seconds.
+pub fn rfc3339_unix(t: f64) -> String {
+    crate::logging::rfc3339(UNIX_EPOCH + Duration::from_secs_f64(t.max(0.0)))
+}
+
+fn unix(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The event fields the report gives (kind and time are set by the caller).
+fn base_event(l: &Listener, namespaces: &HashMap<&str, NsInfo>, _o: &Options) -> Event {
+    let ns = l.netns.as_deref().and_then(|n| namespaces.get(n));
+    let owner = l.owner();
+    Event {
+        seq: 0,
+        time: String::new(),
+        kind: "appeared",
+        range: l.range.clone(),
+        protocol: l.protocol.as_str(),
+        address: l.address.to_string(),
+        port: l.port,
+        netns: l.netns.clone(),
+        container: ns.and_then(|n| n.container.clone()),
+        pod: ns.and_then(|n| n.pod.clone()),
+        pod_namespace: ns.and_then(|n| n.pod_namespace.clone()),
+        pid: owner.map(|o| o.pid),
+        ppid: None,
+        process: l.process(),
+        exe: owner.and_then(|o| {
+            o.exe
+                .as_deref()
+                .map(|x| escape(&String::from_utf8_lossy(x)))
+        }),
+        exe_gone: owner.is_some_and(|o| o.exe_gone()),
+        cmdline: None,
+        user: l.user.clone(),
+        verdict: verdict(l),
+        previous_verdict: None,
+        process_start: None,
+        count: 1,
+        first_time: None,
+    }
+}
+
+/// One line in the log per recorded event: warning level for listeners
+/// not expected.
+fn log_event(e: &Event) {
+    let level = if e.verdict == "expected" {
+        log::Level::Info
+    } else {
+        log::Level::Warn
+    };
+    let netns = e.netns.as_deref().unwrap_or("");
+    let exe = e.exe.as_deref().unwrap_or("");
+    let cmdline = e.cmdline.as_deref().unwrap_or("");
+    let started = e.process_start.as_deref().unwrap_or("");
+    let pid = e.pid.map_or(String::new(), |p| p.to_string());
+    let ppid = e.ppid.map_or(String::new(), |p| p.to_string());
+    log::log!(
+        level,
+        seq = e.seq,
+        kind = e.kind,
+        range = e.range.as_str(),
+        protocol = e.protocol,
+        address = e.address.as_str(),
+        port = e.port,
+        netns = netns,
+        pid = pid.as_str(),
+        ppid = ppid.as_str(),
+        process = e.process.as_str(),
+        exe = exe,
+        exe_gone = e.exe_gone,
+        cmdline = cmdline,
+        user = e.user.as_str(),
+        verdict = e.verdict,
+        process_start = started,
+        count = e.count;
+        "listener {}", e.kind
+    );
+}
+
+/// Whether an argument name looks like it introduces a secret.
+fn secret_name(name: &str) -> bool {
+    let n = name.trim_start_matches('-').to_ascii_lowercase();
+    [
+        "password",
+        "passwd",
+        "pass",
+        "pwd",
+        "token",
+        "secret",
+        "key",
+        "credential",
+        "auth",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
+}
+
+/// Escapes what a terminal, a log reader or a page could take for
+/// something else: backslash, control and format characters (bidi
+/// overrides included) as `\u{..}` or the usual `\n`, `\t`.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control()
+                || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}') =>
+            {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A command line as the trail shows it: the arguments (NUL-separated in
+/// `raw`) joined by spaces, each escaped; the value of an argument whose
+/// name looks secret (`password`, `passwd`, `pass`, `pwd`, `token`,
+/// `secret`, `key`, `credential`, `auth`, in any case and anywhere in the
+/// name) replaced by `<redacted>`, whether written `--name=value`,
+/// `name=value` or `--name value`; then cut to [`CMDLINE_MAX`] bytes
+/// (after redaction, so a cut never leaves half a secret), ending in `...`
+/// when cut.
+pub fn render_cmdline(raw: &[u8]) -> String {
+    let raw = raw.strip_suffix(&[0]).unwrap_or(raw);
+    let args: Vec<String> = raw
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let mut shown: Vec<String> = Vec::with_capacity(args.len());
+    let mut redact_next = false;
+    for a in &args {
+        if redact_next {
+            redact_next = false;
+            if !a.starts_with('-') {
+                shown.push(REDACTED.to_string());
+                continue;
+            }
+        }
+        if let Some((name, _)) = a.split_once('=')
+            && secret_name(name)
+        {
+            shown.push(format!("{}={REDACTED}", escape(name)));
+            continue;
+        }
+        if a.starts_with('-') && secret_name(a) {
+            redact_next = true;
+        }
+        shown.push(escape(a));
+    }
+    let line = shown.join(" ");
+    if line.len() <= CMDLINE_MAX {
+        return line;
+    }
+    let mut cut = CMDLINE_MAX - 3;
+    while !line.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}...", &line[..cut])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::{Holder, Owner};
+    use crate::ranges::{PortSet, Protocol};
+    use crate::report::RangeView;
+
+    #[test]
+    fn secrets_are_redacted_in_every_spelling() {
+        let raw = b"/usr/bin/rtpengine\0--password=hunter2\0--Api-Key\0abc123\0TOKEN=t0k\0db_passwd=x\0--secret\0--port\0-v\0--interface=eth0\0";
+        let line = render_cmdline(raw);
+        assert_eq!(
+            line,
+            "/usr/bin/rtpengine --password=<redacted> --Api-Key <redacted> TOKEN=<redacted> db_passwd=<redacted> --secret --port -v --interface=eth0"
+        );
+        for secret in ["hunter2", "abc123", "t0k"] {
+            assert!(!line.contains(secret), "{line}");
+        }
+    }
+
+    #[test]
+    fn command_lines_are_escaped_and_cut_at_256_bytes() {
+        let line = render_cmdline(b"a\nb\0\x1b[31m\0\xe2\x80\xaeevil\0back\\slash");
+        assert_eq!(line, "a\\nb \\u{1b}[31m \\u{202e}evil back\\\\slash");
+        let long = format!("/bin/x\0{}\0--token=zzzz", "é".repeat(300));
+        let line = render_cmdline(long.as_bytes());
+        assert!(
+            line.len() <= CMDLINE_MAX && line.ends_with("..."),
+            "{}",
+            line.len()
+        );
+        assert!(!line.contains("zzzz"));
+        // Redacted before the cut: a secret straddling byte 256 is not half shown.
+        let edge = format!("{}\0--password=SECRETSECRETSECRET", "a".repeat(240));
+        let line = render_cmdline(edge.as_bytes());
+        assert!(!line.contains("SECRET"), "{line}");
+    }
+
+    fn view(listeners: Vec<Listener>) -> Report {
+        Report {
+            ranges: vec![RangeView {
+                listeners,
+                ..RangeView::capacity(
+                    "rtp",
+                    Protocol::Udp,
+                    None,
+                    PortSet::from_intervals(vec![(1, 65535)]),
+                )
+            }],
+            ..Report::default()
+        }
+    }
+
+    fn listener(port: u16, pid: u32, comm: &str, expected: Expected) -> Listener {
+        Listener {
+            range: "rtp".into(),
+            protocol: Protocol::Udp,
+            port,
+            address: "0.0.0.0".parse().unwrap(),
+            holder: Some(Holder::Process(Arc::new(Owner {
+                pid,
+                comm: comm.as_bytes().to_vec(),
+                exe: Some(b"/usr/bin/x".to_vec()),
+                user: None,
+                user_id: None,
+                name_via_link: false,
+            }))),
+            user: "root".into(),
+            expected,
+            netns: None,
+        }
+    }
+
+    fn no_details(_: u32) -> Option<ProcessDetails> {
+        Some(ProcessDetails {
+            ppid: Some(1),
+            cmdline: Some(b"x\0--key=k\0".to_vec()),
+            start_time: Some(1_700_000_000.0),
+        })
+    }
+
+    fn events(r: &Recorder) -> Vec<Arc<Event>> {
+        r.shared().lock().unwrap().since(0)
+    }
+
+    #[test]
+    fn a_listener_appears_changes_verdict_and_vanishes() {
+        let mut rec = Recorder::new(Options::default());
+        let t0 = SystemTime::now();
+        let mut r = view(vec![listener(5000, 42, "nc", Expected::False)]);
+        rec.observe(&mut r, t0, &mut no_details);
+        let since = r
+            .trail
+            .as_ref()
+            .unwrap()
+            .since_of(&r.ranges[0].listeners[0])
+            .unwrap();
+        assert_eq!(since.source, "observed");
+        // The owner is not found this time: the same listener, unknown.
+        let mut r = view(vec![Listener {
+            holder: None,
+            expected: Expected::Unknown,
+            ..listener(5000, 42, "nc", Expected::False)
+        }]);
+        rec.observe(&mut r, t0, &mut no_details);
+        let mut r = view(vec![]);
+        rec.observe(&mut r, t0, &mut no_details);
+        let ev = events(&rec);
+        let kinds: Vec<(&str, &str)> = ev.iter().map(|e| (e.kind, e.verdict)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("appeared", "unexpected"),
+                ("verdict_changed", "unknown"),
+                ("vanished", "unknown")
+            ]
+        );
+        assert_eq!(ev[0].cmdline.as_deref(), Some("x --key=<redacted>"));
+        assert_eq!(ev[0].ppid, Some(1));
+        assert_eq!(ev[1].previous_verdict, Some("unexpected"));
+        assert_eq!(ev.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        let counts = &r.trail.as_ref().unwrap().counts;
+        assert_eq!(
+            counts[&("rtp".to_string(), "udp", "appeared", "unexpected")],
+            1
+        );
+        assert_eq!(
+            counts[&("rtp".to_string(), "udp", "vanished", "unknown")],
+            1
+        );
+        assert_eq!(
+            counts.len(),
+            12,
+            "every kind and verdict of the range, zeros included"
+        );
+    }
+
+    #[test]
+    fn a_failed_or_partial_collection_makes_nothing_vanish() {
+        let mut rec = Recorder::new(Options::default());
+        let t = SystemTime::now();
+        rec.observe(
+            &mut view(vec![listener(5000, 42, "nc", Expected::False)]),
+            t,
+            &mut no_details,
+        );
+        let mut failed = Report::failed("refused".into(), vec![], Duration::ZERO);
+        rec.observe(&mut failed, t, &mut no_details);
+        let mut partial = view(vec![]);
+        partial.skipped.push(crate::platform::Skipped::new(
+            "sample",
+            "udp dump",
+            "deadline passed",
+        ));
+        rec.observe(&mut partial, t, &mut no_details);
+        assert_eq!(events(&rec).len(), 1);
+    }
+
+    #[test]
+    fn without_command_lines_the_flag_leaves_them_out() {
+        let mut rec = Recorder::new(Options {
+            cmdline: false,
+            ..Options::default()
+        });
+        rec.observe(
+            &mut view(vec![listener(5000, 42, "nc", Expected::False)]),
+            SystemTime::now(),
+            &mut no_details,
+        );
+        assert_eq!(events(&rec)[0].cmdline, None);
+    }
+
+    /// An RTP engine opening and closing 100 sockets a second for 10 s,
+    /// watched every second, with an intruder in the middle: the expected
+    /// churn is summed, every unexpected change is kept.
+    #[test]
+    fn rtp_churn_is_aggregated_and_never_crowds_out_the_unexpected() {
+        let mut rec = Recorder::new(Options {
+            aggregate_window: Duration::from_millis(300),
+            ..Options::default()
+        });
+        let t = SystemTime::now();
+        for second in 0..10u16 {
+            let mut ls: Vec<Listener> = (0..100)
+                .map(|i| listener(10_000 + second * 100 + i, 7, "rtpengine", Expected::True))
+                .collect();
+            if second == 5 {
+                ls.push(listener(4444, 666, "nc", Expected::False));
+            }
+            rec.observe(&mut view(ls), t, &mut no_details);
+            if second == 4 {
+                std::thread::sleep(Duration::from_millis(350));
+            }
+        }
+        let ev = events(&rec);
+        let individual = ev
+            .iter()
+            .filter(|e| e.verdict == "expected" && e.count == 1)
+            .count();
+        let summed: u64 = ev.iter().filter(|e| e.count > 1).map(|e| e.count).sum();
+        assert!(ev.len() < 12, "no storm: {} events", ev.len());
+        assert!(individual <= 4, "{individual}");
+        assert!(summed > 0);
+        let nc: Vec<&str> = ev
+            .iter()
+            .filter(|e| e.process == "nc")
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(nc, vec!["appeared", "vanished"]);
+        let trail = rec.shared();
+        let trail = trail.lock().unwrap();
+        assert_eq!(
+            trail.counts[&("rtp".to_string(), "udp", "appeared", "expected")],
+            1000
+        );
+        assert_eq!(
+            trail.counts[&("rtp".to_string(), "udp", "vanished", "expected")],
+            900
+        );
+    }
+
+    /// 1,000 unexpected listeners at once: the burst is recorded, the rest
+    /// dropped and counted; the ring keeps its size.
+    #[test]
+    fn the_rate_limit_drops_and_counts() {
+        let mut rec = Recorder::new(Options {
+            capacity: 50,
+            rate: 1.0,
+            burst: 100.0,
+            ..Options::default()
+        });
+        let ls: Vec<Listener> = (0..1000)
+            .map(|i| listener(20_000 + i, 1000 + u32::from(i), "evil", Expected::False))
+            .collect();
+        let mut r = view(ls);
+        rec.observe(&mut r, SystemTime::now(), &mut no_details);
+        let trail = rec.shared();
+        let t = trail.lock().unwrap();
+        assert_eq!(t.dropped(), 900);
+        assert_eq!(t.since(0).len(), 50, "the ring keeps the last 50");
+        assert_eq!(t.last_seq(), 100);
+        assert_eq!(
+            t.since(95).iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![96, 97, 98, 99, 100]
+        );
+        assert_eq!(r.trail.as_ref().unwrap().dropped, 900);
+        assert_eq!(r.trail.as_ref().unwrap().recent.len(), RECENT_SHOWN);
+    }
+}
