@@ -601,12 +601,7 @@ fn page_in_chromium_against_the_real_exporter() {
     // The events over TLS with the right credentials: nobody's hostile
     // listener with its pid, user and command line; root's listeners,
     // which this exporter cannot attribute, as unknown.
-    let r = tls_get(
-        &tls.ca_pem,
-        "/api/v1/events",
-        &[("Authorization", &auth)],
-    )
-    .unwrap();
+    let r = tls_get(&tls.ca_pem, "/api/v1/events", &[("Authorization", &auth)]).unwrap();
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let events: Value = serde_json::from_slice(&r.body).unwrap();
     let events = events["events"].as_array().expect("an events array");
@@ -615,7 +610,11 @@ fn page_in_chromium_against_the_real_exporter() {
         .find(|e| e["port"] == 3251 && e["kind"] == "appeared")
         .unwrap_or_else(|| panic!("no event for 3251 in {events:?}"));
     assert_eq!(hostile_event["verdict"], "unexpected", "{hostile_event}");
-    assert_eq!(hostile_event["pid"], nobody_hostile.pid(), "{hostile_event}");
+    assert_eq!(
+        hostile_event["pid"],
+        nobody_hostile.pid(),
+        "{hostile_event}"
+    );
     assert_eq!(hostile_event["user"], "nobody", "{hostile_event}");
     assert_eq!(hostile_event["process"], HOSTILE_COMM, "{hostile_event}");
     assert!(
