@@ -27,5 +27,6 @@ pub mod ranges;
 pub mod report;
 pub mod service;
 pub mod status;
+pub mod traffic;
 pub mod users;
 pub mod webconfig;

@@ -110,6 +110,18 @@ pub const FAMILIES: &[(&str, &str)] = &[
         "portrange_exporter_build_info",
         "Build information of portrange_exporter; the value is always 1.",
     ),
+    (
+        "portrange_received_packets_total",
+        crate::traffic::RECEIVED_PACKETS_HELP,
+    ),
+    (
+        "portrange_received_bytes_total",
+        crate::traffic::RECEIVED_BYTES_HELP,
+    ),
+    (
+        "portrange_connection_attempts_total",
+        crate::traffic::ATTEMPTS_HELP,
+    ),
 ];
 
 fn help(name: &str) -> &'static str {
@@ -169,6 +181,7 @@ pub fn families(report: &Report, reload: ReloadStatus) -> Vec<MetricFamily> {
     let mut out = exporter_families(report, reload);
     out.extend(ranges_families(report));
     out.extend(netns_families(report));
+    out.extend(crate::traffic::families(report));
     out
 }
 
@@ -553,7 +566,9 @@ mod tests {
 
     #[test]
     fn contract_families_and_values() {
-        let t = text(&report(vec![listener(b"x")]));
+        let mut r = report(vec![listener(b"x")]);
+        r.traffic = Some(crate::traffic::example());
+        let t = text(&r);
         for line in [
             "portrange_up 1",
             "portrange_scrape_duration_seconds 0.5",
@@ -713,6 +728,7 @@ mod tests {
     fn every_series_carries_netns_with_the_collector() {
         use crate::report::{NetnsInfo, NetnsReport};
         let mut r = report(vec![listener(b"x")]);
+        r.traffic = Some(crate::traffic::example());
         let mut other = r.ranges[0].clone();
         other.in_use = 2;
         r.ranges[0].netns = Some("host".into());

@@ -207,6 +207,9 @@ pub struct Report {
     pub skipped: Vec<Skipped>,
     /// Each collector that ran, in order.
     pub collectors: Vec<CollectorRun>,
+    /// With `--collector.traffic`, when it succeeded: what the ranges
+    /// received.
+    pub traffic: Option<crate::traffic::TrafficReport>,
 }
 
 impl Report {

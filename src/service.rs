@@ -73,6 +73,10 @@ pub type Outcome = Result<Arc<Collected>, String>;
 /// what could not be started.
 pub type PlatformFactory = Box<dyn FnMut() -> Result<Box<dyn Platform>, PlatformError> + Send>;
 
+/// Builds the `traffic` collector's table (`--collector.traffic`).
+pub type TrafficFactory =
+    Box<dyn FnMut() -> Box<dyn crate::platform::traffic::TrafficTable> + Send>;
+
 /// The first wait before rebuilding a collector that failed twice in a row.
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 /// The longest wait between two attempts.
@@ -124,6 +128,19 @@ impl Service {
         platforms: PlatformFactory,
         registry: prometheus::Registry,
     ) -> std::io::Result<Arc<Service>> {
+        Service::start_with(config, config_path, platforms, registry, None)
+    }
+
+    /// [`Service::start`] with the `traffic` collector
+    /// (`--collector.traffic`): each collector built gets one on a table
+    /// from `traffic`.
+    pub fn start_with(
+        config: Config,
+        config_path: Option<PathBuf>,
+        platforms: PlatformFactory,
+        registry: prometheus::Registry,
+        traffic: Option<TrafficFactory>,
+    ) -> std::io::Result<Arc<Service>> {
         let loaded = Loaded {
             config: Arc::new(config),
             reload: ReloadStatus {
@@ -148,6 +165,7 @@ impl Service {
             registry,
             collector: None,
             failures: 0,
+            traffic,
         };
         std::thread::Builder::new()
             .name("collector".into())
@@ -319,6 +337,8 @@ struct Supervisor {
     /// Failures (a platform not built, a collection that panicked) since
     /// the last collection that succeeded.
     failures: u32,
+    /// With `--collector.traffic`: the table for each collector built.
+    traffic: Option<TrafficFactory>,
 }
 
 impl Supervisor {
@@ -418,8 +438,15 @@ impl Supervisor {
     fn build(&mut self) -> Result<Collector, String> {
         let config = self.loaded.borrow().config.clone();
         let platforms = &mut self.platforms;
+        let traffic = &mut self.traffic;
         match std::panic::catch_unwind(AssertUnwindSafe(|| {
-            platforms().map(|p| Collector::new(config, p))
+            platforms().map(|p| {
+                let mut c = Collector::new(config, p);
+                if let Some(table) = traffic.as_mut() {
+                    c.set_traffic(crate::traffic::TrafficCollector::new(table()));
+                }
+                c
+            })
         })) {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(e)) => Err(format!("the platform cannot be built: {e}")),

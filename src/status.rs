@@ -77,6 +77,10 @@ struct Document<'a> {
     skipped: Vec<SkippedJson<'a>>,
     ranges: Vec<RangeJson<'a>>,
     listeners: Vec<ListenerJson<'a>>,
+    /// With `--collector.traffic`: what the ranges received, and the
+    /// closed ports probed in the last minute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traffic: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -288,6 +292,7 @@ pub fn render(
             .collect(),
         ranges,
         listeners,
+        traffic: crate::traffic::status_json(report),
     };
     serde_json::to_vec(&doc)
 }

@@ -14,6 +14,7 @@
 pub mod attribution;
 pub mod netlink;
 pub mod netns;
+pub mod nftables;
 pub mod privileges;
 pub mod procfs_sockets;
 pub mod sysctl;
