@@ -26,7 +26,7 @@
 //!   chain <p>_<range> {
 //!     counter name <p>_<range>_all
 //!     tcp flags & (syn|ack) == syn counter name <p>_<range>_attempts       # tcp
-//!     socket wildcard != 2 return        # a socket can take it: listening
+//!     socket transparent != 2 return     # a socket can take it: listening
 //!     counter name <p>_<range>_closed
 //!     tcp flags & (syn|ack) == syn counter name <p>_<range>_attempts_closed # tcp
 //!     add @<p>_<range>_ports { th dport } # per-port counts of closed ports
@@ -39,9 +39,11 @@
 //! the table never changes what the host lets in. `fib daddr type local`
 //! keeps forwarded packets (to containers behind a bridge) out: only
 //! packets for this host's addresses count. The `socket` expression looks
-//! the socket up at packet time (a listening or connected socket of either
-//! kind: `wildcard` is 0 or 1 when one is found, and the rule does not
-//! match when none is). Install is one transaction that adds, deletes and
+//! the socket up at packet time (a listening, connected, request or
+//! TIME_WAIT socket: `transparent` is 0 or 1 when one is found, and the
+//! rule does not match when none is). `socket wildcard`, which FIELD_NOTES
+//! tried, does not match request sockets, so the handshake's last ACK (or
+//! a scanner's RST) to a listening port would count as closed. Install is one transaction that adds, deletes and
 //! adds the table again, so a stale table from a crashed run is replaced
 //! atomically and never doubled. Only our table is ever named.
 
@@ -149,7 +151,7 @@ const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
 const NFT_CMP_EQ: u32 = 0;
 const NFT_CMP_NEQ: u32 = 1;
 const NFT_RANGE_EQ: u32 = 0;
-const NFT_SOCKET_WILDCARD: u32 = 2;
+const NFT_SOCKET_TRANSPARENT: u32 = 0;
 const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
 const NFTA_FIB_F_DADDR: u32 = 1 << 1;
 const RTN_LOCAL: u32 = 2;
@@ -292,8 +294,8 @@ pub enum Expr {
     And {
         mask: Vec<u8>,
     },
-    /// `socket wildcard` into reg 1.
-    SocketWildcard,
+    /// `socket transparent` into reg 1 (any socket found).
+    SocketFound,
     /// `fib daddr type` into reg 1.
     FibDaddrType,
     /// A named counter.
@@ -364,10 +366,10 @@ fn expr(b: &mut Vec<u8>, e: &Expr) {
                 }),
             )
         }
-        Expr::SocketWildcard => (
+        Expr::SocketFound => (
             "socket",
             Box::new(|b| {
-                attr_be32(b, 1, NFT_SOCKET_WILDCARD); // KEY
+                attr_be32(b, 1, NFT_SOCKET_TRANSPARENT); // KEY
                 attr_be32(b, 2, NFT_REG_1); // DREG
             }),
         ),
@@ -469,7 +471,7 @@ pub fn rules(rules: &[TrafficRule]) -> Vec<(String, Vec<Expr>)> {
             own.push(v);
         }
         own.push(vec![
-            Expr::SocketWildcard,
+            Expr::SocketFound,
             Expr::Cmp {
                 op: NFT_CMP_NEQ,
                 value: vec![2],
@@ -944,7 +946,7 @@ pub fn decode_elements(attrs: &[u8]) -> Result<Vec<(u16, Counter)>, DecodeError>
 // ---- I/O -------------------------------------------------------------------
 
 /// How long one exchange with the kernel may take.
-const TIMEOUT: Duration = Duration::from_secs(5);
+const TIMEOUT: Duration = Duration::from_secs(2);
 
 fn errno_text(errno: i32) -> String {
     std::io::Error::from_raw_os_error(errno).to_string()
@@ -998,7 +1000,7 @@ fn receive(
         super::netlink::wait_until(fd, deadline).map_err(|e| TrafficError::Failed {
             table: TABLE,
             action,
-            detail: e.map_or("no answer from the kernel within 5 s".into(), |e| {
+            detail: e.map_or("no answer from the kernel within 2 s".into(), |e| {
                 e.to_string()
             }),
         })?;
@@ -1031,14 +1033,17 @@ fn transact(
     send(&fd, &bytes, action)?;
     let mut pending: std::collections::HashSet<u32> = acked.into_iter().collect();
     receive(&fd, action, |r| {
-        if let Reply::Ack { seq, errno } = r
-            && pending.remove(&seq)
-            && errno != 0
-        {
-            if Some(-errno) == tolerate {
-                return Ok(true);
+        if let Reply::Ack { seq, errno } = r {
+            pending.remove(&seq);
+            // Any error on this fresh socket is this transaction's: also
+            // one for the batch's begin message, which is how the kernel
+            // refuses a batch from a process without CAP_NET_ADMIN.
+            if errno != 0 {
+                if Some(-errno) == tolerate {
+                    return Ok(true);
+                }
+                return Err(failed(action, -errno));
             }
-            return Err(failed(action, -errno));
         }
         Ok(pending.is_empty())
     })
@@ -1230,7 +1235,7 @@ mod tests {
         );
         assert_eq!(r[1].1[..3], syn_only());
         assert_eq!(r[1].1[3], Expr::CounterRef("tcp_x_attempts".into()));
-        assert_eq!(r[2].1[0], Expr::SocketWildcard);
+        assert_eq!(r[2].1[0], Expr::SocketFound);
         assert_eq!(r[2].1[2], Expr::Return);
         assert_eq!(r[3].1[0], Expr::CounterRef("tcp_x_closed".into()));
         assert_eq!(r[4].1[3], Expr::CounterRef("tcp_x_attempts_closed".into()));
