@@ -27,7 +27,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::platform::traffic::{
-    Counter, PORT_WINDOW_SECS, RuleReading, TrafficError, TrafficRule, TrafficTable,
+    Counter, PORT_SET_SIZE, PORT_WINDOW_SECS, RuleReading, TrafficError, TrafficRule, TrafficTable,
 };
 use crate::ranges::Protocol;
 use crate::report::Report;
@@ -66,7 +66,8 @@ pub struct TrafficView {
     /// Closed ports probed in the last [`PORT_WINDOW_SECS`]: the busiest
     /// [`TOP_PORTS`], busiest first.
     pub probed: Vec<ProbedPort>,
-    /// How many closed ports were probed in the window.
+    /// How many closed ports were probed in the window (at most
+    /// [`PORT_SET_SIZE`]: at that number, at least that many).
     pub probed_ports: u32,
     /// Packets to closed ports in the window.
     pub probed_packets: u64,
@@ -376,6 +377,8 @@ struct ViewJson<'a> {
 #[derive(Serialize)]
 struct TrafficJson<'a> {
     window_seconds: u64,
+    /// `probed_ports` stops at this many per range and protocol.
+    max_probed_ports: usize,
     scope: &'static str,
     ranges: Vec<ViewJson<'a>>,
 }
@@ -387,6 +390,7 @@ pub fn status_json(report: &Report) -> Option<serde_json::Value> {
     let t = report.traffic.as_ref()?;
     serde_json::to_value(TrafficJson {
         window_seconds: PORT_WINDOW_SECS,
+        max_probed_ports: PORT_SET_SIZE,
         scope: SCOPE,
         ranges: t
             .views
@@ -421,8 +425,14 @@ pub fn check_lines(report: &Report) -> Vec<String> {
                 .take(5)
                 .map(|p| format!("{} ({})", p.port, p.packets))
                 .collect();
+            let at_least = if v.probed_ports as usize >= PORT_SET_SIZE {
+                "at least "
+            } else {
+                ""
+            };
             format!(
-                "{} packets to closed ports of {} ({}) in the last minute, {} ports; busiest: {}",
+                "{}{} packets to closed ports of {} ({}) in the last minute, {at_least}{} ports; busiest: {}",
+                at_least,
                 v.probed_packets,
                 v.range,
                 v.protocol,

@@ -44,6 +44,10 @@ pub struct RuleReading {
     pub closed_ports: Vec<(u16, Counter)>,
 }
 
+/// At most this many closed ports are recorded per range and protocol
+/// and window; a scan of more records the first ones seen.
+pub const PORT_SET_SIZE: usize = 4096;
+
 /// How long a closed port stays in the per-port set after its first
 /// packet: the per-port counts cover at most this window.
 pub const PORT_WINDOW_SECS: u64 = 60;
