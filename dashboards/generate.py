@@ -273,6 +273,22 @@ def host():
     b.add(timeseries("Exporter CPU", "CPU used by the exporter, in cores (CPU seconds per second).",
                      CORES, (19, 35, 5, 6),
                      [target(f"rate(process_cpu_seconds_total{{{host_sel}}}[$__rate_interval])", "cpu")]))
+    b.add({"type": "row", "title": "Traffic to the ranges (--collector.traffic)", "collapsed": False, "panels": [],
+           "gridPos": {"x": 0, "y": 41, "w": 24, "h": 1}})
+    b.add(timeseries("Packets received",
+                     "Packets per second received for each range's ports, by whether a socket could take them (listening) or none "
+                     "could (closed), counted before the host's firewall rules (portrange_received_packets_total; needs "
+                     "--collector.traffic and CAP_NET_ADMIN). Closed-port traffic above 1 packet a second for 10 minutes fires "
+                     "PortRangeProbed; the status page names the busiest closed ports.",
+                     "pps", (0, 42, 12, 8),
+                     [target(f"sum by (range, protocol, netns, port_state) (rate(portrange_received_packets_total{{{sel}}}[$__rate_interval]))",
+                             "{{range}}/{{protocol}} {{port_state}} {{netns}}")]))
+    b.add(timeseries("TCP connection attempts",
+                     "TCP SYNs without ACK per second to each range's ports, by port_state: attempts to closed ports are scans or "
+                     "clients whose session is gone (portrange_connection_attempts_total).",
+                     "pps", (12, 42, 12, 8),
+                     [target(f"sum by (range, protocol, netns, port_state) (rate(portrange_connection_attempts_total{{{sel}}}[$__rate_interval]))",
+                             "{{range}} {{port_state}} {{netns}}")]))
     variables = [
         var_datasource(),
         var_query("job", "Job", "label_values(portrange_up, job)"),
@@ -351,6 +367,17 @@ def fleet():
                            "thresholds": thresholds(("green", None), ("red", 1 - WARN_FREE)),
                            "links": [host_link("${__field.labels.instance}", "${range:queryparam}")]})
     b.add(heat)
+    b.add(panel("table", "Probed hosts",
+                "Hosts and ranges whose closed ports received packets recently (--collector.traffic), most "
+                "first, in packets per second; PortRangeProbed fires above 1 for 10 minutes. Click a host for its dashboard; "
+                "its status page names the ports.",
+                "pps", (0, 33, 24, 8),
+                [target(f'sum by (instance, range, protocol) (rate(portrange_received_packets_total{{{sel},port_state="closed"}}[$__rate_interval])) > 0',
+                        "", instant=True, fmt="table")],
+                options={"showHeader": True, "sortBy": [{"displayName": "Packets per second to closed ports", "desc": True}]},
+                overrides=[links_by_name("instance", row_link)],
+                transformations=[organize([], {"instance": 0, "range": 1, "protocol": 2, "Value": 3},
+                                          {"Value": "Packets per second to closed ports"})]))
     b.add(stat("Exporters not sampling", "Hosts whose exporter answers but cannot sample sockets (portrange_up == 0).",
                "none", (0, 28, 8, 5), [target(f"count(portrange_up{{{host_sel}}} == 0) or vector(0)", "failing")],
                [("green", None), ("red", 1)]))

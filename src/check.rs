@@ -551,6 +551,14 @@ pub fn render(report: &Report, warnings: &[ConfigWarning], opts: &Options) -> (S
             let _ = writeln!(out, "{}", printable(&s.to_string()));
         }
     }
+    let traffic = crate::traffic::check_lines(report);
+    if !traffic.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "Traffic to closed ports:");
+        for line in traffic {
+            let _ = writeln!(out, "{line}");
+        }
+    }
     if !warnings.is_empty() {
         let _ = writeln!(out);
         let _ = writeln!(out, "Configuration warnings:");
@@ -764,6 +772,7 @@ pub fn render_json(
             "reason": s.reason,
         })).collect::<Vec<_>>(),
         "config_warnings": warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
+        "traffic": crate::traffic::status_json(report),
     });
     (status, format!("{doc}\n"))
 }

@@ -215,6 +215,17 @@ pub struct Cli {
     )]
     pub trail_no_cmdline: bool,
 
+    /// Count packets, bytes and TCP connection attempts to the watched ranges,
+    /// split by listening and closed ports, in an nftables table of our own
+    /// (inet portrange_exporter, removed at shutdown). Needs CAP_NET_ADMIN in
+    /// the exporter's network namespace; counts that namespace only. Linux only.
+    #[arg(
+        long = "collector.traffic",
+        env = "PORTRANGE_EXPORTER_COLLECTOR_TRAFFIC",
+        global = true
+    )]
+    pub collector_traffic: bool,
+
     /// Only log messages with the given severity or above.
     #[arg(long = "log.level", env = "PORTRANGE_EXPORTER_LOG_LEVEL", default_value = "info", value_parser = ["debug", "info", "warn", "error"], global = true)]
     pub log_level: String,
@@ -606,6 +617,12 @@ fn check_output(
         Err(e) => return unknown(e.to_string()),
     };
     let mut collector = Collector::new(Arc::new(config), host);
+    if cli.collector_traffic {
+        // check reads the running exporter's table; it never installs one.
+        collector.set_traffic(crate::traffic::TrafficCollector::reader(
+            platform::traffic::host_table(),
+        ));
+    }
     let budget = args.timeout.mul_f64(0.9);
     let mut report = collector.collect(started + budget);
     // check looks once: "since" is its process's start time.
@@ -673,6 +690,7 @@ fn serve(
         // collector reports and retries), then fresh ones.
         let mut first = Some(host);
         let trail = trail_options(&cli)?;
+        let traffic = cli.collector_traffic;
         let service = Service::start_with(
             config,
             cli.config_file.clone(),
@@ -683,7 +701,12 @@ fn serve(
                     .unwrap_or_else(|| platform::host_with(&procfs, &options))
             }),
             registry,
-            Some(trail),
+            crate::service::Extras {
+                trail: Some(trail),
+                traffic: traffic.then(|| {
+                    Box::new(platform::traffic::host_table) as crate::service::TrafficFactory
+                }),
+            },
         )
         .context("starting the collector thread")?;
         let tls = web.as_ref().is_some_and(|w| w.tls.is_some());
@@ -740,6 +763,15 @@ fn serve(
             log::info!(signal = which; "shutting down");
         })
         .await?;
+        if traffic {
+            // The table goes with the exporter (SIGTERM, SIGINT, the
+            // Windows service stop); a crash leaves it for the next start
+            // to replace.
+            match platform::traffic::remove_host_table() {
+                Ok(()) => log::info!("traffic collector: nftables table inet portrange_exporter removed"),
+                Err(e) => log::error!("traffic collector: {e}"),
+            }
+        }
         log::info!("shut down");
         Ok(())
     })

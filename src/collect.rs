@@ -52,6 +52,8 @@ pub struct Collector {
     /// every collection's).
     warned_stages: HashSet<&'static str>,
     warned_excluded: bool,
+    /// The `traffic` collector, with `--collector.traffic`.
+    traffic: Option<crate::traffic::TrafficCollector>,
 }
 
 /// Runs one collector, timing it and noting its outcome in `runs`.
@@ -84,7 +86,14 @@ impl Collector {
             warned_ephemeral: false,
             warned_stages: HashSet::new(),
             warned_excluded: false,
+            traffic: None,
         }
+    }
+
+    /// Adds the `traffic` collector (`--collector.traffic`).
+    pub fn set_traffic(&mut self, mut traffic: crate::traffic::TrafficCollector) {
+        traffic.prepare(&self.config);
+        self.traffic = Some(traffic);
     }
 
     pub fn config(&self) -> &Arc<Config> {
@@ -138,6 +147,13 @@ impl Collector {
                 })
                 .unwrap_or_default(),
             );
+        }
+        if let Some(traffic) = self.traffic.as_mut() {
+            let config = &self.config;
+            report.traffic = run(&mut runs, crate::traffic::TRAFFIC, || {
+                traffic.collect(config)
+            })
+            .ok();
         }
         report.collectors = runs;
         report.duration = started.elapsed();

@@ -29,5 +29,6 @@ pub mod report;
 pub mod service;
 pub mod status;
 pub mod trail;
+pub mod traffic;
 pub mod users;
 pub mod webconfig;

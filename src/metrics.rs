@@ -118,6 +118,18 @@ pub const FAMILIES: &[(&str, &str)] = &[
         "portrange_listener_events_dropped_total",
         "Trail events not recorded (no event, no log line) because of the rate limit, --collector.trail.rate and --collector.trail.burst.",
     ),
+    (
+        "portrange_received_packets_total",
+        crate::traffic::RECEIVED_PACKETS_HELP,
+    ),
+    (
+        "portrange_received_bytes_total",
+        crate::traffic::RECEIVED_BYTES_HELP,
+    ),
+    (
+        "portrange_connection_attempts_total",
+        crate::traffic::ATTEMPTS_HELP,
+    ),
 ];
 
 fn help(name: &str) -> &'static str {
@@ -177,6 +189,7 @@ pub fn families(report: &Report, reload: ReloadStatus) -> Vec<MetricFamily> {
     let mut out = exporter_families(report, reload);
     out.extend(ranges_families(report));
     out.extend(netns_families(report));
+    out.extend(crate::traffic::families(report));
     out.extend(trail_families(report));
     out
 }
@@ -624,7 +637,9 @@ mod tests {
 
     #[test]
     fn contract_families_and_values() {
-        let t = text(&report(vec![listener(b"x")]));
+        let mut r = report(vec![listener(b"x")]);
+        r.traffic = Some(crate::traffic::example());
+        let t = text(&r);
         for line in [
             "portrange_up 1",
             "portrange_scrape_duration_seconds 0.5",
@@ -813,6 +828,7 @@ mod tests {
     fn every_series_carries_netns_with_the_collector() {
         use crate::report::{NetnsInfo, NetnsReport};
         let mut r = report(vec![listener(b"x")]);
+        r.traffic = Some(crate::traffic::example());
         let mut other = r.ranges[0].clone();
         other.in_use = 2;
         r.ranges[0].netns = Some("host".into());

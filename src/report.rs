@@ -229,6 +229,9 @@ pub struct Report {
     /// events, and since when each listener is known); `None` where no
     /// trail is kept.
     pub trail: Option<crate::trail::TrailView>,
+    /// With `--collector.traffic`, when it succeeded: what the ranges
+    /// received.
+    pub traffic: Option<crate::traffic::TrafficReport>,
 }
 
 impl Report {

@@ -74,6 +74,20 @@ pub type Outcome = Result<Arc<Collected>, String>;
 /// what could not be started.
 pub type PlatformFactory = Box<dyn FnMut() -> Result<Box<dyn Platform>, PlatformError> + Send>;
 
+/// Builds the `traffic` collector's table (`--collector.traffic`).
+pub type TrafficFactory =
+    Box<dyn FnMut() -> Box<dyn crate::platform::traffic::TrafficTable> + Send>;
+
+/// The collectors a service runs besides the ranges' own.
+#[derive(Default)]
+pub struct Extras {
+    /// The listener trail's settings (`--collector.trail.*`); `None`: no
+    /// trail is kept.
+    pub trail: Option<trail::Options>,
+    /// With `--collector.traffic`: builds the traffic collector's table.
+    pub traffic: Option<TrafficFactory>,
+}
+
 /// The first wait before rebuilding a collector that failed twice in a row.
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 /// The longest wait between two attempts.
@@ -131,22 +145,31 @@ impl Service {
         platforms: PlatformFactory,
         registry: prometheus::Registry,
     ) -> std::io::Result<Arc<Service>> {
-        Service::start_with(config, config_path, checks, platforms, registry, None)
+        Service::start_with(
+            config,
+            config_path,
+            checks,
+            platforms,
+            registry,
+            Extras::default(),
+        )
     }
 
-    /// Like [`Service::start`], keeping a listener trail with `trail`'s
-    /// settings (see [`crate::trail`]): every collection is compared with
-    /// the one before, and with a watch interval the collector thread runs
-    /// a collection of its own whenever that long passed without one.
+    /// Like [`Service::start`], with the collectors of `extras`: a
+    /// listener trail (see [`crate::trail`]: every collection is compared
+    /// with the one before, and with a watch interval the collector thread
+    /// runs a collection of its own whenever that long passed without one)
+    /// and the traffic collector (`--collector.traffic`: each collector
+    /// built gets one on a table from the factory).
     pub fn start_with(
         config: Config,
         config_path: Option<PathBuf>,
         checks: LoadChecks,
         platforms: PlatformFactory,
         registry: prometheus::Registry,
-        trail: Option<trail::Options>,
+        extras: Extras,
     ) -> std::io::Result<Arc<Service>> {
-        let recorder = trail.map(trail::Recorder::new);
+        let recorder = extras.trail.map(trail::Recorder::new);
         let loaded = Loaded {
             config: Arc::new(config),
             reload: ReloadStatus {
@@ -176,6 +199,7 @@ impl Service {
             watch_every: recorder.as_ref().and_then(|r| r.options().watch_interval),
             next_watch: Instant::now(),
             recorder,
+            traffic: extras.traffic,
         };
         std::thread::Builder::new()
             .name("collector".into())
@@ -357,6 +381,8 @@ struct Supervisor {
     watch_every: Option<Duration>,
     /// When the next watch pass is due.
     next_watch: Instant,
+    /// With `--collector.traffic`: the table for each collector built.
+    traffic: Option<TrafficFactory>,
 }
 
 /// What the collector thread does next.
@@ -530,8 +556,15 @@ impl Supervisor {
     fn build(&mut self) -> Result<Collector, String> {
         let config = self.loaded.borrow().config.clone();
         let platforms = &mut self.platforms;
+        let traffic = &mut self.traffic;
         match std::panic::catch_unwind(AssertUnwindSafe(|| {
-            platforms().map(|p| Collector::new(config, p))
+            platforms().map(|p| {
+                let mut c = Collector::new(config, p);
+                if let Some(table) = traffic.as_mut() {
+                    c.set_traffic(crate::traffic::TrafficCollector::new(table()));
+                }
+                c
+            })
         })) {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(e)) => Err(format!("the platform cannot be built: {e}")),

@@ -81,6 +81,10 @@ struct Document<'a> {
     /// "recent changes"); absent where no trail is kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     events: Option<Vec<&'a crate::trail::Event>>,
+    /// With `--collector.traffic`: what the ranges received, and the
+    /// closed ports probed in the last minute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traffic: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -342,6 +346,7 @@ pub fn render(
             .trail
             .as_ref()
             .map(|t| t.recent.iter().map(|e| &**e).collect()),
+        traffic: crate::traffic::status_json(report),
     };
     serde_json::to_vec(&doc)
 }

@@ -400,7 +400,7 @@ fn rules_pass_promtool_check_and_unit_tests() {
         return;
     };
     assert!(ok, "{out}");
-    assert!(out.contains("SUCCESS: 19 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 20 rules found"), "{out}");
     let (ok, out) = promtool(
         &["test", "rules", "portrange.test.yml"],
         &root().join("tests/rules"),
@@ -486,7 +486,7 @@ fn alerts_follow_the_conventions() {
             );
         }
     }
-    assert_eq!(alerts, 12);
+    assert_eq!(alerts, 13);
 }
 
 // ---------------------------------------------------------------------------
@@ -600,6 +600,8 @@ enum Quantity {
     Ratio,
     /// Ports, sockets, listeners, hosts, or a 0/1 state.
     Count,
+    /// The rate of a counter of the exporter's (packets per second).
+    PerSecond,
 }
 
 fn quantity(expr: &str) -> Quantity {
@@ -614,6 +616,8 @@ fn quantity(expr: &str) -> Quantity {
             .is_match(expr)
     {
         Quantity::Ratio
+    } else if names.iter().any(|n| n.ends_with("_total")) && expr.contains("rate(") {
+        Quantity::PerSecond
     } else {
         Quantity::Count
     }
@@ -625,6 +629,7 @@ fn unit_fits(q: Quantity, unit: &str) -> bool {
         Quantity::Seconds => unit == "s",
         Quantity::Ratio => unit == "percentunit",
         Quantity::Count => unit == "none" || unit == "short",
+        Quantity::PerSecond => unit == "pps",
     }
 }
 
@@ -703,6 +708,7 @@ fn contract_value(label: &str, value: &str) -> bool {
     match label {
         "expected" => ["true", "false", "unknown"].contains(&value),
         "protocol" => ["tcp", "udp"].contains(&value),
+        "port_state" => ["listening", "closed"].contains(&value),
         "state" => value
             .split('|')
             .all(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_lowercase() || c == '_')),

@@ -10,9 +10,12 @@
 //! `<img src=x onerror=alert(1)>`, a connected socket and a kernel-held
 //! VXLAN socket are in their states, a socket bound while the page is open
 //! shows within one refresh in the same cell without a reload, hostile
-//! names are text and no script runs; then the same sockets seen by an
-//! unprivileged exporter behind TLS and basic auth, where what it cannot
-//! attribute is `unknown`.
+//! names are text and no script runs; with `--collector.traffic` a closed
+//! port that received datagrams carries the "probed" mark; the "Recent
+//! changes" list shows the trail's events (the late socket on top, what is
+//! not expected marked); then the same sockets seen by an unprivileged
+//! exporter behind TLS and basic auth, where what it cannot attribute is
+//! `unknown` and `/api/v1/events` answers only with the credentials.
 //!
 //! Ignored, run by hand (see docs/portmap.md): `render_times` (time to
 //! render at 101, 10,001 and 65,535 ports) and `screenshot` (writes
@@ -432,8 +435,14 @@ fn page_in_chromium_against_the_real_exporter() {
         protocol: "udp",
         ports: after_udp,
     }];
-    let exporter = Exporter::start(&["--config.file", cfg_arg]);
+    let exporter = Exporter::start(&["--config.file", cfg_arg, "--collector.traffic"]);
     let st = wait_for_states(plain_status, &before);
+    // --collector.traffic: 7 datagrams to the closed port 3270 make it
+    // "probed"; 3271 gets none.
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..7 {
+        sender.send_to(b"knock", "127.0.0.1:3270").unwrap();
+    }
     let kernel = st["ranges"][0]["used"]
         .as_array()
         .unwrap()
@@ -448,6 +457,10 @@ fn page_in_chromium_against_the_real_exporter() {
     let scenario = json!({
         "maps": maps_json(&before),
         "text": [HOSTILE_COMM, MARKUP],
+        "probed": [
+            {"range": "framehawk", "protocol": "udp", "port": 3270, "packets": 7},
+            {"range": "framehawk", "protocol": "udp", "port": 3271, "packets": 0},
+        ],
         "hover": {"range": "framehawk", "protocol": "udp", "port": 3240,
                   "owner": format!("{HOSTILE_COMM} (pid {}", hostile.pid())},
         "after": {
@@ -499,6 +512,8 @@ fn page_in_chromium_against_the_real_exporter() {
         "state change shows within one refresh",
         "no reload: window marker kept",
         "cell updated in place",
+        "port 3270 of framehawk/udp marked probed",
+        "port 3271 of framehawk/udp not marked probed",
         "first render: recent changes list \"appeared: udp 0.0.0.0:3240",
         "first render: recent change \"appeared: udp 0.0.0.0:3240 in framehawk by \" marked for attention",
         "first render: recent changes list \":3300 in framehawk by kernel (vx0)",

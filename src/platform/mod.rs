@@ -32,6 +32,7 @@ pub mod linux;
 #[cfg(not(target_os = "linux"))]
 pub mod portable;
 pub mod trust;
+pub mod traffic;
 /// Compiled on Windows; in Linux test builds only its OS-free parts
 /// (`netsh` output parsing) are, so Linux CI checks them too.
 #[cfg(any(windows, test))]

@@ -134,8 +134,10 @@
       sec.append(h, stats, note, map);
       wireMap(this);
     }
-    update(r) {
+    update(r, probed = []) {
       const codes = this.codes;
+      const hit = this.probed = new Map();
+      for (const p of probed) { const i = this.indexOf(p.port); if (i >= 0) hit.set(i, p.packets); }
       codes.fill(0);
       this.owners.clear();
       const lo = this.n ? this.iv[0][0] : 0, hi = this.n ? this.iv[this.iv.length - 1][1] : -1;
@@ -158,6 +160,9 @@
           if (worst === KERNEL_OK || worst === KERNEL_BAD) cell.setAttribute('data-allowed', String(worst === KERNEL_OK));
           else cell.removeAttribute('data-allowed');
         }
+        let probedHere = false;
+        for (let i = this.starts[c], e = this.starts[c + 1]; i < e && !probedHere; i++) probedHere = hit.has(i);
+        this.cells[c].toggleAttribute('data-probed', probedHere);
       }
       for (const k in this.stat) {
         const v = r[k];
@@ -173,6 +178,7 @@
         if (code === 1) t += ' (the platform will not let it be bound)';
         if (u && str(u.owner)) t += `; ${str(u.owner)}`;
         if (u && str(u.since)) t += `; since ${str(u.since)}`;
+        if (this.probed && this.probed.has(s)) t += `; probed: ${this.probed.get(s)} packets in the last minute that no socket took`;
         return t;
       }
       const count = new Array(NAMES.length).fill(0), owners = [];
@@ -262,7 +268,12 @@
       let v = views.get(key);
       if (v && v.sig !== JSON.stringify(r.intervals)) { v.section.remove(); v = null; }
       if (!v) { v = new RangeView(r, 'map-' + nextId++); views.set(key, v); }
-      v.update(r);
+      // --collector.traffic: closed ports probed in the last minute (the
+      // exporter's own namespace only).
+      const tr = data.traffic && Array.isArray(data.traffic.ranges)
+        ? data.traffic.ranges.find(t => t.range === r.range && t.protocol === r.protocol && (r.netns ?? 'host') === 'host')
+        : null;
+      v.update(r, tr && Array.isArray(tr.probed) ? tr.probed : []);
       wanted.push([r, v]);
     }
     for (const [key, v] of views) if (!seen.has(key)) { v.section.remove(); views.delete(key); }

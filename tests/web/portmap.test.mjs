@@ -230,6 +230,24 @@ async function run(ctx, o, scenario, url, refresh) {
 
   await checkStates(page, scenario.maps ?? [], 'first render');
 
+  // --collector.traffic: a closed port that received packets carries the
+  // "probed" mark and its count in the tooltip; one that received none
+  // does not.
+  for (const p of scenario.probed ?? []) {
+    const sel = `[data-range="${p.range}"][data-protocol="${p.protocol}"] [data-port="${p.port}"]`;
+    const marked = await page.evaluate((s) => { const c = document.querySelector(s); return c ? c.hasAttribute('data-probed') : null; }, sel);
+    let tip = '';
+    if (marked !== null) {
+      await page.hover(sel);
+      tip = await page.evaluate(() => { const t = document.getElementById('tooltip'); return t.hidden ? '' : t.textContent; });
+      await page.mouse.move(0, 0);
+    }
+    const want = `probed: ${p.packets} packets`;
+    check(`port ${p.port} of ${p.range}/${p.protocol} ${p.packets ? 'marked probed' : 'not marked probed'}`,
+      marked === (p.packets > 0) && (p.packets > 0 ? tip.includes(want) : !tip.includes('probed')),
+      `data-probed ${marked}, tooltip ${JSON.stringify(tip)}`);
+  }
+
   for (const t of scenario.text ?? []) {
     const found = await page.evaluate((s) => [...document.querySelectorAll('#listeners td, #events li, .map, h2, #tooltip')]
       .some((e) => e.textContent === s || e.textContent.includes(s)), t);

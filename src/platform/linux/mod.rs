@@ -15,6 +15,7 @@ pub mod attribution;
 pub mod exe_names;
 pub mod netlink;
 pub mod netns;
+pub mod nftables;
 pub mod privileges;
 pub mod process;
 pub mod procfs_sockets;
