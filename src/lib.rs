@@ -28,7 +28,7 @@ pub mod ranges;
 pub mod report;
 pub mod service;
 pub mod status;
-pub mod trail;
 pub mod traffic;
+pub mod trail;
 pub mod users;
 pub mod webconfig;

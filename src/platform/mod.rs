@@ -31,8 +31,8 @@ pub mod linux;
 
 #[cfg(not(target_os = "linux"))]
 pub mod portable;
-pub mod trust;
 pub mod traffic;
+pub mod trust;
 /// Compiled on Windows; in Linux test builds only its OS-free parts
 /// (`netsh` output parsing) are, so Linux CI checks them too.
 #[cfg(any(windows, test))]
