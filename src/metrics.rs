@@ -88,11 +88,11 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ),
     (
         "portrange_scrape_collector_success",
-        "1 when the collector succeeded in this scrape, else 0; one series per collector that ran: the watched ranges (sampling, attribution, judging), and the network namespaces when every namespace is sampled.",
+        "1 when the collector succeeded in this scrape, else 0; one series per collector that ran: the watched ranges (sampling, attribution, judging), the network namespaces when every namespace is sampled, and the traffic counters with --collector.traffic.",
     ),
     (
         "portrange_scrape_collector_duration_seconds",
-        "Time the collector took in this scrape, in seconds. Sampling the sockets of every network namespace counts to the ranges collector.",
+        "Time the collector took in this scrape, in seconds. Sampling the sockets of every network namespace counts to the ranges collector; the traffic collector's time is reading its nftables counters.",
     ),
     (
         "portrange_collection_skipped",
