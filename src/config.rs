@@ -59,6 +59,9 @@ pub struct Config {
     /// What the load found questionable without refusing the file (logged
     /// when it was loaded; `check` shows them too).
     pub warnings: Vec<ConfigWarning>,
+    /// The `ephemeral` collector's settings: from the command line, not
+    /// the file (a reload keeps them).
+    pub ephemeral: crate::ephemeral::Options,
 }
 
 /// An allowlist `user:` given by name, and where.
@@ -258,6 +261,7 @@ impl Config {
             source: None,
             user_names: Vec::new(),
             warnings: Vec::new(),
+            ephemeral: crate::ephemeral::Options::default(),
         }
     }
 
@@ -890,6 +894,7 @@ fn validate(raw: RawConfig, path: &str) -> Result<Config, ConfigError> {
         source: None,
         user_names,
         warnings: Vec::new(),
+        ephemeral: crate::ephemeral::Options::default(),
     })
 }
 

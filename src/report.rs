@@ -207,6 +207,9 @@ pub struct Report {
     pub skipped: Vec<Skipped>,
     /// Each collector that ran, in order.
     pub collectors: Vec<CollectorRun>,
+    /// The dynamic port range (the `ephemeral` collector); `None` when
+    /// the collector is off, empty views when it failed.
+    pub ephemeral: Option<crate::ephemeral::EphemeralReport>,
 }
 
 impl Report {

@@ -3,7 +3,8 @@
 //! counts per range and protocol, the state of every port that is not free,
 //! the listeners, and the parts of the collection that were skipped.
 //! Platform-free and pure. It carries what `check`
-//! shows and never more: no executable paths, no remote addresses. The
+//! shows and never more: no executable paths, no remote addresses but the
+//! dynamic range's busiest destinations (top 5, as `check` names them). The
 //! contract (shape, state names, the worst-state rule) is in the README's
 //! "The JSON status endpoint" section; the state names are the `data-state`
 //! values of the page's cells.
@@ -77,6 +78,9 @@ struct Document<'a> {
     skipped: Vec<SkippedJson<'a>>,
     ranges: Vec<RangeJson<'a>>,
     listeners: Vec<ListenerJson<'a>>,
+    /// The dynamic range (`null` when the collector is off): counts, the
+    /// busiest destinations (top 5) and the top holders.
+    ephemeral: serde_json::Value,
 }
 
 #[derive(Serialize)]
@@ -288,6 +292,11 @@ pub fn render(
             .collect(),
         ranges,
         listeners,
+        ephemeral: if report.up() {
+            crate::check::ephemeral::to_json(report)
+        } else {
+            serde_json::Value::Null
+        },
     };
     serde_json::to_vec(&doc)
 }
