@@ -246,7 +246,8 @@ pub struct CheckArgs {
     /// Default 5%:.
     #[arg(long = "ephemeral-critical", value_name = "RANGE")]
     pub ephemeral_critical: Option<Threshold>,
-    /// Check only this range (repeatable): one service per range.
+    /// Check only this range (repeatable): one service per range. The
+    /// dynamic (ephemeral) range is checked only without --range.
     #[arg(long = "range", value_name = "NAME")]
     pub range: Vec<String>,
     /// The whole run's time limit: past it the plugin answers UNKNOWN.
@@ -533,6 +534,9 @@ fn check_output(
     };
     config.ephemeral = ephemeral_options(cli);
     if !args.range.is_empty() {
+        // One service per range: the dynamic range is checked by the
+        // service without --range.
+        config.ephemeral.enabled = false;
         let names: Vec<&str> = config.ranges.iter().map(|r| r.name.as_str()).collect();
         if let Some(missing) = args.range.iter().find(|n| !names.contains(&n.as_str())) {
             return unknown(format!(

@@ -88,11 +88,11 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ),
     (
         "portrange_scrape_collector_success",
-        "1 when the collector succeeded in this scrape, else 0; one series per collector that ran: the watched ranges (sampling, attribution, judging), and the network namespaces when every namespace is sampled.",
+        "1 when the collector succeeded in this scrape, else 0; one series per collector that ran: the watched ranges (sampling, attribution, judging), the network namespaces when every namespace is sampled, and the dynamic (ephemeral) range unless --no-collector.ephemeral.",
     ),
     (
         "portrange_scrape_collector_duration_seconds",
-        "Time the collector took in this scrape, in seconds. Sampling the sockets of every network namespace counts to the ranges collector.",
+        "Time the collector took in this scrape, in seconds. Sampling the sockets of every network namespace counts to the ranges collector, and so do sampling and attributing the dynamic range's sockets (one dump and one attribution pass serve both); the ephemeral collector's time is the counting.",
     ),
     (
         "portrange_collection_skipped",
@@ -501,7 +501,10 @@ pub fn ephemeral_families(report: &Report) -> Vec<MetricFamily> {
         for (state, n) in &v.states {
             sockets.add(&with(&base, ("state", state)), *n as f64);
         }
-        for h in &v.holders {
+        // In label order: a stable exposition whatever the counts.
+        let mut by_label: Vec<&crate::ephemeral::HolderCount> = v.holders.iter().collect();
+        by_label.sort_by(|a, b| (&a.process, &a.user).cmp(&(&b.process, &b.user)));
+        for h in by_label {
             let mut labels = base.clone();
             labels.push(("process", h.process.as_str()));
             labels.push(("user", h.user.as_str()));
