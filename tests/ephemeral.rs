@@ -86,9 +86,9 @@ fn series(m: &Metrics, name: &str) -> Vec<(String, f64)> {
     m.named(name)
 }
 
-/// Scrapes until `ok` holds (sockets close asynchronously), at most 5 s.
+/// Scrapes until `ok` holds (sockets close asynchronously), at most 10 s.
 fn scrape_until(e: &Exporter, ok: impl Fn(&Metrics) -> bool) -> Metrics {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let m = e.metrics();
         if ok(&m) || Instant::now() > deadline {
@@ -198,16 +198,19 @@ fn one_destination_exhausted_is_critical_naming_it_and_its_holder() {
     let m = scrape_until(&e, |m| {
         m.get(r#"portrange_ephemeral_sockets{protocol="tcp",state="time_wait"}"#) >= Some(200.0)
     });
-    assert_eq!(
-        m.value(r#"portrange_ephemeral_sockets{protocol="tcp",state="time_wait"}"#),
-        200.0,
+    // Nearly every one: a connection the backend had not accepted yet
+    // when the pool closed may end without TIME_WAIT (seen: 2 of 200).
+    let time_wait = m.value(r#"portrange_ephemeral_sockets{protocol="tcp",state="time_wait"}"#);
+    assert!(
+        (190.0..=200.0).contains(&time_wait),
         "{}",
         m.dump("portrange_ephemeral")
     );
     assert_eq!(
         m.value(r#"portrange_ephemeral_ports_free_min{protocol="tcp"}"#),
-        0.0,
-        "TIME_WAIT still holds the 4-tuples"
+        200.0 - time_wait,
+        "TIME_WAIT still holds the 4-tuples: {}",
+        m.dump("portrange_ephemeral")
     );
     let holders = series(&m, "portrange_ephemeral_holders");
     assert!(
@@ -221,10 +224,10 @@ fn one_destination_exhausted_is_critical_naming_it_and_its_holder() {
     let (code, out) = check(&[]);
     assert_eq!(code, 2, "{out}");
     assert!(
-        out.lines()
-            .next()
-            .unwrap()
-            .contains("ephemeral tcp: 0 ports left toward 127.0.0.2:5432"),
+        out.lines().next().unwrap().contains(&format!(
+            "ephemeral tcp: {} ports left toward 127.0.0.2:5432",
+            200 - time_wait as u32
+        )),
         "{out}"
     );
     curl.stop();
