@@ -1,7 +1,9 @@
 //! End to end with a real Prometheus server (Debian's `prometheus`
 //! package): in a private network namespace, exporters scrape a scenario
 //! (sockets in the ranges, an unexpected listener on 3224, a nearly full,
-//! a full and a filling range, part of a range in the ephemeral range);
+//! a full and a filling range, part of a range in the ephemeral range, a
+//! closed port of framehawk probed 20 times a second, counted by A's
+//! `--collector.traffic`);
 //! Prometheus scrapes them every second with the rules loaded; then every
 //! target expression of both dashboards and every rule expression must
 //! return data through the HTTP API (finite numbers only), every alert must
@@ -111,6 +113,17 @@ fn exporter_on(addr: &str, args: &[&str], deny_sampling: bool, prefix: &[&str]) 
         .expect("starting an exporter")
 }
 
+/// Runs its closure on drop.
+struct Defer<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Drop for Defer<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
 struct Kill(Vec<Child>);
 impl Drop for Kill {
     fn drop(&mut self) {
@@ -173,13 +186,32 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
         held
     });
 
+    // A probe of framehawk's closed port 3250: 20 datagrams a second for
+    // the whole test, counted by A's --collector.traffic (PortRangeProbed,
+    // the traffic panels).
+    let probing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let prober = std::thread::spawn({
+        let probing = probing.clone();
+        move || {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            while probing.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = s.send_to(b"knock", "127.0.0.1:3250");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    });
+    let _stop_probing = Defer(Some(move || {
+        probing.store(false, std::sync::atomic::Ordering::Relaxed);
+        let _ = prober.join();
+    }));
+
     // E reloads a broken copy of the file once it runs.
     let cfg_e = config_file("e2e-reload", &std::fs::read_to_string(&cfg).unwrap());
     std::fs::set_permissions(&cfg_e, std::fs::Permissions::from_mode(0o644)).unwrap();
 
     let c = cfg.to_str().unwrap();
     let _exporters = Kill(vec![
-        exporter_on(A, &["--config.file", c], false, &[]),
+        exporter_on(A, &["--config.file", c, "--collector.traffic"], false, &[]),
         exporter_on(
             "127.0.0.1:10225",
             &["--config.file", c],
@@ -392,6 +424,7 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
             // B cannot find the owners of root's sockets.
             ("PortRangeListenerUnknown", "instance", "127.0.0.1:10225"),
             ("PortRangeNetnsUnsampled", "instance", F),
+            ("PortRangeProbed", "range", "framehawk"),
         ];
         let absent: Vec<_> = wanted.iter().filter(|(n, l, v)| !has(n, l, v)).collect();
         if absent.is_empty() {
@@ -462,7 +495,7 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
             }
         }
     }
-    assert_eq!(checked, 19);
+    assert_eq!(checked, 20);
 
     // Fleet capacity leaves out C, which cannot sample: A, B and E only.
     let cap = query(
