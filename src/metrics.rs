@@ -88,11 +88,11 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ),
     (
         "portrange_scrape_collector_success",
-        "1 when the collector succeeded in this scrape, else 0; one series per collector that ran: the watched ranges (sampling, attribution, judging), the network namespaces when every namespace is sampled, and the dynamic (ephemeral) range unless --no-collector.ephemeral.",
+        "1 when the collector succeeded in this scrape, else 0; one series per collector that ran: the watched ranges (sampling, attribution, judging), the network namespaces when every namespace is sampled, the dynamic (ephemeral) range unless --no-collector.ephemeral, and the traffic counters with --collector.traffic.",
     ),
     (
         "portrange_scrape_collector_duration_seconds",
-        "Time the collector took in this scrape, in seconds. Sampling the sockets of every network namespace counts to the ranges collector, and so do sampling and attributing the dynamic range's sockets (one dump and one attribution pass serve both); the ephemeral collector's time is the counting.",
+        "Time the collector took in this scrape, in seconds. Sampling the sockets of every network namespace counts to the ranges collector, and so do sampling and attributing the dynamic range's sockets (one dump and one attribution pass serve both); the ephemeral collector's time is the counting, the traffic collector's reading its nftables counters.",
     ),
     (
         "portrange_collection_skipped",

@@ -216,9 +216,10 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
     let c = cfg.to_str().unwrap();
     // G's client: listens on 127.0.0.1:5000 of its namespace and connects
     // to it, one more connection every 1.5 s, until connect() fails.
-    let filler = std::env::temp_dir().join(format!("portrange-e2e-filler-{}.py", std::process::id()));
+    let client =
+        std::env::temp_dir().join(format!("portrange-e2e-client-{}.py", std::process::id()));
     std::fs::write(
-        &filler,
+        &client,
         "import socket, time\n\
          l = socket.socket()\n\
          l.bind(('127.0.0.1', 5000))\n\
@@ -242,7 +243,7 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
             && echo \"40000 40009\" > /proc/sys/net/ipv4/ip_local_port_range' \
          && {{ ip netns exec e2e-ephemeral /usr/bin/python3 {} & }} \
          && exec \"$@\"",
-        filler.display()
+        client.display()
     );
     let _exporters = Kill(vec![
         exporter_on(A, &["--config.file", c, "--collector.traffic"], false, &[]),
