@@ -289,6 +289,28 @@ def host():
                      "pps", (12, 42, 12, 8),
                      [target(f"sum by (range, protocol, netns, port_state) (rate(portrange_connection_attempts_total{{{sel}}}[$__rate_interval]))",
                              "{{range}} {{port_state}} {{netns}}")]))
+    # The dynamic (ephemeral) range: per protocol (and netns), no range label.
+    eph_sel = 'job="$job",instance="$instance",netns=~"$netns"'
+    b.add({"type": "row", "title": "Ephemeral ports", "collapsed": False, "panels": [],
+           "gridPos": {"x": 0, "y": 50, "w": 24, "h": 1}})
+    b.add(timeseries("Ephemeral ports left toward the busiest destination",
+                     "portrange_ephemeral_ports_free_min: the fewest ports of the dynamic range still free toward any one "
+                     "destination (tcp: the range less ports held with no peer less the busiest destination's ports; udp: the "
+                     "range less the ports in use), against the range's size. At 0 connect() toward that destination fails "
+                     "with EADDRNOTAVAIL; EphemeralPortsNearlyExhausted fires below 20%. `check` names the destination.",
+                     "none", (0, 51, 12, 8),
+                     [target(f"portrange_ephemeral_ports_free_min{{{eph_sel}}}", "left {{protocol}} {{netns}}"),
+                      target(f"portrange_ephemeral_ports{{{eph_sel}}}", "range {{protocol}} {{netns}}", ref="B"),
+                      target(f'portrange_ephemeral_sockets{{{eph_sel},state="time_wait"}}', "time_wait {{protocol}} {{netns}}", ref="C")]))
+    b.add(panel("table", "Ephemeral port holders",
+                "Sockets of the dynamic range per owning process and user (portrange_ephemeral_holders): the top owners "
+                "and process=other for the rest; TIME_WAIT has no owner and is counted only in the sockets by state.",
+                "none", (12, 51, 12, 8),
+                [target(f"portrange_ephemeral_holders{{{eph_sel}}}", "", instant=True, fmt="table")],
+                options={"showHeader": True, "sortBy": [{"displayName": "sockets", "desc": True}]},
+                transformations=[organize(["job", "instance"],
+                                          {"process": 0, "user": 1, "Value": 2, "protocol": 3, "netns": 4},
+                                          {"Value": "sockets"})]))
     variables = [
         var_datasource(),
         var_query("job", "Job", "label_values(portrange_up, job)"),
@@ -387,6 +409,16 @@ def fleet():
     b.add(timeseries("Exporter CPU across the fleet", "CPU used by all exporters together, in cores (CPU seconds per second).",
                      CORES, (16, 28, 8, 5),
                      [target(f"sum(rate(process_cpu_seconds_total{{{host_sel}}}[$__rate_interval]))", "cpu")]))
+    b.add(panel("table", "Hosts by ephemeral headroom",
+                "Every host and protocol, fewest dynamic-range ports left toward its busiest destination first "
+                "(portrange_ephemeral_ports_free_min): the hosts closest to EADDRNOTAVAIL. Click a host for its dashboard; "
+                "`check` on the host names the destination and the top holder.",
+                "none", (0, 41, 24, 8),
+                [target(f"portrange_ephemeral_ports_free_min{{{host_sel}}}", "", instant=True, fmt="table")],
+                options={"showHeader": True, "sortBy": [{"displayName": "ports left", "desc": False}]},
+                overrides=[links_by_name("instance", host_link("${__data.fields.instance}", "${range:queryparam}"))],
+                transformations=[organize(["job"], {"instance": 0, "protocol": 1, "Value": 2, "netns": 3},
+                                          {"Value": "ports left"})]))
     variables = [
         var_datasource(),
         var_query("job", "Job", "label_values(portrange_up, job)"),

@@ -19,6 +19,7 @@
 
 use std::fmt::Write;
 
+pub mod ephemeral;
 mod threshold;
 
 pub use threshold::{Resolved, Threshold, perf_label};
@@ -64,6 +65,9 @@ pub struct Options {
     pub critical: Threshold,
     /// `-v` count.
     pub verbosity: u8,
+    /// On the dynamic range's headroom toward the busiest destination.
+    pub ephemeral_warning: Threshold,
+    pub ephemeral_critical: Threshold,
 }
 
 impl Default for Options {
@@ -72,6 +76,8 @@ impl Default for Options {
             warning: "10%:".parse().expect("a valid default"),
             critical: "1:".parse().expect("a valid default"),
             verbosity: 0,
+            ephemeral_warning: ephemeral::default_warning(),
+            ephemeral_critical: ephemeral::default_critical(),
         }
     }
 }
@@ -310,6 +316,10 @@ fn judge<'a>(report: &'a Report, all: &[&'a Listener], opts: &Options) -> Verdic
         }
         ranges.push(j);
     }
+    let eph = ephemeral::judge(report, &opts.ephemeral_warning, &opts.ephemeral_critical);
+    status = status.max(eph.status);
+    range_reasons.0.extend(eph.critical);
+    range_reasons.1.extend(eph.warning);
     reasons.extend(range_reasons.0);
     reasons.extend(range_reasons.1);
     if let Some(n) = report.netns.as_ref().filter(|n| n.unsampled > 0) {
@@ -451,7 +461,14 @@ pub fn render(report: &Report, warnings: &[ConfigWarning], opts: &Options) -> (S
     } else {
         v.reasons.join("; ")
     };
-    let perf = perfdata(&v.ranges);
+    let mut perf = perfdata(&v.ranges);
+    let eph = ephemeral::judge(report, &opts.ephemeral_warning, &opts.ephemeral_critical);
+    for p in eph.perfdata {
+        if !perf.is_empty() {
+            perf.push(' ');
+        }
+        perf.push_str(&p);
+    }
     let _ = writeln!(
         out,
         "PORTRANGE {} - {summary}{}",
@@ -541,6 +558,7 @@ pub fn render(report: &Report, warnings: &[ConfigWarning], opts: &Options) -> (S
             );
         }
     }
+    ephemeral::long_output(&mut out, report);
     if !report.skipped.is_empty() {
         let _ = writeln!(out);
         let _ = writeln!(
@@ -773,6 +791,7 @@ pub fn render_json(
         })).collect::<Vec<_>>(),
         "config_warnings": warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
         "traffic": crate::traffic::status_json(report),
+        "ephemeral": ephemeral::to_json(report),
     });
     (status, format!("{doc}\n"))
 }
@@ -864,6 +883,7 @@ mod tests {
             warning: w.parse().unwrap(),
             critical: c.parse().unwrap(),
             verbosity: 0,
+            ..Options::default()
         }
     }
 

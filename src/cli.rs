@@ -226,6 +226,45 @@ pub struct Cli {
     )]
     pub collector_traffic: bool,
 
+    /// Count the dynamic (ephemeral) port range that outgoing connections
+    /// take their ports from: its size, ports in use, sockets by state, the
+    /// fewest ports left toward one destination, and the top holders. On by
+    /// default; --no-collector.ephemeral (or the variable set to false)
+    /// turns it off.
+    #[arg(
+        long = "collector.ephemeral",
+        env = "PORTRANGE_EXPORTER_COLLECTOR_EPHEMERAL",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        overrides_with = "no_collector_ephemeral",
+        global = true
+    )]
+    pub collector_ephemeral: bool,
+
+    /// Turn the ephemeral collector off.
+    #[arg(
+        long = "no-collector.ephemeral",
+        overrides_with = "collector_ephemeral",
+        global = true
+    )]
+    pub no_collector_ephemeral: bool,
+
+    /// Owners of dynamic-range sockets with a portrange_ephemeral_holders
+    /// series of their own (the most sockets first); the rest are summed
+    /// into process="other".
+    #[arg(
+        long = "collector.ephemeral.top-holders",
+        env = "PORTRANGE_EXPORTER_COLLECTOR_EPHEMERAL_TOP_HOLDERS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u16).range(1..=1000),
+        global = true
+    )]
+    pub ephemeral_top_holders: u16,
+
     /// Only log messages with the given severity or above.
     #[arg(long = "log.level", env = "PORTRANGE_EXPORTER_LOG_LEVEL", default_value = "info", value_parser = ["debug", "info", "warn", "error"], global = true)]
     pub log_level: String,
@@ -270,7 +309,17 @@ pub struct CheckArgs {
     /// Older spelling of -w N: (warn below this count or percentage of free ports).
     #[arg(long = "warn-free", value_name = "MIN_FREE", conflicts_with = "warning", value_parser = Threshold::min_free)]
     pub warn_free: Option<Threshold>,
-    /// Check only this range (repeatable): one service per range.
+    /// Warning threshold on the dynamic (ephemeral) range's ports left
+    /// toward the busiest destination, same syntax, percentages of the
+    /// dynamic range. Default 20%:.
+    #[arg(long = "ephemeral-warning", value_name = "RANGE")]
+    pub ephemeral_warning: Option<Threshold>,
+    /// Critical threshold on the same; 0 ports left is always critical.
+    /// Default 5%:.
+    #[arg(long = "ephemeral-critical", value_name = "RANGE")]
+    pub ephemeral_critical: Option<Threshold>,
+    /// Check only this range (repeatable): one service per range. The
+    /// dynamic (ephemeral) range is checked only without --range.
     #[arg(long = "range", value_name = "NAME")]
     pub range: Vec<String>,
     /// The whole run's time limit: past it the plugin answers UNKNOWN.
@@ -495,7 +544,10 @@ fn run_server(cli: Cli, host: Host, missing: Vec<&'static str>, checks: LoadChec
         return 2;
     }
     let config = match Config::load_or_builtin(cli.config_file.as_deref(), &checks) {
-        Ok(c) => c,
+        Ok(mut c) => {
+            c.ephemeral = ephemeral_options(&cli);
+            c
+        }
         Err(e) => {
             // Said once, on stderr, through the logger.
             log::error!(err:% = e; "refusing the configuration");
@@ -589,7 +641,11 @@ fn check_output(
         Ok(c) => c,
         Err(e) => return unknown(e.to_string()),
     };
+    config.ephemeral = ephemeral_options(cli);
     if !args.range.is_empty() {
+        // One service per range: the dynamic range is checked by the
+        // service without --range.
+        config.ephemeral.enabled = false;
         let names: Vec<&str> = config.ranges.iter().map(|r| r.name.as_str()).collect();
         if let Some(missing) = args.range.iter().find(|n| !names.contains(&n.as_str())) {
             return unknown(format!(
@@ -610,6 +666,14 @@ fn check_output(
             .clone()
             .unwrap_or_else(|| check::Options::default().critical),
         verbosity: args.verbose,
+        ephemeral_warning: args
+            .ephemeral_warning
+            .clone()
+            .unwrap_or_else(check::ephemeral::default_warning),
+        ephemeral_critical: args
+            .ephemeral_critical
+            .clone()
+            .unwrap_or_else(check::ephemeral::default_critical),
     };
     let warnings = config.warnings.clone();
     let host = match host {
@@ -775,6 +839,14 @@ fn serve(
         log::info!("shut down");
         Ok(())
     })
+}
+
+/// The ephemeral collector's settings from the flags.
+fn ephemeral_options(cli: &Cli) -> crate::ephemeral::Options {
+    crate::ephemeral::Options {
+        enabled: cli.collector_ephemeral && !cli.no_collector_ephemeral,
+        top_holders: usize::from(cli.ephemeral_top_holders),
+    }
 }
 
 fn platform_options(cli: &Cli) -> platform::PlatformOptions {

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::allowlist::{self, Expected};
 use crate::config::{Config, RangeConfig};
+use crate::ephemeral::{self, EPHEMERAL, EphemeralReport};
 use crate::platform::{
     self, EphemeralPorts, Filter, Holder, Namespaces, PassStats, PerProtocol, Platform, Sample,
     Skipped, Socket,
@@ -54,6 +55,20 @@ pub struct Collector {
     warned_excluded: bool,
     /// The `traffic` collector, with `--collector.traffic`.
     traffic: Option<crate::traffic::TrafficCollector>,
+    /// The dynamic ranges the namespaces had in the last collection
+    /// (`--collector.netns`), sampled in this one besides the host's.
+    ephemeral_seen: Filter,
+    warned_ephemeral_collector: bool,
+}
+
+/// What the `ranges` collector sampled and attributed, passed on to the
+/// `ephemeral` collector.
+struct Sampled {
+    sockets: Vec<Socket>,
+    holders: Vec<Option<Holder>>,
+    namespaces: Option<Namespaces>,
+    /// The filter the sample used.
+    filter: Filter,
 }
 
 /// Runs one collector, timing it and noting its outcome in `runs`.
@@ -87,6 +102,8 @@ impl Collector {
             warned_stages: HashSet::new(),
             warned_excluded: false,
             traffic: None,
+            ephemeral_seen: Filter::default(),
+            warned_ephemeral_collector: false,
         }
     }
 
@@ -127,9 +144,26 @@ impl Collector {
         let mut runs = Vec::new();
         let per_namespace = self.platform.samples_every_namespace();
         let mut namespaces = None;
-        let mut report = match run(&mut runs, RANGES, || self.collect_ranges(deadline)) {
-            Ok((report, sampled)) => {
-                namespaces = sampled;
+        let mut sampled = None;
+        // The dynamic range is re-read every collection and sampled in the
+        // same dumps as the ranges (one walk of the kernel's tables).
+        let ephemeral_ports = self
+            .config
+            .ephemeral
+            .enabled
+            .then(|| self.platform.ephemeral_ports());
+        let extra = match &ephemeral_ports {
+            Some(Ok(host)) => Some(Filter::from_fn(|p| {
+                PortSet::union([host.get(p), self.ephemeral_seen.get(p)])
+            })),
+            _ => None,
+        };
+        let mut report = match run(&mut runs, RANGES, || {
+            self.collect_ranges(deadline, extra.as_ref())
+        }) {
+            Ok((report, s)) => {
+                namespaces = s.namespaces.clone();
+                sampled = Some(s);
                 report
             }
             Err(error) => {
@@ -155,6 +189,29 @@ impl Collector {
             })
             .ok();
         }
+        if let Some(host) = ephemeral_ports {
+            let found = run(&mut runs, EPHEMERAL, || {
+                self.collect_ephemeral(host, sampled.as_ref(), deadline)
+            });
+            match found {
+                Ok((found, skipped)) => {
+                    report.skipped.extend(skipped);
+                    report.ephemeral = Some(found);
+                }
+                Err(e) => {
+                    if !self.warned_ephemeral_collector {
+                        log::warn!("the ephemeral collector failed, its series are left out: {e}");
+                        self.warned_ephemeral_collector = true;
+                    } else {
+                        log::debug!("the ephemeral collector failed: {e}");
+                    }
+                    report.ephemeral = Some(EphemeralReport {
+                        views: Vec::new(),
+                        error: Some(e),
+                    });
+                }
+            }
+        }
         report.collectors = runs;
         report.duration = started.elapsed();
         for s in &report.skipped {
@@ -175,9 +232,14 @@ impl Collector {
     fn collect_ranges(
         &mut self,
         deadline: Instant,
-    ) -> Result<(Report, Option<Namespaces>), String> {
+        extra: Option<&Filter>,
+    ) -> Result<(Report, Sampled), String> {
         let started = Instant::now();
-        let sampled = self.platform.sample(&self.filter, deadline);
+        let filter = match extra {
+            Some(extra) => Filter::from_fn(|p| PortSet::union([self.filter.get(p), extra.get(p)])),
+            None => self.filter.clone(),
+        };
+        let sampled = self.platform.sample(&filter, deadline);
         let sample = sampled.map_err(|e| {
             log::error!("socket sampling failed: {e}");
             e.to_string()
@@ -274,7 +336,101 @@ impl Collector {
             a.kernel,
             a.deadline_hit,
         );
-        Ok((report, namespaces))
+        Ok((
+            report,
+            Sampled {
+                sockets,
+                holders: attribution.holders,
+                namespaces,
+                filter,
+            },
+        ))
+    }
+
+    /// The `ephemeral` collector: one view per protocol (and namespace)
+    /// of the dynamic range, from the ranges collector's sample. `host` is
+    /// the exporter's own namespace's range, read in this collection. A
+    /// namespace whose range cannot be read, or was not in this
+    /// collection's filter (it changed, or the namespace is new), gets no
+    /// view and is listed as skipped; the next collection samples it.
+    fn collect_ephemeral(
+        &mut self,
+        host: Result<EphemeralPorts, String>,
+        sampled: Option<&Sampled>,
+        deadline: Instant,
+    ) -> Result<(EphemeralReport, Vec<Skipped>), String> {
+        let host = host.map_err(|e| format!("cannot read the dynamic port range: {e}"))?;
+        let sampled =
+            sampled.ok_or_else(|| "the socket sample failed: nothing to count".to_string())?;
+        let top = self.config.ephemeral.top_holders;
+        let mut skipped = Vec::new();
+        // (label, namespace id, ranges) of each view to build.
+        let mut parts: Vec<(Option<String>, Option<u64>, EphemeralPorts)> = Vec::new();
+        match &sampled.namespaces {
+            None => parts.push((None, None, host)),
+            Some(namespaces) => {
+                let mut seen = Filter::default();
+                for ns in &namespaces.list {
+                    let label = netns_label(ns);
+                    let Some(ports) = &ns.ephemeral else {
+                        skipped.push(Skipped::new(
+                            Skipped::SAMPLE,
+                            format!("the dynamic port range of netns {label}"),
+                            "it cannot be read there",
+                        ));
+                        continue;
+                    };
+                    for p in [Protocol::Tcp, Protocol::Udp] {
+                        let s = seen.get_mut(p);
+                        *s = PortSet::union([&*s, ports.get(p)]);
+                    }
+                    let uncovered = [Protocol::Tcp, Protocol::Udp]
+                        .into_iter()
+                        .any(|p| !ports.get(p).difference(sampled.filter.get(p)).is_empty());
+                    if uncovered {
+                        skipped.push(Skipped::new(
+                            Skipped::SAMPLE,
+                            format!("the dynamic port range of netns {label}"),
+                            "it was not in this collection's sample (new or changed); the next collection samples it",
+                        ));
+                        continue;
+                    }
+                    let any = sampled
+                        .sockets
+                        .iter()
+                        .any(|s| s.netns == ns.id && ports.get(s.protocol).contains(s.port));
+                    if ns.host || any {
+                        parts.push((Some(label), Some(ns.id), ports.clone()));
+                    }
+                }
+                self.ephemeral_seen = seen;
+            }
+        }
+        let uids: HashSet<u32> = parts
+            .iter()
+            .flat_map(|(_, id, ports)| {
+                ephemeral::uids_to_name(&sampled.sockets, &sampled.holders, move |s| {
+                    id.is_none_or(|id| s.netns == id) && ports.get(s.protocol).contains(s.port)
+                })
+            })
+            .collect();
+        self.users.resolve(&uids, deadline);
+        let mut views = Vec::new();
+        for (label, id, ports) in parts {
+            for protocol in [Protocol::Tcp, Protocol::Udp] {
+                views.push(ephemeral::build_view(
+                    protocol,
+                    label.clone(),
+                    id,
+                    ports.get(protocol),
+                    &sampled.sockets,
+                    &sampled.holders,
+                    &self.users,
+                    top,
+                ));
+            }
+        }
+        Ok((EphemeralReport { views, error: None }, skipped))
     }
 
     /// Sets each view's excluded ports from the platform's (asked once per
@@ -818,7 +974,12 @@ mod tests {
                 .iter()
                 .map(|c| (c.name, c.success))
                 .collect::<Vec<_>>(),
-            vec![(RANGES, true)]
+            vec![(RANGES, true), (EPHEMERAL, false)],
+            "the dynamic range cannot be read: the ephemeral collector fails"
+        );
+        assert_eq!(
+            r.ephemeral.as_ref().and_then(|e| e.error.as_deref()),
+            Some("cannot read the dynamic port range: not here")
         );
         assert!(stages.iter().all(|s| Skipped::STAGES.contains(s)));
     }
@@ -861,7 +1022,7 @@ mod tests {
                 .iter()
                 .map(|c| (c.name, c.success))
                 .collect::<Vec<_>>(),
-            vec![(RANGES, false), (NETNS, false)]
+            vec![(RANGES, false), (NETNS, false), (EPHEMERAL, false)]
         );
         assert_eq!(r.netns, Some(NetnsReport::default()));
     }

@@ -65,6 +65,9 @@ pub struct Config {
     /// Allowlist `exe:` globs with where they were written, for the check
     /// of who can write their directories.
     pub exe_globs: Vec<ExeRef>,
+    /// The `ephemeral` collector's settings: from the command line, not
+    /// the file (a reload keeps them).
+    pub ephemeral: crate::ephemeral::Options,
 }
 
 /// An allowlist `exe:` glob, and where.
@@ -317,6 +320,7 @@ impl Config {
             user_names: Vec::new(),
             warnings: Vec::new(),
             exe_globs: Vec::new(),
+            ephemeral: crate::ephemeral::Options::default(),
         }
     }
 
@@ -1029,6 +1033,7 @@ fn validate(raw: RawConfig, path: &str) -> Result<Config, ConfigError> {
         user_names,
         warnings,
         exe_globs,
+        ephemeral: crate::ephemeral::Options::default(),
     })
 }
 

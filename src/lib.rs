@@ -19,6 +19,7 @@ pub mod cli;
 pub mod collect;
 pub mod config;
 pub mod deadline;
+pub mod ephemeral;
 pub mod http;
 pub mod logging;
 pub mod metrics;

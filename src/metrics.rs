@@ -88,11 +88,11 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ),
     (
         "portrange_scrape_collector_success",
-        "1 when the collector succeeded in this scrape, else 0; one series per collector that ran: the watched ranges (sampling, attribution, judging), the network namespaces when every namespace is sampled, and the traffic counters with --collector.traffic.",
+        "1 when the collector succeeded in this scrape, else 0; one series per collector that ran: the watched ranges (sampling, attribution, judging), the network namespaces when every namespace is sampled, the dynamic (ephemeral) range unless --no-collector.ephemeral, and the traffic counters with --collector.traffic.",
     ),
     (
         "portrange_scrape_collector_duration_seconds",
-        "Time the collector took in this scrape, in seconds. Sampling the sockets of every network namespace counts to the ranges collector; the traffic collector's time is reading its nftables counters.",
+        "Time the collector took in this scrape, in seconds. Sampling the sockets of every network namespace counts to the ranges collector, and so do sampling and attributing the dynamic range's sockets (one dump and one attribution pass serve both); the ephemeral collector's time is the counting, the traffic collector's reading its nftables counters.",
     ),
     (
         "portrange_collection_skipped",
@@ -129,6 +129,26 @@ pub const FAMILIES: &[(&str, &str)] = &[
     (
         "portrange_connection_attempts_total",
         crate::traffic::ATTEMPTS_HELP,
+    ),
+    (
+        "portrange_ephemeral_ports",
+        crate::platform::EPHEMERAL_PORTS_HELP,
+    ),
+    (
+        "portrange_ephemeral_ports_in_use",
+        "Distinct local ports of the dynamic (ephemeral) range with at least one socket, TIME_WAIT included.",
+    ),
+    (
+        "portrange_ephemeral_sockets",
+        "Sockets whose local port is in the dynamic (ephemeral) range, by state (TIME_WAIT included; listeners too: the range is not judged).",
+    ),
+    (
+        "portrange_ephemeral_ports_free_min",
+        "The fewest ports of the dynamic range still free toward any one destination (remote address and port). tcp: the range, less ports held with no peer (listeners, bound and unconnected sockets), less the most local ports with a socket (TIME_WAIT included) toward one destination, since connect() without bind() shares a port across destinations. udp: the range less the ports in use, which are gone for everyone. sock_diag cannot tell a connected socket whose port came from bind() (or bind(0)) first from an autobound one: such ports count toward their destination only, though no destination can take them. Local addresses are not told apart, so with several source addresses this errs low. 0 means connect() fails with EADDRNOTAVAIL toward the busiest destination.",
+    ),
+    (
+        "portrange_ephemeral_holders",
+        "Sockets of the dynamic range per owner (process name and user), for the top owners by sockets (--collector.ephemeral.top-holders) and process=\"other\" for the rest; process is unknown where the owner was not found. TIME_WAIT and request sockets have no owner and are counted by state only.",
     ),
 ];
 
@@ -190,6 +210,7 @@ pub fn families(report: &Report, reload: ReloadStatus) -> Vec<MetricFamily> {
     out.extend(ranges_families(report));
     out.extend(netns_families(report));
     out.extend(crate::traffic::families(report));
+    out.extend(ephemeral_families(report));
     out.extend(trail_families(report));
     out
 }
@@ -535,6 +556,56 @@ pub fn encode(mut families: Vec<MetricFamily>) -> Vec<u8> {
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// The `ephemeral` collector's families: per protocol (and `netns`), the
+/// range's size, ports in use, sockets by state, the headroom toward the
+/// busiest destination, and the top holders. Nothing when the collector
+/// is off or failed (its `portrange_scrape_collector_success` says which).
+/// No destination is a label.
+pub fn ephemeral_families(report: &Report) -> Vec<MetricFamily> {
+    let Some(e) = &report.ephemeral else {
+        return Vec::new();
+    };
+    if e.views.is_empty() {
+        return Vec::new();
+    }
+    let mut ports = Family::new("portrange_ephemeral_ports");
+    let mut in_use = Family::new("portrange_ephemeral_ports_in_use");
+    let mut sockets = Family::new("portrange_ephemeral_sockets");
+    let mut free_min = Family::new("portrange_ephemeral_ports_free_min");
+    let mut holders = Family::new("portrange_ephemeral_holders");
+    for v in &e.views {
+        let mut base = vec![("protocol", v.protocol.as_str())];
+        if let Some(ns) = &v.netns {
+            base.push(("netns", ns.as_str()));
+        }
+        ports.add(&base, f64::from(v.ports()));
+        in_use.add(&base, f64::from(v.in_use));
+        free_min.add(&base, f64::from(v.free_min));
+        for (state, n) in &v.states {
+            sockets.add(&with(&base, ("state", state)), *n as f64);
+        }
+        // In label order: a stable exposition whatever the counts.
+        let mut by_label: Vec<&crate::ephemeral::HolderCount> = v.holders.iter().collect();
+        by_label.sort_by(|a, b| (&a.process, &a.user).cmp(&(&b.process, &b.user)));
+        for h in by_label {
+            let mut labels = base.clone();
+            labels.push(("process", h.process.as_str()));
+            labels.push(("user", h.user.as_str()));
+            holders.add(&labels, h.sockets as f64);
+        }
+    }
+    let mut out = vec![
+        ports.build(),
+        in_use.build(),
+        sockets.build(),
+        free_min.build(),
+    ];
+    if !holders.metrics.is_empty() {
+        out.push(holders.build());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -569,7 +640,33 @@ mod tests {
                 success: true,
                 duration: Duration::from_millis(400),
             }],
+            ephemeral: Some(ephemeral_report(None)),
             ..Report::default()
+        }
+    }
+
+    /// The dynamic range 40000-40199 on TCP, one holder.
+    fn ephemeral_report(netns: Option<&str>) -> crate::ephemeral::EphemeralReport {
+        use crate::ephemeral::{EphemeralReport, EphemeralView, HolderCount};
+        EphemeralReport {
+            views: vec![EphemeralView {
+                protocol: Protocol::Tcp,
+                netns: netns.map(str::to_string),
+                range: PortSet::from_intervals(vec![(40000, 40199)]),
+                in_use: 200,
+                states: vec![("established", 150), ("time_wait", 50)],
+                unshared: 0,
+                free_min: 0,
+                destinations_total: 1,
+                destinations: Vec::new(),
+                holders: vec![HolderCount {
+                    process: "pgbouncer".into(),
+                    user: "postgres".into(),
+                    sockets: 150,
+                }],
+                unattributed: 0,
+            }],
+            error: None,
         }
     }
 
@@ -661,6 +758,11 @@ mod tests {
             r#"portrange_collection_skipped{stage="sample"} 0"#,
             r#"portrange_collection_skipped{stage="users"} 0"#,
             "# TYPE portrange_up gauge",
+            r#"portrange_ephemeral_ports{protocol="tcp"} 200"#,
+            r#"portrange_ephemeral_ports_in_use{protocol="tcp"} 200"#,
+            r#"portrange_ephemeral_ports_free_min{protocol="tcp"} 0"#,
+            r#"portrange_ephemeral_sockets{protocol="tcp",state="time_wait"} 50"#,
+            r#"portrange_ephemeral_holders{protocol="tcp",process="pgbouncer",user="postgres"} 150"#,
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
         }
@@ -860,6 +962,9 @@ mod tests {
             .counts
             .insert(("fh".into(), "udp", "appeared", "expected"), 1);
         r.trail = Some(trail);
+        let mut eph = ephemeral_report(Some("host"));
+        eph.views.extend(ephemeral_report(Some("4026532301")).views);
+        r.ephemeral = Some(eph);
         let t = text(&r);
         for line in [
             r#"portrange_ports{range="fh",protocol="udp",netns="host"} 3"#,
@@ -909,8 +1014,11 @@ mod tests {
                 .collect();
             assert!(!series.is_empty(), "no {name} series in\n{t}");
             for rest in series {
+                // The dynamic range's families are per protocol, not range.
+                let per_range = !name.starts_with("portrange_ephemeral_")
+                    || *name == "portrange_ephemeral_overlap_ports";
                 assert!(
-                    rest.contains("range=\"") && rest.contains("netns=\""),
+                    (rest.contains("range=\"") || !per_range) && rest.contains("netns=\""),
                     "{name}{rest}"
                 );
             }

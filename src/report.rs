@@ -232,6 +232,9 @@ pub struct Report {
     /// With `--collector.traffic`, when it succeeded: what the ranges
     /// received.
     pub traffic: Option<crate::traffic::TrafficReport>,
+    /// The dynamic port range (the `ephemeral` collector); `None` when
+    /// the collector is off, empty views when it failed.
+    pub ephemeral: Option<crate::ephemeral::EphemeralReport>,
 }
 
 impl Report {

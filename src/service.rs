@@ -328,7 +328,9 @@ impl Service {
                 p.display().to_string()
             });
         match loaded {
-            Ok(config) => {
+            Ok(mut config) => {
+                // The collectors' settings come from the command line.
+                config.ephemeral = self.loaded.borrow().config.ephemeral.clone();
                 let n = config.ranges.len();
                 self.loaded.send_replace(Loaded {
                     config: Arc::new(config),

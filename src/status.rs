@@ -3,7 +3,8 @@
 //! counts per range and protocol, the state of every port that is not free,
 //! the listeners, and the parts of the collection that were skipped.
 //! Platform-free and pure. It carries what `check`
-//! shows and never more: no executable paths, no remote addresses. The
+//! shows and never more: no executable paths, no remote addresses but the
+//! dynamic range's busiest destinations (top 5, as `check` names them). The
 //! contract (shape, state names, the worst-state rule) is in the README's
 //! "The JSON status endpoint" section; the state names are the `data-state`
 //! values of the page's cells.
@@ -85,6 +86,9 @@ struct Document<'a> {
     /// closed ports probed in the last minute.
     #[serde(skip_serializing_if = "Option::is_none")]
     traffic: Option<serde_json::Value>,
+    /// The dynamic range (`null` when the collector is off): counts, the
+    /// busiest destinations (top 5) and the top holders.
+    ephemeral: serde_json::Value,
 }
 
 #[derive(Serialize)]
@@ -347,6 +351,11 @@ pub fn render(
             .as_ref()
             .map(|t| t.recent.iter().map(|e| &**e).collect()),
         traffic: crate::traffic::status_json(report),
+        ephemeral: if report.up() {
+            crate::check::ephemeral::to_json(report)
+        } else {
+            serde_json::Value::Null
+        },
     };
     serde_json::to_vec(&doc)
 }

@@ -232,6 +232,11 @@ fn performance_data_and_thresholds() {
     assert_eq!(
         p.keys().cloned().collect::<Vec<_>>(),
         [
+            "ephemeral_tcp_free_min",
+            "ephemeral_tcp_in_use",
+            "ephemeral_tcp_time_wait",
+            "ephemeral_udp_free_min",
+            "ephemeral_udp_in_use",
             "tiny_udp_free",
             "tiny_udp_in_use",
             "tiny_udp_unexpected",

@@ -524,6 +524,22 @@ fn normalize(raw: &str) -> String {
             out.push_str(&format!("{series} <duration>\n"));
         } else if line.starts_with("portrange_config_last_reload_success_timestamp_seconds ") {
             out.push_str("portrange_config_last_reload_success_timestamp_seconds <timestamp>\n");
+        } else if line.starts_with("portrange_ephemeral_")
+            && !line.starts_with("portrange_ephemeral_overlap_ports")
+            && !line.starts_with("portrange_ephemeral_ports{")
+        {
+            // The dynamic range holds the test's own HTTP connections (and
+            // their TIME_WAIT): keep the series, mask the counts and the
+            // test binary's name (it carries a build hash).
+            let series = line.rsplit_once(' ').unwrap().0;
+            let series = match series.find("process=\"exporter-") {
+                Some(i) => {
+                    let end = i + series[i + 9..].find('"').unwrap() + 10;
+                    format!("{}process=\"<test>\"{}", &series[..i], &series[end..])
+                }
+                None => series.to_string(),
+            };
+            out.push_str(&format!("{series} <value>\n"));
         } else if line.starts_with("portrange_exporter_build_info{") {
             out.push_str("portrange_exporter_build_info{version=\"<version>\",revision=\"<revision>\",rustc_version=\"<rustc>\"} 1\n");
         } else {

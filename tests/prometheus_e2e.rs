@@ -16,8 +16,11 @@
 //! the Kubernetes ServiceMonitor gives): D (nothing listens: down). Job
 //! `portrange-netns`: F (`--collector.netns` without CAP_SYS_ADMIN, in
 //! private pid and mount namespaces where `ip netns add` left a namespace
-//! no process is in: it cannot be sampled), in a job of its own so that
-//! the dashboards' and fleet sums' `job="portrange"` do not see it.
+//! no process is in: it cannot be sampled) and G (`--collector.netns` as
+//! root in its own pid and mount namespaces, with a namespace whose
+//! dynamic range of 10 ports a client takes toward one listener, one port
+//! every 1.5 s: the ephemeral alerts), in a job of its own so that the
+//! dashboards' and fleet sums' `job="portrange"` do not see them.
 //!
 //! PortRangeExporterMissing cannot fire while the jobs exist: the shipped
 //! rule must stay empty here, and a copy renamed as the rules file tells
@@ -40,6 +43,7 @@ const C: &str = "127.0.0.1:10226";
 const D: &str = "127.0.0.1:10227";
 const E: &str = "127.0.0.1:10228";
 const F: &str = "127.0.0.1:10229";
+const G: &str = "127.0.0.1:10230";
 
 struct Prometheus(Child, PathBuf);
 
@@ -210,6 +214,37 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
     std::fs::set_permissions(&cfg_e, std::fs::Permissions::from_mode(0o644)).unwrap();
 
     let c = cfg.to_str().unwrap();
+    // G's client: listens on 127.0.0.1:5000 of its namespace and connects
+    // to it, one more connection every 1.5 s, until connect() fails.
+    let client =
+        std::env::temp_dir().join(format!("portrange-e2e-client-{}.py", std::process::id()));
+    std::fs::write(
+        &client,
+        "import socket, time\n\
+         l = socket.socket()\n\
+         l.bind(('127.0.0.1', 5000))\n\
+         l.listen(100)\n\
+         held = []\n\
+         while True:\n\
+         \x20   c = socket.socket()\n\
+         \x20   try:\n\
+         \x20       c.connect(('127.0.0.1', 5000))\n\
+         \x20   except OSError:\n\
+         \x20       break\n\
+         \x20   held.append(c)\n\
+         \x20   time.sleep(1.5)\n\
+         time.sleep(3600)\n",
+    )
+    .unwrap();
+    let g_script = format!(
+        "mount -t proc proc /proc && mount -t tmpfs tmpfs /run && mkdir /run/netns \
+         && ip netns add e2e-ephemeral \
+         && ip netns exec e2e-ephemeral sh -c 'ip link set lo up \
+            && echo \"40000 40009\" > /proc/sys/net/ipv4/ip_local_port_range' \
+         && {{ ip netns exec e2e-ephemeral /usr/bin/python3 {} & }} \
+         && exec \"$@\"",
+        client.display()
+    );
     let _exporters = Kill(vec![
         exporter_on(A, &["--config.file", c, "--collector.traffic"], false, &[]),
         exporter_on(
@@ -254,6 +289,28 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
                 "sh",
             ],
         ),
+        // G: --collector.netns as root in its own pid and mount namespaces,
+        // where `ip netns add` made a namespace whose dynamic range is
+        // 40000-40009; a client there takes one more of those ports every
+        // 1.5 s toward one listener until none is left, so the ephemeral
+        // alerts (nearly exhausted, exhausted, predicted) have data.
+        exporter_on(
+            G,
+            &["--config.file", c, "--collector.netns"],
+            false,
+            &[
+                "unshare",
+                "--mount",
+                "--pid",
+                "--kill-child",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                &g_script,
+                "sh",
+            ],
+        ),
     ]);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -266,6 +323,13 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
             break;
         }
         assert!(Instant::now() < deadline, "exporter F did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !get(G, "/metrics", &[]).is_ok_and(|r| {
+        r.status == 200 && Metrics::parse(&r.text()).value("portrange_netns_unsampled") == 0.0
+    }) {
+        assert!(Instant::now() < deadline, "exporter G did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -317,7 +381,7 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
              rule_files:\n  - {}\n  - {}\n\
              scrape_configs:\n  - job_name: portrange\n    static_configs:\n      - targets: ['{A}', '127.0.0.1:10225', '{C}', '{E}']\n\
              \x20 - job_name: portrange-exporter\n    static_configs:\n      - targets: ['{D}']\n\
-             \x20 - job_name: portrange-netns\n    static_configs:\n      - targets: ['{F}']\n",
+             \x20 - job_name: portrange-netns\n    static_configs:\n      - targets: ['{F}', '{G}']\n",
             rules.display(),
             renamed.display()
         ),
@@ -341,13 +405,13 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
     let _prom = Prometheus(prom, dir.clone());
     let prom_log = || std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default();
 
-    // Wait for scrapes of all six targets (five answer).
+    // Wait for scrapes of all seven targets (six answer).
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let ready = get(PROM, "/-/ready", &[])
             .map(|r| r.status == 200)
             .unwrap_or(false);
-        if ready && query("up").len() == 6 && query("portrange_up").len() == 5 {
+        if ready && query("up").len() == 7 && query("portrange_up").len() == 6 {
             break;
         }
         assert!(
@@ -425,6 +489,11 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
             ("PortRangeListenerUnknown", "instance", "127.0.0.1:10225"),
             ("PortRangeNetnsUnsampled", "instance", F),
             ("PortRangeProbed", "range", "framehawk"),
+            // G's namespace with 10 dynamic ports, all taken toward one
+            // listener, the last ones 1.5 s apart.
+            ("EphemeralPortsNearlyExhausted", "instance", G),
+            ("EphemeralPortsExhausted", "instance", G),
+            ("EphemeralPortsExhaustionPredicted", "instance", G),
         ];
         let absent: Vec<_> = wanted.iter().filter(|(n, l, v)| !has(n, l, v)).collect();
         if absent.is_empty() {
@@ -495,7 +564,7 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
             }
         }
     }
-    assert_eq!(checked, 20);
+    assert_eq!(checked, 23);
 
     // Fleet capacity leaves out C, which cannot sample: A, B and E only.
     let cap = query(

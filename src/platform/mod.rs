@@ -586,6 +586,13 @@ pub const EPHEMERAL_OVERLAP_HELP: &str = "Ports of the range inside net.ipv4.ip_
 #[cfg(windows)]
 pub const EPHEMERAL_OVERLAP_HELP: &str = "Ports of the range inside the protocol's dynamic port range (netsh int ipv4 show dynamicport tcp|udp) and not in an excluded port range: ports outgoing connections can take.";
 
+/// The help text of `portrange_ephemeral_ports`: where the dynamic
+/// range comes from.
+#[cfg(not(windows))]
+pub const EPHEMERAL_PORTS_HELP: &str = "Ports of the dynamic (ephemeral) range that connect() without bind() and bind(0) take from: net.ipv4.ip_local_port_range (which governs IPv6 too) less net.ipv4.ip_local_reserved_ports, re-read every scrape.";
+#[cfg(windows)]
+pub const EPHEMERAL_PORTS_HELP: &str = "Ports of the protocol's dynamic port range (netsh int ipv4 show dynamicport tcp|udp) less the excluded port ranges, re-read every scrape.";
+
 /// What gives attribution every process, in the words of the platform:
 /// log lines and `check` say "missing X (or <this>)".
 #[cfg(not(windows))]
