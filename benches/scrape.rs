@@ -700,9 +700,14 @@ fn run(args: &[String]) {
             let mut hargs = vec!["--hold", "CtxGfx"];
             hargs.extend(ports.iter().map(String::as_str));
             let mut owner = Helper::spawn(&hargs);
+            // The watched ranges' cost: the N sockets outside sit on ports
+            // of the dynamic range, which the ephemeral collector (on by
+            // default) would sample too; its cost has a benchmark of its
+            // own, benches/ephemeral_cost.sh.
             let mut exporter = Command::new(exporter_path())
                 .args(["--web.listen-address", ADDR, "--log.level"])
                 .arg(std::env::var("BENCH_EXPORTER_LOG_LEVEL").unwrap_or_else(|_| "error".into()))
+                .arg("--no-collector.ephemeral")
                 .stdout(Stdio::null())
                 .spawn()
                 .unwrap();
@@ -986,10 +991,13 @@ impl Drop for Ns {
 const ADDR2: &str = "127.0.0.1:10225";
 const ADDR3: &str = "127.0.0.1:10226";
 
+/// An exporter for the busy-range and namespace runs, without the
+/// ephemeral collector (see `--no-collector.ephemeral` above).
 fn start_exporter(addr: &'static str, extra: &[&str]) -> (Child, Client) {
     let child = Command::new(exporter_path())
         .args(["--web.listen-address", addr, "--log.level"])
         .arg(std::env::var("BENCH_EXPORTER_LOG_LEVEL").unwrap_or_else(|_| "error".into()))
+        .arg("--no-collector.ephemeral")
         .args(extra)
         .stdout(Stdio::null())
         .spawn()
