@@ -240,10 +240,20 @@ impl Collector {
             None => self.filter.clone(),
         };
         let sampled = self.platform.sample(&filter, deadline);
-        let sample = sampled.map_err(|e| {
+        let mut sample = sampled.map_err(|e| {
             log::error!("socket sampling failed: {e}");
             e.to_string()
         })?;
+        // What only the dynamic range's counts need: no verdict rests on
+        // its owner, so attribution does not search every owner for it.
+        if extra.is_some() {
+            sample.count_only = sample
+                .sockets
+                .iter()
+                .filter(|s| s.inode != 0 && !self.filter.get(s.protocol).contains(s.port))
+                .map(|s| s.inode)
+                .collect();
+        }
         let t_sample = started.elapsed();
         let attribution = self.platform.attribute(&sample, deadline);
         let attribution = self.platform.confirm_kernel(&sample, attribution, deadline);
@@ -253,6 +263,7 @@ impl Collector {
             sockets,
             namespaces,
             mut skipped,
+            ..
         } = sample;
         if attribution.stats.deadline_hit {
             skipped.push(Skipped::new(
@@ -915,6 +926,7 @@ mod tests {
                     "tcp/ipv6 dump",
                     "the deadline passed",
                 )],
+                count_only: Default::default(),
             })
         }
 

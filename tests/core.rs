@@ -81,6 +81,7 @@ impl Platform for Fake {
                 netns: 0,
             }],
             skipped: self.0.skipped.lock().unwrap().clone(),
+            count_only: Default::default(),
             ..Sample::default()
         })
     }

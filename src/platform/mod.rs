@@ -399,6 +399,12 @@ pub struct Sample {
     /// Parts left out (the deadline passed, or the OS refused one part):
     /// what they hold is unknown, never "nothing".
     pub skipped: Vec<Skipped>,
+    /// Inodes of sockets sampled only to be counted (the dynamic range's,
+    /// outside every watched range), set by the collector: no verdict
+    /// rests on their owners, so attribution finds them in what it reads
+    /// anyway (known owners' freed and new fds, new processes) and never
+    /// re-reads every owner of their uid for them.
+    pub count_only: std::collections::HashSet<u64>,
 }
 
 /// A part of a collection that was left out, and why.

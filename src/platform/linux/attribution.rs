@@ -291,6 +291,22 @@ impl Attributor {
     /// waits past `deadline`: a scan still running then goes on in the
     /// background, and a later call takes its results.
     pub fn attribute(&mut self, sockets: &[Socket], deadline: Instant) -> InodePass {
+        self.attribute_counting(sockets, &HashSet::new(), deadline)
+    }
+
+    /// [`Attributor::attribute`], where the sockets of `count_only` are
+    /// only counted (the dynamic range's, outside every watched range): a
+    /// missing one is looked for where the cheap steps look anyway (the
+    /// known owners' freed fd numbers and new fds by count, then the other
+    /// processes), but never makes every owner of its uid be listed and
+    /// re-read, which a scraper on the same host (a new process with a new
+    /// socket at every scrape) would otherwise cost at every scrape.
+    pub fn attribute_counting(
+        &mut self,
+        sockets: &[Socket],
+        count_only: &HashSet<u64>,
+        deadline: Instant,
+    ) -> InodePass {
         let now = Instant::now();
         self.pass += 1;
         let mut stats = PassStats::default();
@@ -384,18 +400,28 @@ impl Attributor {
         // as it was.
         let unplaced_uids: HashSet<u32> = uid_of
             .iter()
-            .filter(|(i, _)| !found.contains_key(i))
+            .filter(|(i, _)| !found.contains_key(i) && !count_only.contains(i))
             .filter(|(i, _)| self.missing.get(i).is_none_or(|m| !m.kernel))
             .map(|(_, &uid)| uid)
             .collect();
         let unplaced = uid_of.keys().filter(|i| !found.contains_key(i)).count();
         let mut buf = Vec::with_capacity(64);
         for round in 0..2 {
-            let needed = if round == 0 { unplaced } else { wanted.len() };
+            // Round two (every fd of every owner) only for sockets a
+            // verdict needs.
+            let needed = if round == 0 {
+                unplaced
+            } else {
+                wanted.iter().filter(|i| !count_only.contains(i)).count()
+            };
             if needed == 0 {
                 break;
             }
-            let wanted_uids: HashSet<u32> = wanted.iter().map(|i| uid_of[i]).collect();
+            let wanted_uids: HashSet<u32> = wanted
+                .iter()
+                .filter(|i| round == 0 || !count_only.contains(i))
+                .map(|i| uid_of[i])
+                .collect();
             for (pid, (info, unclassified)) in &mut infos {
                 let Some(k) = self.owners.get_mut(pid) else {
                     continue;
@@ -1253,6 +1279,60 @@ for line in sys.stdin:
         }
         eprintln!("SKIPPED {test}: /proc gives no fd counts (Linux 6.2+ does)");
         None
+    }
+
+    #[test]
+    fn a_count_only_socket_of_a_new_process_never_rereads_the_known_owners() {
+        let Some(mut a) =
+            counting("a_count_only_socket_of_a_new_process_never_rereads_the_known_owners")
+        else {
+            return;
+        };
+        // A busy known owner (a connection pool), in steady state.
+        let mut pool = Juggler::start();
+        let socks: Vec<Socket> = pool.socks(320).into_iter().map(|(_, s)| s).collect();
+        a.attribute(&socks, far());
+        a.attribute(&socks, far());
+        // A scraper on the same host: a new process of the same uid with a
+        // new socket at every scrape. Counted only: the pool is neither
+        // listed nor re-read for it, and the scan of the other processes
+        // finds it. (The first missing socket has the pool's other files,
+        // its stdio, classified once: that pass lists it.)
+        for round in 0..3 {
+            let mut scraper = Juggler::start();
+            let (_, new) = scraper.socks(1).remove(0);
+            let mut all = socks.clone();
+            all.push(new.clone());
+            let listings = a.listings;
+            let only: HashSet<u64> = [new.inode].into();
+            let pass = a.attribute_counting(&all, &only, far());
+            assert_eq!(pass.owners[&new.inode].pid, scraper.pid());
+            if round > 0 {
+                assert_eq!(
+                    a.listings, listings,
+                    "the pool was listed: {:?}",
+                    pass.stats
+                );
+            }
+            // The pool's rolling slice (20) and the other processes' fds,
+            // never the pool's 320.
+            assert!(pass.stats.links_read < 320, "{:?}", pass.stats);
+            // The scraper exits; the next pass forgets it.
+            drop(scraper);
+            a.attribute(&socks, far());
+        }
+        // The same socket with a verdict resting on it: every owner of its
+        // uid is listed and re-read (what the count-only path spares).
+        let mut scraper = Juggler::start();
+        let (_, new) = scraper.socks(1).remove(0);
+        let mut all = socks.clone();
+        all.push(new.clone());
+        let listings = a.listings;
+        let pass = a.attribute(&all, far());
+        assert_eq!(pass.owners[&new.inode].pid, scraper.pid());
+        assert!(a.listings > listings, "{:?}", pass.stats);
+        assert!(pass.stats.links_read >= 320, "{:?}", pass.stats);
+        drop(pool);
     }
 
     #[test]

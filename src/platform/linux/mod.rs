@@ -271,6 +271,7 @@ impl Platform for LinuxPlatform {
                     sockets,
                     namespaces: None,
                     skipped: Vec::new(),
+                    count_only: Default::default(),
                 })
             }
         }
@@ -282,7 +283,9 @@ impl Platform for LinuxPlatform {
 
     fn attribute(&mut self, sample: &Sample, deadline: Instant) -> Attribution {
         let sockets = &sample.sockets;
-        let mut pass = self.attributor.attribute(sockets, deadline);
+        let mut pass = self
+            .attributor
+            .attribute_counting(sockets, &sample.count_only, deadline);
         self.vouch_link_names(&mut pass.owners);
         let strict_by_inode: HashMap<u64, bool> = pass.candidates.iter().copied().collect();
         let mut candidates = Vec::new();

@@ -799,6 +799,7 @@ impl NetnsSampler {
             sockets,
             namespaces: Some(self.last.clone()),
             skipped,
+            count_only: Default::default(),
         })
     }
 
