@@ -879,9 +879,12 @@ impl NetnsSampler {
             .values()
             .filter(|f| f.inode == d.host || with_sockets.contains(&f.inode))
             .collect();
-        // Sysctls for namespaces that get series, opened inside once.
-        let need: Vec<(u64, Vec<PathBuf>)> = listed
-            .iter()
+        // Sysctls for every namespace with a socket of ours (those that
+        // get series, and the others, whose dynamic ranges the next sample
+        // must cover), opened inside once.
+        let need: Vec<(u64, Vec<PathBuf>)> = d
+            .found
+            .values()
             .filter(|f| {
                 self.handles
                     .get(&f.inode)
@@ -951,7 +954,28 @@ impl NetnsSampler {
             list.push(ns);
         }
         list.sort_by_key(|n| (!n.host, n.id));
-        Namespaces { list, unsampled }
+        let mut ephemeral_unlisted = EphemeralPorts::default();
+        for f in d.found.values() {
+            if f.inode == d.host || with_sockets.contains(&f.inode) {
+                continue;
+            }
+            let Some(ports) = self
+                .handles
+                .get(&f.inode)
+                .and_then(|h| h.ephemeral(&mut self.buf))
+            else {
+                continue;
+            };
+            for p in [Protocol::Tcp, Protocol::Udp] {
+                let u = ephemeral_unlisted.get_mut(p);
+                *u = PortSet::union([&*u, ports.get(p)]);
+            }
+        }
+        Namespaces {
+            list,
+            unsampled,
+            ephemeral_unlisted,
+        }
     }
 
     /// Samples one namespace again (the kernel-held candidates' check),
