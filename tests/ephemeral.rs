@@ -2,7 +2,10 @@
 //! private network namespace whose dynamic range is 40000-40199, where
 //! client processes (tests/ephemeral_client.py) take ports with connect()
 //! and bind(0) until the kernel refuses; the exporter's metrics, `check`
-//! and /api/v1/status must say exactly that. Root only (CI runs them).
+//! and /api/v1/status must say exactly that. With `--collector.netns`
+//! (`every_namespace_has_its_own_dynamic_range_and_headroom`, in a private
+//! host: network, mount and pid namespaces), two `ip netns` with ranges of
+//! their own each get their own view. Root only (CI runs them).
 
 mod common;
 

@@ -28,7 +28,10 @@
 //! - Context, for namespaces that get series: the `ip netns` name, the
 //!   container id and Kubernetes pod from a process's cgroup and
 //!   `/var/log/pods` ([`containers`]), and the ephemeral port range from the
-//!   namespace's own sysctls (opened inside it once, then re-read).
+//!   namespace's own sysctls (opened inside it once, then re-read). The
+//!   ranges of namespaces sampled without a socket in the sample's ports
+//!   are read too, and their union reported, so that the next sample covers
+//!   a namespace whose range differs from the host's.
 //!
 //! - Deadline: the host's namespace is read first and must be read whole;
 //!   every other wait (the helper thread, each dump, each chunk of a
