@@ -414,6 +414,14 @@ impl Collector {
                         parts.push((Some(label), Some(ns.id), ports.clone()));
                     }
                 }
+                // Namespaces with no socket in this sample's ports: their
+                // own dynamic ranges are sampled from the next collection
+                // on (otherwise a namespace whose range differs from the
+                // host's would never be seen).
+                for p in [Protocol::Tcp, Protocol::Udp] {
+                    let s = seen.get_mut(p);
+                    *s = PortSet::union([&*s, namespaces.ephemeral_unlisted.get(p)]);
+                }
                 self.ephemeral_seen = seen;
             }
         }
@@ -1119,6 +1127,7 @@ mod tests {
                 ns(40, false, None),
             ],
             unsampled: 2,
+            ephemeral_unlisted: Default::default(),
         };
         let r = build_netns_report(&c, &socks, &holders, &namespaces, &users());
         let rows: Vec<_> = r

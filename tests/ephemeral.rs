@@ -2,7 +2,10 @@
 //! private network namespace whose dynamic range is 40000-40199, where
 //! client processes (tests/ephemeral_client.py) take ports with connect()
 //! and bind(0) until the kernel refuses; the exporter's metrics, `check`
-//! and /api/v1/status must say exactly that. Root only (CI runs them).
+//! and /api/v1/status must say exactly that. With `--collector.netns`
+//! (`every_namespace_has_its_own_dynamic_range_and_headroom`, in a private
+//! host: network, mount and pid namespaces), two `ip netns` with ranges of
+//! their own each get their own view. Root only (CI runs them).
 
 mod common;
 
@@ -24,8 +27,21 @@ struct Client {
 
 impl Client {
     fn start(name: &str, specs: &[&str]) -> Client {
+        Client::start_in(&[], name, specs)
+    }
+
+    /// Like `start`, run through `prefix` (e.g. `ip netns exec NAME`).
+    fn start_in(prefix: &[&str], name: &str, specs: &[&str]) -> Client {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ephemeral_client.py");
-        let mut child = Command::new("python3")
+        let (program, before) = match prefix.split_first() {
+            Some((p, rest)) => (*p, rest),
+            None => ("python3", &[][..]),
+        };
+        let mut cmd = Command::new(program);
+        if !prefix.is_empty() {
+            cmd.args(before).arg("python3");
+        }
+        let mut child = cmd
             .arg(script)
             .args(["--name", name])
             .args(specs)
@@ -386,4 +402,237 @@ fn the_collector_can_be_turned_off() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("ephemeral tcp"), "{text}");
+}
+
+/// The value of `family{protocol,netns}` whatever the label order; `None`
+/// when the series is absent.
+fn per_netns(m: &Metrics, family: &str, protocol: &str, netns: &str) -> Option<f64> {
+    let want = [
+        format!("protocol=\"{protocol}\""),
+        format!("netns=\"{netns}\""),
+    ];
+    let found: Vec<f64> = m
+        .named(family)
+        .into_iter()
+        .filter(|(l, _)| want.iter().all(|w| l.contains(w.as_str())))
+        .map(|(_, v)| v)
+        .collect();
+    assert!(found.len() <= 1, "{family} {want:?}: {found:?}");
+    found.first().copied()
+}
+
+/// TCP sockets `ss` sees with a local port in `lo..=hi` in `ns` (`None`:
+/// the test's own namespace), and how many distinct local ports they use
+/// (connect() without bind() may give one port to two destinations).
+fn ss_tcp(ns: Option<&str>, lo: u16, hi: u16) -> (usize, usize) {
+    let mut cmd = Command::new("ss");
+    if let Some(ns) = ns {
+        cmd.args(["-N", ns]);
+    }
+    let out = cmd
+        .args(["-Htan", &format!("sport >= :{lo} and sport <= :{hi}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ports: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3)?.rsplit(':').next())
+        .collect();
+    (text.lines().count(), ports.len())
+}
+
+#[test]
+fn every_namespace_has_its_own_dynamic_range_and_headroom() {
+    use common::private_host::{PROCFS, in_private_host};
+    in_private_host(
+        "every_namespace_has_its_own_dynamic_range_and_headroom",
+        |h| {
+            // host: 40000-40199, 60 connections toward one destination.
+            sysctl("ip_local_port_range", "40000 40199");
+            let host_backend = Client::start("backend", &["listen:127.0.0.1:5432"]);
+            let host_pool = Client::start("pgbouncer", &["tcp:127.0.0.1:5432:60"]);
+            assert_eq!(host_pool.results, vec![(60, "ok".to_string())]);
+            // alpha: 41000-41009 (10 ports), 4 toward 5432 and 2 toward 8080.
+            // beta: 42000-42049 (50 ports), 20 toward 5432 then 3 toward 8080.
+            let alpha = h.add("eph-alpha").to_string();
+            let beta = h.add("eph-beta").to_string();
+            let mut held = Vec::new();
+            for (name, range, pool, other) in [
+                (
+                    "eph-alpha",
+                    "41000 41009",
+                    "pool-a",
+                    ["tcp:127.0.0.1:5432:4", "tcp:127.0.0.1:8080:2"],
+                ),
+                (
+                    "eph-beta",
+                    "42000 42049",
+                    "pool-b",
+                    ["tcp:127.0.0.1:5432:20", "tcp:127.0.0.1:8080:3"],
+                ),
+            ] {
+                let st = Command::new("ip")
+                    .args(["netns", "exec", name, "sh", "-c"])
+                    .arg(format!(
+                        "echo {range} > /proc/sys/net/ipv4/ip_local_port_range"
+                    ))
+                    .status()
+                    .unwrap();
+                assert!(st.success(), "setting {name}'s dynamic range");
+                let exec = ["ip", "netns", "exec", name];
+                held.push(Client::start_in(
+                    &exec,
+                    "backend",
+                    &["listen:127.0.0.1:5432", "listen:127.0.0.1:8080"],
+                ));
+                let c = Client::start_in(&exec, pool, &other);
+                assert!(
+                    c.results.iter().all(|(_, e)| e == "ok"),
+                    "{name}: {:?}",
+                    c.results
+                );
+                held.push(c);
+            }
+            let e = Exporter::start(&["--collector.netns", "--path.procfs", PROCFS]);
+            // A namespace first seen by a collection is sampled by the next
+            // one: wait until both have their views.
+            let deadline = Instant::now() + Duration::from_secs(15);
+            let m = loop {
+                let m = e.metrics();
+                if [&alpha, &beta].iter().all(|ns| {
+                    per_netns(&m, "portrange_ephemeral_ports_free_min", "tcp", ns).is_some()
+                }) {
+                    break m;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no view of {alpha} and {beta}:\n{}\n{}",
+                    m.dump("portrange_ephemeral"),
+                    e.stderr()
+                );
+                std::thread::sleep(Duration::from_millis(300));
+            };
+            let dump = m.dump("portrange_ephemeral");
+            let v = |family: &str, proto: &str, ns: &str| {
+                per_netns(&m, family, proto, ns).unwrap_or_else(|| {
+                    panic!("no {family}{{protocol={proto},netns={ns}}}:\n{dump}")
+                })
+            };
+            // Each namespace's own size, per protocol.
+            for (ns, size) in [(&alpha, 10.0), (&beta, 50.0), (&"host".to_string(), 200.0)] {
+                for p in ["tcp", "udp"] {
+                    assert_eq!(
+                        v("portrange_ephemeral_ports", p, ns),
+                        size,
+                        "{ns} {p}:\n{dump}"
+                    );
+                }
+            }
+            // free_min follows each namespace's busiest destination (5432).
+            assert_eq!(
+                v("portrange_ephemeral_ports_free_min", "tcp", &alpha),
+                6.0,
+                "{dump}"
+            );
+            assert_eq!(
+                v("portrange_ephemeral_ports_free_min", "tcp", &beta),
+                30.0,
+                "{dump}"
+            );
+            // The host's view is its own: the 60 toward 5432 (the scrapes'
+            // own connections toward the exporter are fewer).
+            assert_eq!(
+                v("portrange_ephemeral_ports_free_min", "tcp", "host"),
+                140.0,
+                "{dump}"
+            );
+            // In use and sockets as `ss` counts them in each namespace:
+            // nothing else runs there, so the numbers are exact.
+            let sockets = |ns: &str| -> f64 {
+                m.named("portrange_ephemeral_sockets")
+                    .iter()
+                    .filter(|(l, _)| {
+                        l.contains(&format!("netns=\"{ns}\"")) && l.contains("protocol=\"tcp\"")
+                    })
+                    .map(|(_, v)| v)
+                    .sum()
+            };
+            for (ns, name, lo, hi, n) in [
+                (&alpha, "eph-alpha", 41000, 41009, 6.0),
+                (&beta, "eph-beta", 42000, 42049, 23.0),
+            ] {
+                let (ss_sockets, ss_ports) = ss_tcp(Some(name), lo, hi);
+                assert_eq!(sockets(ns), ss_sockets as f64, "{name}:\n{dump}");
+                assert_eq!(sockets(ns), n, "{name}:\n{dump}");
+                assert_eq!(
+                    v("portrange_ephemeral_ports_in_use", "tcp", ns),
+                    ss_ports as f64,
+                    "{name}:\n{dump}"
+                );
+            }
+            assert!(sockets("host") >= 60.0, "{dump}");
+            assert!(ss_tcp(None, 40000, 40199).0 >= 60);
+            // The holders, each in its namespace only.
+            let holders = |ns: &str| -> Vec<(String, f64)> {
+                m.named("portrange_ephemeral_holders")
+                    .into_iter()
+                    .filter(|(l, _)| {
+                        l.contains(&format!("netns=\"{ns}\"")) && l.contains("protocol=\"tcp\"")
+                    })
+                    .collect()
+            };
+            let ha = holders(&alpha);
+            assert!(
+                ha.iter()
+                    .any(|(l, n)| l.contains("process=\"pool-a\"") && *n == 6.0),
+                "{ha:?}"
+            );
+            assert!(
+                !ha.iter()
+                    .any(|(l, _)| l.contains("pool-b") || l.contains("pgbouncer")),
+                "{ha:?}"
+            );
+            let hb = holders(&beta);
+            assert!(
+                hb.iter()
+                    .any(|(l, n)| l.contains("process=\"pool-b\"") && *n == 23.0),
+                "{hb:?}"
+            );
+            let hh = holders("host");
+            assert!(
+                hh.iter()
+                    .any(|(l, n)| l.contains("process=\"pgbouncer\"") && *n == 60.0),
+                "{hh:?}"
+            );
+            assert!(
+                !hh.iter()
+                    .any(|(l, _)| l.contains("pool-a") || l.contains("pool-b")),
+                "{hh:?}"
+            );
+            // /api/v1/status: each namespace's busiest destination and holder.
+            let r = get(&e.addr, "/api/v1/status", &[]).unwrap();
+            let st: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            let views = st["ephemeral"]["views"].as_array().unwrap();
+            for (ns, range, free, ports, holder) in [
+                (alpha.as_str(), "41000-41009", 6, 4, "pool-a"),
+                (beta.as_str(), "42000-42049", 30, 20, "pool-b"),
+            ] {
+                let view = views
+                    .iter()
+                    .find(|x| x["protocol"] == "tcp" && x["netns"] == ns)
+                    .unwrap_or_else(|| panic!("no tcp view of {ns}: {views:?}"));
+                assert_eq!(view["range"], range, "{view}");
+                assert_eq!(view["free_min"], free, "{view}");
+                assert_eq!(view["destinations"][0]["address"], "127.0.0.1", "{view}");
+                assert_eq!(view["destinations"][0]["port"], 5432, "{view}");
+                assert_eq!(view["destinations"][0]["ports"], ports, "{view}");
+                assert_eq!(
+                    view["destinations"][0]["holder"]["process"], holder,
+                    "{view}"
+                );
+            }
+            drop((held, host_pool, host_backend, e));
+        },
+    );
 }

@@ -13,9 +13,14 @@
 //! names are text and no script runs; with `--collector.traffic` a closed
 //! port that received datagrams carries the "probed" mark; the "Recent
 //! changes" list shows the trail's events (the late socket on top, what is
-//! not expected marked); then the same sockets seen by an unprivileged
-//! exporter behind TLS and basic auth, where what it cannot attribute is
-//! `unknown` and `/api/v1/events` answers only with the credentials.
+//! not expected marked); the "Ephemeral ports" section (a dynamic range of
+//! 40000-40999 in the test's namespace) names the busiest destination with
+//! its counts and holder, the top holders (the hostile name as text), the
+//! TIME_WAIT count, and marks the UDP view short of ports for attention;
+//! then the same sockets seen by an unprivileged exporter behind TLS and
+//! basic auth, where what it cannot attribute is `unknown`,
+//! `/api/v1/events` answers only with the credentials, and with
+//! `--no-collector.ephemeral` the section is hidden.
 //!
 //! Ignored, run by hand (see docs/portmap.md): `render_times` (time to
 //! render at 101, 10,001 and 65,535 ports) and `screenshot` (writes
@@ -402,6 +407,22 @@ fn page_in_chromium_against_the_real_exporter() {
     let markup = hold(MARKUP, &["udp:127.0.0.1:3241"]);
     let rtp = hold("rtpengine", &["udp:0.0.0.0:10000", "udp:0.0.0.0:15000"]);
     let socat = hold("socat", &["udp:0.0.0.0:19999"]);
+    // The dynamic range, in this namespace only: 40000-40999. pgbouncer
+    // autobinds 810 connected UDP sockets toward 127.0.0.1:5432 (UDP ports
+    // are gone for everyone: under 20% free, marked for attention); the
+    // hostile name holds two toward 5433; three TCP connections closed by
+    // their client leave three TIME_WAIT sockets in the range.
+    std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "40000 40999").unwrap();
+    let pgbouncer = hold_many("pgbouncer", &vec!["udpc:127.0.0.1:0:5432".to_string(); 810]);
+    let hostile_eph = hold(HOSTILE, &["udpc:127.0.0.1:0:5433", "udpc:127.0.0.1:0:5433"]);
+    let tw_listener = std::net::TcpListener::bind("127.0.0.1:5501").unwrap();
+    for _ in 0..3 {
+        let c = TcpStream::connect("127.0.0.1:5501").unwrap();
+        let (a, _) = tw_listener.accept().unwrap();
+        drop(c);
+        std::thread::sleep(Duration::from_millis(20));
+        drop(a);
+    }
 
     // 1. Root, plain HTTP: every state a root exporter can see.
     let before = [
@@ -454,8 +475,24 @@ fn page_in_chromium_against_the_real_exporter() {
         (&kernel["owner"], &kernel["allowed"]),
         (&json!("kernel (vx0)"), &json!(false))
     );
+    let udp_view = st["ephemeral"]["views"]
+        .as_array()
+        .and_then(|v| v.iter().find(|v| v["protocol"] == "udp"))
+        .unwrap_or_else(|| panic!("no udp ephemeral view: {}", st["ephemeral"]))
+        .clone();
+    assert_eq!(udp_view["ports"], 1000, "{udp_view}");
+    assert!(udp_view["free_min"].as_u64().unwrap() <= 188, "{udp_view}");
+    assert_eq!(udp_view["destinations"][0]["port"], 5432, "{udp_view}");
     let scenario = json!({
         "maps": maps_json(&before),
+        "ephemeral": {"views": [
+            {"protocol": "udp", "attention": true,
+             "headroom": " of 1000 ports free toward the busiest destination (127.0.0.1:5432)",
+             "destination": {"text": "127.0.0.1:5432", "ports": 810, "sockets": 810, "holder": "pgbouncer"},
+             "holders": [["pgbouncer", "root"], [HOSTILE_COMM, "root"]]},
+            {"protocol": "tcp", "attention": false, "time_wait_min": 3,
+             "headroom": " of 1000 ports free toward the busiest destination"},
+        ]},
         "text": [HOSTILE_COMM, MARKUP],
         "probed": [
             {"range": "framehawk", "protocol": "udp", "port": 3270, "packets": 7},
@@ -526,6 +563,17 @@ fn page_in_chromium_against_the_real_exporter() {
         "listener table sorts by port",
         "listener table filters by text",
         "unexpected listeners come first",
+        "ephemeral section shown",
+        "ephemeral udp: a block",
+        "ephemeral udp: headroom shown",
+        "ephemeral udp: marked for attention",
+        "ephemeral udp: destination 127.0.0.1:5432 named with its counts and holder",
+        "ephemeral udp: holder \"pgbouncer\" listed",
+        "ephemeral udp: holder \"<img src=x oner\" listed",
+        "ephemeral tcp: a block",
+        "ephemeral tcp: headroom shown",
+        "ephemeral tcp: not marked for attention",
+        "ephemeral tcp: TIME_WAIT count shown",
     ]);
     assert_passed(ok, &out, &required);
     assert!(
@@ -557,6 +605,7 @@ fn page_in_chromium_against_the_real_exporter() {
             cfg_arg,
             "--web.config.file",
             web.to_str().unwrap(),
+            "--no-collector.ephemeral",
         ],
         &DROP_PRIVILEGES,
         dir.join("exporter.log"),
@@ -648,6 +697,8 @@ fn page_in_chromium_against_the_real_exporter() {
         "events": [{"kind": "appeared", "attention": true,
                     "text": ["appeared: udp 0.0.0.0:3251 in framehawk by ", HOSTILE_COMM, "user nobody", ", unexpected"]}],
         "text": [HOSTILE_COMM],
+        // --no-collector.ephemeral: no section at all.
+        "ephemeral": {"absent": true},
         "hover": {"range": "framehawk", "protocol": "udp", "port": 3251,
                   "owner": format!("{HOSTILE_COMM} (pid {}, user nobody)", nobody_hostile.pid())},
     });
@@ -678,6 +729,7 @@ fn page_in_chromium_against_the_real_exporter() {
         "unexpected listeners come first",
         "first render: recent changes list \"appeared: udp 0.0.0.0:3251",
         "first render: recent change \"appeared: udp 0.0.0.0:3251 in framehawk by \" marked for attention",
+        "ephemeral section hidden when the collector is off",
     ]);
     assert_passed(ok, &out, &required);
     drop(exporter);
@@ -690,6 +742,9 @@ fn page_in_chromium_against_the_real_exporter() {
         late,
         nobody_ctx,
         nobody_hostile,
+        pgbouncer,
+        hostile_eph,
+        tw_listener,
     ));
     let _ = std::fs::remove_dir_all(&dir);
 }

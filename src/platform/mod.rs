@@ -383,6 +383,12 @@ pub struct Namespaces {
     /// Namespaces found but not sampled (no access, or in the fallback a
     /// namespace no process holds): what they hold is unknown.
     pub unsampled: u32,
+    /// The union of the dynamic (ephemeral) port ranges of the namespaces
+    /// sampled but not in `list` (no socket in this sample's ports): a
+    /// namespace whose range differs from every listed one has its
+    /// outgoing connections seen only once the next sample covers it.
+    /// Empty where they cannot be read (the /proc fallback).
+    pub ephemeral_unlisted: EphemeralPorts,
 }
 
 /// What one [`Platform::sample`] saw: the sockets, the namespaces it

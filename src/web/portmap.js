@@ -5,7 +5,8 @@
 // auth keep working; contract in notes/STATUS_API.md), one map per range,
 // protocol and network namespace (built once, cells updated in place), the
 // tooltip and keyboard focus on cells, the watched-ranges table and the
-// listener table (sort, filter). Every string from the JSON goes in through
+// listener table (sort, filter), the "Recent changes" list and the
+// "Ephemeral ports" section. Every string from the JSON goes in through
 // textContent or setAttribute, never as markup: process names are hostile.
 // No inline style either (the CSP forbids it): only classes, data attributes
 // and CSSOM properties.
@@ -383,6 +384,73 @@
     list.replaceChildren(...items);
   }
 
+  // ---- ephemeral ports (the dynamic range's headroom) --------------------------
+  // One block per view (protocol, namespace): free ports toward the busiest
+  // destination, TIME_WAIT, the top destinations and the top holders. A
+  // view whose free_min is 0, below 20% of the range or unknown is marked
+  // "attention". `ephemeral` null (collector off): the section stays hidden.
+  function endpoint(addr, port) {
+    const a = str(addr);
+    return `${a.includes(':') ? `[${a}]` : a}:${str(port)}`;
+  }
+  function table(caption, heads, rows, empty) {
+    const t = el('table', 'data'), head = el('tr'), body = el('tbody');
+    t.append(el('caption', '', caption));
+    heads.forEach(([h, num]) => { const th = el('th', num ? 'num' : '', h); th.scope = 'col'; head.append(th); });
+    const thead = el('thead'); thead.append(head);
+    for (const r of rows) {
+      const tr = el('tr');
+      r.forEach((v, i) => tr.append(el('td', heads[i][1] ? 'num' : '', str(v))));
+      body.append(tr);
+    }
+    if (!rows.length) { const tr = el('tr'), td = el('td', 'empty', empty); td.colSpan = heads.length; tr.append(td); body.append(tr); }
+    t.append(thead, body);
+    return t;
+  }
+  function ephemeralView(v) {
+    const ports = typeof v.ports === 'number' ? v.ports : null, free = v.free_min;
+    const low = typeof free !== 'number' || free <= 0 || (ports !== null && free < ports * 0.2);
+    const box = el('div', 'eph-view' + (low ? ' attention' : ''));
+    box.setAttribute('data-protocol', str(v.protocol));
+    if (v.netns !== undefined && v.netns !== null) box.setAttribute('data-netns', str(v.netns));
+    const h = el('h3');
+    h.append(el('span', 'name', str(v.protocol)));
+    if (v.netns !== undefined && v.netns !== null) h.append(' ', el('span', 'tag', 'netns ' + str(v.netns)));
+    h.append(' ', el('span', 'tag', 'range ' + str(v.range)));
+    const dests = Array.isArray(v.destinations) ? v.destinations : [];
+    let head = `${typeof free === 'number' ? free : 'unknown'} of ${ports === null ? 'unknown' : ports} ports free toward the busiest destination`;
+    if (dests.length) head += ` (${endpoint(dests[0].address, dests[0].port)})`;
+    const states = v.sockets && typeof v.sockets === 'object' ? v.sockets : {};
+    const tw = states.time_wait;
+    const parts = Object.keys(states).filter((k) => k !== 'time_wait' && states[k] !== 0).map((k) => `${k.replace('_', ' ')} ${str(states[k])}`);
+    let st = `${str(v.in_use)} ports in use; TIME_WAIT: ${typeof tw === 'number' ? tw : 0} sockets`;
+    if (parts.length) st += `; ${parts.join(', ')}`;
+    if (typeof v.unattributed_sockets === 'number' && v.unattributed_sockets > 0) st += `; ${v.unattributed_sockets} sockets without an owner`;
+    const holder = (x) => (x ? `${str(x.process)} (user ${str(x.user)}, ${str(x.sockets)} sockets)` : 'no owner known');
+    const total = typeof v.destinations_total === 'number' ? v.destinations_total : dests.length;
+    box.append(h, el('p', 'eph-headroom', head), el('p', 'eph-states', st),
+      table(`Busiest destinations (top ${dests.length} of ${total})`,
+        [['Destination'], ['Ports', true], ['Sockets', true], ['Top holder']],
+        dests.map((d) => [endpoint(d.address, d.port), d.ports, d.sockets, holder(d.holder)]), 'No connected socket in the range.'),
+      table('Top holders', [['Process'], ['User'], ['Sockets', true]],
+        (Array.isArray(v.holders) ? v.holders : []).map((x) => [x.process, x.user, x.sockets]), 'No owned socket in the range.'));
+    box.querySelectorAll('table')[0].classList.add('eph-destinations');
+    box.querySelectorAll('table')[1].classList.add('eph-holders');
+    return box;
+  }
+  function renderEphemeral(e) {
+    const sec = $('ephemeral-section'), box = $('ephemeral');
+    if (e === null || e === undefined || typeof e !== 'object') { sec.hidden = true; box.replaceChildren(); return; }
+    sec.hidden = false;
+    const out = [];
+    if (e.error !== null && e.error !== undefined) {
+      out.push(el('p', 'banner error eph-error', `The ephemeral collector failed: ${str(e.error)}`));
+    }
+    for (const v of Array.isArray(e.views) ? e.views : []) out.push(ephemeralView(v));
+    if (!out.length) out.push(el('p', 'hint', 'No dynamic range reported.'));
+    box.replaceChildren(...out);
+  }
+
   // ---- polling ---------------------------------------------------------------
   const q = Number(new URLSearchParams(location.search).get('refresh'));
   const interval = q >= 1 && q <= 3600 ? q : Number(document.body.getAttribute('data-refresh-seconds')) || 5;
@@ -406,6 +474,7 @@
     listeners = Array.isArray(data.listeners) ? data.listeners : [];
     renderListeners();
     renderEvents(data.events);
+    renderEphemeral(data.ephemeral);
     const down = data.up === false;
     $('maps').classList.toggle('stale', down);
     banner(down ? `Sampling failed: ${str(data.error) || 'no reason given'}. The maps are not current.` : '');

@@ -3,6 +3,7 @@
 //! binary on a fixed port inside that namespace, and a small HTTP client.
 #![allow(dead_code)]
 
+pub mod private_host;
 pub mod tls;
 
 use std::collections::BTreeMap;

@@ -19,7 +19,8 @@
 // Scenario: {"maps": [{"range", "protocol", "netns"?, "ports": {"3224": "expected", ...},
 //             "others": "free"?}], "text": ["strings that must show as text"],
 //            "hover": {"range", "protocol", "port", "owner"}?, "after": {"maps": [...]}?,
-//            "banner": "text the error banner must show (then the maps must be marked stale)"?}
+//            "banner": "text the error banner must show (then the maps must be marked stale)"?,
+//            "ephemeral": {"absent"?, "error"?, "views": [...]}? (see checkEphemeral)}
 // A port not in "ports" must be in state "others" (unchecked when absent). Maps
 // drawn in blocks are checked per block: a block must show the worst state of
 // the ports in it.
@@ -181,6 +182,59 @@ async function checkEvents(page, events, when, waitMs) {
   }
 }
 
+// The "Ephemeral ports" section. `absent: true`: hidden (the collector is
+// off). Otherwise each of `views` has a block (matched by protocol and
+// netns) whose headroom line holds `headroom`, marked for attention (bar and
+// weight, class "attention") exactly when `attention`, with TIME_WAIT at
+// least `time_wait_min`; `destination` ({text, ports, sockets, holder}) is a
+// row of its destinations table, each of `holders` ([process, user]) a row
+// of its holders table; `error`: the collector's error is shown.
+async function checkEphemeral(page, eph) {
+  if (!eph) return;
+  const dom = await page.evaluate(() => {
+    const sec = document.getElementById('ephemeral-section');
+    const rows = (t) => (t ? [...t.tBodies[0].rows].map((r) => [...r.cells].map((c) => c.textContent)) : []);
+    return {
+      hidden: sec.hidden || sec.getBoundingClientRect().height === 0,
+      error: [...sec.querySelectorAll('.eph-error')].map((e) => e.textContent).join(' | '),
+      views: [...sec.querySelectorAll('.eph-view')].map((v) => ({
+        protocol: v.getAttribute('data-protocol'), netns: v.getAttribute('data-netns'), cls: v.className,
+        headroom: v.querySelector('.eph-headroom').textContent, states: v.querySelector('.eph-states').textContent,
+        dests: rows(v.querySelector('table.eph-destinations')), holders: rows(v.querySelector('table.eph-holders')),
+      })),
+    };
+  });
+  if (eph.absent) {
+    check('ephemeral section hidden when the collector is off', dom.hidden && dom.views.length === 0,
+      `hidden ${dom.hidden}, ${dom.views.length} views`);
+    return;
+  }
+  check('ephemeral section shown', !dom.hidden, `${dom.views.length} views`);
+  if (eph.error !== undefined) check('ephemeral collector error shown', dom.error.includes(eph.error), JSON.stringify(dom.error));
+  for (const w of eph.views ?? []) {
+    const label = `ephemeral ${w.protocol}${w.netns !== undefined ? ' netns ' + w.netns : ''}`;
+    const v = dom.views.find((x) => x.protocol === w.protocol && (w.netns === undefined ? x.netns === null : x.netns === w.netns));
+    if (!check(`${label}: a block`, !!v, dom.views.map((x) => `${x.protocol}/${x.netns}`).join(', '))) continue;
+    if (w.headroom !== undefined) check(`${label}: headroom shown`, v.headroom.includes(w.headroom), JSON.stringify(v.headroom));
+    check(`${label}: ${w.attention ? 'marked' : 'not marked'} for attention`,
+      v.cls.split(' ').includes('attention') === w.attention, `class "${v.cls}", ${JSON.stringify(v.headroom)}`);
+    if (w.time_wait_min !== undefined) {
+      const m = /TIME_WAIT: (\d+) sockets/.exec(v.states);
+      check(`${label}: TIME_WAIT count shown`, !!m && Number(m[1]) >= w.time_wait_min, JSON.stringify(v.states));
+    }
+    if (w.destination) {
+      const d = w.destination;
+      const row = v.dests.find((r) => r[0] === d.text);
+      check(`${label}: destination ${d.text} named with its counts and holder`, !!row && row[1] === String(d.ports) &&
+        row[2] === String(d.sockets) && row[3].startsWith(d.holder + ' ('), JSON.stringify(v.dests));
+    }
+    for (const [proc, user] of w.holders ?? []) {
+      check(`${label}: holder ${JSON.stringify(proc)} listed`, v.holders.some((r) => r[0] === proc && r[1] === user),
+        JSON.stringify(v.holders));
+    }
+  }
+}
+
 async function run(ctx, o, scenario, url, refresh) {
   // Anything that would show a script ran: dialogs, page errors, CSP violations.
   const dialogs = [], errors = [];
@@ -249,13 +303,14 @@ async function run(ctx, o, scenario, url, refresh) {
   }
 
   for (const t of scenario.text ?? []) {
-    const found = await page.evaluate((s) => [...document.querySelectorAll('#listeners td, #events li, .map, h2, #tooltip')]
+    const found = await page.evaluate((s) => [...document.querySelectorAll('#listeners td, #events li, .map, h2, #tooltip, #ephemeral td, #ephemeral p')]
       .some((e) => e.textContent === s || e.textContent.includes(s)), t);
     check(`hostile string shown as text: ${JSON.stringify(t)}`, found);
   }
   await checkEvents(page, scenario.events, 'first render', 0);
+  await checkEphemeral(page, scenario.ephemeral);
   const injected = await page.evaluate(() => ({
-    nodes: document.querySelectorAll('img, svg, iframe, object, embed, main script, #listeners script, #events script').length,
+    nodes: document.querySelectorAll('img, svg, iframe, object, embed, main script, #listeners script, #events script, #ephemeral script').length,
     pwned: window.__pwned !== undefined,
   }));
   check('no markup from the JSON became elements', injected.nodes === 0, `${injected.nodes} img/svg/script/iframe elements`);

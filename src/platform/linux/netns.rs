@@ -28,7 +28,10 @@
 //! - Context, for namespaces that get series: the `ip netns` name, the
 //!   container id and Kubernetes pod from a process's cgroup and
 //!   `/var/log/pods` ([`containers`]), and the ephemeral port range from the
-//!   namespace's own sysctls (opened inside it once, then re-read).
+//!   namespace's own sysctls (opened inside it once, then re-read). The
+//!   ranges of namespaces sampled without a socket in the sample's ports
+//!   are read too, and their union reported, so that the next sample covers
+//!   a namespace whose range differs from the host's.
 //!
 //! - Deadline: the host's namespace is read first and must be read whole;
 //!   every other wait (the helper thread, each dump, each chunk of a
@@ -880,9 +883,12 @@ impl NetnsSampler {
             .values()
             .filter(|f| f.inode == d.host || with_sockets.contains(&f.inode))
             .collect();
-        // Sysctls for namespaces that get series, opened inside once.
-        let need: Vec<(u64, Vec<PathBuf>)> = listed
-            .iter()
+        // Sysctls for every namespace with a socket of ours (those that
+        // get series, and the others, whose dynamic ranges the next sample
+        // must cover), opened inside once.
+        let need: Vec<(u64, Vec<PathBuf>)> = d
+            .found
+            .values()
             .filter(|f| {
                 self.handles
                     .get(&f.inode)
@@ -952,7 +958,28 @@ impl NetnsSampler {
             list.push(ns);
         }
         list.sort_by_key(|n| (!n.host, n.id));
-        Namespaces { list, unsampled }
+        let mut ephemeral_unlisted = EphemeralPorts::default();
+        for f in d.found.values() {
+            if f.inode == d.host || with_sockets.contains(&f.inode) {
+                continue;
+            }
+            let Some(ports) = self
+                .handles
+                .get(&f.inode)
+                .and_then(|h| h.ephemeral(&mut self.buf))
+            else {
+                continue;
+            };
+            for p in [Protocol::Tcp, Protocol::Udp] {
+                let u = ephemeral_unlisted.get_mut(p);
+                *u = PortSet::union([&*u, ports.get(p)]);
+            }
+        }
+        Namespaces {
+            list,
+            unsampled,
+            ephemeral_unlisted,
+        }
     }
 
     /// Samples one namespace again (the kernel-held candidates' check),
