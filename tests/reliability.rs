@@ -595,11 +595,12 @@ fn hostile_names_keep_metrics_valid_and_check_one_line_per_listener() {
         .count();
     assert_eq!(rows, names.len() + 1, "one line per listener:\n{out}");
     // First line, blank, range table (3), blank, "Listeners:", header,
-    // rows; then blank, "Configuration warnings:" and the one warning (the
-    // exe: glob under /tmp, one line with file, line, column and key).
+    // rows; with -v blank, "Ephemeral ports:" and a line per protocol; then
+    // blank, "Configuration warnings:" and the one warning (the exe: glob
+    // under /tmp, one line with file, line, column and key).
     assert_eq!(
         out.lines().count(),
-        2 + 3 + 1 + 1 + 1 + names.len() + 1 + 3,
+        2 + 3 + 1 + 1 + 1 + names.len() + 1 + 4 + 3,
         "{out}"
     );
     assert!(
