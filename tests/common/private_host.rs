@@ -3,8 +3,8 @@
 //! `netns="host"`), mount namespace (tmpfs on /run and /var/log, so `ip
 //! netns` names are private) and pid namespace with its /proc at
 //! [`PROCFS`] (pid 1 is an init in the test's network namespace; killing
-//! it ends every process of the test). The same construction as
-//! tests/netns.rs's, shared here for tests/ephemeral.rs.
+//! it ends every process of the test). Used by tests/netns.rs and
+//! tests/ephemeral.rs.
 
 use std::path::Path;
 use std::process::{Child, Command};
@@ -17,8 +17,17 @@ pub const PROCFS: &str = "/run/proc";
 /// A private host for one test thread; see the module documentation.
 pub struct PrivateHost {
     init: Child,
+    /// The test thread's own pid namespace, and the private one its
+    /// children go to (see [`PrivateHost::making_threads`]).
+    own_pid_ns: std::fs::File,
+    private_pid_ns: std::fs::File,
     /// `ip netns` names to delete at the end.
     names: Mutex<Vec<String>>,
+}
+
+pub fn sh(cmd: &str) {
+    let st = Command::new("sh").args(["-c", cmd]).status().unwrap();
+    assert!(st.success(), "{cmd}");
 }
 
 fn mount(src: &str, target: &str, fstype: Option<&str>, flags: libc::c_ulong) {
@@ -52,8 +61,7 @@ fn unshare(flags: libc::c_int, what: &str) {
 
 impl PrivateHost {
     /// Builds the private host on the calling thread; `None` (after saying
-    /// SKIPPED) when that is not allowed. The thread's children then go to
-    /// the private pid namespace, so the thread must not make threads.
+    /// SKIPPED) when that is not allowed.
     pub fn enter(test: &str) -> Option<PrivateHost> {
         if !super::enter_netns(test) {
             return None;
@@ -63,7 +71,11 @@ impl PrivateHost {
         mount("tmpfs", "/run", Some("tmpfs"), 0);
         mount("tmpfs", "/var/log", Some("tmpfs"), 0);
         std::fs::create_dir_all(PROCFS).unwrap();
+        std::fs::create_dir_all("/var/log/pods").unwrap();
+        let own_pid_ns = std::fs::File::open("/proc/thread-self/ns/pid").unwrap();
         unshare(libc::CLONE_NEWPID, "pid namespace");
+        // The first child is pid 1 of the new pid namespace: it mounts the
+        // namespace's /proc and waits.
         let init = Command::new("sh")
             .args([
                 "-c",
@@ -76,28 +88,47 @@ impl PrivateHost {
             assert!(Instant::now() < until, "{PROCFS} was not mounted");
             std::thread::sleep(Duration::from_millis(10));
         }
+        let private_pid_ns = std::fs::File::open("/proc/thread-self/ns/pid_for_children").unwrap();
         Some(PrivateHost {
             init,
+            own_pid_ns,
+            private_pid_ns,
             names: Mutex::new(Vec::new()),
         })
     }
 
-    /// `ip netns add NAME` with lo up; returns the namespace's inode (its
-    /// `netns` label).
+    /// Runs `f` with the thread's children back in its own pid namespace:
+    /// a thread whose children go to another pid namespace cannot make
+    /// threads (EINVAL), and the sampler's setns helper is a thread.
+    pub fn making_threads<R>(&self, f: impl FnOnce() -> R) -> R {
+        let set = |ns: &std::fs::File| {
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns(2) on an fd we own; it changes only which pid
+            // namespace this thread's future children join.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWPID) };
+            assert_eq!(rc, 0, "setns pid: {}", std::io::Error::last_os_error());
+        };
+        set(&self.own_pid_ns);
+        let r = f();
+        set(&self.private_pid_ns);
+        r
+    }
+
+    /// `ip netns add NAME`; returns the namespace's inode.
     pub fn add(&self, name: &str) -> u64 {
-        let st = Command::new("sh")
-            .args([
-                "-c",
-                &format!("ip netns add {name} && ip -n {name} link set lo up"),
-            ])
-            .status()
-            .unwrap();
-        assert!(st.success(), "ip netns add {name}");
+        sh(&format!(
+            "ip netns add {name} && ip -n {name} link set lo up"
+        ));
         self.names.lock().unwrap().push(name.to_string());
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(format!("/run/netns/{name}"))
             .unwrap_or_else(|e| panic!("/run/netns/{name}: {e}"))
             .ino()
+    }
+
+    pub fn del(&self, name: &str) {
+        sh(&format!("ip netns del {name}"));
+        self.names.lock().unwrap().retain(|n| n != name);
     }
 }
 
