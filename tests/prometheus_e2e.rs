@@ -117,6 +117,24 @@ fn exporter_on(addr: &str, args: &[&str], deny_sampling: bool, prefix: &[&str]) 
         .expect("starting an exporter")
 }
 
+/// The prefix that runs an exporter in pid and mount namespaces of its
+/// own (dying with it: --kill-child), after `script` (`sh -c`, which ends
+/// with `exec "$@"` on the exporter's command line).
+fn private_pid_and_mount(script: &str) -> [&str; 10] {
+    [
+        "unshare",
+        "--mount",
+        "--pid",
+        "--kill-child",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+        "sh",
+    ]
+}
+
 /// Runs its closure on drop.
 struct Defer<F: FnOnce()>(Option<F>);
 
@@ -274,20 +292,11 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
             F,
             &["--config.file", c, "--collector.netns"],
             false,
-            &[
-                "unshare",
-                "--mount",
-                "--pid",
-                "--kill-child",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
+            &private_pid_and_mount(
                 "mount -t proc proc /proc && mount -t tmpfs tmpfs /run && mkdir /run/netns \
                  && ip netns add e2e-unsampled \
                  && exec setpriv --inh-caps=-sys_admin --bounding-set=-sys_admin \"$@\"",
-                "sh",
-            ],
+            ),
         ),
         // G: --collector.netns as root in its own pid and mount namespaces,
         // where `ip netns add` made a namespace whose dynamic range is
@@ -298,18 +307,7 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
             G,
             &["--config.file", c, "--collector.netns"],
             false,
-            &[
-                "unshare",
-                "--mount",
-                "--pid",
-                "--kill-child",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                &g_script,
-                "sh",
-            ],
+            &private_pid_and_mount(&g_script),
         ),
     ]);
     let deadline = Instant::now() + Duration::from_secs(20);
