@@ -259,8 +259,10 @@ fn one_destination_exhausted_is_critical_naming_it_and_its_holder() {
         m.value(r#"portrange_ephemeral_holders{protocol="tcp",process="curl",user="root"}"#),
         30.0
     );
+    // CRITICAL below 10 ports left (5% of 200, the default), WARNING below 40: the
+    // few connections that ended without TIME_WAIT decide which.
     let (code, out) = check(&[]);
-    assert_eq!(code, 2, "{out}");
+    assert_eq!(code, if 200 - time_wait < 10 { 2 } else { 1 }, "{out}");
     assert!(
         out.lines().next().unwrap().contains(&format!(
             "ephemeral tcp: {} ports left toward 127.0.0.2:5432",
