@@ -145,13 +145,20 @@ impl Collector {
         let per_namespace = self.platform.samples_every_namespace();
         let mut namespaces = None;
         let mut sampled = None;
-        // The dynamic range is re-read every collection and sampled in the
-        // same dumps as the ranges (one walk of the kernel's tables).
-        let ephemeral_ports = self
-            .config
-            .ephemeral
-            .enabled
-            .then(|| self.platform.ephemeral_ports());
+        // The dynamic range is re-read every collection, once (on Windows
+        // that is two runs of netsh), for the ranges' overlap and the
+        // ephemeral collector, and sampled in the same dumps as the ranges
+        // (one walk of the kernel's tables).
+        let dynamic = self.platform.ephemeral_ports();
+        if let Err(e) = &dynamic
+            && !self.warned_ephemeral
+        {
+            log::warn!(
+                "cannot read the ephemeral port range, portrange_ephemeral_overlap_ports is left out: {e}"
+            );
+            self.warned_ephemeral = true;
+        }
+        let ephemeral_ports = self.config.ephemeral.enabled.then(|| dynamic.clone());
         let extra = match &ephemeral_ports {
             Some(Ok(host)) => Some(Filter::from_fn(|p| {
                 PortSet::union([host.get(p), self.ephemeral_seen.get(p)])
@@ -159,7 +166,7 @@ impl Collector {
             _ => None,
         };
         let mut report = match run(&mut runs, RANGES, || {
-            self.collect_ranges(deadline, extra.as_ref())
+            self.collect_ranges(deadline, extra.as_ref(), dynamic.as_ref().ok())
         }) {
             Ok((report, s)) => {
                 namespaces = s.namespaces.clone();
@@ -233,6 +240,7 @@ impl Collector {
         &mut self,
         deadline: Instant,
         extra: Option<&Filter>,
+        dynamic: Option<&EphemeralPorts>,
     ) -> Result<(Report, Sampled), String> {
         let started = Instant::now();
         let filter = match extra {
@@ -273,18 +281,6 @@ impl Collector {
             ));
         }
         skipped.extend(attribution.skipped);
-        let ephemeral = match self.platform.ephemeral_ports() {
-            Ok(p) => Some(p),
-            Err(e) => {
-                if !self.warned_ephemeral {
-                    log::warn!(
-                        "cannot read the ephemeral port range, portrange_ephemeral_overlap_ports is left out: {e}"
-                    );
-                    self.warned_ephemeral = true;
-                }
-                None
-            }
-        };
         let uids: HashSet<u32> = sockets
             .iter()
             .zip(&attribution.holders)
@@ -314,7 +310,7 @@ impl Collector {
                 &self.config,
                 &sockets,
                 &attribution.holders,
-                ephemeral.as_ref(),
+                dynamic,
                 &self.users,
             ),
             Some(namespaces) => build_netns_report(
@@ -1045,6 +1041,51 @@ mod tests {
             vec![(RANGES, false), (NETNS, false), (EPHEMERAL, false)]
         );
         assert_eq!(r.netns, Some(NetnsReport::default()));
+    }
+
+    #[test]
+    fn the_dynamic_range_is_read_once_a_collection() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        struct Counting(Arc<AtomicUsize>);
+        impl Platform for Counting {
+            fn sample(&mut self, _: &Filter, _: Instant) -> Result<Sample, platform::SampleError> {
+                Ok(Sample::default())
+            }
+            fn attribute(&mut self, _: &Sample, _: Instant) -> platform::Attribution {
+                platform::Attribution::default()
+            }
+            fn ephemeral_ports(&self) -> Result<EphemeralPorts, String> {
+                self.0.fetch_add(1, Ordering::SeqCst);
+                Ok(EphemeralPorts::same(PortSet::from_intervals(vec![(
+                    3300, 3400,
+                )])))
+            }
+            fn user_resolver(&self) -> platform::UserResolver {
+                Arc::new(|_| Ok(UserLookup::NoEntry))
+            }
+            fn missing_privileges(&self) -> Vec<&'static str> {
+                Vec::new()
+            }
+        }
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut c = Collector::new(
+            Arc::new(Config::builtin()),
+            Box::new(Counting(calls.clone())),
+        );
+        let r = c.collect(Instant::now() + Duration::from_secs(2));
+        // Windows reads it with two runs of netsh: once for the ranges'
+        // overlap and the ephemeral collector both.
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(
+            r.ranges.iter().all(|v| v.ephemeral_overlap == Some(25)),
+            "{:?}",
+            r.ranges
+        );
+        assert!(
+            r.ephemeral
+                .as_ref()
+                .is_some_and(|e| e.error.is_none() && !e.views.is_empty())
+        );
     }
 
     #[test]
