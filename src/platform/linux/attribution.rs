@@ -417,9 +417,10 @@ impl Attributor {
             if needed == 0 {
                 break;
             }
+            // (Only round two reads it, for sockets a verdict needs.)
             let wanted_uids: HashSet<u32> = wanted
                 .iter()
-                .filter(|i| round == 0 || !count_only.contains(i))
+                .filter(|i| !count_only.contains(i))
                 .map(|i| uid_of[i])
                 .collect();
             for (pid, (info, unclassified)) in &mut infos {
