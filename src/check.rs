@@ -86,21 +86,7 @@ impl Default for Options {
 /// output must fit NRPE's buffer even with thousands of listeners.
 pub const LISTENER_ROWS: usize = 20;
 
-/// Makes a name printable on one line of plugin output: control
-/// characters and backslashes are escaped, and so is `|`, which would
-/// start performance data. Invalid UTF-8 was already replaced.
-pub fn printable(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '|' => out.push_str("\\u{7c}"),
-            c if c.is_control() => out.extend(c.escape_default()),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use crate::text::printable;
 
 /// Why owners are unknown, and what the operator can do about it.
 fn unknown_reason(report: &Report) -> String {
@@ -685,7 +671,7 @@ fn since_text(report: &Report, l: &Listener) -> String {
     match report.trail.as_ref().and_then(|t| t.since_of(l)) {
         Some(s) => format!(
             "{} ({})",
-            crate::trail::rfc3339_unix(s.unix),
+            crate::text::rfc3339_unix(s.unix),
             s.source.replace('_', " ")
         ),
         None => "-".to_string(),
@@ -760,7 +746,7 @@ pub fn render_json(
                 "user": l.user,
                 "expected": l.expected.as_str(),
                 "since": report.trail.as_ref().and_then(|t| t.since_of(l)).map(|s| json!({
-                    "time": crate::trail::rfc3339_unix(s.unix),
+                    "time": crate::text::rfc3339_unix(s.unix),
                     "source": s.source,
                 })),
             })

@@ -414,8 +414,8 @@ pub fn summary(v: &EphemeralView) -> String {
             if let Some(h) = &d.holder {
                 out.push_str(&format!(
                     ", held by {} (user {}, {})",
-                    crate::check::printable(&h.process),
-                    crate::check::printable(&h.user),
+                    crate::text::printable(&h.process),
+                    crate::text::printable(&h.user),
                     thousands(h.sockets)
                 ));
             }
@@ -428,8 +428,8 @@ pub fn summary(v: &EphemeralView) -> String {
     {
         out.push_str(&format!(
             ", held by {} (user {}, {})",
-            crate::check::printable(&h.process),
-            crate::check::printable(&h.user),
+            crate::text::printable(&h.process),
+            crate::text::printable(&h.user),
             thousands(h.sockets)
         ));
     }

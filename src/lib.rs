@@ -29,6 +29,7 @@ pub mod ranges;
 pub mod report;
 pub mod service;
 pub mod status;
+pub mod text;
 pub mod traffic;
 pub mod trail;
 pub mod users;

@@ -30,6 +30,7 @@ use serde::Serialize;
 use crate::allowlist::Expected;
 use crate::platform::ProcessDetails;
 use crate::report::{Listener, Report};
+pub use crate::text::rfc3339_unix;
 
 /// The longest command line an event carries, in bytes.
 pub const CMDLINE_MAX: usize = 256;
@@ -420,8 +421,8 @@ impl Recorder {
                 continue;
             }
             let mut e = a.last;
-            e.time = crate::logging::rfc3339(now);
-            e.first_time = Some(crate::logging::rfc3339(a.window_start));
+            e.time = crate::text::rfc3339(now);
+            e.first_time = Some(crate::text::rfc3339(a.window_start));
             e.count = a.pending;
             e.pid = None;
             e.ppid = None;
@@ -579,7 +580,7 @@ impl Recorder {
         details: &mut dyn FnMut(u32) -> Option<ProcessDetails>,
         out: &mut Vec<Event>,
     ) {
-        e.time = crate::logging::rfc3339(now);
+        e.time = crate::text::rfc3339(now);
         if e.verdict == "expected" {
             let g = Group {
                 range: e.range.clone(),
@@ -640,7 +641,7 @@ impl Recorder {
             };
             e.process_start = d
                 .start_time
-                .map(|t| crate::logging::rfc3339(UNIX_EPOCH + Duration::from_secs_f64(t.max(0.0))));
+                .map(|t| crate::text::rfc3339(UNIX_EPOCH + Duration::from_secs_f64(t.max(0.0))));
         }
         if let Some(live) = self.live.get_mut(id) {
             live.template.ppid = e.ppid;
@@ -678,11 +679,6 @@ pub fn since_process_start(
         since,
         ..TrailView::default()
     });
-}
-
-/// RFC 3339 for Unix seconds.
-pub fn rfc3339_unix(t: f64) -> String {
-    crate::logging::rfc3339(UNIX_EPOCH + Duration::from_secs_f64(t.max(0.0)))
 }
 
 fn unix(t: SystemTime) -> f64 {

@@ -12,9 +12,10 @@ use std::fmt::Write;
 
 use serde_json::json;
 
-use super::{Status, Threshold, perf_label, printable};
+use super::{Status, Threshold, perf_label};
 use crate::ephemeral::{self, EphemeralView};
 use crate::report::Report;
+use crate::text::printable;
 
 /// Default warning: fewer than 20% of the range left toward one
 /// destination. A pool or proxy grows in steps, and TIME_WAIT holds every
