@@ -555,7 +555,7 @@ pub fn render(report: &Report, warnings: &[ConfigWarning], opts: &Options) -> (S
             let _ = writeln!(out, "{}", printable(&s.to_string()));
         }
     }
-    let traffic = crate::traffic::check_lines(report);
+    let traffic = crate::traffic::check_lines(report.traffic.as_ref());
     if !traffic.is_empty() {
         let _ = writeln!(out);
         let _ = writeln!(out, "Traffic to closed ports:");
@@ -776,7 +776,7 @@ pub fn render_json(
             "reason": s.reason,
         })).collect::<Vec<_>>(),
         "config_warnings": warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
-        "traffic": crate::traffic::status_json(report),
+        "traffic": crate::traffic::status_json(report.traffic.as_ref()),
         "ephemeral": ephemeral::to_json(report),
     });
     (status, format!("{doc}\n"))

@@ -109,7 +109,7 @@ impl Collector {
 
     /// Adds the `traffic` collector (`--collector.traffic`).
     pub fn set_traffic(&mut self, mut traffic: crate::traffic::TrafficCollector) {
-        traffic.prepare(&self.config);
+        traffic.prepare(&traffic_rules(&self.config));
         self.traffic = Some(traffic);
     }
 
@@ -192,7 +192,7 @@ impl Collector {
         if let Some(traffic) = self.traffic.as_mut() {
             let config = &self.config;
             report.traffic = run(&mut runs, crate::traffic::TRAFFIC, || {
-                traffic.collect(config)
+                traffic.collect(&traffic_rules(config))
             })
             .ok();
         }
@@ -503,6 +503,24 @@ impl Collector {
 /// watched on it.
 pub fn filter(config: &Config) -> Filter {
     Filter::from_fn(|protocol| config.watched_ports(protocol))
+}
+
+/// The `traffic` collector's counting rules for `config`: one per range
+/// and protocol.
+pub fn traffic_rules(config: &Config) -> Vec<crate::platform::traffic::TrafficRule> {
+    config
+        .ranges
+        .iter()
+        .flat_map(|r| {
+            r.protocols
+                .iter()
+                .map(|&protocol| crate::platform::traffic::TrafficRule {
+                    range: r.name.clone(),
+                    protocol,
+                    intervals: r.ports.intervals().to_vec(),
+                })
+        })
+        .collect()
 }
 
 /// The views of the configured ranges' capacity alone, for a collection

@@ -16,7 +16,15 @@ use prometheus::{Encoder, TextEncoder};
 use crate::allowlist::Expected;
 use crate::platform::Skipped;
 use crate::report::{Listener, RangeView, Report};
-use crate::service::ReloadStatus;
+
+/// The outcome of the last configuration (re)load, as Prometheus reports
+/// its own.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReloadStatus {
+    pub successful: bool,
+    /// Unix time of the last successful load, in seconds.
+    pub last_success: f64,
+}
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const REVISION: &str = env!("PORTRANGE_REVISION");
@@ -209,7 +217,10 @@ pub fn families(report: &Report, reload: ReloadStatus) -> Vec<MetricFamily> {
     let mut out = exporter_families(report, reload);
     out.extend(ranges_families(report));
     out.extend(netns_families(report));
-    out.extend(crate::traffic::families(report));
+    out.extend(crate::traffic::families(
+        report.traffic.as_ref(),
+        report.netns.is_some(),
+    ));
     out.extend(ephemeral_families(report));
     out.extend(trail_families(report));
     out

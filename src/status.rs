@@ -350,7 +350,7 @@ pub fn render(
             .trail
             .as_ref()
             .map(|t| t.recent.iter().map(|e| &**e).collect()),
-        traffic: crate::traffic::status_json(report),
+        traffic: crate::traffic::status_json(report.traffic.as_ref()),
         ephemeral: if report.up() {
             crate::check::ephemeral::to_json(report)
         } else {
