@@ -79,3 +79,18 @@ impl Report {
         self.skipped.iter().filter(|s| s.stage == stage).count()
     }
 }
+
+impl crate::trail::Observed for Report {
+    fn collection(&self) -> crate::trail::Collection<'_> {
+        crate::trail::Collection {
+            up: self.up(),
+            ranges: &self.ranges,
+            netns: self.netns.as_ref(),
+            skipped: &self.skipped,
+        }
+    }
+
+    fn set_trail(&mut self, view: crate::trail::TrailView) {
+        self.trail = Some(view);
+    }
+}

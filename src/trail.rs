@@ -17,7 +17,9 @@
 //! of the window are summed into one event with `count` at its end.
 //! Command lines are cut at 256 bytes, escaped, and the values of
 //! secret-looking arguments redacted ([`render_cmdline`]); a flag leaves
-//! them out entirely. Platform-free: the recorder gets the report and a
+//! them out entirely. Platform-free: the recorder gets the report (as an
+//! [`Observed`]: the trail sits below the report that carries its view,
+//! and reads only the ranges, the namespaces and what was skipped) and a
 //! function that reads a process's details.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -28,9 +30,44 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::allowlist::Expected;
-use crate::platform::ProcessDetails;
-use crate::report::{Listener, Report};
+use crate::netns::NetnsReport;
+use crate::platform::{ProcessDetails, Skipped};
 pub use crate::text::rfc3339_unix;
+use crate::watched::{Listener, RangeView};
+
+/// What the trail reads of a collection: whether it succeeded, the
+/// ranges collector's part, the namespaces and what was skipped. The
+/// trail sits below the [`crate::report::Report`], which carries its
+/// view; the report hands this out through [`Observed`].
+#[derive(Clone, Copy, Debug)]
+pub struct Collection<'a> {
+    pub up: bool,
+    pub ranges: &'a [RangeView],
+    pub netns: Option<&'a NetnsReport>,
+    pub skipped: &'a [Skipped],
+}
+
+impl<'a> Collection<'a> {
+    pub fn up(&self) -> bool {
+        self.up
+    }
+
+    /// Every listener, range by range.
+    pub fn listeners(&self) -> impl Iterator<Item = &'a Listener> + 'a {
+        self.ranges.iter().flat_map(|r| r.listeners.iter())
+    }
+
+    /// How many parts were skipped in `stage`.
+    pub fn skipped_in(&self, stage: &str) -> usize {
+        self.skipped.iter().filter(|s| s.stage == stage).count()
+    }
+}
+
+/// A collection the trail observes and attaches its view to (the report).
+pub trait Observed {
+    fn collection(&self) -> Collection<'_>;
+    fn set_trail(&mut self, view: TrailView);
+}
 
 /// The longest command line an event carries, in bytes.
 pub const CMDLINE_MAX: usize = 256;
@@ -348,21 +385,22 @@ impl Recorder {
     /// but nothing as vanished. `details` reads a process's details.
     pub fn observe(
         &mut self,
-        report: &mut Report,
+        observed: &mut impl Observed,
         now: SystemTime,
         details: &mut dyn FnMut(u32) -> Option<ProcessDetails>,
     ) {
+        let report = observed.collection();
         let clock = Instant::now();
         let mut out: Vec<Event> = Vec::new();
         let mut counted: Vec<(String, &'static str, &'static str, &'static str)> = Vec::new();
         self.flush_groups(clock, now, &mut out);
         if report.up() {
-            self.diff(report, now, details, &mut out, &mut counted);
+            self.diff(&report, now, details, &mut out, &mut counted);
         }
         let mut recorded = Vec::new();
         {
             let mut trail = self.lock();
-            for r in &report.ranges {
+            for r in report.ranges {
                 for kind in KINDS {
                     for verdict in VERDICTS {
                         trail
@@ -398,7 +436,7 @@ impl Recorder {
             })
             .collect();
         let skip = trail.ring.len().saturating_sub(RECENT_SHOWN);
-        report.trail = Some(TrailView {
+        observed.set_trail(TrailView {
             counts: trail.counts.clone(),
             dropped: trail.dropped,
             recent: trail.ring.iter().skip(skip).cloned().collect(),
@@ -436,13 +474,13 @@ impl Recorder {
 
     fn diff(
         &mut self,
-        report: &Report,
+        report: &Collection<'_>,
         now: SystemTime,
         details: &mut dyn FnMut(u32) -> Option<ProcessDetails>,
         out: &mut Vec<Event>,
         counted: &mut Vec<(String, &'static str, &'static str, &'static str)>,
     ) {
-        let partial = report.skipped_in(crate::platform::Skipped::SAMPLE) > 0;
+        let partial = report.skipped_in(Skipped::SAMPLE) > 0;
         let namespaces: HashMap<&str, NsInfo> = report
             .netns
             .iter()
@@ -656,9 +694,10 @@ impl Recorder {
 /// not expected is known is its process's start time (the listener is no
 /// older), where the platform says; allowed listeners are not looked up.
 pub fn since_process_start(
-    report: &mut Report,
+    observed: &mut impl Observed,
     details: &mut dyn FnMut(u32) -> Option<ProcessDetails>,
 ) {
+    let report = observed.collection();
     let mut since = HashMap::new();
     for l in report.listeners() {
         if l.expected == Expected::True {
@@ -675,7 +714,7 @@ pub fn since_process_start(
             );
         }
     }
-    report.trail = Some(TrailView {
+    observed.set_trail(TrailView {
         since,
         ..TrailView::default()
     });
@@ -850,7 +889,7 @@ mod tests {
     use super::*;
     use crate::platform::{Holder, Owner};
     use crate::ranges::{PortSet, Protocol};
-    use crate::report::RangeView;
+    use crate::report::{RangeView, Report};
 
     #[test]
     fn secrets_are_redacted_in_every_spelling() {
