@@ -302,7 +302,11 @@ fn judge<'a>(report: &'a Report, all: &[&'a Listener], opts: &Options) -> Verdic
         }
         ranges.push(j);
     }
-    let eph = ephemeral::judge(report, &opts.ephemeral_warning, &opts.ephemeral_critical);
+    let eph = ephemeral::judge(
+        report.ephemeral.as_ref(),
+        &opts.ephemeral_warning,
+        &opts.ephemeral_critical,
+    );
     status = status.max(eph.status);
     range_reasons.0.extend(eph.critical);
     range_reasons.1.extend(eph.warning);
@@ -448,7 +452,11 @@ pub fn render(report: &Report, warnings: &[ConfigWarning], opts: &Options) -> (S
         v.reasons.join("; ")
     };
     let mut perf = perfdata(&v.ranges);
-    let eph = ephemeral::judge(report, &opts.ephemeral_warning, &opts.ephemeral_critical);
+    let eph = ephemeral::judge(
+        report.ephemeral.as_ref(),
+        &opts.ephemeral_warning,
+        &opts.ephemeral_critical,
+    );
     for p in eph.perfdata {
         if !perf.is_empty() {
             perf.push(' ');
@@ -544,7 +552,7 @@ pub fn render(report: &Report, warnings: &[ConfigWarning], opts: &Options) -> (S
             );
         }
     }
-    ephemeral::long_output(&mut out, report);
+    ephemeral::long_output(&mut out, report.ephemeral.as_ref());
     if !report.skipped.is_empty() {
         let _ = writeln!(out);
         let _ = writeln!(
@@ -777,7 +785,7 @@ pub fn render_json(
         })).collect::<Vec<_>>(),
         "config_warnings": warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
         "traffic": crate::traffic::status_json(report.traffic.as_ref()),
-        "ephemeral": ephemeral::to_json(report),
+        "ephemeral": crate::ephemeral::status_json(report.ephemeral.as_ref()),
     });
     (status, format!("{doc}\n"))
 }

@@ -20,6 +20,7 @@ pub mod collect;
 pub mod config;
 pub mod deadline;
 pub mod ephemeral;
+pub mod exposition;
 pub mod http;
 pub mod logging;
 pub mod metrics;

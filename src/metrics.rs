@@ -10,10 +10,11 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
-use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::MetricFamily;
 use prometheus::{Encoder, TextEncoder};
 
 use crate::allowlist::Expected;
+use crate::exposition::{Family, with};
 use crate::platform::Skipped;
 use crate::report::{Listener, RangeView, Report};
 
@@ -56,7 +57,7 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ),
     (
         "portrange_ephemeral_overlap_ports",
-        crate::platform::EPHEMERAL_OVERLAP_HELP,
+        crate::watched::EPHEMERAL_OVERLAP_HELP,
     ),
     (
         "portrange_excluded_ports",
@@ -82,13 +83,10 @@ pub const FAMILIES: &[(&str, &str)] = &[
         "portrange_up",
         "1 when socket sampling succeeded in this scrape, 0 when it failed.",
     ),
-    (
-        "portrange_netns_info",
-        "A network namespace with series (--collector.netns): netns is host or its inode; name is its ip netns name, container the container id from its cgroup, pod and namespace its Kubernetes pod; empty where unknown.",
-    ),
+    ("portrange_netns_info", crate::netns::NETNS_INFO_HELP),
     (
         "portrange_netns_unsampled",
-        "Network namespaces found but not sampled in this scrape (--collector.netns): what they hold is unknown.",
+        crate::netns::NETNS_UNSAMPLED_HELP,
     ),
     (
         "portrange_scrape_duration_seconds",
@@ -118,13 +116,10 @@ pub const FAMILIES: &[(&str, &str)] = &[
         "portrange_exporter_build_info",
         "Build information of portrange_exporter; the value is always 1.",
     ),
-    (
-        "portrange_listener_events_total",
-        "Listener changes the trail detected in the range since the exporter started (scrapes and watch passes), by kind (appeared, vanished, verdict_changed) and verdict (expected, unexpected, unknown, kernel); also those the rate limit dropped or the expected ones summed. GET /api/v1/events lists them.",
-    ),
+    ("portrange_listener_events_total", crate::trail::EVENTS_HELP),
     (
         "portrange_listener_events_dropped_total",
-        "Trail events not recorded (no event, no log line) because of the rate limit, --collector.trail.rate and --collector.trail.burst.",
+        crate::trail::EVENTS_DROPPED_HELP,
     ),
     (
         "portrange_received_packets_total",
@@ -138,25 +133,22 @@ pub const FAMILIES: &[(&str, &str)] = &[
         "portrange_connection_attempts_total",
         crate::traffic::ATTEMPTS_HELP,
     ),
-    (
-        "portrange_ephemeral_ports",
-        crate::platform::EPHEMERAL_PORTS_HELP,
-    ),
+    ("portrange_ephemeral_ports", crate::ephemeral::PORTS_HELP),
     (
         "portrange_ephemeral_ports_in_use",
-        "Distinct local ports of the dynamic (ephemeral) range with at least one socket, TIME_WAIT included.",
+        crate::ephemeral::IN_USE_HELP,
     ),
     (
         "portrange_ephemeral_sockets",
-        "Sockets whose local port is in the dynamic (ephemeral) range, by state (TIME_WAIT included; listeners too: the range is not judged).",
+        crate::ephemeral::SOCKETS_HELP,
     ),
     (
         "portrange_ephemeral_ports_free_min",
-        "The fewest ports of the dynamic range still free toward any one destination (remote address and port). tcp: the range, less ports held with no peer (listeners, bound and unconnected sockets), less the most local ports with a socket (TIME_WAIT included) toward one destination, since connect() without bind() shares a port across destinations. udp: the range less the ports in use, which are gone for everyone. sock_diag cannot tell a connected socket whose port came from bind() (or bind(0)) first from an autobound one: such ports count toward their destination only, though no destination can take them. Local addresses are not told apart, so with several source addresses this errs low. 0 means connect() fails with EADDRNOTAVAIL toward the busiest destination.",
+        crate::ephemeral::FREE_MIN_HELP,
     ),
     (
         "portrange_ephemeral_holders",
-        "Sockets of the dynamic range per owner (process name and user), for the top owners by sockets (--collector.ephemeral.top-holders) and process=\"other\" for the rest; process is unknown where the owner was not found. TIME_WAIT and request sockets have no owner and are counted by state only.",
+        crate::ephemeral::HOLDERS_HELP,
     ),
 ];
 
@@ -168,45 +160,9 @@ fn help(name: &str) -> &'static str {
         .unwrap_or_else(|| panic!("metric {name} is missing from FAMILIES"))
 }
 
-/// Collects gauge samples for one family.
-struct Family {
-    name: &'static str,
-    metrics: Vec<Metric>,
-}
-
-impl Family {
-    fn new(name: &'static str) -> Family {
-        Family {
-            name,
-            metrics: Vec::new(),
-        }
-    }
-
-    fn add(&mut self, labels: &[(&str, &str)], value: f64) {
-        let pairs = labels
-            .iter()
-            .map(|(k, v)| {
-                let mut p = LabelPair::default();
-                p.set_name(k.to_string());
-                p.set_value(v.to_string());
-                p
-            })
-            .collect();
-        let mut g = Gauge::default();
-        g.set_value(value);
-        let mut m = Metric::from_gauge(g);
-        m.set_label(pairs);
-        self.metrics.push(m);
-    }
-
-    fn build(self) -> MetricFamily {
-        let mut f = MetricFamily::default();
-        f.set_name(self.name.to_string());
-        f.set_help(help(self.name).to_string());
-        f.set_field_type(MetricType::GAUGE);
-        f.set_metric(self.metrics);
-        f
-    }
+/// A gauge family of the metrics contract, its help from [`FAMILIES`].
+fn family(name: &'static str) -> Family {
+    Family::new(name, help(name))
 }
 
 /// The families for one report: the exporter's own (reload, `up`,
@@ -216,74 +172,13 @@ impl Family {
 pub fn families(report: &Report, reload: ReloadStatus) -> Vec<MetricFamily> {
     let mut out = exporter_families(report, reload);
     out.extend(ranges_families(report));
-    out.extend(netns_families(report));
+    out.extend(crate::netns::families(report.netns.as_ref()));
     out.extend(crate::traffic::families(
         report.traffic.as_ref(),
         report.netns.is_some(),
     ));
-    out.extend(ephemeral_families(report));
-    out.extend(trail_families(report));
-    out
-}
-
-/// The listener trail's counters, when the report carries a trail.
-pub fn trail_families(report: &Report) -> Vec<MetricFamily> {
-    let Some(trail) = &report.trail else {
-        return Vec::new();
-    };
-    let counter = |name: &'static str, series: Vec<(Vec<(&str, &str)>, u64)>| {
-        let metrics = series
-            .into_iter()
-            .map(|(labels, v)| {
-                let mut c = prometheus::proto::Counter::default();
-                c.set_value(v as f64);
-                let mut m = Metric::default();
-                m.set_counter(c);
-                m.set_label(
-                    labels
-                        .into_iter()
-                        .map(|(k, v)| {
-                            let mut p = LabelPair::default();
-                            p.set_name(k.to_string());
-                            p.set_value(v.to_string());
-                            p
-                        })
-                        .collect(),
-                );
-                m
-            })
-            .collect();
-        let mut f = MetricFamily::default();
-        f.set_name(name.to_string());
-        f.set_help(help(name).to_string());
-        f.set_field_type(MetricType::COUNTER);
-        f.set_metric(metrics);
-        f
-    };
-    let events = trail
-        .counts
-        .iter()
-        .map(|((range, protocol, kind, verdict), n)| {
-            (
-                vec![
-                    ("range", range.as_str()),
-                    ("protocol", *protocol),
-                    ("kind", *kind),
-                    ("verdict", *verdict),
-                ],
-                *n,
-            )
-        })
-        .collect();
-    let mut out = Vec::new();
-    // The text encoder refuses a family without series (no range yet).
-    if !trail.counts.is_empty() {
-        out.push(counter("portrange_listener_events_total", events));
-    }
-    out.push(counter(
-        "portrange_listener_events_dropped_total",
-        vec![(Vec::new(), trail.dropped)],
-    ));
+    out.extend(crate::ephemeral::families(report.ephemeral.as_ref()));
+    out.extend(crate::trail::families(report.trail.as_ref()));
     out
 }
 
@@ -292,19 +187,19 @@ pub fn trail_families(report: &Report) -> Vec<MetricFamily> {
 /// duration, and the parts of the collection that were skipped.
 fn exporter_families(report: &Report, reload: ReloadStatus) -> Vec<MetricFamily> {
     let mut out = Vec::new();
-    let mut ok = Family::new("portrange_config_last_reload_successful");
+    let mut ok = family("portrange_config_last_reload_successful");
     ok.add(&[], if reload.successful { 1.0 } else { 0.0 });
     out.push(ok.build());
-    let mut ts = Family::new("portrange_config_last_reload_success_timestamp_seconds");
+    let mut ts = family("portrange_config_last_reload_success_timestamp_seconds");
     ts.add(&[], reload.last_success);
     out.push(ts.build());
-    let mut up = Family::new("portrange_up");
+    let mut up = family("portrange_up");
     up.add(&[], if report.up() { 1.0 } else { 0.0 });
     out.push(up.build());
-    let mut dur = Family::new("portrange_scrape_duration_seconds");
+    let mut dur = family("portrange_scrape_duration_seconds");
     dur.add(&[], report.duration.as_secs_f64());
     out.push(dur.build());
-    let mut build = Family::new("portrange_exporter_build_info");
+    let mut build = family("portrange_exporter_build_info");
     build.add(
         &[
             ("version", VERSION),
@@ -314,8 +209,8 @@ fn exporter_families(report: &Report, reload: ReloadStatus) -> Vec<MetricFamily>
         1.0,
     );
     out.push(build.build());
-    let mut success = Family::new("portrange_scrape_collector_success");
-    let mut duration = Family::new("portrange_scrape_collector_duration_seconds");
+    let mut success = family("portrange_scrape_collector_success");
+    let mut duration = family("portrange_scrape_collector_duration_seconds");
     for c in &report.collectors {
         success.add(&[("collector", c.name)], if c.success { 1.0 } else { 0.0 });
         duration.add(&[("collector", c.name)], c.duration.as_secs_f64());
@@ -324,7 +219,7 @@ fn exporter_families(report: &Report, reload: ReloadStatus) -> Vec<MetricFamily>
         out.push(success.build());
         out.push(duration.build());
     }
-    let mut skipped = Family::new("portrange_collection_skipped");
+    let mut skipped = family("portrange_collection_skipped");
     for stage in Skipped::STAGES {
         skipped.add(&[("stage", stage)], report.skipped_in(stage) as f64);
     }
@@ -337,7 +232,7 @@ fn exporter_families(report: &Report, reload: ReloadStatus) -> Vec<MetricFamily>
 /// must not read as "every port free".
 pub fn ranges_families(report: &Report) -> Vec<MetricFamily> {
     let mut out = Vec::new();
-    let mut ports = Family::new("portrange_ports");
+    let mut ports = family("portrange_ports");
     if !report.up() {
         for r in &report.ranges {
             ports.add(&base_labels(r), f64::from(r.ports()));
@@ -346,17 +241,17 @@ pub fn ranges_families(report: &Report) -> Vec<MetricFamily> {
         return out;
     }
 
-    let mut in_use = Family::new("portrange_ports_in_use");
-    let mut free = Family::new("portrange_ports_free");
-    let mut sockets = Family::new("portrange_sockets");
-    let mut unexpected = Family::new("portrange_unexpected_listeners");
-    let mut unattributed = Family::new("portrange_unattributed_sockets");
-    let mut overlap = Family::new("portrange_ephemeral_overlap_ports");
-    let mut excluded = Family::new("portrange_excluded_ports");
-    let mut port_in_use = Family::new("portrange_port_in_use");
-    let mut listeners = Family::new("portrange_listeners");
-    let mut info_dropped = Family::new("portrange_listener_info_dropped");
-    let mut listener_info = Family::new("portrange_listener_info");
+    let mut in_use = family("portrange_ports_in_use");
+    let mut free = family("portrange_ports_free");
+    let mut sockets = family("portrange_sockets");
+    let mut unexpected = family("portrange_unexpected_listeners");
+    let mut unattributed = family("portrange_unattributed_sockets");
+    let mut overlap = family("portrange_ephemeral_overlap_ports");
+    let mut excluded = family("portrange_excluded_ports");
+    let mut port_in_use = family("portrange_port_in_use");
+    let mut listeners = family("portrange_listeners");
+    let mut info_dropped = family("portrange_listener_info_dropped");
+    let mut listener_info = family("portrange_listener_info");
     let mut all_counts: BTreeMap<[String; 6], u64> = BTreeMap::new();
     let mut all_info: BTreeSet<[String; 8]> = BTreeSet::new();
     for r in &report.ranges {
@@ -454,30 +349,6 @@ pub fn ranges_families(report: &Report) -> Vec<MetricFamily> {
     out
 }
 
-/// The `netns` collector's families (`--collector.netns`): one info
-/// series per namespace with series, and the count not sampled.
-pub fn netns_families(report: &Report) -> Vec<MetricFamily> {
-    let Some(n) = &report.netns else {
-        return Vec::new();
-    };
-    let mut netns_info = Family::new("portrange_netns_info");
-    for ns in &n.namespaces {
-        netns_info.add(
-            &[
-                ("netns", ns.label.as_str()),
-                ("name", &ns.name),
-                ("container", &ns.container),
-                ("pod", &ns.pod),
-                ("namespace", &ns.namespace),
-            ],
-            1.0,
-        );
-    }
-    let mut unsampled = Family::new("portrange_netns_unsampled");
-    unsampled.add(&[], f64::from(n.unsampled));
-    vec![netns_info.build(), unsampled.build()]
-}
-
 /// `range`, `protocol` and, per namespace, `netns`.
 fn base_labels(r: &RangeView) -> Vec<(&str, &str)> {
     [
@@ -548,13 +419,6 @@ fn itemize(view: &RangeView) -> (BTreeMap<CountKey<'_>, u64>, BTreeSet<InfoKey>,
     (counts, info, dropped)
 }
 
-/// `base` plus one more label.
-fn with<'a>(base: &[(&'a str, &'a str)], extra: (&'a str, &'a str)) -> Vec<(&'a str, &'a str)> {
-    let mut v = base.to_vec();
-    v.push(extra);
-    v
-}
-
 /// Encodes families in the text format (0.0.4), sorted by name.
 pub fn encode(mut families: Vec<MetricFamily>) -> Vec<u8> {
     families.sort_by(|a, b| a.name().cmp(b.name()));
@@ -566,56 +430,6 @@ pub fn encode(mut families: Vec<MetricFamily>) -> Vec<u8> {
 }
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// The `ephemeral` collector's families: per protocol (and `netns`), the
-/// range's size, ports in use, sockets by state, the headroom toward the
-/// busiest destination, and the top holders. Nothing when the collector
-/// is off or failed (its `portrange_scrape_collector_success` says which).
-/// No destination is a label.
-pub fn ephemeral_families(report: &Report) -> Vec<MetricFamily> {
-    let Some(e) = &report.ephemeral else {
-        return Vec::new();
-    };
-    if e.views.is_empty() {
-        return Vec::new();
-    }
-    let mut ports = Family::new("portrange_ephemeral_ports");
-    let mut in_use = Family::new("portrange_ephemeral_ports_in_use");
-    let mut sockets = Family::new("portrange_ephemeral_sockets");
-    let mut free_min = Family::new("portrange_ephemeral_ports_free_min");
-    let mut holders = Family::new("portrange_ephemeral_holders");
-    for v in &e.views {
-        let mut base = vec![("protocol", v.protocol.as_str())];
-        if let Some(ns) = &v.netns {
-            base.push(("netns", ns.as_str()));
-        }
-        ports.add(&base, f64::from(v.ports()));
-        in_use.add(&base, f64::from(v.in_use));
-        free_min.add(&base, f64::from(v.free_min));
-        for (state, n) in &v.states {
-            sockets.add(&with(&base, ("state", state)), *n as f64);
-        }
-        // In label order: a stable exposition whatever the counts.
-        let mut by_label: Vec<&crate::ephemeral::HolderCount> = v.holders.iter().collect();
-        by_label.sort_by(|a, b| (&a.process, &a.user).cmp(&(&b.process, &b.user)));
-        for h in by_label {
-            let mut labels = base.clone();
-            labels.push(("process", h.process.as_str()));
-            labels.push(("user", h.user.as_str()));
-            holders.add(&labels, h.sockets as f64);
-        }
-    }
-    let mut out = vec![
-        ports.build(),
-        in_use.build(),
-        sockets.build(),
-        free_min.build(),
-    ];
-    if !holders.metrics.is_empty() {
-        out.push(holders.build());
-    }
-    out
-}
 
 #[cfg(test)]
 mod tests {

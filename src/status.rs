@@ -352,7 +352,7 @@ pub fn render(
             .map(|t| t.recent.iter().map(|e| &**e).collect()),
         traffic: crate::traffic::status_json(report.traffic.as_ref()),
         ephemeral: if report.up() {
-            crate::check::ephemeral::to_json(report)
+            crate::ephemeral::status_json(report.ephemeral.as_ref())
         } else {
             serde_json::Value::Null
         },

@@ -23,7 +23,9 @@
 
 use std::collections::HashMap;
 
-use prometheus::proto::{Counter as PromCounter, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::MetricFamily;
+
+use crate::exposition::{counter_family, counter_metric};
 use serde::Serialize;
 
 use crate::platform::traffic::{
@@ -276,33 +278,6 @@ impl TrafficCollector {
 pub const RECEIVED_PACKETS_HELP: &str = "Packets received for the range's ports (--collector.traffic), by whether a socket could take them (listening) or none could (closed); counted before other firewall rules.";
 pub const RECEIVED_BYTES_HELP: &str = "Bytes (IP packet length) received for the range's ports (--collector.traffic), by port_state listening or closed.";
 pub const ATTEMPTS_HELP: &str = "TCP connection attempts (SYN without ACK) to the range's ports (--collector.traffic), by port_state listening or closed.";
-
-fn counter_family(name: &str, help: &str, metrics: Vec<Metric>) -> MetricFamily {
-    let mut f = MetricFamily::default();
-    f.set_name(name.to_string());
-    f.set_help(help.to_string());
-    f.set_field_type(MetricType::COUNTER);
-    f.set_metric(metrics);
-    f
-}
-
-fn counter_metric(labels: &[(&str, &str)], value: u64) -> Metric {
-    let pairs = labels
-        .iter()
-        .map(|(k, v)| {
-            let mut p = LabelPair::default();
-            p.set_name(k.to_string());
-            p.set_value(v.to_string());
-            p
-        })
-        .collect();
-    let mut c = PromCounter::default();
-    c.set_value(value as f64);
-    let mut m = Metric::default();
-    m.set_counter(c);
-    m.set_label(pairs);
-    m
-}
 
 /// The traffic families of the collector's part: none when it did not
 /// run or failed (its success series says which). `per_netns`: the

@@ -27,9 +27,11 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use prometheus::proto::MetricFamily;
 use serde::Serialize;
 
 use crate::allowlist::Expected;
+use crate::exposition::{counter_family, counter_metric};
 use crate::netns::NetnsReport;
 use crate::platform::{ProcessDetails, Skipped};
 pub use crate::text::rfc3339_unix;
@@ -882,6 +884,54 @@ pub fn render_cmdline(raw: &[u8]) -> String {
         cut -= 1;
     }
     format!("{}...", &line[..cut])
+}
+
+pub const EVENTS_HELP: &str = "Listener changes the trail detected in the range since the exporter started (scrapes and watch passes), by kind (appeared, vanished, verdict_changed) and verdict (expected, unexpected, unknown, kernel); also those the rate limit dropped or the expected ones summed. GET /api/v1/events lists them.";
+pub const EVENTS_DROPPED_HELP: &str = "Trail events not recorded (no event, no log line) because of the rate limit, --collector.trail.rate and --collector.trail.burst.";
+
+/// The listener trail's counters, when the report carries a trail.
+pub fn families(trail: Option<&TrailView>) -> Vec<MetricFamily> {
+    let Some(trail) = trail else {
+        return Vec::new();
+    };
+    let counter =
+        |name: &'static str, help: &'static str, series: Vec<(Vec<(&str, &str)>, u64)>| {
+            let metrics = series
+                .into_iter()
+                .map(|(labels, v)| counter_metric(&labels, v))
+                .collect();
+            counter_family(name, help, metrics)
+        };
+    let events = trail
+        .counts
+        .iter()
+        .map(|((range, protocol, kind, verdict), n)| {
+            (
+                vec![
+                    ("range", range.as_str()),
+                    ("protocol", *protocol),
+                    ("kind", *kind),
+                    ("verdict", *verdict),
+                ],
+                *n,
+            )
+        })
+        .collect();
+    let mut out = Vec::new();
+    // The text encoder refuses a family without series (no range yet).
+    if !trail.counts.is_empty() {
+        out.push(counter(
+            "portrange_listener_events_total",
+            EVENTS_HELP,
+            events,
+        ));
+    }
+    out.push(counter(
+        "portrange_listener_events_dropped_total",
+        EVENTS_DROPPED_HELP,
+        vec![(Vec::new(), trail.dropped)],
+    ));
+    out
 }
 
 #[cfg(test)]

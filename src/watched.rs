@@ -12,6 +12,10 @@ use crate::allowlist::Expected;
 use crate::platform::{Holder, Owner};
 use crate::ranges::{PortSet, Protocol};
 
+/// The help text of `portrange_ephemeral_overlap_ports` (the platform
+/// says what its dynamic range is).
+pub use crate::platform::EPHEMERAL_OVERLAP_HELP;
+
 /// One listener in a range.
 #[derive(Clone, Debug)]
 pub struct Listener {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, &[&str])] = &[
     (
         "shared helpers",
-        &["text", "ranges", "names", "deadline", "logging"],
+        &["text", "ranges", "names", "deadline", "logging", "exposition"],
     ),
     // The boundary: what the rest of the crate asks of the OS.
     ("platform boundary", &["platform"]),
