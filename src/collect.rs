@@ -8,10 +8,11 @@
 //! namespace ([`build_netns_report`]): port spaces are per namespace, so
 //! nothing is summed across them; the `netns` collector then describes
 //! the namespaces. Each collector's success and duration go into the
-//! report ([`CollectorRun`]); a new collector is a method here that fills
-//! its own part of the report, run through [`run`], plus a projection in
-//! [`crate::metrics`] (and [`crate::status`] or [`crate::check`] where it
-//! shows there). What any step had to skip is listed in
+//! report ([`CollectorRun`]); a new collector is its own module (see the
+//! crate's documentation for the shape), run here through [`run`] into
+//! its part of the report. The views are built in `collect/views.rs`
+//! ([`build_report`], [`build_netns_report`]), pure functions of the
+//! configuration and the sample. What any step had to skip is listed in
 //! [`Report::skipped`]. Nothing here touches the OS but through
 //! [`Platform`]; the views carry everything the projections need, so none
 //! of them reads the configuration.
