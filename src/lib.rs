@@ -32,8 +32,8 @@
 //! [`collect::Collector::collect`], its families in [`metrics::families`]
 //! (and its help texts in [`metrics::FAMILIES`]), its section in
 //! [`status::render`] and in `check` ([`check::render`],
-//! [`check::render_json`]). (The `ranges` collector's renderers are still
-//! the bulk of `metrics`, `status` and `check`.)
+//! [`check::render_json`]). (The `ranges` collector's status section and
+//! `check` judgement are still the bulk of `status` and `check`.)
 
 pub mod allowlist;
 pub mod auth;

@@ -7,16 +7,13 @@
 //! series carries a `netns` label and `portrange_netns_info` describes each
 //! namespace; without it the output has neither.
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
-
 use prometheus::proto::MetricFamily;
 use prometheus::{Encoder, TextEncoder};
 
-use crate::allowlist::Expected;
-use crate::exposition::{Family, with};
+use crate::exposition::Family;
 use crate::platform::Skipped;
-use crate::report::{Listener, RangeView, Report};
+use crate::report::Report;
+use crate::watched::Ranges;
 
 /// The outcome of the last configuration (re)load, as Prometheus reports
 /// its own.
@@ -34,26 +31,17 @@ pub const RUSTC_VERSION: &str = env!("PORTRANGE_RUSTC_VERSION");
 /// Every metric family this exporter can emit (beyond `process_*`), with
 /// its help text. The golden test and the dashboard/rule checks read this.
 pub const FAMILIES: &[(&str, &str)] = &[
-    ("portrange_ports", "Ports in the range (its capacity)."),
-    (
-        "portrange_ports_in_use",
-        "Distinct ports of the range with at least one socket not in TIME_WAIT.",
-    ),
-    (
-        "portrange_ports_free",
-        "Ports of the range with no sampled socket (ports minus ports in use). TCP ports bound but neither listening nor connecting (TCP_BOUND_INACTIVE) are not sampled and count as free.",
-    ),
-    (
-        "portrange_sockets",
-        "Sockets in the range by state (tcp: established, syn_sent, syn_recv, fin_wait1, fin_wait2, time_wait, close, close_wait, last_ack, listen, closing; udp: unconn, established).",
-    ),
+    ("portrange_ports", crate::watched::PORTS_HELP),
+    ("portrange_ports_in_use", crate::watched::PORTS_IN_USE_HELP),
+    ("portrange_ports_free", crate::watched::PORTS_FREE_HELP),
+    ("portrange_sockets", crate::watched::SOCKETS_HELP),
     (
         "portrange_unexpected_listeners",
-        "Listeners in the range whose owner the range's allowlist does not match.",
+        crate::watched::UNEXPECTED_LISTENERS_HELP,
     ),
     (
         "portrange_unattributed_sockets",
-        "Sockets in the range whose owning process could not be found (TIME_WAIT and request sockets, which no process holds, are not counted).",
+        crate::watched::UNATTRIBUTED_SOCKETS_HELP,
     ),
     (
         "portrange_ephemeral_overlap_ports",
@@ -61,23 +49,17 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ),
     (
         "portrange_excluded_ports",
-        "Ports of the range with no socket inside a port range a Windows service reserved (netsh int ipv4 show excludedportrange, the lines without *): they count as free, but binds there fail. Only on Windows.",
+        crate::watched::EXCLUDED_PORTS_HELP,
     ),
-    (
-        "portrange_port_in_use",
-        "1 when the port holds at least one socket not in TIME_WAIT, else 0.",
-    ),
-    (
-        "portrange_listeners",
-        "Listeners in the range (TCP LISTEN or UDP without a peer) by owner; expected is true, false, or unknown when the owner was not found.",
-    ),
+    ("portrange_port_in_use", crate::watched::PORT_IN_USE_HELP),
+    ("portrange_listeners", crate::watched::LISTENERS_HELP),
     (
         "portrange_listener_info",
-        "One listener in the range: every unexpected or unknown one (up to max_listener_series per range and protocol), and the allowed ones where per_port is on.",
+        crate::watched::LISTENER_INFO_HELP,
     ),
     (
         "portrange_listener_info_dropped",
-        "Unexpected or unknown listeners left out of portrange_listener_info by the range's max_listener_series.",
+        crate::watched::LISTENER_INFO_DROPPED_HELP,
     ),
     (
         "portrange_up",
@@ -167,11 +149,15 @@ fn family(name: &'static str) -> Family {
 
 /// The families for one report: the exporter's own (reload, `up`,
 /// durations, build, collectors, what was skipped), then each collector's
-/// projection ([`ranges_families`], [`netns_families`]). A pure function
+/// projection (each collector renders its own part). A pure function
 /// of the report: nothing here reads the configuration.
 pub fn families(report: &Report, reload: ReloadStatus) -> Vec<MetricFamily> {
     let mut out = exporter_families(report, reload);
-    out.extend(ranges_families(report));
+    out.extend(crate::watched::families(Ranges {
+        views: &report.ranges,
+        up: report.up(),
+        per_netns: report.netns.is_some(),
+    }));
     out.extend(crate::netns::families(report.netns.as_ref()));
     out.extend(crate::traffic::families(
         report.traffic.as_ref(),
@@ -227,198 +213,6 @@ fn exporter_families(report: &Report, reload: ReloadStatus) -> Vec<MetricFamily>
     out
 }
 
-/// The `ranges` collector's families. When sampling failed, only what
-/// does not depend on the sample is emitted (capacity): a failed sample
-/// must not read as "every port free".
-pub fn ranges_families(report: &Report) -> Vec<MetricFamily> {
-    let mut out = Vec::new();
-    let mut ports = family("portrange_ports");
-    if !report.up() {
-        for r in &report.ranges {
-            ports.add(&base_labels(r), f64::from(r.ports()));
-        }
-        out.push(ports.build());
-        return out;
-    }
-
-    let mut in_use = family("portrange_ports_in_use");
-    let mut free = family("portrange_ports_free");
-    let mut sockets = family("portrange_sockets");
-    let mut unexpected = family("portrange_unexpected_listeners");
-    let mut unattributed = family("portrange_unattributed_sockets");
-    let mut overlap = family("portrange_ephemeral_overlap_ports");
-    let mut excluded = family("portrange_excluded_ports");
-    let mut port_in_use = family("portrange_port_in_use");
-    let mut listeners = family("portrange_listeners");
-    let mut info_dropped = family("portrange_listener_info_dropped");
-    let mut listener_info = family("portrange_listener_info");
-    let mut all_counts: BTreeMap<[String; 6], u64> = BTreeMap::new();
-    let mut all_info: BTreeSet<[String; 8]> = BTreeSet::new();
-    for r in &report.ranges {
-        let base = base_labels(r);
-        ports.add(&base, f64::from(r.ports()));
-        in_use.add(&base, f64::from(r.in_use));
-        free.add(&base, f64::from(r.free()));
-        for (state, n) in &r.states {
-            sockets.add(&with(&base, ("state", state)), *n as f64);
-        }
-        unexpected.add(&base, r.unexpected as f64);
-        unattributed.add(&base, r.unattributed as f64);
-        if let Some(o) = r.ephemeral_overlap {
-            overlap.add(&base, f64::from(o));
-        }
-        if let Some(x) = r.excluded_free() {
-            excluded.add(&base, f64::from(x));
-        }
-        if let Some(pp) = r.port_in_use() {
-            for (port, used) in pp {
-                port_in_use.add(
-                    &with(&base, ("port", &port.to_string())),
-                    if used { 1.0 } else { 0.0 },
-                );
-            }
-        }
-        let (counts, info, dropped) = itemize(r);
-        let netns = r.netns.clone().unwrap_or_default();
-        for ((process, user, expected), n) in counts {
-            all_counts.insert(
-                [
-                    r.range.clone(),
-                    r.protocol.as_str().to_string(),
-                    process.into_owned(),
-                    user.to_string(),
-                    expected.as_str().to_string(),
-                    netns.clone(),
-                ],
-                n,
-            );
-        }
-        info_dropped.add(&base, dropped as f64);
-        for [port, address, process, user, expected] in info {
-            all_info.insert([
-                r.range.clone(),
-                r.protocol.as_str().to_string(),
-                port,
-                address,
-                process,
-                user,
-                expected,
-                netns.clone(),
-            ]);
-        }
-    }
-    // In label order across ranges, as they always were.
-    let netns_on = report.netns.is_some() || report.ranges.iter().any(|r| r.netns.is_some());
-    let label_names = ["range", "protocol", "process", "user", "expected", "netns"];
-    for (key, n) in &all_counts {
-        let labels: Vec<(&str, &str)> = label_names
-            .iter()
-            .zip(key)
-            .take(if netns_on { 6 } else { 5 })
-            .map(|(k, v)| (*k, v.as_str()))
-            .collect();
-        listeners.add(&labels, *n as f64);
-    }
-    let label_names = [
-        "range", "protocol", "port", "address", "process", "user", "expected", "netns",
-    ];
-    for key in &all_info {
-        let labels: Vec<(&str, &str)> = label_names
-            .iter()
-            .zip(key)
-            .take(if netns_on { 8 } else { 7 })
-            .map(|(k, v)| (*k, v.as_str()))
-            .collect();
-        listener_info.add(&labels, 1.0);
-    }
-    out.extend([
-        ports.build(),
-        in_use.build(),
-        free.build(),
-        sockets.build(),
-        unexpected.build(),
-        unattributed.build(),
-        info_dropped.build(),
-    ]);
-    // Families with no sample are left out rather than written empty.
-    for f in [overlap, excluded, port_in_use, listeners, listener_info] {
-        if !f.metrics.is_empty() {
-            out.push(f.build());
-        }
-    }
-    out
-}
-
-/// `range`, `protocol` and, per namespace, `netns`.
-fn base_labels(r: &RangeView) -> Vec<(&str, &str)> {
-    [
-        ("range", r.range.as_str()),
-        ("protocol", r.protocol.as_str()),
-    ]
-    .into_iter()
-    .chain(r.netns.as_deref().map(|n| ("netns", n)))
-    .collect()
-}
-
-/// process, user, expected.
-type CountKey<'a> = (Cow<'a, str>, &'a str, Expected);
-/// port, address, process, user, expected.
-type InfoKey = [String; 5];
-
-/// Splits a view's listeners into what the series carry: a count per
-/// owner (bounded by the owners, not the sockets they hold), the
-/// listeners itemized one by one (every unexpected or unknown one up to
-/// the range's `max_listener_series`, unexpected first, and the allowed
-/// ones only where `per_port` is on), and how many the cap left out.
-/// Identical listeners (SO_REUSEPORT groups, the same program bound twice)
-/// share one `_info` series, whose value stays 1. Counting borrows the
-/// label values; strings are made only for what is emitted.
-fn itemize(view: &RangeView) -> (BTreeMap<CountKey<'_>, u64>, BTreeSet<InfoKey>, u64) {
-    let mut counts: BTreeMap<CountKey<'_>, u64> = BTreeMap::new();
-    let mut info: BTreeSet<InfoKey> = BTreeSet::new();
-    let mut dropped = 0;
-    let mut itemized = 0u32;
-    let mut to_itemize: Vec<&Listener> = Vec::new();
-    for l in &view.listeners {
-        *counts
-            .entry((l.process_name(), l.user.as_str(), l.expected))
-            .or_default() += 1;
-        if l.expected != Expected::True || view.per_port {
-            to_itemize.push(l);
-        }
-    }
-    // Unexpected first, then unknown, then allowed; by port within each.
-    to_itemize.sort_by_key(|l| {
-        let rank = match l.expected {
-            Expected::False => 0,
-            Expected::Unknown => 1,
-            Expected::True => 2,
-        };
-        (rank, l.port)
-    });
-    for l in to_itemize {
-        let key = [
-            l.port.to_string(),
-            l.address.to_string(),
-            l.process(),
-            l.user.clone(),
-            l.expected.as_str().to_string(),
-        ];
-        if info.contains(&key) {
-            continue; // an identical listener, already itemized
-        }
-        if l.expected == Expected::True {
-            info.insert(key);
-        } else if itemized < view.max_listener_series {
-            itemized += 1;
-            info.insert(key);
-        } else {
-            dropped += 1;
-        }
-    }
-    (counts, info, dropped)
-}
-
 /// Encodes families in the text format (0.0.4), sorted by name.
 pub fn encode(mut families: Vec<MetricFamily>) -> Vec<u8> {
     families.sort_by(|a, b| a.name().cmp(b.name()));
@@ -434,9 +228,10 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::allowlist::Expected;
     use crate::platform::{Holder, Owner};
     use crate::ranges::{PortSet, Protocol};
-    use crate::report::CollectorRun;
+    use crate::report::{CollectorRun, Listener, RangeView};
     use std::sync::Arc;
     use std::time::Duration;
 
