@@ -25,15 +25,7 @@ impl Family {
     }
 
     pub fn add(&mut self, labels: &[(&str, &str)], value: f64) {
-        let pairs = labels
-            .iter()
-            .map(|(k, v)| {
-                let mut p = LabelPair::default();
-                p.set_name(k.to_string());
-                p.set_value(v.to_string());
-                p
-            })
-            .collect();
+        let pairs = label_pairs(labels);
         let mut g = Gauge::default();
         g.set_value(value);
         let mut m = Metric::from_gauge(g);
@@ -58,6 +50,20 @@ pub fn with<'a>(base: &[(&'a str, &'a str)], extra: (&'a str, &'a str)) -> Vec<(
     v
 }
 
+/// The label pairs of one series.
+fn label_pairs(labels: &[(&str, &str)]) -> Vec<LabelPair> {
+    labels
+        .iter()
+        .map(|(k, v)| {
+            let mut p = LabelPair::default();
+            p.set_name(k.to_string());
+            p.set_value(v.to_string());
+            p
+        })
+        .collect()
+}
+
+/// A counter family of `metrics` ([`counter_metric`]).
 pub fn counter_family(name: &str, help: &str, metrics: Vec<Metric>) -> MetricFamily {
     let mut f = MetricFamily::default();
     f.set_name(name.to_string());
@@ -67,16 +73,9 @@ pub fn counter_family(name: &str, help: &str, metrics: Vec<Metric>) -> MetricFam
     f
 }
 
+/// One counter series.
 pub fn counter_metric(labels: &[(&str, &str)], value: u64) -> Metric {
-    let pairs = labels
-        .iter()
-        .map(|(k, v)| {
-            let mut p = LabelPair::default();
-            p.set_name(k.to_string());
-            p.set_value(v.to_string());
-            p
-        })
-        .collect();
+    let pairs = label_pairs(labels);
     let mut c = PromCounter::default();
     c.set_value(value as f64);
     let mut m = Metric::default();
