@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod names;
 pub mod platform;
 pub mod ranges;
+pub mod redact;
 pub mod report;
 pub mod service;
 pub mod status;
