@@ -207,8 +207,9 @@ pub struct Cli {
     pub trail_burst: f64,
 
     /// Leave command lines out of the listener trail (events carry
-    /// "cmdline": null). Without it they are cut at 256 bytes, escaped,
-    /// and secret-looking argument values redacted.
+    /// "cmdline": null, the log none). Without it they are redacted (the
+    /// secret shapes of docs/trail.md), escaped and cut at 256 bytes, and
+    /// served over HTTP only with authentication.
     #[arg(
         long = "collector.trail.no-cmdline",
         env = "PORTRANGE_EXPORTER_COLLECTOR_TRAIL_NO_CMDLINE"

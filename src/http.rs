@@ -6,7 +6,11 @@
 //! `/metrics` (or `--web.telemetry-path`), the port map page at `/` with
 //! its script and style (`/portmap.js`, `/portmap.css`, compiled in, served
 //! under a Content-Security-Policy that allows nothing else), its JSON at
-//! `/api/v1/status` ([`crate::status`]), `/-/healthy`, `/-/reload` (with
+//! `/api/v1/status` ([`crate::status`]), the listener trail at
+//! `/api/v1/events` (both leave the trail's command lines out, and say why
+//! in `cmdline_withheld`, unless every client is authenticated or the
+//! operator said otherwise: [`crate::trail::cmdline_withheld`]),
+//! `/-/healthy`, `/-/reload` (with
 //! `--web.enable-lifecycle`), 404 elsewhere whatever the method, 405 for
 //! methods other than GET and HEAD on the known paths. Collections belong
 //! to [`Service`]: a scrape or a status request asks it for one (shared

@@ -38,9 +38,6 @@ use crate::report::{Listener, Report};
 /// The longest command line an event carries, in bytes.
 pub const CMDLINE_MAX: usize = 256;
 
-/// What replaces a secret.
-pub use crate::redact::REDACTED;
-
 /// Event kinds (the `kind` label values).
 pub const KINDS: [&str; 3] = ["appeared", "vanished", "verdict_changed"];
 /// Verdicts (the `verdict` label values).
@@ -842,7 +839,7 @@ pub fn cmdline_withheld(
 }
 
 /// The reason command lines are withheld without authentication.
-pub const WITHHELD_WITHOUT_AUTH: &str = "withheld: no authentication is configured (basic_auth_users, or client certificates \
+pub const WITHHELD_WITHOUT_AUTH: &str = "no authentication is configured (basic_auth_users, or client certificates \
      verified with client_auth_type RequireAndVerifyClientCert, in --web.config.file); \
      --web.serve-command-lines-without-auth serves them anyway";
 

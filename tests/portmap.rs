@@ -14,10 +14,11 @@
 //! port that received datagrams carries the "probed" mark; the "Recent
 //! changes" list shows the trail's events (the late socket on top, what is
 //! not expected marked) and, without authentication, says command lines
-//! are withheld and why (none in the JSON either); the "Ephemeral ports" section (a dynamic range of
-//! 40000-40999 in the test's namespace) names the busiest destination with
-//! its counts and holder, the top holders (the hostile name as text), the
-//! TIME_WAIT count, and marks the UDP view short of ports for attention;
+//! are withheld and why (none in the JSON either); the "Ephemeral ports"
+//! section (a dynamic range of 40000-40999 in the test's namespace) names
+//! the busiest destination with its counts and holder, the top holders
+//! (the hostile name as text), the TIME_WAIT count, and marks the UDP view
+//! short of ports for attention;
 //! then the same sockets seen by an unprivileged exporter behind TLS and
 //! basic auth, where what it cannot attribute is `unknown`,
 //! `/api/v1/events` answers only with the credentials (then with command

@@ -375,7 +375,7 @@
   // and why (the status document's cmdline_withheld), none per event.
   function renderWithheld(why) {
     const p = $('cmdline-withheld');
-    const text = typeof why === 'string' ? `Command lines not shown: ${why}` : '';
+    const text = typeof why === 'string' ? `Command lines withheld: ${why}` : '';
     if (p.textContent !== text) p.textContent = text;
     p.hidden = !text;
   }
