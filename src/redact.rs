@@ -233,9 +233,22 @@ fn urls(s: &str) -> String {
         if !scheme_ok {
             continue;
         }
-        let end = rest
-            .find(|c: char| matches!(c, '/' | '?' | '#') || c.is_whitespace())
-            .unwrap_or(rest.len());
+        let word = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let mut end = rest[..word]
+            .find(|c: char| matches!(c, '/' | '?' | '#'))
+            .unwrap_or(word);
+        // A password typed with a '/', '?' or '#' in it (not
+        // percent-encoded): `user:p/w@host`. What follows the colon is no
+        // port, and an '@' comes later: the userinfo runs to it.
+        if !rest[..end].contains('@')
+            && let Some((_, after)) = rest[..end].rsplit_once(':')
+            && !after.chars().all(|c| c.is_ascii_digit())
+            && let Some(at) = rest[..word].rfind('@')
+        {
+            end = rest[at..word]
+                .find(|c: char| matches!(c, '/' | '?' | '#'))
+                .map_or(word, |i| at + i);
+        }
         let authority = &rest[..end];
         if let Some(at) = authority.rfind('@') {
             let info = &authority[..at];
@@ -309,9 +322,16 @@ fn generic(a: &str, next: &mut Next) -> String {
     {
         return format!("-H{h}");
     }
-    if let Some((key, _)) = a.split_once('=')
+    if let Some((key, v)) = a.split_once('=')
         && plausible_key(key)
     {
+        // `--header=Authorization: Bearer a=b,c=d`: the header is the
+        // value, whatever it holds.
+        if !secret_key(key)
+            && let Some(h) = header(v)
+        {
+            return format!("{key}={h}");
+        }
         let items: Vec<&str> = a.split(',').collect();
         let pairs = items.iter().filter(|i| i.contains('=')).count();
         if pairs < 2 {
@@ -470,6 +490,11 @@ mod tests {
             other(b"x\0https://example.org:8443/a?b=c"),
             "x https://example.org:8443/a?b=c"
         );
+        // A password with a '/' in it; a port and a scoped package stay.
+        assert_eq!(
+            other(b"x\0https://user:p/w@host/x\0https://registry.example:443/@scope/pkg\0http://h/@me"),
+            "x https://user:<redacted>@host/x https://registry.example:443/@scope/pkg http://h/@me"
+        );
     }
 
     #[test]
@@ -482,6 +507,10 @@ mod tests {
         assert_eq!(
             other(b"x\0authorization: Basic a=b=="),
             "x authorization: <redacted>"
+        );
+        assert_eq!(
+            other(b"x\0--header=Authorization: Bearer a=b,c=d"),
+            "x --header=Authorization: <redacted>"
         );
     }
 
