@@ -234,9 +234,7 @@ fn urls(s: &str) -> String {
             continue;
         }
         let word = rest.find(char::is_whitespace).unwrap_or(rest.len());
-        let mut end = rest[..word]
-            .find(|c: char| matches!(c, '/' | '?' | '#'))
-            .unwrap_or(word);
+        let mut end = rest[..word].find(['/', '?', '#']).unwrap_or(word);
         // A password typed with a '/', '?' or '#' in it (not
         // percent-encoded): `user:p/w@host`. What follows the colon is no
         // port, and an '@' comes later: the userinfo runs to it.
@@ -246,7 +244,7 @@ fn urls(s: &str) -> String {
             && let Some(at) = rest[..word].rfind('@')
         {
             end = rest[at..word]
-                .find(|c: char| matches!(c, '/' | '?' | '#'))
+                .find(['/', '?', '#'])
                 .map_or(word, |i| at + i);
         }
         let authority = &rest[..end];
