@@ -16,25 +16,15 @@ if [ "${IN_NETNS:-}" != 1 ]; then
   exec env IN_NETNS=1 unshare -n bash "$0" "$@"
 fi
 bin=$(realpath "$1"); shift
+here=$(cd "$(dirname "$0")" && pwd)
 ip link set lo up
 dir=$(mktemp -d)
 trap 'kill $(cat "$dir"/pids 2>/dev/null) 2>/dev/null; rm -rf "$dir"' EXIT
 python=$(realpath /usr/bin/python3)
-cat >"$dir/h" <<'EOF'
-import os, signal, socket, sys
-want = bytes.fromhex(os.environ['CMDLINE_HEX']) + b'\0'
-stat = open('/proc/self/stat', 'rb').read()
-f = stat[stat.rindex(b')') + 2:].split()
-start, end = int(f[45]), int(f[46])
-assert len(want) == end - start, (len(want), end - start)
-with open('/proc/self/mem', 'r+b', buffering=0) as m:
-    m.seek(start)
-    m.write(want)
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(('127.0.0.1', int(sys.argv[1])))
-print('ready', flush=True)
-signal.pause()
-EOF
+cp "$here/../tests/cmdline_holder.py" "$dir/h"
+# The holders read this fifo until the script exits (fd 9 is its only writer).
+mkfifo "$dir/hold"
+exec 9<>"$dir/hold"
 # hold PROGRAM PORT ARG...: a python copy named PROGRAM whose command line is ARG...
 hold() {
   prog=$1 port=$2; shift 2
@@ -43,7 +33,7 @@ hold() {
   len=$(( ${#want} / 2 + 1 ))
   fill=$(( len - (2 + 2 + ${#port} + 1 + 1) ))
   filler=$(head -c "$fill" /dev/zero | tr '\0' x)
-  (cd "$dir" && CMDLINE_HEX=$want exec -a m "./$prog" h "$port" "$filler" >"$dir/out.$port") &
+  (cd "$dir" && CMDLINE_HEX=$want exec -a m "./$prog" h "$port" "$filler" <"$dir/hold" >"$dir/out.$port") &
   echo $! >>"$dir/pids"
   until grep -q ready "$dir/out.$port" 2>/dev/null; do sleep 0.05; done
 }

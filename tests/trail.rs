@@ -281,25 +281,8 @@ fn churn_and_a_burst_stay_bounded_and_drops_are_counted() {
     );
 }
 
-/// Rewrites its own command line to the bytes of `CMDLINE_HEX` (the
-/// arguments it was started with fill exactly that many bytes), then
-/// binds UDP 127.0.0.1:`argv[1]`, says "ready" and holds it until its
-/// stdin closes. Its executable is the copy of python it was started as.
-const CMDLINE_HOLDER: &str = r#"import os, socket, sys
-want = bytes.fromhex(os.environ['CMDLINE_HEX']) + b'\0'
-stat = open('/proc/self/stat', 'rb').read()
-f = stat[stat.rindex(b')') + 2:].split()
-start, end = int(f[45]), int(f[46])
-if len(want) != end - start:
-    sys.exit('the command line area is %d bytes, not %d' % (end - start, len(want)))
-with open('/proc/self/mem', 'r+b', buffering=0) as m:
-    m.seek(start)
-    m.write(want)
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(('127.0.0.1', int(sys.argv[1])))
-print('ready', flush=True)
-sys.stdin.read()
-"#;
+/// The holder whose command line is the caller's (tests/cmdline_holder.py).
+const CMDLINE_HOLDER: &str = include_str!("cmdline_holder.py");
 
 /// The directory of the holder script (`h`, a short name: the command
 /// line it starts with must fit in the one it takes).
