@@ -51,6 +51,7 @@ pub mod names;
 pub mod netns;
 pub mod platform;
 pub mod ranges;
+pub mod redact;
 pub mod report;
 pub mod service;
 pub mod status;
