@@ -192,7 +192,7 @@ impl Collector {
         if let Some(traffic) = self.traffic.as_mut() {
             let config = &self.config;
             report.traffic = run(&mut runs, crate::traffic::TRAFFIC, || {
-                traffic.collect(config)
+                traffic.collect(config, deadline)
             })
             .ok();
         }

@@ -131,6 +131,10 @@ pub const FAMILIES: &[(&str, &str)] = &[
         crate::traffic::ATTEMPTS_HELP,
     ),
     (
+        "portrange_traffic_readings_lost_total",
+        crate::traffic::READINGS_LOST_HELP,
+    ),
+    (
         "portrange_ephemeral_ports",
         crate::platform::EPHEMERAL_PORTS_HELP,
     ),

@@ -13,7 +13,12 @@
 //!
 //! The table is installed at the first collection and again whenever the
 //! ranges change (reload); a table that vanished (someone flushed the
-//! ruleset) is installed again at the next collection. Without
+//! ruleset) is installed again at the next collection. What a rebuild
+//! cannot carry over (the old table's last counts, when they cannot be
+//! read) is counted in `portrange_traffic_readings_lost_total`, never
+//! dropped silently. Every exchange with the kernel waits no later than
+//! the collection's deadline. The table goes with the exporter's process
+//! (the kernel removes it when its netlink socket closes), at any exit. Without
 //! CAP_NET_ADMIN the collector fails (`portrange_scrape_collector_success
 //! {collector="traffic"} 0`), says so once in the log, and everything else
 //! is served. The counts cover the exporter's own network namespace only,
@@ -21,6 +26,7 @@
 //! `check` never installs: it reads the running exporter's table.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use prometheus::proto::{Counter as PromCounter, LabelPair, Metric, MetricFamily, MetricType};
 use serde::Serialize;
@@ -34,6 +40,9 @@ use crate::report::Report;
 
 /// The `collector` label.
 pub const TRAFFIC: &str = "traffic";
+/// How long the install at start may take (a collection's own deadline
+/// bounds the later ones).
+pub const PREPARE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Closed ports named per range and protocol (the busiest).
 pub const TOP_PORTS: usize = 10;
 /// What the counts cover.
@@ -77,6 +86,9 @@ pub struct TrafficView {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TrafficReport {
     pub views: Vec<TrafficView>,
+    /// Rebuilds since the start whose old table's counts since the last
+    /// read could not be carried over (unreadable or gone).
+    pub lost_readings: u64,
 }
 
 /// The counting rules for `config`: one per range and protocol.
@@ -189,6 +201,8 @@ pub struct TrafficCollector {
     installed: Option<Vec<TrafficRule>>,
     offsets: Offsets,
     warned: bool,
+    /// See [`TrafficReport::lost_readings`].
+    lost_readings: u64,
 }
 
 impl TrafficCollector {
@@ -200,6 +214,7 @@ impl TrafficCollector {
             installed: None,
             offsets: Offsets::default(),
             warned: false,
+            lost_readings: 0,
         }
     }
 
@@ -212,40 +227,61 @@ impl TrafficCollector {
     }
 
     /// Installs the table now (at start, so that counting begins before
-    /// the first scrape); a failure is logged and retried at the next
-    /// collection. `check`'s reader installs nothing.
+    /// the first scrape), within [`PREPARE_TIMEOUT`]; a failure is logged
+    /// and retried at the next collection. `check`'s reader installs
+    /// nothing.
     pub fn prepare(&mut self, config: &Config) {
         if self.installs {
-            let _ = self.collect(config);
+            let _ = self.collect(config, Instant::now() + PREPARE_TIMEOUT);
         }
     }
 
-    /// One collection: (re)installs the rules when the ranges changed,
-    /// reads them, and makes the views.
-    pub fn collect(&mut self, config: &Config) -> Result<TrafficReport, String> {
+    /// One collection, no exchange waiting past `deadline`: (re)installs
+    /// the rules when the ranges changed or the table went away, reads
+    /// them, and makes the views.
+    pub fn collect(&mut self, config: &Config, deadline: Instant) -> Result<TrafficReport, String> {
         let rules = rules(config);
         if self.installs && self.installed.as_ref() != Some(&rules) {
             if let Some(old) = self.installed.take() {
                 // The last counts of the old rules, carried over the rebuild.
-                if let Ok(readings) = self.table.read(&old) {
-                    for (r, reading) in old.iter().zip(&readings) {
-                        self.offsets.apply(&r.range, r.protocol, reading);
+                match self.table.read(&old, deadline) {
+                    Ok(readings) => {
+                        for (r, reading) in old.iter().zip(&readings) {
+                            self.offsets.apply(&r.range, r.protocol, reading);
+                        }
+                    }
+                    Err(e) => {
+                        self.lost_readings += 1;
+                        log::warn!(
+                            "traffic collector: the counts since the last read are lost at this rebuild: {e}"
+                        );
                     }
                 }
             }
-            self.table.install(&rules).map_err(|e| self.fail(e))?;
+            self.table
+                .install(&rules, deadline)
+                .map_err(|e| self.fail(e))?;
             self.offsets.retain(&rules);
             log::info!(
-                "traffic collector: counting {} range/protocol pairs in the nftables table inet portrange_exporter, in {SCOPE}",
+                "traffic collector: counting {} range/protocol pairs in an nftables table of its own, in {SCOPE}",
                 rules.len()
             );
             self.installed = Some(rules.clone());
         }
-        let readings = match self.table.read(&rules) {
+        let readings = match self.table.read(&rules, deadline) {
             Ok(r) => r,
             Err(e) => {
-                // Gone (flushed from outside): installed again next time.
-                self.installed = None;
+                if self.installs && self.installed.take().is_some() {
+                    if matches!(e, TrafficError::NotInstalled { .. }) {
+                        // Gone (flushed from outside): installed again next
+                        // time; what it counted since the last read is lost.
+                        self.lost_readings += 1;
+                    } else {
+                        // Unread (a deadline, an error): the next collection
+                        // reads it before rebuilding, or counts the loss.
+                        self.installed = Some(rules);
+                    }
+                }
                 return Err(self.fail(e));
             }
         };
@@ -257,16 +293,16 @@ impl TrafficCollector {
                 view(rule, t, reading)
             })
             .collect();
-        Ok(TrafficReport { views })
+        Ok(TrafficReport {
+            views,
+            lost_readings: self.lost_readings,
+        })
     }
 
     /// Logs a failure (a missing capability once, at warning level) and
     /// gives its message.
     fn fail(&mut self, e: TrafficError) -> String {
-        let msg = if !self.installs
-            && e == (TrafficError::NotInstalled {
-                table: "portrange_exporter",
-            }) {
+        let msg = if !self.installs && matches!(e, TrafficError::NotInstalled { .. }) {
             format!("{e}: the exporter is not running with --collector.traffic")
         } else {
             e.to_string()
@@ -291,6 +327,7 @@ impl TrafficCollector {
 /// [`crate::metrics::FAMILIES`]).
 pub const RECEIVED_PACKETS_HELP: &str = "Packets received for the range's ports (--collector.traffic), by whether a socket could take them (listening) or none could (closed); counted before other firewall rules.";
 pub const RECEIVED_BYTES_HELP: &str = "Bytes (IP packet length) received for the range's ports (--collector.traffic), by port_state listening or closed.";
+pub const READINGS_LOST_HELP: &str = "Rebuilds of the traffic collector's nftables table (a reload that changed the ranges, a table flushed from outside) that could not carry the old table's counts since its last read over: those packets are missing from portrange_received_*.";
 pub const ATTEMPTS_HELP: &str = "TCP connection attempts (SYN without ACK) to the range's ports (--collector.traffic), by port_state listening or closed.";
 
 fn counter_family(name: &str, help: &str, metrics: Vec<Metric>) -> MetricFamily {
@@ -360,6 +397,11 @@ pub fn families(report: &Report) -> Vec<MetricFamily> {
             attempts,
         ));
     }
+    out.push(counter_family(
+        "portrange_traffic_readings_lost_total",
+        READINGS_LOST_HELP,
+        vec![counter_metric(&[], t.lost_readings)],
+    ));
     out
 }
 
@@ -467,6 +509,7 @@ pub fn example() -> TrafficReport {
                 probed_packets: 0,
             })
             .collect(),
+        lost_readings: 0,
     }
 }
 
@@ -497,10 +540,11 @@ mod tests {
         installed: Arc<Mutex<Vec<Vec<TrafficRule>>>>,
         counts: Arc<Mutex<HashMap<String, RuleReading>>>,
         refuse: Option<TrafficError>,
+        unreadable: Arc<Mutex<Option<TrafficError>>>,
     }
 
     impl TrafficTable for Fake {
-        fn install(&mut self, rules: &[TrafficRule]) -> Result<(), TrafficError> {
+        fn install(&mut self, rules: &[TrafficRule], _: Instant) -> Result<(), TrafficError> {
             if let Some(e) = &self.refuse {
                 return Err(e.clone());
             }
@@ -509,7 +553,14 @@ mod tests {
             self.counts.lock().unwrap().clear();
             Ok(())
         }
-        fn read(&mut self, rules: &[TrafficRule]) -> Result<Vec<RuleReading>, TrafficError> {
+        fn read(
+            &mut self,
+            rules: &[TrafficRule],
+            _: Instant,
+        ) -> Result<Vec<RuleReading>, TrafficError> {
+            if let Some(e) = self.unreadable.lock().unwrap().clone() {
+                return Err(e);
+            }
             let c = self.counts.lock().unwrap();
             Ok(rules
                 .iter()
@@ -520,9 +571,13 @@ mod tests {
                 })
                 .collect())
         }
-        fn remove(&mut self) -> Result<(), TrafficError> {
+        fn remove(&mut self, _: Instant) -> Result<(), TrafficError> {
             Ok(())
         }
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + std::time::Duration::from_secs(5)
     }
 
     fn config(text: &str) -> Config {
@@ -534,20 +589,20 @@ mod tests {
         let fake = Fake::default();
         let mut c = TrafficCollector::new(Box::new(fake.clone()));
         let a = config("ranges:\n  - name: fh\n    ports: \"3224-3324\"\n    protocols: [udp]\n");
-        let r = c.collect(&a).unwrap();
+        let r = c.collect(&a, soon()).unwrap();
         assert_eq!(fake.installed.lock().unwrap().len(), 1);
         assert_eq!(r.views[0].closed, Flow::default());
         fake.counts
             .lock()
             .unwrap()
             .insert("fh/udp".into(), reading(80, 30));
-        let r = c.collect(&a).unwrap();
+        let r = c.collect(&a, soon()).unwrap();
         assert_eq!(fake.installed.lock().unwrap().len(), 1, "same ranges: kept");
         assert_eq!(r.views[0].listening.packets, 50);
         assert_eq!(r.views[0].closed.packets, 30);
         // A reload that changes the range: rebuilt, counts carried.
         let b = config("ranges:\n  - name: fh\n    ports: \"3224-3400\"\n    protocols: [udp]\n");
-        let r = c.collect(&b).unwrap();
+        let r = c.collect(&b, soon()).unwrap();
         let installed = fake.installed.lock().unwrap().clone();
         assert_eq!(installed.len(), 2);
         assert_eq!(installed[1][0].intervals, vec![(3224, 3400)]);
@@ -556,7 +611,7 @@ mod tests {
             .lock()
             .unwrap()
             .insert("fh/udp".into(), reading(5, 1));
-        let r = c.collect(&b).unwrap();
+        let r = c.collect(&b, soon()).unwrap();
         assert_eq!(r.views[0].listening.packets, 54);
         assert_eq!(r.views[0].closed.packets, 31);
         assert_eq!(r.views[0].closed.bytes, 3100);
@@ -566,7 +621,7 @@ mod tests {
     fn without_the_capability_the_collector_fails_with_the_capability_named() {
         let fake = Fake {
             refuse: Some(TrafficError::Permission {
-                table: "portrange_exporter",
+                table: "portrange_exporter_10224".into(),
                 action: "installed",
                 detail: "Operation not permitted".into(),
             }),
@@ -574,9 +629,9 @@ mod tests {
         };
         let mut c = TrafficCollector::new(Box::new(fake));
         let a = config("ranges:\n  - name: fh\n    ports: \"3224\"\n");
-        let e = c.collect(&a).unwrap_err();
+        let e = c.collect(&a, soon()).unwrap_err();
         assert!(e.contains("CAP_NET_ADMIN"), "{e}");
-        assert!(c.collect(&a).is_err(), "tried again, still failing");
+        assert!(c.collect(&a, soon()).is_err(), "tried again, still failing");
     }
 
     #[test]
@@ -631,6 +686,7 @@ mod tests {
                     probed_ports: 1,
                     probed_packets: 101,
                 }],
+                lost_readings: 2,
             }),
             ..Report::default()
         };

@@ -57,7 +57,7 @@ use std::time::Instant;
 use rustix::fs::{AtFlags, OFlags};
 use rustix::io::Errno;
 
-use super::{netlink, sysctl, tunnels};
+use super::{sock_diag, sysctl, tunnels};
 use crate::platform::{
     EphemeralPorts, Filter, Namespace, Namespaces, PlatformError, Sample, SampleError, Skipped,
     Socket,
@@ -147,7 +147,7 @@ struct Handle {
 impl Handle {
     /// Makes the fds in the calling thread's namespace.
     fn make_here() -> Result<Handle, SampleError> {
-        let diag = netlink::open()?;
+        let diag = sock_diag::open()?;
         let open = |name: &str| open_ro(&Path::new(SELF_PROC).join("thread-self/net").join(name));
         Ok(Handle {
             diag,
@@ -174,15 +174,15 @@ impl Handle {
 
     /// The dumps worth asking for: those of protocols and families the
     /// sockstat counts show sockets of (all when they cannot be read).
-    fn dumps(&self, buf: &mut Vec<u8>) -> netlink::Dumps {
+    fn dumps(&self, buf: &mut Vec<u8>) -> sock_diag::Dumps {
         match self.counts(buf) {
-            Some(c) => netlink::Dumps {
+            Some(c) => sock_diag::Dumps {
                 tcp4: c.may_hold(Protocol::Tcp, false),
                 tcp6: c.may_hold(Protocol::Tcp, true),
                 udp4: c.may_hold(Protocol::Udp, false),
                 udp6: c.may_hold(Protocol::Udp, true),
             },
-            None => netlink::Dumps::ALL,
+            None => sock_diag::Dumps::ALL,
         }
     }
 
@@ -698,7 +698,7 @@ impl NetnsSampler {
                 // Only the host's comes here (the others went to the pool),
                 // and it must be read whole.
                 let dumps = h.dumps(&mut self.buf);
-                let r = netlink::dump(&h.diag, filter, dumps, deadline, &mut h.seq, &mut sockets);
+                let r = sock_diag::dump(&h.diag, filter, dumps, deadline, &mut h.seq, &mut sockets);
                 if let Err(e) = r {
                     self.handles.remove(&f.inode);
                     return Err(e);
@@ -994,10 +994,10 @@ impl NetnsSampler {
     ) -> Result<Vec<Socket>, SampleError> {
         let mut out = Vec::new();
         if let Some(h) = self.handles.get_mut(&inode) {
-            netlink::dump(
+            sock_diag::dump(
                 &h.diag,
                 filter,
-                netlink::Dumps::ALL,
+                sock_diag::Dumps::ALL,
                 deadline,
                 &mut h.seq,
                 &mut out,
@@ -1132,7 +1132,7 @@ fn dump_on_pool(
                 }
                 let dumps = h.dumps(&mut buf);
                 let mut out = Vec::new();
-                match netlink::dump(&h.diag, filter, dumps, deadline, &mut h.seq, &mut out) {
+                match sock_diag::dump(&h.diag, filter, dumps, deadline, &mut h.seq, &mut out) {
                     Ok(()) => (inode, Dumped::Read(out)),
                     Err(e) => (inode, Dumped::Failed(e)),
                 }
