@@ -541,10 +541,13 @@ mod tests {
         counts: Arc<Mutex<HashMap<String, RuleReading>>>,
         refuse: Option<TrafficError>,
         unreadable: Arc<Mutex<Option<TrafficError>>>,
+        /// The deadline of every call.
+        deadlines: Arc<Mutex<Vec<Instant>>>,
     }
 
     impl TrafficTable for Fake {
-        fn install(&mut self, rules: &[TrafficRule], _: Instant) -> Result<(), TrafficError> {
+        fn install(&mut self, rules: &[TrafficRule], at: Instant) -> Result<(), TrafficError> {
+            self.deadlines.lock().unwrap().push(at);
             if let Some(e) = &self.refuse {
                 return Err(e.clone());
             }
@@ -556,8 +559,9 @@ mod tests {
         fn read(
             &mut self,
             rules: &[TrafficRule],
-            _: Instant,
+            at: Instant,
         ) -> Result<Vec<RuleReading>, TrafficError> {
+            self.deadlines.lock().unwrap().push(at);
             if let Some(e) = self.unreadable.lock().unwrap().clone() {
                 return Err(e);
             }
@@ -582,6 +586,58 @@ mod tests {
 
     fn config(text: &str) -> Config {
         Config::parse(text, "test.yml").unwrap()
+    }
+
+    #[test]
+    fn counts_a_rebuild_cannot_carry_over_are_counted_and_every_call_has_the_deadline() {
+        let fake = Fake::default();
+        let mut c = TrafficCollector::new(Box::new(fake.clone()));
+        let a = config("ranges:\n  - name: fh\n    ports: \"3224-3324\"\n    protocols: [udp]\n");
+        let deadline = soon();
+        assert_eq!(c.collect(&a, deadline).unwrap().lost_readings, 0);
+        assert!(
+            fake.deadlines
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|d| *d == deadline)
+        );
+        // A reload whose old table cannot be read: the counts since the
+        // last read are lost, and counted.
+        *fake.unreadable.lock().unwrap() = Some(TrafficError::Failed {
+            table: "t".into(),
+            action: "read",
+            detail: "the collection's deadline passed".into(),
+        });
+        let b = config("ranges:\n  - name: fh\n    ports: \"3224-3400\"\n    protocols: [udp]\n");
+        assert!(
+            c.collect(&b, soon()).is_err(),
+            "the new table is unreadable too"
+        );
+        *fake.unreadable.lock().unwrap() = None;
+        let r = c.collect(&b, soon()).unwrap();
+        assert_eq!(r.lost_readings, 1);
+        assert_eq!(
+            fake.installed.lock().unwrap().len(),
+            2,
+            "a failed read is no rebuild"
+        );
+        // A table gone from outside: installed again, the loss counted.
+        *fake.unreadable.lock().unwrap() = Some(TrafficError::NotInstalled { table: "t".into() });
+        assert!(c.collect(&b, soon()).is_err());
+        *fake.unreadable.lock().unwrap() = None;
+        let r = c.collect(&b, soon()).unwrap();
+        assert_eq!(r.lost_readings, 2);
+        assert_eq!(fake.installed.lock().unwrap().len(), 3);
+        let text = String::from_utf8(crate::metrics::encode(families(&Report {
+            traffic: Some(r),
+            ..Report::default()
+        })))
+        .unwrap();
+        assert!(
+            text.contains("portrange_traffic_readings_lost_total 2"),
+            "{text}"
+        );
     }
 
     #[test]
