@@ -416,11 +416,11 @@ pub fn remove_messages(table: &str) -> Vec<Vec<u8>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::platform::linux::nft_codec::{NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END, nft};
 
-    fn rule(range: &str, protocol: Protocol, intervals: &[(u16, u16)]) -> TrafficRule {
+    pub(crate) fn rule(range: &str, protocol: Protocol, intervals: &[(u16, u16)]) -> TrafficRule {
         TrafficRule {
             range: range.into(),
             protocol,

@@ -304,16 +304,9 @@ impl TrafficTable for NftTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::linux::nft_design::tests::rule;
     use crate::platform::traffic::Counter;
     use std::time::Duration;
-
-    fn rule(range: &str, protocol: Protocol, intervals: &[(u16, u16)]) -> TrafficRule {
-        TrafficRule {
-            range: range.into(),
-            protocol,
-            intervals: intervals.to_vec(),
-        }
-    }
 
     fn soon() -> Instant {
         Instant::now() + Duration::from_secs(5)
