@@ -1004,6 +1004,8 @@ mod tests {
             // name their namespace).
             "portrange_listener_events_total",
             "portrange_listener_events_dropped_total",
+            // The traffic table's own rebuilds, one table per exporter.
+            "portrange_traffic_readings_lost_total",
         ];
         let samples: Vec<(&str, &str)> = t
             .lines()
