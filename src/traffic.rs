@@ -4,7 +4,7 @@
 //! (`listening`) or not (`closed`), and which closed ports were probed in
 //! the last minute. Platform-free: the counting itself is a
 //! [`TrafficTable`] behind the platform boundary (on Linux one nftables
-//! table of our own, [`crate::platform::linux::nftables`]); here are the
+//! table of our own per exporter instance, docs/traffic.md); here are the
 //! rules made from the ranges ([`rules`]), the counters carried across
 //! rebuilds so that they stay monotonic where a range keeps its name
 //! ([`Offsets`]), and the projections of the result: the counter

@@ -24,6 +24,8 @@ pub struct NftTable {
     /// The socket that owns the table; opened at the first exchange.
     fd: Option<OwnedFd>,
     seq: u32,
+    /// The receive buffer, kept across exchanges.
+    buf: Vec<u8>,
 }
 
 impl NftTable {
@@ -34,6 +36,7 @@ impl NftTable {
             name: design::table_name(instance),
             fd: None,
             seq: 0,
+            buf: Vec::new(),
         }
     }
 
@@ -80,10 +83,23 @@ impl NftTable {
         deadline: Instant,
         mut each: impl FnMut(Reply<'_>) -> Result<bool, TrafficError>,
     ) -> Result<(), TrafficError> {
-        let mut buf = vec![0u8; 256 * 1024];
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(256 * 1024, 0);
+        let r = self.receive_into(&mut buf, action, deadline, &mut each);
+        self.buf = buf;
+        r
+    }
+
+    fn receive_into(
+        &mut self,
+        buf: &mut [u8],
+        action: &'static str,
+        deadline: Instant,
+        each: &mut impl FnMut(Reply<'_>) -> Result<bool, TrafficError>,
+    ) -> Result<(), TrafficError> {
         loop {
             let fd = self.socket(action)?;
-            let n = nl::receive(fd, &mut buf, deadline).map_err(|e| match e {
+            let n = nl::receive(fd, buf, deadline).map_err(|e| match e {
                 RecvError::Deadline => {
                     self.failed(action, "the collection's deadline passed".into())
                 }
