@@ -94,7 +94,7 @@ impl Op {
 /// log2(leaves) + leaf size comparisons: 2 + 6 + 16 for 1,000 intervals,
 /// 2 + 5 + 256 for 4,001 (where the audit caps the tree), against up to
 /// 8,002 for an OR of intervals. A set too large even for a linear
-/// program is coarsened first (see [`COARSE_INTERVALS`]); [`dump`] filters
+/// program is coarsened first (see [`COARSE_INTERVALS`]); [`super::sock_diag::dump`] filters
 /// exactly in user space anyway.
 /// One interval compiles to the 16 bytes `ss` makes of
 /// `sport >= :lo and sport <= :hi`. Returns an empty program (no filter)
