@@ -22,6 +22,7 @@ pub mod deadline;
 pub mod ephemeral;
 pub mod http;
 pub mod logging;
+pub mod looks;
 pub mod metrics;
 pub mod names;
 pub mod platform;
