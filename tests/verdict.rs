@@ -453,7 +453,10 @@ fn a_private_mount_namespace_forges_neither_a_path_nor_a_name() {
         );
         for port in [3227, 3228, 3229] {
             let l = status_of(&e, port);
-            assert_eq!(l["expected"], "true", "{tag}: the genuine file on {port}: {l}");
+            assert_eq!(
+                l["expected"], "true",
+                "{tag}: the genuine file on {port}: {l}"
+            );
             assert_ne!(l["exe_gone"], true, "{tag}: {l}");
         }
         let series = listener_series(&e, 3226);
