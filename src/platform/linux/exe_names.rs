@@ -35,12 +35,13 @@
 //! not answered loses its exe (the verdict is "unknown", never
 //! "expected") and the look is listed in the attribution's `skipped`; a
 //! look that never returns is not started again, and its answer, when it
-//! comes, is used. Answers are cached per process (pid, name, exe path and
-//! mount namespace) and dropped with the processes: a steady scrape looks
-//! at no file here, and a process of root's namespaces whose name agrees
-//! with its file name is never looked at. The namespace check itself (an
-//! `open` of `<pid>/ns/mnt`, and `ioctl(NS_GET_USERNS)` once per
-//! namespace) never waits on a file system.
+//! comes, is used. Answers are cached per process (pid and start time,
+//! name, exe path and mount namespace) and dropped with the processes: a
+//! steady scrape looks at no file here, and a process of root's
+//! namespaces whose name agrees with its file name is never looked at.
+//! Each scrape costs a read of `<pid>/stat` and an `open` of
+//! `<pid>/ns/mnt` per owning process, and `ioctl(NS_GET_USERNS)` once per
+//! process and namespace; none of these waits on a file system.
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -119,6 +120,9 @@ impl HostView {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ExeKey {
     pub pid: u32,
+    /// The process's start time (clock ticks after boot): a pid reused by
+    /// another process is another key.
+    pub start: u64,
     pub comm: Vec<u8>,
     pub exe: Vec<u8>,
     pub mnt_ns: u64,
@@ -142,9 +146,11 @@ pub struct Executables {
     host: HostView,
     looks: Looks<ExeKey, Option<ExeAnswer>>,
     answers: HashMap<ExeKey, ExeAnswer>,
-    /// Whether each mount namespace (by inode) belongs to a user namespace
-    /// other than the host's.
-    users_ns: HashMap<u64, bool>,
+    /// Whether the mount namespace of each process (pid, start time,
+    /// namespace inode) belongs to a user namespace other than the host's.
+    /// Not by inode alone: the kernel reuses a dead namespace's inode
+    /// number, and a process's namespace lives while the process is in it.
+    users_ns: HashMap<(u32, u64, u64), bool>,
     /// Looks answered so far (tests and the cost check).
     pub lookups: usize,
 }
@@ -260,9 +266,8 @@ impl Executables {
         }
         self.answers.retain(|k, _| keys.contains_key(&k.pid));
         self.looks.retain(|k| keys.contains_key(&k.pid));
-        if self.users_ns.len() >= MAX_CACHED {
-            self.users_ns.clear();
-        }
+        self.users_ns
+            .retain(|(pid, _, _), _| keys.contains_key(pid));
     }
 
     /// What to look at for `o`; `None` when nothing is: no exe, a gone
@@ -274,12 +279,17 @@ impl Executables {
         if o.exe_gone() {
             return None;
         }
-        let (mnt_ns, users_ns) = self.mount_ns(o.pid).unwrap_or((0, true));
+        let start = std::fs::read(self.procfs.join(format!("{}/stat", o.pid)))
+            .ok()
+            .and_then(|b| super::attribution::parse_stat(&b).map(|(_, t)| t))
+            .unwrap_or(0);
+        let (mnt_ns, users_ns) = self.mount_ns(o.pid, start).unwrap_or((0, true));
         if !users_ns && names::HOST.name_agrees(&o.comm, exe) {
             return None;
         }
         Some(ExeKey {
             pid: o.pid,
+            start,
             comm: o.comm.clone(),
             exe: exe.to_vec(),
             mnt_ns,
@@ -290,7 +300,7 @@ impl Executables {
     /// The mount namespace of `pid` (its inode) and whether it belongs to
     /// a user namespace other than the host's; `None` when it cannot be
     /// read.
-    fn mount_ns(&mut self, pid: u32) -> Option<(u64, bool)> {
+    fn mount_ns(&mut self, pid: u32, start: u64) -> Option<(u64, bool)> {
         let fd = rustix::fs::open(
             self.procfs.join(format!("{pid}/ns/mnt")),
             OFlags::RDONLY | OFlags::CLOEXEC,
@@ -298,7 +308,7 @@ impl Executables {
         )
         .ok()?;
         let ino = rustix::fs::fstat(&fd).ok()?.st_ino;
-        if let Some(&users) = self.users_ns.get(&ino) {
+        if let Some(&users) = self.users_ns.get(&(pid, start, ino)) {
             return Some((ino, users));
         }
         let owner = userns_of(&fd).ok();
@@ -306,7 +316,10 @@ impl Executables {
             (Some(o), Some(h)) => o != h,
             _ => true,
         };
-        self.users_ns.insert(ino, users);
+        if self.users_ns.len() >= MAX_CACHED {
+            self.users_ns.clear();
+        }
+        self.users_ns.insert((pid, start, ino), users);
         Some((ino, users))
     }
 }
@@ -688,6 +701,7 @@ mod tests {
         let host = Path::new("/");
         let key = |exe: &[u8]| ExeKey {
             pid,
+            start: 1,
             comm: b"x".to_vec(),
             exe: exe.to_vec(),
             mnt_ns: 1,
