@@ -462,7 +462,7 @@ pub fn main() -> i32 {
                 let first = first.strip_prefix("error: ").unwrap_or(first);
                 emit(&format!(
                     "PORTRANGE UNKNOWN - {} (see portrange_exporter check --help)\n",
-                    check::printable(first)
+                    crate::text::printable(first)
                 ));
                 return check::Status::Unknown as i32;
             }
@@ -634,7 +634,7 @@ fn check_output(
     let unknown = |msg: String| {
         (
             check::Status::Unknown,
-            format!("PORTRANGE UNKNOWN - {}\n", check::printable(&msg)),
+            format!("PORTRANGE UNKNOWN - {}\n", crate::text::printable(&msg)),
         )
     };
     let mut config = match Config::load_or_builtin(cli.config_file.as_deref(), checks) {

@@ -251,7 +251,7 @@ fn intervals(set: &crate::ranges::PortSet) -> Vec<[u16; 2]> {
 /// Since when the trail knows `l`, in RFC 3339.
 fn since_of(report: &Report, l: &Listener) -> Option<String> {
     let s = report.trail.as_ref()?.since_of(l)?;
-    Some(crate::trail::rfc3339_unix(s.unix))
+    Some(crate::text::rfc3339_unix(s.unix))
 }
 
 /// Adds to each port in use the earliest "since" of its listeners (the
@@ -268,7 +268,7 @@ fn with_since(mut used: Vec<UsedJson>, listeners: &[&Listener], report: &Report)
         }
     }
     for u in &mut used {
-        u.since = first.get(&u.port).map(|&t| crate::trail::rfc3339_unix(t));
+        u.since = first.get(&u.port).map(|&t| crate::text::rfc3339_unix(t));
     }
     used
 }
@@ -330,7 +330,7 @@ pub fn render(
             revision: exporter.revision,
             metrics_path: exporter.metrics_path,
         },
-        collected_at: crate::logging::rfc3339(finished),
+        collected_at: crate::text::rfc3339(finished),
         duration_seconds: report.duration.as_secs_f64(),
         up: report.up(),
         error: report.error.as_deref(),
@@ -350,9 +350,9 @@ pub fn render(
             .trail
             .as_ref()
             .map(|t| t.recent.iter().map(|e| &**e).collect()),
-        traffic: crate::traffic::status_json(report),
+        traffic: crate::traffic::status_json(report.traffic.as_ref()),
         ephemeral: if report.up() {
-            crate::check::ephemeral::to_json(report)
+            crate::ephemeral::status_json(report.ephemeral.as_ref())
         } else {
             serde_json::Value::Null
         },

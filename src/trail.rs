@@ -17,7 +17,9 @@
 //! of the window are summed into one event with `count` at its end.
 //! Command lines are cut at 256 bytes, escaped, and the values of
 //! secret-looking arguments redacted ([`render_cmdline`]); a flag leaves
-//! them out entirely. Platform-free: the recorder gets the report and a
+//! them out entirely. Platform-free: the recorder gets the report (as an
+//! [`Observed`]: the trail sits below the report that carries its view,
+//! and reads only the ranges, the namespaces and what was skipped) and a
 //! function that reads a process's details.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -25,11 +27,49 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use prometheus::proto::MetricFamily;
 use serde::Serialize;
 
 use crate::allowlist::Expected;
-use crate::platform::ProcessDetails;
-use crate::report::{Listener, Report};
+use crate::exposition::{counter_family, counter_metric};
+use crate::netns::NetnsReport;
+use crate::platform::{ProcessDetails, Skipped};
+pub use crate::text::rfc3339_unix;
+use crate::watched::{Listener, RangeView};
+
+/// What the trail reads of a collection: whether it succeeded, the
+/// ranges collector's part, the namespaces and what was skipped. The
+/// trail sits below the [`crate::report::Report`], which carries its
+/// view; the report hands this out through [`Observed`].
+#[derive(Clone, Copy, Debug)]
+pub struct Collection<'a> {
+    pub up: bool,
+    pub ranges: &'a [RangeView],
+    pub netns: Option<&'a NetnsReport>,
+    pub skipped: &'a [Skipped],
+}
+
+impl<'a> Collection<'a> {
+    pub fn up(&self) -> bool {
+        self.up
+    }
+
+    /// Every listener, range by range.
+    pub fn listeners(&self) -> impl Iterator<Item = &'a Listener> + 'a {
+        self.ranges.iter().flat_map(|r| r.listeners.iter())
+    }
+
+    /// How many parts were skipped in `stage`.
+    pub fn skipped_in(&self, stage: &str) -> usize {
+        self.skipped.iter().filter(|s| s.stage == stage).count()
+    }
+}
+
+/// A collection the trail observes and attaches its view to (the report).
+pub trait Observed {
+    fn collection(&self) -> Collection<'_>;
+    fn set_trail(&mut self, view: TrailView);
+}
 
 /// The longest command line an event carries, in bytes.
 pub const CMDLINE_MAX: usize = 256;
@@ -347,21 +387,22 @@ impl Recorder {
     /// but nothing as vanished. `details` reads a process's details.
     pub fn observe(
         &mut self,
-        report: &mut Report,
+        observed: &mut impl Observed,
         now: SystemTime,
         details: &mut dyn FnMut(u32) -> Option<ProcessDetails>,
     ) {
+        let report = observed.collection();
         let clock = Instant::now();
         let mut out: Vec<Event> = Vec::new();
         let mut counted: Vec<(String, &'static str, &'static str, &'static str)> = Vec::new();
         self.flush_groups(clock, now, &mut out);
         if report.up() {
-            self.diff(report, now, details, &mut out, &mut counted);
+            self.diff(&report, now, details, &mut out, &mut counted);
         }
         let mut recorded = Vec::new();
         {
             let mut trail = self.lock();
-            for r in &report.ranges {
+            for r in report.ranges {
                 for kind in KINDS {
                     for verdict in VERDICTS {
                         trail
@@ -397,7 +438,7 @@ impl Recorder {
             })
             .collect();
         let skip = trail.ring.len().saturating_sub(RECENT_SHOWN);
-        report.trail = Some(TrailView {
+        observed.set_trail(TrailView {
             counts: trail.counts.clone(),
             dropped: trail.dropped,
             recent: trail.ring.iter().skip(skip).cloned().collect(),
@@ -420,8 +461,8 @@ impl Recorder {
                 continue;
             }
             let mut e = a.last;
-            e.time = crate::logging::rfc3339(now);
-            e.first_time = Some(crate::logging::rfc3339(a.window_start));
+            e.time = crate::text::rfc3339(now);
+            e.first_time = Some(crate::text::rfc3339(a.window_start));
             e.count = a.pending;
             e.pid = None;
             e.ppid = None;
@@ -435,13 +476,13 @@ impl Recorder {
 
     fn diff(
         &mut self,
-        report: &Report,
+        report: &Collection<'_>,
         now: SystemTime,
         details: &mut dyn FnMut(u32) -> Option<ProcessDetails>,
         out: &mut Vec<Event>,
         counted: &mut Vec<(String, &'static str, &'static str, &'static str)>,
     ) {
-        let partial = report.skipped_in(crate::platform::Skipped::SAMPLE) > 0;
+        let partial = report.skipped_in(Skipped::SAMPLE) > 0;
         let namespaces: HashMap<&str, NsInfo> = report
             .netns
             .iter()
@@ -579,7 +620,7 @@ impl Recorder {
         details: &mut dyn FnMut(u32) -> Option<ProcessDetails>,
         out: &mut Vec<Event>,
     ) {
-        e.time = crate::logging::rfc3339(now);
+        e.time = crate::text::rfc3339(now);
         if e.verdict == "expected" {
             let g = Group {
                 range: e.range.clone(),
@@ -640,7 +681,7 @@ impl Recorder {
             };
             e.process_start = d
                 .start_time
-                .map(|t| crate::logging::rfc3339(UNIX_EPOCH + Duration::from_secs_f64(t.max(0.0))));
+                .map(|t| crate::text::rfc3339(UNIX_EPOCH + Duration::from_secs_f64(t.max(0.0))));
         }
         if let Some(live) = self.live.get_mut(id) {
             live.template.ppid = e.ppid;
@@ -655,9 +696,10 @@ impl Recorder {
 /// not expected is known is its process's start time (the listener is no
 /// older), where the platform says; allowed listeners are not looked up.
 pub fn since_process_start(
-    report: &mut Report,
+    observed: &mut impl Observed,
     details: &mut dyn FnMut(u32) -> Option<ProcessDetails>,
 ) {
+    let report = observed.collection();
     let mut since = HashMap::new();
     for l in report.listeners() {
         if l.expected == Expected::True {
@@ -674,15 +716,10 @@ pub fn since_process_start(
             );
         }
     }
-    report.trail = Some(TrailView {
+    observed.set_trail(TrailView {
         since,
         ..TrailView::default()
     });
-}
-
-/// RFC 3339 for Unix seconds.
-pub fn rfc3339_unix(t: f64) -> String {
-    crate::logging::rfc3339(UNIX_EPOCH + Duration::from_secs_f64(t.max(0.0)))
 }
 
 fn unix(t: SystemTime) -> f64 {
@@ -849,12 +886,60 @@ pub fn render_cmdline(raw: &[u8]) -> String {
     format!("{}...", &line[..cut])
 }
 
+pub const EVENTS_HELP: &str = "Listener changes the trail detected in the range since the exporter started (scrapes and watch passes), by kind (appeared, vanished, verdict_changed) and verdict (expected, unexpected, unknown, kernel); also those the rate limit dropped or the expected ones summed. GET /api/v1/events lists them.";
+pub const EVENTS_DROPPED_HELP: &str = "Trail events not recorded (no event, no log line) because of the rate limit, --collector.trail.rate and --collector.trail.burst.";
+
+/// The listener trail's counters, when the report carries a trail.
+pub fn families(trail: Option<&TrailView>) -> Vec<MetricFamily> {
+    let Some(trail) = trail else {
+        return Vec::new();
+    };
+    let counter =
+        |name: &'static str, help: &'static str, series: Vec<(Vec<(&str, &str)>, u64)>| {
+            let metrics = series
+                .into_iter()
+                .map(|(labels, v)| counter_metric(&labels, v))
+                .collect();
+            counter_family(name, help, metrics)
+        };
+    let events = trail
+        .counts
+        .iter()
+        .map(|((range, protocol, kind, verdict), n)| {
+            (
+                vec![
+                    ("range", range.as_str()),
+                    ("protocol", *protocol),
+                    ("kind", *kind),
+                    ("verdict", *verdict),
+                ],
+                *n,
+            )
+        })
+        .collect();
+    let mut out = Vec::new();
+    // The text encoder refuses a family without series (no range yet).
+    if !trail.counts.is_empty() {
+        out.push(counter(
+            "portrange_listener_events_total",
+            EVENTS_HELP,
+            events,
+        ));
+    }
+    out.push(counter(
+        "portrange_listener_events_dropped_total",
+        EVENTS_DROPPED_HELP,
+        vec![(Vec::new(), trail.dropped)],
+    ));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::platform::{Holder, Owner};
     use crate::ranges::{PortSet, Protocol};
-    use crate::report::RangeView;
+    use crate::report::{RangeView, Report};
 
     #[test]
     fn secrets_are_redacted_in_every_spelling() {
