@@ -341,6 +341,18 @@ mod tests {
         k.iter().map(|s| s.to_string()).collect()
     }
 
+    /// Asks for `key` until it is answered (a key asked before is not
+    /// waited for: its answer comes with a later call), for up to 5 s.
+    fn ask_until_answered(looks: &mut Looks<String, String>, key: &str) -> HashMap<String, String> {
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = looks.ask(&keys(&[key]), soon(100));
+            if !got.is_empty() || Instant::now() > until {
+                return got;
+            }
+        }
+    }
+
     fn soon(ms: u64) -> Instant {
         Instant::now() + Duration::from_millis(ms)
     }
@@ -372,13 +384,7 @@ mod tests {
         // It returns: its answer is there for the next call.
         *script.released.lock().unwrap() = true;
         script.cv.notify_all();
-        let until = Instant::now() + Duration::from_secs(5);
-        let back = loop {
-            let back = looks.ask(&keys(&["stuck-1"]), soon(100));
-            if !back.is_empty() || Instant::now() > until {
-                break back;
-            }
-        };
+        let back = ask_until_answered(&mut looks, "stuck-1");
         assert_eq!(back["stuck-1"], "seen stuck-1");
         assert_eq!(script.calls.lock().unwrap()["stuck-1"], 1);
         assert!(looks.unanswered().is_empty());
@@ -396,13 +402,7 @@ mod tests {
         assert!(!script.calls.lock().unwrap().contains_key("x"));
         *script.released.lock().unwrap() = true;
         script.cv.notify_all();
-        let until = Instant::now() + Duration::from_secs(5);
-        let got = loop {
-            let got = looks.ask(&keys(&["x"]), soon(100));
-            if !got.is_empty() || Instant::now() > until {
-                break got;
-            }
-        };
+        let got = ask_until_answered(&mut looks, "x");
         assert_eq!(got["x"], "seen x");
     }
 
