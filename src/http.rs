@@ -730,7 +730,8 @@ impl ScrapeTime {
 }
 
 /// The time a collection may take: 80% of Prometheus's scrape timeout
-/// (`X-Prometheus-Scrape-Timeout-Seconds`, at most `max`), or the default.
+/// (`X-Prometheus-Scrape-Timeout-Seconds`), or the default; either at
+/// most 80% of `max`.
 pub fn scrape_budget(headers: &hyper::HeaderMap, default: Duration, max: Duration) -> Duration {
     headers
         .get("x-prometheus-scrape-timeout-seconds")
@@ -739,6 +740,7 @@ pub fn scrape_budget(headers: &hyper::HeaderMap, default: Duration, max: Duratio
         .filter(|s| s.is_finite() && *s > 0.0)
         .map(|s| Duration::from_secs_f64(s.min(max.as_secs_f64()) * 0.8))
         .unwrap_or(default)
+        .min(max.mul_f64(0.8))
 }
 
 /// Whether `Accept-Encoding` allows gzip (a `q=0` refuses it).
@@ -919,6 +921,11 @@ mod tests {
             d
         );
         assert_eq!(scrape_budget(&headers(&[]), d), d);
+        assert_eq!(
+            super::scrape_budget(&headers(&[]), d, Duration::from_secs(2)),
+            Duration::from_millis(1600),
+            "the default too is capped"
+        );
     }
 
     #[test]
