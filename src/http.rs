@@ -610,16 +610,16 @@ async fn status_json(state: &State, headers: &hyper::HeaderMap) -> Resp {
 /// A scrape that got no collection within its own time (503: the
 /// exporter is there, but could not answer this scrape in time).
 fn unavailable(message: &str) -> Resp {
-    Response::builder()
-        .status(StatusCode::SERVICE_UNAVAILABLE)
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Full::new(Bytes::from(format!("{message}\n"))))
-        .expect("static headers are valid")
+    plain_error(StatusCode::SERVICE_UNAVAILABLE, message)
 }
 
 fn server_error(message: &str) -> Resp {
+    plain_error(StatusCode::INTERNAL_SERVER_ERROR, message)
+}
+
+fn plain_error(status: StatusCode, message: &str) -> Resp {
     Response::builder()
-        .status(StatusCode::INTERNAL_SERVER_ERROR)
+        .status(status)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(Full::new(Bytes::from(format!("{message}\n"))))
         .expect("static headers are valid")
