@@ -144,7 +144,11 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ),
     (
         "portrange_ephemeral_ports_free_min",
-        "The fewest ports of the dynamic range still free toward any one destination (remote address and port). tcp: the range, less ports held with no peer (listeners, bound and unconnected sockets), less the most local ports with a socket (TIME_WAIT included) toward one destination, since connect() without bind() shares a port across destinations. udp: the range less the ports in use, which are gone for everyone. sock_diag cannot tell a connected socket whose port came from bind() (or bind(0)) first from an autobound one: such ports count toward their destination only, though no destination can take them. Local addresses are not told apart, so with several source addresses this errs low. 0 means connect() fails with EADDRNOTAVAIL toward the busiest destination.",
+        "The fewest ports of the dynamic range still free toward any one destination (remote address and port); 0 means connect() toward the busiest destination fails with EADDRNOTAVAIL. A port connect() took by itself is shared across destinations; one bind() took (listeners, bind((addr, 0)) before connect()) is gone for every destination. tcp, counted exact: the range less the ports no connect() can share (no peer, or taken by bind()) less the shared ports toward the busiest destination. tcp, counted conservative (portrange_ephemeral_counting_info: how each port was taken could not be read): the range less the ports in use, TIME_WAIT included. udp: the range less the ports in use, gone for everyone. Local addresses are not told apart: with several source addresses this errs low, never high.",
+    ),
+    (
+        "portrange_ephemeral_counting_info",
+        "How portrange_ephemeral_ports_free_min was counted (method): exact where how each port was taken is known (tcp with the BPF socket iterator; udp always), conservative where it is not (tcp: every port in use counts against every destination).",
     ),
     (
         "portrange_ephemeral_holders",
@@ -572,6 +576,7 @@ pub fn ephemeral_families(report: &Report) -> Vec<MetricFamily> {
     let mut in_use = Family::new("portrange_ephemeral_ports_in_use");
     let mut sockets = Family::new("portrange_ephemeral_sockets");
     let mut free_min = Family::new("portrange_ephemeral_ports_free_min");
+    let mut counting = Family::new("portrange_ephemeral_counting_info");
     let mut holders = Family::new("portrange_ephemeral_holders");
     for v in &e.views {
         let mut base = vec![("protocol", v.protocol.as_str())];
@@ -581,6 +586,7 @@ pub fn ephemeral_families(report: &Report) -> Vec<MetricFamily> {
         ports.add(&base, f64::from(v.ports()));
         in_use.add(&base, f64::from(v.in_use));
         free_min.add(&base, f64::from(v.free_min));
+        counting.add(&with(&base, ("method", v.counting.as_str())), 1.0);
         for (state, n) in &v.states {
             sockets.add(&with(&base, ("state", state)), *n as f64);
         }
@@ -599,6 +605,7 @@ pub fn ephemeral_families(report: &Report) -> Vec<MetricFamily> {
         in_use.build(),
         sockets.build(),
         free_min.build(),
+        counting.build(),
     ];
     if !holders.metrics.is_empty() {
         out.push(holders.build());
@@ -657,6 +664,8 @@ mod tests {
                 states: vec![("established", 150), ("time_wait", 50)],
                 unshared: 0,
                 free_min: 0,
+                free_new: 0,
+                counting: crate::ephemeral::Counting::Exact,
                 destinations_total: 1,
                 destinations: Vec::new(),
                 holders: vec![HolderCount {

@@ -133,7 +133,7 @@ pub fn long_output(out: &mut String, report: &Report) {
             .map_or(0, |(_, n)| *n);
         let _ = writeln!(
             out,
-            "{}{}: range {} ({} ports), {} in use, {} held with no peer, {} left toward the busiest destination, {} sockets in TIME_WAIT",
+            "{}{}: range {} ({} ports), {} in use, {} no connect() can share, {} left toward the busiest destination, {} toward a new one, {} sockets in TIME_WAIT, counted {}",
             v.protocol,
             where_(v),
             v.range,
@@ -141,7 +141,13 @@ pub fn long_output(out: &mut String, report: &Report) {
             v.in_use,
             v.unshared,
             v.free_min,
-            tw
+            v.free_new,
+            tw,
+            match v.counting {
+                ephemeral::Counting::Exact => "exact",
+                ephemeral::Counting::Conservative =>
+                    "conservatively (how each port was taken is unknown: every port in use counts against every destination)",
+            }
         );
         for d in &v.destinations {
             let held = d.holder.as_ref().map_or(String::new(), |h| {
@@ -203,6 +209,8 @@ pub fn to_json(report: &Report) -> serde_json::Value {
                 "in_use": v.in_use,
                 "unshared": v.unshared,
                 "free_min": v.free_min,
+                "free_new": v.free_new,
+                "counting": v.counting.as_str(),
                 "sockets": states,
                 "unattributed_sockets": v.unattributed,
                 "destinations_total": v.destinations_total,
@@ -210,6 +218,7 @@ pub fn to_json(report: &Report) -> serde_json::Value {
                     "address": d.address.to_string(),
                     "port": d.port,
                     "ports": d.ports,
+                    "free": d.free,
                     "sockets": d.sockets,
                     "holder": d.holder.as_ref().map(|h| json!({
                         "process": h.process, "user": h.user, "sockets": h.sockets,
@@ -239,11 +248,14 @@ mod tests {
             states: vec![("established", 28_200), ("time_wait", 31)],
             unshared: 0,
             free_min,
+            free_new: free_min,
+            counting: ephemeral::Counting::Exact,
             destinations_total: 1,
             destinations: vec![Destination {
                 address: "10.0.0.5".parse().unwrap(),
                 port: 5432,
                 ports: 28_231 - free_min,
+                free: free_min,
                 sockets: 28_231,
                 holder: Some(HolderCount {
                     process: "pgbouncer".into(),
