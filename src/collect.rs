@@ -443,7 +443,7 @@ impl Collector {
         match &sharing {
             Err(e) if !self.warned_sharing => {
                 log::warn!(
-                    "the ephemeral tcp headroom is counted conservatively (every port in use counts against every destination, portrange_ephemeral_counting_info{{method=\"conservative\"}}): how each port was taken is read by a BPF socket iterator, which needs Linux 5.8+ with BTF (/sys/kernel/btf/vmlinux) and CAP_BPF and CAP_PERFMON (deploy/systemd/portrange_exporter.service.d/bpf.conf): {e}"
+                    "the ephemeral tcp headroom is counted conservatively (every port in use counts against every destination, portrange_ephemeral_counting_info{{method=\"conservative\"}}): how each port was taken is read by a BPF socket iterator, which needs Linux 5.9+ with BTF (/sys/kernel/btf/vmlinux) and CAP_BPF and CAP_PERFMON (deploy/systemd/portrange_exporter.service.d/bpf.conf): {e}"
                 );
                 self.warned_sharing = true;
             }

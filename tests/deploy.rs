@@ -394,3 +394,80 @@ fn dockerfiles_are_non_root_with_two_capabilities() {
     assert!(r.contains("--cap-drop ALL --cap-add SYS_PTRACE --cap-add DAC_READ_SEARCH"));
     assert!(read("deploy/docker/build").contains("setcap cap_sys_ptrace,cap_dac_read_search=ep"));
 }
+
+#[test]
+fn systemd_bpf_drop_in_adds_exactly_cap_bpf_cap_perfmon_and_bpf_2() {
+    let rel = "deploy/systemd/portrange_exporter.service.d/bpf.conf";
+    let drop_in = read(rel);
+    assert_eq!(
+        directives(&drop_in),
+        vec![
+            ("AmbientCapabilities", "CAP_BPF CAP_PERFMON"),
+            ("CapabilityBoundingSet", "CAP_BPF CAP_PERFMON"),
+            ("SystemCallFilter", "bpf"),
+            ("LimitMEMLOCK", "16M"),
+        ]
+    );
+    assert!(drop_in.contains("bind bucket"), "the drop-in says why");
+    if tool_missing("systemd-analyze") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("portrange-unit-bpf-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("portrange_exporter.service.d")).unwrap();
+    let unit = dir.join("portrange_exporter.service");
+    std::fs::write(
+        &unit,
+        read("deploy/systemd/portrange_exporter.service").replace(
+            "/usr/local/bin/portrange_exporter",
+            env!("CARGO_BIN_EXE_portrange_exporter"),
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join("portrange_exporter.service.d/bpf.conf"), &drop_in).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && !text.contains("Unknown key"),
+        "{text}"
+    );
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.contains(key))
+            .unwrap_or_else(|| panic!("no {key} in:\n{text}"))
+            .to_string()
+    };
+    // The two capabilities were added, and no other.
+    assert!(
+        line("CapabilityBoundingSet=~CAP_BPF").starts_with('✗'),
+        "{text}"
+    );
+    assert!(
+        line("CapabilityBoundingSet=~CAP_SYS_ADMIN").starts_with('✓'),
+        "{text}"
+    );
+    let score: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for portrange_exporter.service: ")
+                .nth(1)
+        })
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure score in:\n{text}"));
+    assert!(score <= 2.5, "exposure {score}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -952,3 +952,64 @@ fn headroom_with_ip_bind_address_no_port() {
     let low = conservative["free_new"].as_u64().unwrap();
     assert!(low < new && low + 50 <= new, "errs low: {conservative:#}");
 }
+
+/// `setpriv` arguments that run as nobody with the hardened unit's two
+/// capabilities, plus `extra`.
+fn as_the_unit(extra: &str) -> Vec<String> {
+    let caps = format!("-all,+sys_ptrace,+dac_read_search{extra}");
+    vec![
+        "setpriv".into(),
+        "--reuid=65534".into(),
+        "--regid=65534".into(),
+        "--clear-groups".into(),
+        format!("--inh-caps={caps}"),
+        format!("--ambient-caps={caps}"),
+        format!("--bounding-set={caps}"),
+    ]
+}
+
+#[test]
+fn cap_bpf_and_cap_perfmon_make_it_exact_without_root() {
+    if !namespace("cap_bpf_and_cap_perfmon_make_it_exact_without_root") {
+        return;
+    }
+    let server = Client::start("backend", &["listen:0.0.0.0:9000"]);
+    let bindconn = Client::start(
+        "bindconn",
+        &["conn,proto=tcp,dst=127.0.1.1,port=9000,n=190,each,bind=127.0.0.1"],
+    );
+    // What the unit alone gives, then with the bpf.conf drop-in's two.
+    for (extra, method) in [("", "conservative"), (",+bpf,+perfmon", "exact")] {
+        let prefix = as_the_unit(extra);
+        let out = Command::new(&prefix[0])
+            .args(&prefix[1..])
+            .arg(EXPORTER)
+            .args(["check", "--output", "json"])
+            .output()
+            .expect("setpriv (util-linux)");
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{e}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let tcp = doc["ephemeral"]["views"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["protocol"] == "tcp")
+            .unwrap()
+            .clone();
+        assert_eq!(tcp["counting"], method, "{extra}: {tcp:#}");
+        assert_eq!(tcp["free_new"], 10, "{extra}: {tcp:#}");
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            log.contains("counted conservatively"),
+            method == "conservative",
+            "{log}"
+        );
+    }
+    bindconn.stop();
+    server.stop();
+}
