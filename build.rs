@@ -22,8 +22,13 @@ fn bpf_object() -> Result<(), String> {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").map_err(|e| e.to_string())?)
         .join("port_sharing.bpf.o");
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
+    // The object's byte order is the target's (records are read as native).
+    let bpf = match std::env::var("CARGO_CFG_TARGET_ENDIAN").as_deref() {
+        Ok("big") => "bpfeb",
+        _ => "bpfel",
+    };
     let output = Command::new(&clang)
-        .args(["-O2", "-g", "-target", "bpf", "-Wall", "-c", source, "-o"])
+        .args(["-O2", "-g", "-target", bpf, "-Wall", "-c", source, "-o"])
         .arg(&out)
         .output()
         .map_err(|e| {
