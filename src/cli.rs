@@ -255,7 +255,7 @@ pub struct Cli {
 
     /// Read how each TCP port of the dynamic range was taken (connect() by
     /// itself, shared across destinations; or bind(), gone for all) with a
-    /// BPF socket iterator (Linux 5.8+ with BTF; CAP_BPF and CAP_PERFMON),
+    /// BPF socket iterator (Linux 5.9+ with BTF; CAP_BPF and CAP_PERFMON),
     /// for an exact headroom. On by default; where it cannot load, or with
     /// --no-collector.ephemeral.bpf, every TCP port in use counts against
     /// every destination (portrange_ephemeral_counting_info says which).
