@@ -791,6 +791,21 @@ mod tests {
         );
     }
 
+    /// The TCP view of `socks` (no holders) in 40000-40199.
+    fn tcp_view(socks: &[Socket], sharing: Option<&PortSharing>) -> EphemeralView {
+        build_view(
+            Protocol::Tcp,
+            None,
+            None,
+            &range(),
+            socks,
+            &[],
+            &users(),
+            10,
+            sharing,
+        )
+    }
+
     /// bindconn: 190 connections, each bind(("127.0.0.1", 0)) then
     /// connect() toward a destination of its own; connect() toward a new
     /// destination gets the 10 ports left.
@@ -815,32 +830,12 @@ mod tests {
         for s in &socks {
             taken.insert(s.port, false);
         }
-        let v = build_view(
-            Protocol::Tcp,
-            None,
-            None,
-            &range(),
-            &socks,
-            &[],
-            &users(),
-            10,
-            Some(&taken),
-        );
+        let v = tcp_view(&socks, Some(&taken));
         assert_eq!(v.counting, Counting::Exact);
         assert_eq!((v.unshared, v.free_new, v.free_min), (190, 10, 10));
         assert_eq!((v.destinations[0].ports, v.destinations[0].free), (1, 10));
         // The same sockets with their ports taken by connect(): shared.
-        let v = build_view(
-            Protocol::Tcp,
-            None,
-            None,
-            &range(),
-            &socks,
-            &[],
-            &users(),
-            10,
-            Some(&sharing(&socks)),
-        );
+        let v = tcp_view(&socks, Some(&sharing(&socks)));
         assert_eq!((v.unshared, v.free_new, v.free_min), (0, 200, 199));
         assert_eq!(v.destinations[0].free, 199);
     }
@@ -852,17 +847,7 @@ mod tests {
         // known to be shared either.
         socks.push(tcp(40195, TCP_ESTABLISHED, [10, 0, 0, 5], 5432, 500));
         socks.push(tcp(40196, TCP_ESTABLISHED, [10, 0, 0, 5], 5432, 501));
-        let conservative = build_view(
-            Protocol::Tcp,
-            None,
-            None,
-            &range(),
-            &socks,
-            &[],
-            &users(),
-            10,
-            None,
-        );
+        let conservative = tcp_view(&socks, None);
         assert_eq!(conservative.counting, Counting::Conservative);
         assert_eq!(
             (
@@ -889,17 +874,7 @@ mod tests {
         );
         let mut partial = sharing(&socks[..190]);
         partial.insert(40195, true);
-        let v = build_view(
-            Protocol::Tcp,
-            None,
-            None,
-            &range(),
-            &socks,
-            &[],
-            &users(),
-            10,
-            Some(&partial),
-        );
+        let v = tcp_view(&socks, Some(&partial));
         assert_eq!(
             (v.unshared, v.free_new, v.free_min),
             (1, 199, 198),
