@@ -207,17 +207,30 @@ pub struct Cli {
     pub trail_burst: f64,
 
     /// Leave command lines out of the listener trail (events carry
-    /// "cmdline": null). Without it they are cut at 256 bytes, escaped,
-    /// and secret-looking argument values redacted.
+    /// "cmdline": null, the log none). Without it they are redacted (the
+    /// secret shapes of docs/trail.md), escaped and cut at 256 bytes, and
+    /// served over HTTP only with authentication.
     #[arg(
         long = "collector.trail.no-cmdline",
         env = "PORTRANGE_EXPORTER_COLLECTOR_TRAIL_NO_CMDLINE"
     )]
     pub trail_no_cmdline: bool,
 
+    /// Serve the listener trail's command lines (redacted) on
+    /// /api/v1/events, /api/v1/status and the page without authentication.
+    /// Without it they are served only when --web.config.file sets
+    /// basic_auth_users or requires verified client certificates
+    /// (RequireAndVerifyClientCert): anyone who reaches the port would
+    /// read every listener's command line. The log has them either way.
+    #[arg(
+        long = "web.serve-command-lines-without-auth",
+        env = "PORTRANGE_EXPORTER_WEB_SERVE_COMMAND_LINES_WITHOUT_AUTH"
+    )]
+    pub serve_cmdlines_without_auth: bool,
+
     /// Count packets, bytes and TCP connection attempts to the watched ranges,
     /// split by listening and closed ports, in an nftables table of our own
-    /// (inet portrange_exporter, removed at shutdown). Needs CAP_NET_ADMIN in
+    /// (inet portrange_exporter_<listen port>, gone when the exporter exits). Needs CAP_NET_ADMIN in
     /// the exporter's network namespace; counts that namespace only. Linux only.
     #[arg(
         long = "collector.traffic",
@@ -490,7 +503,7 @@ pub fn main() -> i32 {
                 let first = first.strip_prefix("error: ").unwrap_or(first);
                 emit(&format!(
                     "PORTRANGE UNKNOWN - {} (see portrange_exporter check --help)\n",
-                    check::printable(first)
+                    crate::text::printable(first)
                 ));
                 return check::Status::Unknown as i32;
             }
@@ -662,7 +675,7 @@ fn check_output(
     let unknown = |msg: String| {
         (
             check::Status::Unknown,
-            format!("PORTRANGE UNKNOWN - {}\n", check::printable(&msg)),
+            format!("PORTRANGE UNKNOWN - {}\n", crate::text::printable(&msg)),
         )
     };
     let mut config = match Config::load_or_builtin(cli.config_file.as_deref(), checks) {
@@ -710,9 +723,16 @@ fn check_output(
     };
     let mut collector = Collector::new(Arc::new(config), host);
     if cli.collector_traffic {
-        // check reads the running exporter's table; it never installs one.
+        // check reads the running exporter's table (named by the port of
+        // its first --web.listen-address); it never installs one.
+        let instance = cli
+            .listen_address
+            .first()
+            .and_then(|a| listen_addrs(a).ok())
+            .and_then(|a| a.first().map(|a| a.port().to_string()))
+            .unwrap_or_default();
         collector.set_traffic(crate::traffic::TrafficCollector::reader(
-            platform::traffic::host_table(),
+            platform::traffic_table(&instance),
         ));
     }
     let budget = args.timeout.mul_f64(0.9);
@@ -782,6 +802,12 @@ fn serve(
         // collector reports and retries), then fresh ones.
         let mut first = Some(host);
         let trail = trail_options(&cli)?;
+        // The traffic table is named by the port of the first listener,
+        // unique in the network namespace.
+        let instance = listeners
+            .first()
+            .and_then(|l| l.local_addr().ok())
+            .map_or_else(String::new, |a| a.port().to_string());
         let traffic = cli.collector_traffic;
         let service = Service::start_with(
             config,
@@ -796,12 +822,24 @@ fn serve(
             crate::service::Extras {
                 trail: Some(trail),
                 traffic: traffic.then(|| {
-                    Box::new(platform::traffic::host_table) as crate::service::TrafficFactory
+                    Box::new(move || platform::traffic_table(&instance))
+                        as crate::service::TrafficFactory
                 }),
             },
         )
         .context("starting the collector thread")?;
         let tls = web.as_ref().is_some_and(|w| w.tls.is_some());
+        let authenticated = web.as_ref().is_some_and(|w| w.authenticates());
+        let cmdline_withheld = crate::trail::cmdline_withheld(
+            !cli.trail_no_cmdline,
+            authenticated,
+            cli.serve_cmdlines_without_auth,
+        );
+        if cli.serve_cmdlines_without_auth && !authenticated && !cli.trail_no_cmdline {
+            log::warn!(
+                "--web.serve-command-lines-without-auth: the listener trail's command lines (redacted) are served to anyone who reaches the port"
+            );
+        }
         let state = http::State::new(
             service.clone(),
             http::Options {
@@ -811,6 +849,7 @@ fn serve(
                 web: web.clone(),
                 enable_lifecycle: cli.enable_lifecycle,
                 exporter_metrics: !cli.disable_exporter_metrics,
+                cmdline_withheld: cmdline_withheld.clone(),
                 ..http::Options::default()
             },
         );
@@ -827,6 +866,7 @@ fn serve(
             telemetry_path = cli.telemetry_path.as_str(),
             tls = tls,
             basic_auth = web.as_ref().is_some_and(|w| w.auth.is_some()),
+            command_lines_served = cmdline_withheld.is_none(),
             exporter_metrics = !cli.disable_exporter_metrics;
             "starting portrange_exporter"
         );
@@ -855,15 +895,8 @@ fn serve(
             log::info!(signal = which; "shutting down");
         })
         .await?;
-        if traffic {
-            // The table goes with the exporter (SIGTERM, SIGINT, the
-            // Windows service stop); a crash leaves it for the next start
-            // to replace.
-            match platform::traffic::remove_host_table() {
-                Ok(()) => log::info!("traffic collector: nftables table inet portrange_exporter removed"),
-                Err(e) => log::error!("traffic collector: {e}"),
-            }
-        }
+        // The traffic table goes with the exporter's netlink socket, at
+        // this exit or any other: nothing to remove here.
         log::info!("shut down");
         Ok(())
     })

@@ -38,6 +38,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use prometheus::proto::MetricFamily;
+use serde_json::json;
+
+use crate::exposition::{Family, with};
 use crate::platform::{self, Holder, Owner, PortSharing, Sharing, Socket};
 use crate::ranges::{PortSet, Protocol};
 use crate::users::{self, UserNames};
@@ -479,8 +483,8 @@ pub fn summary(v: &EphemeralView) -> String {
             if let Some(h) = &d.holder {
                 out.push_str(&format!(
                     ", held by {} (user {}, {})",
-                    crate::check::printable(&h.process),
-                    crate::check::printable(&h.user),
+                    crate::text::printable(&h.process),
+                    crate::text::printable(&h.user),
                     thousands(h.sockets)
                 ));
             }
@@ -496,12 +500,122 @@ pub fn summary(v: &EphemeralView) -> String {
     {
         out.push_str(&format!(
             ", held by {} (user {}, {})",
-            crate::check::printable(&h.process),
-            crate::check::printable(&h.user),
+            crate::text::printable(&h.process),
+            crate::text::printable(&h.user),
             thousands(h.sockets)
         ));
     }
     out
+}
+
+/// The help texts of the ephemeral families (also in
+/// [`crate::metrics::FAMILIES`]).
+pub use crate::platform::EPHEMERAL_PORTS_HELP as PORTS_HELP;
+pub const IN_USE_HELP: &str = "Distinct local ports of the dynamic (ephemeral) range with at least one socket, TIME_WAIT included.";
+pub const SOCKETS_HELP: &str = "Sockets whose local port is in the dynamic (ephemeral) range, by state (TIME_WAIT included; listeners too: the range is not judged).";
+pub const FREE_MIN_HELP: &str = "The fewest ports of the dynamic range still free toward any one destination (remote address and port); 0 means connect() toward the busiest destination fails with EADDRNOTAVAIL. A port connect() took by itself is shared across destinations; one bind() took (listeners, bind((addr, 0)) before connect()) is gone for every destination. tcp, counted exact: the range less the ports no connect() can share (no peer, or taken by bind()) less the shared ports toward the busiest destination. tcp, counted conservative (portrange_ephemeral_counting_info: how each port was taken could not be read): the range less the ports in use, TIME_WAIT included. udp: the range less the ports in use, gone for everyone. Local addresses are not told apart: with several source addresses this errs low, never high.";
+pub const COUNTING_HELP: &str = "How portrange_ephemeral_ports_free_min was counted (method): exact where how each port was taken is known (tcp with the BPF socket iterator; udp always), conservative where it is not (tcp: every port in use counts against every destination).";
+pub const HOLDERS_HELP: &str = "Sockets of the dynamic range per owner (process name and user), for the top owners by sockets (--collector.ephemeral.top-holders) and process=\"other\" for the rest; process is unknown where the owner was not found. TIME_WAIT and request sockets have no owner and are counted by state only.";
+
+/// The `ephemeral` collector's families: per protocol (and `netns`), the
+/// range's size, ports in use, sockets by state, the headroom toward the
+/// busiest destination, and the top holders. Nothing when the collector
+/// is off or failed (its `portrange_scrape_collector_success` says which).
+/// No destination is a label.
+pub fn families(ephemeral: Option<&EphemeralReport>) -> Vec<MetricFamily> {
+    let Some(e) = ephemeral else {
+        return Vec::new();
+    };
+    if e.views.is_empty() {
+        return Vec::new();
+    }
+    let mut ports = Family::new("portrange_ephemeral_ports", PORTS_HELP);
+    let mut in_use = Family::new("portrange_ephemeral_ports_in_use", IN_USE_HELP);
+    let mut sockets = Family::new("portrange_ephemeral_sockets", SOCKETS_HELP);
+    let mut free_min = Family::new("portrange_ephemeral_ports_free_min", FREE_MIN_HELP);
+    let mut counting = Family::new("portrange_ephemeral_counting_info", COUNTING_HELP);
+    let mut holders = Family::new("portrange_ephemeral_holders", HOLDERS_HELP);
+    for v in &e.views {
+        let mut base = vec![("protocol", v.protocol.as_str())];
+        if let Some(ns) = &v.netns {
+            base.push(("netns", ns.as_str()));
+        }
+        ports.add(&base, f64::from(v.ports()));
+        in_use.add(&base, f64::from(v.in_use));
+        free_min.add(&base, f64::from(v.free_min));
+        counting.add(&with(&base, ("method", v.counting.as_str())), 1.0);
+        for (state, n) in &v.states {
+            sockets.add(&with(&base, ("state", state)), *n as f64);
+        }
+        // In label order: a stable exposition whatever the counts.
+        let mut by_label: Vec<&HolderCount> = v.holders.iter().collect();
+        by_label.sort_by(|a, b| (&a.process, &a.user).cmp(&(&b.process, &b.user)));
+        for h in by_label {
+            let mut labels = base.clone();
+            labels.push(("process", h.process.as_str()));
+            labels.push(("user", h.user.as_str()));
+            holders.add(&labels, h.sockets as f64);
+        }
+    }
+    let mut out = vec![
+        ports.build(),
+        in_use.build(),
+        sockets.build(),
+        free_min.build(),
+        counting.build(),
+    ];
+    if !holders.metrics.is_empty() {
+        out.push(holders.build());
+    }
+    out
+}
+
+/// The JSON form (for `check --output json` and `/api/v1/status`): per
+/// view the counts, the busiest destinations and the top holders; `null`
+/// when the collector is off.
+pub fn status_json(ephemeral: Option<&EphemeralReport>) -> serde_json::Value {
+    let Some(e) = ephemeral else {
+        return serde_json::Value::Null;
+    };
+    let views: Vec<serde_json::Value> = e
+        .views
+        .iter()
+        .map(|v| {
+            let states: serde_json::Map<String, serde_json::Value> = v
+                .states
+                .iter()
+                .map(|(s, n)| ((*s).to_string(), json!(n)))
+                .collect();
+            json!({
+                "protocol": v.protocol.as_str(),
+                "netns": v.netns,
+                "range": v.range.to_string(),
+                "ports": v.ports(),
+                "in_use": v.in_use,
+                "unshared": v.unshared,
+                "free_min": v.free_min,
+                "free_new": v.free_new,
+                "counting": v.counting.as_str(),
+                "sockets": states,
+                "unattributed_sockets": v.unattributed,
+                "destinations_total": v.destinations_total,
+                "destinations": v.destinations.iter().map(|d| json!({
+                    "address": d.address.to_string(),
+                    "port": d.port,
+                    "ports": d.ports,
+                    "free": d.free,
+                    "sockets": d.sockets,
+                    "holder": d.holder.as_ref().map(|h| json!({
+                        "process": h.process, "user": h.user, "sockets": h.sockets,
+                    })),
+                })).collect::<Vec<_>>(),
+                "holders": v.holders.iter().map(|h| json!({
+                    "process": h.process, "user": h.user, "sockets": h.sockets,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({ "error": e.error, "views": views })
 }
 
 #[cfg(test)]
