@@ -271,6 +271,34 @@ pub struct Cli {
     )]
     pub no_collector_ephemeral: bool,
 
+    /// Read how each TCP port of the dynamic range was taken (connect() by
+    /// itself, shared across destinations; or bind(), gone for all) with a
+    /// BPF socket iterator (Linux 5.9+ with BTF; CAP_BPF and CAP_PERFMON),
+    /// for an exact headroom. On by default; where it cannot load, or with
+    /// --no-collector.ephemeral.bpf, every TCP port in use counts against
+    /// every destination (portrange_ephemeral_counting_info says which).
+    #[arg(
+        long = "collector.ephemeral.bpf",
+        env = "PORTRANGE_EXPORTER_COLLECTOR_EPHEMERAL_BPF",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        overrides_with = "no_collector_ephemeral_bpf",
+        global = true
+    )]
+    pub collector_ephemeral_bpf: bool,
+
+    /// Count the TCP headroom conservatively, without BPF.
+    #[arg(
+        long = "no-collector.ephemeral.bpf",
+        overrides_with = "collector_ephemeral_bpf",
+        global = true
+    )]
+    pub no_collector_ephemeral_bpf: bool,
+
     /// Owners of dynamic-range sockets with a portrange_ephemeral_holders
     /// series of their own (the most sockets first); the rest are summed
     /// into process="other".
@@ -884,6 +912,7 @@ fn serve(
 fn ephemeral_options(cli: &Cli) -> crate::ephemeral::Options {
     crate::ephemeral::Options {
         enabled: cli.collector_ephemeral && !cli.no_collector_ephemeral,
+        bpf: cli.collector_ephemeral_bpf && !cli.no_collector_ephemeral_bpf,
         top_holders: usize::from(cli.ephemeral_top_holders),
     }
 }

@@ -66,6 +66,8 @@ pub struct Collector {
     /// (`--collector.netns`), sampled in this one besides the host's.
     ephemeral_seen: Filter,
     warned_ephemeral_collector: bool,
+    /// Why TCP's headroom is counted conservatively, logged once.
+    warned_sharing: bool,
 }
 
 /// What the `ranges` collector sampled and attributed, passed on to the
@@ -111,6 +113,7 @@ impl Collector {
             traffic: None,
             ephemeral_seen: Filter::default(),
             warned_ephemeral_collector: false,
+            warned_sharing: false,
         }
     }
 
@@ -458,8 +461,30 @@ impl Collector {
             })
             .collect();
         self.users.resolve(&uids, deadline);
+        // How the own namespace's TCP ports were taken, walked after the
+        // sample: a port bound since is unknown (counted as gone).
+        let sharing = if self.config.ephemeral.bpf {
+            self.platform.port_sharing()
+        } else {
+            Err("--no-collector.ephemeral.bpf".to_string())
+        };
+        match &sharing {
+            Err(e) if !self.warned_sharing => {
+                log::warn!(
+                    "the ephemeral tcp headroom is counted conservatively (every port in use counts against every destination, portrange_ephemeral_counting_info{{method=\"conservative\"}}): how each port was taken is read by a BPF socket iterator, which needs Linux 5.9+ with BTF (/sys/kernel/btf/vmlinux) and CAP_BPF and CAP_PERFMON (deploy/systemd/portrange_exporter.service.d/bpf.conf): {e}"
+                );
+                self.warned_sharing = true;
+            }
+            Err(e) => log::debug!("ephemeral tcp counted conservatively: {e}"),
+            Ok(_) => {}
+        }
+        let sharing = sharing.ok();
         let mut views = Vec::new();
         for (label, id, ports) in parts {
+            // The walk covers the exporter's own namespace only.
+            let sharing = sharing
+                .as_ref()
+                .filter(|sh| id.is_none_or(|id| sh.netns == id));
             for protocol in [Protocol::Tcp, Protocol::Udp] {
                 views.push(ephemeral::build_view(
                     protocol,
@@ -470,6 +495,7 @@ impl Collector {
                     &sampled.holders,
                     &self.users,
                     top,
+                    sharing,
                 ));
             }
         }

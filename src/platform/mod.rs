@@ -512,6 +512,67 @@ pub type UserNameResolver = Arc<dyn Fn(&str) -> Result<Option<u32>, String> + Se
 /// ports), per protocol.
 pub type EphemeralPorts = PerProtocol<PortSet>;
 
+/// How a socket's local TCP port was taken, as the kernel's bind bucket
+/// for the port says (one bucket per port and network namespace, shared
+/// by every socket on the port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sharing {
+    /// `connect()` took it by itself: another `connect()` toward another
+    /// destination may take it too.
+    Shared,
+    /// `bind()` took it (a listener, `bind((addr, 0))` before `connect()`,
+    /// an explicit port): no `connect()` without `bind()` can take it,
+    /// toward any destination.
+    Exclusive,
+    /// Not known: the kernel was not asked, or the port was not bound when
+    /// it was.
+    Unknown,
+}
+
+/// The TCP ports bound in one network namespace, by how they were taken
+/// ([`Sharing`]), from one walk of the kernel's sockets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortSharing {
+    /// The namespace walked (on Linux its inode: a socket's `netns` with
+    /// `--collector.netns`).
+    pub netns: u64,
+    shared: Vec<u64>,
+    exclusive: Vec<u64>,
+}
+
+impl PortSharing {
+    pub fn new(netns: u64) -> PortSharing {
+        PortSharing {
+            netns,
+            shared: vec![0; 1024],
+            exclusive: vec![0; 1024],
+        }
+    }
+
+    /// Records a bound port. A port seen both ways (several buckets, one
+    /// per VRF) is exclusive: the headroom errs low.
+    pub fn insert(&mut self, port: u16, shared: bool) {
+        let bits = if shared {
+            &mut self.shared
+        } else {
+            &mut self.exclusive
+        };
+        bits[usize::from(port / 64)] |= 1 << (port % 64);
+    }
+
+    /// How `port` was taken.
+    pub fn of(&self, port: u16) -> Sharing {
+        let is = |bits: &[u64]| bits[usize::from(port / 64)] & (1 << (port % 64)) != 0;
+        if is(&self.exclusive) {
+            Sharing::Exclusive
+        } else if is(&self.shared) {
+            Sharing::Shared
+        } else {
+            Sharing::Unknown
+        }
+    }
+}
+
 /// The operating system, as the collector sees it. One instance lives on
 /// the collection thread and keeps its caches across collections. A
 /// collection calls, in this order and passing each step's value to the
@@ -561,6 +622,14 @@ pub trait Platform: Send {
     /// thing (Linux), so that no metric claims a count it cannot have.
     fn excluded_ports(&self, _protocol: Protocol) -> Result<Option<PortSet>, String> {
         Ok(None)
+    }
+
+    /// How each TCP port of the exporter's own network namespace was
+    /// taken ([`PortSharing`]), walked now; `Err` says why it cannot be
+    /// told here and what would tell it (the default: only Linux with a
+    /// BPF socket iterator shows it).
+    fn port_sharing(&mut self) -> Result<PortSharing, String> {
+        Err("this platform does not show how a port was taken".to_string())
     }
 
     /// A resolver for user names, to run on a lookup thread.

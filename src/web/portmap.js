@@ -428,6 +428,9 @@
     const dests = Array.isArray(v.destinations) ? v.destinations : [];
     let head = `${typeof free === 'number' ? free : 'unknown'} of ${ports === null ? 'unknown' : ports} ports free toward the busiest destination`;
     if (dests.length) head += ` (${endpoint(dests[0].address, dests[0].port)})`;
+    if (typeof v.free_new === 'number') head += `, ${v.free_new} toward a new one`;
+    // Without BPF a TCP port not known to be shared counts as gone for all.
+    if (v.counting === 'conservative') head += '; counted conservatively (how each port was taken is unknown)';
     const states = v.sockets && typeof v.sockets === 'object' ? v.sockets : {};
     const tw = states.time_wait;
     const parts = Object.keys(states).filter((k) => k !== 'time_wait' && states[k] !== 0).map((k) => `${k.replace('_', ' ')} ${str(states[k])}`);

@@ -9,7 +9,8 @@
 //! passes on socket activation ([`systemd`]). Every `/proc` read goes
 //! through the `--path.procfs` root. With `--collector.netns`, [`netns`]
 //! samples every network namespace on the host instead of the exporter's
-//! own.
+//! own. How each TCP port of its own namespace was taken, for the
+//! ephemeral headroom, comes from a BPF socket iterator ([`port_sharing`]).
 
 pub mod attribution;
 pub mod exe_names;
@@ -18,6 +19,7 @@ pub mod netns;
 pub mod nft_codec;
 pub mod nft_design;
 pub mod nftables;
+pub mod port_sharing;
 pub mod privileges;
 pub mod process;
 pub mod procfs_sockets;
@@ -74,6 +76,8 @@ pub struct LinuxPlatform {
     /// process stuck in a file system that does not answer can block the
     /// read ([`process`]).
     cmdlines: std::sync::Mutex<Cmdlines>,
+    /// How TCP ports were taken, from a BPF socket iterator ([`port_sharing`]).
+    port_walker: port_sharing::PortWalker,
 }
 
 /// The command-line reads, and how long the collection they belong to
@@ -121,6 +125,7 @@ impl LinuxPlatform {
                 deadline: Instant::now(),
                 until: None,
             }),
+            port_walker: port_sharing::PortWalker::new(),
             procfs,
         }
     }
@@ -388,6 +393,17 @@ impl Platform for LinuxPlatform {
         // One setting governs both protocols (and IPv6 too).
         let ports = sysctl::ephemeral_ports(&self.procfs).map_err(|e| e.to_string())?;
         Ok(EphemeralPorts::same(ports))
+    }
+
+    fn port_sharing(&mut self) -> Result<crate::platform::PortSharing, String> {
+        use std::os::unix::fs::MetadataExt;
+        // The collection thread is in the exporter's own namespace (the
+        // netns sampler's threads enter others and come back).
+        let path = self.procfs.join("thread-self/ns/net");
+        let netns = std::fs::metadata(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .ino();
+        self.port_walker.walk(netns).map_err(|e| e.to_string())
     }
 
     fn user_resolver(&self) -> UserResolver {
