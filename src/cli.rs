@@ -400,6 +400,11 @@ pub fn listen_addrs(addr: &str) -> anyhow::Result<Vec<SocketAddr>> {
             SocketAddr::from(([0u8; 4], port)),
         ]);
     }
+    if !addr.is_empty() && addr.bytes().all(|b| b.is_ascii_digit()) {
+        anyhow::bail!(
+            "--web.listen-address {addr:?} is a bare port: write \":{addr}\" (every address) or \"127.0.0.1:{addr}\" (this host only)"
+        );
+    }
     let addrs: Vec<SocketAddr> = addr
         .to_socket_addrs()
         .with_context(|| format!("--web.listen-address {addr:?}: cannot resolve"))?
@@ -908,6 +913,9 @@ mod tests {
             "127.0.0.1:9"
         );
         assert!(listen_addrs(":x").is_err());
+        // A bare port, as a newcomer writes it, says what to write instead.
+        let e = listen_addrs("10225").unwrap_err().to_string();
+        assert!(e.contains("write \":10225\""), "{e}");
     }
 
     fn words(s: &str) -> Vec<OsString> {
