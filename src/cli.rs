@@ -11,7 +11,7 @@
 use std::ffi::OsString;
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -642,7 +642,9 @@ fn check_output(
             format!("PORTRANGE UNKNOWN - {}\n", check::printable(&msg)),
         )
     };
-    let mut config = match Config::load_or_builtin(cli.config_file.as_deref(), checks) {
+    let (config_file, judged) =
+        check_configuration(cli.config_file.as_deref(), crate::config::default_file());
+    let mut config = match Config::load_or_builtin(config_file.as_deref(), checks) {
         Ok(c) => c,
         Err(e) => return unknown(e.to_string()),
     };
@@ -697,8 +699,45 @@ fn check_output(
     // check looks once: "since" is its process's start time.
     crate::trail::since_process_start(&mut report, &mut |pid| collector.process_details(pid));
     match args.output {
-        Output::Text => check::render(&report, &warnings, &opts),
+        Output::Text => {
+            let (status, mut text) = check::render(&report, &warnings, &opts);
+            if report.error.is_none() {
+                text.push_str(&format!("\nConfiguration: {}\n", check::printable(&judged)));
+            }
+            (status, text)
+        }
         Output::Json => check::render_json(&report, &warnings, &opts),
+    }
+}
+
+/// The configuration `check` judges: `--config.file` when given, else the
+/// packages' file at `default` when it exists (what the service reads),
+/// else the built-in one; and the long output's words for it.
+fn check_configuration(flag: Option<&Path>, default: Option<&Path>) -> (Option<PathBuf>, String) {
+    match flag {
+        Some(p) => (
+            Some(p.to_path_buf()),
+            format!("{} (--config.file)", p.display()),
+        ),
+        None => match default.filter(|d| d.exists()) {
+            Some(default) => (
+                Some(default.to_path_buf()),
+                format!(
+                    "{} (the default, as the service reads it; --config.file names another)",
+                    default.display()
+                ),
+            ),
+            None => (
+                None,
+                format!(
+                    "built-in (framehawk 3224-3324, udp and tcp, empty allowlist): no --config.file{}",
+                    default.map_or(String::new(), |d| format!(
+                        ", and {} does not exist",
+                        d.display()
+                    ))
+                ),
+            ),
+        },
     }
 }
 

@@ -284,6 +284,17 @@ pub struct RangeConfig {
     pub expected: Vec<Matcher>,
 }
 
+/// The configuration file the Linux packages install and their service
+/// reads; `check` reads it when no `--config.file` is given and it exists.
+/// The Windows installer installs none.
+pub fn default_file() -> Option<&'static Path> {
+    if cfg!(windows) {
+        None
+    } else {
+        Some(Path::new("/etc/portrange_exporter/ranges.yml"))
+    }
+}
+
 /// A refused configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

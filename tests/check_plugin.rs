@@ -467,3 +467,81 @@ fn configuration_warnings_reach_the_plugin_output() {
     assert!(err.contains("no-such-user-portrange"), "logged too: {err}");
     let _ = std::fs::remove_file(cfg);
 }
+
+/// `check` with no `--config.file` judges the packages' file,
+/// /etc/portrange_exporter/ranges.yml, when it exists (as the service
+/// does), and its long output names the configuration it judged. The file
+/// is written into an overlay over /etc in a private mount namespace, so
+/// the host's /etc is never touched.
+#[test]
+fn check_reads_the_packages_configuration_by_default() {
+    if !enter_netns("check_reads_the_packages_configuration_by_default") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("portrange-etc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for d in ["upper/portrange_exporter", "work"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::write(
+        dir.join("upper/portrange_exporter/ranges.yml"),
+        "ranges:\n  - name: mosh\n    ports: 60000-61000\n    protocols: [udp]\n",
+    )
+    .unwrap();
+    // In a private mount namespace: /etc with the file, or /etc without it.
+    let in_etc = |with_file: bool, args: &str| -> (i32, String) {
+        let mount = if with_file {
+            format!(
+                "mount -t overlay overlay -o lowerdir=/etc,upperdir={0}/upper,workdir={0}/work /etc && ",
+                dir.display()
+            )
+        } else {
+            // Whatever the host has there is hidden.
+            "{ [ ! -d /etc/portrange_exporter ] || mount -t tmpfs none /etc/portrange_exporter; } && ".to_string()
+        };
+        let out = Command::new("unshare")
+            .args(["-m", "sh", "-c"])
+            .arg(format!("{mount}exec \"$0\" check {args}"))
+            .arg(EXPORTER)
+            .output()
+            .expect("running unshare (util-linux)");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("mount:"), "{err}");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (_, out) = in_etc(true, "");
+    assert!(
+        first_line(&out).contains(" | mosh_udp_in_use=0;"),
+        "the default file's range is judged: {out}"
+    );
+    assert!(!first_line(&out).contains("framehawk"), "{out}");
+    assert!(
+        out.contains(
+            "\nConfiguration: /etc/portrange_exporter/ranges.yml (the default, as the service reads it"
+        ),
+        "{out}"
+    );
+    // --config.file still wins.
+    let other = config_file(
+        "default-override",
+        "ranges:\n  - name: rtp\n    ports: 10000-10100\n    protocols: [udp]\n",
+    );
+    let (_, out) = in_etc(true, &format!("--config.file {}", other.display()));
+    assert!(first_line(&out).contains("rtp_udp_in_use=0"), "{out}");
+    assert!(
+        out.contains(&format!("\nConfiguration: {} (--config.file)", other.display())),
+        "{out}"
+    );
+    // Without the file: the built-in range, said so.
+    let (_, out) = in_etc(false, "");
+    assert!(first_line(&out).contains("framehawk_udp_in_use=0"), "{out}");
+    assert!(
+        out.contains("\nConfiguration: built-in (framehawk 3224-3324, udp and tcp, empty allowlist): no --config.file, and /etc/portrange_exporter/ranges.yml does not exist"),
+        "{out}"
+    );
+    let _ = std::fs::remove_file(other);
+    let _ = std::fs::remove_dir_all(&dir);
+}
