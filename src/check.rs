@@ -21,7 +21,10 @@
 use std::fmt::Write;
 
 pub mod ephemeral;
+mod headline;
 mod owners;
+
+pub use headline::headline;
 mod threshold;
 
 pub use threshold::{Resolved, Threshold, perf_label};
@@ -288,8 +291,9 @@ fn judge<'a>(report: &'a Report, all: &[&'a Listener], opts: &Options) -> Verdic
         if let Some(n) = r.ephemeral_overlap.filter(|n| *n > 0) {
             status = status.max(Status::Warning);
             range_reasons.1.push(format!(
-                "{name}: {} in the ephemeral port range, where outgoing connections can take them",
-                plural(n as usize, "port is", "ports are")
+                "{name}: {} in the ephemeral port range, where outgoing connections can take them ({})",
+                plural(n as usize, "port is", "ports are"),
+                crate::platform::reserve_ports_fix(&r.spec, r.protocol)
             ));
         }
         ranges.push(j);

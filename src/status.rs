@@ -75,6 +75,9 @@ struct Document<'a> {
     up: bool,
     error: Option<&'a str>,
     netns_collector: bool,
+    /// What `check` (with its default thresholds) says of this collection:
+    /// the page's top line.
+    check: CheckJson,
     skipped: Vec<SkippedJson<'a>>,
     ranges: Vec<RangeJson<'a>>,
     listeners: Vec<ListenerJson<'a>>,
@@ -89,6 +92,14 @@ struct Document<'a> {
     /// The dynamic range (`null` when the collector is off): counts, the
     /// busiest destinations (top 5) and the top holders.
     ephemeral: serde_json::Value,
+}
+
+#[derive(Serialize)]
+struct CheckJson {
+    /// OK, WARNING, CRITICAL or UNKNOWN.
+    status: &'static str,
+    /// Why: `check`'s first line without its performance data.
+    summary: String,
 }
 
 #[derive(Serialize)]
@@ -120,6 +131,9 @@ struct RangeJson<'a> {
     unknown: u64,
     unattributed: u64,
     ephemeral_overlap: Option<u32>,
+    /// With an overlap: the exact setting that reserves the range's ports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ephemeral_fix: Option<String>,
     used: Vec<UsedJson>,
     reserved: Vec<[u16; 2]>,
 }
@@ -299,6 +313,10 @@ pub fn render(
                 unknown: r.unknown,
                 unattributed: r.unattributed,
                 ephemeral_overlap: r.ephemeral_overlap,
+                ephemeral_fix: r
+                    .ephemeral_overlap
+                    .filter(|n| *n > 0)
+                    .map(|_| crate::platform::reserve_ports_fix(&r.spec, r.protocol)),
                 used: with_since(used_ports(r, &listeners), &listeners, report),
                 // The page calls the excluded ports "reserved".
                 reserved: r.excluded.as_ref().map_or_else(Vec::new, intervals),
@@ -335,6 +353,13 @@ pub fn render(
         up: report.up(),
         error: report.error.as_deref(),
         netns_collector: report.netns.is_some(),
+        check: {
+            let (status, summary) = crate::check::headline(report);
+            CheckJson {
+                status: status.label(),
+                summary,
+            }
+        },
         skipped: report
             .skipped
             .iter()
@@ -481,6 +506,35 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_secs(1_795_664_400);
         let bytes = render(r, &ex, t).unwrap();
         serde_json::from_slice(&bytes).unwrap()
+    }
+
+    /// The page's top line is `check`'s verdict, and an overlap with the
+    /// dynamic range carries the exact setting that reserves the ports.
+    #[test]
+    fn check_verdict_and_the_overlap_fix_are_in_the_document() {
+        let mut r = report();
+        let v = json(&r);
+        assert_eq!(v["check"]["status"], "CRITICAL", "{v}");
+        let (status, why) = crate::check::headline(&r);
+        assert_eq!(v["check"]["summary"], why.as_str());
+        assert_eq!(status.label(), "CRITICAL");
+        assert!(v["ranges"][0].get("ephemeral_fix").is_none(), "{v}");
+        r.ranges[0].ephemeral_overlap = Some(7);
+        let v = json(&r);
+        let fix = v["ranges"][0]["ephemeral_fix"].as_str().unwrap();
+        if cfg!(windows) {
+            assert!(
+                fix.contains("netsh int ipv4 add excludedportrange"),
+                "{fix}"
+            );
+        } else {
+            assert!(
+                fix.contains("\"net.ipv4.ip_local_reserved_ports = 3224-3230,3300\""),
+                "{fix}"
+            );
+        }
+        let summary = v["check"]["summary"].as_str().unwrap();
+        assert!(summary.contains(fix), "check says the same fix: {summary}");
     }
 
     #[test]

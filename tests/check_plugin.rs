@@ -446,13 +446,24 @@ fn an_ephemeral_overlap_is_a_named_warning() {
     assert_eq!(code, 1, "{out}");
     assert!(
         out.starts_with(
-            "PORTRANGE WARNING - tiny/udp: 4 ports are in the ephemeral port range, where outgoing connections can take them |"
+            "PORTRANGE WARNING - tiny/udp: 4 ports are in the ephemeral port range, where outgoing connections can take them (reserve them: the line \"net.ipv4.ip_local_reserved_ports = 3224-3233\" in /etc/sysctl.d/portrange.conf, then sysctl --system"
         ),
         "{out}"
     );
     let v: serde_json::Value =
         serde_json::from_str(&run(&["--config.file", c, "--output", "json"]).1).unwrap();
     assert_eq!(v["ranges"][0]["ephemeral_overlap_ports"], 4);
+    // The fix as the warning words it (in this namespace's sysctl) ends
+    // the warning.
+    let value = out
+        .split_once("net.ipv4.ip_local_reserved_ports = ")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(v, _)| v.to_string())
+        .unwrap();
+    std::fs::write("/proc/sys/net/ipv4/ip_local_reserved_ports", &value).unwrap();
+    let (code, out, _) = run(&["--config.file", c]);
+    assert_eq!(code, 0, "reserved {value}: {out}");
+    std::fs::write("/proc/sys/net/ipv4/ip_local_reserved_ports", "").unwrap();
     let _ = std::fs::remove_file(cfg);
 }
 
