@@ -446,7 +446,7 @@ fn an_ephemeral_overlap_is_a_named_warning() {
     assert_eq!(code, 1, "{out}");
     assert!(
         out.starts_with(
-            "PORTRANGE WARNING - tiny/udp: 4 ports are in the ephemeral port range, where outgoing connections can take them (reserve them: the line \"net.ipv4.ip_local_reserved_ports = 3224-3233\" in /etc/sysctl.d/portrange.conf, then sysctl --system"
+            "PORTRANGE WARNING - tiny/udp: 4 ports are in the ephemeral port range, where outgoing connections can take them (reserve them: the line \"net.ipv4.ip_local_reserved_ports = 3224-3233\" in /etc/sysctl.d/60-portrange.conf, then sysctl --system"
         ),
         "{out}"
     );

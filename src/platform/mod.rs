@@ -604,7 +604,7 @@ pub const EPHEMERAL_OVERLAP_HELP: &str = "Ports of the range inside the protocol
 #[cfg(not(windows))]
 pub fn reserve_ports_fix(spec: &PortSet, _protocol: Protocol) -> String {
     format!(
-        "reserve them: the line \"net.ipv4.ip_local_reserved_ports = {spec}\" in /etc/sysctl.d/portrange.conf, then sysctl --system (keep any ports already reserved in the list)"
+        "reserve them: the line \"net.ipv4.ip_local_reserved_ports = {spec}\" in /etc/sysctl.d/60-portrange.conf, then sysctl --system (keep any ports already reserved in the list)"
     )
 }
 #[cfg(windows)]
