@@ -578,6 +578,37 @@ fn run_server(cli: Cli, host: Host, missing: Vec<&'static str>, checks: LoadChec
     }
 }
 
+/// Where the exporter's own listen ports lie inside a watched TCP range:
+/// it would count itself there as an unexpected listener. One sentence per
+/// port and range, with the two fixes.
+/// The entry suggested names the exporter's executable `exe` (what a local
+/// user cannot forge), or its process name when the path is unknown.
+pub fn own_port_in_ranges(config: &Config, ports: &[u16], exe: Option<&Path>) -> Vec<String> {
+    let entry = match exe {
+        Some(p) => format!("\"- exe: {}\"", p.display()),
+        None => "\"- process: portrange_expor\" (the kernel keeps 15 characters of a process name)"
+            .to_string(),
+    };
+    let mut ports = ports.to_vec();
+    ports.sort_unstable();
+    ports.dedup();
+    let mut out = Vec::new();
+    for &port in &ports {
+        for r in &config.ranges {
+            if r.protocols.contains(&crate::ranges::Protocol::Tcp) && r.ports.contains(port) {
+                out.push(format!(
+                    "the exporter's own listen port {port} lies inside the watched range {} ({}, tcp), \
+                     so it counts itself there as an unexpected listener: listen outside the range \
+                     (--web.listen-address :<port>), or allow it with an entry under the range's expected: {entry}",
+                    r.name,
+                    r.ports.summary()
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// `--web.telemetry-path` must be an absolute path that does not hide the
 /// port map page (with its assets and JSON), the health check or the
 /// reload endpoint.
@@ -787,6 +818,16 @@ fn serve(
             .iter()
             .map(|r| format!("{}={}", r.name, r.ports.summary()))
             .collect();
+        let own_ports: Vec<u16> = listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .map(|a| a.port())
+            .collect();
+        let own_port_warnings = own_port_in_ranges(
+            &config,
+            &own_ports,
+            std::env::current_exe().ok().as_deref(),
+        );
         let procfs = cli.procfs.clone();
         let registry = if cli.disable_exporter_metrics {
             prometheus::Registry::new()
@@ -854,6 +895,9 @@ fn serve(
                 systemd_socket = cli.systemd_socket;
                 "listening"
             );
+        }
+        for w in &own_port_warnings {
+            log::warn!("{w}");
         }
         if !missing.is_empty() {
             // The capabilities are named in the sentence (once), where an
@@ -940,6 +984,35 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("5h").is_err());
         assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
+    fn an_own_port_inside_a_tcp_range_is_named_with_the_fix() {
+        let cfg = Config::parse(
+            "ranges:\n  - name: rtp\n    ports: 10000-20000\n    protocols: [tcp]\n  - name: media\n    ports: 10000-20000\n    protocols: [udp]\n",
+            "r.yml",
+        )
+        .unwrap();
+        let w = own_port_in_ranges(&cfg, &[10224, 10224, 9100], None);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("the exporter's own listen port 10224 lies inside the watched range rtp (10000-20000, tcp)"),
+            "{w:?}"
+        );
+        assert!(w[0].contains("--web.listen-address :<port>"), "{w:?}");
+        assert!(w[0].ends_with(
+            "\"- process: portrange_expor\" (the kernel keeps 15 characters of a process name)"
+        ));
+        let w = own_port_in_ranges(
+            &cfg,
+            &[10224],
+            Some(Path::new("/usr/bin/portrange_exporter")),
+        );
+        assert!(
+            w[0].ends_with("expected: \"- exe: /usr/bin/portrange_exporter\""),
+            "{w:?}"
+        );
+        assert!(own_port_in_ranges(&Config::builtin(), &[10224], None).is_empty());
     }
 
     #[test]

@@ -147,6 +147,8 @@ fn a_three_second_listener_between_scrapes_is_in_the_trail() {
         line.contains("level=warn") && line.contains(&format!("pid={pid}")),
         "{line}"
     );
+    // No empty netns="" outside --collector.netns.
+    assert!(!line.contains("netns="), "{line}");
     assert!(!log.contains("hunter2") && !log.contains("s3kr1t"));
 }
 
