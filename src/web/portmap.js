@@ -49,6 +49,15 @@
     return e;
   }
   function str(v) { return v === null || v === undefined ? '' : String(v); }
+  // `1 socket`, `2 sockets`: a count with its noun.
+  function count(n, noun) { return `${str(n)} ${noun}${n === 1 ? '' : 's'}`; }
+  // Every time on the page in one format, UTC to the second
+  // (2026-12-07T12:47:35Z), whether the server sent it (RFC 3339, with or
+  // without milliseconds) or the browser took it.
+  function when(t) {
+    const d = t instanceof Date ? t : new Date(str(t));
+    return isNaN(d.getTime()) ? str(t) : d.toISOString().replace(/\.\d+Z$/, 'Z');
+  }
 
   // ---- one range's map -------------------------------------------------
   class RangeView {
@@ -132,7 +141,10 @@
       map.append(frag);
       this.focusIdx = 0;
       if (this.cells.length) this.cells[0].tabIndex = 0;
-      sec.append(h, stats, note, map);
+      // check's WARNING for ports outgoing connections can take, with the fix.
+      this.overlapNote = el('p', 'banner warning overlap-note');
+      this.overlapNote.hidden = true;
+      sec.append(h, stats, this.overlapNote, note, map);
       wireMap(this);
     }
     update(r, probed = []) {
@@ -165,6 +177,13 @@
         for (let i = this.starts[c], e = this.starts[c + 1]; i < e && !probedHere; i++) probedHere = hit.has(i);
         this.cells[c].toggleAttribute('data-probed', probedHere);
       }
+      const fix = str(r.ephemeral_fix);
+      const overlap = typeof r.ephemeral_overlap === 'number' && r.ephemeral_overlap > 0;
+      const noteText = overlap ? `WARNING: ${count(r.ephemeral_overlap, 'port')} of this range ${r.ephemeral_overlap === 1 ? 'is' : 'are'} in the ` +
+        `ephemeral port range, where outgoing connections can take ${r.ephemeral_overlap === 1 ? 'it' : 'them'}` + (fix ? ` (${fix})` : '') : '';
+      if (this.overlapNote.textContent !== noteText) this.overlapNote.textContent = noteText;
+      this.overlapNote.hidden = !overlap;
+      this.stat.ephemeral_overlap.parentNode.classList.toggle('warn', overlap);
       for (const k in this.stat) {
         const v = r[k];
         this.stat[k].textContent = v === null || v === undefined ? (k === 'ephemeral_overlap' ? 'unknown' : '–') : str(v);
@@ -178,7 +197,7 @@
         let t = `port ${this.portAt(s)}: ${stateText(code)}`;
         if (code === 1) t += ' (the platform will not let it be bound)';
         if (u && str(u.owner)) t += `; ${str(u.owner)}`;
-        if (u && str(u.since)) t += `; since ${str(u.since)}`;
+        if (u && str(u.since)) t += `; since ${when(u.since)}`;
         if (this.probed && this.probed.has(s)) t += `; probed: ${this.probed.get(s)} packets in the last minute that no socket took`;
         return t;
       }
@@ -360,7 +379,7 @@
   function eventText(e) {
     const where = e.count > 1 ? `${e.count} ${str(e.protocol)} listeners` :
       `${str(e.protocol)} ${str(e.address)}:${str(e.port)}`;
-    let t = `${str(e.time)} ${str(e.kind).replace('_', ' ')}: ${where} in ${str(e.range)}`;
+    let t = `${when(e.time)} ${str(e.kind).replace('_', ' ')}: ${where} in ${str(e.range)}`;
     if (e.netns !== null && e.netns !== undefined) t += ` (netns ${str(e.netns)})`;
     t += ` by ${str(e.process)}`;
     if (e.pid !== null && e.pid !== undefined) t += ` (pid ${str(e.pid)}, user ${str(e.user)})`;
@@ -423,10 +442,10 @@
     const states = v.sockets && typeof v.sockets === 'object' ? v.sockets : {};
     const tw = states.time_wait;
     const parts = Object.keys(states).filter((k) => k !== 'time_wait' && states[k] !== 0).map((k) => `${k.replace('_', ' ')} ${str(states[k])}`);
-    let st = `${str(v.in_use)} ports in use; TIME_WAIT: ${typeof tw === 'number' ? tw : 0} sockets`;
+    let st = `${count(v.in_use, 'port')} in use; TIME_WAIT: ${count(typeof tw === 'number' ? tw : 0, 'socket')}`;
     if (parts.length) st += `; ${parts.join(', ')}`;
-    if (typeof v.unattributed_sockets === 'number' && v.unattributed_sockets > 0) st += `; ${v.unattributed_sockets} sockets without an owner`;
-    const holder = (x) => (x ? `${str(x.process)} (user ${str(x.user)}, ${str(x.sockets)} sockets)` : 'no owner known');
+    if (typeof v.unattributed_sockets === 'number' && v.unattributed_sockets > 0) st += `; ${count(v.unattributed_sockets, 'socket')} without an owner`;
+    const holder = (x) => (x ? `${str(x.process)} (user ${str(x.user)}, ${count(x.sockets, 'socket')})` : 'no owner known');
     const total = typeof v.destinations_total === 'number' ? v.destinations_total : dests.length;
     box.append(h, el('p', 'eph-headroom', head), el('p', 'eph-states', st),
       table(`Busiest destinations (top ${dests.length} of ${total})`,
@@ -479,7 +498,15 @@
     $('maps').classList.toggle('stale', down);
     banner(down ? `Sampling failed: ${str(data.error) || 'no reason given'}. The maps are not current.` : '');
     lastOk = new Date();
-    $('status').textContent = `Updated ${lastOk.toLocaleTimeString()} (collected ${str(data.collected_at)}` +
+    const c = data.check && typeof data.check === 'object' ? data.check : null;
+    const v = $('verdict');
+    v.hidden = !c;
+    if (c) {
+      const text = `${str(c.status)}: ${str(c.summary)}`;
+      if (v.textContent !== text) v.textContent = text;
+      v.setAttribute('data-status', str(c.status).toLowerCase());
+    }
+    $('status').textContent = `Updated ${when(lastOk)} (collected ${when(data.collected_at)}` +
       (typeof data.duration_seconds === 'number' ? ` in ${(data.duration_seconds * 1000).toFixed(1)} ms)` : ')');
     updates++;
     root.setAttribute('data-updates', String(updates));
@@ -511,7 +538,7 @@
       root.setAttribute('data-fetch', 'error');
       $('maps').classList.add('stale');
       banner(`Could not fetch api/v1/status: ${e && e.message ? e.message : e}. ` +
-        (lastOk ? `The maps show the data of ${lastOk.toLocaleTimeString()}.` : 'Nothing to show yet.'));
+        (lastOk ? `The maps show the data of ${when(lastOk)}.` : 'Nothing to show yet.'));
     } finally {
       busy = false;
       if (!paused) timer = setTimeout(poll, interval * 1000);
