@@ -369,9 +369,10 @@ ranges:
     protocols: [udp]
 ";
 
-const REQUIRED: [&str; 11] = [
+const REQUIRED: [&str; 12] = [
     "page loads",
     "top line shows check's verdict",
+    "listener table has one row per owner and range",
     "page is served with a strict Content-Security-Policy",
     "first render in time",
     "no error banner",

@@ -28,7 +28,7 @@
   const CODES = { free: 0, reserved: 1, in_use: 2, expected: 3, unknown: 6, unexpected: 7 };
   const BLOCK_OVER = 4096; // ranges with more ports are drawn in blocks
   const MAX_BLOCKS = 1024;
-  const MAX_ROWS = 500; // listener rows shown at once (unexpected come first); the filter narrows
+  const MAX_ROWS = 500; // listener rows (owners in a range) shown at once, unexpected first; the filter narrows
   const $ = (id) => document.getElementById(id);
   const root = document.documentElement;
 
@@ -316,8 +316,13 @@
   }
 
   // ---- the listener table ----------------------------------------------------
-  const COLS = ['range', 'protocol', 'netns', 'address', 'port', 'process', 'pid', 'user', 'expected'];
+  // One row per owner and range (as check's long output): range, protocol,
+  // namespace, process, user and verdict; the row counts the listeners and
+  // names the first addresses, so fifty listeners of one process never hide
+  // another's.
+  const COLS = ['range', 'protocol', 'netns', 'address', 'port', 'process', 'pid', 'user', 'expected', 'count'];
   const KIND_RANK = { unexpected: 0, unknown: 1, kernel: 2, expected: 3 };
+  const FIRST_ADDRESSES = 3;
   let listeners = [], sortKey = null, sortDir = 1;
   const pool = [];
   function kindOf(l) {
@@ -325,8 +330,33 @@
     const e = str(l.expected);
     return e === 'true' ? 'expected' : e === 'false' ? 'unexpected' : 'unknown';
   }
-  function cellText(l, k) {
+  function endpointOf(l) {
+    const a = str(l.address);
+    return (a.includes(':') ? `[${a}]` : a) + ':' + str(l.port);
+  }
+  function groupsOf(ls) {
+    const byKey = new Map(), out = [];
+    for (const l of ls) {
+      const k = JSON.stringify([l.range, l.protocol, l.netns ?? null, l.process, l.user, l.expected, l.kernel === true, l.exe_gone === true]);
+      let g = byKey.get(k);
+      if (!g) { g = { l, members: [], i: out.length }; byKey.set(k, g); out.push(g); }
+      g.members.push(l);
+    }
+    return out;
+  }
+  function cellText(g, k) {
+    const l = g.l, ms = g.members;
     if (k === 'process' && l.exe_gone === true) return str(l.process) + ' (executable gone)';
+    if (k === 'count') return String(ms.length);
+    if (k === 'port') return String(Math.min(...ms.map((m) => Number(m.port))));
+    if (k === 'address') {
+      const shown = ms.slice(0, FIRST_ADDRESSES).map(endpointOf).join(', ');
+      return ms.length > FIRST_ADDRESSES ? `${shown} and ${ms.length - FIRST_ADDRESSES} more` : shown;
+    }
+    if (k === 'pid') {
+      const pids = [...new Set(ms.map((m) => m.pid).filter((p) => p !== null && p !== undefined))];
+      return pids.length > 1 ? `${pids.length} pids` : str(pids[0]);
+    }
     if (k !== 'expected') return str(l[k]);
     const e = str(l.expected);
     if (l.kernel === true) return e === 'true' ? 'kernel, allowed' : 'kernel, not allowed';
@@ -334,13 +364,16 @@
   }
   function renderListeners() {
     const q = $('filter').value.trim().toLowerCase();
-    let rows = listeners.map((l, i) => ({ l, i, kind: kindOf(l), text: COLS.map((k) => cellText(l, k)) }));
-    if (q) rows = rows.filter((r) => r.text.some((t) => t.toLowerCase().includes(q)));
+    let rows = groupsOf(listeners).map((g) => ({ g, i: g.i, kind: kindOf(g.l), text: COLS.map((k) => cellText(g, k)),
+      // The filter also finds a group by any of its addresses, shown or not.
+      all: g.members.map(endpointOf).join(' ') }));
+    if (q) rows = rows.filter((r) => r.text.some((t) => t.toLowerCase().includes(q)) || r.all.toLowerCase().includes(q));
     if (sortKey) {
       const k = COLS.indexOf(sortKey);
       rows.sort((x, y) => {
         let d;
-        if (sortKey === 'port' || sortKey === 'pid') d = (x.l[sortKey] ?? -1) - (y.l[sortKey] ?? -1);
+        if (sortKey === 'port' || sortKey === 'count') d = Number(x.text[k]) - Number(y.text[k]);
+        else if (sortKey === 'pid') d = (Number(x.text[k]) || -1) - (Number(y.text[k]) || -1);
         else if (sortKey === 'expected') d = KIND_RANK[x.kind] - KIND_RANK[y.kind];
         else d = x.text[k].localeCompare(y.text[k]);
         return d * sortDir || x.i - y.i;
@@ -351,15 +384,16 @@
       let tr = pool[i];
       if (!tr) {
         tr = pool[i] = el('tr');
-        for (const k of COLS) tr.append(el('td', (k === 'netns' ? 'netns-col' : '') + (k === 'port' || k === 'pid' ? 'num' : '')));
+        for (const k of COLS) tr.append(el('td', (k === 'netns' ? 'netns-col' : '') + (k === 'port' || k === 'pid' || k === 'count' ? 'num' : '')));
       }
       if (tr.className !== r.kind) tr.className = r.kind;
       r.text.forEach((t, j) => { if (tr.cells[j].textContent !== t) tr.cells[j].textContent = t; });
       if (tr.parentNode !== body) body.append(tr);
     });
     for (let i = shown.length; i < pool.length; i++) pool[i].remove();
-    let msg = `${listeners.length} listener${listeners.length === 1 ? '' : 's'}`;
-    if (q) msg = `${rows.length} of ${msg} match`;
+    const total = groupsOf(listeners).length;
+    let msg = `${count(listeners.length, 'listener')} of ${count(total, 'owner')} in a range`;
+    if (q) msg = `${rows.length} of ${count(total, 'row')} match`;
     if (rows.length > MAX_ROWS) msg += `; showing the first ${MAX_ROWS}`;
     $('listener-count').textContent = msg;
   }

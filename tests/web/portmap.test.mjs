@@ -297,8 +297,17 @@ async function run(ctx, o, scenario, url, refresh) {
       return { range: m && m.getAttribute('data-range'), protocol: m && m.getAttribute('data-protocol'),
         text: n && !n.hidden ? n.textContent : '' };
     });
-    return { verdict: v.hidden ? '' : v.textContent, status: v.getAttribute('data-status'), check: data.check, ranges: data.ranges, notes };
+    const ls = Array.isArray(data.listeners) ? data.listeners : [];
+    const owners = new Set(ls.map((l) => JSON.stringify([l.range, l.protocol, l.netns ?? null, l.process, l.user, l.expected, l.kernel === true, l.exe_gone === true])));
+    const counts = [...document.querySelectorAll('#listeners tbody tr')].map((r) => Number(r.cells[9].textContent));
+    return { verdict: v.hidden ? '' : v.textContent, status: v.getAttribute('data-status'), check: data.check, ranges: data.ranges, notes,
+      listeners: ls.length, owners: owners.size, counts };
   });
+  if (seen.owners <= 500) {
+    check('listener table has one row per owner and range', seen.counts.length === seen.owners &&
+      seen.counts.reduce((a, b) => a + b, 0) === seen.listeners,
+      `${seen.counts.length} rows for ${seen.owners} owners, counts ${seen.counts.join('+')} for ${seen.listeners} listeners`);
+  }
   check("top line shows check's verdict", !!seen.check && seen.verdict.startsWith(`${seen.check.status}: `) &&
     seen.status === String(seen.check.status).toLowerCase() && seen.verdict.length > seen.check.status.length + 2,
     JSON.stringify({ verdict: seen.verdict, check: seen.check }));
