@@ -226,10 +226,11 @@ fn every_collector_is_named_in_the_metrics_page() {
     let mut collectors = BTreeSet::new();
     for line in read("src/collect.rs").lines() {
         // `pub const RANGES: &str = "ranges";` and its kind.
-        if let Some(rest) = line.strip_prefix("pub const ") {
-            if let Some((_, v)) = rest.split_once(": &str = \"") {
-                collectors.insert(v.trim_end_matches("\";").to_string());
-            }
+        if let Some((_, v)) = line
+            .strip_prefix("pub const ")
+            .and_then(|rest| rest.split_once(": &str = \""))
+        {
+            collectors.insert(v.trim_end_matches("\";").to_string());
         }
     }
     for line in read("tests/golden/metrics.prom").lines() {
@@ -332,11 +333,9 @@ fn every_never_and_always_in_docs_names_its_test() {
             // A paragraph or a list item ends at a blank line or where the
             // next item starts; a table row is one claim.
             let item = line.starts_with("- ") || line.starts_with("| ") || line.starts_with('#');
-            if line.trim().is_empty() || item {
-                if !para.is_empty() {
-                    paras.push(para.join(" "));
-                    para.clear();
-                }
+            if (line.trim().is_empty() || item) && !para.is_empty() {
+                paras.push(para.join(" "));
+                para.clear();
             }
             if !line.trim().is_empty() {
                 para.push(line);
