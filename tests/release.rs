@@ -69,6 +69,21 @@ fn scratch(tag: &str) -> PathBuf {
     dir
 }
 
+/// Asserts that what `extract` writes to stdout is a static binary for
+/// `arch` (Debian's or RPM's name for it).
+fn assert_static_binary(arch: &str, extract: &str) {
+    let elf = sh(&format!("{extract} | file -"));
+    let machine = if arch == "amd64" || arch == "x86_64" {
+        "x86-64"
+    } else {
+        "ARM aarch64"
+    };
+    assert!(
+        elf.contains(machine) && elf.contains("statically linked"),
+        "{arch}: {elf}"
+    );
+}
+
 /// Unpacks a release tarball into `into`; returns its top directory.
 fn unpack(artifacts: &Path, arch: &str, into: &Path) -> PathBuf {
     let name = format!("portrange_exporter-{VERSION}.linux-{arch}");
@@ -153,18 +168,12 @@ fn tarballs_hold_what_an_operator_needs() {
             list.lines().all(|l| l.starts_with(&top)),
             "one top directory:\n{list}"
         );
-        let elf = sh(&format!(
-            "tar -xzOf {}/portrange_exporter-{VERSION}.linux-{arch}.tar.gz {top}portrange_exporter | file -",
-            dir.display()
-        ));
-        let machine = if arch == "amd64" {
-            "x86-64"
-        } else {
-            "ARM aarch64"
-        };
-        assert!(
-            elf.contains(machine) && elf.contains("statically linked"),
-            "{arch}: {elf}"
+        assert_static_binary(
+            arch,
+            &format!(
+                "tar -xzOf {}/portrange_exporter-{VERSION}.linux-{arch}.tar.gz {top}portrange_exporter",
+                dir.display()
+            ),
         );
     }
 }
@@ -1010,18 +1019,12 @@ fn rpm_packages_have_their_files_config_and_scripts() {
             !requires.contains(".so"),
             "{arch}: requires libraries:\n{requires}"
         );
-        let elf = sh(&format!(
-            "rpm2cpio {} | cpio -i --quiet --to-stdout ./usr/bin/portrange_exporter | file -",
-            path.display()
-        ));
-        let machine = if arch == "x86_64" {
-            "x86-64"
-        } else {
-            "ARM aarch64"
-        };
-        assert!(
-            elf.contains(machine) && elf.contains("statically linked"),
-            "{arch}: {elf}"
+        assert_static_binary(
+            arch,
+            &format!(
+                "rpm2cpio {} | cpio -i --quiet --to-stdout ./usr/bin/portrange_exporter",
+                path.display()
+            ),
         );
     }
 }
