@@ -133,7 +133,7 @@ pub fn long_output(out: &mut String, report: &Report) {
             .map_or(0, |(_, n)| *n);
         let _ = writeln!(
             out,
-            "{}{}: range {} ({} ports), {} in use, {} held with no peer, {} left toward the busiest destination, {} sockets in TIME_WAIT",
+            "{}{}: range {} ({} ports), {} in use, {} held with no peer, {} left toward the busiest destination, {} in TIME_WAIT",
             v.protocol,
             where_(v),
             v.range,
@@ -141,7 +141,7 @@ pub fn long_output(out: &mut String, report: &Report) {
             v.in_use,
             v.unshared,
             v.free_min,
-            tw
+            sockets(tw)
         );
         for d in &v.destinations {
             let held = d.holder.as_ref().map_or(String::new(), |h| {
@@ -154,10 +154,10 @@ pub fn long_output(out: &mut String, report: &Report) {
             });
             let _ = writeln!(
                 out,
-                "  toward {}: {} ports, {} sockets{held}",
+                "  toward {}: {} ports, {}{held}",
                 d.endpoint(),
                 ephemeral::thousands(u64::from(d.ports)),
-                ephemeral::thousands(d.sockets)
+                sockets(d.sockets)
             );
         }
         if v.destinations_total > v.destinations.len() as u64 {
@@ -170,10 +170,10 @@ pub fn long_output(out: &mut String, report: &Report) {
         for h in &v.holders {
             let _ = writeln!(
                 out,
-                "  holder {} (user {}): {} sockets",
+                "  holder {} (user {}): {}",
                 printable(&h.process),
                 printable(&h.user),
-                ephemeral::thousands(h.sockets)
+                sockets(h.sockets)
             );
         }
     }
@@ -224,8 +224,25 @@ pub fn to_json(report: &Report) -> serde_json::Value {
     json!({ "error": e.error, "views": views })
 }
 
+/// `1 socket`, `28,200 sockets`.
+fn sockets(n: u64) -> String {
+    format!(
+        "{} {}",
+        ephemeral::thousands(n),
+        if n == 1 { "socket" } else { "sockets" }
+    )
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn counts_of_sockets_take_their_noun() {
+        assert_eq!(sockets(1), "1 socket");
+        assert_eq!(sockets(0), "0 sockets");
+        assert_eq!(sockets(28_200), "28,200 sockets");
+    }
+
     use super::*;
     use crate::ephemeral::{Destination, EphemeralReport, HolderCount};
     use crate::ranges::{PortSet, Protocol};
