@@ -580,8 +580,7 @@ fn run_server(cli: Cli, host: Host, missing: Vec<&'static str>, checks: LoadChec
 
 /// Where the exporter's own listen ports lie inside a watched TCP range:
 /// it would count itself there as an unexpected listener. One sentence per
-/// port and range, with the two fixes.
-/// The entry suggested names the exporter's executable `exe` (what a local
+/// port and range, with the two fixes. The entry suggested names the exporter's executable `exe` (what a local
 /// user cannot forge), or its process name when the path is unknown.
 pub fn own_port_in_ranges(config: &Config, ports: &[u16], exe: Option<&Path>) -> Vec<String> {
     let entry = match exe {
