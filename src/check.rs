@@ -2,13 +2,14 @@
 //! plugins guidelines (<https://nagios-plugins.org/doc/guidelines.html>):
 //! one collection, exit codes 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. The
 //! first line names what is wrong (the unexpected listeners grouped by
-//! owner and range, [`owners`]: every owner named up to five, so one
-//! process with many ports hides no other; a full range; an ephemeral overlap;
-//! owners that could not be seen and the privilege that would show them)
+//! owner and range, [`owners`]: up to five owners named, so one process
+//! with many ports hides no other; a full range; an ephemeral overlap and
+//! the setting that ends it; owners that could not be seen and the
+//! privilege that would show them)
 //! and carries performance data after `|` for every range and protocol.
 //! The long output lists the ranges and only the listeners that need a
-//! look (unexpected or unknown), one row per owner and range; `-v` adds the allowed ones, `-vv` the
-//! attribution counters. Free-port thresholds use the guidelines' range
+//! look (unexpected or unknown), one row per owner and range; `-v` lists
+//! every listener, `-vv` adds the attribution counters. Free-port thresholds use the guidelines' range
 //! syntax, with percentages of the range's capacity ([`threshold`], apart
 //! from the rendering here). `--output json`
 //! prints the whole report for scripts. With `--collector.netns` the
@@ -23,10 +24,9 @@ use std::fmt::Write;
 pub mod ephemeral;
 mod headline;
 mod owners;
-
-pub use headline::headline;
 mod threshold;
 
+pub use headline::headline;
 pub use threshold::{Resolved, Threshold, perf_label};
 
 use crate::allowlist::Expected;
@@ -88,8 +88,8 @@ impl Default for Options {
 }
 
 /// Rows (owners in a range) of unexpected and unknown listeners shown
-/// without `-v`: the long
-/// output must fit NRPE's buffer even with thousands of listeners.
+/// without `-v`: the long output must fit NRPE's buffer even with
+/// thousands of listeners.
 pub const LISTENER_ROWS: usize = 20;
 
 /// Makes a name printable on one line of plugin output: control
