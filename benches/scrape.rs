@@ -1635,7 +1635,7 @@ fn encode_cost(m: usize) -> f64 {
         }],
         ..Report::default()
     };
-    let reload = portrange_exporter::service::ReloadStatus {
+    let reload = portrange_exporter::metrics::ReloadStatus {
         successful: true,
         last_success: 0.0,
     };

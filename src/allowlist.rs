@@ -23,6 +23,7 @@ use regex::bytes::Regex;
 
 use crate::names::{self, Rules};
 use crate::platform::{Holder, Owner};
+pub use crate::users::UserName;
 
 /// Whether a listener is on its range's allowlist.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -84,16 +85,6 @@ pub enum KernelMatch {
     Any,
     /// `kernel: vxlan0`: those of this tunnel device.
     Device(String),
-}
-
-/// A socket's user, as far as it is known.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum UserName {
-    Known(String),
-    /// The user database has no entry for the uid.
-    NoEntry,
-    /// The lookup failed or has not answered yet.
-    Unresolved,
 }
 
 /// Judges one listener: `holder` is who holds it (`None`: unknown), `uid`

@@ -23,10 +23,12 @@ use std::fmt::Write;
 
 pub mod ephemeral;
 mod headline;
+mod json;
 mod owners;
 mod threshold;
 
 pub use headline::headline;
+pub use json::render_json;
 pub use threshold::{Resolved, Threshold, perf_label};
 
 use crate::allowlist::Expected;
@@ -92,21 +94,7 @@ impl Default for Options {
 /// thousands of listeners.
 pub const LISTENER_ROWS: usize = 20;
 
-/// Makes a name printable on one line of plugin output: control
-/// characters and backslashes are escaped, and so is `|`, which would
-/// start performance data. Invalid UTF-8 was already replaced.
-pub fn printable(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '|' => out.push_str("\\u{7c}"),
-            c if c.is_control() => out.extend(c.escape_default()),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use crate::text::printable;
 
 /// Why owners are unknown, and what the operator can do about it.
 fn unknown_reason(report: &Report) -> String {
@@ -298,7 +286,11 @@ fn judge<'a>(report: &'a Report, all: &[&'a Listener], opts: &Options) -> Verdic
         }
         ranges.push(j);
     }
-    let eph = ephemeral::judge(report, &opts.ephemeral_warning, &opts.ephemeral_critical);
+    let eph = ephemeral::judge(
+        report.ephemeral.as_ref(),
+        &opts.ephemeral_warning,
+        &opts.ephemeral_critical,
+    );
     status = status.max(eph.status);
     range_reasons.0.extend(eph.critical);
     range_reasons.1.extend(eph.warning);
@@ -444,7 +436,11 @@ pub fn render(report: &Report, warnings: &[ConfigWarning], opts: &Options) -> (S
         v.reasons.join("; ")
     };
     let mut perf = perfdata(&v.ranges);
-    let eph = ephemeral::judge(report, &opts.ephemeral_warning, &opts.ephemeral_critical);
+    let eph = ephemeral::judge(
+        report.ephemeral.as_ref(),
+        &opts.ephemeral_warning,
+        &opts.ephemeral_critical,
+    );
     for p in eph.perfdata {
         if !perf.is_empty() {
             perf.push(' ');
@@ -530,7 +526,7 @@ pub fn render(report: &Report, warnings: &[ConfigWarning], opts: &Options) -> (S
             );
         }
     }
-    ephemeral::long_output(&mut out, report);
+    ephemeral::long_output(&mut out, report.ephemeral.as_ref());
     if !report.skipped.is_empty() {
         let _ = writeln!(out);
         let _ = writeln!(
@@ -541,7 +537,7 @@ pub fn render(report: &Report, warnings: &[ConfigWarning], opts: &Options) -> (S
             let _ = writeln!(out, "{}", printable(&s.to_string()));
         }
     }
-    let traffic = crate::traffic::check_lines(report);
+    let traffic = crate::traffic::check_lines(report.traffic.as_ref());
     if !traffic.is_empty() {
         let _ = writeln!(out);
         let _ = writeln!(out, "Traffic to closed ports:");
@@ -657,115 +653,11 @@ fn since_text(report: &Report, l: &Listener) -> String {
     match report.trail.as_ref().and_then(|t| t.since_of(l)) {
         Some(s) => format!(
             "{} ({})",
-            crate::trail::rfc3339_unix(s.unix),
+            crate::text::rfc3339_unix(s.unix),
             s.source.replace('_', " ")
         ),
         None => "-".to_string(),
     }
-}
-
-/// The whole report and the verdict as one JSON document.
-pub fn render_json(
-    report: &Report,
-    warnings: &[ConfigWarning],
-    opts: &Options,
-) -> (Status, String) {
-    use serde_json::json;
-    let (status, summary) = if let Some(e) = &report.error {
-        (
-            Status::Unknown,
-            format!("sockets could not be sampled: {e}"),
-        )
-    } else {
-        let v = judge(report, &listeners(report), opts);
-        (
-            v.status,
-            if v.reasons.is_empty() {
-                "no unexpected listener".to_string()
-            } else {
-                v.reasons.join("; ")
-            },
-        )
-    };
-    let ranges: Vec<serde_json::Value> = report
-        .ranges
-        .iter()
-        .map(|r| {
-            let states: serde_json::Map<String, serde_json::Value> = r
-                .states
-                .iter()
-                .map(|(s, n)| ((*s).to_string(), json!(n)))
-                .collect();
-            json!({
-                "range": r.range,
-                "netns": r.netns,
-                "protocol": r.protocol.as_str(),
-                "ports": r.ports(),
-                "in_use": r.in_use,
-                "free": r.free(),
-                "unexpected_listeners": r.unexpected,
-                "unattributed_sockets": r.unattributed,
-                "ephemeral_overlap_ports": r.ephemeral_overlap,
-                "excluded_ports": r.excluded_free(),
-                "sockets": states,
-                "ports_in_use": r.per_port.then_some(&r.in_use_ports),
-                "warning": opts.warning.resolve(r.ports()).perf(),
-                "critical": opts.critical.resolve(r.ports()).perf(),
-            })
-        })
-        .collect();
-    let listeners: Vec<serde_json::Value> = listeners(report)
-        .into_iter()
-        .map(|l| {
-            let owner = l.owner();
-            json!({
-                "range": l.range,
-                "netns": l.netns,
-                "protocol": l.protocol.as_str(),
-                "address": l.address.to_string(),
-                "port": l.port,
-                "process": l.process(),
-                "pid": owner.map(|o| o.pid),
-                "exe": owner.and_then(|o| o.exe.as_ref()).map(|e| String::from_utf8_lossy(e).into_owned()),
-                "kernel": l.is_kernel(),
-                "exe_gone": l.exe_gone(),
-                "user": l.user,
-                "expected": l.expected.as_str(),
-                "since": report.trail.as_ref().and_then(|t| t.since_of(l)).map(|s| json!({
-                    "time": crate::trail::rfc3339_unix(s.unix),
-                    "source": s.source,
-                })),
-            })
-        })
-        .collect();
-    let a = &report.attribution;
-    let doc = json!({
-        "status": status.label(),
-        "code": status as i32,
-        "summary": summary,
-        "error": report.error,
-        "duration_seconds": report.duration.as_secs_f64(),
-        "ranges": ranges,
-        "listeners": listeners,
-        "attribution": {
-            "confirmed": a.confirmed,
-            "searched": a.searched,
-            "processes_scanned": a.processes_scanned,
-            "permission_denied": a.permission_denied,
-            "deadline_hit": a.deadline_hit,
-            "kernel": a.kernel,
-        },
-        "missing_privileges": report.missing_privileges,
-        "skipped": report.skipped.iter().map(|s| json!({
-            "stage": s.stage,
-            "what": s.what,
-            "reason": s.reason,
-        })).collect::<Vec<_>>(),
-        "config_warnings": warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
-        "traffic": crate::traffic::status_json(report),
-        "ephemeral": ephemeral::to_json(report),
-    });
-    (status, format!("{doc}\n"))
 }
 
 fn table(out: &mut String, rows: &[Vec<String>], right: &[bool]) {

@@ -207,13 +207,26 @@ pub struct Cli {
     pub trail_burst: f64,
 
     /// Leave command lines out of the listener trail (events carry
-    /// "cmdline": null). Without it they are cut at 256 bytes, escaped,
-    /// and secret-looking argument values redacted.
+    /// "cmdline": null, the log none). Without it they are redacted (the
+    /// secret shapes of docs/trail.md), escaped and cut at 256 bytes, and
+    /// served over HTTP only with authentication.
     #[arg(
         long = "collector.trail.no-cmdline",
         env = "PORTRANGE_EXPORTER_COLLECTOR_TRAIL_NO_CMDLINE"
     )]
     pub trail_no_cmdline: bool,
+
+    /// Serve the listener trail's command lines (redacted) on
+    /// /api/v1/events, /api/v1/status and the page without authentication.
+    /// Without it they are served only when --web.config.file sets
+    /// basic_auth_users or requires verified client certificates
+    /// (RequireAndVerifyClientCert): anyone who reaches the port would
+    /// read every listener's command line. The log has them either way.
+    #[arg(
+        long = "web.serve-command-lines-without-auth",
+        env = "PORTRANGE_EXPORTER_WEB_SERVE_COMMAND_LINES_WITHOUT_AUTH"
+    )]
+    pub serve_cmdlines_without_auth: bool,
 
     /// Count packets, bytes and TCP connection attempts to the watched ranges,
     /// split by listening and closed ports, in an nftables table of our own
@@ -467,7 +480,7 @@ pub fn main() -> i32 {
                 let first = first.strip_prefix("error: ").unwrap_or(first);
                 emit(&format!(
                     "PORTRANGE UNKNOWN - {} (see portrange_exporter check --help)\n",
-                    check::printable(first)
+                    crate::text::printable(first)
                 ));
                 return check::Status::Unknown as i32;
             }
@@ -669,7 +682,7 @@ fn check_output(
     let unknown = |msg: String| {
         (
             check::Status::Unknown,
-            format!("PORTRANGE UNKNOWN - {}\n", check::printable(&msg)),
+            format!("PORTRANGE UNKNOWN - {}\n", crate::text::printable(&msg)),
         )
     };
     let (config_file, judged) =
@@ -858,6 +871,17 @@ fn serve(
         )
         .context("starting the collector thread")?;
         let tls = web.as_ref().is_some_and(|w| w.tls.is_some());
+        let authenticated = web.as_ref().is_some_and(|w| w.authenticates());
+        let cmdline_withheld = crate::trail::cmdline_withheld(
+            !cli.trail_no_cmdline,
+            authenticated,
+            cli.serve_cmdlines_without_auth,
+        );
+        if cli.serve_cmdlines_without_auth && !authenticated && !cli.trail_no_cmdline {
+            log::warn!(
+                "--web.serve-command-lines-without-auth: the listener trail's command lines (redacted) are served to anyone who reaches the port"
+            );
+        }
         let state = http::State::new(
             service.clone(),
             http::Options {
@@ -867,6 +891,7 @@ fn serve(
                 web: web.clone(),
                 enable_lifecycle: cli.enable_lifecycle,
                 exporter_metrics: !cli.disable_exporter_metrics,
+                cmdline_withheld: cmdline_withheld.clone(),
                 ..http::Options::default()
             },
         );
@@ -883,6 +908,7 @@ fn serve(
             telemetry_path = cli.telemetry_path.as_str(),
             tls = tls,
             basic_auth = web.as_ref().is_some_and(|w| w.auth.is_some()),
+            command_lines_served = cmdline_withheld.is_none(),
             exporter_metrics = !cli.disable_exporter_metrics;
             "starting portrange_exporter"
         );

@@ -31,6 +31,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use prometheus::proto::MetricFamily;
+use serde_json::json;
+
+use crate::exposition::{Family, with};
 use crate::platform::{self, Holder, Owner, Socket};
 use crate::ranges::{PortSet, Protocol};
 use crate::users::{self, UserNames};
@@ -414,8 +418,8 @@ pub fn summary(v: &EphemeralView) -> String {
             if let Some(h) = &d.holder {
                 out.push_str(&format!(
                     ", held by {} (user {}, {})",
-                    crate::check::printable(&h.process),
-                    crate::check::printable(&h.user),
+                    crate::text::printable(&h.process),
+                    crate::text::printable(&h.user),
                     thousands(h.sockets)
                 ));
             }
@@ -428,12 +432,115 @@ pub fn summary(v: &EphemeralView) -> String {
     {
         out.push_str(&format!(
             ", held by {} (user {}, {})",
-            crate::check::printable(&h.process),
-            crate::check::printable(&h.user),
+            crate::text::printable(&h.process),
+            crate::text::printable(&h.user),
             thousands(h.sockets)
         ));
     }
     out
+}
+
+/// The help texts of the ephemeral families (also in
+/// [`crate::metrics::FAMILIES`]).
+pub use crate::platform::EPHEMERAL_PORTS_HELP as PORTS_HELP;
+pub const IN_USE_HELP: &str = "Distinct local ports of the dynamic (ephemeral) range with at least one socket, TIME_WAIT included.";
+pub const SOCKETS_HELP: &str = "Sockets whose local port is in the dynamic (ephemeral) range, by state (TIME_WAIT included; listeners too: the range is not judged).";
+pub const FREE_MIN_HELP: &str = "The fewest ports of the dynamic range still free toward any one destination (remote address and port). tcp: the range, less ports held with no peer (listeners, bound and unconnected sockets), less the most local ports with a socket (TIME_WAIT included) toward one destination, since connect() without bind() shares a port across destinations. udp: the range less the ports in use, which are gone for everyone. sock_diag cannot tell a connected socket whose port came from bind() (or bind(0)) first from an autobound one: such ports count toward their destination only, though no destination can take them. Local addresses are not told apart, so with several source addresses this errs low. 0 means connect() fails with EADDRNOTAVAIL toward the busiest destination.";
+pub const HOLDERS_HELP: &str = "Sockets of the dynamic range per owner (process name and user), for the top owners by sockets (--collector.ephemeral.top-holders) and process=\"other\" for the rest; process is unknown where the owner was not found. TIME_WAIT and request sockets have no owner and are counted by state only.";
+
+/// The `ephemeral` collector's families: per protocol (and `netns`), the
+/// range's size, ports in use, sockets by state, the headroom toward the
+/// busiest destination, and the top holders. Nothing when the collector
+/// is off or failed (its `portrange_scrape_collector_success` says which).
+/// No destination is a label.
+pub fn families(ephemeral: Option<&EphemeralReport>) -> Vec<MetricFamily> {
+    let Some(e) = ephemeral else {
+        return Vec::new();
+    };
+    if e.views.is_empty() {
+        return Vec::new();
+    }
+    let mut ports = Family::new("portrange_ephemeral_ports", PORTS_HELP);
+    let mut in_use = Family::new("portrange_ephemeral_ports_in_use", IN_USE_HELP);
+    let mut sockets = Family::new("portrange_ephemeral_sockets", SOCKETS_HELP);
+    let mut free_min = Family::new("portrange_ephemeral_ports_free_min", FREE_MIN_HELP);
+    let mut holders = Family::new("portrange_ephemeral_holders", HOLDERS_HELP);
+    for v in &e.views {
+        let mut base = vec![("protocol", v.protocol.as_str())];
+        if let Some(ns) = &v.netns {
+            base.push(("netns", ns.as_str()));
+        }
+        ports.add(&base, f64::from(v.ports()));
+        in_use.add(&base, f64::from(v.in_use));
+        free_min.add(&base, f64::from(v.free_min));
+        for (state, n) in &v.states {
+            sockets.add(&with(&base, ("state", state)), *n as f64);
+        }
+        // In label order: a stable exposition whatever the counts.
+        let mut by_label: Vec<&HolderCount> = v.holders.iter().collect();
+        by_label.sort_by(|a, b| (&a.process, &a.user).cmp(&(&b.process, &b.user)));
+        for h in by_label {
+            let mut labels = base.clone();
+            labels.push(("process", h.process.as_str()));
+            labels.push(("user", h.user.as_str()));
+            holders.add(&labels, h.sockets as f64);
+        }
+    }
+    let mut out = vec![
+        ports.build(),
+        in_use.build(),
+        sockets.build(),
+        free_min.build(),
+    ];
+    if !holders.metrics.is_empty() {
+        out.push(holders.build());
+    }
+    out
+}
+
+/// The JSON form (for `check --output json` and `/api/v1/status`): per
+/// view the counts, the busiest destinations and the top holders; `null`
+/// when the collector is off.
+pub fn status_json(ephemeral: Option<&EphemeralReport>) -> serde_json::Value {
+    let Some(e) = ephemeral else {
+        return serde_json::Value::Null;
+    };
+    let views: Vec<serde_json::Value> = e
+        .views
+        .iter()
+        .map(|v| {
+            let states: serde_json::Map<String, serde_json::Value> = v
+                .states
+                .iter()
+                .map(|(s, n)| ((*s).to_string(), json!(n)))
+                .collect();
+            json!({
+                "protocol": v.protocol.as_str(),
+                "netns": v.netns,
+                "range": v.range.to_string(),
+                "ports": v.ports(),
+                "in_use": v.in_use,
+                "unshared": v.unshared,
+                "free_min": v.free_min,
+                "sockets": states,
+                "unattributed_sockets": v.unattributed,
+                "destinations_total": v.destinations_total,
+                "destinations": v.destinations.iter().map(|d| json!({
+                    "address": d.address.to_string(),
+                    "port": d.port,
+                    "ports": d.ports,
+                    "sockets": d.sockets,
+                    "holder": d.holder.as_ref().map(|h| json!({
+                        "process": h.process, "user": h.user, "sockets": h.sockets,
+                    })),
+                })).collect::<Vec<_>>(),
+                "holders": v.holders.iter().map(|h| json!({
+                    "process": h.process, "user": h.user, "sockets": h.sockets,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({ "error": e.error, "views": views })
 }
 
 #[cfg(test)]

@@ -6,7 +6,11 @@
 //! `/metrics` (or `--web.telemetry-path`), the port map page at `/` with
 //! its script and style (`/portmap.js`, `/portmap.css`, compiled in, served
 //! under a Content-Security-Policy that allows nothing else), its JSON at
-//! `/api/v1/status` ([`crate::status`]), `/-/healthy`, `/-/reload` (with
+//! `/api/v1/status` ([`crate::status`]), the listener trail at
+//! `/api/v1/events` (both leave the trail's command lines out, and say why
+//! in `cmdline_withheld`, unless every client is authenticated or the
+//! operator said otherwise: [`crate::trail::cmdline_withheld`]),
+//! `/-/healthy`, `/-/reload` (with
 //! `--web.enable-lifecycle`), 404 elsewhere whatever the method, 405 for
 //! methods other than GET and HEAD on the known paths. Collections belong
 //! to [`Service`]: a scrape or a status request asks it for one (shared
@@ -63,6 +67,10 @@ pub struct Options {
     /// Add the `promhttp_*` request metrics to every scrape (off with
     /// `--web.disable-exporter-metrics`).
     pub exporter_metrics: bool,
+    /// Why `/api/v1/events` and `/api/v1/status` leave the trail's command
+    /// lines out (`None`: they serve them, redacted); see
+    /// [`crate::trail::cmdline_withheld`]. Withheld by default.
+    pub cmdline_withheld: Option<String>,
 }
 
 impl Default for Options {
@@ -76,6 +84,7 @@ impl Default for Options {
             web: None,
             enable_lifecycle: false,
             exporter_metrics: true,
+            cmdline_withheld: Some(crate::trail::WITHHELD_WITHOUT_AUTH.to_string()),
         }
     }
 }
@@ -491,14 +500,16 @@ pub fn events_since(query: Option<&str>) -> Result<u64, String> {
 
 /// `/api/v1/events`: the trail's events after `?since=` (a sequence
 /// number), oldest first (newest last), with the last sequence number
-/// given and the events dropped so far. Never waits for a collection: the
-/// collector thread's watch passes keep the trail current.
+/// given, the events dropped so far, and why command lines are left out
+/// (`cmdline_withheld`, null when they are served). Never waits for a
+/// collection: the collector thread's watch passes keep the trail current.
 fn events_json(state: &State, query: Option<&str>) -> Resp {
     #[derive(serde::Serialize)]
     struct Doc<'a> {
-        events: Vec<&'a crate::trail::Event>,
+        events: Vec<std::borrow::Cow<'a, crate::trail::Event>>,
         last_seq: u64,
         dropped: u64,
+        cmdline_withheld: Option<&'a str>,
     }
     let since = match events_since(query) {
         Ok(s) => s,
@@ -520,10 +531,21 @@ fn events_json(state: &State, query: Option<&str>) -> Resp {
         let t = trail.lock().unwrap_or_else(|p| p.into_inner());
         (t.since(since), t.last_seq(), t.dropped())
     };
+    let withheld = state.options.cmdline_withheld.as_deref();
     let doc = Doc {
-        events: events.iter().map(|e| &**e).collect(),
+        events: match withheld {
+            Some(_) => crate::trail::without_cmdlines(&events)
+                .into_iter()
+                .map(std::borrow::Cow::Owned)
+                .collect(),
+            None => events
+                .iter()
+                .map(|e| std::borrow::Cow::Borrowed(&**e))
+                .collect(),
+        },
         last_seq,
         dropped,
+        cmdline_withheld: withheld,
     };
     match serde_json::to_vec(&doc) {
         Ok(body) => Response::builder()
@@ -577,13 +599,21 @@ async fn status_json(state: &State, headers: &hyper::HeaderMap) -> Resp {
     let resp = match state.service.collect(budget).await {
         Ok(c) => {
             let path = state.options.telemetry_path.clone();
+            let withheld = state.options.cmdline_withheld.clone();
             let rendered = tokio::task::spawn_blocking(move || {
                 let exporter = status::Exporter {
                     version: metrics::VERSION,
                     revision: metrics::REVISION,
                     metrics_path: &path,
+                    cmdline_withheld: withheld.as_deref(),
                 };
-                status::render(&c.report, &exporter, c.finished)
+                // The page's top line: what `check` says of this collection.
+                let (verdict, summary) = crate::check::headline(&c.report);
+                let verdict = status::Verdict {
+                    status: verdict.label(),
+                    summary: &summary,
+                };
+                status::render(&c.report, &exporter, &verdict, c.finished)
             })
             .await;
             match rendered {

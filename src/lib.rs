@@ -4,13 +4,36 @@
 //! a value that carries what the next needs: [`config`] → [`collect`]'s
 //! collectors, which drive [`platform`] (sample → attribute → confirm
 //! kernel-held, each bounded by the scrape's deadline), then count and
-//! judge with [`allowlist`] → a [`report`] (one view per range, protocol
-//! and namespace, what was skipped, how each collector fared) →
+//! judge with [`allowlist`] → a [`report`] (one part per collector: the
+//! range views, the namespaces, the trail, the traffic counts, the
+//! dynamic range; what was skipped; how each collector fared) →
 //! [`service`] (one collection at a time, shared) → the projections of
 //! the report, which never read the configuration: [`metrics`] (served by
 //! [`http`]), [`status`] (the port map page's JSON) and [`check`].
 //! Everything that touches the operating system is in [`platform`]; the
 //! rest is platform-free.
+//!
+//! The house, bottom first (`tests/conventions.rs` checks that every
+//! `crate::`/`super::` import runs down these layers and that none
+//! closes a circle): shared helpers ([`text`], [`ranges`], [`names`],
+//! [`deadline`], [`logging`], [`exposition`]) → [`platform`] and its
+//! implementations → [`users`] → [`allowlist`] → the collectors →
+//! [`config`] and [`report`] → [`collect`] and the projections →
+//! [`service`] → [`http`] → [`cli`].
+//!
+//! One shape per collector: a module that samples through the platform
+//! boundary, holds its own plain part of the report, and renders that
+//! part: its metric families, its section of the status document, its
+//! lines in `check`. Its renderers take its own part, never the whole
+//! [`report::Report`] nor the [`config::Config`]. The collectors:
+//! [`watched`] (the `ranges` collector's views), [`netns`], [`trail`],
+//! [`traffic`] and [`ephemeral`]. Adding one is one module plus one line
+//! in each list: its part in [`report::Report`], its run in
+//! [`collect::Collector::collect`], its families in [`metrics::families`]
+//! (and its help texts in [`metrics::FAMILIES`]), its section in
+//! [`status::render`] and in `check` ([`check::render`],
+//! [`check::render_json`]). (The `ranges` collector's status section and
+//! `check` judgement are still the bulk of `status` and `check`.)
 
 pub mod allowlist;
 pub mod auth;
@@ -20,16 +43,21 @@ pub mod collect;
 pub mod config;
 pub mod deadline;
 pub mod ephemeral;
+pub mod exposition;
 pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod names;
+pub mod netns;
 pub mod platform;
 pub mod ranges;
+pub mod redact;
 pub mod report;
 pub mod service;
 pub mod status;
+pub mod text;
 pub mod traffic;
 pub mod trail;
 pub mod users;
+pub mod watched;
 pub mod webconfig;

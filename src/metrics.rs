@@ -7,16 +7,22 @@
 //! series carries a `netns` label and `portrange_netns_info` describes each
 //! namespace; without it the output has neither.
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
-
-use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::MetricFamily;
 use prometheus::{Encoder, TextEncoder};
 
-use crate::allowlist::Expected;
+use crate::exposition::Family;
 use crate::platform::Skipped;
-use crate::report::{Listener, RangeView, Report};
-use crate::service::ReloadStatus;
+use crate::report::Report;
+use crate::watched::Ranges;
+
+/// The outcome of the last configuration (re)load, as Prometheus reports
+/// its own.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReloadStatus {
+    pub successful: bool,
+    /// Unix time of the last successful load, in seconds.
+    pub last_success: f64,
+}
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const REVISION: &str = env!("PORTRANGE_REVISION");
@@ -25,62 +31,44 @@ pub const RUSTC_VERSION: &str = env!("PORTRANGE_RUSTC_VERSION");
 /// Every metric family this exporter can emit (beyond `process_*`), with
 /// its help text. The golden test and the dashboard/rule checks read this.
 pub const FAMILIES: &[(&str, &str)] = &[
-    ("portrange_ports", "Ports in the range (its capacity)."),
-    (
-        "portrange_ports_in_use",
-        "Distinct ports of the range with at least one socket not in TIME_WAIT.",
-    ),
-    (
-        "portrange_ports_free",
-        "Ports of the range with no sampled socket (ports minus ports in use). TCP ports bound but neither listening nor connecting (TCP_BOUND_INACTIVE) are not sampled and count as free.",
-    ),
-    (
-        "portrange_sockets",
-        "Sockets in the range by state (tcp: established, syn_sent, syn_recv, fin_wait1, fin_wait2, time_wait, close, close_wait, last_ack, listen, closing; udp: unconn, established).",
-    ),
+    ("portrange_ports", crate::watched::PORTS_HELP),
+    ("portrange_ports_in_use", crate::watched::PORTS_IN_USE_HELP),
+    ("portrange_ports_free", crate::watched::PORTS_FREE_HELP),
+    ("portrange_sockets", crate::watched::SOCKETS_HELP),
     (
         "portrange_unexpected_listeners",
-        "Listeners in the range whose owner the range's allowlist does not match.",
+        crate::watched::UNEXPECTED_LISTENERS_HELP,
     ),
     (
         "portrange_unattributed_sockets",
-        "Sockets in the range whose owning process could not be found (TIME_WAIT and request sockets, which no process holds, are not counted).",
+        crate::watched::UNATTRIBUTED_SOCKETS_HELP,
     ),
     (
         "portrange_ephemeral_overlap_ports",
-        crate::platform::EPHEMERAL_OVERLAP_HELP,
+        crate::watched::EPHEMERAL_OVERLAP_HELP,
     ),
     (
         "portrange_excluded_ports",
-        "Ports of the range with no socket inside a port range a Windows service reserved (netsh int ipv4 show excludedportrange, the lines without *): they count as free, but binds there fail. Only on Windows.",
+        crate::watched::EXCLUDED_PORTS_HELP,
     ),
-    (
-        "portrange_port_in_use",
-        "1 when the port holds at least one socket not in TIME_WAIT, else 0.",
-    ),
-    (
-        "portrange_listeners",
-        "Listeners in the range (TCP LISTEN or UDP without a peer) by owner; expected is true, false, or unknown when the owner was not found.",
-    ),
+    ("portrange_port_in_use", crate::watched::PORT_IN_USE_HELP),
+    ("portrange_listeners", crate::watched::LISTENERS_HELP),
     (
         "portrange_listener_info",
-        "One listener in the range: every unexpected or unknown one (up to max_listener_series per range and protocol), and the allowed ones where per_port is on.",
+        crate::watched::LISTENER_INFO_HELP,
     ),
     (
         "portrange_listener_info_dropped",
-        "Unexpected or unknown listeners left out of portrange_listener_info by the range's max_listener_series.",
+        crate::watched::LISTENER_INFO_DROPPED_HELP,
     ),
     (
         "portrange_up",
         "1 when socket sampling succeeded in this scrape, 0 when it failed.",
     ),
-    (
-        "portrange_netns_info",
-        "A network namespace with series (--collector.netns): netns is host or its inode; name is its ip netns name, container the container id from its cgroup, pod and namespace its Kubernetes pod; empty where unknown.",
-    ),
+    ("portrange_netns_info", crate::netns::NETNS_INFO_HELP),
     (
         "portrange_netns_unsampled",
-        "Network namespaces found but not sampled in this scrape (--collector.netns): what they hold is unknown.",
+        crate::netns::NETNS_UNSAMPLED_HELP,
     ),
     (
         "portrange_scrape_duration_seconds",
@@ -110,13 +98,10 @@ pub const FAMILIES: &[(&str, &str)] = &[
         "portrange_exporter_build_info",
         "Build information of portrange_exporter; the value is always 1.",
     ),
-    (
-        "portrange_listener_events_total",
-        "Listener changes the trail detected in the range since the exporter started (scrapes and watch passes), by kind (appeared, vanished, verdict_changed) and verdict (expected, unexpected, unknown, kernel); also those the rate limit dropped or the expected ones summed. GET /api/v1/events lists them.",
-    ),
+    ("portrange_listener_events_total", crate::trail::EVENTS_HELP),
     (
         "portrange_listener_events_dropped_total",
-        "Trail events not recorded (no event, no log line) because of the rate limit, --collector.trail.rate and --collector.trail.burst.",
+        crate::trail::EVENTS_DROPPED_HELP,
     ),
     (
         "portrange_received_packets_total",
@@ -130,25 +115,22 @@ pub const FAMILIES: &[(&str, &str)] = &[
         "portrange_connection_attempts_total",
         crate::traffic::ATTEMPTS_HELP,
     ),
-    (
-        "portrange_ephemeral_ports",
-        crate::platform::EPHEMERAL_PORTS_HELP,
-    ),
+    ("portrange_ephemeral_ports", crate::ephemeral::PORTS_HELP),
     (
         "portrange_ephemeral_ports_in_use",
-        "Distinct local ports of the dynamic (ephemeral) range with at least one socket, TIME_WAIT included.",
+        crate::ephemeral::IN_USE_HELP,
     ),
     (
         "portrange_ephemeral_sockets",
-        "Sockets whose local port is in the dynamic (ephemeral) range, by state (TIME_WAIT included; listeners too: the range is not judged).",
+        crate::ephemeral::SOCKETS_HELP,
     ),
     (
         "portrange_ephemeral_ports_free_min",
-        "The fewest ports of the dynamic range still free toward any one destination (remote address and port). tcp: the range, less ports held with no peer (listeners, bound and unconnected sockets), less the most local ports with a socket (TIME_WAIT included) toward one destination, since connect() without bind() shares a port across destinations. udp: the range less the ports in use, which are gone for everyone. sock_diag cannot tell a connected socket whose port came from bind() (or bind(0)) first from an autobound one: such ports count toward their destination only, though no destination can take them. Local addresses are not told apart, so with several source addresses this errs low. 0 means connect() fails with EADDRNOTAVAIL toward the busiest destination.",
+        crate::ephemeral::FREE_MIN_HELP,
     ),
     (
         "portrange_ephemeral_holders",
-        "Sockets of the dynamic range per owner (process name and user), for the top owners by sockets (--collector.ephemeral.top-holders) and process=\"other\" for the rest; process is unknown where the owner was not found. TIME_WAIT and request sockets have no owner and are counted by state only.",
+        crate::ephemeral::HOLDERS_HELP,
     ),
 ];
 
@@ -160,119 +142,29 @@ fn help(name: &str) -> &'static str {
         .unwrap_or_else(|| panic!("metric {name} is missing from FAMILIES"))
 }
 
-/// Collects gauge samples for one family.
-struct Family {
-    name: &'static str,
-    metrics: Vec<Metric>,
-}
-
-impl Family {
-    fn new(name: &'static str) -> Family {
-        Family {
-            name,
-            metrics: Vec::new(),
-        }
-    }
-
-    fn add(&mut self, labels: &[(&str, &str)], value: f64) {
-        let pairs = labels
-            .iter()
-            .map(|(k, v)| {
-                let mut p = LabelPair::default();
-                p.set_name(k.to_string());
-                p.set_value(v.to_string());
-                p
-            })
-            .collect();
-        let mut g = Gauge::default();
-        g.set_value(value);
-        let mut m = Metric::from_gauge(g);
-        m.set_label(pairs);
-        self.metrics.push(m);
-    }
-
-    fn build(self) -> MetricFamily {
-        let mut f = MetricFamily::default();
-        f.set_name(self.name.to_string());
-        f.set_help(help(self.name).to_string());
-        f.set_field_type(MetricType::GAUGE);
-        f.set_metric(self.metrics);
-        f
-    }
+/// A gauge family of the metrics contract, its help from [`FAMILIES`].
+fn family(name: &'static str) -> Family {
+    Family::new(name, help(name))
 }
 
 /// The families for one report: the exporter's own (reload, `up`,
 /// durations, build, collectors, what was skipped), then each collector's
-/// projection ([`ranges_families`], [`netns_families`]). A pure function
+/// projection (each collector renders its own part). A pure function
 /// of the report: nothing here reads the configuration.
 pub fn families(report: &Report, reload: ReloadStatus) -> Vec<MetricFamily> {
     let mut out = exporter_families(report, reload);
-    out.extend(ranges_families(report));
-    out.extend(netns_families(report));
-    out.extend(crate::traffic::families(report));
-    out.extend(ephemeral_families(report));
-    out.extend(trail_families(report));
-    out
-}
-
-/// The listener trail's counters, when the report carries a trail.
-pub fn trail_families(report: &Report) -> Vec<MetricFamily> {
-    let Some(trail) = &report.trail else {
-        return Vec::new();
-    };
-    let counter = |name: &'static str, series: Vec<(Vec<(&str, &str)>, u64)>| {
-        let metrics = series
-            .into_iter()
-            .map(|(labels, v)| {
-                let mut c = prometheus::proto::Counter::default();
-                c.set_value(v as f64);
-                let mut m = Metric::default();
-                m.set_counter(c);
-                m.set_label(
-                    labels
-                        .into_iter()
-                        .map(|(k, v)| {
-                            let mut p = LabelPair::default();
-                            p.set_name(k.to_string());
-                            p.set_value(v.to_string());
-                            p
-                        })
-                        .collect(),
-                );
-                m
-            })
-            .collect();
-        let mut f = MetricFamily::default();
-        f.set_name(name.to_string());
-        f.set_help(help(name).to_string());
-        f.set_field_type(MetricType::COUNTER);
-        f.set_metric(metrics);
-        f
-    };
-    let events = trail
-        .counts
-        .iter()
-        .map(|((range, protocol, kind, verdict), n)| {
-            (
-                vec![
-                    ("range", range.as_str()),
-                    ("protocol", *protocol),
-                    ("kind", *kind),
-                    ("verdict", *verdict),
-                ],
-                *n,
-            )
-        })
-        .collect();
-    let mut out = Vec::new();
-    // The text encoder refuses a family without series (no range yet).
-    if !trail.counts.is_empty() {
-        out.push(counter("portrange_listener_events_total", events));
-    }
-    out.push(counter(
-        "portrange_listener_events_dropped_total",
-        vec![(Vec::new(), trail.dropped)],
+    out.extend(crate::watched::families(Ranges {
+        views: &report.ranges,
+        up: report.up(),
+        per_netns: report.netns.is_some(),
+    }));
+    out.extend(crate::netns::families(report.netns.as_ref()));
+    out.extend(crate::traffic::families(
+        report.traffic.as_ref(),
+        report.netns.is_some(),
     ));
+    out.extend(crate::ephemeral::families(report.ephemeral.as_ref()));
+    out.extend(crate::trail::families(report.trail.as_ref()));
     out
 }
 
@@ -281,19 +173,19 @@ pub fn trail_families(report: &Report) -> Vec<MetricFamily> {
 /// duration, and the parts of the collection that were skipped.
 fn exporter_families(report: &Report, reload: ReloadStatus) -> Vec<MetricFamily> {
     let mut out = Vec::new();
-    let mut ok = Family::new("portrange_config_last_reload_successful");
+    let mut ok = family("portrange_config_last_reload_successful");
     ok.add(&[], if reload.successful { 1.0 } else { 0.0 });
     out.push(ok.build());
-    let mut ts = Family::new("portrange_config_last_reload_success_timestamp_seconds");
+    let mut ts = family("portrange_config_last_reload_success_timestamp_seconds");
     ts.add(&[], reload.last_success);
     out.push(ts.build());
-    let mut up = Family::new("portrange_up");
+    let mut up = family("portrange_up");
     up.add(&[], if report.up() { 1.0 } else { 0.0 });
     out.push(up.build());
-    let mut dur = Family::new("portrange_scrape_duration_seconds");
+    let mut dur = family("portrange_scrape_duration_seconds");
     dur.add(&[], report.duration.as_secs_f64());
     out.push(dur.build());
-    let mut build = Family::new("portrange_exporter_build_info");
+    let mut build = family("portrange_exporter_build_info");
     build.add(
         &[
             ("version", VERSION),
@@ -303,8 +195,8 @@ fn exporter_families(report: &Report, reload: ReloadStatus) -> Vec<MetricFamily>
         1.0,
     );
     out.push(build.build());
-    let mut success = Family::new("portrange_scrape_collector_success");
-    let mut duration = Family::new("portrange_scrape_collector_duration_seconds");
+    let mut success = family("portrange_scrape_collector_success");
+    let mut duration = family("portrange_scrape_collector_duration_seconds");
     for c in &report.collectors {
         success.add(&[("collector", c.name)], if c.success { 1.0 } else { 0.0 });
         duration.add(&[("collector", c.name)], c.duration.as_secs_f64());
@@ -313,235 +205,12 @@ fn exporter_families(report: &Report, reload: ReloadStatus) -> Vec<MetricFamily>
         out.push(success.build());
         out.push(duration.build());
     }
-    let mut skipped = Family::new("portrange_collection_skipped");
+    let mut skipped = family("portrange_collection_skipped");
     for stage in Skipped::STAGES {
         skipped.add(&[("stage", stage)], report.skipped_in(stage) as f64);
     }
     out.push(skipped.build());
     out
-}
-
-/// The `ranges` collector's families. When sampling failed, only what
-/// does not depend on the sample is emitted (capacity): a failed sample
-/// must not read as "every port free".
-pub fn ranges_families(report: &Report) -> Vec<MetricFamily> {
-    let mut out = Vec::new();
-    let mut ports = Family::new("portrange_ports");
-    if !report.up() {
-        for r in &report.ranges {
-            ports.add(&base_labels(r), f64::from(r.ports()));
-        }
-        out.push(ports.build());
-        return out;
-    }
-
-    let mut in_use = Family::new("portrange_ports_in_use");
-    let mut free = Family::new("portrange_ports_free");
-    let mut sockets = Family::new("portrange_sockets");
-    let mut unexpected = Family::new("portrange_unexpected_listeners");
-    let mut unattributed = Family::new("portrange_unattributed_sockets");
-    let mut overlap = Family::new("portrange_ephemeral_overlap_ports");
-    let mut excluded = Family::new("portrange_excluded_ports");
-    let mut port_in_use = Family::new("portrange_port_in_use");
-    let mut listeners = Family::new("portrange_listeners");
-    let mut info_dropped = Family::new("portrange_listener_info_dropped");
-    let mut listener_info = Family::new("portrange_listener_info");
-    let mut all_counts: BTreeMap<[String; 6], u64> = BTreeMap::new();
-    let mut all_info: BTreeSet<[String; 8]> = BTreeSet::new();
-    for r in &report.ranges {
-        let base = base_labels(r);
-        ports.add(&base, f64::from(r.ports()));
-        in_use.add(&base, f64::from(r.in_use));
-        free.add(&base, f64::from(r.free()));
-        for (state, n) in &r.states {
-            sockets.add(&with(&base, ("state", state)), *n as f64);
-        }
-        unexpected.add(&base, r.unexpected as f64);
-        unattributed.add(&base, r.unattributed as f64);
-        if let Some(o) = r.ephemeral_overlap {
-            overlap.add(&base, f64::from(o));
-        }
-        if let Some(x) = r.excluded_free() {
-            excluded.add(&base, f64::from(x));
-        }
-        if let Some(pp) = r.port_in_use() {
-            for (port, used) in pp {
-                port_in_use.add(
-                    &with(&base, ("port", &port.to_string())),
-                    if used { 1.0 } else { 0.0 },
-                );
-            }
-        }
-        let (counts, info, dropped) = itemize(r);
-        let netns = r.netns.clone().unwrap_or_default();
-        for ((process, user, expected), n) in counts {
-            all_counts.insert(
-                [
-                    r.range.clone(),
-                    r.protocol.as_str().to_string(),
-                    process.into_owned(),
-                    user.to_string(),
-                    expected.as_str().to_string(),
-                    netns.clone(),
-                ],
-                n,
-            );
-        }
-        info_dropped.add(&base, dropped as f64);
-        for [port, address, process, user, expected] in info {
-            all_info.insert([
-                r.range.clone(),
-                r.protocol.as_str().to_string(),
-                port,
-                address,
-                process,
-                user,
-                expected,
-                netns.clone(),
-            ]);
-        }
-    }
-    // In label order across ranges, as they always were.
-    let netns_on = report.netns.is_some() || report.ranges.iter().any(|r| r.netns.is_some());
-    let label_names = ["range", "protocol", "process", "user", "expected", "netns"];
-    for (key, n) in &all_counts {
-        let labels: Vec<(&str, &str)> = label_names
-            .iter()
-            .zip(key)
-            .take(if netns_on { 6 } else { 5 })
-            .map(|(k, v)| (*k, v.as_str()))
-            .collect();
-        listeners.add(&labels, *n as f64);
-    }
-    let label_names = [
-        "range", "protocol", "port", "address", "process", "user", "expected", "netns",
-    ];
-    for key in &all_info {
-        let labels: Vec<(&str, &str)> = label_names
-            .iter()
-            .zip(key)
-            .take(if netns_on { 8 } else { 7 })
-            .map(|(k, v)| (*k, v.as_str()))
-            .collect();
-        listener_info.add(&labels, 1.0);
-    }
-    out.extend([
-        ports.build(),
-        in_use.build(),
-        free.build(),
-        sockets.build(),
-        unexpected.build(),
-        unattributed.build(),
-        info_dropped.build(),
-    ]);
-    // Families with no sample are left out rather than written empty.
-    for f in [overlap, excluded, port_in_use, listeners, listener_info] {
-        if !f.metrics.is_empty() {
-            out.push(f.build());
-        }
-    }
-    out
-}
-
-/// The `netns` collector's families (`--collector.netns`): one info
-/// series per namespace with series, and the count not sampled.
-pub fn netns_families(report: &Report) -> Vec<MetricFamily> {
-    let Some(n) = &report.netns else {
-        return Vec::new();
-    };
-    let mut netns_info = Family::new("portrange_netns_info");
-    for ns in &n.namespaces {
-        netns_info.add(
-            &[
-                ("netns", ns.label.as_str()),
-                ("name", &ns.name),
-                ("container", &ns.container),
-                ("pod", &ns.pod),
-                ("namespace", &ns.namespace),
-            ],
-            1.0,
-        );
-    }
-    let mut unsampled = Family::new("portrange_netns_unsampled");
-    unsampled.add(&[], f64::from(n.unsampled));
-    vec![netns_info.build(), unsampled.build()]
-}
-
-/// `range`, `protocol` and, per namespace, `netns`.
-fn base_labels(r: &RangeView) -> Vec<(&str, &str)> {
-    [
-        ("range", r.range.as_str()),
-        ("protocol", r.protocol.as_str()),
-    ]
-    .into_iter()
-    .chain(r.netns.as_deref().map(|n| ("netns", n)))
-    .collect()
-}
-
-/// process, user, expected.
-type CountKey<'a> = (Cow<'a, str>, &'a str, Expected);
-/// port, address, process, user, expected.
-type InfoKey = [String; 5];
-
-/// Splits a view's listeners into what the series carry: a count per
-/// owner (bounded by the owners, not the sockets they hold), the
-/// listeners itemized one by one (every unexpected or unknown one up to
-/// the range's `max_listener_series`, unexpected first, and the allowed
-/// ones only where `per_port` is on), and how many the cap left out.
-/// Identical listeners (SO_REUSEPORT groups, the same program bound twice)
-/// share one `_info` series, whose value stays 1. Counting borrows the
-/// label values; strings are made only for what is emitted.
-fn itemize(view: &RangeView) -> (BTreeMap<CountKey<'_>, u64>, BTreeSet<InfoKey>, u64) {
-    let mut counts: BTreeMap<CountKey<'_>, u64> = BTreeMap::new();
-    let mut info: BTreeSet<InfoKey> = BTreeSet::new();
-    let mut dropped = 0;
-    let mut itemized = 0u32;
-    let mut to_itemize: Vec<&Listener> = Vec::new();
-    for l in &view.listeners {
-        *counts
-            .entry((l.process_name(), l.user.as_str(), l.expected))
-            .or_default() += 1;
-        if l.expected != Expected::True || view.per_port {
-            to_itemize.push(l);
-        }
-    }
-    // Unexpected first, then unknown, then allowed; by port within each.
-    to_itemize.sort_by_key(|l| {
-        let rank = match l.expected {
-            Expected::False => 0,
-            Expected::Unknown => 1,
-            Expected::True => 2,
-        };
-        (rank, l.port)
-    });
-    for l in to_itemize {
-        let key = [
-            l.port.to_string(),
-            l.address.to_string(),
-            l.process(),
-            l.user.clone(),
-            l.expected.as_str().to_string(),
-        ];
-        if info.contains(&key) {
-            continue; // an identical listener, already itemized
-        }
-        if l.expected == Expected::True {
-            info.insert(key);
-        } else if itemized < view.max_listener_series {
-            itemized += 1;
-            info.insert(key);
-        } else {
-            dropped += 1;
-        }
-    }
-    (counts, info, dropped)
-}
-
-/// `base` plus one more label.
-fn with<'a>(base: &[(&'a str, &'a str)], extra: (&'a str, &'a str)) -> Vec<(&'a str, &'a str)> {
-    let mut v = base.to_vec();
-    v.push(extra);
-    v
 }
 
 /// Encodes families in the text format (0.0.4), sorted by name.
@@ -556,62 +225,13 @@ pub fn encode(mut families: Vec<MetricFamily>) -> Vec<u8> {
 
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// The `ephemeral` collector's families: per protocol (and `netns`), the
-/// range's size, ports in use, sockets by state, the headroom toward the
-/// busiest destination, and the top holders. Nothing when the collector
-/// is off or failed (its `portrange_scrape_collector_success` says which).
-/// No destination is a label.
-pub fn ephemeral_families(report: &Report) -> Vec<MetricFamily> {
-    let Some(e) = &report.ephemeral else {
-        return Vec::new();
-    };
-    if e.views.is_empty() {
-        return Vec::new();
-    }
-    let mut ports = Family::new("portrange_ephemeral_ports");
-    let mut in_use = Family::new("portrange_ephemeral_ports_in_use");
-    let mut sockets = Family::new("portrange_ephemeral_sockets");
-    let mut free_min = Family::new("portrange_ephemeral_ports_free_min");
-    let mut holders = Family::new("portrange_ephemeral_holders");
-    for v in &e.views {
-        let mut base = vec![("protocol", v.protocol.as_str())];
-        if let Some(ns) = &v.netns {
-            base.push(("netns", ns.as_str()));
-        }
-        ports.add(&base, f64::from(v.ports()));
-        in_use.add(&base, f64::from(v.in_use));
-        free_min.add(&base, f64::from(v.free_min));
-        for (state, n) in &v.states {
-            sockets.add(&with(&base, ("state", state)), *n as f64);
-        }
-        // In label order: a stable exposition whatever the counts.
-        let mut by_label: Vec<&crate::ephemeral::HolderCount> = v.holders.iter().collect();
-        by_label.sort_by(|a, b| (&a.process, &a.user).cmp(&(&b.process, &b.user)));
-        for h in by_label {
-            let mut labels = base.clone();
-            labels.push(("process", h.process.as_str()));
-            labels.push(("user", h.user.as_str()));
-            holders.add(&labels, h.sockets as f64);
-        }
-    }
-    let mut out = vec![
-        ports.build(),
-        in_use.build(),
-        sockets.build(),
-        free_min.build(),
-    ];
-    if !holders.metrics.is_empty() {
-        out.push(holders.build());
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::allowlist::Expected;
     use crate::platform::{Holder, Owner};
     use crate::ranges::{PortSet, Protocol};
-    use crate::report::CollectorRun;
+    use crate::report::{CollectorRun, Listener, RangeView};
     use std::sync::Arc;
     use std::time::Duration;
 

@@ -36,18 +36,9 @@ use tokio::sync::watch;
 
 use crate::collect::{Collector, Report};
 use crate::config::{Config, ConfigError, LoadChecks};
-use crate::metrics;
+use crate::metrics::{self, ReloadStatus};
 use crate::platform::{Platform, PlatformError};
 use crate::trail;
-
-/// The outcome of the last configuration (re)load, as Prometheus reports
-/// its own.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ReloadStatus {
-    pub successful: bool,
-    /// Unix time of the last successful load, in seconds.
-    pub last_success: f64,
-}
 
 /// The configuration in force and the last reload's outcome.
 #[derive(Clone, Debug)]

@@ -25,6 +25,9 @@ pub struct Exporter<'a> {
     pub version: &'a str,
     pub revision: &'a str,
     pub metrics_path: &'a str,
+    /// Why the events' command lines are left out (`None`: shown); see
+    /// [`crate::trail::cmdline_withheld`].
+    pub cmdline_withheld: Option<&'a str>,
 }
 
 /// The state of one port, ranked: a port with several sockets takes the
@@ -77,14 +80,16 @@ struct Document<'a> {
     netns_collector: bool,
     /// What `check` (with its default thresholds) says of this collection:
     /// the page's top line.
-    check: CheckJson,
+    check: CheckJson<'a>,
     skipped: Vec<SkippedJson<'a>>,
     ranges: Vec<RangeJson<'a>>,
     listeners: Vec<ListenerJson<'a>>,
     /// The listener trail's newest events, newest last (the page's
     /// "recent changes"); absent where no trail is kept.
     #[serde(skip_serializing_if = "Option::is_none")]
-    events: Option<Vec<&'a crate::trail::Event>>,
+    events: Option<Vec<Cow<'a, crate::trail::Event>>>,
+    /// Why the events carry no command line (null: they do, redacted).
+    cmdline_withheld: Option<&'a str>,
     /// With `--collector.traffic`: what the ranges received, and the
     /// closed ports probed in the last minute.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -95,11 +100,11 @@ struct Document<'a> {
 }
 
 #[derive(Serialize)]
-struct CheckJson {
+struct CheckJson<'a> {
     /// OK, WARNING, CRITICAL or UNKNOWN.
     status: &'static str,
     /// Why: `check`'s first line without its performance data.
-    summary: String,
+    summary: &'a str,
 }
 
 #[derive(Serialize)]
@@ -265,7 +270,7 @@ fn intervals(set: &crate::ranges::PortSet) -> Vec<[u16; 2]> {
 /// Since when the trail knows `l`, in RFC 3339.
 fn since_of(report: &Report, l: &Listener) -> Option<String> {
     let s = report.trail.as_ref()?.since_of(l)?;
-    Some(crate::trail::rfc3339_unix(s.unix))
+    Some(crate::text::rfc3339_unix(s.unix))
 }
 
 /// Adds to each port in use the earliest "since" of its listeners (the
@@ -282,16 +287,29 @@ fn with_since(mut used: Vec<UsedJson>, listeners: &[&Listener], report: &Report)
         }
     }
     for u in &mut used {
-        u.since = first.get(&u.port).map(|&t| crate::trail::rfc3339_unix(t));
+        u.since = first.get(&u.port).map(|&t| crate::text::rfc3339_unix(t));
     }
     used
 }
 
+/// `check`'s verdict on the same collection, which the page shows as its
+/// top line: the caller asks `check` (projections do not import one
+/// another).
+#[derive(Clone, Debug)]
+pub struct Verdict<'a> {
+    /// OK, WARNING, CRITICAL or UNKNOWN.
+    pub status: &'static str,
+    /// `check`'s first line without its performance data.
+    pub summary: &'a str,
+}
+
 /// The status document of one collection, as JSON bytes; `finished` is
-/// when it ended. A pure projection of the report.
+/// when it ended. A pure projection of the report (and of `check`'s
+/// verdict on it).
 pub fn render(
     report: &Report,
     exporter: &Exporter<'_>,
+    verdict: &Verdict<'_>,
     finished: SystemTime,
 ) -> serde_json::Result<Vec<u8>> {
     // Without a sample there is no map to draw.
@@ -348,17 +366,14 @@ pub fn render(
             revision: exporter.revision,
             metrics_path: exporter.metrics_path,
         },
-        collected_at: crate::logging::rfc3339(finished),
+        collected_at: crate::text::rfc3339(finished),
         duration_seconds: report.duration.as_secs_f64(),
         up: report.up(),
         error: report.error.as_deref(),
         netns_collector: report.netns.is_some(),
-        check: {
-            let (status, summary) = crate::check::headline(report);
-            CheckJson {
-                status: status.label(),
-                summary,
-            }
+        check: CheckJson {
+            status: verdict.status,
+            summary: verdict.summary,
         },
         skipped: report
             .skipped
@@ -371,13 +386,22 @@ pub fn render(
             .collect(),
         ranges,
         listeners,
-        events: report
-            .trail
-            .as_ref()
-            .map(|t| t.recent.iter().map(|e| &**e).collect()),
-        traffic: crate::traffic::status_json(report),
+        events: report.trail.as_ref().map(|t| {
+            t.recent
+                .iter()
+                .map(|e| match exporter.cmdline_withheld {
+                    Some(_) => Cow::Owned(crate::trail::Event {
+                        cmdline: None,
+                        ..(**e).clone()
+                    }),
+                    None => Cow::Borrowed(&**e),
+                })
+                .collect()
+        }),
+        cmdline_withheld: exporter.cmdline_withheld,
+        traffic: crate::traffic::status_json(report.traffic.as_ref()),
         ephemeral: if report.up() {
-            crate::check::ephemeral::to_json(report)
+            crate::ephemeral::status_json(report.ephemeral.as_ref())
         } else {
             serde_json::Value::Null
         },
@@ -497,14 +521,26 @@ mod tests {
         }
     }
 
+    /// A verdict for tests that do not look at it.
+    const SOME_VERDICT: Verdict<'static> = Verdict {
+        status: "OK",
+        summary: "fine",
+    };
+
     fn json(r: &Report) -> serde_json::Value {
         let ex = Exporter {
             version: "1.2.3",
             revision: "abc",
             metrics_path: "/metrics",
+            cmdline_withheld: None,
         };
         let t = UNIX_EPOCH + Duration::from_secs(1_795_664_400);
-        let bytes = render(r, &ex, t).unwrap();
+        let (status, summary) = crate::check::headline(r);
+        let verdict = Verdict {
+            status: status.label(),
+            summary: &summary,
+        };
+        let bytes = render(r, &ex, &verdict, t).unwrap();
         serde_json::from_slice(&bytes).unwrap()
     }
 
@@ -691,7 +727,9 @@ mod tests {
                 version: "v",
                 revision: "r",
                 metrics_path: "/metrics",
+                cmdline_withheld: None,
             },
+            &SOME_VERDICT,
             UNIX_EPOCH,
         )
         .unwrap();
@@ -731,7 +769,9 @@ mod tests {
                 version: "v",
                 revision: "r",
                 metrics_path: "/m",
+                cmdline_withheld: None,
             },
+            &SOME_VERDICT,
             UNIX_EPOCH,
         )
         .unwrap();
@@ -777,5 +817,47 @@ mod tests {
         assert_eq!(v["error"], "sock_diag: refused");
         assert_eq!(v["ranges"], serde_json::json!([]));
         assert_eq!(v["listeners"], serde_json::json!([]));
+    }
+
+    /// Without authentication the recent events' command lines are left
+    /// out and one field says why; with it they are shown, redacted.
+    #[test]
+    fn command_lines_are_withheld_in_one_field() {
+        let mut r = report();
+        let mut rec = crate::trail::Recorder::new(crate::trail::Options::default());
+        rec.observe(&mut r, UNIX_EPOCH, &mut |_| {
+            Some(crate::platform::ProcessDetails {
+                ppid: Some(1),
+                cmdline: Some(b"nc\0-l\0-p\x003255\0--token=tk9".to_vec()),
+                start_time: None,
+            })
+        });
+        let render_with = |withheld: Option<&str>| {
+            let ex = Exporter {
+                version: "v",
+                revision: "r",
+                metrics_path: "/metrics",
+                cmdline_withheld: withheld,
+            };
+            let bytes = render(&r, &ex, &SOME_VERDICT, UNIX_EPOCH).unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            (v, String::from_utf8(bytes).unwrap())
+        };
+        let (v, text) = render_with(Some("withheld: no authentication"));
+        assert_eq!(v["cmdline_withheld"], "withheld: no authentication");
+        let events = v["events"].as_array().unwrap();
+        assert!(!events.is_empty());
+        assert!(events.iter().all(|e| e["cmdline"].is_null()), "{v}");
+        assert!(!text.contains("-l -p 3255"), "{text}");
+        let (v, _) = render_with(None);
+        assert_eq!(v["cmdline_withheld"], serde_json::Value::Null);
+        assert!(
+            v["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["cmdline"] == "nc -l -p 3255 --token=<redacted>"),
+            "{v}"
+        );
     }
 }

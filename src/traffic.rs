@@ -5,7 +5,8 @@
 //! the last minute. Platform-free: the counting itself is a
 //! [`TrafficTable`] behind the platform boundary (on Linux one nftables
 //! table of our own, [`crate::platform::linux::nftables`]); here are the
-//! rules made from the ranges ([`rules`]), the counters carried across
+//! collector over the rules made from the ranges
+//! ([`crate::collect::traffic_rules`]), the counters carried across
 //! rebuilds so that they stay monotonic where a range keeps its name
 //! ([`Offsets`]), and the projections of the result: the counter
 //! families ([`families`]), the status document's section
@@ -22,15 +23,15 @@
 
 use std::collections::HashMap;
 
-use prometheus::proto::{Counter as PromCounter, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::MetricFamily;
+
+use crate::exposition::{counter_family, counter_metric};
 use serde::Serialize;
 
-use crate::config::Config;
 use crate::platform::traffic::{
     Counter, PORT_SET_SIZE, PORT_WINDOW_SECS, RuleReading, TrafficError, TrafficRule, TrafficTable,
 };
 use crate::ranges::Protocol;
-use crate::report::Report;
 
 /// The `collector` label.
 pub const TRAFFIC: &str = "traffic";
@@ -77,21 +78,6 @@ pub struct TrafficView {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TrafficReport {
     pub views: Vec<TrafficView>,
-}
-
-/// The counting rules for `config`: one per range and protocol.
-pub fn rules(config: &Config) -> Vec<TrafficRule> {
-    config
-        .ranges
-        .iter()
-        .flat_map(|r| {
-            r.protocols.iter().map(|&protocol| TrafficRule {
-                range: r.name.clone(),
-                protocol,
-                intervals: r.ports.intervals().to_vec(),
-            })
-        })
-        .collect()
 }
 
 /// The six running totals of one rule.
@@ -214,16 +200,16 @@ impl TrafficCollector {
     /// Installs the table now (at start, so that counting begins before
     /// the first scrape); a failure is logged and retried at the next
     /// collection. `check`'s reader installs nothing.
-    pub fn prepare(&mut self, config: &Config) {
+    pub fn prepare(&mut self, rules: &[TrafficRule]) {
         if self.installs {
-            let _ = self.collect(config);
+            let _ = self.collect(rules);
         }
     }
 
     /// One collection: (re)installs the rules when the ranges changed,
     /// reads them, and makes the views.
-    pub fn collect(&mut self, config: &Config) -> Result<TrafficReport, String> {
-        let rules = rules(config);
+    pub fn collect(&mut self, rules: &[TrafficRule]) -> Result<TrafficReport, String> {
+        let rules = rules.to_vec();
         if self.installs && self.installed.as_ref() != Some(&rules) {
             if let Some(old) = self.installed.take() {
                 // The last counts of the old rules, carried over the rebuild.
@@ -293,40 +279,14 @@ pub const RECEIVED_PACKETS_HELP: &str = "Packets received for the range's ports 
 pub const RECEIVED_BYTES_HELP: &str = "Bytes (IP packet length) received for the range's ports (--collector.traffic), by port_state listening or closed.";
 pub const ATTEMPTS_HELP: &str = "TCP connection attempts (SYN without ACK) to the range's ports (--collector.traffic), by port_state listening or closed.";
 
-fn counter_family(name: &str, help: &str, metrics: Vec<Metric>) -> MetricFamily {
-    let mut f = MetricFamily::default();
-    f.set_name(name.to_string());
-    f.set_help(help.to_string());
-    f.set_field_type(MetricType::COUNTER);
-    f.set_metric(metrics);
-    f
-}
-
-fn counter_metric(labels: &[(&str, &str)], value: u64) -> Metric {
-    let pairs = labels
-        .iter()
-        .map(|(k, v)| {
-            let mut p = LabelPair::default();
-            p.set_name(k.to_string());
-            p.set_value(v.to_string());
-            p
-        })
-        .collect();
-    let mut c = PromCounter::default();
-    c.set_value(value as f64);
-    let mut m = Metric::default();
-    m.set_counter(c);
-    m.set_label(pairs);
-    m
-}
-
-/// The traffic families of a report: none when the collector did not run
-/// or failed (its success series says which).
-pub fn families(report: &Report) -> Vec<MetricFamily> {
-    let Some(t) = &report.traffic else {
+/// The traffic families of the collector's part: none when it did not
+/// run or failed (its success series says which). `per_netns`: the
+/// series carry `netns="host"` (`--collector.netns`).
+pub fn families(traffic: Option<&TrafficReport>, per_netns: bool) -> Vec<MetricFamily> {
+    let Some(t) = traffic else {
         return Vec::new();
     };
-    let netns = report.netns.is_some().then_some("host");
+    let netns = per_netns.then_some("host");
     let (mut packets, mut bytes, mut attempts) = (Vec::new(), Vec::new(), Vec::new());
     for v in &t.views {
         for (state, flow) in [("listening", &v.listening), ("closed", &v.closed)] {
@@ -386,8 +346,8 @@ struct TrafficJson<'a> {
 /// The status document's `traffic` section: per range and protocol the
 /// totals, and the busiest closed ports probed in the last minute (the
 /// port map marks them "probed"). `None` without the collector's result.
-pub fn status_json(report: &Report) -> Option<serde_json::Value> {
-    let t = report.traffic.as_ref()?;
+pub fn status_json(traffic: Option<&TrafficReport>) -> Option<serde_json::Value> {
+    let t = traffic?;
     serde_json::to_value(TrafficJson {
         window_seconds: PORT_WINDOW_SECS,
         max_probed_ports: PORT_SET_SIZE,
@@ -411,8 +371,8 @@ pub fn status_json(report: &Report) -> Option<serde_json::Value> {
 
 /// `check`'s lines: one per range and protocol whose closed ports were
 /// probed in the last minute, with the busiest ports.
-pub fn check_lines(report: &Report) -> Vec<String> {
-    let Some(t) = &report.traffic else {
+pub fn check_lines(traffic: Option<&TrafficReport>) -> Vec<String> {
+    let Some(t) = traffic else {
         return Vec::new();
     };
     t.views
@@ -525,8 +485,8 @@ mod tests {
         }
     }
 
-    fn config(text: &str) -> Config {
-        Config::parse(text, "test.yml").unwrap()
+    fn config(text: &str) -> Vec<TrafficRule> {
+        crate::collect::traffic_rules(&crate::config::Config::parse(text, "test.yml").unwrap())
     }
 
     #[test]
@@ -608,7 +568,7 @@ mod tests {
 
     #[test]
     fn families_are_counters_with_bounded_labels() {
-        let report = Report {
+        let report = crate::report::Report {
             traffic: Some(TrafficReport {
                 views: vec![TrafficView {
                     range: "fh".into(),
@@ -632,9 +592,10 @@ mod tests {
                     probed_packets: 101,
                 }],
             }),
-            ..Report::default()
+            ..crate::report::Report::default()
         };
-        let text = String::from_utf8(crate::metrics::encode(families(&report))).unwrap();
+        let part = report.traffic.as_ref();
+        let text = String::from_utf8(crate::metrics::encode(families(part, false))).unwrap();
         for line in [
             "# TYPE portrange_received_packets_total counter",
             r#"portrange_received_packets_total{range="fh",protocol="tcp",port_state="closed"} 101"#,
@@ -645,12 +606,12 @@ mod tests {
         }
         assert!(!text.contains("3300"), "a port is never a label");
         assert_eq!(
-            check_lines(&report),
+            check_lines(part),
             [
                 "101 packets to closed ports of fh (tcp) in the last minute, 1 ports; busiest: 3300 (101)"
             ]
         );
-        let j = status_json(&report).unwrap();
+        let j = status_json(part).unwrap();
         assert_eq!(j["ranges"][0]["probed"][0]["port"], 3300);
         assert_eq!(j["window_seconds"], 60);
     }

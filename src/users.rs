@@ -12,7 +12,6 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use crate::allowlist::UserName;
 use crate::deadline::{self, Job, Next};
 use crate::platform::{UserLookup, UserResolver};
 
@@ -22,6 +21,16 @@ const NO_ENTRY_TTL: Duration = Duration::from_secs(60);
 const MAX_CACHED: usize = 4096;
 
 type Answer = (u32, Result<UserLookup, String>);
+
+/// A socket's user, as far as it is known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserName {
+    Known(String),
+    /// The user database has no entry for the uid.
+    NoEntry,
+    /// The lookup failed or has not answered yet.
+    Unresolved,
+}
 
 pub struct UserNames {
     resolver: UserResolver,

@@ -121,6 +121,18 @@ const ALLOWED_HEADERS: [&str; 5] = [
 ];
 
 impl WebConfig {
+    /// Whether every request is authenticated: `basic_auth_users`, or TLS
+    /// that requires a client certificate verified against
+    /// `client_ca_file` (`RequireAndVerifyClientCert`; the other modes let
+    /// a client in without one, or with any certificate it made itself).
+    pub fn authenticates(&self) -> bool {
+        self.auth.is_some()
+            || self
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.settings.client_auth == ClientAuth::RequireAndVerifyClientCert)
+    }
+
     /// Loads and checks the file; relative paths in it are resolved against
     /// its directory. Certificates and keys are loaded now, so a bad one is
     /// refused at start.

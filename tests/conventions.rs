@@ -6,9 +6,13 @@
 //! structured logs (fields, a config error said once, a line per scrape at
 //! debug), 404 for POST to an unknown path, and configuration guard rails
 //! at start and on reload. Cases that bind ports run in a private network
-//! namespace (root; they print SKIPPED elsewhere).
+//! namespace (root; they print SKIPPED elsewhere). And the house rules
+//! read from the sources: the import graph has no circle and runs down
+//! the layers (`conventions/imports.rs`).
 
 mod common;
+#[path = "conventions/imports.rs"]
+mod imports;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

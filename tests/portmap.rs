@@ -13,13 +13,16 @@
 //! names are text and no script runs; with `--collector.traffic` a closed
 //! port that received datagrams carries the "probed" mark; the "Recent
 //! changes" list shows the trail's events (the late socket on top, what is
-//! not expected marked); the "Ephemeral ports" section (a dynamic range of
-//! 40000-40999 in the test's namespace) names the busiest destination with
-//! its counts and holder, the top holders (the hostile name as text), the
-//! TIME_WAIT count, and marks the UDP view short of ports for attention;
+//! not expected marked) and, without authentication, says command lines
+//! are withheld and why (none in the JSON either); the "Ephemeral ports"
+//! section (a dynamic range of 40000-40999 in the test's namespace) names
+//! the busiest destination with its counts and holder, the top holders
+//! (the hostile name as text), the TIME_WAIT count, and marks the UDP view
+//! short of ports for attention;
 //! then the same sockets seen by an unprivileged exporter behind TLS and
 //! basic auth, where what it cannot attribute is `unknown`,
-//! `/api/v1/events` answers only with the credentials, and with
+//! `/api/v1/events` answers only with the credentials (then with command
+//! lines, the page showing them and no withheld note), and with
 //! `--no-collector.ephemeral` the section is hidden.
 //!
 //! Ignored, run by hand (see docs/portmap.md): `render_times` (time to
@@ -507,13 +510,14 @@ fn page_in_chromium_against_the_real_exporter() {
                   "owner": format!("{HOSTILE_COMM} (pid {}", hostile.pid())},
         "after": {
             "maps": maps_json(&after),
-            // The listener bound while the page is open, with its command
-            // line (holder.py's arguments name the socket), above the older
-            // changes.
+            // The listener bound while the page is open, above the older
+            // changes; without authentication, without its command line.
             "events": [{"kind": "appeared", "attention": true,
-                        "text": ["appeared: udp 0.0.0.0:3260 in framehawk by nc (pid ", ", unexpected", "udp:0.0.0.0:3260"],
+                        "text": ["appeared: udp 0.0.0.0:3260 in framehawk by nc (pid ", ", unexpected"],
                         "newer_than": "appeared: udp 0.0.0.0:3240 in framehawk"}],
         },
+        // No authentication: the page says command lines are withheld, and why.
+        "cmdline_withheld": "no authentication is configured",
         // The trail's first collection: every listener appeared; what is not
         // expected is marked for attention, the hostile name is text.
         "events": [
@@ -544,6 +548,22 @@ fn page_in_chromium_against_the_real_exporter() {
         late.is_some(),
         "the harness never asked for the change:\n{out}"
     );
+    // Without authentication no command line is served: the events say
+    // why in one field, and no event carries one.
+    for doc in [
+        plain_status().expect("the status document"),
+        serde_json::from_slice(&get(ADDR, "/api/v1/events", &[]).unwrap().body).unwrap(),
+    ] {
+        assert!(
+            doc["cmdline_withheld"]
+                .as_str()
+                .is_some_and(|w| w.contains("no authentication is configured")),
+            "{doc}"
+        );
+        let events = doc["events"].as_array().expect("events");
+        assert!(!events.is_empty(), "{doc}");
+        assert!(events.iter().all(|e| e["cmdline"].is_null()), "{doc}");
+    }
     let mut required = REQUIRED.to_vec();
     required.extend([
         "first render: map framehawk/udp shows the expected states",
@@ -565,6 +585,7 @@ fn page_in_chromium_against_the_real_exporter() {
         "after the change: recent changes list \"appeared: udp 0.0.0.0:3260",
         "after the change: recent change \"appeared: udp 0.0.0.0:3260 in framehawk by nc (pid \" marked for attention",
         "after the change: recent change \"appeared: udp 0.0.0.0:3260 in framehawk by nc (pid \" listed above",
+        "command lines said to be withheld: \"no authentication is configured\"",
         "listener table sorts by port",
         "listener table filters by text",
         "unexpected listeners come first",
@@ -674,6 +695,11 @@ fn page_in_chromium_against_the_real_exporter() {
     let r = tls_get(&tls.ca_pem, "/api/v1/events", &[("Authorization", &auth)]).unwrap();
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let events: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        events["cmdline_withheld"],
+        Value::Null,
+        "served with basic auth"
+    );
     let events = events["events"].as_array().expect("an events array");
     let hostile_event = events
         .iter()
@@ -700,8 +726,11 @@ fn page_in_chromium_against_the_real_exporter() {
     assert_eq!(root_event["verdict"], "unknown", "{root_event}");
     let scenario = json!({
         "maps": maps_json(&unprivileged),
+        // With authentication, the command line (holder.py's arguments
+        // name the socket), and no withheld note.
         "events": [{"kind": "appeared", "attention": true,
-                    "text": ["appeared: udp 0.0.0.0:3251 in framehawk by ", HOSTILE_COMM, "user nobody", ", unexpected"]}],
+                    "text": ["appeared: udp 0.0.0.0:3251 in framehawk by ", HOSTILE_COMM, "user nobody", ", unexpected", "udp:0.0.0.0:3251"]}],
+        "cmdline_withheld": null,
         "text": [HOSTILE_COMM],
         // --no-collector.ephemeral: no section at all.
         "ephemeral": {"absent": true},
@@ -735,6 +764,7 @@ fn page_in_chromium_against_the_real_exporter() {
         "unexpected listeners come first",
         "first render: recent changes list \"appeared: udp 0.0.0.0:3251",
         "first render: recent change \"appeared: udp 0.0.0.0:3251 in framehawk by \" marked for attention",
+        "command lines not said to be withheld",
         "ephemeral section hidden when the collector is off",
     ]);
     assert_passed(ok, &out, &required);

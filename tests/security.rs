@@ -2,7 +2,8 @@
 //! every client-auth mode that matters, basic auth with bcrypt hashes on
 //! every path, configured response headers, certificates re-read on
 //! change; and the configuration reloads (SIGHUP, POST /-/reload) keep the
-//! old ranges when the new file is bad.
+//! old ranges when the new file is bad; the trail's command lines are
+//! served only where every client is authenticated.
 
 mod common;
 
@@ -592,4 +593,86 @@ fn reload_changes_ranges_and_a_bad_file_keeps_the_old_ones() {
     );
     drop(e);
     let _ = std::fs::remove_file(cfg);
+}
+
+/// The trail's command lines are served only to authenticated clients:
+/// with TLS, only `RequireAndVerifyClientCert` authenticates (the other
+/// modes let in a client without a certificate, or with any it made);
+/// otherwise `/api/v1/events` withholds them and says why.
+#[test]
+fn command_lines_are_served_only_where_every_client_is_authenticated() {
+    if !enter_netns("command_lines_are_served_only_where_every_client_is_authenticated") {
+        return;
+    }
+    let d = dir("cmdline");
+    let ca1 = ca("cmdline ca");
+    let (cert, key) = leaf(&ca1, false);
+    write(&d.join("server.crt"), &cert);
+    write(&d.join("server.key"), &key);
+    write(&d.join("client_ca.crt"), &ca1.pem);
+    let client = leaf(&ca1, true);
+    let held = hold("nc", &["udp:127.0.0.1:3233"]);
+    for (mode, served) in [
+        ("RequireAndVerifyClientCert", true),
+        ("VerifyClientCertIfGiven", false),
+        ("RequireAnyClientCert", false),
+        ("NoClientCert", false),
+    ] {
+        let ca_line = if mode.contains("Verify") {
+            "  client_ca_file: client_ca.crt\n"
+        } else {
+            ""
+        };
+        let web = d.join(format!("{mode}.yml"));
+        write(
+            &web,
+            &format!(
+                "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_auth_type: {mode}\n{ca_line}"
+            ),
+        );
+        let _e = KillOnDrop(spawn_exporter(&[
+            "--web.config.file",
+            web.to_str().unwrap(),
+        ]));
+        wait_tls(&ca1.pem, Some(&client));
+        let deadline = std::time::Instant::now() + Duration::from_secs(6);
+        let (doc, event) = loop {
+            let r = tls_get(&ca1.pem, Some(&client), "/api/v1/events", &[]).unwrap();
+            assert_eq!(r.status, 200, "{mode}");
+            let doc: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            let event = doc["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["port"] == 3233)
+                .cloned();
+            if let Some(e) = event {
+                break (doc, e);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{mode}: no event: {doc}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        if served {
+            assert_eq!(doc["cmdline_withheld"], serde_json::Value::Null, "{mode}");
+            assert!(
+                event["cmdline"]
+                    .as_str()
+                    .is_some_and(|c| c.contains("udp:127.0.0.1:3233")),
+                "{mode}: {event}"
+            );
+        } else {
+            assert!(
+                doc["cmdline_withheld"]
+                    .as_str()
+                    .is_some_and(|w| w.contains("no authentication is configured")),
+                "{mode}: {doc}"
+            );
+            assert_eq!(event["cmdline"], serde_json::Value::Null, "{mode}: {event}");
+        }
+    }
+    drop(held);
+    let _ = std::fs::remove_dir_all(&d);
 }

@@ -10,11 +10,9 @@
 
 use std::fmt::Write;
 
-use serde_json::json;
-
-use super::{Status, Threshold, perf_label, printable};
-use crate::ephemeral::{self, EphemeralView};
-use crate::report::Report;
+use super::{Status, Threshold, perf_label};
+use crate::ephemeral::{self, EphemeralReport, EphemeralView};
+use crate::text::printable;
 
 /// Default warning: fewer than 20% of the range left toward one
 /// destination. A pool or proxy grows in steps, and TIME_WAIT holds every
@@ -46,15 +44,19 @@ pub struct Verdict {
     pub perfdata: Vec<String>,
 }
 
-/// Judges every view of the report against the thresholds.
-pub fn judge(report: &Report, warning: &Threshold, critical: &Threshold) -> Verdict {
+/// Judges every view of the collector's part against the thresholds.
+pub fn judge(
+    ephemeral: Option<&EphemeralReport>,
+    warning: &Threshold,
+    critical: &Threshold,
+) -> Verdict {
     let mut v = Verdict {
         status: Status::Ok,
         critical: Vec::new(),
         warning: Vec::new(),
         perfdata: Vec::new(),
     };
-    let Some(e) = &report.ephemeral else {
+    let Some(e) = ephemeral else {
         return v;
     };
     if let Some(error) = &e.error {
@@ -116,8 +118,8 @@ fn where_(v: &EphemeralView) -> String {
 /// The long output's section: per view the range, ports in use, the
 /// headroom, sockets in TIME_WAIT, the busiest destinations and the top
 /// holders.
-pub fn long_output(out: &mut String, report: &Report) {
-    let Some(e) = &report.ephemeral else {
+pub fn long_output(out: &mut String, ephemeral: Option<&EphemeralReport>) {
+    let Some(e) = ephemeral else {
         return;
     };
     if e.error.is_some() || e.views.is_empty() {
@@ -179,51 +181,6 @@ pub fn long_output(out: &mut String, report: &Report) {
     }
 }
 
-/// The JSON form (for `check --output json` and `/api/v1/status`): per
-/// view the counts, the busiest destinations and the top holders; `null`
-/// when the collector is off.
-pub fn to_json(report: &Report) -> serde_json::Value {
-    let Some(e) = &report.ephemeral else {
-        return serde_json::Value::Null;
-    };
-    let views: Vec<serde_json::Value> = e
-        .views
-        .iter()
-        .map(|v| {
-            let states: serde_json::Map<String, serde_json::Value> = v
-                .states
-                .iter()
-                .map(|(s, n)| ((*s).to_string(), json!(n)))
-                .collect();
-            json!({
-                "protocol": v.protocol.as_str(),
-                "netns": v.netns,
-                "range": v.range.to_string(),
-                "ports": v.ports(),
-                "in_use": v.in_use,
-                "unshared": v.unshared,
-                "free_min": v.free_min,
-                "sockets": states,
-                "unattributed_sockets": v.unattributed,
-                "destinations_total": v.destinations_total,
-                "destinations": v.destinations.iter().map(|d| json!({
-                    "address": d.address.to_string(),
-                    "port": d.port,
-                    "ports": d.ports,
-                    "sockets": d.sockets,
-                    "holder": d.holder.as_ref().map(|h| json!({
-                        "process": h.process, "user": h.user, "sockets": h.sockets,
-                    })),
-                })).collect::<Vec<_>>(),
-                "holders": v.holders.iter().map(|h| json!({
-                    "process": h.process, "user": h.user, "sockets": h.sockets,
-                })).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    json!({ "error": e.error, "views": views })
-}
-
 /// `1 socket`, `28,200 sockets`.
 fn sockets(n: u64) -> String {
     format!(
@@ -235,17 +192,10 @@ fn sockets(n: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-
-    #[test]
-    fn counts_of_sockets_take_their_noun() {
-        assert_eq!(sockets(1), "1 socket");
-        assert_eq!(sockets(0), "0 sockets");
-        assert_eq!(sockets(28_200), "28,200 sockets");
-    }
-
     use super::*;
     use crate::ephemeral::{Destination, EphemeralReport, HolderCount};
     use crate::ranges::{PortSet, Protocol};
+    use crate::report::Report;
 
     fn view(free_min: u32) -> EphemeralView {
         EphemeralView {
@@ -284,9 +234,16 @@ mod tests {
     }
 
     #[test]
+    fn counts_of_sockets_take_their_noun() {
+        assert_eq!(sockets(1), "1 socket");
+        assert_eq!(sockets(0), "0 sockets");
+        assert_eq!(sockets(28_200), "28,200 sockets");
+    }
+
+    #[test]
     fn zero_left_is_critical_whatever_the_threshold() {
         let never: Threshold = "@-1:-1".parse().unwrap();
-        let v = judge(&report(view(0)), &never, &never);
+        let v = judge(report(view(0)).ephemeral.as_ref(), &never, &never);
         assert_eq!(v.status, Status::Critical);
         assert_eq!(
             v.critical,
@@ -302,7 +259,11 @@ mod tests {
                 "ephemeral_tcp_time_wait=31;;;0;",
             ]
         );
-        let d = judge(&report(view(0)), &default_warning(), &default_critical());
+        let d = judge(
+            report(view(0)).ephemeral.as_ref(),
+            &default_warning(),
+            &default_critical(),
+        );
         assert!(
             d.perfdata[0].starts_with("ephemeral_tcp_free_min=0;5646.4:;1411.6:;0;28232"),
             "{:?}",
@@ -313,13 +274,19 @@ mod tests {
     #[test]
     fn defaults_warn_at_a_fifth_and_go_critical_at_a_twentieth() {
         let (w, c) = (default_warning(), default_critical());
-        assert_eq!(judge(&report(view(10_000)), &w, &c).status, Status::Ok);
-        let warn = judge(&report(view(5_000)), &w, &c);
+        assert_eq!(
+            judge(report(view(10_000)).ephemeral.as_ref(), &w, &c).status,
+            Status::Ok
+        );
+        let warn = judge(report(view(5_000)).ephemeral.as_ref(), &w, &c);
         assert_eq!(warn.status, Status::Warning);
         assert!(
             warn.warning[0].starts_with("ephemeral tcp: 5,000 ports left toward 10.0.0.5:5432")
         );
-        assert_eq!(judge(&report(view(1_000)), &w, &c).status, Status::Critical);
+        assert_eq!(
+            judge(report(view(1_000)).ephemeral.as_ref(), &w, &c).status,
+            Status::Critical
+        );
     }
 
     #[test]
@@ -331,13 +298,17 @@ mod tests {
             }),
             ..Report::default()
         };
-        let v = judge(&r, &default_warning(), &default_critical());
+        let v = judge(
+            r.ephemeral.as_ref(),
+            &default_warning(),
+            &default_critical(),
+        );
         assert_eq!(v.status, Status::Warning);
         assert!(v.warning[0].contains("EACCES"));
         assert_eq!(
-            to_json(&r)["error"],
+            crate::ephemeral::status_json(r.ephemeral.as_ref())["error"],
             "cannot read the dynamic port range: EACCES"
         );
-        assert_eq!(to_json(&Report::default()), serde_json::Value::Null);
+        assert_eq!(crate::ephemeral::status_json(None), serde_json::Value::Null);
     }
 }

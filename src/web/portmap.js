@@ -424,6 +424,14 @@
     if (e.cmdline) t += ` — ${str(e.cmdline)}`;
     return t;
   }
+  // Command lines are withheld without authentication: one line says so
+  // and why (the status document's cmdline_withheld), none per event.
+  function renderWithheld(why) {
+    const p = $('cmdline-withheld');
+    const text = typeof why === 'string' ? `Command lines withheld: ${why}` : '';
+    if (p.textContent !== text) p.textContent = text;
+    p.hidden = !text;
+  }
   function renderEvents(events) {
     const list = $('events');
     if (!Array.isArray(events)) return;
@@ -527,6 +535,7 @@
     listeners = Array.isArray(data.listeners) ? data.listeners : [];
     renderListeners();
     renderEvents(data.events);
+    renderWithheld(data.cmdline_withheld);
     renderEphemeral(data.ephemeral);
     const down = data.up === false;
     $('maps').classList.toggle('stale', down);

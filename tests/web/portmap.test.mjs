@@ -20,7 +20,8 @@
 //             "others": "free"?}], "text": ["strings that must show as text"],
 //            "hover": {"range", "protocol", "port", "owner"}?, "after": {"maps": [...]}?,
 //            "banner": "text the error banner must show (then the maps must be marked stale)"?,
-//            "ephemeral": {"absent"?, "error"?, "views": [...]}? (see checkEphemeral)}
+//            "ephemeral": {"absent"?, "error"?, "views": [...]}? (see checkEphemeral),
+//            "cmdline_withheld": "text the withheld note must show" | null (the note hidden)?}
 // A port not in "ports" must be in state "others" (unchecked when absent). Maps
 // drawn in blocks are checked per block: a block must show the worst state of
 // the ports in it.
@@ -342,6 +343,18 @@ async function run(ctx, o, scenario, url, refresh) {
     check(`hostile string shown as text: ${JSON.stringify(t)}`, found);
   }
   await checkEvents(page, scenario.events, 'first render', 0);
+  if (scenario.cmdline_withheld !== undefined) {
+    const note = await page.evaluate(() => {
+      const p = document.getElementById('cmdline-withheld');
+      return p ? { hidden: p.hidden, text: p.textContent } : null;
+    });
+    if (scenario.cmdline_withheld === null) {
+      check('command lines not said to be withheld', note !== null && note.hidden, JSON.stringify(note));
+    } else {
+      check(`command lines said to be withheld: ${JSON.stringify(scenario.cmdline_withheld)}`,
+        note !== null && !note.hidden && note.text.includes(scenario.cmdline_withheld), JSON.stringify(note));
+    }
+  }
   await checkEphemeral(page, scenario.ephemeral);
   const injected = await page.evaluate(() => ({
     nodes: document.querySelectorAll('img, svg, iframe, object, embed, main script, #listeners script, #events script, #ephemeral script').length,

@@ -3,6 +3,18 @@
 //! `<procfs>/<pid>/stat`, `<procfs>/<pid>/cmdline` and the boot time in
 //! `<procfs>/stat`. The decoders take the files' bytes and are tested on
 //! bytes; [`read`] does the reading, through the `--path.procfs` root.
+//!
+//! Why not the `procfs` crate (in the Linux build through `prometheus`'s
+//! `process` feature): its `Process::cmdline` gives the arguments split
+//! and decoded as `String`s, read whole, while the trail needs the raw
+//! bytes, the first few KiB only, to cut, escape and redact them itself
+//! (`trail::render_cmdline`); its boot time (`boot_time_secs`) reads the
+//! host's `/proc`, not the `--path.procfs` root, and `KernelStats` wants
+//! every CPU line of `/proc/stat` for the one `btime` field (the fake
+//! procfs trees of the tests have none). Its `Stat::from_read` would do
+//! for `<pid>/stat` (it also counts from the last `)`), but for two
+//! fields it would make `procfs-core` a direct dependency; the ten lines
+//! of [`parse_stat`] are tested on the same hostile names.
 
 use std::path::Path;
 
