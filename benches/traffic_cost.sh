@@ -44,3 +44,40 @@ curl -s 127.0.0.1:10224/api/v1/status | python3 -c "import json,sys; d=json.load
 ps -o rss= -p $P | awk '{print "  exporter RSS " $1 " KiB"}'
 kill $P; wait $P 2>/dev/null
 rm -f "$ALL"
+
+
+# Per-packet cost against the number of intervals (docs/performance.md,
+# "Per-packet cost and the number of intervals"): benches/udp_flood.c sends
+# 16-byte datagrams with sendmmsg and prints the CPU time per datagram; on
+# loopback the receive path, the prerouting hook included, runs in the
+# sender's context, so the difference to "no table" is what the table
+# costs a packet. To a port outside every range (what most of a host's
+# traffic is) and to the last interval, with no table, one interval and
+# 600 single ports (20000, 20002, ... 21198). OLD_BIN=<a 0.3 binary> adds
+# 0.3's one rule per interval (it cannot install 600 single ports, so 200).
+echo; echo "per-packet CPU time by the number of intervals (ns per datagram, two runs each):"
+FLOOD=$(mktemp); cc -O2 -o "$FLOOD" "$(dirname "$0")/udp_flood.c" || exit 1
+N=${N:-300000}
+ONE=$(mktemp --suffix=.yml); MANY=$(mktemp --suffix=.yml); OLD=$(mktemp --suffix=.yml)
+printf 'ranges:\n  - name: one\n    ports: 21198\n    protocols: [udp]\n' > "$ONE"
+python3 -c "print('ranges:\n  - name: sip\n    ports: [' + ', '.join(str(20000+2*i) for i in range(600)) + ']\n    protocols: [udp]')" > "$MANY"
+python3 -c "print('ranges:\n  - name: sip\n    ports: [' + ', '.join(str(20798+2*i) for i in range(200)) + ']\n    protocols: [udp]')" > "$OLD"
+measure() {
+  echo "  $1: outside $($FLOOD 5201 $N)/$($FLOOD 5201 $N), last interval $($FLOOD 21198 $N)/$($FLOOD 21198 $N)"
+}
+with() { # binary, configuration, label
+  $1 --collector.traffic --config.file "$2" --web.listen-address 127.0.0.1:10224 2>/dev/null &
+  P=$!; sleep 0.6
+  curl -s 127.0.0.1:10224/metrics | grep -q 'collector_success{collector="traffic"} 1' || echo "  (not installed)"
+  measure "$3"; kill $P; wait $P 2>/dev/null
+}
+for round in 1 2; do
+  measure "no table"
+  with "$BIN" "$ONE" "1 interval"
+  with "$BIN" "$MANY" "600 intervals"
+  if [ -n "$OLD_BIN" ]; then
+    with "$OLD_BIN" "$ONE" "1 interval, 0.3"
+    with "$OLD_BIN" "$OLD" "200 intervals, 0.3"
+  fi
+done
+rm -f "$FLOOD" "$ONE" "$MANY" "$OLD"

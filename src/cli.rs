@@ -230,7 +230,7 @@ pub struct Cli {
 
     /// Count packets, bytes and TCP connection attempts to the watched ranges,
     /// split by listening and closed ports, in an nftables table of our own
-    /// (inet portrange_exporter, removed at shutdown). Needs CAP_NET_ADMIN in
+    /// (inet portrange_exporter_<listen port>, gone when the exporter exits). Needs CAP_NET_ADMIN in
     /// the exporter's network namespace; counts that namespace only. Linux only.
     #[arg(
         long = "collector.traffic",
@@ -732,9 +732,16 @@ fn check_output(
     };
     let mut collector = Collector::new(Arc::new(config), host);
     if cli.collector_traffic {
-        // check reads the running exporter's table; it never installs one.
+        // check reads the running exporter's table (named by the port of
+        // its first --web.listen-address); it never installs one.
+        let instance = cli
+            .listen_address
+            .first()
+            .and_then(|a| listen_addrs(a).ok())
+            .and_then(|a| a.first().map(|a| a.port().to_string()))
+            .unwrap_or_default();
         collector.set_traffic(crate::traffic::TrafficCollector::reader(
-            platform::traffic::host_table(),
+            platform::traffic_table(&instance),
         ));
     }
     let budget = args.timeout.mul_f64(0.9);
@@ -851,6 +858,12 @@ fn serve(
         // collector reports and retries), then fresh ones.
         let mut first = Some(host);
         let trail = trail_options(&cli)?;
+        // The traffic table is named by the port of the first listener,
+        // unique in the network namespace.
+        let instance = listeners
+            .first()
+            .and_then(|l| l.local_addr().ok())
+            .map_or_else(String::new, |a| a.port().to_string());
         let traffic = cli.collector_traffic;
         let service = Service::start_with(
             config,
@@ -865,7 +878,8 @@ fn serve(
             crate::service::Extras {
                 trail: Some(trail),
                 traffic: traffic.then(|| {
-                    Box::new(platform::traffic::host_table) as crate::service::TrafficFactory
+                    Box::new(move || platform::traffic_table(&instance))
+                        as crate::service::TrafficFactory
                 }),
             },
         )
@@ -940,15 +954,8 @@ fn serve(
             log::info!(signal = which; "shutting down");
         })
         .await?;
-        if traffic {
-            // The table goes with the exporter (SIGTERM, SIGINT, the
-            // Windows service stop); a crash leaves it for the next start
-            // to replace.
-            match platform::traffic::remove_host_table() {
-                Ok(()) => log::info!("traffic collector: nftables table inet portrange_exporter removed"),
-                Err(e) => log::error!("traffic collector: {e}"),
-            }
-        }
+        // The traffic table goes with the exporter's netlink socket, at
+        // this exit or any other: nothing to remove here.
         log::info!("shut down");
         Ok(())
     })

@@ -199,7 +199,7 @@ impl Collector {
         if let Some(traffic) = self.traffic.as_mut() {
             let config = &self.config;
             report.traffic = run(&mut runs, crate::traffic::TRAFFIC, || {
-                traffic.collect(&traffic_rules(config))
+                traffic.collect(&traffic_rules(config), deadline)
             })
             .ok();
         }

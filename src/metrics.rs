@@ -115,6 +115,10 @@ pub const FAMILIES: &[(&str, &str)] = &[
         "portrange_connection_attempts_total",
         crate::traffic::ATTEMPTS_HELP,
     ),
+    (
+        "portrange_traffic_readings_lost_total",
+        crate::traffic::READINGS_LOST_HELP,
+    ),
     ("portrange_ephemeral_ports", crate::ephemeral::PORTS_HELP),
     (
         "portrange_ephemeral_ports_in_use",
@@ -620,6 +624,8 @@ mod tests {
             // name their namespace).
             "portrange_listener_events_total",
             "portrange_listener_events_dropped_total",
+            // The traffic table's own rebuilds, one table per exporter.
+            "portrange_traffic_readings_lost_total",
         ];
         let samples: Vec<(&str, &str)> = t
             .lines()

@@ -4,7 +4,7 @@
 //! (`listening`) or not (`closed`), and which closed ports were probed in
 //! the last minute. Platform-free: the counting itself is a
 //! [`TrafficTable`] behind the platform boundary (on Linux one nftables
-//! table of our own, [`crate::platform::linux::nftables`]); here are the
+//! table of our own per exporter instance, docs/traffic.md); here are the
 //! collector over the rules made from the ranges
 //! ([`crate::collect::traffic_rules`]), the counters carried across
 //! rebuilds so that they stay monotonic where a range keeps its name
@@ -14,7 +14,12 @@
 //!
 //! The table is installed at the first collection and again whenever the
 //! ranges change (reload); a table that vanished (someone flushed the
-//! ruleset) is installed again at the next collection. Without
+//! ruleset) is installed again at the next collection. What a rebuild
+//! cannot carry over (the old table's last counts, when they cannot be
+//! read) is counted in `portrange_traffic_readings_lost_total`, never
+//! dropped silently. Every exchange with the kernel waits no later than
+//! the collection's deadline. The table goes with the exporter's process
+//! (the kernel removes it when its netlink socket closes), at any exit. Without
 //! CAP_NET_ADMIN the collector fails (`portrange_scrape_collector_success
 //! {collector="traffic"} 0`), says so once in the log, and everything else
 //! is served. The counts cover the exporter's own network namespace only,
@@ -22,6 +27,7 @@
 //! `check` never installs: it reads the running exporter's table.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use prometheus::proto::MetricFamily;
 
@@ -35,6 +41,9 @@ use crate::ranges::Protocol;
 
 /// The `collector` label.
 pub const TRAFFIC: &str = "traffic";
+/// How long the install at start may take (a collection's own deadline
+/// bounds the later ones).
+pub const PREPARE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Closed ports named per range and protocol (the busiest).
 pub const TOP_PORTS: usize = 10;
 /// What the counts cover.
@@ -78,6 +87,9 @@ pub struct TrafficView {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TrafficReport {
     pub views: Vec<TrafficView>,
+    /// Rebuilds since the start whose old table's counts since the last
+    /// read could not be carried over (unreadable or gone).
+    pub lost_readings: u64,
 }
 
 /// The six running totals of one rule.
@@ -175,6 +187,8 @@ pub struct TrafficCollector {
     installed: Option<Vec<TrafficRule>>,
     offsets: Offsets,
     warned: bool,
+    /// See [`TrafficReport::lost_readings`].
+    lost_readings: u64,
 }
 
 impl TrafficCollector {
@@ -186,6 +200,7 @@ impl TrafficCollector {
             installed: None,
             offsets: Offsets::default(),
             warned: false,
+            lost_readings: 0,
         }
     }
 
@@ -198,40 +213,65 @@ impl TrafficCollector {
     }
 
     /// Installs the table now (at start, so that counting begins before
-    /// the first scrape); a failure is logged and retried at the next
-    /// collection. `check`'s reader installs nothing.
+    /// the first scrape), within [`PREPARE_TIMEOUT`]; a failure is logged
+    /// and retried at the next collection. `check`'s reader installs
+    /// nothing.
     pub fn prepare(&mut self, rules: &[TrafficRule]) {
         if self.installs {
-            let _ = self.collect(rules);
+            let _ = self.collect(rules, Instant::now() + PREPARE_TIMEOUT);
         }
     }
 
-    /// One collection: (re)installs the rules when the ranges changed,
-    /// reads them, and makes the views.
-    pub fn collect(&mut self, rules: &[TrafficRule]) -> Result<TrafficReport, String> {
+    /// One collection, no exchange waiting past `deadline`: (re)installs
+    /// the rules when the ranges changed or the table went away, reads
+    /// them, and makes the views.
+    pub fn collect(
+        &mut self,
+        rules: &[TrafficRule],
+        deadline: Instant,
+    ) -> Result<TrafficReport, String> {
         let rules = rules.to_vec();
         if self.installs && self.installed.as_ref() != Some(&rules) {
             if let Some(old) = self.installed.take() {
                 // The last counts of the old rules, carried over the rebuild.
-                if let Ok(readings) = self.table.read(&old) {
-                    for (r, reading) in old.iter().zip(&readings) {
-                        self.offsets.apply(&r.range, r.protocol, reading);
+                match self.table.read(&old, deadline) {
+                    Ok(readings) => {
+                        for (r, reading) in old.iter().zip(&readings) {
+                            self.offsets.apply(&r.range, r.protocol, reading);
+                        }
+                    }
+                    Err(e) => {
+                        self.lost_readings += 1;
+                        log::warn!(
+                            "traffic collector: the counts since the last read are lost at this rebuild: {e}"
+                        );
                     }
                 }
             }
-            self.table.install(&rules).map_err(|e| self.fail(e))?;
+            self.table
+                .install(&rules, deadline)
+                .map_err(|e| self.fail(e))?;
             self.offsets.retain(&rules);
             log::info!(
-                "traffic collector: counting {} range/protocol pairs in the nftables table inet portrange_exporter, in {SCOPE}",
+                "traffic collector: counting {} range/protocol pairs in an nftables table of its own, in {SCOPE}",
                 rules.len()
             );
             self.installed = Some(rules.clone());
         }
-        let readings = match self.table.read(&rules) {
+        let readings = match self.table.read(&rules, deadline) {
             Ok(r) => r,
             Err(e) => {
-                // Gone (flushed from outside): installed again next time.
-                self.installed = None;
+                if self.installs && self.installed.take().is_some() {
+                    if matches!(e, TrafficError::NotInstalled { .. }) {
+                        // Gone (flushed from outside): installed again next
+                        // time; what it counted since the last read is lost.
+                        self.lost_readings += 1;
+                    } else {
+                        // Unread (a deadline, an error): the next collection
+                        // reads it before rebuilding, or counts the loss.
+                        self.installed = Some(rules);
+                    }
+                }
                 return Err(self.fail(e));
             }
         };
@@ -243,16 +283,16 @@ impl TrafficCollector {
                 view(rule, t, reading)
             })
             .collect();
-        Ok(TrafficReport { views })
+        Ok(TrafficReport {
+            views,
+            lost_readings: self.lost_readings,
+        })
     }
 
     /// Logs a failure (a missing capability once, at warning level) and
     /// gives its message.
     fn fail(&mut self, e: TrafficError) -> String {
-        let msg = if !self.installs
-            && e == (TrafficError::NotInstalled {
-                table: "portrange_exporter",
-            }) {
+        let msg = if !self.installs && matches!(e, TrafficError::NotInstalled { .. }) {
             format!("{e}: the exporter is not running with --collector.traffic")
         } else {
             e.to_string()
@@ -277,6 +317,7 @@ impl TrafficCollector {
 /// [`crate::metrics::FAMILIES`]).
 pub const RECEIVED_PACKETS_HELP: &str = "Packets received for the range's ports (--collector.traffic), by whether a socket could take them (listening) or none could (closed); counted before other firewall rules.";
 pub const RECEIVED_BYTES_HELP: &str = "Bytes (IP packet length) received for the range's ports (--collector.traffic), by port_state listening or closed.";
+pub const READINGS_LOST_HELP: &str = "Rebuilds of the traffic collector's nftables table (a reload that changed the ranges, a table flushed from outside) that could not carry the old table's counts since its last read over: those packets are missing from portrange_received_*.";
 pub const ATTEMPTS_HELP: &str = "TCP connection attempts (SYN without ACK) to the range's ports (--collector.traffic), by port_state listening or closed.";
 
 /// The traffic families of the collector's part: none when it did not
@@ -320,6 +361,11 @@ pub fn families(traffic: Option<&TrafficReport>, per_netns: bool) -> Vec<MetricF
             attempts,
         ));
     }
+    out.push(counter_family(
+        "portrange_traffic_readings_lost_total",
+        READINGS_LOST_HELP,
+        vec![counter_metric(&[], t.lost_readings)],
+    ));
     out
 }
 
@@ -427,6 +473,7 @@ pub fn example() -> TrafficReport {
                 probed_packets: 0,
             })
             .collect(),
+        lost_readings: 0,
     }
 }
 
@@ -457,10 +504,14 @@ mod tests {
         installed: Arc<Mutex<Vec<Vec<TrafficRule>>>>,
         counts: Arc<Mutex<HashMap<String, RuleReading>>>,
         refuse: Option<TrafficError>,
+        unreadable: Arc<Mutex<Option<TrafficError>>>,
+        /// The deadline of every call.
+        deadlines: Arc<Mutex<Vec<Instant>>>,
     }
 
     impl TrafficTable for Fake {
-        fn install(&mut self, rules: &[TrafficRule]) -> Result<(), TrafficError> {
+        fn install(&mut self, rules: &[TrafficRule], at: Instant) -> Result<(), TrafficError> {
+            self.deadlines.lock().unwrap().push(at);
             if let Some(e) = &self.refuse {
                 return Err(e.clone());
             }
@@ -469,7 +520,15 @@ mod tests {
             self.counts.lock().unwrap().clear();
             Ok(())
         }
-        fn read(&mut self, rules: &[TrafficRule]) -> Result<Vec<RuleReading>, TrafficError> {
+        fn read(
+            &mut self,
+            rules: &[TrafficRule],
+            at: Instant,
+        ) -> Result<Vec<RuleReading>, TrafficError> {
+            self.deadlines.lock().unwrap().push(at);
+            if let Some(e) = self.unreadable.lock().unwrap().clone() {
+                return Err(e);
+            }
             let c = self.counts.lock().unwrap();
             Ok(rules
                 .iter()
@@ -480,9 +539,13 @@ mod tests {
                 })
                 .collect())
         }
-        fn remove(&mut self) -> Result<(), TrafficError> {
+        fn remove(&mut self, _: Instant) -> Result<(), TrafficError> {
             Ok(())
         }
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + std::time::Duration::from_secs(5)
     }
 
     fn config(text: &str) -> Vec<TrafficRule> {
@@ -490,24 +553,72 @@ mod tests {
     }
 
     #[test]
+    fn counts_a_rebuild_cannot_carry_over_are_counted_and_every_call_has_the_deadline() {
+        let fake = Fake::default();
+        let mut c = TrafficCollector::new(Box::new(fake.clone()));
+        let a = config("ranges:\n  - name: fh\n    ports: \"3224-3324\"\n    protocols: [udp]\n");
+        let deadline = soon();
+        assert_eq!(c.collect(&a, deadline).unwrap().lost_readings, 0);
+        assert!(
+            fake.deadlines
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|d| *d == deadline)
+        );
+        // A reload whose old table cannot be read: the counts since the
+        // last read are lost, and counted.
+        *fake.unreadable.lock().unwrap() = Some(TrafficError::Failed {
+            table: "t".into(),
+            action: "read",
+            detail: "the collection's deadline passed".into(),
+        });
+        let b = config("ranges:\n  - name: fh\n    ports: \"3224-3400\"\n    protocols: [udp]\n");
+        assert!(
+            c.collect(&b, soon()).is_err(),
+            "the new table is unreadable too"
+        );
+        *fake.unreadable.lock().unwrap() = None;
+        let r = c.collect(&b, soon()).unwrap();
+        assert_eq!(r.lost_readings, 1);
+        assert_eq!(
+            fake.installed.lock().unwrap().len(),
+            2,
+            "a failed read is no rebuild"
+        );
+        // A table gone from outside: installed again, the loss counted.
+        *fake.unreadable.lock().unwrap() = Some(TrafficError::NotInstalled { table: "t".into() });
+        assert!(c.collect(&b, soon()).is_err());
+        *fake.unreadable.lock().unwrap() = None;
+        let r = c.collect(&b, soon()).unwrap();
+        assert_eq!(r.lost_readings, 2);
+        assert_eq!(fake.installed.lock().unwrap().len(), 3);
+        let text = String::from_utf8(crate::metrics::encode(families(Some(&r), false))).unwrap();
+        assert!(
+            text.contains("portrange_traffic_readings_lost_total 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn counters_stay_monotonic_across_a_rebuild_and_follow_a_changed_range() {
         let fake = Fake::default();
         let mut c = TrafficCollector::new(Box::new(fake.clone()));
         let a = config("ranges:\n  - name: fh\n    ports: \"3224-3324\"\n    protocols: [udp]\n");
-        let r = c.collect(&a).unwrap();
+        let r = c.collect(&a, soon()).unwrap();
         assert_eq!(fake.installed.lock().unwrap().len(), 1);
         assert_eq!(r.views[0].closed, Flow::default());
         fake.counts
             .lock()
             .unwrap()
             .insert("fh/udp".into(), reading(80, 30));
-        let r = c.collect(&a).unwrap();
+        let r = c.collect(&a, soon()).unwrap();
         assert_eq!(fake.installed.lock().unwrap().len(), 1, "same ranges: kept");
         assert_eq!(r.views[0].listening.packets, 50);
         assert_eq!(r.views[0].closed.packets, 30);
         // A reload that changes the range: rebuilt, counts carried.
         let b = config("ranges:\n  - name: fh\n    ports: \"3224-3400\"\n    protocols: [udp]\n");
-        let r = c.collect(&b).unwrap();
+        let r = c.collect(&b, soon()).unwrap();
         let installed = fake.installed.lock().unwrap().clone();
         assert_eq!(installed.len(), 2);
         assert_eq!(installed[1][0].intervals, vec![(3224, 3400)]);
@@ -516,7 +627,7 @@ mod tests {
             .lock()
             .unwrap()
             .insert("fh/udp".into(), reading(5, 1));
-        let r = c.collect(&b).unwrap();
+        let r = c.collect(&b, soon()).unwrap();
         assert_eq!(r.views[0].listening.packets, 54);
         assert_eq!(r.views[0].closed.packets, 31);
         assert_eq!(r.views[0].closed.bytes, 3100);
@@ -526,7 +637,7 @@ mod tests {
     fn without_the_capability_the_collector_fails_with_the_capability_named() {
         let fake = Fake {
             refuse: Some(TrafficError::Permission {
-                table: "portrange_exporter",
+                table: "portrange_exporter_10224".into(),
                 action: "installed",
                 detail: "Operation not permitted".into(),
             }),
@@ -534,9 +645,9 @@ mod tests {
         };
         let mut c = TrafficCollector::new(Box::new(fake));
         let a = config("ranges:\n  - name: fh\n    ports: \"3224\"\n");
-        let e = c.collect(&a).unwrap_err();
+        let e = c.collect(&a, soon()).unwrap_err();
         assert!(e.contains("CAP_NET_ADMIN"), "{e}");
-        assert!(c.collect(&a).is_err(), "tried again, still failing");
+        assert!(c.collect(&a, soon()).is_err(), "tried again, still failing");
     }
 
     #[test]
@@ -591,6 +702,7 @@ mod tests {
                     probed_ports: 1,
                     probed_packets: 101,
                 }],
+                lost_readings: 2,
             }),
             ..crate::report::Report::default()
         };

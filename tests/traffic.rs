@@ -26,10 +26,12 @@ fn nft(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Tables of any exporter instance (or of a version before per-instance
+/// names).
 fn our_tables() -> usize {
     nft(&["list", "tables"])
         .lines()
-        .filter(|l| l.trim() == "table inet portrange_exporter")
+        .filter(|l| l.trim().starts_with("table inet portrange_exporter"))
         .count()
 }
 
@@ -215,8 +217,8 @@ fn tcp_attempts_and_a_real_nmap_syn_scan_are_counted_exactly() {
 }
 
 #[test]
-fn sigterm_leaves_the_ruleset_exactly_as_before_and_a_crash_leaves_one_table() {
-    if !enter_netns("sigterm_leaves_the_ruleset_exactly_as_before_and_a_crash_leaves_one_table") {
+fn sigterm_and_sigkill_leave_the_ruleset_exactly_as_before() {
+    if !enter_netns("sigterm_and_sigkill_leave_the_ruleset_exactly_as_before") {
         return;
     }
     // Someone else's table, which we must never touch.
@@ -246,21 +248,212 @@ fn sigterm_leaves_the_ruleset_exactly_as_before_and_a_crash_leaves_one_table() {
         "SIGTERM restores the ruleset"
     );
 
-    // kill -9: the table stays; the next start replaces it.
+    // kill -9: the kernel removes the table with the exporter's socket.
     let mut e = start(&cfg);
+    assert_eq!(our_tables(), 1);
     e.child.kill().unwrap();
     e.child.wait().unwrap();
-    assert_eq!(our_tables(), 1, "a crash leaves the table");
-    let e = start(&cfg);
-    assert_eq!(our_tables(), 1, "replaced, not doubled");
+    assert_eq!(nft(&["list", "ruleset"]), before, "SIGKILL leaves nothing");
+    let _ = std::fs::remove_file(cfg);
+}
+
+#[test]
+fn sigkill_leaves_nothing_and_tables_an_older_version_left_are_replaced() {
+    if !enter_netns("sigkill_leaves_nothing_and_tables_an_older_version_left_are_replaced") {
+        return;
+    }
+    // What a crashed 0.3 left (`inet portrange_exporter`), and a stale
+    // table of this instance's name without an owner.
+    for table in ["portrange_exporter", "portrange_exporter_10224"] {
+        nft(&["add", "table", "inet", table]);
+        nft(&[
+            "add",
+            "chain",
+            "inet",
+            table,
+            "prerouting",
+            "{",
+            "type",
+            "filter",
+            "hook",
+            "prerouting",
+            "priority",
+            "-350",
+            ";",
+            "}",
+        ]);
+    }
+    let cfg = config_file("traffic-sigkill", RANGES);
+    let mut e = start(&cfg);
+    assert_eq!(our_tables(), 1, "{}", nft(&["list", "tables"]));
+    let listing = nft(&["list", "table", "inet", "portrange_exporter_10224"]);
+    assert!(listing.contains("flags owner"), "{listing}");
     send_udp("127.0.0.1:3301", 3, b"x");
-    let m = e.metrics();
     assert_eq!(
-        series(&m, "portrange_received_packets_total", "udp", "closed"),
+        series(
+            &e.metrics(),
+            "portrange_received_packets_total",
+            "udp",
+            "closed"
+        ),
         3.0
     );
+    e.child.kill().unwrap();
+    e.child.wait().unwrap();
+    assert_eq!(nft(&["list", "ruleset"]), "", "SIGKILL leaves nothing");
+    let _ = std::fs::remove_file(cfg);
+}
+
+/// Starts an exporter with the collector on `config`, listening on
+/// `addr` only, and waits for it to answer.
+fn start_on(addr: &str, config: &std::path::Path) -> std::process::Child {
+    let child = Command::new(EXPORTER)
+        .args(["--web.listen-address", addr, "--collector.traffic"])
+        .args(["--config.file", config.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(addr, "/-/healthy", &[]).is_err() {
+        assert!(Instant::now() < deadline, "no answer on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+#[test]
+fn two_exporters_in_one_namespace_keep_their_own_tables_and_both_count() {
+    if !enter_netns("two_exporters_in_one_namespace_keep_their_own_tables_and_both_count") {
+        return;
+    }
+    let a_cfg = config_file("traffic-two-a", RANGES);
+    let b_cfg = config_file(
+        "traffic-two-b",
+        "ranges:\n  - name: other\n    ports: 4000-4010\n    protocols: [udp]\n",
+    );
+    let a = start(&a_cfg);
+    let mut b = start_on("127.0.0.1:10225", &b_cfg);
+    assert_eq!(our_tables(), 2, "{}", nft(&["list", "tables"]));
+    send_udp("127.0.0.1:3300", 5, b"x");
+    send_udp("127.0.0.1:4005", 7, b"x");
+    let m = a.metrics();
+    assert_eq!(
+        m.value(r#"portrange_scrape_collector_success{collector="traffic"}"#),
+        1.0
+    );
+    assert_eq!(
+        series(&m, "portrange_received_packets_total", "udp", "closed"),
+        5.0
+    );
+    let bm = Metrics::parse(&get("127.0.0.1:10225", "/metrics", &[]).unwrap().text());
+    assert_eq!(
+        bm.value(
+            r#"portrange_received_packets_total{range="other",protocol="udp",port_state="closed"}"#
+        ),
+        7.0
+    );
+    // check reads the table of the exporter on its --web.listen-address
+    // port (the default, 10224: exporter a's).
+    let (_, out) = check(&[
+        "--collector.traffic",
+        "--config.file",
+        a_cfg.to_str().unwrap(),
+    ]);
+    assert!(
+        out.contains("5 packets to closed ports of fh (udp)"),
+        "{out}"
+    );
+    b.kill().unwrap();
+    b.wait().unwrap();
+    assert_eq!(our_tables(), 1);
+    send_udp("127.0.0.1:3301", 1, b"x");
+    assert_eq!(
+        series(
+            &a.metrics(),
+            "portrange_received_packets_total",
+            "udp",
+            "closed"
+        ),
+        6.0
+    );
+    assert!(a.terminate().success());
+    assert_eq!(nft(&["list", "ruleset"]), "");
+    let _ = std::fs::remove_file(a_cfg);
+    let _ = std::fs::remove_file(b_cfg);
+}
+
+#[test]
+fn six_hundred_single_ports_are_installed_and_counted_exactly() {
+    if !enter_netns("six_hundred_single_ports_are_installed_and_counted_exactly") {
+        return;
+    }
+    // A list of SIP/RTP ports: 20000, 20002, ... 21198.
+    let ports: Vec<String> = (0..600).map(|i| (20000 + 2 * i).to_string()).collect();
+    let cfg = config_file(
+        "traffic-600",
+        &format!(
+            "ranges:\n  - name: sip\n    ports: [{}]\n    protocols: [udp]\n",
+            ports.join(", ")
+        ),
+    );
+    let e = start(&cfg);
+    // Every port from 19990 to 21210: 600 in the range, 621 between.
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for p in 19990..=21210u16 {
+        s.send_to(b"x", ("127.0.0.1", p)).unwrap();
+    }
+    let m = e.metrics();
+    assert_eq!(
+        m.value(
+            r#"portrange_received_packets_total{range="sip",protocol="udp",port_state="closed"}"#
+        ),
+        600.0,
+        "{}",
+        e.stderr()
+    );
+    assert!(!e.stderr().contains("Message too long"), "{}", e.stderr());
     assert!(e.terminate().success());
-    assert_eq!(nft(&["list", "ruleset"]), before);
+    let _ = std::fs::remove_file(cfg);
+}
+
+#[test]
+fn hostile_range_names_are_installed_and_counted_apart() {
+    if !enter_netns("hostile_range_names_are_installed_and_counted_apart") {
+        return;
+    }
+    // `a` and `a_attempts` made the same counter name
+    // (tcp_a_attempts_closed) in 0.3, and a name of 250 characters is
+    // longer than the kernel takes for a set.
+    let long = "z".repeat(250);
+    let cfg = config_file(
+        "traffic-hostile",
+        &format!(
+            "ranges:\n  - name: a\n    ports: 3000\n  - name: a_attempts\n    ports: 3001\n  - name: {long}\n    ports: 3002\n"
+        ),
+    );
+    let e = start(&cfg);
+    assert!(TcpStream::connect("127.0.0.1:3000").is_err());
+    for _ in 0..2 {
+        assert!(TcpStream::connect("127.0.0.1:3001").is_err());
+    }
+    send_udp("127.0.0.1:3002", 4, b"x");
+    let m = e.metrics();
+    let closed = |range: &str, protocol: &str| {
+        m.value(&format!(
+            r#"portrange_connection_attempts_total{{range="{range}",protocol="{protocol}",port_state="closed"}}"#
+        ))
+    };
+    assert_eq!(closed("a", "tcp"), 1.0);
+    assert_eq!(closed("a_attempts", "tcp"), 2.0);
+    assert_eq!(
+        m.value(&format!(
+            r#"portrange_received_packets_total{{range="{long}",protocol="udp",port_state="closed"}}"#
+        )),
+        4.0
+    );
+    assert!(e.terminate().success());
     let _ = std::fs::remove_file(cfg);
 }
 

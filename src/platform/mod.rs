@@ -645,6 +645,21 @@ pub const UNSEEN_OWNER: &str =
 #[cfg(windows)]
 pub const UNSEEN_OWNER: &str = "the socket table names no owner (pid 0) or the owner exited";
 
+/// The traffic counters' table of exporter instance `instance` (the
+/// port it listens on: two exporters in one network namespace keep two
+/// tables): the exporter's own nftables table on Linux, none elsewhere.
+pub fn traffic_table(instance: &str) -> Box<dyn traffic::TrafficTable> {
+    #[cfg(target_os = "linux")]
+    {
+        Box::new(linux::nftables::NftTable::new(instance))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = instance;
+        Box::new(traffic::Unavailable)
+    }
+}
+
 /// The platform of this machine; `procfs` is the `/proc` root on Linux.
 pub fn host(procfs: &Path) -> Result<Box<dyn Platform>, PlatformError> {
     host_with(procfs, &PlatformOptions::default())

@@ -2,14 +2,16 @@
 //! (`--collector.traffic`): a [`TrafficTable`] installs counting rules for
 //! a list of [`TrafficRule`]s (one per watched range and protocol), reads
 //! them back as [`RuleReading`]s and removes them. On Linux it is one
-//! nftables table of the exporter's own, spoken to over netlink
-//! ([`crate::platform::linux::nftables`]); elsewhere there is none
+//! nftables table of the exporter's own, spoken to over netlink (built by
+//! [`crate::platform::traffic_table`]); elsewhere there is none
 //! ([`Unavailable`]): Windows has no per-port packet counters a service
 //! can read without a filter driver (the Windows Filtering Platform needs
 //! a callout driver to count, and its audit events log every connection,
 //! remote addresses included), so the collector reports itself
 //! unavailable there. The platform-free logic (which rules, counters into
 //! the report, offsets across rebuilds) is [`crate::traffic`].
+
+use std::time::Instant;
 
 use crate::ranges::Protocol;
 
@@ -60,17 +62,21 @@ pub enum TrafficError {
         "the nftables table inet {table} cannot be {action}: missing CAP_NET_ADMIN in the exporter's network namespace ({detail})"
     )]
     Permission {
-        table: &'static str,
+        table: String,
         action: &'static str,
         detail: String,
     },
+    #[error(
+        "the nftables table inet {table} is held by another process (netlink port id {owner}): is another exporter with the same listen port running in this network namespace?"
+    )]
+    Held { table: String, owner: u32 },
     #[error("the nftables table inet {table} is not installed")]
-    NotInstalled { table: &'static str },
+    NotInstalled { table: String },
     #[error("{0}")]
     Unavailable(String),
     #[error("the nftables table inet {table}: {action}: {detail}")]
     Failed {
-        table: &'static str,
+        table: String,
         action: &'static str,
         detail: String,
     },
@@ -83,18 +89,25 @@ impl TrafficError {
     }
 }
 
-/// The counting rules, installed by the exporter.
+/// The counting rules, installed by the exporter. No call waits past
+/// its `deadline` (the collection's).
 pub trait TrafficTable: Send {
-    /// Installs `rules`, atomically replacing any table of ours (a stale
-    /// one from a crashed run, or the previous rules on reload).
-    fn install(&mut self, rules: &[TrafficRule]) -> Result<(), TrafficError>;
+    /// Installs `rules`, replacing any table of ours (a stale one from a
+    /// crashed run, or the previous rules on reload). The table lasts as
+    /// long as this value: dropping it (or any exit of the process)
+    /// removes it.
+    fn install(&mut self, rules: &[TrafficRule], deadline: Instant) -> Result<(), TrafficError>;
 
     /// Reads the counters of `rules` (index for index), as installed by
     /// this process or another one (`check` reads the exporter's).
-    fn read(&mut self, rules: &[TrafficRule]) -> Result<Vec<RuleReading>, TrafficError>;
+    fn read(
+        &mut self,
+        rules: &[TrafficRule],
+        deadline: Instant,
+    ) -> Result<Vec<RuleReading>, TrafficError>;
 
     /// Removes the table; no table is not an error.
-    fn remove(&mut self) -> Result<(), TrafficError>;
+    fn remove(&mut self, deadline: Instant) -> Result<(), TrafficError>;
 }
 
 /// Where there are no traffic counters.
@@ -104,31 +117,17 @@ pub struct Unavailable;
 pub const UNAVAILABLE: &str = "traffic counters need nftables (Linux); this platform has none a service can read without a filter driver";
 
 impl TrafficTable for Unavailable {
-    fn install(&mut self, _rules: &[TrafficRule]) -> Result<(), TrafficError> {
+    fn install(&mut self, _rules: &[TrafficRule], _: Instant) -> Result<(), TrafficError> {
         Err(TrafficError::Unavailable(UNAVAILABLE.into()))
     }
-    fn read(&mut self, _rules: &[TrafficRule]) -> Result<Vec<RuleReading>, TrafficError> {
+    fn read(
+        &mut self,
+        _rules: &[TrafficRule],
+        _: Instant,
+    ) -> Result<Vec<RuleReading>, TrafficError> {
         Err(TrafficError::Unavailable(UNAVAILABLE.into()))
     }
-    fn remove(&mut self) -> Result<(), TrafficError> {
+    fn remove(&mut self, _: Instant) -> Result<(), TrafficError> {
         Ok(())
     }
-}
-
-/// The machine's traffic table.
-pub fn host_table() -> Box<dyn TrafficTable> {
-    #[cfg(target_os = "linux")]
-    {
-        Box::new(crate::platform::linux::nftables::NftTable)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        Box::new(Unavailable)
-    }
-}
-
-/// Removes the exporter's table at shutdown (SIGTERM, SIGINT, the Windows
-/// service stop), if there is one.
-pub fn remove_host_table() -> Result<(), TrafficError> {
-    host_table().remove()
 }

@@ -15,10 +15,14 @@ pub mod attribution;
 pub mod exe_names;
 pub mod netlink;
 pub mod netns;
+pub mod nft_codec;
+pub mod nft_design;
 pub mod nftables;
 pub mod privileges;
 pub mod process;
 pub mod procfs_sockets;
+pub mod sock_diag;
+pub mod sock_diag_filter;
 pub mod sysctl;
 pub mod systemd;
 pub mod tunnels;
@@ -180,7 +184,7 @@ impl LinuxPlatform {
             };
             let again = match &mut self.netns {
                 Some(n) if ns != 0 => n.resample(ns, &filter, deadline),
-                _ => netlink::sample(&filter, deadline),
+                _ => sock_diag::sample(&filter, deadline),
             };
             match again {
                 Ok(again) => {
@@ -255,7 +259,7 @@ impl Platform for LinuxPlatform {
                 let sockets = if self.no_sock_diag {
                     procfs_sockets::sample(&self.procfs, filter)?
                 } else {
-                    match netlink::sample(filter, deadline) {
+                    match sock_diag::sample(filter, deadline) {
                         Err(e) if procfs_sockets::sock_diag_unavailable(&e) => {
                             log::warn!(
                                 "sock_diag is not available here ({e}); reading the socket tables under {}/thread-self/net instead, which costs a full read of every socket per scrape",

@@ -59,7 +59,7 @@ use std::time::Instant;
 use rustix::fs::OFlags;
 use rustix::io::Errno;
 
-use super::{netlink, sysctl, tunnels};
+use super::{sock_diag, sysctl, tunnels};
 use crate::platform::{
     EphemeralPorts, Filter, Namespace, Namespaces, PlatformError, Sample, SampleError, Skipped,
     Socket,
@@ -261,7 +261,7 @@ impl NetnsSampler {
                 // Only the host's comes here (the others went to the pool),
                 // and it must be read whole.
                 let dumps = h.dumps(&mut self.buf);
-                let r = netlink::dump(&h.diag, filter, dumps, deadline, &mut h.seq, &mut sockets);
+                let r = sock_diag::dump(&h.diag, filter, dumps, deadline, &mut h.seq, &mut sockets);
                 if let Err(e) = r {
                     self.handles.remove(&f.inode);
                     return Err(e);
@@ -557,10 +557,10 @@ impl NetnsSampler {
     ) -> Result<Vec<Socket>, SampleError> {
         let mut out = Vec::new();
         if let Some(h) = self.handles.get_mut(&inode) {
-            netlink::dump(
+            sock_diag::dump(
                 &h.diag,
                 filter,
-                netlink::Dumps::ALL,
+                sock_diag::Dumps::ALL,
                 deadline,
                 &mut h.seq,
                 &mut out,

@@ -5,21 +5,16 @@
 //! sockets, bounded by the collection's deadline, and cached per network
 //! namespace ([`TunnelCache`]). Written by hand because the one crate that decodes these
 //! messages (`netlink-packet-route`) would pull a second netlink stack in
-//! for three attributes; the decoder is pure and unit-tested on bytes.
+//! for three attributes; the decoder is pure and unit-tested on bytes, and
+//! the framing and transport are the shared [`super::netlink`] layer.
 //! WireGuard and FOU keep their ports in generic netlink and are not named.
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
-use rustix::net::netlink::SocketAddrNetlink;
-use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+use super::netlink::{self as nl, RecvError};
 
-const NLMSG_HDRLEN: usize = 16;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_DUMP: u16 = 0x300;
 const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
 const IFINFOMSG_LEN: usize = 16;
@@ -30,7 +25,6 @@ const IFLA_INFO_DATA: u16 = 2;
 const IFLA_VXLAN_PORT: u16 = 15;
 const IFLA_GENEVE_PORT: u16 = 5;
 const IFLA_BAREUDP_PORT: u16 = 1;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 
 /// Lists the UDP tunnel devices of this network namespace by port, waiting
 /// no later than `deadline`.
@@ -42,14 +36,8 @@ pub fn udp_tunnel_ports(deadline: Instant) -> Result<HashMap<u16, String>, Strin
 /// Opens a NETLINK_ROUTE socket. Like a sock_diag socket, it answers for
 /// the network namespace of the thread that opened it, from any thread.
 pub fn open() -> Result<OwnedFd, String> {
-    rustix::net::socket_with(
-        AddressFamily::NETLINK,
-        SocketType::DGRAM,
-        SocketFlags::CLOEXEC,
-        // NETLINK_ROUTE is protocol 0, the default.
-        None,
-    )
-    .map_err(|e| format!("opening NETLINK_ROUTE: {e}"))
+    // NETLINK_ROUTE is protocol 0, the default.
+    nl::open(None).map_err(|e| format!("opening NETLINK_ROUTE: {e}"))
 }
 
 /// Runs one link dump on `fd` (request number `seq`; answers to earlier
@@ -63,25 +51,14 @@ pub fn dump_ports(
     if Instant::now() >= deadline {
         return Err(PASSED.into());
     }
-    rustix::net::sendto(
-        fd,
-        &build_request(seq),
-        SendFlags::empty(),
-        &SocketAddrNetlink::new(0, 0),
-    )
-    .map_err(|e| format!("RTM_GETLINK: {e}"))?;
+    nl::send(fd, &build_request(seq)).map_err(|e| format!("RTM_GETLINK: {e}"))?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut out = HashMap::new();
     for _ in 0..10_000 {
-        super::netlink::wait_until(fd, deadline).map_err(|e| match e {
-            None => PASSED.to_string(),
-            Some(e) => format!("setting a receive timeout: {e}"),
+        let n = nl::receive(fd, &mut buf, deadline).map_err(|e| match e {
+            RecvError::Deadline => PASSED.to_string(),
+            e => format!("reading the link dump: {e}"),
         })?;
-        let n = match rustix::net::recv(fd, &mut buf[..], RecvFlags::empty()) {
-            Ok((n, _)) => n,
-            Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => continue,
-            Err(e) => return Err(format!("reading the link dump: {e}")),
-        };
         if decode(&buf[..n], seq, &mut out)? {
             return Ok(out);
         }
@@ -142,114 +119,68 @@ impl TunnelCache {
 
 /// The RTM_GETLINK dump request: `nlmsghdr` · `ifinfomsg` (all zero).
 pub fn build_request(seq: u32) -> Vec<u8> {
-    let len = NLMSG_HDRLEN + IFINFOMSG_LEN;
-    let mut b = Vec::with_capacity(len);
-    b.extend_from_slice(&(len as u32).to_ne_bytes());
-    b.extend_from_slice(&RTM_GETLINK.to_ne_bytes());
-    b.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    b.extend_from_slice(&seq.to_ne_bytes());
-    b.extend_from_slice(&0u32.to_ne_bytes());
-    b.resize(len, 0);
+    let mut b = Vec::with_capacity(nl::NLMSG_HDRLEN + IFINFOMSG_LEN);
+    nl::message(
+        &mut b,
+        RTM_GETLINK,
+        nl::NLM_F_REQUEST | nl::NLM_F_DUMP,
+        seq,
+        |b| b.extend_from_slice(&[0; IFINFOMSG_LEN]),
+    );
     b
 }
 
 /// Decodes one datagram of the dump into `out` (port → device name).
 /// Returns whether the dump ended.
-pub fn decode(mut data: &[u8], seq: u32, out: &mut HashMap<u16, String>) -> Result<bool, String> {
-    while data.len() >= NLMSG_HDRLEN {
-        let len = u32::from_ne_bytes(data[0..4].try_into().unwrap()) as usize;
-        let kind = u16::from_ne_bytes(data[4..6].try_into().unwrap());
-        let msg_seq = u32::from_ne_bytes(data[8..12].try_into().unwrap());
-        if len < NLMSG_HDRLEN || len > data.len() {
-            return Err(format!("bad message length {len}"));
+pub fn decode(data: &[u8], seq: u32, out: &mut HashMap<u16, String>) -> Result<bool, String> {
+    for m in nl::messages(data) {
+        let m = m.map_err(|e| e.to_string())?;
+        if m.seq != seq {
+            continue;
         }
-        let body = &data[NLMSG_HDRLEN..len];
-        if msg_seq == seq {
-            match kind {
-                NLMSG_DONE => return Ok(true),
-                NLMSG_ERROR => {
-                    let errno = body
-                        .get(0..4)
-                        .map_or(0, |b| i32::from_ne_bytes(b.try_into().unwrap()));
-                    if errno != 0 {
-                        return Err(format!(
-                            "the kernel refused the dump: {}",
-                            std::io::Error::from_raw_os_error(-errno)
-                        ));
-                    }
-                    return Ok(true);
+        match m.kind {
+            nl::NLMSG_DONE => return Ok(true),
+            nl::NLMSG_ERROR => {
+                let errno = nl::status(m.payload).map_err(|e| e.to_string())?;
+                if errno != 0 {
+                    return Err(format!(
+                        "the kernel refused the dump: {}",
+                        std::io::Error::from_raw_os_error(-errno)
+                    ));
                 }
-                RTM_NEWLINK if body.len() >= IFINFOMSG_LEN => {
-                    if let Some((name, port)) = link(&body[IFINFOMSG_LEN..]) {
-                        out.insert(port, name);
-                    }
-                }
-                _ => {}
+                return Ok(true);
             }
+            RTM_NEWLINK if m.payload.len() >= IFINFOMSG_LEN => {
+                if let Some((name, port)) = link(&m.payload[IFINFOMSG_LEN..]) {
+                    out.insert(port, name);
+                }
+            }
+            _ => {}
         }
-        data = &data[align(len).min(data.len())..];
     }
     Ok(false)
 }
 
-/// The name and UDP port of one link, when it is a UDP tunnel.
+/// The name and UDP port of one link, when it is a UDP tunnel; a link
+/// with a malformed attribute is none.
 fn link(attrs: &[u8]) -> Option<(String, u16)> {
-    let mut name = None;
-    let mut port = None;
-    for (kind, value) in attributes(attrs) {
-        match kind {
-            IFLA_IFNAME => {
-                let v = value.split(|&b| b == 0).next().unwrap_or(value);
-                name = Some(String::from_utf8_lossy(v).into_owned());
-            }
-            IFLA_LINKINFO => port = tunnel_port(value),
-            _ => {}
-        }
-    }
-    Some((name?, port?))
+    let a = nl::attributes(attrs).ok()?;
+    let name = nl::string(nl::find(&a, IFLA_IFNAME)?);
+    let port = tunnel_port(nl::find(&a, IFLA_LINKINFO)?)?;
+    Some((name, port))
 }
 
 fn tunnel_port(linkinfo: &[u8]) -> Option<u16> {
-    let mut kind: &[u8] = b"";
-    let mut data: &[u8] = b"";
-    for (t, v) in attributes(linkinfo) {
-        match t {
-            IFLA_INFO_KIND => kind = v.split(|&b| b == 0).next().unwrap_or(v),
-            IFLA_INFO_DATA => data = v,
-            _ => {}
-        }
-    }
-    let wanted = match kind {
-        b"vxlan" => IFLA_VXLAN_PORT,
-        b"geneve" => IFLA_GENEVE_PORT,
-        b"bareudp" => IFLA_BAREUDP_PORT,
+    let info = nl::attributes(linkinfo).ok()?;
+    let wanted = match nl::string(nl::find(&info, IFLA_INFO_KIND)?).as_str() {
+        "vxlan" => IFLA_VXLAN_PORT,
+        "geneve" => IFLA_GENEVE_PORT,
+        "bareudp" => IFLA_BAREUDP_PORT,
         _ => return None,
     };
-    attributes(data)
-        .find(|(t, v)| *t == wanted && v.len() >= 2)
-        .map(|(_, v)| u16::from_be_bytes([v[0], v[1]]))
-}
-
-/// Iterates `rtattr`s (length, type, value, padded to 4 bytes); stops at
-/// the first malformed one.
-fn attributes(mut data: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if data.len() < 4 {
-            return None;
-        }
-        let len = u16::from_ne_bytes([data[0], data[1]]) as usize;
-        let kind = u16::from_ne_bytes([data[2], data[3]]) & NLA_TYPE_MASK;
-        if len < 4 || len > data.len() {
-            return None;
-        }
-        let value = &data[4..len];
-        data = &data[align(len).min(data.len())..];
-        Some((kind, value))
-    })
-}
-
-fn align(n: usize) -> usize {
-    (n + 3) & !3
+    let data = nl::attributes(nl::find(&info, IFLA_INFO_DATA)?).ok()?;
+    let v = nl::find(&data, wanted)?;
+    Some(u16::from_be_bytes(v.get(..2)?.try_into().ok()?))
 }
 
 #[cfg(test)]
@@ -258,10 +189,7 @@ mod tests {
 
     fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
         let mut b = Vec::new();
-        b.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
-        b.extend_from_slice(&kind.to_ne_bytes());
-        b.extend_from_slice(value);
-        b.resize(align(b.len()), 0);
+        nl::attr(&mut b, kind, value);
         b
     }
 
@@ -272,12 +200,9 @@ mod tests {
         info.extend(attr(IFLA_INFO_DATA | 0x8000, data));
         body.extend(attr(IFLA_LINKINFO | 0x8000, &info));
         let mut m = Vec::new();
-        m.extend_from_slice(&((NLMSG_HDRLEN + body.len()) as u32).to_ne_bytes());
-        m.extend_from_slice(&RTM_NEWLINK.to_ne_bytes());
-        m.extend_from_slice(&0x2u16.to_ne_bytes());
-        m.extend_from_slice(&seq.to_ne_bytes());
-        m.extend_from_slice(&0u32.to_ne_bytes());
-        m.extend(body);
+        nl::message(&mut m, RTM_NEWLINK, nl::NLM_F_MULTI, seq, |m| {
+            m.extend(body)
+        });
         m
     }
 
@@ -364,11 +289,9 @@ mod tests {
         assert_eq!(out[&3224], "vx0");
         assert_eq!(out[&6081], "gn0");
         let mut done = Vec::new();
-        done.extend_from_slice(&20u32.to_ne_bytes());
-        done.extend_from_slice(&NLMSG_DONE.to_ne_bytes());
-        done.extend_from_slice(&[0, 0]);
-        done.extend_from_slice(&1u32.to_ne_bytes());
-        done.extend_from_slice(&[0; 8]);
+        nl::message(&mut done, nl::NLMSG_DONE, 0, 1, |b| {
+            b.extend_from_slice(&[0; 4])
+        });
         assert_eq!(decode(&done, 1, &mut out), Ok(true));
     }
 

@@ -25,7 +25,7 @@ pub(super) struct Handle {
 impl Handle {
     /// Makes the fds in the calling thread's namespace.
     pub(super) fn make_here() -> Result<Handle, SampleError> {
-        let diag = netlink::open()?;
+        let diag = sock_diag::open()?;
         let open = |name: &str| open_ro(&Path::new(SELF_PROC).join("thread-self/net").join(name));
         Ok(Handle {
             diag,
@@ -52,15 +52,15 @@ impl Handle {
 
     /// The dumps worth asking for: those of protocols and families the
     /// sockstat counts show sockets of (all when they cannot be read).
-    pub(super) fn dumps(&self, buf: &mut Vec<u8>) -> netlink::Dumps {
+    pub(super) fn dumps(&self, buf: &mut Vec<u8>) -> sock_diag::Dumps {
         match self.counts(buf) {
-            Some(c) => netlink::Dumps {
+            Some(c) => sock_diag::Dumps {
                 tcp4: c.may_hold(Protocol::Tcp, false),
                 tcp6: c.may_hold(Protocol::Tcp, true),
                 udp4: c.may_hold(Protocol::Udp, false),
                 udp6: c.may_hold(Protocol::Udp, true),
             },
-            None => netlink::Dumps::ALL,
+            None => sock_diag::Dumps::ALL,
         }
     }
 
@@ -359,7 +359,7 @@ pub(super) fn dump_on_pool(
                 }
                 let dumps = h.dumps(&mut buf);
                 let mut out = Vec::new();
-                match netlink::dump(&h.diag, filter, dumps, deadline, &mut h.seq, &mut out) {
+                match sock_diag::dump(&h.diag, filter, dumps, deadline, &mut h.seq, &mut out) {
                     Ok(()) => (inode, Dumped::Read(out)),
                     Err(e) => (inode, Dumped::Failed(e)),
                 }
