@@ -108,6 +108,62 @@ struct Flight {
     last: Option<Outcome>,
     /// Why no collector can run now; `None` while one can.
     down: Option<String>,
+    /// When the running collection started, and its deadline.
+    running_since: Option<(Instant, Instant)>,
+    /// Collections in a row that finished late, and by how much the last.
+    late: (u32, Duration),
+}
+
+/// Deadlines missed in a row that make `/-/healthy` fail.
+pub const DEADLINES_MISSED_UNHEALTHY: u32 = 3;
+
+impl Flight {
+    /// Counts the collection that started at `start` as late when it
+    /// ends past its deadline by more than a quarter of its budget (the
+    /// part of Prometheus's timeout the budget leaves).
+    fn ended(&mut self, now: Instant) {
+        let Some((start, deadline)) = self.running_since.take() else {
+            return;
+        };
+        let over = now.saturating_duration_since(deadline);
+        if over > deadline.saturating_duration_since(start) / 4 {
+            self.late = (self.late.0 + 1, over);
+        } else {
+            self.late = (0, Duration::ZERO);
+        }
+    }
+
+    /// Why the collector is unhealthy for missing its deadlines: the last
+    /// collections ended late, and a running one counts once for its
+    /// deadline and once more for every budget it runs past it (the scrapes
+    /// that would have come meanwhile).
+    fn deadlines_missed(&self, now: Instant) -> Result<(), String> {
+        let mut missed = self.late.0;
+        let mut running = None;
+        if let Some((start, deadline)) = self.running_since
+            && now > deadline
+        {
+            let budget = deadline
+                .saturating_duration_since(start)
+                .max(Duration::from_millis(1));
+            let over = now - deadline;
+            missed += 1 + (over.as_secs_f64() / budget.as_secs_f64()) as u32;
+            running = Some(over);
+        }
+        if missed < DEADLINES_MISSED_UNHEALTHY {
+            return Ok(());
+        }
+        Err(match running {
+            Some(over) => format!(
+                "the collector has missed its deadline {missed} times in a row: the collection running now is {:.1} s past its deadline",
+                over.as_secs_f64()
+            ),
+            None => format!(
+                "the collector has missed its deadline {missed} times in a row, the last collection by {:.1} s",
+                self.late.1.as_secs_f64()
+            ),
+        })
+    }
 }
 
 pub struct Service {
@@ -201,9 +257,10 @@ impl Service {
     /// Why no collection can run now, if so: what `/-/healthy` reports.
     /// Never waits.
     pub fn health(&self) -> Result<(), String> {
-        match &self.lock().down {
+        let f = self.lock();
+        match &f.down {
             Some(why) => Err(why.clone()),
-            None => Ok(()),
+            None => f.deadlines_missed(Instant::now()),
         }
     }
 
@@ -243,9 +300,11 @@ impl Service {
                     Some((_, slot)) => (slot.clone(), false),
                     None => {
                         let (result, slot) = watch::channel(None);
+                        let now = Instant::now();
+                        f.running_since = Some((now, now + budget));
                         let req = Request {
                             generation: f.started + 1,
-                            deadline: Instant::now() + budget,
+                            deadline: now + budget,
                             loaded: self.loaded(),
                             result,
                         };
@@ -592,6 +651,7 @@ impl Supervisor {
         let previous = {
             let mut f = self.lock();
             f.running = None;
+            f.ended(Instant::now());
             f.last.replace(outcome.clone())
         };
         req.result.send_replace(Some(outcome));

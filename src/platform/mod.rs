@@ -270,7 +270,8 @@ pub struct Owner {
 impl Owner {
     /// Whether the executable is gone: deleted after the process started,
     /// or an anonymous memory file (`memfd_create`), as the exe link says
-    /// (`/usr/bin/x (deleted)`, `/memfd:name (deleted)`). A gone
+    /// (`/usr/bin/x (deleted)`, `/memfd:name (deleted)`), or not the file
+    /// its path names ([`NOT_THIS_FILE_MARK`]). A gone
     /// executable proves nothing about the process, so it never satisfies
     /// an allowlist entry, and it is marked wherever the owner is shown.
     pub fn exe_gone(&self) -> bool {
@@ -283,12 +284,18 @@ impl Owner {
 /// `/memfd:name (deleted)`), which the Windows attribution also gives an
 /// image whose file is no longer at its path.
 pub fn exe_is_gone(exe: &[u8]) -> bool {
-    exe.ends_with(GONE_MARK) || exe.starts_with(b"/memfd:")
+    exe.ends_with(GONE_MARK) || exe.ends_with(NOT_THIS_FILE_MARK) || exe.starts_with(b"/memfd:")
 }
 
 /// The mark the platform leaves at the end of the path of an executable
 /// that is gone.
 pub const GONE_MARK: &[u8] = b" (deleted)";
+
+/// The mark the Linux platform leaves at the end of an exe path that a
+/// user's private mount namespace forged: the file the path names, as the
+/// host sees it, is not the file the process runs (a bind mount over it).
+/// Treated as gone: what the path says proves nothing.
+pub const NOT_THIS_FILE_MARK: &[u8] = b" (not the file at this path)";
 
 /// Who holds a socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
