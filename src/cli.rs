@@ -117,6 +117,11 @@ pub struct Cli {
     #[arg(long = "web.header-read-timeout", env = "PORTRANGE_EXPORTER_WEB_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
 
+    /// The longest scrape timeout a scraper may ask for (X-Prometheus-Scrape-Timeout-Seconds);
+    /// a collection gets 80% of the scrape timeout.
+    #[arg(long = "web.max-scrape-timeout", env = "PORTRANGE_EXPORTER_WEB_MAX_SCRAPE_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub max_scrape_timeout: Duration,
+
     /// TLS, basic auth and response headers, in the exporter-toolkit web config format.
     #[arg(long = "web.config.file", env = "PORTRANGE_EXPORTER_WEB_CONFIG_FILE")]
     pub web_config_file: Option<PathBuf>,
@@ -901,6 +906,7 @@ fn serve(
             http::Options {
                 telemetry_path: cli.telemetry_path.clone(),
                 header_read_timeout: cli.header_read_timeout,
+                max_scrape_timeout: cli.max_scrape_timeout,
                 max_connections: connection_cap(cli.max_connections),
                 web: web.clone(),
                 enable_lifecycle: cli.enable_lifecycle,

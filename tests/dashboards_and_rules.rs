@@ -400,7 +400,7 @@ fn rules_pass_promtool_check_and_unit_tests() {
         return;
     };
     assert!(ok, "{out}");
-    assert!(out.contains("SUCCESS: 23 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 24 rules found"), "{out}");
     let (ok, out) = promtool(
         &["test", "rules", "portrange.test.yml"],
         &root().join("tests/rules"),
@@ -486,7 +486,7 @@ fn alerts_follow_the_conventions() {
             );
         }
     }
-    assert_eq!(alerts, 16);
+    assert_eq!(alerts, 17);
 }
 
 // ---------------------------------------------------------------------------
