@@ -11,7 +11,7 @@
 use std::ffi::OsString;
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -446,6 +446,11 @@ pub fn listen_addrs(addr: &str) -> anyhow::Result<Vec<SocketAddr>> {
             SocketAddr::from(([0u8; 4], port)),
         ]);
     }
+    if !addr.is_empty() && addr.bytes().all(|b| b.is_ascii_digit()) {
+        anyhow::bail!(
+            "--web.listen-address {addr:?} is a bare port: write \":{addr}\" (every address) or \"127.0.0.1:{addr}\" (this host only)"
+        );
+    }
     let addrs: Vec<SocketAddr> = addr
         .to_socket_addrs()
         .with_context(|| format!("--web.listen-address {addr:?}: cannot resolve"))?
@@ -619,6 +624,36 @@ fn run_server(cli: Cli, host: Host, missing: Vec<&'static str>, checks: LoadChec
     }
 }
 
+/// Where the exporter's own listen ports lie inside a watched TCP range:
+/// it would count itself there as an unexpected listener. One sentence per
+/// port and range, with the two fixes. The entry suggested names the exporter's executable `exe` (what a local
+/// user cannot forge), or its process name when the path is unknown.
+pub fn own_port_in_ranges(config: &Config, ports: &[u16], exe: Option<&Path>) -> Vec<String> {
+    let entry = match exe {
+        Some(p) => format!("\"- exe: {}\"", p.display()),
+        None => "\"- process: portrange_expor\" (the kernel keeps 15 characters of a process name)"
+            .to_string(),
+    };
+    let mut ports = ports.to_vec();
+    ports.sort_unstable();
+    ports.dedup();
+    let mut out = Vec::new();
+    for &port in &ports {
+        for r in &config.ranges {
+            if r.protocols.contains(&crate::ranges::Protocol::Tcp) && r.ports.contains(port) {
+                out.push(format!(
+                    "the exporter's own listen port {port} lies inside the watched range {} ({}, tcp), \
+                     so it counts itself there as an unexpected listener: listen outside the range \
+                     (--web.listen-address :<port>), or allow it with an entry under the range's expected: {entry}",
+                    r.name,
+                    r.ports.summary()
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// `--web.telemetry-path` must be an absolute path that does not hide the
 /// port map page (with its assets and JSON), the health check or the
 /// reload endpoint.
@@ -683,7 +718,9 @@ fn check_output(
             format!("PORTRANGE UNKNOWN - {}\n", crate::text::printable(&msg)),
         )
     };
-    let mut config = match Config::load_or_builtin(cli.config_file.as_deref(), checks) {
+    let (config_file, judged) =
+        check_configuration(cli.config_file.as_deref(), crate::config::default_file());
+    let mut config = match Config::load_or_builtin(config_file.as_deref(), checks) {
         Ok(c) => c,
         Err(e) => return unknown(e.to_string()),
     };
@@ -745,8 +782,45 @@ fn check_output(
     // check looks once: "since" is its process's start time.
     crate::trail::since_process_start(&mut report, &mut |pid| collector.process_details(pid));
     match args.output {
-        Output::Text => check::render(&report, &warnings, &opts),
+        Output::Text => {
+            let (status, mut text) = check::render(&report, &warnings, &opts);
+            if report.error.is_none() {
+                text.push_str(&format!("\nConfiguration: {}\n", check::printable(&judged)));
+            }
+            (status, text)
+        }
         Output::Json => check::render_json(&report, &warnings, &opts),
+    }
+}
+
+/// The configuration `check` judges: `--config.file` when given, else the
+/// packages' file at `default` when it exists (what the service reads),
+/// else the built-in one; and the long output's words for it.
+fn check_configuration(flag: Option<&Path>, default: Option<&Path>) -> (Option<PathBuf>, String) {
+    match flag {
+        Some(p) => (
+            Some(p.to_path_buf()),
+            format!("{} (--config.file)", p.display()),
+        ),
+        None => match default.filter(|d| d.exists()) {
+            Some(default) => (
+                Some(default.to_path_buf()),
+                format!(
+                    "{} (the default, as the service reads it; --config.file names another)",
+                    default.display()
+                ),
+            ),
+            None => (
+                None,
+                format!(
+                    "built-in (framehawk 3224-3324, udp and tcp, empty allowlist): no --config.file{}",
+                    default.map_or(String::new(), |d| format!(
+                        ", and {} does not exist",
+                        d.display()
+                    ))
+                ),
+            ),
+        },
     }
 }
 
@@ -796,6 +870,16 @@ fn serve(
             .iter()
             .map(|r| format!("{}={}", r.name, r.ports.summary()))
             .collect();
+        let own_ports: Vec<u16> = listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .map(|a| a.port())
+            .collect();
+        let own_port_warnings = own_port_in_ranges(
+            &config,
+            &own_ports,
+            std::env::current_exe().ok().as_deref(),
+        );
         let procfs = cli.procfs.clone();
         let registry = if cli.disable_exporter_metrics {
             prometheus::Registry::new()
@@ -885,6 +969,9 @@ fn serve(
                 "listening"
             );
         }
+        for w in &own_port_warnings {
+            log::warn!("{w}");
+        }
         if !missing.is_empty() {
             // The capabilities are named in the sentence (once), where an
             // operator reads them.
@@ -967,6 +1054,35 @@ mod tests {
     }
 
     #[test]
+    fn an_own_port_inside_a_tcp_range_is_named_with_the_fix() {
+        let cfg = Config::parse(
+            "ranges:\n  - name: rtp\n    ports: 10000-20000\n    protocols: [tcp]\n  - name: media\n    ports: 10000-20000\n    protocols: [udp]\n",
+            "r.yml",
+        )
+        .unwrap();
+        let w = own_port_in_ranges(&cfg, &[10224, 10224, 9100], None);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("the exporter's own listen port 10224 lies inside the watched range rtp (10000-20000, tcp)"),
+            "{w:?}"
+        );
+        assert!(w[0].contains("--web.listen-address :<port>"), "{w:?}");
+        assert!(w[0].ends_with(
+            "\"- process: portrange_expor\" (the kernel keeps 15 characters of a process name)"
+        ));
+        let w = own_port_in_ranges(
+            &cfg,
+            &[10224],
+            Some(Path::new("/usr/bin/portrange_exporter")),
+        );
+        assert!(
+            w[0].ends_with("expected: \"- exe: /usr/bin/portrange_exporter\""),
+            "{w:?}"
+        );
+        assert!(own_port_in_ranges(&Config::builtin(), &[10224], None).is_empty());
+    }
+
+    #[test]
     fn listen_addresses() {
         let a = listen_addrs(":10224").unwrap();
         assert_eq!(a[0].to_string(), "[::]:10224");
@@ -976,6 +1092,9 @@ mod tests {
             "127.0.0.1:9"
         );
         assert!(listen_addrs(":x").is_err());
+        // A bare port, as a newcomer writes it, says what to write instead.
+        let e = listen_addrs("10225").unwrap_err().to_string();
+        assert!(e.contains("write \":10225\""), "{e}");
     }
 
     fn words(s: &str) -> Vec<OsString> {

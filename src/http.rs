@@ -571,6 +571,18 @@ fn events_json(state: &State, query: Option<&str>) -> Resp {
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
      connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
+/// The live port map served at `/`, a template: [`port_map_page`] replaces
+/// its placeholders, each value HTML-escaped (& < > " at least):
+/// `{{VERSION}}` (e.g. 0.2.0), `{{REVISION}}` (the VCS revision),
+/// `{{METRICS_PATH}}` (the telemetry path starting with "/", used as
+/// `.{{METRICS_PATH}}` so the link stays relative behind a path prefix) and
+/// `{{RANGE_ROWS}}` (rows of the watched-ranges table from the
+/// configuration, so the page names the ranges before and without the
+/// script, which replaces them). Nothing else is a placeholder. The page has
+/// no inline script or style and no comment for developers (this is where
+/// they read it): it loads portmap.css and portmap.js relative to its own
+/// URL, then polls api/v1/status; it must be served at a URL ending in "/"
+/// under [`CONTENT_SECURITY_POLICY`].
 const PORTMAP_HTML: &str = include_str!("web/portmap.html");
 const PORTMAP_JS: &str = include_str!("web/portmap.js");
 const PORTMAP_CSS: &str = include_str!("web/portmap.css");
@@ -611,7 +623,13 @@ async fn status_json(state: &State, headers: &hyper::HeaderMap) -> Resp {
                     metrics_path: &path,
                     cmdline_withheld: withheld.as_deref(),
                 };
-                status::render(&c.report, &exporter, c.finished)
+                // The page's top line: what `check` says of this collection.
+                let (verdict, summary) = crate::check::headline(&c.report);
+                let verdict = status::Verdict {
+                    status: verdict.label(),
+                    summary: &summary,
+                };
+                status::render(&c.report, &exporter, &verdict, c.finished)
             })
             .await;
             match rendered {
@@ -974,6 +992,8 @@ mod tests {
             assert!(PORTMAP_HTML.contains(p), "{p}");
         }
         assert_eq!(inline_code(PORTMAP_HTML), Vec::<String>::new());
+        // Notes for developers live in the code, not in the served page.
+        assert!(!PORTMAP_HTML.contains("<!--"), "a comment in the page");
         assert!(PORTMAP_HTML.contains("<script src=\"portmap.js\" defer></script>"));
     }
 

@@ -413,7 +413,7 @@ fn scenario_gauges_listeners_check_and_ss_agree() {
     let first = out.lines().next().unwrap();
     assert!(
         first.starts_with(
-            "PORTRANGE CRITICAL - 2 unexpected listeners: intruder (user root) on udp 127.0.0.1:3226 in framehawk, and 1 more;"
+            "PORTRANGE CRITICAL - 2 unexpected listeners: intruder (user root) on udp 127.0.0.1:3226 in framehawk; "
         ),
         "{out}"
     );

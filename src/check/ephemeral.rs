@@ -135,7 +135,7 @@ pub fn long_output(out: &mut String, ephemeral: Option<&EphemeralReport>) {
             .map_or(0, |(_, n)| *n);
         let _ = writeln!(
             out,
-            "{}{}: range {} ({} ports), {} in use, {} no connect() can share, {} left toward the busiest destination, {} toward a new one, {} sockets in TIME_WAIT, counted {}",
+            "{}{}: range {} ({} ports), {} in use, {} no connect() can share, {} left toward the busiest destination, {} toward a new one, {} in TIME_WAIT, counted {}",
             v.protocol,
             where_(v),
             v.range,
@@ -144,7 +144,7 @@ pub fn long_output(out: &mut String, ephemeral: Option<&EphemeralReport>) {
             v.unshared,
             v.free_min,
             v.free_new,
-            tw,
+            sockets(tw),
             match v.counting {
                 ephemeral::Counting::Exact => "exact",
                 ephemeral::Counting::Conservative =>
@@ -162,10 +162,10 @@ pub fn long_output(out: &mut String, ephemeral: Option<&EphemeralReport>) {
             });
             let _ = writeln!(
                 out,
-                "  toward {}: {} ports, {} sockets{held}",
+                "  toward {}: {} ports, {}{held}",
                 d.endpoint(),
                 ephemeral::thousands(u64::from(d.ports)),
-                ephemeral::thousands(d.sockets)
+                sockets(d.sockets)
             );
         }
         if v.destinations_total > v.destinations.len() as u64 {
@@ -178,13 +178,22 @@ pub fn long_output(out: &mut String, ephemeral: Option<&EphemeralReport>) {
         for h in &v.holders {
             let _ = writeln!(
                 out,
-                "  holder {} (user {}): {} sockets",
+                "  holder {} (user {}): {}",
                 printable(&h.process),
                 printable(&h.user),
-                ephemeral::thousands(h.sockets)
+                sockets(h.sockets)
             );
         }
     }
+}
+
+/// `1 socket`, `28,200 sockets`.
+fn sockets(n: u64) -> String {
+    format!(
+        "{} {}",
+        ephemeral::thousands(n),
+        if n == 1 { "socket" } else { "sockets" }
+    )
 }
 
 #[cfg(test)]
@@ -231,6 +240,13 @@ mod tests {
             }),
             ..Report::default()
         }
+    }
+
+    #[test]
+    fn counts_of_sockets_take_their_noun() {
+        assert_eq!(sockets(1), "1 socket");
+        assert_eq!(sockets(0), "0 sockets");
+        assert_eq!(sockets(28_200), "28,200 sockets");
     }
 
     #[test]

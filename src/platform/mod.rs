@@ -674,6 +674,31 @@ pub const EPHEMERAL_OVERLAP_HELP: &str = "Ports of the range inside net.ipv4.ip_
 #[cfg(windows)]
 pub const EPHEMERAL_OVERLAP_HELP: &str = "Ports of the range inside the protocol's dynamic port range (netsh int ipv4 show dynamicport tcp|udp) and not in an excluded port range: ports outgoing connections can take.";
 
+/// How to take a range's ports out of the dynamic range, in the
+/// platform's words: the exact setting for `spec`, for `check`'s warning,
+/// the page and the logs (the alert's description says the same).
+#[cfg(not(windows))]
+pub fn reserve_ports_fix(spec: &PortSet, _protocol: Protocol) -> String {
+    format!(
+        "reserve them: the line \"net.ipv4.ip_local_reserved_ports = {spec}\" in /etc/sysctl.d/60-portrange.conf, then sysctl --system (keep any ports already reserved in the list)"
+    )
+}
+#[cfg(windows)]
+pub fn reserve_ports_fix(spec: &PortSet, protocol: Protocol) -> String {
+    let commands: Vec<String> = spec
+        .intervals()
+        .iter()
+        .map(|&(lo, hi)| {
+            format!(
+                "netsh int ipv4 add excludedportrange protocol={} startport={lo} numberofports={}",
+                protocol.as_str(),
+                u32::from(hi) - u32::from(lo) + 1
+            )
+        })
+        .collect();
+    format!("exclude them: {}", commands.join("; "))
+}
+
 /// The help text of `portrange_ephemeral_ports`: where the dynamic
 /// range comes from.
 #[cfg(not(windows))]
