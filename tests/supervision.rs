@@ -80,6 +80,8 @@ struct Script {
     fail_building: AtomicBool,
     /// Each sample takes this long (ms): a collection that ends late.
     sample_ms: AtomicU64,
+    /// Samples that have ended.
+    sampled: AtomicU64,
 }
 
 struct Fake {
@@ -94,6 +96,7 @@ impl Platform for Fake {
         std::thread::sleep(Duration::from_millis(
             self.script.sample_ms.load(Ordering::SeqCst),
         ));
+        self.script.sampled.fetch_add(1, Ordering::SeqCst);
         if self.script.panic_next_sample.swap(false, Ordering::SeqCst) {
             panic!("injected panic in a sample");
         }
@@ -390,24 +393,42 @@ fn a_collection_that_hangs_makes_the_collector_unhealthy_until_it_ends() {
         "{}",
         h.text()
     );
-    // It ends: healthy again (one late collection is not "in a row").
+    // The scrape that started it answered 503 by its own timeout (it
+    // never waits past it); the collection ends: healthy again (one late
+    // collection is not "in a row").
     s.script.sampling.set(false);
-    assert_eq!(scrape.join().unwrap(), 200);
+    assert_eq!(scrape.join().unwrap(), 503);
     until_status(&s.addr, "/-/healthy", 200);
 }
 
 #[test]
 fn collections_that_end_late_three_times_in_a_row_make_the_collector_unhealthy() {
     let s = serve(Arc::new(Script::default()), None);
-    // Each sample takes 600 ms; the scrapes give the collection 0.4 s.
-    s.script.sample_ms.store(600, Ordering::SeqCst);
+    // Each sample takes 900 ms; the scrapes give the collection 0.4 s and
+    // answer 503 by their own 0.45 s (never waiting past their timeout);
+    // each collection is let end before the next scrape, so that three
+    // collections end late in a row.
+    s.script.sample_ms.store(900, Ordering::SeqCst);
     for i in 1..=3 {
         assert_eq!(
             prompt(&s.addr, "/-/healthy", Duration::from_secs(1)).status,
             200,
             "before late collection {i}"
         );
-        assert_eq!(scrape_in_background(&s.addr, "0.5").join().unwrap(), 200);
+        let ended = s.script.sampled.load(Ordering::SeqCst);
+        assert_eq!(scrape_in_background(&s.addr, "0.5").join().unwrap(), 503);
+        let t = Instant::now();
+        while s.script.sampled.load(Ordering::SeqCst) == ended {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "the sample never ended"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The rest of a fake collection (nothing to attribute) takes
+        // microseconds: then it is over, and the next scrape starts a
+        // collection of its own rather than sharing this one.
+        std::thread::sleep(Duration::from_millis(200));
     }
     let h = prompt(&s.addr, "/-/healthy", Duration::from_secs(1));
     assert_eq!(h.status, 503, "{}", h.text());
