@@ -10,7 +10,8 @@
 //! be pending or firing, and UnexpectedListener must be firing.
 //!
 //! Targets, job `portrange`: A (root, the scenario), B (unprivileged: its
-//! sockets are unattributed), C (sampling fails: a seccomp filter denies it
+//! sockets are unattributed, and its `--collector.traffic` fails without
+//! CAP_NET_ADMIN: PortRangeCollectorFailed), C (sampling fails: a seccomp filter denies it
 //! sock_diag sockets, as a unit without AF_NETLINK would), E (a reload of
 //! a broken config file was refused). Job `portrange-exporter` (the name
 //! the Kubernetes ServiceMonitor gives): D (nothing listens: down). Job
@@ -267,7 +268,7 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
         exporter_on(A, &["--config.file", c, "--collector.traffic"], false, &[]),
         exporter_on(
             "127.0.0.1:10225",
-            &["--config.file", c],
+            &["--config.file", c, "--collector.traffic"],
             false,
             &DROP_PRIVILEGES,
         ),
@@ -562,7 +563,10 @@ fn dashboards_and_rules_return_data_on_a_live_prometheus() {
             }
         }
     }
-    assert_eq!(checked, 23);
+    assert_eq!(
+        checked, 24,
+        "every rule of the shipped file (tests/dashboards_and_rules.rs counts 24)"
+    );
 
     // Fleet capacity leaves out C, which cannot sample: A, B and E only.
     let cap = query(
