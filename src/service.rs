@@ -621,13 +621,21 @@ fn run_one(
     recorder: Option<&mut trail::Recorder>,
 ) -> Collected {
     let mut report = collector.collect(req.deadline);
+    let collected = Instant::now();
     if let Some(recorder) = recorder {
         recorder.observe(&mut report, SystemTime::now(), &mut |pid| {
             collector.process_details(pid)
         });
     }
+    let observed = Instant::now();
     let mut families = metrics::families(&report, req.loaded.reload);
     families.extend(registry.gather());
+    log::debug!(
+        "timing: collection {:?}, trail {:?}, metrics {:?}",
+        report.duration,
+        observed - collected,
+        observed.elapsed()
+    );
     Collected {
         generation: req.generation,
         finished: SystemTime::now(),
