@@ -2,11 +2,60 @@
 //! `portrange_exporter_build_info`, and the branch, build date and
 //! platform and target for `--version` (Prometheus style). `PORTRANGE_REVISION`,
 //! `PORTRANGE_BRANCH` and `SOURCE_DATE_EPOCH` override what git and the
-//! clock say, for reproducible builds.
+//! clock say, for reproducible builds. On Linux targets it also compiles
+//! the BPF socket iterator (src/platform/linux/port_sharing.bpf.c) with
+//! clang (`CLANG` names another one) and libbpf's headers into
+//! `$OUT_DIR/port_sharing.bpf.o`, and sets `cfg(portrange_bpf)`; without
+//! clang or the headers the build goes on with a warning and the binary
+//! counts the ephemeral headroom conservatively (it says so at run time),
+//! unless `PORTRANGE_BPF=required` (set by deploy/release and .ci/run)
+//! makes that an error.
 
 use std::process::Command;
 
+/// Compiles the BPF object for Linux targets; `Err` says why not.
+fn bpf_object() -> Result<(), String> {
+    let source = "src/platform/linux/port_sharing.bpf.c";
+    println!("cargo:rerun-if-changed={source}");
+    println!("cargo:rerun-if-env-changed=CLANG");
+    println!("cargo:rerun-if-env-changed=PORTRANGE_BPF");
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").map_err(|e| e.to_string())?)
+        .join("port_sharing.bpf.o");
+    let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".into());
+    // The object's byte order is the target's (records are read as native).
+    let bpf = match std::env::var("CARGO_CFG_TARGET_ENDIAN").as_deref() {
+        Ok("big") => "bpfeb",
+        _ => "bpfel",
+    };
+    let output = Command::new(&clang)
+        .args(["-O2", "-g", "-target", bpf, "-Wall", "-c", source, "-o"])
+        .arg(&out)
+        .output()
+        .map_err(|e| {
+            format!("cannot run {clang} (Debian: apt-get install clang libbpf-dev): {e}")
+        })?;
+    if !output.status.success() {
+        return Err(format!(
+            "{clang} failed on {source} (libbpf's headers come with Debian's libbpf-dev): {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
 fn main() {
+    println!("cargo::rustc-check-cfg=cfg(portrange_bpf)");
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        match bpf_object() {
+            Ok(()) => println!("cargo:rustc-cfg=portrange_bpf"),
+            Err(e) if std::env::var("PORTRANGE_BPF").as_deref() == Ok("required") => {
+                panic!("PORTRANGE_BPF=required, but the BPF object was not built: {e}")
+            }
+            Err(e) => println!(
+                "cargo:warning=built without the BPF socket iterator, the ephemeral TCP headroom will be counted conservatively: {e}"
+            ),
+        }
+    }
     let revision = std::env::var("PORTRANGE_REVISION").ok().or_else(|| {
         Command::new("git")
             .args(["rev-parse", "--short=12", "HEAD"])

@@ -100,13 +100,13 @@ def timeseries(title, description, unit, pos, targets, defaults=None):
 
 def var_datasource():
     return {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
-            "current": {}, "hide": 0, "refresh": 1, "regex": "", "options": [], "includeAll": False, "multi": False}
+            "hide": 0, "refresh": 1, "regex": "", "options": [], "includeAll": False, "multi": False}
 
 
 def var_query(name, label, query, multi=False, include_all=False, all_value=".+"):
     v = {"name": name, "label": label, "type": "query", "datasource": DS,
-         "query": {"query": query, "refId": f"var-{name}"}, "definition": query,
-         "refresh": 2, "sort": 1, "hide": 0, "regex": "", "current": {}, "options": [],
+         "query": {"query": query, "refId": f"var-{name}"},
+         "refresh": 2, "sort": 1, "hide": 0, "regex": "", "options": [],
          "multi": multi, "includeAll": include_all}
     if include_all:
         v["allValue"] = all_value

@@ -1,13 +1,15 @@
 //! The one-shot `check` command, a Nagios plugin after the monitoring
 //! plugins guidelines (<https://nagios-plugins.org/doc/guidelines.html>):
 //! one collection, exit codes 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. The
-//! first line names what is wrong (the first unexpected listener's port,
-//! process and user, how many more; a full range; an ephemeral overlap;
-//! owners that could not be seen and the privilege that would show them)
+//! first line names what is wrong (the unexpected listeners grouped by
+//! owner and range, [`owners`]: up to five owners named, so one process
+//! with many ports hides no other; a full range; an ephemeral overlap and
+//! the setting that ends it; owners that could not be seen and the
+//! privilege that would show them)
 //! and carries performance data after `|` for every range and protocol.
 //! The long output lists the ranges and only the listeners that need a
-//! look (unexpected or unknown); `-v` adds the allowed ones, `-vv` the
-//! attribution counters. Free-port thresholds use the guidelines' range
+//! look (unexpected or unknown), one row per owner and range; `-v` lists
+//! every listener, `-vv` adds the attribution counters. Free-port thresholds use the guidelines' range
 //! syntax, with percentages of the range's capacity ([`threshold`], apart
 //! from the rendering here). `--output json`
 //! prints the whole report for scripts. With `--collector.netns` the
@@ -20,9 +22,12 @@
 use std::fmt::Write;
 
 pub mod ephemeral;
+mod headline;
 mod json;
+mod owners;
 mod threshold;
 
+pub use headline::headline;
 pub use json::render_json;
 pub use threshold::{Resolved, Threshold, perf_label};
 
@@ -84,8 +89,9 @@ impl Default for Options {
     }
 }
 
-/// Rows of unexpected and unknown listeners shown without `-v`: the long
-/// output must fit NRPE's buffer even with thousands of listeners.
+/// Rows (owners in a range) of unexpected and unknown listeners shown
+/// without `-v`: the long output must fit NRPE's buffer even with
+/// thousands of listeners.
 pub const LISTENER_ROWS: usize = 20;
 
 pub use crate::text::printable;
@@ -225,34 +231,9 @@ fn listeners(report: &Report) -> Vec<&Listener> {
 fn judge<'a>(report: &'a Report, all: &[&'a Listener], opts: &Options) -> Verdict<'a> {
     let mut status = Status::Ok;
     let mut reasons = Vec::new();
-    let unexpected: Vec<&Listener> = all
-        .iter()
-        .copied()
-        .filter(|l| l.expected == Expected::False)
-        .collect();
-    if let Some(first) = unexpected.first() {
+    if let Some(reason) = owners::unexpected_reason(all) {
         status = Status::Critical;
-        let more = unexpected.len() - 1;
-        reasons.push(format!(
-            "{}: {} (user {}{}) on {} {} in {}{}{}",
-            plural(
-                unexpected.len(),
-                "unexpected listener",
-                "unexpected listeners"
-            ),
-            printable(&first.process()),
-            printable(&first.user),
-            owner_marks(first),
-            first.protocol,
-            address(first),
-            first.range,
-            where_(first.netns.as_deref()),
-            if more > 0 {
-                format!(", and {more} more")
-            } else {
-                String::new()
-            }
-        ));
+        reasons.push(reason);
     }
     let mut ranges = Vec::new();
     let mut range_reasons = (Vec::new(), Vec::new());
@@ -298,8 +279,9 @@ fn judge<'a>(report: &'a Report, all: &[&'a Listener], opts: &Options) -> Verdic
         if let Some(n) = r.ephemeral_overlap.filter(|n| *n > 0) {
             status = status.max(Status::Warning);
             range_reasons.1.push(format!(
-                "{name}: {} in the ephemeral port range, where outgoing connections can take them",
-                plural(n as usize, "port is", "ports are")
+                "{name}: {} in the ephemeral port range, where outgoing connections can take them ({})",
+                plural(n as usize, "port is", "ports are"),
+                crate::platform::reserve_ports_fix(&r.spec, r.protocol)
             ));
         }
         ranges.push(j);
@@ -533,19 +515,9 @@ pub fn render(report: &Report, warnings: &[ConfigWarning], opts: &Options) -> (S
             plural(allowed, "allowed listener", "allowed listeners")
         );
     } else {
-        let _ = writeln!(out, "Unexpected and unknown listeners:");
-        listener_table(
-            &mut out,
-            report,
-            all.iter().copied().filter(needs_look).take(LISTENER_ROWS),
-        );
-        if flagged > LISTENER_ROWS {
-            let _ = writeln!(
-                out,
-                "... and {} more (-v lists every listener, --output json gives the whole report)",
-                flagged - LISTENER_ROWS
-            );
-        }
+        let _ = writeln!(out, "Unexpected and unknown listeners, by owner and range:");
+        let flagged: Vec<&Listener> = all.iter().copied().filter(needs_look).collect();
+        owners::table(&mut out, report, &flagged, LISTENER_ROWS);
         if allowed > 0 {
             let _ = writeln!(
                 out,
@@ -897,10 +869,93 @@ mod tests {
         let first = text.lines().next().unwrap();
         assert!(
             first.starts_with(
-                "PORTRANGE CRITICAL - 2 unexpected listeners: nc (user root) on udp [::]:3225 in framehawk, and 1 more |"
+                "PORTRANGE CRITICAL - 2 unexpected listeners: nc (user root) on udp [::]:3225 in framehawk; socat (user root) on udp [::]:3226 in framehawk |"
             ),
             "{first}"
         );
+    }
+
+    /// Fifty python3 listeners in one range and one socat in another: the
+    /// first line and the long output group by owner and range, so socat is
+    /// named on both, and the long output stays short.
+    #[test]
+    fn listeners_are_grouped_by_owner_so_no_offender_hides() {
+        let mut many: Vec<(&[u8], Expected)> = vec![(b"python3", Expected::False); 50];
+        many.push((b"CtxGfx", Expected::True));
+        let mut r = report(51, many);
+        let mut mosh = report(1, vec![(b"socat", Expected::False)])
+            .ranges
+            .remove(0);
+        mosh.range = "mosh".into();
+        for l in &mut mosh.listeners {
+            l.range = "mosh".into();
+            l.port = 60001;
+        }
+        r.ranges.push(mosh);
+        let (s, text) = render(&r, &[], &Options::default());
+        assert_eq!(s, Status::Critical);
+        let first = text.lines().next().unwrap();
+        assert!(
+            first.starts_with(
+                "PORTRANGE CRITICAL - 51 unexpected listeners: python3 (user root) on 50 udp ports in framehawk ([::]:3224, [::]:3225, [::]:3226 and 47 more); socat (user root) on udp [::]:60001 in mosh |"
+            ),
+            "{first}"
+        );
+        let table: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("Unexpected and unknown listeners, by owner and range:"))
+            .collect();
+        assert_eq!(
+            table[1..4],
+            [
+                "PROTOCOL  PROCESS   PID  USER  EXPECTED  RANGE      COUNT  ADDRESS:PORT",
+                "udp       python3  4242  root  false     framehawk     50  [::]:3224, [::]:3225, [::]:3226 and 47 more",
+                "udp       socat    4242  root  false     mosh           1  [::]:60001",
+            ],
+            "{text}"
+        );
+        assert_eq!(
+            table[4], "1 allowed listener not shown (-v lists them).",
+            "{text}"
+        );
+        // Many owners: five named on the first line, twenty in the table,
+        // the rest counted; the whole answer fits NRPE's 4 KiB.
+        let names: Vec<Vec<u8>> = (0..30)
+            .map(|i| format!("evil{i:02}").into_bytes())
+            .collect();
+        let r = report(
+            60,
+            names
+                .iter()
+                .flat_map(|n| {
+                    [
+                        (n.as_slice(), Expected::False),
+                        (n.as_slice(), Expected::False),
+                    ]
+                })
+                .collect(),
+        );
+        let (_, text) = render(&r, &[], &Options::default());
+        let first = text.lines().next().unwrap();
+        assert!(
+            first.contains("evil04 (user root) on 2 udp ports"),
+            "{first}"
+        );
+        assert!(!first.contains("evil05"), "{first}");
+        assert!(
+            first.contains("; and 50 listeners of 25 more owners |"),
+            "{first}"
+        );
+        assert!(
+            text.contains("\nudp       evil19   4242  root  false     framehawk      2  "),
+            "{text}"
+        );
+        assert!(!text.contains("evil20"), "{text}");
+        assert!(
+            text.contains("... and 20 listeners of 10 more owners (-v lists every listener"),
+            "{text}"
+        );
+        assert!(text.len() < 4096, "{} bytes", text.len());
     }
 
     #[test]
@@ -958,14 +1013,17 @@ mod tests {
             lines[3],
             "framehawk  udp         101       2    99           1        0"
         );
-        assert_eq!(lines[5], "Unexpected and unknown listeners:");
+        assert_eq!(
+            lines[5],
+            "Unexpected and unknown listeners, by owner and range:"
+        );
         assert_eq!(
             lines[6],
-            "PROTOCOL  ADDRESS:PORT  PROCESS   PID  USER  EXPECTED  RANGE"
+            "PROTOCOL  PROCESS   PID  USER  EXPECTED  RANGE      COUNT  ADDRESS:PORT"
         );
         assert_eq!(
             lines[7],
-            "udp       [::]:3224     CtxGfx   4242  root  false     framehawk"
+            "udp       CtxGfx   4242  root  false     framehawk      1  [::]:3224"
         );
         assert_eq!(lines[8], "1 allowed listener not shown (-v lists them).");
         assert_eq!(lines.len(), 9);
@@ -1012,8 +1070,9 @@ mod tests {
         assert_eq!(s, Status::Critical);
         assert!(text.lines().count() < 40, "{}", text.lines().count());
         assert!(text.len() < 4096, "{} bytes", text.len());
+        // One owner: one row, whatever the count.
         assert!(
-            text.contains("... and 30 more (-v lists every listener"),
+            text.contains("udp       asterisk  4242  root  false     framehawk     50  [::]:3224, [::]:3324, [::]:3424 and 47 more\n"),
             "{text}"
         );
         assert!(text.contains("4950 allowed listeners not shown"), "{text}");

@@ -11,7 +11,7 @@
 use std::ffi::OsString;
 use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -116,6 +116,11 @@ pub struct Cli {
     /// Time a client has to send its request headers.
     #[arg(long = "web.header-read-timeout", env = "PORTRANGE_EXPORTER_WEB_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
+
+    /// The longest scrape timeout a scraper may ask for (X-Prometheus-Scrape-Timeout-Seconds);
+    /// a collection gets 80% of the scrape timeout.
+    #[arg(long = "web.max-scrape-timeout", env = "PORTRANGE_EXPORTER_WEB_MAX_SCRAPE_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub max_scrape_timeout: Duration,
 
     /// TLS, basic auth and response headers, in the exporter-toolkit web config format.
     #[arg(long = "web.config.file", env = "PORTRANGE_EXPORTER_WEB_CONFIG_FILE")]
@@ -266,6 +271,34 @@ pub struct Cli {
     )]
     pub no_collector_ephemeral: bool,
 
+    /// Read how each TCP port of the dynamic range was taken (connect() by
+    /// itself, shared across destinations; or bind(), gone for all) with a
+    /// BPF socket iterator (Linux 5.9+ with BTF; CAP_BPF and CAP_PERFMON),
+    /// for an exact headroom. On by default; where it cannot load, or with
+    /// --no-collector.ephemeral.bpf, every TCP port in use counts against
+    /// every destination (portrange_ephemeral_counting_info says which).
+    #[arg(
+        long = "collector.ephemeral.bpf",
+        env = "PORTRANGE_EXPORTER_COLLECTOR_EPHEMERAL_BPF",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        overrides_with = "no_collector_ephemeral_bpf",
+        global = true
+    )]
+    pub collector_ephemeral_bpf: bool,
+
+    /// Count the TCP headroom conservatively, without BPF.
+    #[arg(
+        long = "no-collector.ephemeral.bpf",
+        overrides_with = "collector_ephemeral_bpf",
+        global = true
+    )]
+    pub no_collector_ephemeral_bpf: bool,
+
     /// Owners of dynamic-range sockets with a portrange_ephemeral_holders
     /// series of their own (the most sockets first); the rest are summed
     /// into process="other".
@@ -412,6 +445,11 @@ pub fn listen_addrs(addr: &str) -> anyhow::Result<Vec<SocketAddr>> {
             SocketAddr::from(([0u16; 8], port)),
             SocketAddr::from(([0u8; 4], port)),
         ]);
+    }
+    if !addr.is_empty() && addr.bytes().all(|b| b.is_ascii_digit()) {
+        anyhow::bail!(
+            "--web.listen-address {addr:?} is a bare port: write \":{addr}\" (every address) or \"127.0.0.1:{addr}\" (this host only)"
+        );
     }
     let addrs: Vec<SocketAddr> = addr
         .to_socket_addrs()
@@ -586,6 +624,36 @@ fn run_server(cli: Cli, host: Host, missing: Vec<&'static str>, checks: LoadChec
     }
 }
 
+/// Where the exporter's own listen ports lie inside a watched TCP range:
+/// it would count itself there as an unexpected listener. One sentence per
+/// port and range, with the two fixes. The entry suggested names the exporter's executable `exe` (what a local
+/// user cannot forge), or its process name when the path is unknown.
+pub fn own_port_in_ranges(config: &Config, ports: &[u16], exe: Option<&Path>) -> Vec<String> {
+    let entry = match exe {
+        Some(p) => format!("\"- exe: {}\"", p.display()),
+        None => "\"- process: portrange_expor\" (the kernel keeps 15 characters of a process name)"
+            .to_string(),
+    };
+    let mut ports = ports.to_vec();
+    ports.sort_unstable();
+    ports.dedup();
+    let mut out = Vec::new();
+    for &port in &ports {
+        for r in &config.ranges {
+            if r.protocols.contains(&crate::ranges::Protocol::Tcp) && r.ports.contains(port) {
+                out.push(format!(
+                    "the exporter's own listen port {port} lies inside the watched range {} ({}, tcp), \
+                     so it counts itself there as an unexpected listener: listen outside the range \
+                     (--web.listen-address :<port>), or allow it with an entry under the range's expected: {entry}",
+                    r.name,
+                    r.ports.summary()
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// `--web.telemetry-path` must be an absolute path that does not hide the
 /// port map page (with its assets and JSON), the health check or the
 /// reload endpoint.
@@ -650,7 +718,9 @@ fn check_output(
             format!("PORTRANGE UNKNOWN - {}\n", crate::text::printable(&msg)),
         )
     };
-    let mut config = match Config::load_or_builtin(cli.config_file.as_deref(), checks) {
+    let (config_file, judged) =
+        check_configuration(cli.config_file.as_deref(), crate::config::default_file());
+    let mut config = match Config::load_or_builtin(config_file.as_deref(), checks) {
         Ok(c) => c,
         Err(e) => return unknown(e.to_string()),
     };
@@ -712,8 +782,45 @@ fn check_output(
     // check looks once: "since" is its process's start time.
     crate::trail::since_process_start(&mut report, &mut |pid| collector.process_details(pid));
     match args.output {
-        Output::Text => check::render(&report, &warnings, &opts),
+        Output::Text => {
+            let (status, mut text) = check::render(&report, &warnings, &opts);
+            if report.error.is_none() {
+                text.push_str(&format!("\nConfiguration: {}\n", check::printable(&judged)));
+            }
+            (status, text)
+        }
         Output::Json => check::render_json(&report, &warnings, &opts),
+    }
+}
+
+/// The configuration `check` judges: `--config.file` when given, else the
+/// packages' file at `default` when it exists (what the service reads),
+/// else the built-in one; and the long output's words for it.
+fn check_configuration(flag: Option<&Path>, default: Option<&Path>) -> (Option<PathBuf>, String) {
+    match flag {
+        Some(p) => (
+            Some(p.to_path_buf()),
+            format!("{} (--config.file)", p.display()),
+        ),
+        None => match default.filter(|d| d.exists()) {
+            Some(default) => (
+                Some(default.to_path_buf()),
+                format!(
+                    "{} (the default, as the service reads it; --config.file names another)",
+                    default.display()
+                ),
+            ),
+            None => (
+                None,
+                format!(
+                    "built-in (framehawk 3224-3324, udp and tcp, empty allowlist): no --config.file{}",
+                    default.map_or(String::new(), |d| format!(
+                        ", and {} does not exist",
+                        d.display()
+                    ))
+                ),
+            ),
+        },
     }
 }
 
@@ -763,6 +870,16 @@ fn serve(
             .iter()
             .map(|r| format!("{}={}", r.name, r.ports.summary()))
             .collect();
+        let own_ports: Vec<u16> = listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .map(|a| a.port())
+            .collect();
+        let own_port_warnings = own_port_in_ranges(
+            &config,
+            &own_ports,
+            std::env::current_exe().ok().as_deref(),
+        );
         let procfs = cli.procfs.clone();
         let registry = if cli.disable_exporter_metrics {
             prometheus::Registry::new()
@@ -817,6 +934,7 @@ fn serve(
             http::Options {
                 telemetry_path: cli.telemetry_path.clone(),
                 header_read_timeout: cli.header_read_timeout,
+                max_scrape_timeout: cli.max_scrape_timeout,
                 max_connections: connection_cap(cli.max_connections),
                 web: web.clone(),
                 enable_lifecycle: cli.enable_lifecycle,
@@ -851,6 +969,9 @@ fn serve(
                 "listening"
             );
         }
+        for w in &own_port_warnings {
+            log::warn!("{w}");
+        }
         if !missing.is_empty() {
             // The capabilities are named in the sentence (once), where an
             // operator reads them.
@@ -878,6 +999,7 @@ fn serve(
 fn ephemeral_options(cli: &Cli) -> crate::ephemeral::Options {
     crate::ephemeral::Options {
         enabled: cli.collector_ephemeral && !cli.no_collector_ephemeral,
+        bpf: cli.collector_ephemeral_bpf && !cli.no_collector_ephemeral_bpf,
         top_holders: usize::from(cli.ephemeral_top_holders),
     }
 }
@@ -932,6 +1054,35 @@ mod tests {
     }
 
     #[test]
+    fn an_own_port_inside_a_tcp_range_is_named_with_the_fix() {
+        let cfg = Config::parse(
+            "ranges:\n  - name: rtp\n    ports: 10000-20000\n    protocols: [tcp]\n  - name: media\n    ports: 10000-20000\n    protocols: [udp]\n",
+            "r.yml",
+        )
+        .unwrap();
+        let w = own_port_in_ranges(&cfg, &[10224, 10224, 9100], None);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].starts_with("the exporter's own listen port 10224 lies inside the watched range rtp (10000-20000, tcp)"),
+            "{w:?}"
+        );
+        assert!(w[0].contains("--web.listen-address :<port>"), "{w:?}");
+        assert!(w[0].ends_with(
+            "\"- process: portrange_expor\" (the kernel keeps 15 characters of a process name)"
+        ));
+        let w = own_port_in_ranges(
+            &cfg,
+            &[10224],
+            Some(Path::new("/usr/bin/portrange_exporter")),
+        );
+        assert!(
+            w[0].ends_with("expected: \"- exe: /usr/bin/portrange_exporter\""),
+            "{w:?}"
+        );
+        assert!(own_port_in_ranges(&Config::builtin(), &[10224], None).is_empty());
+    }
+
+    #[test]
     fn listen_addresses() {
         let a = listen_addrs(":10224").unwrap();
         assert_eq!(a[0].to_string(), "[::]:10224");
@@ -941,6 +1092,9 @@ mod tests {
             "127.0.0.1:9"
         );
         assert!(listen_addrs(":x").is_err());
+        // A bare port, as a newcomer writes it, says what to write instead.
+        let e = listen_addrs("10225").unwrap_err().to_string();
+        assert!(e.contains("write \":10225\""), "{e}");
     }
 
     fn words(s: &str) -> Vec<OsString> {

@@ -66,6 +66,8 @@ pub struct Collector {
     /// (`--collector.netns`), sampled in this one besides the host's.
     ephemeral_seen: Filter,
     warned_ephemeral_collector: bool,
+    /// Why TCP's headroom is counted conservatively, logged once.
+    warned_sharing: bool,
 }
 
 /// What the `ranges` collector sampled and attributed, passed on to the
@@ -111,6 +113,7 @@ impl Collector {
             traffic: None,
             ephemeral_seen: Filter::default(),
             warned_ephemeral_collector: false,
+            warned_sharing: false,
         }
     }
 
@@ -189,12 +192,24 @@ impl Collector {
             })),
             _ => None,
         };
+        // A dump that fails with the dynamic range in it (a kernel error,
+        // a reply too large: the dynamic range can hold far more sockets
+        // than the watched ranges) fails the ephemeral collector only: the
+        // watched ranges are sampled again alone, while the deadline
+        // allows. (One that ran out of time leaves none for a second.)
+        let mut with_dynamic_failed = None;
         let mut report = match run(&mut runs, RANGES, || {
-            self.collect_ranges(
-                deadline,
-                extra.as_ref(),
-                dynamic.as_ref().and_then(|d| d.as_ref().ok()),
-            )
+            let dynamic = dynamic.as_ref().and_then(|d| d.as_ref().ok());
+            match self.collect_ranges(deadline, extra.as_ref(), dynamic) {
+                Err(e) if extra.is_some() => {
+                    log::debug!(
+                        "the socket sample with the dynamic range failed, sampling the watched ranges alone: {e}"
+                    );
+                    with_dynamic_failed = Some(e);
+                    self.collect_ranges(deadline, None, dynamic)
+                }
+                other => other,
+            }
         }) {
             Ok((report, s)) => {
                 namespaces = s.namespaces.clone();
@@ -225,8 +240,11 @@ impl Collector {
             .ok();
         }
         if let Some(host) = ephemeral_ports {
-            let found = run(&mut runs, EPHEMERAL, || {
-                self.collect_ephemeral(host, sampled.as_ref(), deadline)
+            let found = run(&mut runs, EPHEMERAL, || match with_dynamic_failed {
+                Some(e) if sampled.is_some() => Err(format!(
+                    "the socket sample with the dynamic range failed (the watched ranges were sampled again without it): {e}"
+                )),
+                _ => self.collect_ephemeral(host, sampled.as_ref(), deadline),
             });
             match found {
                 Ok((found, skipped)) => {
@@ -277,7 +295,10 @@ impl Collector {
         };
         let sampled = self.platform.sample(&filter, deadline);
         let mut sample = sampled.map_err(|e| {
-            log::error!("socket sampling failed: {e}");
+            // With the dynamic range, the caller samples again without it.
+            if extra.is_none() {
+                log::error!("socket sampling failed: {e}");
+            }
             e.to_string()
         })?;
         // What only the dynamic range's counts need: no verdict rests on
@@ -458,8 +479,30 @@ impl Collector {
             })
             .collect();
         self.users.resolve(&uids, deadline);
+        // How the own namespace's TCP ports were taken, walked after the
+        // sample: a port bound since is unknown (counted as gone).
+        let sharing = if self.config.ephemeral.bpf {
+            self.platform.port_sharing()
+        } else {
+            Err("--no-collector.ephemeral.bpf".to_string())
+        };
+        match &sharing {
+            Err(e) if !self.warned_sharing => {
+                log::warn!(
+                    "the ephemeral tcp headroom is counted conservatively (every port in use counts against every destination, portrange_ephemeral_counting_info{{method=\"conservative\"}}): how each port was taken is read by a BPF socket iterator, which needs Linux 5.9+ with BTF (/sys/kernel/btf/vmlinux) and CAP_BPF and CAP_PERFMON (deploy/systemd/portrange_exporter.service.d/bpf.conf): {e}"
+                );
+                self.warned_sharing = true;
+            }
+            Err(e) => log::debug!("ephemeral tcp counted conservatively: {e}"),
+            Ok(_) => {}
+        }
+        let sharing = sharing.ok();
         let mut views = Vec::new();
         for (label, id, ports) in parts {
+            // The walk covers the exporter's own namespace only.
+            let sharing = sharing
+                .as_ref()
+                .filter(|sh| id.is_none_or(|id| sh.netns == id));
             for protocol in [Protocol::Tcp, Protocol::Udp] {
                 views.push(ephemeral::build_view(
                     protocol,
@@ -470,6 +513,7 @@ impl Collector {
                     &sampled.holders,
                     &self.users,
                     top,
+                    sharing,
                 ));
             }
         }
@@ -822,6 +866,82 @@ pub(crate) mod tests {
             vec![(RANGES, false), (NETNS, false), (EPHEMERAL, false)]
         );
         assert_eq!(r.netns, Some(NetnsReport::default()));
+    }
+
+    #[test]
+    fn a_dump_that_fails_for_the_dynamic_range_fails_the_ephemeral_collector_only() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        /// Refuses every dump that reaches past the watched range (the
+        /// built-in 3224-3324) into the dynamic range.
+        struct Choking(Arc<AtomicUsize>);
+        impl Platform for Choking {
+            fn sample(&mut self, f: &Filter, _: Instant) -> Result<Sample, platform::SampleError> {
+                self.0.fetch_add(1, Ordering::SeqCst);
+                if f.get(Protocol::Tcp).contains(40000) {
+                    return Err(platform::SampleError::Kernel {
+                        dump: "tcp/ipv4".into(),
+                        message: "Message too long".into(),
+                        hint: "",
+                    });
+                }
+                Ok(Sample {
+                    sockets: vec![sock(Protocol::Udp, 3224, 7, 0, 10)],
+                    ..Sample::default()
+                })
+            }
+            fn attribute(&mut self, sample: &Sample, _: Instant) -> platform::Attribution {
+                platform::Attribution {
+                    holders: vec![owner("CtxGfx"); sample.sockets.len()],
+                    ..platform::Attribution::default()
+                }
+            }
+            fn ephemeral_ports(&self) -> Result<EphemeralPorts, String> {
+                Ok(EphemeralPorts::same(PortSet::from_intervals(vec![(
+                    32768, 60999,
+                )])))
+            }
+            fn user_resolver(&self) -> platform::UserResolver {
+                Arc::new(|_| Ok(UserLookup::Name("root".into())))
+            }
+            fn missing_privileges(&self) -> Vec<&'static str> {
+                Vec::new()
+            }
+        }
+        let dumps = Arc::new(AtomicUsize::new(0));
+        let mut c = Collector::new(
+            Arc::new(Config::builtin()),
+            Box::new(Choking(dumps.clone())),
+        );
+        let r = c.collect(Instant::now() + Duration::from_secs(2));
+        assert!(
+            r.up(),
+            "the watched ranges do not fail with the dynamic one"
+        );
+        assert_eq!(
+            dumps.load(Ordering::SeqCst),
+            2,
+            "the ranges sampled again alone"
+        );
+        assert_eq!(
+            r.collectors
+                .iter()
+                .map(|c| (c.name, c.success))
+                .collect::<Vec<_>>(),
+            vec![(RANGES, true), (EPHEMERAL, false)]
+        );
+        let udp = r
+            .ranges
+            .iter()
+            .find(|v| v.protocol == Protocol::Udp)
+            .unwrap();
+        assert_eq!((udp.in_use, udp.unexpected), (1, 1), "{udp:?}");
+        let error = r.ephemeral.as_ref().and_then(|e| e.error.clone()).unwrap();
+        assert!(
+            error.starts_with("the socket sample with the dynamic range failed")
+                && error.contains("Message too long"),
+            "{error}"
+        );
+        assert!(r.ephemeral.as_ref().unwrap().views.is_empty());
     }
 
     #[test]

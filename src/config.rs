@@ -122,6 +122,17 @@ pub struct RangeConfig {
     pub expected: Vec<Matcher>,
 }
 
+/// The configuration file the Linux packages install and their service
+/// reads; `check` reads it when no `--config.file` is given and it exists.
+/// The Windows installer installs none.
+pub fn default_file() -> Option<&'static std::path::Path> {
+    if cfg!(windows) {
+        None
+    } else {
+        Some(std::path::Path::new("/etc/portrange_exporter/ranges.yml"))
+    }
+}
+
 /// A refused configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -175,7 +186,8 @@ impl Config {
                     e.into_inner()
                 })
             });
-        let raw = raw.map_err(|e| from_yaml_error(&e, failed_at.as_ref(), path))?;
+        let raw =
+            raw.map_err(|e| newcomer_hint(from_yaml_error(&e, failed_at.as_ref(), path), text))?;
         validate(raw, path)
     }
 
@@ -437,6 +449,94 @@ fn from_yaml_error(
         key,
         message,
     }
+}
+
+/// Adds what to write to the parser's message for the mistakes a newcomer
+/// makes first: an empty file, a bare list at the top level, keys indented
+/// unevenly (or with tabs).
+fn newcomer_hint(e: ConfigError, text: &str) -> ConfigError {
+    let ConfigError::Invalid {
+        path,
+        line,
+        column,
+        key,
+        message,
+    } = e
+    else {
+        return e;
+    };
+    let content: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .collect();
+    const EXAMPLE: &str = "ranges:\n  - name: framehawk\n    ports: 3224-3324";
+    let hint = if content.is_empty() || content.iter().all(|(_, l)| l.trim() == "---") {
+        Some(format!(
+            "the file is empty: write at least one range under `ranges:`, for example {EXAMPLE:?}"
+        ))
+    } else if content[0].1.starts_with('-') {
+        Some(format!(
+            "the top level is a list, but it must be the key `ranges:` with the list indented under it: add a line `ranges:` first and indent the entries by two spaces, for example {EXAMPLE:?}"
+        ))
+    } else if let Some((n, _)) = content
+        .iter()
+        .find(|(_, l)| l.trim_start_matches(' ').starts_with('\t'))
+    {
+        Some(format!(
+            "line {} is indented with a tab: YAML indents with spaces only",
+            n + 1
+        ))
+    } else {
+        uneven_keys(&content).map(|(n, k, want, got)| {
+            format!(
+                "`{k}:` on line {n} is indented {got} spaces where the keys of its entry are indented {want}: line the keys of one entry up under each other"
+            )
+        })
+    };
+    ConfigError::Invalid {
+        path,
+        line,
+        column,
+        key,
+        message: match hint {
+            Some(h) => format!("{message} ({h})"),
+            None => message,
+        },
+    }
+}
+
+/// The first key of a list entry indented other than the entry's first
+/// key (`- name:` at 4, `ports:` at 3): line number (from 1), key, the
+/// entry's indentation and the key's.
+fn uneven_keys(content: &[(usize, &str)]) -> Option<(usize, String, usize, usize)> {
+    let mut entry: Option<(usize, usize)> = None; // (indent of the dash, indent of its keys)
+    for (n, l) in content {
+        let indent = l.len() - l.trim_start_matches(' ').len();
+        let rest = &l[indent..];
+        if let Some(after) = rest.strip_prefix("- ") {
+            let keys = indent + 2 + (after.len() - after.trim_start_matches(' ').len());
+            entry = Some((indent, keys));
+            continue;
+        }
+        let Some((dash, keys)) = entry else { continue };
+        if indent <= dash {
+            // Back at the list's level or above: the entry has ended.
+            entry = None;
+            continue;
+        }
+        let key = rest.split_once(':').map(|(k, _)| k.trim()).filter(|k| {
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        });
+        // Deeper lines belong to a key's value; only keys near the entry's
+        // own indentation can be misaligned entry keys.
+        if let Some(k) = key.filter(|_| indent != keys && indent < keys + 2) {
+            return Some((n + 1, k.to_string(), keys, indent));
+        }
+    }
+    None
 }
 
 /// A deserializer path as the README writes keys: `ranges[0].protocols`.
@@ -820,6 +920,57 @@ mod tests {
                 eprintln!("{shown}");
             }
             Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+
+    /// The mistakes a newcomer makes first are refused with what to write.
+    #[test]
+    fn newcomer_mistakes_say_what_to_write() {
+        for empty in ["", "\n", "# nothing yet\n", "---\n"] {
+            match parse(empty) {
+                Err(e) => assert!(
+                    e.to_string().contains("the file is empty: write at least one range under `ranges:`, for example \"ranges:\\n  - name: framehawk"),
+                    "{e}"
+                ),
+                Ok(_) => panic!("accepted {empty:?}"),
+            }
+        }
+        refused(
+            "- name: mosh\n  ports: 60000-61000\n",
+            1,
+            "(document)",
+            "it must be the key `ranges:` with the list indented under it: add a line `ranges:` first",
+        );
+        // A key one space left of its entry's keys.
+        refused(
+            "ranges:\n- name: mosh\n ports: 60000-61000\n",
+            2,
+            "ranges[0].ports",
+            "`ports:` on line 3 is indented 1 spaces where the keys of its entry are indented 2",
+        );
+        // And one space right of them, deeper in the file.
+        let text = "ranges:\n  - name: mosh\n    ports: 60000-61000\n   protocols: [udp]\n";
+        match parse(text) {
+            Err(e) => assert!(
+                e.to_string().contains("`protocols:` on line 4 is indented 3 spaces where the keys of its entry are indented 4"),
+                "{e}"
+            ),
+            Ok(_) => panic!("accepted"),
+        }
+        match parse("ranges:\n  - name: mosh\n\tports: 60000-61000\n") {
+            Err(e) => assert!(
+                e.to_string().contains("line 3 is indented with a tab"),
+                "{e}"
+            ),
+            Ok(_) => panic!("accepted"),
+        }
+        // A well-indented file with a nested allowlist gets no such hint.
+        let good = "ranges:\n  - name: a\n    ports: 1-2\n    expected:\n      - process: x\n        user: y\n    protocols: [udp]\n  - name: b\n    ports: 5-6\n";
+        assert!(parse(good).is_ok());
+        let bad_value = "ranges:\n  - name: a\n    ports: 1-2\n    expected:\n      - process: x\n        users: y\n";
+        match parse(bad_value) {
+            Err(e) => assert!(!e.to_string().contains("indented"), "{e}"),
+            Ok(_) => panic!("accepted"),
         }
     }
 

@@ -11,16 +11,23 @@
 //! TIME_WAIT included (the 4-tuple blocks a new connection to the same
 //! destination from that port); and the ports held with no peer
 //! (listeners, bound and unconnected sockets), which no `connect()` can
-//! share. For TCP the headroom toward the busiest destination is the
-//! range less the ports held with no peer less that destination's ports
-//! (an autobound `connect()` shares a port across destinations); for UDP
-//! a port in use is gone for everyone. What sock_diag cannot tell: a
-//! connected socket whose port came from an explicit `bind()` (or
-//! `bind(0)`) first looks like an autobound one, so its port is counted
-//! toward its destination only, though no other destination can have it;
-//! and the local address is not part of the key, so a host that spreads
-//! connections over several source addresses looks fuller than it is
-//! (headroom errs low, never high). Holders are counted per owner (top K
+//! share. How a TCP port was taken decides whom it blocks: a port
+//! `connect()` took by itself is shared across destinations (it blocks
+//! only the destinations it has a socket toward), one `bind()` took
+//! (listeners, `bind((addr, 0))` before `connect()`, `SO_REUSEADDR`
+//! binds) is gone for every destination. sock_diag does not say which;
+//! the platform's [`PortSharing`] does where the kernel shows it (Linux,
+//! a BPF socket iterator). Counted [`Counting::Exact`] then: the headroom
+//! toward a destination is the range less the ports no `connect()` can
+//! share (no peer, or taken by `bind()`) less its shared ports. Without
+//! it, [`Counting::Conservative`]: a port not known to be shared is gone
+//! for everyone, so the headroom toward every destination is the range
+//! less the ports in use (as for UDP, where a port in use is always gone
+//! for everyone, and so always exact). The local address is not part of
+//! the key, so a host that spreads connections over several source
+//! addresses looks fuller than it is. Either way the headroom errs low,
+//! never high (tests/ephemeral.rs
+//! `headroom_never_exceeds_what_connect_gets`). Holders are counted per owner (top K
 //! by sockets, the rest as `other`); TIME_WAIT and request sockets have no
 //! owner and count by state only. Destinations never become labels: only
 //! `check`, the status document and the page name the busiest ones.
@@ -35,7 +42,7 @@ use prometheus::proto::MetricFamily;
 use serde_json::json;
 
 use crate::exposition::{Family, with};
-use crate::platform::{self, Holder, Owner, Socket};
+use crate::platform::{self, Holder, Owner, PortSharing, Sharing, Socket};
 use crate::ranges::{PortSet, Protocol};
 use crate::users::{self, UserNames};
 
@@ -53,6 +60,9 @@ pub const OTHER: &str = "other";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
     pub enabled: bool,
+    /// Ask the platform how each port was taken (`--collector.ephemeral.bpf`);
+    /// off, TCP is counted [`Counting::Conservative`].
+    pub bpf: bool,
     /// Owners with a `portrange_ephemeral_holders` series of their own; the
     /// rest are summed into `process="other"`.
     pub top_holders: usize,
@@ -62,6 +72,7 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             enabled: true,
+            bpf: true,
             top_holders: 10,
         }
     }
@@ -78,14 +89,38 @@ pub struct HolderCount {
     pub sockets: u64,
 }
 
+/// How a view's headroom was counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counting {
+    /// How each port was taken is known (TCP with [`PortSharing`]; UDP,
+    /// where every port in use is gone for everyone).
+    Exact,
+    /// TCP without [`PortSharing`]: every port in use counts against every
+    /// destination.
+    Conservative,
+}
+
+impl Counting {
+    /// The `method` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Counting::Exact => "exact",
+            Counting::Conservative => "conservative",
+        }
+    }
+}
+
 /// One destination and what the range spends on it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Destination {
     pub address: IpAddr,
     pub port: u16,
-    /// Distinct local ports of the range with a socket toward it (TCP:
-    /// less the ports held with no peer, counted apart).
+    /// Distinct local ports of the range with a connected socket toward
+    /// it (less the ports held with no peer, counted apart).
     pub ports: u32,
+    /// Ports still free toward it: the range less [`EphemeralView::unshared`]
+    /// less its ports that are shared (taken by `connect()`).
+    pub free: u32,
     /// Sockets toward it, TIME_WAIT included.
     pub sockets: u64,
     /// The owner with the most sockets toward it; `None` when none of its
@@ -114,11 +149,18 @@ pub struct EphemeralView {
     /// Sockets of the range per state name, in
     /// [`platform::state_names`] order.
     pub states: Vec<(&'static str, u64)>,
-    /// Ports held by a socket with no peer (listener, bound and
-    /// unconnected): no `connect()` can take them.
+    /// Ports no new `connect()` can take, toward any destination: held
+    /// with no peer (listener, bound and unconnected), taken by `bind()`,
+    /// or not known to be shared (TCP counted conservatively; every UDP
+    /// port in use).
     pub unshared: u32,
     /// The fewest ports still free toward any one destination.
     pub free_min: u32,
+    /// Ports free toward a destination with no socket yet: the range less
+    /// `unshared`.
+    pub free_new: u32,
+    /// How the headroom was counted.
+    pub counting: Counting,
     /// Distinct destinations with a socket from the range.
     pub destinations_total: u64,
     /// The busiest destinations, most ports first, at most
@@ -279,7 +321,8 @@ fn rank_holders<'a>(
 /// Builds the view of `protocol`'s dynamic range `range` from the sockets
 /// of one namespace (`netns` as a socket's `netns`, `None` for all) and
 /// their holders (index for index). `users` names the uids (resolved
-/// beforehand, see [`uids_to_name`]).
+/// beforehand, see [`uids_to_name`]). `sharing` says how the namespace's
+/// TCP ports were taken; `None` counts TCP conservatively.
 #[allow(clippy::too_many_arguments)]
 pub fn build_view(
     protocol: Protocol,
@@ -290,6 +333,7 @@ pub fn build_view(
     holders: &[Option<Holder>],
     users: &UserNames,
     top: usize,
+    sharing: Option<&PortSharing>,
 ) -> EphemeralView {
     let mine = || {
         sockets
@@ -302,11 +346,21 @@ pub fn build_view(
             })
             .map(|(s, h)| (s, h.and_then(|h| h.as_ref())))
     };
+    let counting = match (protocol, sharing) {
+        (Protocol::Tcp, None) => Counting::Conservative,
+        _ => Counting::Exact,
+    };
+    // Whether a port in use may be taken again by `connect()` toward
+    // another destination: only TCP ports the kernel says `connect()` took.
+    let shared = |port: u16| {
+        protocol == Protocol::Tcp && sharing.is_some_and(|sh| sh.of(port) == Sharing::Shared)
+    };
     let mut states: Vec<(&'static str, u64)> = platform::state_names(protocol)
         .iter()
         .map(|&n| (n, 0))
         .collect();
     let mut used = vec![0u64; 1024];
+    let mut no_peer = vec![0u64; 1024];
     let mut unshared = vec![0u64; 1024];
     let set = |bits: &mut Vec<u64>, p: u16| bits[usize::from(p / 64)] |= 1 << (p % 64);
     let is_set = |bits: &Vec<u64>, p: u16| bits[usize::from(p / 64)] & (1 << (p % 64)) != 0;
@@ -318,6 +372,9 @@ pub fn build_view(
         }
         set(&mut used, s.port);
         if !has_peer(s) {
+            set(&mut no_peer, s.port);
+        }
+        if !has_peer(s) || !shared(s.port) {
             set(&mut unshared, s.port);
         }
         if h.is_none() && s.can_be_held() {
@@ -327,10 +384,10 @@ pub fn build_view(
     let count = |bits: &Vec<u64>| bits.iter().map(|w| w.count_ones()).sum::<u32>();
     let in_use = count(&used);
     let unshared_n = count(&unshared);
+    let free_new = range.len().saturating_sub(unshared_n);
     // (destination, local port), one per pair: ports per destination.
     let mut pairs: Vec<((IpAddr, u16), u16)> = mine()
-        .filter(|(s, _)| has_peer(s))
-        .filter(|(s, _)| protocol == Protocol::Udp || !is_set(&unshared, s.port))
+        .filter(|(s, _)| has_peer(s) && !is_set(&no_peer, s.port))
         .map(|(s, _)| (destination_key(s), s.port))
         .collect();
     let mut sockets_to: HashMap<(IpAddr, u16), u64> = HashMap::new();
@@ -339,34 +396,40 @@ pub fn build_view(
     }
     pairs.sort_unstable();
     pairs.dedup();
-    let mut per_destination: Vec<((IpAddr, u16), u32)> = Vec::new();
-    for (d, _) in &pairs {
+    // Per destination: its ports, and those of them shared (which block
+    // it alone).
+    let mut per_destination: Vec<((IpAddr, u16), u32, u32)> = Vec::new();
+    for (d, port) in &pairs {
+        let s = u32::from(!is_set(&unshared, *port));
         match per_destination.last_mut() {
-            Some((last, n)) if last == d => *n += 1,
-            _ => per_destination.push((*d, 1)),
+            Some((last, n, sh)) if last == d => {
+                *n += 1;
+                *sh += s;
+            }
+            _ => per_destination.push((*d, 1, s)),
         }
     }
     drop(pairs);
     let destinations_total = per_destination.len() as u64;
-    per_destination.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    // The least headroom first (the most shared ports), then the most ports.
+    per_destination.sort_by(|a, b| {
+        b.2.cmp(&a.2)
+            .then_with(|| b.1.cmp(&a.1))
+            .then_with(|| a.0.cmp(&b.0))
+    });
     per_destination.truncate(TOP_DESTINATIONS);
-    let busiest = per_destination.first().map_or(0, |d| d.1);
-    let free_min = match protocol {
-        Protocol::Tcp => range
-            .len()
-            .saturating_sub(unshared_n)
-            .saturating_sub(busiest),
-        Protocol::Udp => range.len().saturating_sub(in_use),
-    };
+    let busiest = per_destination.first().map_or(0, |d| d.2);
+    let free_min = free_new.saturating_sub(busiest);
     let destinations = per_destination
         .into_iter()
-        .map(|(d, ports)| {
+        .map(|(d, ports, shared_ports)| {
             let toward = mine().filter(|(s, _)| has_peer(s) && destination_key(s) == d);
             let (top_holder, _) = rank_holders(toward.filter(|(s, _)| s.can_be_held()), users, 1);
             Destination {
                 address: d.0,
                 port: d.1,
                 ports,
+                free: free_new.saturating_sub(shared_ports),
                 sockets: sockets_to.get(&d).copied().unwrap_or(0),
                 holder: top_holder.into_iter().find(|h| h.process != OTHER),
             }
@@ -381,6 +444,8 @@ pub fn build_view(
         states,
         unshared: unshared_n,
         free_min,
+        free_new,
+        counting,
         destinations_total,
         destinations,
         holders,
@@ -426,6 +491,9 @@ pub fn summary(v: &EphemeralView) -> String {
         }
         None => out.push_str(&format!(" of {}", thousands(u64::from(v.ports())))),
     }
+    if v.counting == Counting::Conservative {
+        out.push_str(" (counted conservatively)");
+    }
     let named = v.busiest().and_then(|d| d.holder.as_ref());
     if named.is_none()
         && let Some(h) = v.top_holder()
@@ -445,7 +513,8 @@ pub fn summary(v: &EphemeralView) -> String {
 pub use crate::platform::EPHEMERAL_PORTS_HELP as PORTS_HELP;
 pub const IN_USE_HELP: &str = "Distinct local ports of the dynamic (ephemeral) range with at least one socket, TIME_WAIT included.";
 pub const SOCKETS_HELP: &str = "Sockets whose local port is in the dynamic (ephemeral) range, by state (TIME_WAIT included; listeners too: the range is not judged).";
-pub const FREE_MIN_HELP: &str = "The fewest ports of the dynamic range still free toward any one destination (remote address and port). tcp: the range, less ports held with no peer (listeners, bound and unconnected sockets), less the most local ports with a socket (TIME_WAIT included) toward one destination, since connect() without bind() shares a port across destinations. udp: the range less the ports in use, which are gone for everyone. sock_diag cannot tell a connected socket whose port came from bind() (or bind(0)) first from an autobound one: such ports count toward their destination only, though no destination can take them. Local addresses are not told apart, so with several source addresses this errs low. 0 means connect() fails with EADDRNOTAVAIL toward the busiest destination.";
+pub const FREE_MIN_HELP: &str = "The fewest ports of the dynamic range still free toward any one destination (remote address and port); 0 means connect() toward the busiest destination fails with EADDRNOTAVAIL. A port connect() took by itself is shared across destinations; one bind() took (listeners, bind((addr, 0)) before connect()) is gone for every destination. tcp, counted exact: the range less the ports no connect() can share (no peer, or taken by bind()) less the shared ports toward the busiest destination. tcp, counted conservative (portrange_ephemeral_counting_info: how each port was taken could not be read): the range less the ports in use, TIME_WAIT included. udp: the range less the ports in use, gone for everyone. Local addresses are not told apart: with several source addresses this errs low, never high.";
+pub const COUNTING_HELP: &str = "How portrange_ephemeral_ports_free_min was counted (method): exact where how each port was taken is known (tcp with the BPF socket iterator; udp always), conservative where it is not (tcp: every port in use counts against every destination).";
 pub const HOLDERS_HELP: &str = "Sockets of the dynamic range per owner (process name and user), for the top owners by sockets (--collector.ephemeral.top-holders) and process=\"other\" for the rest; process is unknown where the owner was not found. TIME_WAIT and request sockets have no owner and are counted by state only.";
 
 /// The `ephemeral` collector's families: per protocol (and `netns`), the
@@ -464,6 +533,7 @@ pub fn families(ephemeral: Option<&EphemeralReport>) -> Vec<MetricFamily> {
     let mut in_use = Family::new("portrange_ephemeral_ports_in_use", IN_USE_HELP);
     let mut sockets = Family::new("portrange_ephemeral_sockets", SOCKETS_HELP);
     let mut free_min = Family::new("portrange_ephemeral_ports_free_min", FREE_MIN_HELP);
+    let mut counting = Family::new("portrange_ephemeral_counting_info", COUNTING_HELP);
     let mut holders = Family::new("portrange_ephemeral_holders", HOLDERS_HELP);
     for v in &e.views {
         let mut base = vec![("protocol", v.protocol.as_str())];
@@ -473,6 +543,7 @@ pub fn families(ephemeral: Option<&EphemeralReport>) -> Vec<MetricFamily> {
         ports.add(&base, f64::from(v.ports()));
         in_use.add(&base, f64::from(v.in_use));
         free_min.add(&base, f64::from(v.free_min));
+        counting.add(&with(&base, ("method", v.counting.as_str())), 1.0);
         for (state, n) in &v.states {
             sockets.add(&with(&base, ("state", state)), *n as f64);
         }
@@ -491,6 +562,7 @@ pub fn families(ephemeral: Option<&EphemeralReport>) -> Vec<MetricFamily> {
         in_use.build(),
         sockets.build(),
         free_min.build(),
+        counting.build(),
     ];
     if !holders.metrics.is_empty() {
         out.push(holders.build());
@@ -522,6 +594,8 @@ pub fn status_json(ephemeral: Option<&EphemeralReport>) -> serde_json::Value {
                 "in_use": v.in_use,
                 "unshared": v.unshared,
                 "free_min": v.free_min,
+                "free_new": v.free_new,
+                "counting": v.counting.as_str(),
                 "sockets": states,
                 "unattributed_sockets": v.unattributed,
                 "destinations_total": v.destinations_total,
@@ -529,6 +603,7 @@ pub fn status_json(ephemeral: Option<&EphemeralReport>) -> serde_json::Value {
                     "address": d.address.to_string(),
                     "port": d.port,
                     "ports": d.ports,
+                    "free": d.free,
                     "sockets": d.sockets,
                     "holder": d.holder.as_ref().map(|h| json!({
                         "process": h.process, "user": h.user, "sockets": h.sockets,
@@ -593,6 +668,16 @@ mod tests {
         u
     }
 
+    /// The kernel's word on `socks`: ports of connected sockets taken by
+    /// `connect()`, the others by `bind()`.
+    fn sharing(socks: &[Socket]) -> PortSharing {
+        let mut sh = PortSharing::new(0);
+        for s in socks {
+            sh.insert(s.port, has_peer(s));
+        }
+        sh
+    }
+
     fn range() -> PortSet {
         PortSet::from_intervals(vec![(40000, 40199)])
     }
@@ -645,6 +730,7 @@ mod tests {
             &holders,
             &users(),
             10,
+            Some(&sharing(&socks)),
         );
         assert_eq!(v.ports(), 200);
         assert_eq!(v.in_use, 152);
@@ -725,6 +811,7 @@ mod tests {
             &holders,
             &users(),
             10,
+            Some(&sharing(&socks)),
         );
         assert_eq!((v.in_use, v.free_min), (120, 80));
         assert_eq!(v.states, vec![("unconn", 100), ("established", 20)]);
@@ -768,6 +855,7 @@ mod tests {
             &holders,
             &users(),
             3,
+            Some(&sharing(&socks)),
         );
         assert_eq!(v.holders.len(), 4);
         assert_eq!(v.holders[3].process, "other");
@@ -805,6 +893,7 @@ mod tests {
             &[],
             &users(),
             10,
+            Some(&sharing(&socks)),
         );
         assert_eq!(v.destinations[0].endpoint(), "10.0.0.5:5432");
         assert_eq!(v.destinations[0].ports, 2, "netns 7's socket is not ours");
@@ -814,6 +903,98 @@ mod tests {
             v.destinations[0].holder.as_ref().unwrap().process,
             "unknown"
         );
+    }
+
+    /// The TCP view of `socks` (no holders) in 40000-40199.
+    fn tcp_view(socks: &[Socket], sharing: Option<&PortSharing>) -> EphemeralView {
+        build_view(
+            Protocol::Tcp,
+            None,
+            None,
+            &range(),
+            socks,
+            &[],
+            &users(),
+            10,
+            sharing,
+        )
+    }
+
+    /// bindconn: 190 connections, each bind(("127.0.0.1", 0)) then
+    /// connect() toward a destination of its own; connect() toward a new
+    /// destination gets the 10 ports left.
+    fn bind_before_connect() -> Vec<Socket> {
+        (0..190u16)
+            .map(|i| {
+                tcp(
+                    40000 + i,
+                    TCP_ESTABLISHED,
+                    [127, 0, 1, i as u8],
+                    9000,
+                    1 + u64::from(i),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ports_taken_by_bind_are_gone_for_every_destination() {
+        let socks = bind_before_connect();
+        let mut taken = PortSharing::new(0);
+        for s in &socks {
+            taken.insert(s.port, false);
+        }
+        let v = tcp_view(&socks, Some(&taken));
+        assert_eq!(v.counting, Counting::Exact);
+        assert_eq!((v.unshared, v.free_new, v.free_min), (190, 10, 10));
+        assert_eq!((v.destinations[0].ports, v.destinations[0].free), (1, 10));
+        // The same sockets with their ports taken by connect(): shared.
+        let v = tcp_view(&socks, Some(&sharing(&socks)));
+        assert_eq!((v.unshared, v.free_new, v.free_min), (0, 200, 199));
+        assert_eq!(v.destinations[0].free, 199);
+    }
+
+    #[test]
+    fn without_the_kernel_s_word_every_port_in_use_counts_against_every_destination() {
+        let mut socks = bind_before_connect();
+        // A port the walk did not see (a socket that came after it) is not
+        // known to be shared either.
+        socks.push(tcp(40195, TCP_ESTABLISHED, [10, 0, 0, 5], 5432, 500));
+        socks.push(tcp(40196, TCP_ESTABLISHED, [10, 0, 0, 5], 5432, 501));
+        let conservative = tcp_view(&socks, None);
+        assert_eq!(conservative.counting, Counting::Conservative);
+        assert_eq!(
+            (
+                conservative.in_use,
+                conservative.unshared,
+                conservative.free_new,
+                conservative.free_min
+            ),
+            (192, 192, 8, 8)
+        );
+        assert_eq!(
+            (
+                conservative.destinations[0].endpoint().as_str(),
+                conservative.destinations[0].free
+            ),
+            ("10.0.0.5:5432", 8),
+            "the destination with the most ports is named"
+        );
+        let line = summary(&conservative);
+        assert!(
+            line.starts_with("ephemeral tcp: 8 ports left toward 10.0.0.5:5432")
+                && line.ends_with(" (counted conservatively)"),
+            "{line}"
+        );
+        let mut partial = sharing(&socks[..190]);
+        partial.insert(40195, true);
+        let v = tcp_view(&socks, Some(&partial));
+        assert_eq!(
+            (v.unshared, v.free_new, v.free_min),
+            (1, 199, 198),
+            "40196 is unknown: gone for everyone"
+        );
+        assert_eq!(v.destinations[0].endpoint(), "10.0.0.5:5432");
     }
 
     #[test]

@@ -30,7 +30,7 @@ use std::future::Future;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -58,6 +58,9 @@ pub struct Options {
     /// Default scrape budget when Prometheus sends no
     /// `X-Prometheus-Scrape-Timeout-Seconds`.
     pub default_budget: Duration,
+    /// The longest scrape timeout a scraper may ask for in
+    /// `X-Prometheus-Scrape-Timeout-Seconds` (`--web.max-scrape-timeout`).
+    pub max_scrape_timeout: Duration,
     /// How long shutdown waits for open connections.
     pub shutdown_grace: Duration,
     /// TLS, basic auth and response headers (`--web.config.file`).
@@ -80,6 +83,7 @@ impl Default for Options {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 4096,
             default_budget: Duration::from_secs(5),
+            max_scrape_timeout: MAX_SCRAPE_TIMEOUT,
             shutdown_grace: Duration::from_secs(5),
             web: None,
             enable_lifecycle: false,
@@ -95,6 +99,8 @@ struct HandlerMetrics {
     in_flight: AtomicI64,
     ok: AtomicU64,
     failed: AtomicU64,
+    /// Scrapes that got no collection within their own time.
+    late: AtomicU64,
 }
 
 /// Codes the counter always shows (promhttp's initial set).
@@ -119,6 +125,7 @@ impl HandlerMetrics {
             let n = match code {
                 200 => self.ok.load(Ordering::SeqCst),
                 500 => self.failed.load(Ordering::SeqCst),
+                503 => self.late.load(Ordering::SeqCst),
                 _ => 0,
             };
             out.push_str(&format!(
@@ -564,6 +571,18 @@ fn events_json(state: &State, query: Option<&str>) -> Resp {
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
      connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
+/// The live port map served at `/`, a template: [`port_map_page`] replaces
+/// its placeholders, each value HTML-escaped (& < > " at least):
+/// `{{VERSION}}` (e.g. 0.2.0), `{{REVISION}}` (the VCS revision),
+/// `{{METRICS_PATH}}` (the telemetry path starting with "/", used as
+/// `.{{METRICS_PATH}}` so the link stays relative behind a path prefix) and
+/// `{{RANGE_ROWS}}` (rows of the watched-ranges table from the
+/// configuration, so the page names the ranges before and without the
+/// script, which replaces them). Nothing else is a placeholder. The page has
+/// no inline script or style and no comment for developers (this is where
+/// they read it): it loads portmap.css and portmap.js relative to its own
+/// URL, then polls api/v1/status; it must be served at a URL ending in "/"
+/// under [`CONTENT_SECURITY_POLICY`].
 const PORTMAP_HTML: &str = include_str!("web/portmap.html");
 const PORTMAP_JS: &str = include_str!("web/portmap.js");
 const PORTMAP_CSS: &str = include_str!("web/portmap.css");
@@ -582,10 +601,19 @@ fn page(content_type: &'static str, body: Bytes) -> Resp {
 /// `/api/v1/status`: a collection (shared with scrapes, on the same budget
 /// rules) as the port map's JSON, never cached.
 async fn status_json(state: &State, headers: &hyper::HeaderMap) -> Resp {
-    let budget = scrape_budget(headers, state.options.default_budget);
+    let time = ScrapeTime::of(headers, &state.options);
     let gzip = accepts_gzip(headers);
-    let resp = match state.service.collect(budget).await {
-        Ok(c) => {
+    let resp = match state
+        .service
+        .collect_by(time.budget, Some(time.answer_by))
+        .await
+    {
+        Err(late) => unavailable(&late.0),
+        Ok(Err(e)) => {
+            log::debug!(err:% = e; "status request failed");
+            server_error(&e)
+        }
+        Ok(Ok(c)) => {
             let path = state.options.telemetry_path.clone();
             let withheld = state.options.cmdline_withheld.clone();
             let rendered = tokio::task::spawn_blocking(move || {
@@ -595,7 +623,13 @@ async fn status_json(state: &State, headers: &hyper::HeaderMap) -> Resp {
                     metrics_path: &path,
                     cmdline_withheld: withheld.as_deref(),
                 };
-                status::render(&c.report, &exporter, c.finished)
+                // The page's top line: what `check` says of this collection.
+                let (verdict, summary) = crate::check::headline(&c.report);
+                let verdict = status::Verdict {
+                    status: verdict.label(),
+                    summary: &summary,
+                };
+                status::render(&c.report, &exporter, &verdict, c.finished)
             })
             .await;
             match rendered {
@@ -603,10 +637,6 @@ async fn status_json(state: &State, headers: &hyper::HeaderMap) -> Resp {
                 Ok(Err(e)) => server_error(&format!("cannot encode the status: {e}")),
                 Err(e) => server_error(&format!("cannot encode the status: {e}")),
             }
-        }
-        Err(e) => {
-            log::debug!(err:% = e; "status request failed");
-            server_error(&e)
         }
     };
     let mut resp = resp;
@@ -619,9 +649,19 @@ async fn status_json(state: &State, headers: &hyper::HeaderMap) -> Resp {
     resp
 }
 
+/// A scrape that got no collection within its own time (503: the
+/// exporter is there, but could not answer this scrape in time).
+fn unavailable(message: &str) -> Resp {
+    plain_error(StatusCode::SERVICE_UNAVAILABLE, message)
+}
+
 fn server_error(message: &str) -> Resp {
+    plain_error(StatusCode::INTERNAL_SERVER_ERROR, message)
+}
+
+fn plain_error(status: StatusCode, message: &str) -> Resp {
     Response::builder()
-        .status(StatusCode::INTERNAL_SERVER_ERROR)
+        .status(status)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(Full::new(Bytes::from(format!("{message}\n"))))
         .expect("static headers are valid")
@@ -632,10 +672,22 @@ fn server_error(message: &str) -> Resp {
 async fn scrape(state: &State, headers: &hyper::HeaderMap) -> Resp {
     let counting = state.options.exporter_metrics;
     let _in_flight = counting.then(|| InFlight::start(&state.handler));
-    let budget = scrape_budget(headers, state.options.default_budget);
+    let time = ScrapeTime::of(headers, &state.options);
     let gzip = accepts_gzip(headers);
-    let resp = match state.service.collect(budget).await {
-        Ok(c) => {
+    let resp = match state
+        .service
+        .collect_by(time.budget, Some(time.answer_by))
+        .await
+    {
+        Err(late) => {
+            log::debug!(err:% = late.0; "scrape answered late");
+            unavailable(&late.0)
+        }
+        Ok(Err(e)) => {
+            log::debug!(err:% = e; "scrape failed");
+            server_error(&e)
+        }
+        Ok(Ok(c)) => {
             let r = &c.report;
             let sockets: u64 = r
                 .ranges
@@ -677,32 +729,60 @@ async fn scrape(state: &State, headers: &hyper::HeaderMap) -> Resp {
             };
             compressed(body, metrics::CONTENT_TYPE, gzip).await
         }
-        Err(e) => {
-            log::debug!(err:% = e; "scrape failed");
-            server_error(&e)
-        }
     };
     if counting {
-        let counter = if resp.status() == StatusCode::OK {
-            &state.handler.ok
-        } else {
-            &state.handler.failed
+        let counter = match resp.status() {
+            StatusCode::OK => &state.handler.ok,
+            StatusCode::SERVICE_UNAVAILABLE => &state.handler.late,
+            _ => &state.handler.failed,
         };
         counter.fetch_add(1, Ordering::SeqCst);
     }
     resp
 }
 
+/// The default of `--web.max-scrape-timeout`: a few seconds above
+/// Prometheus's default `scrape_timeout` (10 s), so that a scraper with
+/// the defaults, or one allowing a little more, is taken at its word,
+/// while a collection never runs longer than 12 s (80% of it): it ends
+/// before the next scrape of the common 15 s interval, and a scraper that
+/// asks for an hour cannot make the scrapes that join its collection wait
+/// that long.
+pub const MAX_SCRAPE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A scrape's time: what its collection may take, and when it answers.
+#[derive(Clone, Copy, Debug)]
+pub struct ScrapeTime {
+    /// 80% of the scrape timeout (leaving room for encoding and the
+    /// network), or the default budget.
+    pub budget: Duration,
+    /// 90% of the scrape timeout from now: past it the scraper has, or
+    /// will have, given up, so the scrape answers 503 rather than wait on.
+    pub answer_by: Instant,
+}
+
+impl ScrapeTime {
+    pub fn of(headers: &hyper::HeaderMap, options: &Options) -> ScrapeTime {
+        let budget = scrape_budget(headers, options.default_budget, options.max_scrape_timeout);
+        ScrapeTime {
+            budget,
+            answer_by: Instant::now() + budget.mul_f64(0.9 / 0.8),
+        }
+    }
+}
+
 /// The time a collection may take: 80% of Prometheus's scrape timeout
-/// (leaving room for encoding and the network), or the default.
-pub fn scrape_budget(headers: &hyper::HeaderMap, default: Duration) -> Duration {
+/// (`X-Prometheus-Scrape-Timeout-Seconds`), or the default; either at
+/// most 80% of `max`.
+pub fn scrape_budget(headers: &hyper::HeaderMap, default: Duration, max: Duration) -> Duration {
     headers
         .get("x-prometheus-scrape-timeout-seconds")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s > 0.0)
-        .map(|s| Duration::from_secs_f64((s * 0.8).min(3600.0)))
+        .map(|s| Duration::from_secs_f64(s.min(max.as_secs_f64()) * 0.8))
         .unwrap_or(default)
+        .min(max.mul_f64(0.8))
 }
 
 /// Whether `Accept-Encoding` allows gzip (a `q=0` refuses it).
@@ -852,6 +932,15 @@ mod tests {
     #[test]
     fn budget_from_prometheus_header() {
         let d = Duration::from_secs(5);
+        let scrape_budget = |h: &hyper::HeaderMap, d| scrape_budget(h, d, MAX_SCRAPE_TIMEOUT);
+        assert_eq!(
+            scrape_budget(
+                &headers(&[("x-prometheus-scrape-timeout-seconds", "3600")]),
+                d
+            ),
+            Duration::from_secs(12),
+            "capped at --web.max-scrape-timeout"
+        );
         assert_eq!(
             scrape_budget(
                 &headers(&[("x-prometheus-scrape-timeout-seconds", "10")]),
@@ -874,6 +963,11 @@ mod tests {
             d
         );
         assert_eq!(scrape_budget(&headers(&[]), d), d);
+        assert_eq!(
+            super::scrape_budget(&headers(&[]), d, Duration::from_secs(2)),
+            Duration::from_millis(1600),
+            "the default too is capped"
+        );
     }
 
     #[test]
@@ -898,6 +992,8 @@ mod tests {
             assert!(PORTMAP_HTML.contains(p), "{p}");
         }
         assert_eq!(inline_code(PORTMAP_HTML), Vec::<String>::new());
+        // Notes for developers live in the code, not in the served page.
+        assert!(!PORTMAP_HTML.contains("<!--"), "a comment in the page");
         assert!(PORTMAP_HTML.contains("<script src=\"portmap.js\" defer></script>"));
     }
 

@@ -46,6 +46,7 @@ pub mod ephemeral;
 pub mod exposition;
 pub mod http;
 pub mod logging;
+pub mod looks;
 pub mod metrics;
 pub mod names;
 pub mod netns;

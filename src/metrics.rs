@@ -133,6 +133,10 @@ pub const FAMILIES: &[(&str, &str)] = &[
         crate::ephemeral::FREE_MIN_HELP,
     ),
     (
+        "portrange_ephemeral_counting_info",
+        crate::ephemeral::COUNTING_HELP,
+    ),
+    (
         "portrange_ephemeral_holders",
         crate::ephemeral::HOLDERS_HELP,
     ),
@@ -281,6 +285,8 @@ mod tests {
                 states: vec![("established", 150), ("time_wait", 50)],
                 unshared: 0,
                 free_min: 0,
+                free_new: 0,
+                counting: crate::ephemeral::Counting::Exact,
                 destinations_total: 1,
                 destinations: Vec::new(),
                 holders: vec![HolderCount {

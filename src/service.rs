@@ -61,6 +61,10 @@ pub struct Collected {
 /// platform that cannot be built).
 pub type Outcome = Result<Arc<Collected>, String>;
 
+/// Why a scrape got no collection by the time it had to answer (HTTP 503).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Late(pub String);
+
 /// Builds a fresh platform (at start, and after a failure); an error says
 /// what could not be started.
 pub type PlatformFactory = Box<dyn FnMut() -> Result<Box<dyn Platform>, PlatformError> + Send>;
@@ -108,6 +112,62 @@ struct Flight {
     last: Option<Outcome>,
     /// Why no collector can run now; `None` while one can.
     down: Option<String>,
+    /// When the running collection started, and its deadline.
+    running_since: Option<(Instant, Instant)>,
+    /// Collections in a row that finished late, and by how much the last.
+    late: (u32, Duration),
+}
+
+/// Deadlines missed in a row that make `/-/healthy` fail.
+pub const DEADLINES_MISSED_UNHEALTHY: u32 = 3;
+
+impl Flight {
+    /// Counts the collection that started at `start` as late when it
+    /// ends past its deadline by more than a quarter of its budget (the
+    /// part of Prometheus's timeout the budget leaves).
+    fn ended(&mut self, now: Instant) {
+        let Some((start, deadline)) = self.running_since.take() else {
+            return;
+        };
+        let over = now.saturating_duration_since(deadline);
+        if over > deadline.saturating_duration_since(start) / 4 {
+            self.late = (self.late.0 + 1, over);
+        } else {
+            self.late = (0, Duration::ZERO);
+        }
+    }
+
+    /// Why the collector is unhealthy for missing its deadlines: the last
+    /// collections ended late, and a running one counts once for its
+    /// deadline and once more for every budget it runs past it (the scrapes
+    /// that would have come meanwhile).
+    fn deadlines_missed(&self, now: Instant) -> Result<(), String> {
+        let mut missed = self.late.0;
+        let mut running = None;
+        if let Some((start, deadline)) = self.running_since
+            && now > deadline
+        {
+            let budget = deadline
+                .saturating_duration_since(start)
+                .max(Duration::from_millis(1));
+            let over = now - deadline;
+            missed += 1 + (over.as_secs_f64() / budget.as_secs_f64()) as u32;
+            running = Some(over);
+        }
+        if missed < DEADLINES_MISSED_UNHEALTHY {
+            return Ok(());
+        }
+        Err(match running {
+            Some(over) => format!(
+                "the collector has missed its deadline {missed} times in a row: the collection running now is {:.1} s past its deadline",
+                over.as_secs_f64()
+            ),
+            None => format!(
+                "the collector has missed its deadline {missed} times in a row, the last collection by {:.1} s",
+                self.late.1.as_secs_f64()
+            ),
+        })
+    }
 }
 
 pub struct Service {
@@ -201,9 +261,10 @@ impl Service {
     /// Why no collection can run now, if so: what `/-/healthy` reports.
     /// Never waits.
     pub fn health(&self) -> Result<(), String> {
-        match &self.lock().down {
+        let f = self.lock();
+        match &f.down {
             Some(why) => Err(why.clone()),
-            None => Ok(()),
+            None => f.deadlines_missed(Instant::now()),
         }
     }
 
@@ -225,27 +286,76 @@ impl Service {
     /// joins the running one, else starts one that attribution may give
     /// `budget`. Cancelling the returned future leaves the collection
     /// running to its end. While no collector can run, answers at once
-    /// with the reason.
+    /// with the reason. Waits as long as the collection takes (see
+    /// [`Service::collect_by`] for a scrape that must answer by a time).
     pub async fn collect(&self, budget: Duration) -> Outcome {
+        match self.collect_by(budget, None).await {
+            Ok(outcome) => outcome,
+            Err(late) => Err(late.0),
+        }
+    }
+
+    /// [`Service::collect`] for a scrape that must answer by `answer_by`:
+    /// it never waits past it, for its own collection or for one another
+    /// scrape started (whose deadline may be later than its own). Then it
+    /// gets [`Late`] with the reason, never an older result (metrics are
+    /// collected at scrape time); the collection goes on for its waiters.
+    /// A collection it starts gets `budget`, counted from the call.
+    pub async fn collect_by(
+        &self,
+        budget: Duration,
+        answer_by: Option<Instant>,
+    ) -> Result<Outcome, Late> {
+        let called = Instant::now();
+        let wait = |mut slot: Slot, generation: u64, own: bool| async move {
+            let waited = slot.wait_for(Option::is_some);
+            let done = match answer_by {
+                None => waited.await.map(|o| o.clone()),
+                Some(by) => match tokio::time::timeout_at(by.into(), waited).await {
+                    Ok(done) => done.map(|o| o.clone()),
+                    Err(_) => {
+                        return Err(Late(format!(
+                            "collection {generation}{} had not finished within this scrape's time ({:.1} s); it goes on for the scrapes that can wait for it",
+                            if own {
+                                ""
+                            } else {
+                                ", started by an earlier scrape with a later deadline,"
+                            },
+                            by.saturating_duration_since(called).as_secs_f64()
+                        )));
+                    }
+                },
+            };
+            Ok(done.ok())
+        };
         loop {
+            if answer_by.is_some_and(|by| Instant::now() >= by) {
+                return Err(Late(
+                    "this scrape's time ran out before a collection could start".into(),
+                ));
+            }
             let mut stale = None;
-            let (mut slot, share) = {
+            let (slot, share, generation, own) = {
                 let current = self.config();
                 let mut f = self.lock();
                 if let Some(why) = &f.down {
-                    return Err(why.clone());
+                    return Ok(Err(why.clone()));
                 }
                 match &f.running {
                     // A collection with the configuration in force: share it.
-                    Some((cfg, slot)) if Arc::ptr_eq(cfg, &current) => (slot.clone(), true),
+                    Some((cfg, slot)) if Arc::ptr_eq(cfg, &current) => {
+                        (slot.clone(), true, f.started, false)
+                    }
                     // One with a configuration since replaced: wait for it
                     // to end, then start a fresh one.
-                    Some((_, slot)) => (slot.clone(), false),
+                    Some((_, slot)) => (slot.clone(), false, f.started, false),
                     None => {
                         let (result, slot) = watch::channel(None);
+                        let now = Instant::now();
+                        f.running_since = Some((now, called + budget));
                         let req = Request {
                             generation: f.started + 1,
-                            deadline: Instant::now() + budget,
+                            deadline: called + budget,
                             loaded: self.loaded(),
                             result,
                         };
@@ -255,7 +365,7 @@ impl Service {
                             .unwrap_or_else(|p| p.into_inner())
                             .send(req);
                         if sent.is_err() {
-                            return Err(GONE.into());
+                            return Ok(Err(GONE.into()));
                         }
                         f.started += 1;
                         f.running = Some((current, slot.clone()));
@@ -265,19 +375,21 @@ impl Service {
                         // not held twice at the peak. Scrapes that waited
                         // for it hold their own reference.
                         stale = f.last.take();
-                        (slot, true)
+                        (slot, true, f.started, true)
                     }
                 }
             };
             drop(stale);
-            let outcome = match slot.wait_for(Option::is_some).await {
-                Ok(o) => o.clone(),
+            let outcome = match wait(slot, generation, own).await? {
+                Some(o) => o,
                 // The thread dropped the request without an answer: it
                 // has ended.
-                Err(_) => return Err(self.lock().down.clone().unwrap_or_else(|| GONE.into())),
+                None => {
+                    return Ok(Err(self.lock().down.clone().unwrap_or_else(|| GONE.into())));
+                }
             };
             if share && let Some(outcome) = outcome {
-                return outcome;
+                return Ok(outcome);
             }
         }
     }
@@ -594,6 +706,7 @@ impl Supervisor {
         let previous = {
             let mut f = self.lock();
             f.running = None;
+            f.ended(Instant::now());
             f.last.replace(outcome.clone())
         };
         req.result.send_replace(Some(outcome));

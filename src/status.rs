@@ -78,6 +78,9 @@ struct Document<'a> {
     up: bool,
     error: Option<&'a str>,
     netns_collector: bool,
+    /// What `check` (with its default thresholds) says of this collection:
+    /// the page's top line.
+    check: CheckJson<'a>,
     skipped: Vec<SkippedJson<'a>>,
     ranges: Vec<RangeJson<'a>>,
     listeners: Vec<ListenerJson<'a>>,
@@ -94,6 +97,14 @@ struct Document<'a> {
     /// The dynamic range (`null` when the collector is off): counts, the
     /// busiest destinations (top 5) and the top holders.
     ephemeral: serde_json::Value,
+}
+
+#[derive(Serialize)]
+struct CheckJson<'a> {
+    /// OK, WARNING, CRITICAL or UNKNOWN.
+    status: &'static str,
+    /// Why: `check`'s first line without its performance data.
+    summary: &'a str,
 }
 
 #[derive(Serialize)]
@@ -125,6 +136,9 @@ struct RangeJson<'a> {
     unknown: u64,
     unattributed: u64,
     ephemeral_overlap: Option<u32>,
+    /// With an overlap: the exact setting that reserves the range's ports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ephemeral_fix: Option<String>,
     used: Vec<UsedJson>,
     reserved: Vec<[u16; 2]>,
 }
@@ -278,11 +292,24 @@ fn with_since(mut used: Vec<UsedJson>, listeners: &[&Listener], report: &Report)
     used
 }
 
+/// `check`'s verdict on the same collection, which the page shows as its
+/// top line: the caller asks `check` (projections do not import one
+/// another).
+#[derive(Clone, Debug)]
+pub struct Verdict<'a> {
+    /// OK, WARNING, CRITICAL or UNKNOWN.
+    pub status: &'static str,
+    /// `check`'s first line without its performance data.
+    pub summary: &'a str,
+}
+
 /// The status document of one collection, as JSON bytes; `finished` is
-/// when it ended. A pure projection of the report.
+/// when it ended. A pure projection of the report (and of `check`'s
+/// verdict on it).
 pub fn render(
     report: &Report,
     exporter: &Exporter<'_>,
+    verdict: &Verdict<'_>,
     finished: SystemTime,
 ) -> serde_json::Result<Vec<u8>> {
     // Without a sample there is no map to draw.
@@ -304,6 +331,10 @@ pub fn render(
                 unknown: r.unknown,
                 unattributed: r.unattributed,
                 ephemeral_overlap: r.ephemeral_overlap,
+                ephemeral_fix: r
+                    .ephemeral_overlap
+                    .filter(|n| *n > 0)
+                    .map(|_| crate::platform::reserve_ports_fix(&r.spec, r.protocol)),
                 used: with_since(used_ports(r, &listeners), &listeners, report),
                 // The page calls the excluded ports "reserved".
                 reserved: r.excluded.as_ref().map_or_else(Vec::new, intervals),
@@ -340,6 +371,10 @@ pub fn render(
         up: report.up(),
         error: report.error.as_deref(),
         netns_collector: report.netns.is_some(),
+        check: CheckJson {
+            status: verdict.status,
+            summary: verdict.summary,
+        },
         skipped: report
             .skipped
             .iter()
@@ -486,6 +521,12 @@ mod tests {
         }
     }
 
+    /// A verdict for tests that do not look at it.
+    const SOME_VERDICT: Verdict<'static> = Verdict {
+        status: "OK",
+        summary: "fine",
+    };
+
     fn json(r: &Report) -> serde_json::Value {
         let ex = Exporter {
             version: "1.2.3",
@@ -494,8 +535,42 @@ mod tests {
             cmdline_withheld: None,
         };
         let t = UNIX_EPOCH + Duration::from_secs(1_795_664_400);
-        let bytes = render(r, &ex, t).unwrap();
+        let (status, summary) = crate::check::headline(r);
+        let verdict = Verdict {
+            status: status.label(),
+            summary: &summary,
+        };
+        let bytes = render(r, &ex, &verdict, t).unwrap();
         serde_json::from_slice(&bytes).unwrap()
+    }
+
+    /// The page's top line is `check`'s verdict, and an overlap with the
+    /// dynamic range carries the exact setting that reserves the ports.
+    #[test]
+    fn check_verdict_and_the_overlap_fix_are_in_the_document() {
+        let mut r = report();
+        let v = json(&r);
+        assert_eq!(v["check"]["status"], "CRITICAL", "{v}");
+        let (status, why) = crate::check::headline(&r);
+        assert_eq!(v["check"]["summary"], why.as_str());
+        assert_eq!(status.label(), "CRITICAL");
+        assert!(v["ranges"][0].get("ephemeral_fix").is_none(), "{v}");
+        r.ranges[0].ephemeral_overlap = Some(7);
+        let v = json(&r);
+        let fix = v["ranges"][0]["ephemeral_fix"].as_str().unwrap();
+        if cfg!(windows) {
+            assert!(
+                fix.contains("netsh int ipv4 add excludedportrange"),
+                "{fix}"
+            );
+        } else {
+            assert!(
+                fix.contains("\"net.ipv4.ip_local_reserved_ports = 3224-3230,3300\""),
+                "{fix}"
+            );
+        }
+        let summary = v["check"]["summary"].as_str().unwrap();
+        assert!(summary.contains(fix), "check says the same fix: {summary}");
     }
 
     #[test]
@@ -654,6 +729,7 @@ mod tests {
                 metrics_path: "/metrics",
                 cmdline_withheld: None,
             },
+            &SOME_VERDICT,
             UNIX_EPOCH,
         )
         .unwrap();
@@ -695,6 +771,7 @@ mod tests {
                 metrics_path: "/m",
                 cmdline_withheld: None,
             },
+            &SOME_VERDICT,
             UNIX_EPOCH,
         )
         .unwrap();
@@ -762,7 +839,7 @@ mod tests {
                 metrics_path: "/metrics",
                 cmdline_withheld: withheld,
             };
-            let bytes = render(&r, &ex, UNIX_EPOCH).unwrap();
+            let bytes = render(&r, &ex, &SOME_VERDICT, UNIX_EPOCH).unwrap();
             let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
             (v, String::from_utf8(bytes).unwrap())
         };

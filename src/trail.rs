@@ -784,33 +784,42 @@ fn log_event(e: &Event) {
     } else {
         log::Level::Warn
     };
-    let netns = e.netns.as_deref().unwrap_or("");
     let exe = e.exe.as_deref().unwrap_or("");
     let cmdline = e.cmdline.as_deref().unwrap_or("");
     let started = e.process_start.as_deref().unwrap_or("");
     let pid = e.pid.map_or(String::new(), |p| p.to_string());
     let ppid = e.ppid.map_or(String::new(), |p| p.to_string());
-    log::log!(
-        level,
-        seq = e.seq,
-        kind = e.kind,
-        range = e.range.as_str(),
-        protocol = e.protocol,
-        address = e.address.as_str(),
-        port = e.port,
-        netns = netns,
-        pid = pid.as_str(),
-        ppid = ppid.as_str(),
-        process = e.process.as_str(),
-        exe = exe,
-        exe_gone = e.exe_gone,
-        cmdline = cmdline,
-        user = e.user.as_str(),
-        verdict = e.verdict,
-        process_start = started,
-        count = e.count;
-        "listener {}", e.kind
-    );
+    // `netns` only where the listener is in another namespace: an empty
+    // netns="" on every line says nothing.
+    macro_rules! emit {
+        ($($netns:tt)*) => {
+            log::log!(
+                level,
+                seq = e.seq,
+                kind = e.kind,
+                range = e.range.as_str(),
+                protocol = e.protocol,
+                address = e.address.as_str(),
+                port = e.port,
+                $($netns)*
+                pid = pid.as_str(),
+                ppid = ppid.as_str(),
+                process = e.process.as_str(),
+                exe = exe,
+                exe_gone = e.exe_gone,
+                cmdline = cmdline,
+                user = e.user.as_str(),
+                verdict = e.verdict,
+                process_start = started,
+                count = e.count;
+                "listener {}", e.kind
+            )
+        };
+    }
+    match e.netns.as_deref() {
+        Some(netns) => emit!(netns = netns,),
+        None => emit!(),
+    }
 }
 
 /// The program that reads `l`'s holder's command line.

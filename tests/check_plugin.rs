@@ -323,7 +323,7 @@ fn one_range_per_service_and_the_first_line_names_the_culprit() {
     let (code, out, _) = run(&["--config.file", c, "--range", "b"]);
     assert_eq!(code, 2, "{out}");
     assert!(
-        out.starts_with("PORTRANGE CRITICAL - 2 unexpected listeners: nc (user root) on udp 127.0.0.1:3241 in b, and 1 more |"),
+        out.starts_with("PORTRANGE CRITICAL - 2 unexpected listeners: nc (user root) on 2 udp ports in b (127.0.0.1:3241, 0.0.0.0:3242) |"),
         "{out}"
     );
     let (code, out, _) = run(&["--config.file", c]);
@@ -365,7 +365,7 @@ fn thousands_of_allowed_listeners_keep_the_output_short_and_json_has_them_all() 
     let (code, out, _) = run(&["--config.file", c]);
     assert_eq!(code, 2, "{out}");
     assert!(
-        out.starts_with("PORTRANGE CRITICAL - 30 unexpected listeners: intruder (user root) on udp 0.0.0.0:15000 in rtp, and 29 more |"),
+        out.starts_with("PORTRANGE CRITICAL - 30 unexpected listeners: intruder (user root) on 30 udp ports in rtp (0.0.0.0:15000, 0.0.0.0:15001, 0.0.0.0:15002 and 27 more) |"),
         "{out}"
     );
     assert!(
@@ -378,9 +378,14 @@ fn thousands_of_allowed_listeners_keep_the_output_short_and_json_has_them_all() 
         "{} bytes, beyond NRPE's buffer",
         out.len()
     );
+    // One owner, one row, with its count and first ports.
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("udp ") && l.contains("intruder"))
+        .unwrap_or_else(|| panic!("intruder row: {out}"));
     assert!(
-        out.contains("... and 10 more (-v lists every listener"),
-        "{out}"
+        row.contains(" 30  0.0.0.0:15000, 0.0.0.0:15001, 0.0.0.0:15002 and 27 more"),
+        "{row}"
     );
     assert!(
         out.contains("1000 allowed listeners not shown (-v lists them)."),
@@ -441,13 +446,24 @@ fn an_ephemeral_overlap_is_a_named_warning() {
     assert_eq!(code, 1, "{out}");
     assert!(
         out.starts_with(
-            "PORTRANGE WARNING - tiny/udp: 4 ports are in the ephemeral port range, where outgoing connections can take them |"
+            "PORTRANGE WARNING - tiny/udp: 4 ports are in the ephemeral port range, where outgoing connections can take them (reserve them: the line \"net.ipv4.ip_local_reserved_ports = 3224-3233\" in /etc/sysctl.d/60-portrange.conf, then sysctl --system"
         ),
         "{out}"
     );
     let v: serde_json::Value =
         serde_json::from_str(&run(&["--config.file", c, "--output", "json"]).1).unwrap();
     assert_eq!(v["ranges"][0]["ephemeral_overlap_ports"], 4);
+    // The fix as the warning words it (in this namespace's sysctl) ends
+    // the warning.
+    let value = out
+        .split_once("net.ipv4.ip_local_reserved_ports = ")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(v, _)| v.to_string())
+        .unwrap();
+    std::fs::write("/proc/sys/net/ipv4/ip_local_reserved_ports", &value).unwrap();
+    let (code, out, _) = run(&["--config.file", c]);
+    assert_eq!(code, 0, "reserved {value}: {out}");
+    std::fs::write("/proc/sys/net/ipv4/ip_local_reserved_ports", "").unwrap();
     let _ = std::fs::remove_file(cfg);
 }
 
@@ -466,4 +482,85 @@ fn configuration_warnings_reach_the_plugin_output() {
     assert!(out.contains(&want), "{out}");
     assert!(err.contains("no-such-user-portrange"), "logged too: {err}");
     let _ = std::fs::remove_file(cfg);
+}
+
+/// `check` with no `--config.file` judges the packages' file,
+/// /etc/portrange_exporter/ranges.yml, when it exists (as the service
+/// does), and its long output names the configuration it judged. The file
+/// is written into an overlay over /etc in a private mount namespace, so
+/// the host's /etc is never touched.
+#[test]
+fn check_reads_the_packages_configuration_by_default() {
+    if !enter_netns("check_reads_the_packages_configuration_by_default") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("portrange-etc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for d in ["upper/portrange_exporter", "work"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::write(
+        dir.join("upper/portrange_exporter/ranges.yml"),
+        "ranges:\n  - name: mosh\n    ports: 60000-61000\n    protocols: [udp]\n",
+    )
+    .unwrap();
+    // In a private mount namespace: /etc with the file, or /etc without it.
+    let in_etc = |with_file: bool, args: &str| -> (i32, String) {
+        let mount = if with_file {
+            format!(
+                "mount -t overlay overlay -o lowerdir=/etc,upperdir={0}/upper,workdir={0}/work /etc && ",
+                dir.display()
+            )
+        } else {
+            // Whatever the host has there is hidden.
+            "{ [ ! -d /etc/portrange_exporter ] || mount -t tmpfs none /etc/portrange_exporter; } && ".to_string()
+        };
+        let out = Command::new("unshare")
+            .args(["-m", "sh", "-c"])
+            .arg(format!("{mount}exec \"$0\" check {args}"))
+            .arg(EXPORTER)
+            .output()
+            .expect("running unshare (util-linux)");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("mount:"), "{err}");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (_, out) = in_etc(true, "");
+    assert!(
+        first_line(&out).contains(" | mosh_udp_in_use=0;"),
+        "the default file's range is judged: {out}"
+    );
+    assert!(!first_line(&out).contains("framehawk"), "{out}");
+    assert!(
+        out.contains(
+            "\nConfiguration: /etc/portrange_exporter/ranges.yml (the default, as the service reads it"
+        ),
+        "{out}"
+    );
+    // --config.file still wins.
+    let other = config_file(
+        "default-override",
+        "ranges:\n  - name: rtp\n    ports: 10000-10100\n    protocols: [udp]\n",
+    );
+    let (_, out) = in_etc(true, &format!("--config.file {}", other.display()));
+    assert!(first_line(&out).contains("rtp_udp_in_use=0"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "\nConfiguration: {} (--config.file)",
+            other.display()
+        )),
+        "{out}"
+    );
+    // Without the file: the built-in range, said so.
+    let (_, out) = in_etc(false, "");
+    assert!(first_line(&out).contains("framehawk_udp_in_use=0"), "{out}");
+    assert!(
+        out.contains("\nConfiguration: built-in (framehawk 3224-3324, udp and tcp, empty allowlist): no --config.file, and /etc/portrange_exporter/ranges.yml does not exist"),
+        "{out}"
+    );
+    let _ = std::fs::remove_file(other);
+    let _ = std::fs::remove_dir_all(&dir);
 }

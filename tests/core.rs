@@ -37,6 +37,9 @@ struct Script {
     built: AtomicU64,
     /// What each sample says it left out.
     skipped: Mutex<Vec<Skipped>>,
+    /// The time each sample was given (its deadline, less the time it
+    /// started).
+    given: Mutex<Vec<Duration>>,
 }
 
 impl Script {
@@ -57,7 +60,12 @@ impl Script {
 struct Fake(Arc<Script>);
 
 impl Platform for Fake {
-    fn sample(&mut self, _: &Filter, _: Instant) -> Result<Sample, SampleError> {
+    fn sample(&mut self, _: &Filter, deadline: Instant) -> Result<Sample, SampleError> {
+        self.0
+            .given
+            .lock()
+            .unwrap()
+            .push(deadline.saturating_duration_since(Instant::now()));
         let n = self.0.samples.fetch_add(1, Ordering::SeqCst) + 1;
         let mut held = self.0.hold.lock().unwrap();
         while *held {
@@ -333,6 +341,80 @@ fn what_a_collection_left_out_is_in_the_metrics_and_the_status_document() {
 /// A service that shares the running collection runs one; one that starts
 /// a collection per request (or queues one per client that went away) runs
 /// 21. Counted by the platform's samples, after everything settled.
+/// A scraper may ask for an hour (`X-Prometheus-Scrape-Timeout-Seconds`
+/// up to 3,600): its collection's deadline is capped by
+/// `--web.max-scrape-timeout` (15 s by default, 80% of it for the
+/// collection), and a scrape that joins a collection another scrape
+/// started never waits past its own time for it: it answers 503 with the
+/// reason, never an older result, and the collection goes on for the
+/// scrape that started it.
+#[test]
+fn a_scrape_never_waits_past_its_own_time_for_another_scrapes_collection() {
+    let s = serve_fake(None);
+    s.script.hold(true);
+    let addr = s.addr.clone();
+    let long = std::thread::spawn(move || {
+        get(
+            &addr,
+            "/metrics",
+            &[("X-Prometheus-Scrape-Timeout-Seconds", "3600")],
+        )
+        .unwrap()
+        .status
+    });
+    s.script.wait_for_samples(1);
+    let given = s.script.given.lock().unwrap()[0];
+    assert!(
+        given <= Duration::from_secs(12),
+        "a collection gets at most 80% of --web.max-scrape-timeout (15 s), not 80% of an hour: {given:?}"
+    );
+    // The collection stays stuck for 5 s; a scraper with a 2 s timeout
+    // joins it meanwhile.
+    let script = s.script.clone();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(5));
+        script.hold(false);
+    });
+    let t = Instant::now();
+    let r = get(
+        &s.addr,
+        "/metrics",
+        &[("X-Prometheus-Scrape-Timeout-Seconds", "2")],
+    )
+    .unwrap();
+    let took = t.elapsed();
+    assert_eq!(
+        (r.status, s.script.samples.load(Ordering::SeqCst)),
+        (503, 1),
+        "after {took:?}: {}",
+        r.text()
+    );
+    assert!(
+        took >= Duration::from_millis(1700) && took < Duration::from_millis(4000),
+        "answered by 90% of its own 2 s, not at the other scrape's deadline: {took:?}"
+    );
+    assert!(
+        r.text().contains(
+            "collection 1, started by an earlier scrape with a later deadline, had not finished"
+        ),
+        "{}",
+        r.text()
+    );
+    release.join().unwrap();
+    assert_eq!(
+        long.join().unwrap(),
+        200,
+        "the collection went on for its own scrape"
+    );
+    assert_eq!(s.script.samples.load(Ordering::SeqCst), 1);
+    // The failed scrape is counted as one.
+    let m = get(&s.addr, "/metrics", &[]).unwrap().text();
+    assert!(
+        m.contains("promhttp_metric_handler_requests_total{code=\"503\"} 1"),
+        "{m}"
+    );
+}
+
 #[test]
 fn clients_that_go_away_never_queue_collections() {
     let s = serve_fake(None);

@@ -400,7 +400,7 @@ fn rules_pass_promtool_check_and_unit_tests() {
         return;
     };
     assert!(ok, "{out}");
-    assert!(out.contains("SUCCESS: 23 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 24 rules found"), "{out}");
     let (ok, out) = promtool(
         &["test", "rules", "portrange.test.yml"],
         &root().join("tests/rules"),
@@ -486,7 +486,7 @@ fn alerts_follow_the_conventions() {
             );
         }
     }
-    assert_eq!(alerts, 16);
+    assert_eq!(alerts, 17);
 }
 
 // ---------------------------------------------------------------------------
@@ -1373,4 +1373,104 @@ fn alertmanager_inhibitions_name_real_alerts_and_labels() {
         ),
     }
     let _ = std::fs::remove_file(am);
+}
+
+/// Runs tests/grafana/check.mjs on `files`; `None` (after saying why) when
+/// node or the pinned @grafana/schema is not installed outside CI.
+fn grafana_schema_check(files: &[PathBuf]) -> Option<(bool, String)> {
+    let dir = root().join("tests/grafana");
+    let ready = dir.join("node_modules/@grafana/schema").is_dir()
+        && dir.join("node_modules/typescript").is_dir();
+    let node = Command::new("node")
+        .arg("check.mjs")
+        .args(files)
+        .current_dir(&dir)
+        .output();
+    match node {
+        Ok(out) if ready => Some((
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )),
+        _ => {
+            if std::env::var_os("CI").is_some() {
+                panic!("no node or tests/grafana/node_modules in CI: .ci/run runs npm ci there");
+            }
+            eprintln!("SKIPPED grafana schema check: needs node and `npm ci` in tests/grafana");
+            None
+        }
+    }
+}
+
+/// The dashboards against Grafana's own published types (@grafana/schema,
+/// pinned), not only our lint: unknown keys, wrong types, values outside
+/// Grafana's enums, each panel's options against its panel type. And the
+/// check can fail: each class of fault, planted in a copy, is found.
+#[test]
+fn dashboards_match_grafanas_published_schema() {
+    let files: Vec<PathBuf> = ["portrange-host.json", "portrange-fleet.json"]
+        .iter()
+        .map(|n| root().join("dashboards").join(n))
+        .collect();
+    let Some((ok, out)) = grafana_schema_check(&files) else {
+        return;
+    };
+    assert!(ok, "{out}");
+    assert!(out.contains("2 dashboards match @grafana/schema"), "{out}");
+    let (_, host) = &dashboards()[0];
+    let panel = |b: &Value| {
+        b["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|p| p["type"] == "timeseries")
+            .unwrap()
+    };
+    type Plant = fn(&mut Value, usize);
+    let faults: [(&str, Plant, &str); 5] = [
+        (
+            "unknown top-level key",
+            |b, _| b["refresh_every"] = "30s".into(),
+            "refresh_every",
+        ),
+        (
+            "gridPos as text",
+            |b, i| b["panels"][i]["gridPos"]["w"] = "12".into(),
+            "Type 'string' is not assignable to type 'number'",
+        ),
+        (
+            "colour mode outside Grafana's enum",
+            |b, i| {
+                b["panels"][i]["fieldConfig"]["defaults"]["color"] =
+                    serde_json::json!({"mode": "pallete-classic"})
+            },
+            "pallete-classic",
+        ),
+        (
+            "misspelt timeseries option",
+            |b, i| b["panels"][i]["options"]["legend"]["displayMod"] = "table".into(),
+            "displayMod",
+        ),
+        (
+            "a panel type the check has no types for",
+            |b, i| b["panels"][i]["type"] = "piechart".into(),
+            "piechart",
+        ),
+    ];
+    let dir = std::env::temp_dir().join(format!("portrange-grafana-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (what, plant, needle) in faults {
+        let mut b = host.clone();
+        let i = panel(&b);
+        plant(&mut b, i);
+        let f = dir.join("planted.json");
+        std::fs::write(&f, serde_json::to_string_pretty(&b).unwrap()).unwrap();
+        let (ok, out) = grafana_schema_check(&[f]).unwrap();
+        assert!(!ok, "{what}: not found\n{out}");
+        assert!(out.contains(needle), "{what}: {out}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -136,27 +136,11 @@ fn directives(text: &str) -> Vec<(&str, &str)> {
         .collect()
 }
 
-#[test]
-fn systemd_netns_drop_in_adds_exactly_cap_sys_admin() {
-    let rel = "deploy/systemd/portrange_exporter.service.d/netns.conf";
-    let drop_in = read(rel);
-    assert_eq!(
-        directives(&drop_in),
-        vec![
-            ("Environment", "PORTRANGE_EXPORTER_COLLECTOR_NETNS=true"),
-            ("AmbientCapabilities", "CAP_SYS_ADMIN"),
-            ("CapabilityBoundingSet", "CAP_SYS_ADMIN"),
-            ("RestrictNamespaces", ""),
-            ("RestrictNamespaces", "net"),
-        ]
-    );
-    assert!(drop_in.contains("[Service]"));
-    assert!(drop_in.contains("setns(2)"), "the drop-in says why");
-    if tool_missing("systemd-analyze") {
-        return;
-    }
-    // The unit with its drop-in beside it, as systemd loads them.
-    let dir = std::env::temp_dir().join(format!("portrange-unit-netns-{}", std::process::id()));
+/// The unit with `drop_in` (named `name`.conf) beside it, as systemd loads
+/// them, checked by `systemd-analyze verify`; returns `systemd-analyze
+/// security`'s report and its exposure score.
+fn unit_with_drop_in(name: &str, drop_in: &str) -> (String, f64) {
+    let dir = std::env::temp_dir().join(format!("portrange-unit-{name}-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("portrange_exporter.service.d")).unwrap();
     let unit = dir.join("portrange_exporter.service");
     std::fs::write(
@@ -168,8 +152,8 @@ fn systemd_netns_drop_in_adds_exactly_cap_sys_admin() {
     )
     .unwrap();
     std::fs::write(
-        dir.join("portrange_exporter.service.d/netns.conf"),
-        &drop_in,
+        dir.join(format!("portrange_exporter.service.d/{name}.conf")),
+        drop_in,
     )
     .unwrap();
     let out = Command::new("systemd-analyze")
@@ -191,7 +175,40 @@ fn systemd_netns_drop_in_adds_exactly_cap_sys_admin() {
         .arg(&unit)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let score: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for portrange_exporter.service: ")
+                .nth(1)
+        })
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure score in:\n{text}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    (text, score)
+}
+
+#[test]
+fn systemd_netns_drop_in_adds_exactly_cap_sys_admin() {
+    let rel = "deploy/systemd/portrange_exporter.service.d/netns.conf";
+    let drop_in = read(rel);
+    assert_eq!(
+        directives(&drop_in),
+        vec![
+            ("Environment", "PORTRANGE_EXPORTER_COLLECTOR_NETNS=true"),
+            ("AmbientCapabilities", "CAP_SYS_ADMIN"),
+            ("CapabilityBoundingSet", "CAP_SYS_ADMIN"),
+            ("RestrictNamespaces", ""),
+            ("RestrictNamespaces", "net"),
+        ]
+    );
+    assert!(drop_in.contains("[Service]"));
+    assert!(drop_in.contains("setns(2)"), "the drop-in says why");
+    if tool_missing("systemd-analyze") {
+        return;
+    }
+    let (text, score) = unit_with_drop_in("netns", &drop_in);
     let line = |key: &str| {
         text.lines()
             .find(|l| l.contains(key))
@@ -211,17 +228,7 @@ fn systemd_netns_drop_in_adds_exactly_cap_sys_admin() {
             "{kind}: {text}"
         );
     }
-    let score: f64 = text
-        .lines()
-        .find_map(|l| {
-            l.split("Overall exposure level for portrange_exporter.service: ")
-                .nth(1)
-        })
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no exposure score in:\n{text}"));
     assert!(score <= 2.5, "exposure {score}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -393,4 +400,40 @@ fn dockerfiles_are_non_root_with_two_capabilities() {
     assert!(!user.contains(" 0") && !user.contains("root"), "{user}");
     assert!(r.contains("--cap-drop ALL --cap-add SYS_PTRACE --cap-add DAC_READ_SEARCH"));
     assert!(read("deploy/docker/build").contains("setcap cap_sys_ptrace,cap_dac_read_search=ep"));
+}
+
+#[test]
+fn systemd_bpf_drop_in_adds_exactly_cap_bpf_cap_perfmon_and_bpf_2() {
+    let rel = "deploy/systemd/portrange_exporter.service.d/bpf.conf";
+    let drop_in = read(rel);
+    assert_eq!(
+        directives(&drop_in),
+        vec![
+            ("AmbientCapabilities", "CAP_BPF CAP_PERFMON"),
+            ("CapabilityBoundingSet", "CAP_BPF CAP_PERFMON"),
+            ("SystemCallFilter", "bpf"),
+            ("LimitMEMLOCK", "16M"),
+        ]
+    );
+    assert!(drop_in.contains("bind bucket"), "the drop-in says why");
+    if tool_missing("systemd-analyze") {
+        return;
+    }
+    let (text, score) = unit_with_drop_in("bpf", &drop_in);
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.contains(key))
+            .unwrap_or_else(|| panic!("no {key} in:\n{text}"))
+            .to_string()
+    };
+    // The two capabilities were added, and no other.
+    assert!(
+        line("CapabilityBoundingSet=~CAP_BPF").starts_with('✗'),
+        "{text}"
+    );
+    assert!(
+        line("CapabilityBoundingSet=~CAP_SYS_ADMIN").starts_with('✓'),
+        "{text}"
+    );
+    assert!(score <= 2.5, "exposure {score}");
 }

@@ -531,15 +531,30 @@ fn every_namespace_has_its_own_dynamic_range_and_headroom() {
                     );
                 }
             }
-            // free_min follows each namespace's busiest destination (5432).
-            assert_eq!(
-                v("portrange_ephemeral_ports_free_min", "tcp", &alpha),
-                6.0,
-                "{dump}"
-            );
-            assert_eq!(
-                v("portrange_ephemeral_ports_free_min", "tcp", &beta),
-                30.0,
+            // The BPF walk covers the exporter's own namespace only: in the
+            // others a TCP port in use is gone for everyone (counted
+            // conservatively), at most what the busiest destination (5432)
+            // leaves: 6 and 30. connect() may have shared a port between
+            // 5432 and 8080, so the ports in use say how many.
+            for (ns, ports, exact) in [(&alpha, 10.0, 6.0), (&beta, 50.0, 30.0)] {
+                assert!(
+                    dump.contains(&format!(
+                        "portrange_ephemeral_counting_info{{protocol=\"tcp\",netns=\"{ns}\",method=\"conservative\"}} 1"
+                    )),
+                    "{dump}"
+                );
+                let free = v("portrange_ephemeral_ports_free_min", "tcp", ns);
+                assert_eq!(
+                    free,
+                    ports - v("portrange_ephemeral_ports_in_use", "tcp", ns),
+                    "{dump}"
+                );
+                assert!(free <= exact, "{dump}");
+            }
+            assert!(
+                dump.contains(
+                    r#"portrange_ephemeral_counting_info{protocol="tcp",netns="host",method="exact"} 1"#
+                ),
                 "{dump}"
             );
             // The host's view is its own: the 60 toward 5432 (the scrapes'
@@ -625,7 +640,11 @@ fn every_namespace_has_its_own_dynamic_range_and_headroom() {
                     .find(|x| x["protocol"] == "tcp" && x["netns"] == ns)
                     .unwrap_or_else(|| panic!("no tcp view of {ns}: {views:?}"));
                 assert_eq!(view["range"], range, "{view}");
-                assert_eq!(view["free_min"], free, "{view}");
+                // Conservative there (see above): what is not in use.
+                let (min, in_use) = (view["free_min"].as_u64(), view["in_use"].as_u64());
+                assert_eq!(min, in_use.map(|n| view["ports"].as_u64().unwrap() - n));
+                assert!(min <= Some(free), "{view}");
+                assert_eq!(view["counting"], "conservative", "{view}");
                 assert_eq!(view["destinations"][0]["address"], "127.0.0.1", "{view}");
                 assert_eq!(view["destinations"][0]["port"], 5432, "{view}");
                 assert_eq!(view["destinations"][0]["ports"], ports, "{view}");
@@ -637,4 +656,379 @@ fn every_namespace_has_its_own_dynamic_range_and_headroom() {
             drop((held, host_pool, host_backend, e));
         },
     );
+}
+
+/// `setpriv` arguments that keep root but take away what loading BPF
+/// needs (CAP_BPF, CAP_PERFMON, and CAP_SYS_ADMIN, which also allows it).
+const NO_BPF: [&str; 3] = [
+    "setpriv",
+    "--inh-caps=-bpf,-perfmon,-sys_admin",
+    "--bounding-set=-bpf,-perfmon,-sys_admin",
+];
+
+/// The host view of `protocol` in the status document.
+fn status_view(protocol: &str) -> serde_json::Value {
+    status_json(ADDR)["ephemeral"]["views"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["protocol"] == protocol)
+        .unwrap()
+        .clone()
+}
+
+/// How many connections `connect()` really gets toward `dst`:`port` now,
+/// until the kernel refuses (EADDRNOTAVAIL; EAGAIN for UDP's autobind).
+fn truth(protocol: &str, dst: &str, port: u64) -> u64 {
+    let probe = Client::start(
+        "probe",
+        &[&format!(
+            "conn,proto={protocol},dst={dst},port={port},n=max"
+        )],
+    );
+    let (n, errno) = probe.results[0].clone();
+    assert!(
+        errno == "EADDRNOTAVAIL" || errno == "EAGAIN",
+        "the probe toward {dst}:{port} stopped on {errno} after {n}"
+    );
+    probe.stop();
+    u64::from(n)
+}
+
+/// One way of taking ports: in a namespace with the range 40000-40199 and
+/// a listener on port 9000 (`listeners`), `holder` (a `conn,` spec of
+/// tests/ephemeral_client.py) takes ports; the exporter's headroom toward
+/// a new destination (`fresh`) and toward its busiest one is read with
+/// the BPF walk (exact) and without it (setpriv takes CAP_BPF,
+/// CAP_PERFMON and CAP_SYS_ADMIN away: conservative), then `connect()`
+/// says the truth toward each. Exact must be within 3 ports of the truth,
+/// and neither may ever be above it. Returns (exact view, conservative
+/// view, truth toward a new destination, toward the busiest).
+fn variant(
+    test: &str,
+    protocol: &str,
+    listeners: &[&str],
+    holder: &str,
+    held: u32,
+    fresh: &str,
+) -> Option<(serde_json::Value, serde_json::Value, u64, u64)> {
+    if !namespace(test) {
+        return None;
+    }
+    let status = Command::new("ip")
+        .args(["-6", "route", "add", "local", "fd00::/64", "dev", "lo"])
+        .status()
+        .expect("ip (iproute2)");
+    assert!(status.success(), "fd00::/64 local on lo");
+    let server = Client::start("backend", listeners);
+    let bindconn = Client::start("bindconn", &[holder]);
+    assert_eq!(
+        bindconn.results[0].0, held,
+        "{holder}: {:?}",
+        bindconn.results
+    );
+
+    let e = Exporter::start(&[]);
+    let exact = status_view(protocol);
+    e.terminate();
+    let e = Exporter::start_as(&[], Some(&NO_BPF));
+    let conservative = status_view(protocol);
+    let log = e.stderr();
+    e.terminate();
+
+    // The busiest destination but the exporter (the test's scrape holds a
+    // port toward it, and it is gone by the time connect() probes).
+    let busiest = exact["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| format!("{}:{}", d["address"].as_str().unwrap(), d["port"]) != ADDR)
+        .expect("a destination besides the exporter")
+        .clone();
+    let toward_new = truth(protocol, fresh, 9000);
+    let toward_busiest = truth(
+        protocol,
+        busiest["address"].as_str().unwrap(),
+        busiest["port"].as_u64().unwrap(),
+    );
+    let ctx = format!(
+        "{test}: connect() got {toward_new} toward a new destination, {toward_busiest} toward {}:{}\nexact: {exact:#}\nconservative: {conservative:#}",
+        busiest["address"], busiest["port"]
+    );
+    assert_eq!(exact["counting"], "exact", "{ctx}");
+    let (new, toward) = (
+        exact["free_new"].as_u64().unwrap(),
+        busiest["free"].as_u64().unwrap(),
+    );
+    assert!(new <= toward_new && toward_new - new <= 3, "{ctx}");
+    assert!(
+        toward <= toward_busiest && toward_busiest - toward <= 3,
+        "{ctx}"
+    );
+    assert!(exact["free_min"].as_u64().unwrap() <= toward, "{ctx}");
+    let method = if protocol == "tcp" {
+        "conservative"
+    } else {
+        "exact"
+    };
+    assert_eq!(conservative["counting"], method, "{ctx}");
+    assert!(
+        conservative["free_new"].as_u64().unwrap() <= toward_new,
+        "{ctx}"
+    );
+    assert!(
+        conservative["free_min"].as_u64().unwrap() <= toward_busiest,
+        "{ctx}"
+    );
+    let conservative_toward = conservative["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["address"] == busiest["address"] && d["port"] == busiest["port"])
+        .map(|d| d["free"].as_u64().unwrap());
+    assert!(
+        conservative_toward.is_none_or(|f| f <= toward_busiest),
+        "{ctx}"
+    );
+    if protocol == "tcp" {
+        assert!(
+            log.contains("the ephemeral tcp headroom is counted conservatively")
+                && log.contains("CAP_BPF and CAP_PERFMON"),
+            "one line says what would make it exact: {log}"
+        );
+    }
+    bindconn.stop();
+    server.stop();
+    Some((exact, conservative, toward_new, toward_busiest))
+}
+
+#[test]
+fn headroom_never_exceeds_what_connect_gets() {
+    // The measured case: 190 connections, each bind(("127.0.0.1", 0)) then
+    // connect() toward a destination of its own; connect() toward a new
+    // destination gets the 10 ports left (the exporter said 190).
+    let Some((exact, conservative, new, busiest)) = variant(
+        "headroom_never_exceeds_what_connect_gets",
+        "tcp",
+        &["listen:0.0.0.0:9000"],
+        "conn,proto=tcp,dst=127.0.1.1,port=9000,n=190,each,bind=127.0.0.1",
+        190,
+        "127.0.9.1",
+    ) else {
+        return;
+    };
+    assert_eq!((new, busiest), (10, 10));
+    assert_eq!(exact["free_new"], 10);
+    // Every port in use holds one socket: conservatively the same, less
+    // the port of the test's own scrape of the status document.
+    assert!(
+        (8..=10).contains(&conservative["free_new"].as_u64().unwrap()),
+        "{conservative:#}"
+    );
+}
+
+#[test]
+fn bind_before_connect_the_metric_and_check_say_how_it_was_counted() {
+    if !namespace("bind_before_connect_the_metric_and_check_say_how_it_was_counted") {
+        return;
+    }
+    let server = Client::start("backend", &["listen:0.0.0.0:9000"]);
+    let bindconn = Client::start(
+        "bindconn",
+        &["conn,proto=tcp,dst=127.0.1.1,port=9000,n=190,each,bind=127.0.0.1"],
+    );
+    for (prefix, method) in [(None, "exact"), (Some(&NO_BPF[..]), "conservative")] {
+        // check first, with no scrape holding a port toward an exporter:
+        // the same privileges, the same number.
+        let mut args = vec![];
+        if method == "conservative" {
+            args.push("--no-collector.ephemeral.bpf");
+        }
+        let (code, out) = check(&args);
+        assert_eq!(code, 1, "10 of 200 is 5%: WARNING, not yet CRITICAL: {out}");
+        let first = out.lines().next().unwrap();
+        assert!(
+            first.contains("PORTRANGE WARNING - ephemeral tcp: 10 ports left toward 127.0.1."),
+            "{out}"
+        );
+        assert_eq!(
+            first.contains("(counted conservatively)"),
+            method == "conservative",
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "190 no connect() can share, 10 left toward the busiest destination, 10 toward a new one"
+            ),
+            "{out}"
+        );
+        let e = Exporter::start_as(&[], prefix);
+        let m = e.metrics();
+        // The scrape's own connection holds one more port (toward the
+        // exporter, or for everyone when counted conservatively).
+        let free_min = m.value(r#"portrange_ephemeral_ports_free_min{protocol="tcp"}"#);
+        assert!(
+            (7.0..=9.0).contains(&free_min),
+            "{}",
+            m.dump("portrange_ephemeral")
+        );
+        assert_eq!(
+            m.value(&format!(
+                r#"portrange_ephemeral_counting_info{{protocol="tcp",method="{method}"}}"#
+            )),
+            1.0
+        );
+        assert_eq!(
+            m.value(r#"portrange_ephemeral_counting_info{protocol="udp",method="exact"}"#),
+            1.0
+        );
+        e.terminate();
+    }
+    bindconn.stop();
+    server.stop();
+}
+
+#[test]
+fn headroom_with_another_bind_address() {
+    let Some((_, _, new, _)) = variant(
+        "headroom_with_another_bind_address",
+        "tcp",
+        &["listen:0.0.0.0:9000"],
+        "conn,proto=tcp,dst=127.0.1.1,port=9000,n=150,each,bind=127.0.0.2",
+        150,
+        "127.0.9.1",
+    ) else {
+        return;
+    };
+    assert_eq!(new, 50, "a port bind() took is gone whatever its address");
+}
+
+#[test]
+fn headroom_over_ipv6() {
+    let Some((_, _, new, _)) = variant(
+        "headroom_over_ipv6",
+        "tcp",
+        &["listen:[::]:9000"],
+        "conn,proto=tcp,dst=fd00::1,port=9000,n=150,each,bind=::1",
+        150,
+        "fd00::ffff",
+    ) else {
+        return;
+    };
+    assert_eq!(new, 50);
+}
+
+#[test]
+fn headroom_of_connected_udp_sockets() {
+    let Some((exact, conservative, new, _)) = variant(
+        "headroom_of_connected_udp_sockets",
+        "udp",
+        &[],
+        "conn,proto=udp,dst=127.0.1.1,port=9000,n=150,each",
+        150,
+        "127.0.9.1",
+    ) else {
+        return;
+    };
+    assert_eq!(new, 50, "a UDP port in use is gone for everyone");
+    assert_eq!(exact["free_min"], conservative["free_min"]);
+}
+
+#[test]
+fn headroom_with_so_reuseaddr() {
+    let Some((_, _, new, _)) = variant(
+        "headroom_with_so_reuseaddr",
+        "tcp",
+        &["listen:0.0.0.0:9000"],
+        "conn,proto=tcp,dst=127.0.1.1,port=9000,n=150,each,bind=127.0.0.1,reuseaddr",
+        150,
+        "127.0.9.1",
+    ) else {
+        return;
+    };
+    assert_eq!(new, 50);
+}
+
+#[test]
+fn headroom_with_ip_bind_address_no_port() {
+    // bind((addr, 0)) with IP_BIND_ADDRESS_NO_PORT leaves the port to
+    // connect(): shared, so a new destination still gets the whole range.
+    let Some((exact, conservative, new, busiest)) = variant(
+        "headroom_with_ip_bind_address_no_port",
+        "tcp",
+        &["listen:0.0.0.0:9000"],
+        "conn,proto=tcp,dst=127.0.1.1,port=9000,n=150,each,bind=127.0.0.1,noport",
+        150,
+        "127.0.9.1",
+    ) else {
+        return;
+    };
+    assert!(new >= 195, "{new}");
+    assert!(busiest >= 195, "{busiest}");
+    assert!(exact["free_new"].as_u64().unwrap() >= 195, "{exact:#}");
+    // connect() spread the 150 over fewer ports (a port is shared across
+    // destinations); conservatively each of them is gone for everyone.
+    let low = conservative["free_new"].as_u64().unwrap();
+    assert!(low < new && low + 50 <= new, "errs low: {conservative:#}");
+}
+
+/// `setpriv` arguments that run as nobody with the hardened unit's two
+/// capabilities, plus `extra`.
+fn as_the_unit(extra: &str) -> Vec<String> {
+    let caps = format!("-all,+sys_ptrace,+dac_read_search{extra}");
+    vec![
+        "setpriv".into(),
+        "--reuid=65534".into(),
+        "--regid=65534".into(),
+        "--clear-groups".into(),
+        format!("--inh-caps={caps}"),
+        format!("--ambient-caps={caps}"),
+        format!("--bounding-set={caps}"),
+    ]
+}
+
+#[test]
+fn cap_bpf_and_cap_perfmon_make_it_exact_without_root() {
+    if !namespace("cap_bpf_and_cap_perfmon_make_it_exact_without_root") {
+        return;
+    }
+    let server = Client::start("backend", &["listen:0.0.0.0:9000"]);
+    let bindconn = Client::start(
+        "bindconn",
+        &["conn,proto=tcp,dst=127.0.1.1,port=9000,n=190,each,bind=127.0.0.1"],
+    );
+    // What the unit alone gives, then with the bpf.conf drop-in's two.
+    for (extra, method) in [("", "conservative"), (",+bpf,+perfmon", "exact")] {
+        let prefix = as_the_unit(extra);
+        let out = Command::new(&prefix[0])
+            .args(&prefix[1..])
+            .arg(EXPORTER)
+            .args(["check", "--output", "json"])
+            .output()
+            .expect("setpriv (util-linux)");
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{e}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let tcp = doc["ephemeral"]["views"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["protocol"] == "tcp")
+            .unwrap()
+            .clone();
+        assert_eq!(tcp["counting"], method, "{extra}: {tcp:#}");
+        assert_eq!(tcp["free_new"], 10, "{extra}: {tcp:#}");
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            log.contains("counted conservatively"),
+            method == "conservative",
+            "{log}"
+        );
+    }
+    bindconn.stop();
+    server.stop();
 }

@@ -3,7 +3,7 @@
 until its stdin closes.
 
 usage: ephemeral_client.py --name COMM SPEC...
-  listen:ADDR:PORT        TCP listener with a backlog of 4096 that accepts
+  listen:ADDR:PORT        TCP listener (ADDR in brackets for IPv6) with a backlog of 4096 that accepts
                           and closes each connection when its peer does (so
                           the peer that closes first gets TIME_WAIT)
   tcp:ADDR:PORT:N         N TCP connections to ADDR:PORT (connect() without
@@ -11,12 +11,20 @@ usage: ephemeral_client.py --name COMM SPEC...
                           connects until connect() fails
   udp:ADDR:N              N UDP sockets bound to ADDR port 0 (autobind);
                           "max" until bind() fails
+  conn,KEY=VALUE,...      N connections the way a client picks its source:
+                          proto=tcp|udp, dst=ADDR (IPv4 or IPv6), port=PORT,
+                          n=N|max; flags: each (connection i goes to ADDR+i,
+                          a destination of its own), bind=ADDR (bind((ADDR,
+                          0)) before connect()), reuseaddr (SO_REUSEADDR),
+                          noport (IP_BIND_ADDRESS_NO_PORT: bind() leaves the
+                          port to connect())
 The process renames itself (comm) to COMM with prctl(PR_SET_NAME), then
 prints "ready" and, per SPEC, "COUNT:ERRNO-NAME" (ERRNO-NAME "ok" when no
 call failed), on one line.
 """
 import ctypes
 import errno
+import ipaddress
 import socket
 import selectors
 import sys
@@ -49,10 +57,41 @@ def serve():
                     s.close()
 
 for spec in args:
+    if spec.startswith("conn,"):
+        opts = {}
+        for item in spec.split(",")[1:]:
+            k, _, v = item.partition("=")
+            opts[k] = v
+        dst = ipaddress.ip_address(opts["dst"])
+        family = socket.AF_INET6 if dst.version == 6 else socket.AF_INET
+        stype = socket.SOCK_STREAM if opts["proto"] == "tcp" else socket.SOCK_DGRAM
+        limit = 1 << 30 if opts["n"] == "max" else int(opts["n"])
+        count, failed = 0, "ok"
+        while count < limit:
+            s = socket.socket(family, stype)
+            try:
+                if "reuseaddr" in opts:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if "noport" in opts:
+                    s.setsockopt(socket.IPPROTO_IP, 24, 1)  # IP_BIND_ADDRESS_NO_PORT
+                if "bind" in opts:
+                    s.bind((opts["bind"], 0))
+                to = dst + count if "each" in opts else dst
+                s.connect((str(to), int(opts["port"])))
+            except OSError as e:
+                s.close()
+                failed = errno.errorcode.get(e.errno, str(e.errno))
+                break
+            held.append(s)
+            count += 1
+        out.append(f"{count}:{failed}")
+        continue
     kind, rest = spec.split(":", 1)
     if kind == "listen":
         addr, port = rest.rsplit(":", 1)
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        addr = addr.strip("[]")
+        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        s = socket.socket(family, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((addr, int(port)))
         s.listen(4096)

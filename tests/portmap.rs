@@ -367,10 +367,15 @@ ranges:
     protocols: [udp]
     expected:
       - process: rtpengine
+  - name: mosh
+    ports: 40990-41009
+    protocols: [udp]
 ";
 
-const REQUIRED: [&str; 10] = [
+const REQUIRED: [&str; 12] = [
     "page loads",
+    "top line shows check's verdict",
+    "listener table has one row per owner and range",
     "page is served with a strict Content-Security-Policy",
     "first render in time",
     "no error banner",
@@ -595,6 +600,7 @@ fn page_in_chromium_against_the_real_exporter() {
         "ephemeral tcp: headroom shown",
         "ephemeral tcp: not marked for attention",
         "ephemeral tcp: TIME_WAIT count shown",
+        "ephemeral overlap of mosh/udp marked with the fix",
     ]);
     assert_passed(ok, &out, &required);
     assert!(

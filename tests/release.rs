@@ -69,6 +69,21 @@ fn scratch(tag: &str) -> PathBuf {
     dir
 }
 
+/// Asserts that what `extract` writes to stdout is a static binary for
+/// `arch` (Debian's or RPM's name for it).
+fn assert_static_binary(arch: &str, extract: &str) {
+    let elf = sh(&format!("{extract} | file -"));
+    let machine = if arch == "amd64" || arch == "x86_64" {
+        "x86-64"
+    } else {
+        "ARM aarch64"
+    };
+    assert!(
+        elf.contains(machine) && elf.contains("statically linked"),
+        "{arch}: {elf}"
+    );
+}
+
 /// Unpacks a release tarball into `into`; returns its top directory.
 fn unpack(artifacts: &Path, arch: &str, into: &Path) -> PathBuf {
     let name = format!("portrange_exporter-{VERSION}.linux-{arch}");
@@ -95,6 +110,8 @@ fn checksums_cover_every_artifact() {
         format!("portrange_exporter-{VERSION}.linux-arm64.tar.gz"),
         format!("portrange-exporter_{VERSION}-1_amd64.deb"),
         format!("portrange-exporter_{VERSION}-1_arm64.deb"),
+        format!("portrange_exporter-{VERSION}-1.x86_64.rpm"),
+        format!("portrange_exporter-{VERSION}-1.aarch64.rpm"),
     ];
     if std::env::var_os("CI").is_some()
         || dir
@@ -139,6 +156,8 @@ fn tarballs_hold_what_an_operator_needs() {
             "rules/portrange.rules.yml",
             "dashboards/portrange-host.json",
             "dashboards/portrange-fleet.json",
+            "grafana/provisioning/dashboards/portrange.yml",
+            "grafana/provisioning/datasources/portrange.yml",
         ] {
             assert!(
                 list.lines().any(|l| l == format!("{top}{file}")),
@@ -149,18 +168,12 @@ fn tarballs_hold_what_an_operator_needs() {
             list.lines().all(|l| l.starts_with(&top)),
             "one top directory:\n{list}"
         );
-        let elf = sh(&format!(
-            "tar -xzOf {}/portrange_exporter-{VERSION}.linux-{arch}.tar.gz {top}portrange_exporter | file -",
-            dir.display()
-        ));
-        let machine = if arch == "amd64" {
-            "x86-64"
-        } else {
-            "ARM aarch64"
-        };
-        assert!(
-            elf.contains(machine) && elf.contains("statically linked"),
-            "{arch}: {elf}"
+        assert_static_binary(
+            arch,
+            &format!(
+                "tar -xzOf {}/portrange_exporter-{VERSION}.linux-{arch}.tar.gz {top}portrange_exporter",
+                dir.display()
+            ),
         );
     }
 }
@@ -347,6 +360,8 @@ fn debian_packages_have_their_files_and_pass_lintian() {
             "./usr/share/doc/portrange-exporter/changelog.Debian.gz",
             "./usr/share/portrange_exporter/rules/portrange.rules.yml",
             "./usr/share/portrange_exporter/dashboards/portrange-host.json",
+            "./usr/share/portrange_exporter/grafana/provisioning/dashboards/portrange.yml",
+            "./usr/share/portrange_exporter/grafana/provisioning/datasources/portrange.yml",
         ] {
             assert!(
                 deb.files.lines().any(|l| l.ends_with(&format!(" {file}"))),
@@ -922,4 +937,170 @@ fn the_static_binary_names_users_from_passwd_and_nss_and_degrades_without_getent
         ldap.contains(" 4242 ") && ldap.contains("unknown"),
         "{bare}"
     );
+}
+
+/// The RPM packages (x86_64, aarch64), read with Debian's `rpm`: their
+/// files, the configuration files kept over an upgrade, the scriptlets and
+/// the unit.
+#[test]
+fn rpm_packages_have_their_files_config_and_scripts() {
+    let Some(dir) = artifacts("rpm_packages_have_their_files_config_and_scripts") else {
+        return;
+    };
+    for arch in ["x86_64", "aarch64"] {
+        let path = dir.join(format!("portrange_exporter-{VERSION}-1.{arch}.rpm"));
+        let q = |args: &[&str]| run(Command::new("rpm").arg("-qp").args(args).arg(&path));
+        assert_eq!(
+            q(&["--qf", "%{NAME} %{VERSION} %{RELEASE} %{ARCH}"]),
+            format!("portrange_exporter {VERSION} 1 {arch}")
+        );
+        let files = q(&["-l"]);
+        for file in [
+            "/usr/bin/portrange_exporter",
+            "/usr/lib/systemd/system/portrange_exporter.service",
+            "/usr/lib/systemd/system/portrange_exporter.socket",
+            "/usr/lib/sysusers.d/portrange_exporter.conf",
+            "/etc/sysconfig/portrange_exporter",
+            "/etc/portrange_exporter/ranges.yml",
+            "/usr/share/portrange_exporter/rules/portrange.rules.yml",
+            "/usr/share/portrange_exporter/dashboards/portrange-host.json",
+            "/usr/share/portrange_exporter/dashboards/portrange-fleet.json",
+            "/usr/share/portrange_exporter/grafana/provisioning/dashboards/portrange.yml",
+            "/usr/share/portrange_exporter/grafana/provisioning/datasources/portrange.yml",
+            "/usr/share/licenses/portrange_exporter/LICENSE",
+        ] {
+            assert!(
+                files.lines().any(|l| l == file),
+                "{arch}: no {file} in\n{files}"
+            );
+        }
+        // %config(noreplace): an upgrade keeps the operator's edits.
+        assert_eq!(
+            q(&["-c"]),
+            "/etc/portrange_exporter/ranges.yml\n/etc/sysconfig/portrange_exporter\n"
+        );
+        let noreplace = q(&["--qf", "[%{FILENAMES} %{FILEFLAGS:fflags}\n]"]);
+        for file in [
+            "/etc/portrange_exporter/ranges.yml",
+            "/etc/sysconfig/portrange_exporter",
+        ] {
+            assert!(
+                noreplace.lines().any(|l| l == format!("{file} cn")),
+                "{arch}: {file} is not %config(noreplace):\n{noreplace}"
+            );
+        }
+        let modes = q(&[
+            "--qf",
+            "[%{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILENAMES}\n]",
+        ]);
+        for line in [
+            "drwxr-x--- root:portrange_exporter /etc/portrange_exporter",
+            "-rw-r----- root:portrange_exporter /etc/portrange_exporter/ranges.yml",
+            "-rwxr-xr-x root:root /usr/bin/portrange_exporter",
+        ] {
+            assert!(
+                modes.lines().any(|l| l == line),
+                "{arch}: no {line:?} in\n{modes}"
+            );
+        }
+        let scripts = q(&["--scripts"]);
+        for part in [
+            "preinstall scriptlet",
+            "useradd -r -g portrange_exporter -d / -s /sbin/nologin",
+            "systemctl --no-reload preset portrange_exporter.service",
+            "systemctl --no-reload disable --now portrange_exporter.socket portrange_exporter.service",
+            "systemctl try-restart portrange_exporter.service",
+        ] {
+            assert!(scripts.contains(part), "{arch}: no {part:?} in\n{scripts}");
+        }
+        // A static binary requires no library.
+        let requires = q(&["-R"]);
+        assert!(
+            !requires.contains(".so"),
+            "{arch}: requires libraries:\n{requires}"
+        );
+        assert_static_binary(
+            arch,
+            &format!(
+                "rpm2cpio {} | cpio -i --quiet --to-stdout ./usr/bin/portrange_exporter",
+                path.display()
+            ),
+        );
+    }
+}
+
+/// The x86_64 RPM installed with `rpm --root` into a root made for the test
+/// (this machine's /usr under a throwaway overlay, so the scriptlets find
+/// a shell and useradd; nothing of the machine changes), then its unit's
+/// ExecStart line run there as the unit runs it: as the service user, with
+/// the flags of /etc/sysconfig/portrange_exporter. It serves metrics of the
+/// packaged configuration.
+#[test]
+fn the_rpm_installs_into_a_fresh_root_and_its_unit_runs() {
+    let test = "the_rpm_installs_into_a_fresh_root_and_its_unit_runs";
+    let Some(dir) = artifacts(test) else { return };
+    if !is_root(test) || !enter_netns(test) {
+        return;
+    }
+    let work = scratch("rpm");
+    let rpm = dir.join(format!("portrange_exporter-{VERSION}-1.x86_64.rpm"));
+    let log = work.join("exporter.log");
+    // One private mount namespace for the install and the run.
+    let script = format!(
+        r#"
+R={w}/root
+mkdir -p $R/usr $R/etc $R/proc $R/dev $R/tmp $R/run {w}/up {w}/work
+mount -t overlay overlay -o lowerdir=/usr,upperdir={w}/up,workdir={w}/work $R/usr
+for d in bin sbin lib lib64; do [ -e /$d ] && ln -s usr/$d $R/$d; done
+cp /etc/passwd /etc/group /etc/shadow /etc/gshadow /etc/login.defs $R/etc/
+touch $R/dev/null && mount --bind /dev/null $R/dev/null
+mount -t proc proc $R/proc
+rpm --root $R --initdb
+# Debian's rpm warns that it is not Debian's way; any other error fails.
+rpm --root $R -i --nodeps {rpm} 2> {w}/rpm.err || {{ cat {w}/rpm.err; exit 1; }}
+rpm --root $R -q portrange_exporter
+grep '^portrange_exporter:' $R/etc/passwd
+chroot $R stat -c '%a %U:%G %n' /etc/portrange_exporter /etc/portrange_exporter/ranges.yml
+unit=$R/usr/lib/systemd/system/portrange_exporter.service
+grep -x 'EnvironmentFile=-/etc/sysconfig/portrange_exporter' $unit
+exec_start=$(sed -n 's/^ExecStart=//p' $unit)
+echo "ExecStart=$exec_start"
+# As systemd runs it: the environment file's variables, then the line.
+chroot --userspec=portrange_exporter:portrange_exporter $R /bin/sh -c \
+  "set -a; . /etc/sysconfig/portrange_exporter; set +a; exec $exec_start" > {log} 2>&1 &
+pid=$!
+for i in $(seq 100); do
+  if curl -fsS http://127.0.0.1:10224/metrics > {w}/metrics 2>/dev/null; then break; fi
+  sleep 0.1
+done
+kill $pid; wait $pid || true
+"#,
+        w = work.display(),
+        rpm = rpm.display(),
+        log = log.display()
+    );
+    let out = run(Command::new("unshare").args(["-m", "bash", "-euo", "pipefail", "-c", &script]));
+    assert!(
+        out.contains(&format!("portrange_exporter-{VERSION}-1.x86_64\n")),
+        "{out}"
+    );
+    assert!(
+        out.contains("750 root:portrange_exporter /etc/portrange_exporter\n")
+            && out.contains("640 root:portrange_exporter /etc/portrange_exporter/ranges.yml\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ExecStart=/usr/bin/portrange_exporter $PORTRANGE_EXPORTER_ARGS\n"),
+        "{out}"
+    );
+    let metrics = std::fs::read_to_string(work.join("metrics")).unwrap_or_default();
+    let exporter_log = std::fs::read_to_string(&log).unwrap_or_default();
+    let m = Metrics::parse(&metrics);
+    assert_eq!(m.value("portrange_up"), 1.0, "{exporter_log}\n{metrics}");
+    // The packaged ranges.yml was read (its path is in the start line).
+    assert!(
+        exporter_log.contains("config=/etc/portrange_exporter/ranges.yml"),
+        "{exporter_log}"
+    );
+    let _ = std::fs::remove_dir_all(&work);
 }

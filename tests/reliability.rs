@@ -597,17 +597,20 @@ fn hostile_names_keep_metrics_valid_and_check_one_line_per_listener() {
     // First line, blank, range table (3), blank, "Listeners:", header,
     // rows; with -v blank, "Ephemeral ports:" and a line per protocol; then
     // blank, "Configuration warnings:" and the one warning (the exe: glob
-    // under /tmp, one line with file, line, column and key).
+    // under /tmp, one line with file, line, column and key); then blank and
+    // the configuration judged.
     assert_eq!(
         out.lines().count(),
-        2 + 3 + 1 + 1 + 1 + names.len() + 1 + 4 + 3,
+        2 + 3 + 1 + 1 + 1 + names.len() + 1 + 4 + 3 + 2,
+        "{out}"
+    );
+    let last: Vec<&str> = out.lines().rev().take(3).collect();
+    assert!(
+        last[2].contains(".yml:5:14: ranges[0].expected[0].exe: exe: "),
         "{out}"
     );
     assert!(
-        out.lines()
-            .last()
-            .unwrap()
-            .contains(".yml:5:14: ranges[0].expected[0].exe: exe: "),
+        last[0].starts_with("Configuration: ") && last[0].ends_with(".yml (--config.file)"),
         "{out}"
     );
     assert_eq!(

@@ -71,3 +71,47 @@ fn a_proc_without_the_hosts_pids_is_said_once_per_start() {
     assert!(out.status.code().is_some_and(|c| c < 3), "{log}");
     assert_eq!(log.matches(NOT_HOST_PIDS).count(), 1, "{log}");
 }
+
+/// An exporter whose own listen port lies inside a watched TCP range (the
+/// default 10224 inside an RTP range 10000-20000) counts itself there as
+/// unexpected: it says so once at start, with the fix, and the allowlist
+/// entry it suggests ends it.
+#[test]
+fn an_own_listen_port_inside_a_watched_range_is_said_at_start_with_the_fix() {
+    if !enter_netns("an_own_listen_port_inside_a_watched_range_is_said_at_start_with_the_fix") {
+        return;
+    }
+    let cfg = config_file(
+        "own-port",
+        "ranges:\n  - name: rtp\n    ports: 10000-20000\n    protocols: [tcp]\n",
+    );
+    let e = Exporter::start(&["--config.file", cfg.to_str().unwrap()]);
+    let log = e.stderr();
+    let said = "the exporter's own listen port 10224 lies inside the watched range rtp (10000-20000, tcp), so it counts itself there as an unexpected listener";
+    assert_eq!(log.matches(said).count(), 1, "{log}");
+    let entry = format!(r#"\"- exe: {EXPORTER}\""#);
+    assert!(log.contains(&entry), "{log}");
+    let m = e.metrics();
+    assert_eq!(
+        m.value(r#"portrange_unexpected_listeners{range="rtp",protocol="tcp"}"#),
+        1.0,
+        "it does flag itself"
+    );
+    drop(e);
+    // The entry the warning suggests.
+    std::fs::write(
+        &cfg,
+        format!(
+            "ranges:\n  - name: rtp\n    ports: 10000-20000\n    protocols: [tcp]\n    expected:\n      - exe: {EXPORTER}\n"
+        ),
+    )
+    .unwrap();
+    let e = Exporter::start(&["--config.file", cfg.to_str().unwrap()]);
+    assert_eq!(
+        e.metrics()
+            .value(r#"portrange_unexpected_listeners{range="rtp",protocol="tcp"}"#),
+        0.0
+    );
+    drop(e);
+    let _ = std::fs::remove_file(cfg);
+}

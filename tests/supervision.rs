@@ -4,8 +4,11 @@
 //! while no collector can run, `/-/healthy` answers 503 with it, and the
 //! collector comes back when the platform can be built again. A scrape
 //! that waited for a collection gets that collection's result however late
-//! it wakes. Reloads apply in the order they read the file, and reloads
-//! while NSS hangs do not pile up lookup threads. Driven through the
+//! it wakes. A collection that hangs, or collections that end late three
+//! times in a row, make `/-/healthy` answer 503 with the reason until the
+//! collector keeps its deadlines again. Reloads apply in the order they
+//! read the file, and reloads while NSS hangs do not pile up lookup
+//! threads. Driven through the
 //! library with a fake platform whose factory and collections are scripted
 //! and gated, and the real HTTP server.
 
@@ -75,6 +78,8 @@ struct Script {
     always_panic_building: AtomicBool,
     /// Factory calls fail while set.
     fail_building: AtomicBool,
+    /// Each sample takes this long (ms): a collection that ends late.
+    sample_ms: AtomicU64,
 }
 
 struct Fake {
@@ -86,6 +91,9 @@ impl Platform for Fake {
     fn sample(&mut self, _: &Filter, _: Instant) -> Result<Sample, SampleError> {
         self.samples += 1;
         self.script.sampling.pass();
+        std::thread::sleep(Duration::from_millis(
+            self.script.sample_ms.load(Ordering::SeqCst),
+        ));
         if self.script.panic_next_sample.swap(false, Ordering::SeqCst) {
             panic!("injected panic in a sample");
         }
@@ -333,6 +341,90 @@ fn a_factory_that_always_panics_is_unhealthy_and_scrapes_fail_at_once() {
     // Retried with a back-off, not in a loop.
     let builds = s.script.built.load(Ordering::SeqCst);
     assert!((1..20).contains(&builds), "{builds} builds");
+}
+
+/// A scrape with Prometheus's timeout header, on a thread of its own.
+fn scrape_in_background(addr: &str, timeout: &'static str) -> std::thread::JoinHandle<u16> {
+    let addr = addr.to_string();
+    std::thread::spawn(move || {
+        get(
+            &addr,
+            "/metrics",
+            &[("X-Prometheus-Scrape-Timeout-Seconds", timeout)],
+        )
+        .map_or(0, |r| r.status)
+    })
+}
+
+#[test]
+fn a_collection_that_hangs_makes_the_collector_unhealthy_until_it_ends() {
+    let s = serve(Arc::new(Script::default()), None);
+    assert_eq!(
+        prompt(&s.addr, "/metrics", Duration::from_secs(5)).status,
+        200
+    );
+    assert_eq!(
+        prompt(&s.addr, "/-/healthy", Duration::from_secs(1)).status,
+        200
+    );
+    // The next collection hangs in its sample (a kernel or a file system
+    // that does not answer), started by a scrape that gives it 0.4 s.
+    let before = s.script.sampling.arrived.load(Ordering::SeqCst);
+    s.script.sampling.set(true);
+    let scrape = scrape_in_background(&s.addr, "0.5");
+    s.script.sampling.wait_arrived(before + 1);
+    let t = Instant::now();
+    // Before: /-/healthy said 200 however long it hung. Now it fails
+    // once the collection has run past its deadline as long as three
+    // deadlines would have passed, with the reason.
+    let h = until_status(&s.addr, "/-/healthy", 503);
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(700),
+        "unhealthy after {waited:?}, before three deadlines passed"
+    );
+    assert!(
+        h.text().starts_with(
+            "Unhealthy: the collector has missed its deadline 3 times in a row: the collection running now is "
+        ),
+        "{}",
+        h.text()
+    );
+    // It ends: healthy again (one late collection is not "in a row").
+    s.script.sampling.set(false);
+    assert_eq!(scrape.join().unwrap(), 200);
+    until_status(&s.addr, "/-/healthy", 200);
+}
+
+#[test]
+fn collections_that_end_late_three_times_in_a_row_make_the_collector_unhealthy() {
+    let s = serve(Arc::new(Script::default()), None);
+    // Each sample takes 600 ms; the scrapes give the collection 0.4 s.
+    s.script.sample_ms.store(600, Ordering::SeqCst);
+    for i in 1..=3 {
+        assert_eq!(
+            prompt(&s.addr, "/-/healthy", Duration::from_secs(1)).status,
+            200,
+            "before late collection {i}"
+        );
+        assert_eq!(scrape_in_background(&s.addr, "0.5").join().unwrap(), 200);
+    }
+    let h = prompt(&s.addr, "/-/healthy", Duration::from_secs(1));
+    assert_eq!(h.status, 503, "{}", h.text());
+    assert!(
+        h.text().starts_with(
+            "Unhealthy: the collector has missed its deadline 3 times in a row, the last collection by 0."
+        ),
+        "{}",
+        h.text()
+    );
+    // One collection on time: healthy.
+    s.script.sample_ms.store(0, Ordering::SeqCst);
+    assert_eq!(scrape_in_background(&s.addr, "0.5").join().unwrap(), 200);
+    assert_eq!(
+        prompt(&s.addr, "/-/healthy", Duration::from_secs(1)).status,
+        200
+    );
 }
 
 /// Polls a future once, without a runtime.

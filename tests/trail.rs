@@ -157,6 +157,8 @@ fn a_three_second_listener_between_scrapes_is_in_the_trail() {
         line.contains("level=warn") && line.contains(&format!("pid={pid}")),
         "{line}"
     );
+    // No empty netns="" outside --collector.netns.
+    assert!(!line.contains("netns="), "{line}");
     // The log has the command line, redacted.
     assert!(
         line.contains("--password=<redacted> --api-key <redacted> --port 3230"),

@@ -135,7 +135,7 @@ pub fn long_output(out: &mut String, ephemeral: Option<&EphemeralReport>) {
             .map_or(0, |(_, n)| *n);
         let _ = writeln!(
             out,
-            "{}{}: range {} ({} ports), {} in use, {} held with no peer, {} left toward the busiest destination, {} sockets in TIME_WAIT",
+            "{}{}: range {} ({} ports), {} in use, {} no connect() can share, {} left toward the busiest destination, {} toward a new one, {} in TIME_WAIT, counted {}",
             v.protocol,
             where_(v),
             v.range,
@@ -143,7 +143,13 @@ pub fn long_output(out: &mut String, ephemeral: Option<&EphemeralReport>) {
             v.in_use,
             v.unshared,
             v.free_min,
-            tw
+            v.free_new,
+            sockets(tw),
+            match v.counting {
+                ephemeral::Counting::Exact => "exact",
+                ephemeral::Counting::Conservative =>
+                    "conservatively (how each port was taken is unknown: every port in use counts against every destination)",
+            }
         );
         for d in &v.destinations {
             let held = d.holder.as_ref().map_or(String::new(), |h| {
@@ -156,10 +162,10 @@ pub fn long_output(out: &mut String, ephemeral: Option<&EphemeralReport>) {
             });
             let _ = writeln!(
                 out,
-                "  toward {}: {} ports, {} sockets{held}",
+                "  toward {}: {} ports, {}{held}",
                 d.endpoint(),
                 ephemeral::thousands(u64::from(d.ports)),
-                ephemeral::thousands(d.sockets)
+                sockets(d.sockets)
             );
         }
         if v.destinations_total > v.destinations.len() as u64 {
@@ -172,13 +178,22 @@ pub fn long_output(out: &mut String, ephemeral: Option<&EphemeralReport>) {
         for h in &v.holders {
             let _ = writeln!(
                 out,
-                "  holder {} (user {}): {} sockets",
+                "  holder {} (user {}): {}",
                 printable(&h.process),
                 printable(&h.user),
-                ephemeral::thousands(h.sockets)
+                sockets(h.sockets)
             );
         }
     }
+}
+
+/// `1 socket`, `28,200 sockets`.
+fn sockets(n: u64) -> String {
+    format!(
+        "{} {}",
+        ephemeral::thousands(n),
+        if n == 1 { "socket" } else { "sockets" }
+    )
 }
 
 #[cfg(test)]
@@ -197,11 +212,14 @@ mod tests {
             states: vec![("established", 28_200), ("time_wait", 31)],
             unshared: 0,
             free_min,
+            free_new: free_min,
+            counting: ephemeral::Counting::Exact,
             destinations_total: 1,
             destinations: vec![Destination {
                 address: "10.0.0.5".parse().unwrap(),
                 port: 5432,
                 ports: 28_231 - free_min,
+                free: free_min,
                 sockets: 28_231,
                 holder: Some(HolderCount {
                     process: "pgbouncer".into(),
@@ -222,6 +240,13 @@ mod tests {
             }),
             ..Report::default()
         }
+    }
+
+    #[test]
+    fn counts_of_sockets_take_their_noun() {
+        assert_eq!(sockets(1), "1 socket");
+        assert_eq!(sockets(0), "0 sockets");
+        assert_eq!(sockets(28_200), "28,200 sockets");
     }
 
     #[test]

@@ -270,7 +270,8 @@ pub struct Owner {
 impl Owner {
     /// Whether the executable is gone: deleted after the process started,
     /// or an anonymous memory file (`memfd_create`), as the exe link says
-    /// (`/usr/bin/x (deleted)`, `/memfd:name (deleted)`). A gone
+    /// (`/usr/bin/x (deleted)`, `/memfd:name (deleted)`), or not the file
+    /// its path names ([`NOT_THIS_FILE_MARK`]). A gone
     /// executable proves nothing about the process, so it never satisfies
     /// an allowlist entry, and it is marked wherever the owner is shown.
     pub fn exe_gone(&self) -> bool {
@@ -283,12 +284,18 @@ impl Owner {
 /// `/memfd:name (deleted)`), which the Windows attribution also gives an
 /// image whose file is no longer at its path.
 pub fn exe_is_gone(exe: &[u8]) -> bool {
-    exe.ends_with(GONE_MARK) || exe.starts_with(b"/memfd:")
+    exe.ends_with(GONE_MARK) || exe.ends_with(NOT_THIS_FILE_MARK) || exe.starts_with(b"/memfd:")
 }
 
 /// The mark the platform leaves at the end of the path of an executable
 /// that is gone.
 pub const GONE_MARK: &[u8] = b" (deleted)";
+
+/// The mark the Linux platform leaves at the end of an exe path that a
+/// user's private mount namespace forged: the file the path names, as the
+/// host sees it, is not the file the process runs (a bind mount over it).
+/// Treated as gone: what the path says proves nothing.
+pub const NOT_THIS_FILE_MARK: &[u8] = b" (not the file at this path)";
 
 /// Who holds a socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -505,6 +512,67 @@ pub type UserNameResolver = Arc<dyn Fn(&str) -> Result<Option<u32>, String> + Se
 /// ports), per protocol.
 pub type EphemeralPorts = PerProtocol<PortSet>;
 
+/// How a socket's local TCP port was taken, as the kernel's bind bucket
+/// for the port says (one bucket per port and network namespace, shared
+/// by every socket on the port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sharing {
+    /// `connect()` took it by itself: another `connect()` toward another
+    /// destination may take it too.
+    Shared,
+    /// `bind()` took it (a listener, `bind((addr, 0))` before `connect()`,
+    /// an explicit port): no `connect()` without `bind()` can take it,
+    /// toward any destination.
+    Exclusive,
+    /// Not known: the kernel was not asked, or the port was not bound when
+    /// it was.
+    Unknown,
+}
+
+/// The TCP ports bound in one network namespace, by how they were taken
+/// ([`Sharing`]), from one walk of the kernel's sockets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortSharing {
+    /// The namespace walked (on Linux its inode: a socket's `netns` with
+    /// `--collector.netns`).
+    pub netns: u64,
+    shared: Vec<u64>,
+    exclusive: Vec<u64>,
+}
+
+impl PortSharing {
+    pub fn new(netns: u64) -> PortSharing {
+        PortSharing {
+            netns,
+            shared: vec![0; 1024],
+            exclusive: vec![0; 1024],
+        }
+    }
+
+    /// Records a bound port. A port seen both ways (several buckets, one
+    /// per VRF) is exclusive: the headroom errs low.
+    pub fn insert(&mut self, port: u16, shared: bool) {
+        let bits = if shared {
+            &mut self.shared
+        } else {
+            &mut self.exclusive
+        };
+        bits[usize::from(port / 64)] |= 1 << (port % 64);
+    }
+
+    /// How `port` was taken.
+    pub fn of(&self, port: u16) -> Sharing {
+        let is = |bits: &[u64]| bits[usize::from(port / 64)] & (1 << (port % 64)) != 0;
+        if is(&self.exclusive) {
+            Sharing::Exclusive
+        } else if is(&self.shared) {
+            Sharing::Shared
+        } else {
+            Sharing::Unknown
+        }
+    }
+}
+
 /// The operating system, as the collector sees it. One instance lives on
 /// the collection thread and keeps its caches across collections. A
 /// collection calls, in this order and passing each step's value to the
@@ -556,6 +624,14 @@ pub trait Platform: Send {
         Ok(None)
     }
 
+    /// How each TCP port of the exporter's own network namespace was
+    /// taken ([`PortSharing`]), walked now; `Err` says why it cannot be
+    /// told here and what would tell it (the default: only Linux with a
+    /// BPF socket iterator shows it).
+    fn port_sharing(&mut self) -> Result<PortSharing, String> {
+        Err("this platform does not show how a port was taken".to_string())
+    }
+
     /// A resolver for user names, to run on a lookup thread.
     fn user_resolver(&self) -> UserResolver;
 
@@ -597,6 +673,31 @@ pub struct ProcessDetails {
 pub const EPHEMERAL_OVERLAP_HELP: &str = "Ports of the range inside net.ipv4.ip_local_port_range and not in ip_local_reserved_ports: ports outgoing connections can take.";
 #[cfg(windows)]
 pub const EPHEMERAL_OVERLAP_HELP: &str = "Ports of the range inside the protocol's dynamic port range (netsh int ipv4 show dynamicport tcp|udp) and not in an excluded port range: ports outgoing connections can take.";
+
+/// How to take a range's ports out of the dynamic range, in the
+/// platform's words: the exact setting for `spec`, for `check`'s warning,
+/// the page and the logs (the alert's description says the same).
+#[cfg(not(windows))]
+pub fn reserve_ports_fix(spec: &PortSet, _protocol: Protocol) -> String {
+    format!(
+        "reserve them: the line \"net.ipv4.ip_local_reserved_ports = {spec}\" in /etc/sysctl.d/60-portrange.conf, then sysctl --system (keep any ports already reserved in the list)"
+    )
+}
+#[cfg(windows)]
+pub fn reserve_ports_fix(spec: &PortSet, protocol: Protocol) -> String {
+    let commands: Vec<String> = spec
+        .intervals()
+        .iter()
+        .map(|&(lo, hi)| {
+            format!(
+                "netsh int ipv4 add excludedportrange protocol={} startport={lo} numberofports={}",
+                protocol.as_str(),
+                u32::from(hi) - u32::from(lo) + 1
+            )
+        })
+        .collect();
+    format!("exclude them: {}", commands.join("; "))
+}
 
 /// The help text of `portrange_ephemeral_ports`: where the dynamic
 /// range comes from.

@@ -28,7 +28,7 @@
   const CODES = { free: 0, reserved: 1, in_use: 2, expected: 3, unknown: 6, unexpected: 7 };
   const BLOCK_OVER = 4096; // ranges with more ports are drawn in blocks
   const MAX_BLOCKS = 1024;
-  const MAX_ROWS = 500; // listener rows shown at once (unexpected come first); the filter narrows
+  const MAX_ROWS = 500; // listener rows (owners in a range) shown at once, unexpected first; the filter narrows
   const $ = (id) => document.getElementById(id);
   const root = document.documentElement;
 
@@ -49,6 +49,15 @@
     return e;
   }
   function str(v) { return v === null || v === undefined ? '' : String(v); }
+  // `1 socket`, `2 sockets`: a count with its noun.
+  function count(n, noun) { return `${str(n)} ${noun}${n === 1 ? '' : 's'}`; }
+  // Every time on the page in one format, UTC to the second
+  // (2026-12-07T12:47:35Z), whether the server sent it (RFC 3339, with or
+  // without milliseconds) or the browser took it.
+  function when(t) {
+    const d = t instanceof Date ? t : new Date(str(t));
+    return isNaN(d.getTime()) ? str(t) : d.toISOString().replace(/\.\d+Z$/, 'Z');
+  }
 
   // ---- one range's map -------------------------------------------------
   class RangeView {
@@ -132,7 +141,10 @@
       map.append(frag);
       this.focusIdx = 0;
       if (this.cells.length) this.cells[0].tabIndex = 0;
-      sec.append(h, stats, note, map);
+      // check's WARNING for ports outgoing connections can take, with the fix.
+      this.overlapNote = el('p', 'banner warning overlap-note');
+      this.overlapNote.hidden = true;
+      sec.append(h, stats, this.overlapNote, note, map);
       wireMap(this);
     }
     update(r, probed = []) {
@@ -165,6 +177,13 @@
         for (let i = this.starts[c], e = this.starts[c + 1]; i < e && !probedHere; i++) probedHere = hit.has(i);
         this.cells[c].toggleAttribute('data-probed', probedHere);
       }
+      const fix = str(r.ephemeral_fix);
+      const overlap = typeof r.ephemeral_overlap === 'number' && r.ephemeral_overlap > 0;
+      const noteText = overlap ? `WARNING: ${count(r.ephemeral_overlap, 'port')} of this range ${r.ephemeral_overlap === 1 ? 'is' : 'are'} in the ` +
+        `ephemeral port range, where outgoing connections can take ${r.ephemeral_overlap === 1 ? 'it' : 'them'}` + (fix ? ` (${fix})` : '') : '';
+      if (this.overlapNote.textContent !== noteText) this.overlapNote.textContent = noteText;
+      this.overlapNote.hidden = !overlap;
+      this.stat.ephemeral_overlap.parentNode.classList.toggle('warn', overlap);
       for (const k in this.stat) {
         const v = r[k];
         this.stat[k].textContent = v === null || v === undefined ? (k === 'ephemeral_overlap' ? 'unknown' : '–') : str(v);
@@ -178,7 +197,7 @@
         let t = `port ${this.portAt(s)}: ${stateText(code)}`;
         if (code === 1) t += ' (the platform will not let it be bound)';
         if (u && str(u.owner)) t += `; ${str(u.owner)}`;
-        if (u && str(u.since)) t += `; since ${str(u.since)}`;
+        if (u && str(u.since)) t += `; since ${when(u.since)}`;
         if (this.probed && this.probed.has(s)) t += `; probed: ${this.probed.get(s)} packets in the last minute that no socket took`;
         return t;
       }
@@ -297,8 +316,13 @@
   }
 
   // ---- the listener table ----------------------------------------------------
-  const COLS = ['range', 'protocol', 'netns', 'address', 'port', 'process', 'pid', 'user', 'expected'];
+  // One row per owner and range (as check's long output): range, protocol,
+  // namespace, process, user and verdict; the row counts the listeners and
+  // names the first addresses, so fifty listeners of one process never hide
+  // another's.
+  const COLS = ['range', 'protocol', 'netns', 'address', 'port', 'process', 'pid', 'user', 'expected', 'count'];
   const KIND_RANK = { unexpected: 0, unknown: 1, kernel: 2, expected: 3 };
+  const FIRST_ADDRESSES = 3;
   let listeners = [], sortKey = null, sortDir = 1;
   const pool = [];
   function kindOf(l) {
@@ -306,8 +330,33 @@
     const e = str(l.expected);
     return e === 'true' ? 'expected' : e === 'false' ? 'unexpected' : 'unknown';
   }
-  function cellText(l, k) {
+  function endpointOf(l) {
+    const a = str(l.address);
+    return (a.includes(':') ? `[${a}]` : a) + ':' + str(l.port);
+  }
+  function groupsOf(ls) {
+    const byKey = new Map(), out = [];
+    for (const l of ls) {
+      const k = JSON.stringify([l.range, l.protocol, l.netns ?? null, l.process, l.user, l.expected, l.kernel === true, l.exe_gone === true]);
+      let g = byKey.get(k);
+      if (!g) { g = { l, members: [], i: out.length }; byKey.set(k, g); out.push(g); }
+      g.members.push(l);
+    }
+    return out;
+  }
+  function cellText(g, k) {
+    const l = g.l, ms = g.members;
     if (k === 'process' && l.exe_gone === true) return str(l.process) + ' (executable gone)';
+    if (k === 'count') return String(ms.length);
+    if (k === 'port') return String(Math.min(...ms.map((m) => Number(m.port))));
+    if (k === 'address') {
+      const shown = ms.slice(0, FIRST_ADDRESSES).map(endpointOf).join(', ');
+      return ms.length > FIRST_ADDRESSES ? `${shown} and ${ms.length - FIRST_ADDRESSES} more` : shown;
+    }
+    if (k === 'pid') {
+      const pids = [...new Set(ms.map((m) => m.pid).filter((p) => p !== null && p !== undefined))];
+      return pids.length > 1 ? `${pids.length} pids` : str(pids[0]);
+    }
     if (k !== 'expected') return str(l[k]);
     const e = str(l.expected);
     if (l.kernel === true) return e === 'true' ? 'kernel, allowed' : 'kernel, not allowed';
@@ -315,13 +364,16 @@
   }
   function renderListeners() {
     const q = $('filter').value.trim().toLowerCase();
-    let rows = listeners.map((l, i) => ({ l, i, kind: kindOf(l), text: COLS.map((k) => cellText(l, k)) }));
-    if (q) rows = rows.filter((r) => r.text.some((t) => t.toLowerCase().includes(q)));
+    let rows = groupsOf(listeners).map((g) => ({ g, i: g.i, kind: kindOf(g.l), text: COLS.map((k) => cellText(g, k)),
+      // The filter also finds a group by any of its addresses, shown or not.
+      all: g.members.map(endpointOf).join(' ') }));
+    if (q) rows = rows.filter((r) => r.text.some((t) => t.toLowerCase().includes(q)) || r.all.toLowerCase().includes(q));
     if (sortKey) {
       const k = COLS.indexOf(sortKey);
       rows.sort((x, y) => {
         let d;
-        if (sortKey === 'port' || sortKey === 'pid') d = (x.l[sortKey] ?? -1) - (y.l[sortKey] ?? -1);
+        if (sortKey === 'port' || sortKey === 'count') d = Number(x.text[k]) - Number(y.text[k]);
+        else if (sortKey === 'pid') d = (Number(x.text[k]) || -1) - (Number(y.text[k]) || -1);
         else if (sortKey === 'expected') d = KIND_RANK[x.kind] - KIND_RANK[y.kind];
         else d = x.text[k].localeCompare(y.text[k]);
         return d * sortDir || x.i - y.i;
@@ -332,15 +384,16 @@
       let tr = pool[i];
       if (!tr) {
         tr = pool[i] = el('tr');
-        for (const k of COLS) tr.append(el('td', (k === 'netns' ? 'netns-col' : '') + (k === 'port' || k === 'pid' ? 'num' : '')));
+        for (const k of COLS) tr.append(el('td', (k === 'netns' ? 'netns-col' : '') + (k === 'port' || k === 'pid' || k === 'count' ? 'num' : '')));
       }
       if (tr.className !== r.kind) tr.className = r.kind;
       r.text.forEach((t, j) => { if (tr.cells[j].textContent !== t) tr.cells[j].textContent = t; });
       if (tr.parentNode !== body) body.append(tr);
     });
     for (let i = shown.length; i < pool.length; i++) pool[i].remove();
-    let msg = `${listeners.length} listener${listeners.length === 1 ? '' : 's'}`;
-    if (q) msg = `${rows.length} of ${msg} match`;
+    const total = groupsOf(listeners).length;
+    let msg = `${count(listeners.length, 'listener')} of ${count(total, 'owner')} in a range`;
+    if (q) msg = `${rows.length} of ${count(total, 'row')} match`;
     if (rows.length > MAX_ROWS) msg += `; showing the first ${MAX_ROWS}`;
     $('listener-count').textContent = msg;
   }
@@ -360,7 +413,7 @@
   function eventText(e) {
     const where = e.count > 1 ? `${e.count} ${str(e.protocol)} listeners` :
       `${str(e.protocol)} ${str(e.address)}:${str(e.port)}`;
-    let t = `${str(e.time)} ${str(e.kind).replace('_', ' ')}: ${where} in ${str(e.range)}`;
+    let t = `${when(e.time)} ${str(e.kind).replace('_', ' ')}: ${where} in ${str(e.range)}`;
     if (e.netns !== null && e.netns !== undefined) t += ` (netns ${str(e.netns)})`;
     t += ` by ${str(e.process)}`;
     if (e.pid !== null && e.pid !== undefined) t += ` (pid ${str(e.pid)}, user ${str(e.user)})`;
@@ -428,13 +481,16 @@
     const dests = Array.isArray(v.destinations) ? v.destinations : [];
     let head = `${typeof free === 'number' ? free : 'unknown'} of ${ports === null ? 'unknown' : ports} ports free toward the busiest destination`;
     if (dests.length) head += ` (${endpoint(dests[0].address, dests[0].port)})`;
+    if (typeof v.free_new === 'number') head += `, ${v.free_new} toward a new one`;
+    // Without BPF a TCP port not known to be shared counts as gone for all.
+    if (v.counting === 'conservative') head += '; counted conservatively (how each port was taken is unknown)';
     const states = v.sockets && typeof v.sockets === 'object' ? v.sockets : {};
     const tw = states.time_wait;
     const parts = Object.keys(states).filter((k) => k !== 'time_wait' && states[k] !== 0).map((k) => `${k.replace('_', ' ')} ${str(states[k])}`);
-    let st = `${str(v.in_use)} ports in use; TIME_WAIT: ${typeof tw === 'number' ? tw : 0} sockets`;
+    let st = `${count(v.in_use, 'port')} in use; TIME_WAIT: ${count(typeof tw === 'number' ? tw : 0, 'socket')}`;
     if (parts.length) st += `; ${parts.join(', ')}`;
-    if (typeof v.unattributed_sockets === 'number' && v.unattributed_sockets > 0) st += `; ${v.unattributed_sockets} sockets without an owner`;
-    const holder = (x) => (x ? `${str(x.process)} (user ${str(x.user)}, ${str(x.sockets)} sockets)` : 'no owner known');
+    if (typeof v.unattributed_sockets === 'number' && v.unattributed_sockets > 0) st += `; ${count(v.unattributed_sockets, 'socket')} without an owner`;
+    const holder = (x) => (x ? `${str(x.process)} (user ${str(x.user)}, ${count(x.sockets, 'socket')})` : 'no owner known');
     const total = typeof v.destinations_total === 'number' ? v.destinations_total : dests.length;
     box.append(h, el('p', 'eph-headroom', head), el('p', 'eph-states', st),
       table(`Busiest destinations (top ${dests.length} of ${total})`,
@@ -488,7 +544,15 @@
     $('maps').classList.toggle('stale', down);
     banner(down ? `Sampling failed: ${str(data.error) || 'no reason given'}. The maps are not current.` : '');
     lastOk = new Date();
-    $('status').textContent = `Updated ${lastOk.toLocaleTimeString()} (collected ${str(data.collected_at)}` +
+    const c = data.check && typeof data.check === 'object' ? data.check : null;
+    const v = $('verdict');
+    v.hidden = !c;
+    if (c) {
+      const text = `${str(c.status)}: ${str(c.summary)}`;
+      if (v.textContent !== text) v.textContent = text;
+      v.setAttribute('data-status', str(c.status).toLowerCase());
+    }
+    $('status').textContent = `Updated ${when(lastOk)} (collected ${when(data.collected_at)}` +
       (typeof data.duration_seconds === 'number' ? ` in ${(data.duration_seconds * 1000).toFixed(1)} ms)` : ')');
     updates++;
     root.setAttribute('data-updates', String(updates));
@@ -520,7 +584,7 @@
       root.setAttribute('data-fetch', 'error');
       $('maps').classList.add('stale');
       banner(`Could not fetch api/v1/status: ${e && e.message ? e.message : e}. ` +
-        (lastOk ? `The maps show the data of ${lastOk.toLocaleTimeString()}.` : 'Nothing to show yet.'));
+        (lastOk ? `The maps show the data of ${when(lastOk)}.` : 'Nothing to show yet.'));
     } finally {
       busy = false;
       if (!paused) timer = setTimeout(poll, interval * 1000);

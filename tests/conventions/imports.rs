@@ -22,6 +22,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "ranges",
             "names",
             "deadline",
+            "looks",
             "logging",
             "exposition",
         ],

@@ -220,7 +220,7 @@ async function checkEphemeral(page, eph) {
     check(`${label}: ${w.attention ? 'marked' : 'not marked'} for attention`,
       v.cls.split(' ').includes('attention') === w.attention, `class "${v.cls}", ${JSON.stringify(v.headroom)}`);
     if (w.time_wait_min !== undefined) {
-      const m = /TIME_WAIT: (\d+) sockets/.exec(v.states);
+      const m = /TIME_WAIT: (\d+) sockets?/.exec(v.states);
       check(`${label}: TIME_WAIT count shown`, !!m && Number(m[1]) >= w.time_wait_min, JSON.stringify(v.states));
     }
     if (w.destination) {
@@ -284,6 +284,40 @@ async function run(ctx, o, scenario, url, refresh) {
   if (scenario.banner === undefined) check('no error banner', (await banner()) === '', await banner());
 
   await checkStates(page, scenario.maps ?? [], 'first render');
+
+  // The top line says what `check` says of the same collection, and a range
+  // whose ports lie in the dynamic range is marked as check marks it, with
+  // the fix.
+  const seen = await page.evaluate(async () => {
+    const v = document.getElementById('verdict');
+    const res = await fetch('api/v1/status', { credentials: 'same-origin', cache: 'no-store' });
+    const data = await res.json();
+    const notes = [...document.querySelectorAll('section.range')].map((s) => {
+      const n = s.querySelector('.overlap-note');
+      const m = s.querySelector('.map');
+      return { range: m && m.getAttribute('data-range'), protocol: m && m.getAttribute('data-protocol'),
+        text: n && !n.hidden ? n.textContent : '' };
+    });
+    const ls = Array.isArray(data.listeners) ? data.listeners : [];
+    const owners = new Set(ls.map((l) => JSON.stringify([l.range, l.protocol, l.netns ?? null, l.process, l.user, l.expected, l.kernel === true, l.exe_gone === true])));
+    const counts = [...document.querySelectorAll('#listeners tbody tr')].map((r) => Number(r.cells[9].textContent));
+    return { verdict: v.hidden ? '' : v.textContent, status: v.getAttribute('data-status'), check: data.check, ranges: data.ranges, notes,
+      listeners: ls.length, owners: owners.size, counts };
+  });
+  if (seen.owners <= 500) {
+    check('listener table has one row per owner and range', seen.counts.length === seen.owners &&
+      seen.counts.reduce((a, b) => a + b, 0) === seen.listeners,
+      `${seen.counts.length} rows for ${seen.owners} owners, counts ${seen.counts.join('+')} for ${seen.listeners} listeners`);
+  }
+  check("top line shows check's verdict", !!seen.check && seen.verdict.startsWith(`${seen.check.status}: `) &&
+    seen.status === String(seen.check.status).toLowerCase() && seen.verdict.length > seen.check.status.length + 2,
+    JSON.stringify({ verdict: seen.verdict, check: seen.check }));
+  for (const r of seen.ranges ?? []) {
+    if (!(r.ephemeral_overlap > 0)) continue;
+    const n = seen.notes.find((x) => x.range === r.range && x.protocol === r.protocol);
+    check(`ephemeral overlap of ${r.range}/${r.protocol} marked with the fix`, !!n && n.text.startsWith('WARNING: ') &&
+      n.text.includes(r.ephemeral_fix) && seen.check.summary.includes(r.ephemeral_fix), JSON.stringify(n));
+  }
 
   // --collector.traffic: a closed port that received packets carries the
   // "probed" mark and its count in the tooltip; one that received none

@@ -150,6 +150,8 @@ pub struct Attributor {
     /// Whether `procfs` is a real procfs, whose fd directories report
     /// their fd count as their size (Linux 6.2+); a fake tree does not.
     counts_fds: bool,
+    /// The exporter's own pid as `procfs` shows it (`<procfs>/self`).
+    own_pid: Option<u32>,
     /// Tests only: the next scan waits for a message before it starts, so
     /// that "the deadline passed first" is driven, not raced.
     #[cfg(test)]
@@ -182,8 +184,12 @@ impl Attributor {
         let procfs: PathBuf = procfs.into();
         let counts_fds = is_procfs(&procfs)
             && rustix::fs::stat(procfs.join("self/fd")).is_ok_and(|st| st.st_size > 0);
+        let own_pid = std::fs::read_link(procfs.join("self"))
+            .ok()
+            .and_then(|p| p.to_str()?.parse().ok());
         Attributor {
             counts_fds,
+            own_pid,
             procfs,
             cache: HashMap::new(),
             owners: HashMap::new(),
@@ -569,9 +575,23 @@ impl Attributor {
             None
         };
         let mut unclassified = Unclassified::Count(count.unwrap_or(0));
-        if count.is_none_or(|c| {
-            known.listed_count != Some(c) || c < known.fds.len() + known.others.len()
-        }) {
+        // The exporter's own fds churn with every scrape: the scrape's
+        // connection opens while the last one's fd may still be held, and
+        // its own reads come and go, so an fd number once read as "not a
+        // watched socket" holds the next scrape's socket with the count
+        // unchanged. Were it left to the rolling re-read, the connection
+        // of every scrape would be "unknown" wherever the dynamic range
+        // holds the listening port. Its fds are few: all are listed and
+        // read on every pass.
+        let own = self.own_pid == Some(pid);
+        if own {
+            known.others.clear();
+        }
+        if own
+            || count.is_none_or(|c| {
+                known.listed_count != Some(c) || c < known.fds.len() + known.others.len()
+            })
+        {
             #[cfg(test)]
             {
                 self.listings += 1;
@@ -1090,6 +1110,43 @@ mod tests {
 
     fn far() -> Instant {
         Instant::now() + Duration::from_secs(60)
+    }
+
+    /// The exporter's own process (`<procfs>/self`) holds the scrapes'
+    /// connections, sampled with the dynamic range (count only): a new one
+    /// at an fd number read before as something else, the fd count
+    /// unchanged, is found at once. Another known owner's is left to the
+    /// rolling re-read (the cost a count-only socket may not raise).
+    #[test]
+    fn the_exporters_own_new_socket_at_a_reused_fd_number_is_found() {
+        let root = tempdir("own");
+        fake_proc(&root);
+        std::fs::remove_dir(root.join("self")).unwrap();
+        std::os::unix::fs::symlink("100", root.join("self")).unwrap();
+        let mut a = Attributor::new(&root);
+        let held = [sock(5001), sock(5002)];
+        assert_eq!(a.attribute(&held, far()).owners.len(), 2);
+        // Both fd 4 of pid 100 (the exporter) and fd 8 of pid 200 are read
+        // once, as not watched sockets.
+        std::os::unix::fs::symlink("/dev/null", root.join("200/fd/8")).unwrap();
+        a.attribute(&[sock(5001), sock(5002), sock(9999)], far());
+        a.attribute(&held, far());
+        // Then each holds a new socket of the dynamic range.
+        for (pid, fd, inode) in [(100, 4, 6001u64), (200, 8, 6002)] {
+            let link = root.join(format!("{pid}/fd/{fd}"));
+            std::fs::remove_file(&link).unwrap();
+            std::os::unix::fs::symlink(format!("socket:[{inode}]"), &link).unwrap();
+        }
+        let socks = [sock(5001), sock(5002), sock(6001), sock(6002)];
+        let count_only: HashSet<u64> = [6001, 6002].into();
+        let pass = a.attribute_counting(&socks, &count_only, far());
+        assert_eq!(
+            pass.owners.get(&6001).map(|o| o.pid),
+            Some(100),
+            "the exporter's own new socket"
+        );
+        assert!(!pass.owners.contains_key(&6002));
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

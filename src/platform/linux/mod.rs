@@ -9,7 +9,8 @@
 //! passes on socket activation ([`systemd`]). Every `/proc` read goes
 //! through the `--path.procfs` root. With `--collector.netns`, [`netns`]
 //! samples every network namespace on the host instead of the exporter's
-//! own.
+//! own. How each TCP port of its own namespace was taken, for the
+//! ephemeral headroom, comes from a BPF socket iterator ([`port_sharing`]).
 
 pub mod attribution;
 pub mod exe_names;
@@ -18,6 +19,7 @@ pub mod netns;
 pub mod nft_codec;
 pub mod nft_design;
 pub mod nftables;
+pub mod port_sharing;
 pub mod privileges;
 pub mod process;
 pub mod procfs_sockets;
@@ -32,11 +34,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::names;
 use std::time::Instant;
 
 use crate::platform::{
-    Attribution, EphemeralPorts, Filter, Holder, KernelCandidate, Owner, PerProtocol, Platform,
+    Attribution, EphemeralPorts, Filter, Holder, KernelCandidate, PerProtocol, Platform,
     PlatformError, PlatformOptions, Sample, SampleError, Skipped, Socket, UserNameResolver,
     UserResolver,
 };
@@ -69,9 +70,33 @@ pub struct LinuxPlatform {
     /// sock_diag cannot be opened here: the own namespace is read from
     /// `<procfs>/thread-self/net` ([`procfs_sockets`]).
     no_sock_diag: bool,
-    /// Process names vouched for by root-only links ([`exe_names`]).
-    link_names: exe_names::LinkNames,
+    /// What executables' paths and names prove ([`exe_names`]).
+    executables: exe_names::Executables,
+    /// The command lines read for the trail, on threads of their own: a
+    /// process stuck in a file system that does not answer can block the
+    /// read ([`process`]).
+    cmdlines: std::sync::Mutex<Cmdlines>,
+    /// How TCP ports were taken, from a BPF socket iterator ([`port_sharing`]).
+    port_walker: port_sharing::PortWalker,
 }
+
+/// The command-line reads, and how long the collection they belong to
+/// waits for them.
+struct Cmdlines {
+    looks: crate::looks::Looks<(u32, u64), Option<Vec<u8>>>,
+    /// The deadline of the last collection.
+    deadline: Instant,
+    /// How long reads wait until the next collection: its deadline, or a
+    /// short grace after the first read asked past it.
+    until: Option<Instant>,
+}
+
+/// The wait a command line may take past the collection's deadline, once
+/// per collection (the trail reads them after the collection).
+const CMDLINE_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Command-line reads running at once, at most.
+const CMDLINE_WORKERS: usize = 2;
 
 impl LinuxPlatform {
     pub fn new(procfs: PathBuf) -> LinuxPlatform {
@@ -86,13 +111,22 @@ impl LinuxPlatform {
             );
         }
         LinuxPlatform {
-            procfs,
             attributor,
             missing,
             netns: None,
             tunnels: tunnels::TunnelCache::default(),
             no_sock_diag: false,
-            link_names: exe_names::LinkNames::default(),
+            executables: exe_names::Executables::new(procfs.clone()),
+            cmdlines: std::sync::Mutex::new(Cmdlines {
+                looks: crate::looks::Looks::new("cmdline-read", CMDLINE_WORKERS, {
+                    let procfs = procfs.clone();
+                    move |&(pid, _): &(u32, u64)| process::read_cmdline(&procfs, pid)
+                }),
+                deadline: Instant::now(),
+                until: None,
+            }),
+            port_walker: port_sharing::PortWalker::new(),
+            procfs,
         }
     }
 
@@ -116,42 +150,25 @@ impl LinuxPlatform {
         Ok(p)
     }
 
-    /// Marks the owners whose name is not their executable's file name but
-    /// a root-only link's to it ([`exe_names`]; cached per process, so a
-    /// steady scrape looks nothing up). One new owner value per process.
-    fn vouch_link_names(&mut self, owners: &mut HashMap<u64, Arc<Owner>>) {
-        let mut vouched: HashMap<u32, Option<Arc<Owner>>> = HashMap::new();
-        // Owners come one per socket, mostly the same process's in a row.
-        let mut last: Option<(u32, Option<Arc<Owner>>)> = None;
-        for o in owners.values_mut() {
-            if let Some((pid, marked)) = &last
-                && *pid == o.pid
-            {
-                if let Some(m) = marked {
-                    *o = m.clone();
-                }
-                continue;
-            }
-            let marked = vouched.entry(o.pid).or_insert_with(|| {
-                let exe = o.exe.as_deref()?;
-                if o.exe_gone() || names::HOST.name_agrees(&o.comm, exe) {
-                    return None;
-                }
-                self.link_names
-                    .vouches(&self.procfs, o.pid, &o.comm, exe)
-                    .then(|| {
-                        Arc::new(Owner {
-                            name_via_link: true,
-                            ..(**o).clone()
-                        })
-                    })
-            });
-            last = Some((o.pid, marked.clone()));
-            if let Some(m) = marked {
-                *o = m.clone();
+    /// Lists the command-line reads still running from earlier
+    /// collections (a process stuck in a file system that does not answer),
+    /// and sets the wait for this collection's reads.
+    fn stuck_cmdlines(&mut self, deadline: Instant, skipped: &mut Vec<Skipped>) {
+        let c = self.cmdlines.get_mut().unwrap_or_else(|p| p.into_inner());
+        c.deadline = deadline;
+        c.until = None;
+        for u in c.looks.unanswered() {
+            if let crate::looks::Unanswered::Running((pid, _), d) = u {
+                skipped.push(Skipped::new(
+                    Skipped::ATTRIBUTION,
+                    format!("the command line of pid {pid}"),
+                    format!(
+                        "the read has not returned for {:.1} s (the process is stuck in a file system that does not answer?); not started again while it runs",
+                        d.as_secs_f64()
+                    ),
+                ));
             }
         }
-        self.link_names.retain(|pid| vouched.contains_key(&pid));
     }
 
     /// The owner cache, for tests.
@@ -290,7 +307,10 @@ impl Platform for LinuxPlatform {
         let mut pass = self
             .attributor
             .attribute_counting(sockets, &sample.count_only, deadline);
-        self.vouch_link_names(&mut pass.owners);
+        let mut skipped = Vec::new();
+        self.executables
+            .judge(&mut pass.owners, deadline, &mut skipped);
+        self.stuck_cmdlines(deadline, &mut skipped);
         let strict_by_inode: HashMap<u64, bool> = pass.candidates.iter().copied().collect();
         let mut candidates = Vec::new();
         let holders = sockets
@@ -314,7 +334,7 @@ impl Platform for LinuxPlatform {
         Attribution {
             holders,
             candidates,
-            skipped: Vec::new(),
+            skipped,
             stats: pass.stats,
         }
     }
@@ -375,6 +395,17 @@ impl Platform for LinuxPlatform {
         Ok(EphemeralPorts::same(ports))
     }
 
+    fn port_sharing(&mut self) -> Result<crate::platform::PortSharing, String> {
+        use std::os::unix::fs::MetadataExt;
+        // The collection thread is in the exporter's own namespace (the
+        // netns sampler's threads enter others and come back).
+        let path = self.procfs.join("thread-self/ns/net");
+        let netns = std::fs::metadata(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .ino();
+        self.port_walker.walk(netns).map_err(|e| e.to_string())
+    }
+
     fn user_resolver(&self) -> UserResolver {
         Arc::new(users::lookup)
     }
@@ -384,7 +415,15 @@ impl Platform for LinuxPlatform {
     }
 
     fn process_details(&self, pid: u32) -> Option<crate::platform::ProcessDetails> {
-        Some(process::read(&self.procfs, pid))
+        let mut c = self.cmdlines.lock().unwrap_or_else(|p| p.into_inner());
+        Some(process::read_with(&self.procfs, pid, |start| {
+            let key = (pid, start?);
+            let deadline = c.deadline;
+            let until = *c
+                .until
+                .get_or_insert_with(|| deadline.max(Instant::now() + CMDLINE_GRACE));
+            c.looks.ask(&[key], until).remove(&key).flatten()
+        }))
     }
 
     fn missing_privileges(&self) -> Vec<&'static str> {

@@ -57,6 +57,19 @@ fn clock_ticks() -> u64 {
 /// file cannot be read (the process exited, or belongs to another user
 /// under `hidepid`).
 pub fn read(procfs: &Path, pid: u32) -> ProcessDetails {
+    read_with(procfs, pid, |_| read_cmdline(procfs, pid))
+}
+
+/// [`read`], with the command line from `cmdline`, which is given the
+/// process's start time in clock ticks (when its stat could be read): the
+/// read of a command line can block (it reads the process's memory, and a
+/// process stuck in a file system that does not answer holds it), so the
+/// caller runs it where a deadline can leave it behind.
+pub fn read_with(
+    procfs: &Path,
+    pid: u32,
+    cmdline: impl FnOnce(Option<u64>) -> Option<Vec<u8>>,
+) -> ProcessDetails {
     let dir = procfs.join(pid.to_string());
     let stat = std::fs::read(dir.join("stat"))
         .ok()
@@ -64,7 +77,7 @@ pub fn read(procfs: &Path, pid: u32) -> ProcessDetails {
     let btime = std::fs::read(procfs.join("stat"))
         .ok()
         .and_then(|b| parse_btime(&b));
-    let cmdline = read_head(&dir.join("cmdline"), CMDLINE_READ_MAX);
+    let cmdline = cmdline(stat.map(|(_, ticks)| ticks));
     ProcessDetails {
         ppid: stat.map(|(p, _)| p),
         cmdline,
@@ -75,6 +88,14 @@ pub fn read(procfs: &Path, pid: u32) -> ProcessDetails {
             _ => None,
         },
     }
+}
+
+/// The head of `<procfs>/<pid>/cmdline` (may block: see [`read_with`]).
+pub fn read_cmdline(procfs: &Path, pid: u32) -> Option<Vec<u8>> {
+    read_head(
+        &procfs.join(pid.to_string()).join("cmdline"),
+        CMDLINE_READ_MAX,
+    )
 }
 
 /// The first `max` bytes of a file; `None` when it cannot be read.
