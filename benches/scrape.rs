@@ -995,14 +995,20 @@ impl Drop for Ns {
 const ADDR2: &str = "127.0.0.1:10225";
 const ADDR3: &str = "127.0.0.1:10226";
 
-/// An exporter for the busy-range and namespace runs, without the
+/// An exporter for the namespace runs, without the
 /// ephemeral collector (see `--no-collector.ephemeral` above).
 fn start_exporter(addr: &'static str, extra: &[&str]) -> (Child, Client) {
+    let mut flags = vec!["--no-collector.ephemeral"];
+    flags.extend(extra);
+    start_exporter_with(addr, &flags)
+}
+
+/// An exporter with `flags` alone, started and scraped three times.
+fn start_exporter_with(addr: &'static str, flags: &[&str]) -> (Child, Client) {
     let child = Command::new(exporter_path())
         .args(["--web.listen-address", addr, "--log.level"])
         .arg(std::env::var("BENCH_EXPORTER_LOG_LEVEL").unwrap_or_else(|_| "error".into()))
-        .arg("--no-collector.ephemeral")
-        .args(extra)
+        .args(flags)
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -1560,29 +1566,11 @@ fn busy(o: &Options) -> Vec<BusyRow> {
             } else {
                 BUSY_FILTER.to_string()
             };
-            let mut exporter = Command::new(exporter_path())
-                .args([
-                    "--web.listen-address",
-                    ADDR,
-                    "--log.level",
-                    &std::env::var("BENCH_EXPORTER_LOG_LEVEL").unwrap_or_else(|_| "error".into()),
-                ])
-                .args(flags)
-                .arg("--config.file")
-                .arg(&cfg)
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap();
+            let cfg_path = cfg.to_str().unwrap();
+            let mut with_config = flags.to_vec();
+            with_config.extend(["--config.file", cfg_path]);
+            let (mut exporter, mut client) = start_exporter_with(ADDR, &with_config);
             let pid = exporter.id();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while TcpStream::connect(ADDR).is_err() {
-                assert!(Instant::now() < deadline, "exporter did not start");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let mut client = Client::connect();
-            for _ in 0..3 {
-                client.scrape();
-            }
             let mut v = Vec::new();
             let mut ss = Vec::new();
             let mut body = String::new();
