@@ -347,7 +347,8 @@ fn every_never_and_always_in_docs_names_its_test() {
         for p in paras {
             let lower = p.to_lowercase();
             let claims = lower
-                .split(|c: char| !c.is_alphanumeric())
+                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                // A test's name (`headroom_never_exceeds_...`) is no claim.
                 .any(|w| w == "never" || w == "always");
             if claims && !names_a_test(&p) {
                 let short: String = p.chars().take(120).collect();
