@@ -150,6 +150,20 @@ impl Collector {
     /// what they did not reach by then is unknown, and listed in the
     /// report's `skipped`.
     pub fn collect(&mut self, deadline: Instant) -> Report {
+        self.collect_scoped(deadline, true)
+    }
+
+    /// The watched ranges' listeners alone, for the listener trail's watch
+    /// between scrapes: the `ranges` collector (and with `--collector.netns`
+    /// the namespaces' descriptions, which its events carry) on the ranges'
+    /// own filter. The dynamic range is neither read nor sampled, and
+    /// neither the `ephemeral` nor the `traffic` collector runs: their
+    /// parts of the report stay empty, and no view carries an overlap.
+    pub fn collect_listeners(&mut self, deadline: Instant) -> Report {
+        self.collect_scoped(deadline, false)
+    }
+
+    fn collect_scoped(&mut self, deadline: Instant, full: bool) -> Report {
         let started = Instant::now();
         let mut runs = Vec::new();
         let per_namespace = self.platform.samples_every_namespace();
@@ -159,8 +173,8 @@ impl Collector {
         // that is two runs of netsh), for the ranges' overlap and the
         // ephemeral collector, and sampled in the same dumps as the ranges
         // (one walk of the kernel's tables).
-        let dynamic = self.platform.ephemeral_ports();
-        if let Err(e) = &dynamic
+        let dynamic = full.then(|| self.platform.ephemeral_ports());
+        if let Some(Err(e)) = &dynamic
             && !self.warned_ephemeral
         {
             log::warn!(
@@ -168,7 +182,10 @@ impl Collector {
             );
             self.warned_ephemeral = true;
         }
-        let ephemeral_ports = self.config.ephemeral.enabled.then(|| dynamic.clone());
+        let ephemeral_ports = dynamic
+            .as_ref()
+            .filter(|_| self.config.ephemeral.enabled)
+            .cloned();
         let extra = match &ephemeral_ports {
             Some(Ok(host)) => Some(Filter::from_fn(|p| {
                 PortSet::union([host.get(p), self.ephemeral_seen.get(p)])
@@ -182,13 +199,14 @@ impl Collector {
         // allows. (One that ran out of time leaves none for a second.)
         let mut with_dynamic_failed = None;
         let mut report = match run(&mut runs, RANGES, || {
-            match self.collect_ranges(deadline, extra.as_ref(), dynamic.as_ref().ok()) {
+            let dynamic = dynamic.as_ref().and_then(|d| d.as_ref().ok());
+            match self.collect_ranges(deadline, extra.as_ref(), dynamic) {
                 Err(e) if extra.is_some() => {
                     log::debug!(
                         "the socket sample with the dynamic range failed, sampling the watched ranges alone: {e}"
                     );
                     with_dynamic_failed = Some(e);
-                    self.collect_ranges(deadline, None, dynamic.as_ref().ok())
+                    self.collect_ranges(deadline, None, dynamic)
                 }
                 other => other,
             }
@@ -214,7 +232,7 @@ impl Collector {
                 .unwrap_or_default(),
             );
         }
-        if let Some(traffic) = self.traffic.as_mut() {
+        if let Some(traffic) = self.traffic.as_mut().filter(|_| full) {
             let config = &self.config;
             report.traffic = run(&mut runs, crate::traffic::TRAFFIC, || {
                 traffic.collect(&traffic_rules(config), deadline)
@@ -554,7 +572,7 @@ impl Collector {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::allowlist::Expected;
     use crate::platform::{Owner, UserLookup};
@@ -969,6 +987,99 @@ mod tests {
                 .as_ref()
                 .is_some_and(|e| e.error.is_none() && !e.views.is_empty())
         );
+    }
+
+    /// A platform that records the filter of every sample it is asked
+    /// for and counts the reads of its dynamic range (50000-50099).
+    pub(crate) struct Recording {
+        pub filters: Arc<std::sync::Mutex<Vec<Filter>>>,
+        pub dynamic_reads: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Recording {
+        pub const DYNAMIC: u16 = 50000;
+
+        pub fn new() -> Recording {
+            Recording {
+                filters: Arc::default(),
+                dynamic_reads: Arc::default(),
+            }
+        }
+
+        pub fn handle(&self) -> Recording {
+            Recording {
+                filters: self.filters.clone(),
+                dynamic_reads: self.dynamic_reads.clone(),
+            }
+        }
+
+        /// Whether each filter asked for so far covers the dynamic range.
+        pub fn sampled_dynamic(&self) -> Vec<bool> {
+            self.filters
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|f| {
+                    [Protocol::Tcp, Protocol::Udp]
+                        .iter()
+                        .any(|&p| f.get(p).contains(Self::DYNAMIC))
+                })
+                .collect()
+        }
+    }
+
+    impl Platform for Recording {
+        fn sample(&mut self, filter: &Filter, _: Instant) -> Result<Sample, platform::SampleError> {
+            self.filters.lock().unwrap().push(filter.clone());
+            Ok(Sample::default())
+        }
+        fn attribute(&mut self, _: &Sample, _: Instant) -> platform::Attribution {
+            platform::Attribution::default()
+        }
+        fn ephemeral_ports(&self) -> Result<EphemeralPorts, String> {
+            self.dynamic_reads
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(EphemeralPorts::same(PortSet::from_intervals(vec![(
+                Self::DYNAMIC,
+                Self::DYNAMIC + 99,
+            )])))
+        }
+        fn user_resolver(&self) -> platform::UserResolver {
+            Arc::new(|_| Ok(UserLookup::NoEntry))
+        }
+        fn missing_privileges(&self) -> Vec<&'static str> {
+            Vec::new()
+        }
+    }
+
+    #[test]
+    fn the_listeners_alone_leave_out_the_dynamic_range() {
+        let platform = Recording::new();
+        let seen = platform.handle();
+        let mut c = Collector::new(Arc::new(Config::builtin()), Box::new(platform));
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let r = c.collect_listeners(deadline);
+        assert_eq!(seen.sampled_dynamic(), [false]);
+        assert_eq!(
+            seen.dynamic_reads.load(std::sync::atomic::Ordering::SeqCst),
+            0
+        );
+        assert_eq!(
+            r.collectors.iter().map(|c| c.name).collect::<Vec<_>>(),
+            [RANGES]
+        );
+        assert!(r.ephemeral.is_none() && r.traffic.is_none());
+        assert!(r.ranges.iter().all(|v| v.ephemeral_overlap.is_none()));
+        // The watched ranges themselves are sampled as a scrape samples them.
+        assert!(
+            seen.filters.lock().unwrap()[0]
+                .get(Protocol::Udp)
+                .contains(3224)
+        );
+        // A full collection still samples the dynamic range with them.
+        let r = c.collect(deadline);
+        assert_eq!(seen.sampled_dynamic(), [false, true]);
+        assert!(r.ephemeral.is_some());
     }
 
     #[test]

@@ -628,7 +628,9 @@ impl Supervisor {
     }
 
     /// One collection for the trail alone (no metrics are encoded): the
-    /// listeners that came and went since the last one become events.
+    /// watched ranges' listeners only ([`Collector::collect_listeners`]:
+    /// no dynamic range, no traffic), and those that came and went since
+    /// the last one become events.
     /// False when it panicked (logged; the collector is dropped, to be
     /// rebuilt).
     fn watch_pass(&mut self) -> bool {
@@ -639,7 +641,7 @@ impl Supervisor {
         };
         let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
             collector.set_config(config);
-            let mut report = collector.collect(Instant::now() + WATCH_BUDGET);
+            let mut report = collector.collect_listeners(Instant::now() + WATCH_BUDGET);
             recorder.observe(&mut report, SystemTime::now(), &mut |pid| {
                 collector.process_details(pid)
             });
@@ -732,13 +734,21 @@ fn run_one(
     recorder: Option<&mut trail::Recorder>,
 ) -> Collected {
     let mut report = collector.collect(req.deadline);
+    let collected = Instant::now();
     if let Some(recorder) = recorder {
         recorder.observe(&mut report, SystemTime::now(), &mut |pid| {
             collector.process_details(pid)
         });
     }
+    let observed = Instant::now();
     let mut families = metrics::families(&report, req.loaded.reload);
     families.extend(registry.gather());
+    log::debug!(
+        "timing: collection {:?}, trail {:?}, metrics {:?}",
+        report.duration,
+        observed - collected,
+        observed.elapsed()
+    );
     Collected {
         generation: req.generation,
         finished: SystemTime::now(),
@@ -767,6 +777,57 @@ pub fn unix_now() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_watch_pass_samples_the_ranges_alone() {
+        use crate::collect::tests::Recording;
+        let platform = Recording::new();
+        let seen = platform.handle();
+        let mut once = Some(platform);
+        let service = Service::start_with(
+            Config::builtin(),
+            None,
+            LoadChecks::none(),
+            Box::new(move || {
+                once.take()
+                    .map(|p| Box::new(p) as Box<dyn Platform>)
+                    .ok_or_else(|| PlatformError::Spawn {
+                        what: "test platform",
+                        source: std::io::Error::other("built once"),
+                    })
+            }),
+            prometheus::Registry::new(),
+            Extras {
+                trail: Some(trail::Options {
+                    watch_interval: Some(Duration::from_millis(10)),
+                    ..trail::Options::default()
+                }),
+                traffic: None,
+            },
+        )
+        .unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while seen.sampled_dynamic().len() < 3 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let watched = seen.sampled_dynamic();
+        assert!(watched.len() >= 3, "no watch passes ran: {watched:?}");
+        assert!(watched.iter().all(|d| !d), "{watched:?}");
+        assert_eq!(
+            seen.dynamic_reads.load(std::sync::atomic::Ordering::SeqCst),
+            0
+        );
+        // A scrape runs the whole collection, the dynamic range included.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let scraped = runtime
+            .block_on(service.collect(Duration::from_secs(5)))
+            .unwrap();
+        assert!(scraped.report.ephemeral.is_some());
+        assert!(seen.sampled_dynamic().contains(&true));
+    }
 
     #[test]
     fn backoff_doubles_from_the_second_failure_and_stops_at_30_s() {

@@ -399,9 +399,11 @@ impl Recorder {
         let mut out: Vec<Event> = Vec::new();
         let mut counted: Vec<(String, &'static str, &'static str, &'static str)> = Vec::new();
         self.flush_groups(clock, now, &mut out);
-        if report.up() {
-            self.diff(&report, now, details, &mut out, &mut counted);
-        }
+        let current = if report.up() {
+            self.diff(&report, now, details, &mut out, &mut counted)
+        } else {
+            report.listeners().map(ListenerId::of).collect()
+        };
         let mut recorded = Vec::new();
         {
             let mut trail = self.lock();
@@ -426,10 +428,12 @@ impl Recorder {
             log_event(e);
         }
         let trail = self.lock();
-        let since = report
-            .listeners()
-            .filter_map(|l| {
-                let id = ListenerId::of(l);
+        // The ids made once by the diff are moved into the view: one
+        // allocation per listener a scrape, not three (a busy range holds
+        // thousands).
+        let since = current
+            .into_iter()
+            .filter_map(|id| {
                 let live = self.live.get(&id)?;
                 Some((
                     id,
@@ -484,7 +488,7 @@ impl Recorder {
         details: &mut dyn FnMut(u32) -> Option<ProcessDetails>,
         out: &mut Vec<Event>,
         counted: &mut Vec<(String, &'static str, &'static str, &'static str)>,
-    ) {
+    ) -> Vec<ListenerId> {
         let partial = report.skipped_in(Skipped::SAMPLE) > 0;
         let namespaces: HashMap<&str, NsInfo> = report
             .netns
@@ -501,14 +505,12 @@ impl Recorder {
                 )
             })
             .collect();
-        let mut seen: HashSet<ListenerId> = HashSet::new();
-        let mut current: Vec<(ListenerId, &Listener)> = Vec::new();
-        for l in report.listeners() {
-            let id = ListenerId::of(l);
-            if seen.insert(id.clone()) {
-                current.push((id, l));
-            }
-        }
+        // Each listener's id is made once; `seen` borrows them, and the
+        // first of each is the one compared (and returned for the view).
+        let listeners: Vec<&Listener> = report.listeners().collect();
+        let ids: Vec<ListenerId> = listeners.iter().map(|l| ListenerId::of(l)).collect();
+        let mut seen: HashSet<&ListenerId> = HashSet::with_capacity(ids.len());
+        let first: Vec<bool> = ids.iter().map(|id| seen.insert(id)).collect();
         // A holder found or lost between two passes (the scan ran out of
         // time) is the same listener: match it by its place.
         let mut unmatched_live: HashMap<Place, Vec<ListenerId>> = HashMap::new();
@@ -527,9 +529,9 @@ impl Recorder {
             }
         }
         let clock = Instant::now();
-        for (id, l) in &current {
+        for ((id, l), _) in ids.iter().zip(&listeners).zip(&first).filter(|(_, f)| **f) {
             let v = verdict(l);
-            let mut found = self.live.contains_key(id).then(|| id.clone());
+            let mut found = self.live.contains_key(id).then_some(id);
             if found.is_none() {
                 let place = (
                     id.netns.clone(),
@@ -546,12 +548,12 @@ impl Recorder {
                     let old = list.swap_remove(i);
                     let entry = self.live.remove(&old).expect("listed from live");
                     self.live.insert(id.clone(), entry);
-                    found = Some(id.clone());
+                    found = Some(id);
                 }
             }
             match found {
                 Some(key) => {
-                    let live = self.live.get_mut(&key).expect("found");
+                    let live = self.live.get_mut(key).expect("found");
                     if live.verdict != v {
                         let before = live.verdict;
                         live.verdict = v;
@@ -562,7 +564,7 @@ impl Recorder {
                         let mut e = live.template.clone();
                         e.kind = "verdict_changed";
                         e.previous_verdict = Some(before);
-                        self.emit(e, &key, now, clock, details, out);
+                        self.emit(e, key, now, clock, details, out);
                     }
                 }
                 None => {
@@ -584,9 +586,6 @@ impl Recorder {
                 }
             }
         }
-        if partial {
-            return;
-        }
         // Listeners of ranges no longer watched (a reload) are dropped
         // without an event: they did not vanish.
         let watched: HashSet<(&str, &str)> = report
@@ -594,12 +593,16 @@ impl Recorder {
             .iter()
             .map(|r| (r.range.as_str(), r.protocol.as_str()))
             .collect();
-        let gone: Vec<ListenerId> = self
-            .live
-            .keys()
-            .filter(|id| !seen.contains(*id))
-            .cloned()
-            .collect();
+        let gone: Vec<ListenerId> = if partial {
+            Vec::new()
+        } else {
+            self.live
+                .keys()
+                .filter(|id| !seen.contains(*id))
+                .cloned()
+                .collect()
+        };
+        drop(seen);
         for id in gone {
             let live = self.live.get(&id).expect("listed");
             if !watched.contains(&(id.range.as_str(), id.protocol)) {
@@ -612,6 +615,10 @@ impl Recorder {
             self.emit(e, &id, now, clock, details, out);
             self.live.remove(&id);
         }
+        ids.into_iter()
+            .zip(first)
+            .filter_map(|(id, first)| first.then_some(id))
+            .collect()
     }
 
     /// Records `e` (of the listener `id`), aggregated when expected, under
