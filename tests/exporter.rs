@@ -524,6 +524,20 @@ fn normalize(raw: &str) -> String {
             out.push_str(&format!("{series} <duration>\n"));
         } else if line.starts_with("portrange_config_last_reload_success_timestamp_seconds ") {
             out.push_str("portrange_config_last_reload_success_timestamp_seconds <timestamp>\n");
+        } else if line
+            .starts_with("portrange_ephemeral_holders{protocol=\"tcp\",process=\"unknown\"")
+            || line.starts_with("portrange_ephemeral_holders{protocol=\"tcp\",process=\"exporter-")
+        {
+            // Compared by what the test controls: the holders it started
+            // (CtxGfx, the odd name) and the exporter's own connection,
+            // which is always named. The test process's own client
+            // sockets (`exporter-<hash>`, or unknown) are not: its threads (the other tests of this file,
+            // in namespaces of their own) reuse its fd numbers all the
+            // time, and a count-only socket at a reused fd number of a
+            // known owner waits for the rolling re-read (at most 16
+            // scrapes; src/platform/linux/attribution.rs). Run with the
+            // other tests, a line for them came and went (issue 27).
+            continue;
         } else if line.starts_with("portrange_ephemeral_")
             && !line.starts_with("portrange_ephemeral_overlap_ports")
             && !line.starts_with("portrange_ephemeral_ports{")
