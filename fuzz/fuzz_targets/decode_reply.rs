@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use portrange_exporter::ranges::Protocol;
-use portrange_exporter::platform::linux::netlink::{decode, decode_socket};
+use portrange_exporter::platform::linux::sock_diag::{decode, decode_socket};
 
 fuzz_target!(|data: &[u8]| {
     for protocol in [Protocol::Tcp, Protocol::Udp] {
