@@ -169,17 +169,6 @@ fn line<'a>(text: &'a str, prefix: &str, port: u16) -> Option<&'a str> {
         .find(|l| l.starts_with(prefix) && l.contains(&format!("port=\"{port}\"")))
 }
 
-/// The exporter's threads named `name`.
-fn threads_named(pid: u32, name: &str) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .flatten()
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
-        })
-        .count()
-}
-
 #[test]
 fn a_file_system_that_stops_answering_hangs_no_scrape() {
     if !enter_netns("a_file_system_that_stops_answering_hangs_no_scrape") {
@@ -267,7 +256,7 @@ fn a_file_system_that_stops_answering_hangs_no_scrape() {
         .unwrap_or_else(|| panic!("{status}"));
     assert_eq!(l["expected"], "unknown", "{l}");
     // One thread holds the stuck look, started once.
-    assert_eq!(threads_named(e.child.id(), "exe-look"), 1);
+    assert_eq!(threads_named(&e.child.id().to_string(), "exe-look"), 1);
     assert_eq!(
         get(&e.addr, "/-/healthy", &[]).unwrap().status,
         200,

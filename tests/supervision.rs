@@ -504,17 +504,6 @@ fn hanging_user_lookup() -> LoadChecks {
     LoadChecks::new(Some(lookup), |_: &std::path::Path| None)
 }
 
-/// Threads of this process named `name`.
-fn threads_named(name: &str) -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .flatten()
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
-        })
-        .count()
-}
-
 #[test]
 fn reloads_apply_in_the_order_they_read_the_file_and_a_hung_nss_holds_one_thread() {
     let cfg = config_file(
@@ -572,5 +561,5 @@ fn reloads_apply_in_the_order_they_read_the_file_and_a_hung_nss_holds_one_thread
         );
     }
     assert_eq!(HANGING.load(Ordering::SeqCst), 1);
-    assert_eq!(threads_named("user-check"), 1);
+    assert_eq!(threads_named("self", "user-check"), 1);
 }

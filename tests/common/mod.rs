@@ -876,3 +876,14 @@ pub fn serve_service(
     });
     (rt, addr, tx)
 }
+
+/// The threads of process `pid` (a number, or "self") named `name`.
+pub fn threads_named(pid: &str, name: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .count()
+}
