@@ -487,7 +487,14 @@ impl Platform for LinuxPlatform {
 /// that contends for the heap an arena of its own; for a small exporter
 /// that is memory kept for nothing, and RSS that creeps up while the thread
 /// pools warm. Two arenas are plenty.
+///
+/// Started as the BPF loader (by the exporter itself, see
+/// [`port_sharing::serve_loader`]), it does that job and exits here.
 pub fn init_process() {
+    if std::env::var_os(port_sharing::LOADER_ENV).is_some() {
+        std::process::exit(port_sharing::serve_loader());
+    }
+    port_sharing::enable_loader_process();
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only sets an allocator tunable; it is called before
     // any other thread exists.

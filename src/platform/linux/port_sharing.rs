@@ -12,8 +12,22 @@
 //! of the thread that creates its file: call [`PortWalker::walk`] from a
 //! thread in the exporter's own namespace. The decoder ([`decode`]) is
 //! pure and tested on byte arrays.
+//!
+//! Loading parses the kernel's whole BTF (5 MB of type records, about
+//! 32 MiB once aya holds them), which doubled the exporter's peak memory.
+//! So the exporter's binary loads in a child of itself ([`serve_loader`]:
+//! `/proc/self/exe` with [`LOADER_ENV`] set, the same privileges), which
+//! sends the program's fd back over a socket pair and exits; the exporter
+//! keeps one iterator link and opens a file from it per walk, with two
+//! `bpf(2)` calls aya does not expose for a program it did not load. A
+//! program that is not the exporter's binary (a test) loads in its own
+//! process. Tested by `tests/ephemeral.rs`
+//! `the_iterator_is_loaded_outside_the_exporters_memory`.
 
 use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use crate::platform::PortSharing;
 
@@ -53,9 +67,10 @@ pub fn decode(bytes: &[u8], netns: u64) -> Result<PortSharing, WalkError> {
     Ok(sharing)
 }
 
-/// The loaded iterator, or why it could not be loaded.
+/// The loaded iterator (its link, from which each walk opens a file), or
+/// why it could not be loaded.
 pub struct PortWalker {
-    loaded: Option<Result<aya::Ebpf, WalkError>>,
+    loaded: Option<Result<OwnedFd, WalkError>>,
 }
 
 impl Default for PortWalker {
@@ -68,20 +83,76 @@ impl Default for PortWalker {
 #[cfg(portrange_bpf)]
 const PROGRAM: &str = "port_sharing";
 
+/// Set in the environment of the exporter's own loader process
+/// ([`serve_loader`]).
+pub const LOADER_ENV: &str = "PORTRANGE_EXPORTER_BPF_LOADER";
+
+/// Whether this process is the exporter's binary (its `main` said so), so
+/// that `/proc/self/exe` started with [`LOADER_ENV`] is the loader. A test
+/// binary or another program using the crate loads in its own process.
+static LOADER_AVAILABLE: AtomicBool = AtomicBool::new(false);
+
+/// Called by the exporter's `main` (through `init_process`): the loader
+/// may run as a child of this binary.
+pub fn enable_loader_process() {
+    LOADER_AVAILABLE.store(true, Ordering::Relaxed);
+}
+
+/// How long the loader process may take before it counts as failed.
+const LOADER_TIMEOUT: Duration = Duration::from_secs(20);
+
 impl PortWalker {
     /// Loads nothing yet: the first [`PortWalker::walk`] does.
     pub fn new() -> PortWalker {
         PortWalker { loaded: None }
     }
 
-    #[cfg(portrange_bpf)]
-    fn load() -> Result<aya::Ebpf, WalkError> {
-        Self::try_load().map_err(WalkError::Load)
+    /// Loads the program and attaches it as an iterator: in a child process
+    /// of the exporter's binary where there is one (parsing the kernel's
+    /// BTF, 5 MB of type records, took 32 MiB of the exporter's own peak
+    /// memory: the child takes it and exits), else here.
+    fn load() -> Result<OwnedFd, WalkError> {
+        let program = if LOADER_AVAILABLE.load(Ordering::Relaxed) {
+            match load_in_child() {
+                Ok(fd) => fd,
+                // A refusal (no CAP_BPF) would be the same here; anything
+                // else (the binary gone, no process allowed) is tried here.
+                Err(WalkError::Load(e)) => return Err(WalkError::Load(e)),
+                Err(e) => {
+                    log::debug!("the BPF loader process failed ({e}); loading in the exporter");
+                    load_program()?
+                }
+            }
+        } else {
+            load_program()?
+        };
+        sys::link_create_iter(&program)
+            .map_err(|e| WalkError::Load(format!("BPF_LINK_CREATE: {e}")))
     }
 
-    #[cfg(portrange_bpf)]
-    fn try_load() -> Result<aya::Ebpf, String> {
-        let object = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/port_sharing.bpf.o"));
+    /// Walks the TCP sockets of the calling thread's network namespace
+    /// (whose id is `netns`).
+    pub fn walk(&mut self, netns: u64) -> Result<PortSharing, WalkError> {
+        let loaded = self.loaded.get_or_insert_with(PortWalker::load);
+        let link = loaded.as_ref().map_err(|e| e.clone())?;
+        // One file per walk (an iterator's file reads once), from one link.
+        let mut file = sys::iter_create(link)
+            .map(std::fs::File::from)
+            .map_err(|e| WalkError::Run(format!("BPF_ITER_CREATE: {e}")))?;
+        let mut bytes = Vec::with_capacity(64 * 1024);
+        file.read_to_end(&mut bytes)
+            .map_err(|e| WalkError::Run(e.to_string()))?;
+        decode(&bytes, netns)
+    }
+}
+
+/// Loads the program through aya (which reads the kernel's BTF to relocate
+/// the fields the program reads and to find `bpf_iter_tcp`); returns its
+/// fd, which keeps it loaded once aya's objects are dropped.
+#[cfg(portrange_bpf)]
+fn load_program() -> Result<OwnedFd, WalkError> {
+    let object = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/port_sharing.bpf.o"));
+    let load = || -> Result<OwnedFd, String> {
         let btf = aya::Btf::from_sys_fs()
             .map_err(|e| format!("no kernel BTF at /sys/kernel/btf/vmlinux: {e}"))?;
         let mut ebpf = aya::EbpfLoader::new()
@@ -104,42 +175,182 @@ impl PortWalker {
             }
             text
         })?;
-        Ok(ebpf)
+        let fd = program.fd().map_err(|e| e.to_string())?;
+        fd.as_fd().try_clone_to_owned().map_err(|e| e.to_string())
+    };
+    load().map_err(WalkError::Load)
+}
+
+#[cfg(not(portrange_bpf))]
+fn load_program() -> Result<OwnedFd, WalkError> {
+    Err(WalkError::NotBuilt)
+}
+
+/// Starts `/proc/self/exe` as the loader ([`serve_loader`]) and receives the
+/// loaded program's fd over a socket pair, or the loader's error.
+fn load_in_child() -> Result<OwnedFd, WalkError> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
+    let child_error = |e: String| WalkError::Run(format!("the loader process: {e}"));
+    let (ours, theirs) = socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| child_error(e.to_string()))?;
+    rustix::net::sockopt::set_socket_timeout(
+        &ours,
+        rustix::net::sockopt::Timeout::Recv,
+        Some(LOADER_TIMEOUT),
+    )
+    .map_err(|e| child_error(e.to_string()))?;
+    let mut child = std::process::Command::new("/proc/self/exe")
+        .env(LOADER_ENV, "1")
+        .stdin(std::process::Stdio::from(theirs))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| child_error(format!("cannot start /proc/self/exe: {e}")))?;
+    let received = sys::receive(&ours);
+    if received.is_err() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    match received.map_err(|e| child_error(e.to_string()))? {
+        (_, Some(fd)) => Ok(fd),
+        (text, None) if text.is_empty() => Err(child_error("it ended without an answer".into())),
+        (text, None) => Err(WalkError::Load(String::from_utf8_lossy(&text).into_owned())),
+    }
+}
+
+/// The loader process's work: loads the program and sends its fd (or the
+/// error's text) over the socket the exporter gave it as stdin, then the
+/// process exits. Returns the exit status.
+pub fn serve_loader() -> i32 {
+    // SAFETY: fd 0 is the socket the exporter passed as stdin and nothing
+    // else in this short process uses or closes it.
+    let socket = unsafe { BorrowedFd::borrow_raw(0) };
+    let sent = match load_program() {
+        Ok(fd) => sys::send(socket, b"ok", Some(fd.as_fd())),
+        Err(WalkError::Load(e)) => sys::send(socket, e.as_bytes(), None),
+        Err(e) => sys::send(socket, e.to_string().as_bytes(), None),
+    };
+    i32::from(sent.is_err())
+}
+
+/// The three system calls aya does not expose for a program loaded
+/// elsewhere: creating an iterator link from a program fd, an iterator
+/// file from a link, and passing an fd over a socket.
+mod sys {
+    use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+    /// `bpf(2)` commands and the attach type (include/uapi/linux/bpf.h).
+    const BPF_LINK_CREATE: libc::c_long = 28;
+    const BPF_ITER_CREATE: libc::c_long = 33;
+    const BPF_TRACE_ITER: u32 = 28;
+
+    /// `union bpf_attr` as `BPF_LINK_CREATE` reads it (no iterator info:
+    /// the TCP iterator takes none).
+    #[repr(C)]
+    #[derive(Default)]
+    struct LinkCreate {
+        prog_fd: u32,
+        target_fd: u32,
+        attach_type: u32,
+        flags: u32,
+        iter_info: u64,
+        iter_info_len: u32,
+        _pad: u32,
     }
 
-    #[cfg(not(portrange_bpf))]
-    fn load() -> Result<aya::Ebpf, WalkError> {
-        Err(WalkError::NotBuilt)
+    /// `union bpf_attr` as `BPF_ITER_CREATE` reads it.
+    #[repr(C)]
+    #[derive(Default)]
+    struct IterCreate {
+        link_fd: u32,
+        flags: u32,
     }
 
-    /// Walks the TCP sockets of the calling thread's network namespace
-    /// (whose id is `netns`).
-    pub fn walk(&mut self, netns: u64) -> Result<PortSharing, WalkError> {
-        let loaded = self.loaded.get_or_insert_with(PortWalker::load);
-        let ebpf = loaded.as_mut().map_err(|e| e.clone())?;
-        let bytes = Self::read(ebpf).map_err(WalkError::Run)?;
-        decode(&bytes, netns)
+    fn bpf<T>(cmd: libc::c_long, attr: &T) -> std::io::Result<OwnedFd> {
+        // SAFETY: `attr` is a live, initialised #[repr(C)] prefix of
+        // `union bpf_attr` for `cmd`, and its size is passed with it; the
+        // kernel only reads it.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                cmd,
+                attr as *const T,
+                std::mem::size_of::<T>() as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: on success both commands return a new fd that nothing
+        // else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
     }
 
-    #[cfg(portrange_bpf)]
-    fn read(ebpf: &mut aya::Ebpf) -> Result<Vec<u8>, String> {
-        let program: &mut aya::programs::Iter = ebpf
-            .program_mut(PROGRAM)
-            .ok_or_else(|| format!("no program {PROGRAM}"))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-        // One link and one file per walk: an iterator's file reads once.
-        let id = program.attach().map_err(|e| e.to_string())?;
-        let link = program.take_link(id).map_err(|e| e.to_string())?;
-        let mut file = link.into_file().map_err(|e| e.to_string())?;
-        let mut bytes = Vec::with_capacity(64 * 1024);
-        file.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
-        Ok(bytes)
+    pub fn link_create_iter(program: &OwnedFd) -> std::io::Result<OwnedFd> {
+        let attr = LinkCreate {
+            prog_fd: program.as_raw_fd() as u32,
+            attach_type: BPF_TRACE_ITER,
+            ..LinkCreate::default()
+        };
+        bpf(BPF_LINK_CREATE, &attr)
     }
 
-    #[cfg(not(portrange_bpf))]
-    fn read(_ebpf: &mut aya::Ebpf) -> Result<Vec<u8>, String> {
-        Err(WalkError::NotBuilt.to_string())
+    pub fn iter_create(link: &OwnedFd) -> std::io::Result<OwnedFd> {
+        let attr = IterCreate {
+            link_fd: link.as_raw_fd() as u32,
+            flags: 0,
+        };
+        bpf(BPF_ITER_CREATE, &attr)
+    }
+
+    /// Sends `text` and, when given, `fd` (SCM_RIGHTS) in one message.
+    pub fn send(
+        socket: BorrowedFd<'_>,
+        text: &[u8],
+        fd: Option<BorrowedFd<'_>>,
+    ) -> std::io::Result<()> {
+        use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, sendmsg};
+        let fds = fd.as_slice();
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !fds.is_empty() {
+            control.push(SendAncillaryMessage::ScmRights(fds));
+        }
+        sendmsg(
+            socket,
+            &[std::io::IoSlice::new(text)],
+            &mut control,
+            SendFlags::empty(),
+        )?;
+        Ok(())
+    }
+
+    /// Receives one message: its text and the fd it carried, if any.
+    pub fn receive(socket: &OwnedFd) -> std::io::Result<(Vec<u8>, Option<OwnedFd>)> {
+        use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, recvmsg};
+        let mut text = vec![0u8; 64 * 1024];
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let got = recvmsg(
+            socket,
+            &mut [std::io::IoSliceMut::new(&mut text)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        )?;
+        text.truncate(got.bytes);
+        let mut fd = None;
+        for message in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(fds) = message {
+                for received in fds {
+                    fd.get_or_insert(received);
+                }
+            }
+        }
+        Ok((text, fd))
     }
 }
 
