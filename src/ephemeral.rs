@@ -33,6 +33,8 @@
 //! `check`, the status document and the page name the busiest ones.
 //! Pure: no OS access, tested with fakes.
 
+pub mod check;
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::IpAddr;

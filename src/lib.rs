@@ -57,6 +57,7 @@ pub mod report;
 pub mod service;
 pub mod status;
 pub mod text;
+pub mod threshold;
 pub mod traffic;
 pub mod trail;
 pub mod users;

@@ -7,17 +7,19 @@
 //! dynamic range's busiest destinations (top 5, as `check` names them). The
 //! contract (shape, state names, the worst-state rule) is in the README's
 //! "The JSON status endpoint" section; the state names are the `data-state`
-//! values of the page's cells.
+//! values of the page's cells. Each collector renders its own section from
+//! its own part of the report, called from the list in [`render`]: the
+//! ranges' `ranges` and `listeners` ([`crate::watched::status`]), the
+//! trail's `events`, `traffic` and `ephemeral`; what is here is the
+//! collection's own (when, how long, what was skipped, `check`'s verdict).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::allowlist::Expected;
-use crate::platform::Holder;
 use crate::report::{Listener, RangeView, Report};
+use crate::watched;
 
 /// What is said about the exporter itself.
 #[derive(Clone, Debug)]
@@ -28,46 +30,6 @@ pub struct Exporter<'a> {
     /// Why the events' command lines are left out (`None`: shown); see
     /// [`crate::trail::cmdline_withheld`].
     pub cmdline_withheld: Option<&'a str>,
-}
-
-/// The state of one port, ranked: a port with several sockets takes the
-/// highest (unexpected > unknown > kernel not allowed > kernel allowed >
-/// expected > in use). `Free` and `Reserved` are never listed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum PortState {
-    InUse,
-    Expected,
-    KernelAllowed,
-    KernelNotAllowed,
-    Unknown,
-    Unexpected,
-}
-
-impl PortState {
-    /// The name used in the JSON and in the page's `data-state`.
-    pub fn name(self) -> &'static str {
-        match self {
-            PortState::InUse => "in_use",
-            PortState::Expected => "expected",
-            PortState::KernelAllowed | PortState::KernelNotAllowed => "kernel",
-            PortState::Unknown => "unknown",
-            PortState::Unexpected => "unexpected",
-        }
-    }
-
-    /// The state a listener gives its port. A kernel-held socket is
-    /// `kernel`, allowed only when the allowlist says so (a verdict of
-    /// "unknown" is not allowed); a process or an unfound owner follows the
-    /// verdict.
-    pub fn of(l: &Listener) -> PortState {
-        match (&l.holder, l.expected) {
-            (Some(Holder::Kernel { .. }), Expected::True) => PortState::KernelAllowed,
-            (Some(Holder::Kernel { .. }), _) => PortState::KernelNotAllowed,
-            (_, Expected::True) => PortState::Expected,
-            (_, Expected::False) => PortState::Unexpected,
-            (_, Expected::Unknown) => PortState::Unknown,
-        }
-    }
 }
 
 #[derive(Serialize)]
@@ -82,8 +44,8 @@ struct Document<'a> {
     /// the page's top line.
     check: CheckJson<'a>,
     skipped: Vec<SkippedJson<'a>>,
-    ranges: Vec<RangeJson<'a>>,
-    listeners: Vec<ListenerJson<'a>>,
+    ranges: Vec<watched::status::RangeJson<'a>>,
+    listeners: Vec<watched::status::ListenerJson<'a>>,
     /// The listener trail's newest events, newest last (the page's
     /// "recent changes"); absent where no trail is kept.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -121,177 +83,6 @@ struct ExporterJson<'a> {
     metrics_path: &'a str,
 }
 
-#[derive(Serialize)]
-struct RangeJson<'a> {
-    range: &'a str,
-    protocol: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    netns: Option<&'a str>,
-    spec: String,
-    intervals: Vec<[u16; 2]>,
-    ports: u32,
-    in_use: u32,
-    free: u32,
-    unexpected: u64,
-    unknown: u64,
-    unattributed: u64,
-    ephemeral_overlap: Option<u32>,
-    /// With an overlap: the exact setting that reserves the range's ports.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ephemeral_fix: Option<String>,
-    used: Vec<UsedJson>,
-    reserved: Vec<[u16; 2]>,
-}
-
-#[derive(Serialize)]
-struct UsedJson {
-    port: u16,
-    state: &'static str,
-    owner: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    allowed: Option<bool>,
-    /// Since when the port's longest-known listener is known (RFC 3339).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    since: Option<String>,
-}
-
-#[derive(Serialize)]
-struct ListenerJson<'a> {
-    range: &'a str,
-    protocol: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    netns: Option<&'a str>,
-    address: String,
-    port: u16,
-    process: Cow<'a, str>,
-    pid: Option<u32>,
-    user: &'a str,
-    expected: &'static str,
-    kernel: bool,
-    /// The owner's executable is gone (deleted, or an anonymous memory
-    /// file); left out when it is not.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    exe_gone: bool,
-    /// Since when the trail knows the listener (RFC 3339).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    since: Option<String>,
-}
-
-/// Owners named per port at most; the rest are counted.
-const OWNERS_NAMED: usize = 3;
-
-/// Who holds a listener, as the page's tooltip says it:
-/// `CtxGfx (pid 812, user citrix)`, `kernel (vxlan0)`, `unknown (user 1001)`.
-pub fn owner_text(l: &Listener) -> String {
-    match &l.holder {
-        Some(Holder::Process(o)) => format!(
-            "{} (pid {}, user {}{})",
-            l.process_name(),
-            o.pid,
-            l.user,
-            if l.exe_gone() {
-                ", executable gone"
-            } else {
-                ""
-            }
-        ),
-        Some(Holder::Kernel { .. }) => l.process(),
-        None => format!("unknown (user {})", l.user),
-    }
-}
-
-/// The per-port states of one range and protocol: every port in use, with
-/// the worst state of its listeners (`in_use` when it has none).
-fn used_ports(stats: &RangeView, listeners: &[&Listener]) -> Vec<UsedJson> {
-    let mut by_port: BTreeMap<u16, (PortState, Vec<String>)> = stats
-        .in_use_ports
-        .iter()
-        .map(|&p| (p, (PortState::InUse, Vec::new())))
-        .collect();
-    for l in listeners {
-        let state = PortState::of(l);
-        let slot = by_port
-            .entry(l.port)
-            .or_insert((PortState::InUse, Vec::new()));
-        if state > slot.0 {
-            *slot = (state, Vec::new());
-        }
-        if state == slot.0 {
-            let owner = owner_text(l);
-            if !slot.1.contains(&owner) {
-                slot.1.push(owner);
-            }
-        }
-    }
-    by_port
-        .into_iter()
-        .map(|(port, (state, owners))| {
-            let mut owner = owners
-                .iter()
-                .take(OWNERS_NAMED)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("; ");
-            if owners.len() > OWNERS_NAMED {
-                owner.push_str(&format!(" and {} more", owners.len() - OWNERS_NAMED));
-            }
-            UsedJson {
-                port,
-                state: state.name(),
-                owner,
-                allowed: match state {
-                    PortState::KernelAllowed => Some(true),
-                    PortState::KernelNotAllowed => Some(false),
-                    _ => None,
-                },
-                since: None,
-            }
-        })
-        .collect()
-}
-
-/// The listener table's order: unexpected, unknown, kernel-held, expected;
-/// then by port.
-fn kind_rank(l: &Listener) -> u8 {
-    if l.is_kernel() {
-        return 2;
-    }
-    match l.expected {
-        Expected::False => 0,
-        Expected::Unknown => 1,
-        Expected::True => 3,
-    }
-}
-
-fn intervals(set: &crate::ranges::PortSet) -> Vec<[u16; 2]> {
-    set.intervals().iter().map(|&(a, b)| [a, b]).collect()
-}
-
-/// Since when the trail knows `l`, in RFC 3339.
-fn since_of(report: &Report, l: &Listener) -> Option<String> {
-    let s = report.trail.as_ref()?.since_of(l)?;
-    Some(crate::text::rfc3339_unix(s.unix))
-}
-
-/// Adds to each port in use the earliest "since" of its listeners (the
-/// cell's tooltip says it).
-fn with_since(mut used: Vec<UsedJson>, listeners: &[&Listener], report: &Report) -> Vec<UsedJson> {
-    let Some(trail) = &report.trail else {
-        return used;
-    };
-    let mut first: BTreeMap<u16, f64> = BTreeMap::new();
-    for l in listeners {
-        if let Some(s) = trail.since_of(l) {
-            let e = first.entry(l.port).or_insert(s.unix);
-            *e = e.min(s.unix);
-        }
-    }
-    for u in &mut used {
-        u.since = first.get(&u.port).map(|&t| crate::text::rfc3339_unix(t));
-    }
-    used
-}
-
 /// `check`'s verdict on the same collection, which the page shows as its
 /// top line: the caller asks `check` (projections do not import one
 /// another).
@@ -314,52 +105,8 @@ pub fn render(
 ) -> serde_json::Result<Vec<u8>> {
     // Without a sample there is no map to draw.
     let views: &[RangeView] = if report.up() { &report.ranges } else { &[] };
-    let ranges = views
-        .iter()
-        .map(|r| {
-            let listeners: Vec<&Listener> = r.listeners.iter().collect();
-            RangeJson {
-                range: &r.range,
-                protocol: r.protocol.as_str(),
-                netns: r.netns.as_deref(),
-                spec: r.spec.to_string(),
-                intervals: intervals(&r.spec),
-                ports: r.ports(),
-                in_use: r.in_use,
-                free: r.free(),
-                unexpected: r.unexpected,
-                unknown: r.unknown,
-                unattributed: r.unattributed,
-                ephemeral_overlap: r.ephemeral_overlap,
-                ephemeral_fix: r
-                    .ephemeral_overlap
-                    .filter(|n| *n > 0)
-                    .map(|_| crate::platform::reserve_ports_fix(&r.spec, r.protocol)),
-                used: with_since(used_ports(r, &listeners), &listeners, report),
-                // The page calls the excluded ports "reserved".
-                reserved: r.excluded.as_ref().map_or_else(Vec::new, intervals),
-            }
-        })
-        .collect();
-    let mut listeners: Vec<&Listener> = views.iter().flat_map(|r| &r.listeners).collect();
-    listeners.sort_by_key(|l| (kind_rank(l), l.port));
-    let listeners = listeners
-        .into_iter()
-        .map(|l| ListenerJson {
-            range: &l.range,
-            protocol: l.protocol.as_str(),
-            netns: l.netns.as_deref(),
-            address: l.address.to_string(),
-            port: l.port,
-            process: l.process_name(),
-            pid: l.owner().map(|o| o.pid),
-            user: &l.user,
-            expected: l.expected.as_str(),
-            kernel: l.is_kernel(),
-            exe_gone: l.exe_gone(),
-            since: since_of(report, l),
-        })
-        .collect();
+    let since = |l: &Listener| report.since_of(l);
+    let ranges = watched::status::section(views, &since);
     let doc = Document {
         exporter: ExporterJson {
             version: exporter.version,
@@ -384,8 +131,8 @@ pub fn render(
                 reason: &s.reason,
             })
             .collect(),
-        ranges,
-        listeners,
+        ranges: ranges.ranges,
+        listeners: ranges.listeners,
         events: report.trail.as_ref().map(|t| {
             t.recent
                 .iter()
@@ -412,7 +159,8 @@ pub fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::platform::Owner;
+    use crate::allowlist::Expected;
+    use crate::platform::{Holder, Owner};
     use crate::ranges::{PortSet, Protocol};
     use std::net::IpAddr;
     use std::sync::Arc;

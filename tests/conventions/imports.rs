@@ -19,6 +19,9 @@ const LAYERS: &[(&str, &[&str])] = &[
         "shared helpers",
         &[
             "text",
+            // The plugin states and threshold syntax that `check` and
+            // each collector's judgement share.
+            "threshold",
             "ranges",
             "names",
             "deadline",
