@@ -24,6 +24,8 @@ use crate::text::{plural, printable};
 use crate::threshold::{Resolved, Status, Threshold, perf_label};
 
 mod owners;
+#[cfg(test)]
+pub(crate) mod tests;
 
 /// Rows (owners in a range) of unexpected and unknown listeners shown
 /// without `-v`: the long output must fit NRPE's buffer even with

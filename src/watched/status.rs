@@ -16,6 +16,9 @@ use super::{Listener, RangeView, SinceOf};
 use crate::allowlist::Expected;
 use crate::platform::Holder;
 
+#[cfg(test)]
+pub(crate) mod tests;
+
 /// The state of one port, ranked: a port with several sockets takes the
 /// highest (unexpected > unknown > kernel not allowed > kernel allowed >
 /// expected > in use). `Free` and `Reserved` are never listed.
