@@ -11,7 +11,7 @@
 //! (unexpected or unknown), one row per owner and range; `-v` lists every
 //! listener, `-vv` adds the attribution counters. Thresholds use the
 //! guidelines' range syntax, with percentages of what is judged
-//! ([`crate::threshold`]). `--output json` ([`json`]) prints the whole
+//! ([`crate::threshold`]). `--output json` ([`render_json`]) prints the whole
 //! report for scripts. With `--collector.netns` the tables gain a NETNS
 //! column, ranges are named with their namespace, and a namespace that
 //! could not be sampled is a WARNING, as is any part the collection had to

@@ -2,7 +2,7 @@
 //! and protocol's free ports against the thresholds (the plugin range
 //! syntax, percentages of the range's capacity: [`crate::threshold`]), an
 //! ephemeral overlap and the setting that ends it, the unexpected
-//! listeners grouped by owner and range ([`owners`]: up to five owners
+//! listeners grouped by owner and range (`owners.rs`: up to five owners
 //! named, so one process with many ports hides no other), and the
 //! listeners whose owner could not be seen or judged, with the privilege
 //! that would show them. Also the performance data per range and
