@@ -20,10 +20,10 @@
 //! Each collector judges its own part and writes its own lines, called
 //! from the lists in [`render`] and [`render_json`]: the ranges
 //! ([`crate::watched::check`]), the dynamic range
-//! ([`crate::ephemeral::check`]), the traffic to closed ports
+//! ([`crate::ephemeral::check`]), the namespaces not sampled
+//! ([`crate::netns::check_reason`]), the traffic to closed ports
 //! ([`crate::traffic::check_lines`]). What is here is the collection's
-//! own: what it left out, the namespaces it could not sample, the
-//! configuration's warnings, the counters. A pure projection of the
+//! own: what it left out, the configuration's warnings, the counters. A pure projection of the
 //! [`Report`]: nothing here reads the configuration or touches the OS.
 
 use std::fmt::Write;
@@ -113,17 +113,9 @@ fn judge<'a>(report: &'a Report, seen: &Seen<'_>, opts: &Options) -> Verdict<'a>
         .chain(&ephemeral.warning)
         .cloned()
         .collect();
-    if let Some(n) = report.netns.as_ref().filter(|n| n.unsampled > 0) {
-        // What the exporter cannot see is never fine.
+    if let Some(reason) = crate::netns::check_reason(report.netns.as_ref()) {
         status = status.max(Status::Warning);
-        reasons.push(format!(
-            "{} could not be sampled",
-            plural(
-                n.unsampled as usize,
-                "network namespace",
-                "network namespaces"
-            )
-        ));
+        reasons.push(reason);
     }
     if let Some(first) = report.skipped.first() {
         // What the exporter cannot see is never fine.
