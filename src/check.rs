@@ -23,8 +23,9 @@
 //! ([`crate::ephemeral::check`]), the namespaces not sampled
 //! ([`crate::netns::check_reason`]), the traffic to closed ports
 //! ([`crate::traffic::check_lines`]). What is here is the collection's
-//! own: what it left out, the configuration's warnings, the counters. A pure projection of the
-//! [`Report`]: nothing here reads the configuration or touches the OS.
+//! own: what it left out, the configuration's warnings, the counters. A
+//! pure projection of the [`Report`]: nothing here reads the
+//! configuration or touches the OS.
 
 use std::fmt::Write;
 
