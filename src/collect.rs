@@ -313,7 +313,10 @@ impl Collector {
         }
         let t_sample = started.elapsed();
         let attribution = self.platform.attribute(&sample, deadline);
-        let attribution = self.platform.confirm_kernel(&sample, attribution, deadline);
+        let mut attribution = self.platform.confirm_kernel(&sample, attribution, deadline);
+        if !attribution.closed.is_empty() {
+            drop_closed(&mut sample.sockets, &mut attribution);
+        }
         let t_attr = started.elapsed();
         self.log_attribution(&attribution.stats);
         let Sample {
@@ -382,11 +385,12 @@ impl Collector {
             elapsed - t_attr
         );
         log::debug!(
-            "collection: {} sockets, {} listeners, {} owners confirmed, {} searched, {} processes scanned, {} links read, {} kernel-held, deadline hit {}, {elapsed:?}",
+            "collection: {} sockets, {} listeners, {} owners confirmed, {} searched ({} closed before they were found), {} processes scanned, {} links read, {} kernel-held, deadline hit {}, {elapsed:?}",
             sockets.len(),
             report.listeners().count(),
             a.confirmed,
             a.searched,
+            a.closed,
             a.processes_scanned,
             a.links_read,
             a.kernel,
@@ -569,6 +573,19 @@ impl Collector {
             );
         }
     }
+}
+
+/// Drops the sockets attribution found closed (see
+/// [`platform::Attribution::closed`]) from the sample and the holders,
+/// index for index.
+fn drop_closed(sockets: &mut Vec<Socket>, attribution: &mut platform::Attribution) {
+    let closed: HashSet<usize> = attribution.closed.drain(..).collect();
+    let mut index = 0usize..;
+    sockets.retain(|_| !closed.contains(&index.next().unwrap_or_default()));
+    let mut index = 0usize..;
+    attribution
+        .holders
+        .retain(|_| !closed.contains(&index.next().unwrap_or_default()));
 }
 
 #[cfg(test)]
@@ -866,6 +883,58 @@ pub(crate) mod tests {
             vec![(RANGES, false), (NETNS, false), (EPHEMERAL, false)]
         );
         assert_eq!(r.netns, Some(NetnsReport::default()));
+    }
+
+    /// A listener the platform found closed before its holder was known
+    /// is not reported (as a listener of unknown owner that no longer
+    /// exists); the others keep their holders, index for index.
+    #[test]
+    fn a_socket_found_closed_is_dropped_with_its_holder() {
+        struct Closing;
+        impl Platform for Closing {
+            fn sample(&mut self, _: &Filter, _: Instant) -> Result<Sample, platform::SampleError> {
+                Ok(Sample {
+                    sockets: vec![
+                        sock(Protocol::Udp, 3224, 7, 0, 10),
+                        sock(Protocol::Udp, 3225, 7, 0, 11),
+                        sock(Protocol::Udp, 3226, 7, 0, 12),
+                    ],
+                    ..Sample::default()
+                })
+            }
+            fn attribute(&mut self, _: &Sample, _: Instant) -> platform::Attribution {
+                platform::Attribution {
+                    holders: vec![owner("CtxGfx"), None, owner("intruder")],
+                    closed: vec![1],
+                    ..platform::Attribution::default()
+                }
+            }
+            fn ephemeral_ports(&self) -> Result<EphemeralPorts, String> {
+                Err("not read here".into())
+            }
+            fn user_resolver(&self) -> platform::UserResolver {
+                Arc::new(|_| Ok(UserLookup::Name("root".into())))
+            }
+            fn missing_privileges(&self) -> Vec<&'static str> {
+                Vec::new()
+            }
+        }
+        let mut c = Collector::new(Arc::new(Config::builtin()), Box::new(Closing));
+        let r = c.collect(Instant::now() + Duration::from_secs(2));
+        let udp = r
+            .ranges
+            .iter()
+            .find(|v| v.protocol == Protocol::Udp)
+            .unwrap();
+        assert_eq!((udp.in_use, udp.unknown), (2, 0), "{udp:?}");
+        let names: Vec<(u16, String)> = r.listeners().map(|l| (l.port, l.process())).collect();
+        assert!(
+            names
+                .iter()
+                .any(|(p, n)| *p == 3226 && n.contains("intruder"))
+                && !names.iter().any(|(p, _)| *p == 3225),
+            "{names:?}"
+        );
     }
 
     #[test]

@@ -321,6 +321,11 @@ pub struct Attribution {
     /// sample), left `None` in `holders` until [`Platform::confirm_kernel`]
     /// confirms them as kernel-held or drops them (they stay unknown).
     pub candidates: Vec<KernelCandidate>,
+    /// Sockets a second sample showed closed before their holder was
+    /// found, which leave nothing behind (listeners and UDP sockets;
+    /// indexes into the sample): the collection drops them, rather than
+    /// report a listener of unknown owner that no longer exists.
+    pub closed: Vec<usize>,
     /// What attribution or the kernel check had to leave out.
     pub skipped: Vec<Skipped>,
     pub stats: PassStats,
@@ -356,6 +361,9 @@ pub struct PassStats {
     pub kernel: usize,
     /// fd links read (Linux): the cost that must follow owners, not sockets.
     pub links_read: usize,
+    /// Sockets not yet placed that a second sample showed closed (Linux):
+    /// not searched for.
+    pub closed: usize,
 }
 
 /// One network namespace a sample covered, when the platform samples every

@@ -187,26 +187,10 @@ impl LinuxPlatform {
         deadline: Instant,
         skipped: &mut Vec<Skipped>,
     ) -> HashSet<u64> {
-        let wanted: HashSet<u64> = candidates.iter().map(|s| s.inode).collect();
-        let mut per_netns: HashMap<u64, Intervals> = HashMap::new();
-        for s in candidates {
-            let intervals = per_netns.entry(s.netns).or_default();
-            intervals.get_mut(s.protocol).push((s.port, s.port));
-        }
         let mut present = HashSet::new();
-        for (ns, intervals) in per_netns {
-            let filter = Filter {
-                tcp: PortSet::from_intervals(intervals.tcp),
-                udp: PortSet::from_intervals(intervals.udp),
-            };
-            let again = match &mut self.netns {
-                Some(n) if ns != 0 => n.resample(ns, &filter, deadline),
-                _ => sock_diag::sample(&filter, deadline),
-            };
+        for (ns, again) in resample(&mut self.netns, candidates, deadline) {
             match again {
-                Ok(again) => {
-                    present.extend(again.iter().map(|s| s.inode).filter(|i| wanted.contains(i)))
-                }
+                Ok(again) => present.extend(again),
                 Err(e) => skipped.push(Skipped::new(
                     Skipped::KERNEL_CHECK,
                     format!("second sample of {}", netns_name(ns)),
@@ -250,6 +234,44 @@ impl LinuxPlatform {
         }
         out
     }
+}
+
+/// A second sample of just the ports of `sockets`, per namespace: of
+/// their inodes, those it still shows, or why a namespace could not be
+/// sampled again. A filtered dump, far cheaper than reading every fd of
+/// every owner to look for a socket that is already closed.
+fn resample(
+    netns: &mut Option<netns::NetnsSampler>,
+    sockets: &[&Socket],
+    deadline: Instant,
+) -> Vec<(u64, Result<HashSet<u64>, SampleError>)> {
+    let wanted: HashSet<u64> = sockets.iter().map(|s| s.inode).collect();
+    let mut per_netns: HashMap<u64, Intervals> = HashMap::new();
+    for s in sockets {
+        let intervals = per_netns.entry(s.netns).or_default();
+        intervals.get_mut(s.protocol).push((s.port, s.port));
+    }
+    per_netns
+        .into_iter()
+        .map(|(ns, intervals)| {
+            let filter = Filter {
+                tcp: PortSet::from_intervals(intervals.tcp),
+                udp: PortSet::from_intervals(intervals.udp),
+            };
+            let again = match netns {
+                Some(n) if ns != 0 => n.resample(ns, &filter, deadline),
+                _ => sock_diag::sample(&filter, deadline),
+            };
+            let present = again.map(|again| {
+                again
+                    .iter()
+                    .map(|s| s.inode)
+                    .filter(|i| wanted.contains(i))
+                    .collect()
+            });
+            (ns, present)
+        })
+        .collect()
 }
 
 /// How a namespace is named in [`Skipped`] entries.
@@ -304,9 +326,28 @@ impl Platform for LinuxPlatform {
 
     fn attribute(&mut self, sample: &Sample, deadline: Instant) -> Attribution {
         let sockets = &sample.sockets;
-        let mut pass = self
-            .attributor
-            .attribute_counting(sockets, &sample.count_only, deadline);
+        // Sockets still unplaced after the known owners' cheap look are
+        // sampled again before anyone searches for them: one closed since
+        // the sample (a churning owner's) would otherwise cost a read of
+        // every fd of every owner of its uid, and then a scan of /proc.
+        let netns = &mut self.netns;
+        let no_sock_diag = self.no_sock_diag;
+        let mut still_open = |asked: &[&Socket]| {
+            if no_sock_diag {
+                return None;
+            }
+            let mut present = HashSet::new();
+            for (_, again) in resample(netns, asked, deadline) {
+                present.extend(again.ok()?);
+            }
+            Some(present)
+        };
+        let mut pass = self.attributor.attribute_rechecking(
+            sockets,
+            &sample.count_only,
+            deadline,
+            &mut still_open,
+        );
         let mut skipped = Vec::new();
         self.executables
             .judge(&mut pass.owners, deadline, &mut skipped);
@@ -331,9 +372,20 @@ impl Platform for LinuxPlatform {
                     .then_some(Holder::Kernel { device: None })
             })
             .collect();
+        // A closed listener or UDP socket leaves nothing behind (a TCP
+        // connection may leave TIME_WAIT, which holds its port): it is
+        // dropped, not reported as a listener of unknown owner.
+        let closed = sockets
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| pass.closed.contains(&s.inode))
+            .filter(|(_, s)| s.protocol == Protocol::Udp || s.is_listener())
+            .map(|(index, _)| index)
+            .collect();
         Attribution {
             holders,
             candidates,
+            closed,
             skipped,
             stats: pass.stats,
         }
