@@ -752,11 +752,11 @@ fn check_output(
         ephemeral_warning: args
             .ephemeral_warning
             .clone()
-            .unwrap_or_else(check::ephemeral::default_warning),
+            .unwrap_or_else(crate::ephemeral::check::default_warning),
         ephemeral_critical: args
             .ephemeral_critical
             .clone()
-            .unwrap_or_else(check::ephemeral::default_critical),
+            .unwrap_or_else(crate::ephemeral::check::default_critical),
     };
     let warnings = config.warnings.clone();
     let host = match host {

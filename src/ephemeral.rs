@@ -31,7 +31,11 @@
 //! by sockets, the rest as `other`); TIME_WAIT and request sockets have no
 //! owner and count by state only. Destinations never become labels: only
 //! `check`, the status document and the page name the busiest ones.
-//! Pure: no OS access, tested with fakes.
+//! It renders its own part: its families ([`families`]), its section of
+//! the status document ([`status_json`]) and its judgement and lines in
+//! `check` ([`check`]). Pure: no OS access, tested with fakes.
+
+pub mod check;
 
 use std::borrow::Cow;
 use std::collections::HashMap;

@@ -15,25 +15,28 @@
 //!
 //! The house, bottom first (`tests/conventions.rs` checks that every
 //! `crate::`/`super::` import runs down these layers and that none
-//! closes a circle): shared helpers ([`text`], [`ranges`], [`names`],
-//! [`deadline`], [`logging`], [`exposition`]) → [`platform`] and its
-//! implementations → [`users`] → [`allowlist`] → the collectors →
+//! closes a circle): shared helpers ([`text`], [`threshold`], [`ranges`],
+//! [`names`], [`deadline`], [`logging`], [`exposition`]) → [`platform`]
+//! and its implementations → [`users`] → [`allowlist`] → the collectors →
 //! [`config`] and [`report`] → [`collect`] and the projections →
 //! [`service`] → [`http`] → [`cli`].
 //!
 //! One shape per collector: a module that samples through the platform
 //! boundary, holds its own plain part of the report, and renders that
 //! part: its metric families, its section of the status document, its
-//! lines in `check`. Its renderers take its own part, never the whole
-//! [`report::Report`] nor the [`config::Config`]. The collectors:
-//! [`watched`] (the `ranges` collector's views), [`netns`], [`trail`],
-//! [`traffic`] and [`ephemeral`]. Adding one is one module plus one line
-//! in each list: its part in [`report::Report`], its run in
+//! judgement and lines in `check`. Its renderers take its own part (and
+//! what the rest of the report says of it, passed in as plain values),
+//! never the whole [`report::Report`] nor the [`config::Config`]; what a
+//! judgement shares with `check` (plugin states, thresholds) is in
+//! [`threshold`], below every collector. The collectors: [`watched`] (the
+//! `ranges` collector: [`watched::families`], [`watched::status`],
+//! [`watched::check`]), [`netns`], [`trail`], [`traffic`] and
+//! [`ephemeral`] (with [`ephemeral::check`]). Adding one is one module
+//! plus one line in each list: its part in [`report::Report`], its run in
 //! [`collect::Collector::collect`], its families in [`metrics::families`]
 //! (and its help texts in [`metrics::FAMILIES`]), its section in
-//! [`status::render`] and in `check` ([`check::render`],
-//! [`check::render_json`]). (The `ranges` collector's status section and
-//! `check` judgement are still the bulk of `status` and `check`.)
+//! [`status::render`] and its judgement and lines in `check`
+//! ([`check::render`], [`check::render_json`]).
 
 pub mod allowlist;
 pub mod auth;
@@ -57,6 +60,7 @@ pub mod report;
 pub mod service;
 pub mod status;
 pub mod text;
+pub mod threshold;
 pub mod traffic;
 pub mod trail;
 pub mod users;

@@ -74,6 +74,14 @@ impl Report {
         self.ranges.iter().flat_map(|r| r.listeners.iter())
     }
 
+    /// Since when the trail knows `l` (Unix seconds, and whether the
+    /// exporter observed it then or its process started then): what the
+    /// ranges' renderers take as their [`crate::watched::SinceOf`].
+    pub fn since_of(&self, l: &Listener) -> Option<(f64, &'static str)> {
+        let s = self.trail.as_ref()?.since_of(l)?;
+        Some((s.unix, s.source))
+    }
+
     /// How many parts were skipped in `stage`.
     pub fn skipped_in(&self, stage: &str) -> usize {
         self.skipped.iter().filter(|s| s.stage == stage).count()

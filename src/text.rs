@@ -1,6 +1,7 @@
 //! Small helpers every layer shares, with no dependency on the rest of
-//! the crate: making a name printable on one line ([`printable`]) and
-//! RFC 3339 times ([`rfc3339`], [`rfc3339_unix`]). It sits at the bottom
+//! the crate: making a name printable on one line ([`printable`]), a count
+//! with its noun ([`plural`]) and RFC 3339 times ([`rfc3339`],
+//! [`rfc3339_unix`]). It sits at the bottom
 //! of the import order (see `tests/conventions.rs`), so that a collector,
 //! a projection and the logger can all use it without importing each
 //! other.
@@ -21,6 +22,11 @@ pub fn printable(s: &str) -> String {
         }
     }
     out
+}
+
+/// A count with its noun: `1 port`, `3 ports`.
+pub fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// UTC time as `2026-11-26T03:40:00.123Z`.

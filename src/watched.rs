@@ -1,8 +1,13 @@
 //! The `ranges` collector's part of the report: one [`RangeView`] per
 //! watched range, protocol and (with `--collector.netns`) network
 //! namespace, with the range's spec, per-port flag and series cap, its
-//! counts and its [`Listener`]s. [`crate::collect`] builds it; its metric
-//! families are rendered here ([`families`]).
+//! counts and its [`Listener`]s. [`crate::collect`] builds it; it renders
+//! its own part: its metric families here ([`families`]), its section of
+//! the status document ([`status`]) and its judgement and lines in `check`
+//! ([`check`]).
+
+pub mod check;
+pub mod status;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,6 +24,12 @@ use crate::ranges::{PortSet, Protocol};
 /// The help text of `portrange_ephemeral_overlap_ports` (the platform
 /// says what its dynamic range is).
 pub use crate::platform::EPHEMERAL_OVERLAP_HELP;
+
+/// Since when a listener is known (Unix seconds, and the source:
+/// `observed` or `process_start`), as the trail says: the renderers take
+/// it as a function, so that this part needs neither the trail nor the
+/// report that carries it ([`crate::report::Report::since_of`]).
+pub type SinceOf<'a> = &'a dyn Fn(&Listener) -> Option<(f64, &'static str)>;
 
 /// One listener in a range.
 #[derive(Clone, Debug)]

@@ -1,9 +1,11 @@
 //! `check --output json`: the whole report for scripts, with the same
-//! status and summary as the plugin text ([`super::render`]).
+//! status and summary as the plugin text ([`super::render`]); each
+//! collector's section comes from the collector (the ranges' `ranges` and
+//! `listeners`, `traffic`, `ephemeral`).
 
-use super::{Options, Status, judge, listeners};
+use super::{Options, Status, judge, seen_of};
 use crate::config::ConfigWarning;
-use crate::report::Report;
+use crate::report::{Listener, Report};
 
 /// The whole report and the verdict as one JSON document.
 pub fn render_json(
@@ -12,13 +14,14 @@ pub fn render_json(
     opts: &Options,
 ) -> (Status, String) {
     use serde_json::json;
+    let since = |l: &Listener| report.since_of(l);
     let (status, summary) = if let Some(e) = &report.error {
         (
             Status::Unknown,
             format!("sockets could not be sampled: {e}"),
         )
     } else {
-        let v = judge(report, &listeners(report), opts);
+        let v = judge(report, &seen_of(report, &since), opts);
         (
             v.status,
             if v.reasons.is_empty() {
@@ -28,57 +31,8 @@ pub fn render_json(
             },
         )
     };
-    let ranges: Vec<serde_json::Value> = report
-        .ranges
-        .iter()
-        .map(|r| {
-            let states: serde_json::Map<String, serde_json::Value> = r
-                .states
-                .iter()
-                .map(|(s, n)| ((*s).to_string(), json!(n)))
-                .collect();
-            json!({
-                "range": r.range,
-                "netns": r.netns,
-                "protocol": r.protocol.as_str(),
-                "ports": r.ports(),
-                "in_use": r.in_use,
-                "free": r.free(),
-                "unexpected_listeners": r.unexpected,
-                "unattributed_sockets": r.unattributed,
-                "ephemeral_overlap_ports": r.ephemeral_overlap,
-                "excluded_ports": r.excluded_free(),
-                "sockets": states,
-                "ports_in_use": r.per_port.then_some(&r.in_use_ports),
-                "warning": opts.warning.resolve(r.ports()).perf(),
-                "critical": opts.critical.resolve(r.ports()).perf(),
-            })
-        })
-        .collect();
-    let listeners: Vec<serde_json::Value> = listeners(report)
-        .into_iter()
-        .map(|l| {
-            let owner = l.owner();
-            json!({
-                "range": l.range,
-                "netns": l.netns,
-                "protocol": l.protocol.as_str(),
-                "address": l.address.to_string(),
-                "port": l.port,
-                "process": l.process(),
-                "pid": owner.map(|o| o.pid),
-                "exe": owner.and_then(|o| o.exe.as_ref()).map(|e| String::from_utf8_lossy(e).into_owned()),
-                "kernel": l.is_kernel(),
-                "exe_gone": l.exe_gone(),
-                "user": l.user,
-                "expected": l.expected.as_str(),
-                "since": report.trail.as_ref().and_then(|t| t.since_of(l)).map(|s| json!({
-                    "time": crate::text::rfc3339_unix(s.unix),
-                    "source": s.source,
-                })),
-            })
-        })
-        .collect();
+    let ranges = crate::watched::check::json_ranges(&report.ranges, &opts.warning, &opts.critical);
+    let listeners = crate::watched::check::json_listeners(&report.ranges, &since);
     let a = &report.attribution;
     let doc = json!({
         "status": status.label(),

@@ -1,5 +1,6 @@
 //! The crate's import graph, read from its sources: every `crate::` and
-//! `super::` path outside `#[cfg(test)]` modules is an edge from the
+//! `super::` path outside `#[cfg(test)]` modules (in place, or in a file
+//! of their own) is an edge from the
 //! module that names it to the module it names (the longest module prefix
 //! of the path; comments and string literals are skipped, so doc links do
 //! not count). A module naming its own descendants is containment, not an
@@ -19,6 +20,9 @@ const LAYERS: &[(&str, &[&str])] = &[
         "shared helpers",
         &[
             "text",
+            // The plugin states and threshold syntax that `check` and
+            // each collector's judgement share.
+            "threshold",
             "ranges",
             "names",
             "deadline",
@@ -182,15 +186,32 @@ fn code_only(src: &str) -> Vec<u8> {
     out
 }
 
-/// Blanks every `#[cfg(test)]` module (`#[cfg(test)] mod x { ... }`).
-fn without_test_modules(code: &mut [u8]) {
+/// Blanks every `#[cfg(test)]` module written in place
+/// (`#[cfg(test)] mod x { ... }`) and returns the names of those kept in
+/// a file of their own (`#[cfg(test)] mod x;`), which are test code too.
+fn without_test_modules(code: &mut [u8]) -> Vec<String> {
     let text = String::from_utf8_lossy(code).into_owned();
+    let mut out_of_line = Vec::new();
     let mut from = 0;
     while let Some(at) = text[from..].find("#[cfg(test)]").map(|n| from + n) {
         from = at + 1;
         let rest = text[at + "#[cfg(test)]".len()..].trim_start();
-        let rest = rest.strip_prefix("pub ").unwrap_or(rest);
-        if !rest.starts_with("mod ") {
+        let rest = ["pub(crate) ", "pub(super) ", "pub "]
+            .iter()
+            .find_map(|p| rest.strip_prefix(p))
+            .unwrap_or(rest);
+        let Some(rest) = rest.strip_prefix("mod ") else {
+            continue;
+        };
+        let name: String = rest
+            .trim_start()
+            .bytes()
+            .take_while(|&c| is_ident(c))
+            .map(char::from)
+            .collect();
+        let after = rest.trim_start()[name.len()..].trim_start();
+        if after.starts_with(';') {
+            out_of_line.push(name);
             continue;
         }
         let Some(open) = text[at..].find('{').map(|n| at + n) else {
@@ -217,6 +238,7 @@ fn without_test_modules(code: &mut [u8]) {
             }
         }
     }
+    out_of_line
 }
 
 fn is_ident(c: u8) -> bool {
@@ -291,11 +313,32 @@ fn graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
             .map(|n| parts[..n].join("::"))
             .find(|m| modules.contains(m))
     };
-    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    // Each file's code with its test modules blanked; the modules that
+    // are test code in a file of their own are left out whole.
+    let mut test_only: BTreeSet<String> = BTreeSet::new();
+    let mut codes = Vec::new();
     for file in &files {
         let module = module_of(src, file);
         let mut code = code_only(&std::fs::read_to_string(file).unwrap());
-        without_test_modules(&mut code);
+        for name in without_test_modules(&mut code) {
+            test_only.insert(if module.is_empty() {
+                name
+            } else {
+                format!("{module}::{name}")
+            });
+        }
+        codes.push((module, code));
+    }
+    let is_test = |m: &str| {
+        test_only
+            .iter()
+            .any(|t| m == t || m.starts_with(&format!("{t}::")))
+    };
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (module, code) in codes {
+        if is_test(&module) {
+            continue;
+        }
         let parent = module.rsplit_once("::").map_or("", |(p, _)| p).to_string();
         let mut paths = Vec::new();
         let mut i = 0;
@@ -421,22 +464,26 @@ fn the_import_reader_sees_what_the_compiler_sees() {
     std::fs::create_dir_all(dir.join("a")).unwrap();
     std::fs::write(
         dir.join("lib.rs"),
-        "pub mod a; pub mod b; pub mod c; pub mod d;\n",
+        "pub mod a; pub mod b; pub mod c; pub mod d; pub mod e;\n",
     )
     .unwrap();
     std::fs::write(
         dir.join("a.rs"),
-        "use crate::{b::{self, X}, c::Y};\n// crate::d::Z in a comment\nfn f() -> char { let _ = \"crate::d\"; '{' }\n#[cfg(test)]\nmod tests { use crate::d::W; }\n",
+        "use crate::{b::{self, X}, c::Y};\n// crate::d::Z in a comment\nfn f() -> char { let _ = \"crate::d\"; '{' }\n#[cfg(test)]\nmod tests { use crate::d::W; }\n#[cfg(test)]\nmod more_tests;\nfn g() { crate::e::k(); }\n",
     )
     .unwrap();
     std::fs::write(dir.join("a/inner.rs"), "use super::Q;\n").unwrap();
+    std::fs::create_dir_all(dir.join("a/more_tests")).unwrap();
+    std::fs::write(dir.join("a/more_tests.rs"), "use crate::d::V;\n").unwrap();
+    std::fs::write(dir.join("a/more_tests/deeper.rs"), "use crate::d::U;\n").unwrap();
     std::fs::write(dir.join("b.rs"), "fn g() { crate::c::h(); }\n").unwrap();
     std::fs::write(dir.join("c.rs"), "").unwrap();
+    std::fs::write(dir.join("e.rs"), "").unwrap();
     std::fs::write(dir.join("d.rs"), "fn k() { crate::a::inner::z(); }\n").unwrap();
     let edges = graph(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     let want: BTreeMap<String, BTreeSet<String>> = [
-        ("a", &["b", "c"][..]),
+        ("a", &["b", "c", "e"][..]),
         ("a::inner", &["a"][..]),
         ("b", &["c"][..]),
         ("d", &["a::inner"][..]),

@@ -1,8 +1,32 @@
-//! `check`'s thresholds on free ports, in the monitoring plugins
-//! guidelines' range syntax (`10:`, `~:10`, `10:20`, `@10:20`, each end a
-//! count or a percentage of the range's capacity): parsing, resolving
-//! against a range, deciding, and writing them back as performance data.
-//! No rendering here.
+//! The monitoring plugins' vocabulary that `check` and each collector's
+//! judgement share (<https://nagios-plugins.org/doc/guidelines.html>): the
+//! states ([`Status`], which are the exit codes), thresholds in the range
+//! syntax (`10:`, `~:10`, `10:20`, `@10:20`, each end a count or a
+//! percentage of what is judged: [`Threshold`], [`Resolved`]), and
+//! performance-data labels ([`perf_label`]): parsing, resolving, deciding,
+//! and writing them back as performance data. It sits at the bottom so
+//! that a collector judges its own part without importing `check`. No
+//! rendering here.
+
+/// Nagios plugin states, as exit codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Status {
+    Ok = 0,
+    Warning = 1,
+    Critical = 2,
+    Unknown = 3,
+}
+
+impl Status {
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Ok => "OK",
+            Status::Warning => "WARNING",
+            Status::Critical => "CRITICAL",
+            Status::Unknown => "UNKNOWN",
+        }
+    }
+}
 
 /// One end of a threshold range: a port count or a share of the range.
 #[derive(Clone, Copy, Debug, PartialEq)]

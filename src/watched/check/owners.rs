@@ -6,9 +6,8 @@
 //! count, and the output stays within NRPE's buffer.
 
 use crate::allowlist::Expected;
-use crate::report::Listener;
 
-use super::{address, owner_marks, plural, printable, where_};
+use super::{Listener, Seen, address, owner_marks, plural, printable, where_};
 
 /// Groups named on the first line; the long output lists the rest.
 pub const FIRST_LINE_GROUPS: usize = 5;
@@ -148,21 +147,14 @@ pub fn unexpected_reason(all: &[&Listener]) -> Option<String> {
 
 /// The long output's table of listeners that need a look, one row per
 /// owner and range: at most `rows` groups, then how many more.
-pub fn table(
-    out: &mut String,
-    report: &crate::report::Report,
-    listeners: &[&Listener],
-    rows: usize,
-) {
+pub fn table(out: &mut String, seen: &Seen<'_>, listeners: &[&Listener], rows: usize) {
     use std::fmt::Write;
-    let per_netns = report.netns.is_some();
+    let per_netns = seen.netns.is_some();
     let groups = group(listeners.iter().copied());
     let shown = &groups[..groups.len().min(rows)];
-    let since = report.trail.as_ref().is_some_and(|t| {
-        shown
-            .iter()
-            .any(|g| g.listeners.iter().any(|l| t.since_of(l).is_some()))
-    });
+    let since = shown
+        .iter()
+        .any(|g| g.listeners.iter().any(|l| (seen.since)(l).is_some()));
     let mut head = vec![
         "PROTOCOL".to_string(),
         "PROCESS".into(),
@@ -190,11 +182,11 @@ pub fn table(
             g.ports(),
         ];
         if since {
-            row.push(super::since_text(report, l));
+            row.push(super::since_text(seen, l));
         }
         table_rows.push(super::netns_first(
             per_netns,
-            &super::netns_cell(report, l.netns.as_deref()),
+            &super::netns_cell(seen, l.netns.as_deref()),
             row,
         ));
     }

@@ -1,18 +1,20 @@
-//! `check`'s judgement of the dynamic (ephemeral) port range: the
+//! The `ephemeral` collector's judgement and its lines in `check`: the
 //! headroom toward the busiest destination (`free_min`) against the
 //! `--ephemeral-warning`/`--ephemeral-critical` thresholds (the ranges'
 //! syntax, percentages of the dynamic range), always CRITICAL when no port
 //! is left; a failed ephemeral collector is a WARNING (never "fine"). The
 //! reasons name the destination and its top holder, e.g. `ephemeral tcp:
 //! 0 ports left toward 10.0.0.5:5432, held by pgbouncer (user postgres,
-//! 28,200)`. Also the performance data, the long output's section and the
-//! JSON form shared with the status document. Pure.
+//! 28,200)`. Also the performance data and the long output's section
+//! (the JSON form, shared with the status document, is
+//! [`super::status_json`]). Takes the collector's own part only; `check`
+//! puts it beside the other collectors' judgements. Pure.
 
 use std::fmt::Write;
 
-use super::{Status, Threshold, perf_label};
 use crate::ephemeral::{self, EphemeralReport, EphemeralView};
 use crate::text::printable;
+use crate::threshold::{Status, Threshold, perf_label};
 
 /// Default warning: fewer than 20% of the range left toward one
 /// destination. A pool or proxy grows in steps, and TIME_WAIT holds every
@@ -201,7 +203,6 @@ mod tests {
     use super::*;
     use crate::ephemeral::{Destination, EphemeralReport, HolderCount};
     use crate::ranges::{PortSet, Protocol};
-    use crate::report::Report;
 
     fn view(free_min: u32) -> EphemeralView {
         EphemeralView {
@@ -232,13 +233,10 @@ mod tests {
         }
     }
 
-    fn report(v: EphemeralView) -> Report {
-        Report {
-            ephemeral: Some(EphemeralReport {
-                views: vec![v],
-                error: None,
-            }),
-            ..Report::default()
+    fn report(v: EphemeralView) -> EphemeralReport {
+        EphemeralReport {
+            views: vec![v],
+            error: None,
         }
     }
 
@@ -252,7 +250,7 @@ mod tests {
     #[test]
     fn zero_left_is_critical_whatever_the_threshold() {
         let never: Threshold = "@-1:-1".parse().unwrap();
-        let v = judge(report(view(0)).ephemeral.as_ref(), &never, &never);
+        let v = judge(Some(&report(view(0))), &never, &never);
         assert_eq!(v.status, Status::Critical);
         assert_eq!(
             v.critical,
@@ -269,7 +267,7 @@ mod tests {
             ]
         );
         let d = judge(
-            report(view(0)).ephemeral.as_ref(),
+            Some(&report(view(0))),
             &default_warning(),
             &default_critical(),
         );
@@ -284,38 +282,31 @@ mod tests {
     fn defaults_warn_at_a_fifth_and_go_critical_at_a_twentieth() {
         let (w, c) = (default_warning(), default_critical());
         assert_eq!(
-            judge(report(view(10_000)).ephemeral.as_ref(), &w, &c).status,
+            judge(Some(&report(view(10_000))), &w, &c).status,
             Status::Ok
         );
-        let warn = judge(report(view(5_000)).ephemeral.as_ref(), &w, &c);
+        let warn = judge(Some(&report(view(5_000))), &w, &c);
         assert_eq!(warn.status, Status::Warning);
         assert!(
             warn.warning[0].starts_with("ephemeral tcp: 5,000 ports left toward 10.0.0.5:5432")
         );
         assert_eq!(
-            judge(report(view(1_000)).ephemeral.as_ref(), &w, &c).status,
+            judge(Some(&report(view(1_000))), &w, &c).status,
             Status::Critical
         );
     }
 
     #[test]
     fn a_failed_collector_is_never_fine() {
-        let r = Report {
-            ephemeral: Some(EphemeralReport {
-                views: vec![],
-                error: Some("cannot read the dynamic port range: EACCES".into()),
-            }),
-            ..Report::default()
+        let r = EphemeralReport {
+            views: vec![],
+            error: Some("cannot read the dynamic port range: EACCES".into()),
         };
-        let v = judge(
-            r.ephemeral.as_ref(),
-            &default_warning(),
-            &default_critical(),
-        );
+        let v = judge(Some(&r), &default_warning(), &default_critical());
         assert_eq!(v.status, Status::Warning);
         assert!(v.warning[0].contains("EACCES"));
         assert_eq!(
-            crate::ephemeral::status_json(r.ephemeral.as_ref())["error"],
+            crate::ephemeral::status_json(Some(&r))["error"],
             "cannot read the dynamic port range: EACCES"
         );
         assert_eq!(crate::ephemeral::status_json(None), serde_json::Value::Null);
