@@ -301,16 +301,67 @@ impl Bucket {
     }
 }
 
-/// A listener being tracked.
+/// A listener being tracked: what its next event (its vanishing, when the
+/// process may be gone) needs beyond its id. Small, as a busy range
+/// tracks thousands: the holder's fields are one [`HolderFields`] shared
+/// by every listener of that holder (a whole event per listener was 13 MiB
+/// of the peak for 9,900 listeners of one process).
 struct Live {
     first_seen: SystemTime,
     verdict: &'static str,
-    /// The event fields as last recorded or seen (for its vanishing).
-    template: Event,
-    /// Whether the process's details were read into the template.
+    /// Whether the process's details were read into `holder`.
     details_read: bool,
     /// The program that reads the command line (its secret flags).
     program: Program,
+    holder: Arc<HolderFields>,
+}
+
+/// The event fields that describe a listener's holder, as last recorded
+/// or seen.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+struct HolderFields {
+    process: String,
+    exe: Option<String>,
+    exe_gone: bool,
+    user: String,
+    container: Option<String>,
+    pod: Option<String>,
+    pod_namespace: Option<String>,
+    ppid: Option<u32>,
+    cmdline: Option<String>,
+    process_start: Option<String>,
+}
+
+impl Live {
+    /// The listener's event (kind and time are set by the caller).
+    fn event(&self, id: &ListenerId) -> Event {
+        let h = &*self.holder;
+        Event {
+            seq: 0,
+            time: String::new(),
+            kind: "appeared",
+            range: id.range.clone(),
+            protocol: id.protocol,
+            address: id.address.to_string(),
+            port: id.port,
+            netns: id.netns.clone(),
+            container: h.container.clone(),
+            pod: h.pod.clone(),
+            pod_namespace: h.pod_namespace.clone(),
+            pid: id.pid,
+            ppid: h.ppid,
+            process: h.process.clone(),
+            exe: h.exe.clone(),
+            exe_gone: h.exe_gone,
+            cmdline: h.cmdline.clone(),
+            user: h.user.clone(),
+            verdict: self.verdict,
+            previous_verdict: None,
+            process_start: h.process_start.clone(),
+            count: 1,
+            first_time: None,
+        }
+    }
 }
 
 /// The group expected listeners' changes are summed in.
@@ -338,6 +389,8 @@ pub struct Recorder {
     options: Options,
     shared: Arc<Mutex<Trail>>,
     live: HashMap<ListenerId, Live>,
+    /// One [`HolderFields`] per distinct holder, shared by its listeners.
+    holders: HashSet<Arc<HolderFields>>,
     bucket: Bucket,
     groups: HashMap<Group, Aggregate>,
 }
@@ -366,6 +419,7 @@ impl Recorder {
             options,
             shared,
             live: HashMap::new(),
+            holders: HashSet::new(),
             groups: HashMap::new(),
         }
     }
@@ -557,30 +611,27 @@ impl Recorder {
                     if live.verdict != v {
                         let before = live.verdict;
                         live.verdict = v;
-                        live.template = base_event(l, &namespaces, &self.options);
+                        live.holder = intern(&mut self.holders, holder_fields(l, &namespaces));
                         live.details_read = false;
                         live.program = program_of(l);
                         counted.push((l.range.clone(), id.protocol, "verdict_changed", v));
-                        let mut e = live.template.clone();
+                        let mut e = live.event(key);
                         e.kind = "verdict_changed";
                         e.previous_verdict = Some(before);
                         self.emit(e, key, now, clock, details, out);
                     }
                 }
                 None => {
-                    let template = base_event(l, &namespaces, &self.options);
-                    self.live.insert(
-                        id.clone(),
-                        Live {
-                            first_seen: now,
-                            verdict: v,
-                            template: template.clone(),
-                            details_read: false,
-                            program: program_of(l),
-                        },
-                    );
+                    let live = Live {
+                        first_seen: now,
+                        verdict: v,
+                        details_read: false,
+                        program: program_of(l),
+                        holder: intern(&mut self.holders, holder_fields(l, &namespaces)),
+                    };
+                    let mut e = live.event(id);
+                    self.live.insert(id.clone(), live);
                     counted.push((l.range.clone(), id.protocol, "appeared", v));
-                    let mut e = template;
                     e.kind = "appeared";
                     self.emit(e, id, now, clock, details, out);
                 }
@@ -610,11 +661,13 @@ impl Recorder {
                 continue;
             }
             counted.push((id.range.clone(), id.protocol, "vanished", live.verdict));
-            let mut e = live.template.clone();
+            let mut e = live.event(&id);
             e.kind = "vanished";
             self.emit(e, &id, now, clock, details, out);
             self.live.remove(&id);
         }
+        // Holders no listener shares any more.
+        self.holders.retain(|h| Arc::strong_count(h) > 1);
         ids.into_iter()
             .zip(first)
             .filter_map(|(id, first)| first.then_some(id))
@@ -679,9 +732,9 @@ impl Recorder {
         if let Some(live) = self.live.get(id)
             && live.details_read
         {
-            e.ppid = live.template.ppid;
-            e.cmdline = live.template.cmdline.clone();
-            e.process_start = live.template.process_start.clone();
+            e.ppid = live.holder.ppid;
+            e.cmdline = live.holder.cmdline.clone();
+            e.process_start = live.holder.process_start.clone();
             return;
         }
         let program = self.live.get(id).map_or(Program::Unknown, |l| l.program);
@@ -697,9 +750,11 @@ impl Recorder {
                 .map(|t| crate::text::rfc3339(UNIX_EPOCH + Duration::from_secs_f64(t.max(0.0))));
         }
         if let Some(live) = self.live.get_mut(id) {
-            live.template.ppid = e.ppid;
-            live.template.cmdline = e.cmdline.clone();
-            live.template.process_start = e.process_start.clone();
+            let mut h = (*live.holder).clone();
+            h.ppid = e.ppid;
+            h.cmdline = e.cmdline.clone();
+            h.process_start = e.process_start.clone();
+            live.holder = intern(&mut self.holders, h);
             live.details_read = true;
         }
     }
@@ -741,24 +796,12 @@ fn unix(t: SystemTime) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The event fields the report gives (kind and time are set by the caller).
-fn base_event(l: &Listener, namespaces: &HashMap<&str, NsInfo>, _o: &Options) -> Event {
+/// The holder's event fields the report gives (the details are read
+/// later, by [`Recorder::fill_details`]).
+fn holder_fields(l: &Listener, namespaces: &HashMap<&str, NsInfo>) -> HolderFields {
     let ns = l.netns.as_deref().and_then(|n| namespaces.get(n));
     let owner = l.owner();
-    Event {
-        seq: 0,
-        time: String::new(),
-        kind: "appeared",
-        range: l.range.clone(),
-        protocol: l.protocol.as_str(),
-        address: l.address.to_string(),
-        port: l.port,
-        netns: l.netns.clone(),
-        container: ns.and_then(|n| n.container.clone()),
-        pod: ns.and_then(|n| n.pod.clone()),
-        pod_namespace: ns.and_then(|n| n.pod_namespace.clone()),
-        pid: owner.map(|o| o.pid),
-        ppid: None,
+    HolderFields {
         process: l.process(),
         exe: owner.and_then(|o| {
             o.exe
@@ -766,14 +809,24 @@ fn base_event(l: &Listener, namespaces: &HashMap<&str, NsInfo>, _o: &Options) ->
                 .map(|x| escape(&String::from_utf8_lossy(x)))
         }),
         exe_gone: owner.is_some_and(|o| o.exe_gone()),
-        cmdline: None,
         user: l.user.clone(),
-        verdict: verdict(l),
-        previous_verdict: None,
+        container: ns.and_then(|n| n.container.clone()),
+        pod: ns.and_then(|n| n.pod.clone()),
+        pod_namespace: ns.and_then(|n| n.pod_namespace.clone()),
+        ppid: None,
+        cmdline: None,
         process_start: None,
-        count: 1,
-        first_time: None,
     }
+}
+
+/// The shared copy of `fields`: the listeners of one holder hold one.
+fn intern(holders: &mut HashSet<Arc<HolderFields>>, fields: HolderFields) -> Arc<HolderFields> {
+    if let Some(h) = holders.get(&fields) {
+        return h.clone();
+    }
+    let h = Arc::new(fields);
+    holders.insert(h.clone());
+    h
 }
 
 /// One line in the log per recorded event: warning level for listeners
