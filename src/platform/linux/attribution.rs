@@ -13,14 +13,20 @@
 //! listing, or the owner was never listed (a scan found it); where the
 //! kernel gives no count (before 6.2, or a `--path.procfs` that is not a
 //! procfs), on every scrape. Only when the sample shows inodes not yet
-//! placed does it read links: first the fds of known owners that the map
-//! does not hold (new fd numbers and the owner's other files), at most one
-//! pass per owner, and the fd directory of every known owner of the
-//! missing sockets' uids is listed for it even when its count did not
-//! change (one fd closed and another opened); then, for what is still
-//! missing, a scan of the other processes (those running as the new
-//! sockets' uids first, newest pid first), which stops once every inode is
-//! found.
+//! placed does it read links: first, with no listing, the fd numbers of
+//! sockets that went away (the kernel reuses the lowest free one) and
+//! those read last pass holding a socket the sample did not have yet
+//! (opened after it); then the fds of known owners that the map does not
+//! hold (new fd numbers and the owner's other files), at most one pass per
+//! owner, and the fd directory of every known owner of the still missing
+//! sockets' uids is listed for it even when its count did not change (one
+//! fd closed and another opened). What is still missing is sampled again
+//! (a dump filtered to its ports, with the known owners' mapped sockets of
+//! the watched ranges): a socket closed since the sample is not searched
+//! for, and a mapped socket closed meanwhile points at the fd a new one
+//! took. Then every fd of the owners of its uid, and last a scan of the
+//! other processes (those running as the new sockets' uids first, newest
+//! pid first), which stops once every inode is found.
 //!
 //! A stale name is caught as follows. A reused pid: the start time
 //! differs, the owner is dropped and its sockets are searched again. An
