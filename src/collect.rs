@@ -580,12 +580,17 @@ impl Collector {
 /// index for index.
 fn drop_closed(sockets: &mut Vec<Socket>, attribution: &mut platform::Attribution) {
     let closed: HashSet<usize> = attribution.closed.drain(..).collect();
-    let mut index = 0usize..;
-    sockets.retain(|_| !closed.contains(&index.next().unwrap_or_default()));
-    let mut index = 0usize..;
-    attribution
-        .holders
-        .retain(|_| !closed.contains(&index.next().unwrap_or_default()));
+    let keep = |i: usize| !closed.contains(&i);
+    *sockets = std::mem::take(sockets)
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, s)| keep(i).then_some(s))
+        .collect();
+    attribution.holders = std::mem::take(&mut attribution.holders)
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, h)| keep(i).then_some(h))
+        .collect();
 }
 
 #[cfg(test)]

@@ -209,12 +209,7 @@ fn systemd_netns_drop_in_adds_exactly_cap_sys_admin() {
         return;
     }
     let (text, score) = unit_with_drop_in("netns", &drop_in);
-    let line = |key: &str| {
-        text.lines()
-            .find(|l| l.contains(key))
-            .unwrap_or_else(|| panic!("no {key} in:\n{text}"))
-            .to_string()
-    };
+    let line = |key: &str| finding(&text, key);
     // The drop-in was merged: the service now has CAP_SYS_ADMIN and may
     // use network namespaces, and nothing else changed kind.
     assert!(
@@ -402,6 +397,13 @@ fn dockerfiles_are_non_root_with_two_capabilities() {
     assert!(read("deploy/docker/build").contains("setcap cap_sys_ptrace,cap_dac_read_search=ep"));
 }
 
+/// The line of `systemd-analyze security` output `text` that names `key`.
+fn finding<'a>(text: &'a str, key: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.contains(key))
+        .unwrap_or_else(|| panic!("no {key} in:\n{text}"))
+}
+
 #[test]
 fn systemd_bpf_drop_in_adds_exactly_cap_bpf_cap_perfmon_and_bpf_2() {
     let rel = "deploy/systemd/portrange_exporter.service.d/bpf.conf";
@@ -420,12 +422,7 @@ fn systemd_bpf_drop_in_adds_exactly_cap_bpf_cap_perfmon_and_bpf_2() {
         return;
     }
     let (text, score) = unit_with_drop_in("bpf", &drop_in);
-    let line = |key: &str| {
-        text.lines()
-            .find(|l| l.contains(key))
-            .unwrap_or_else(|| panic!("no {key} in:\n{text}"))
-            .to_string()
-    };
+    let line = |key: &str| finding(&text, key);
     // The two capabilities were added, and no other.
     assert!(
         line("CapabilityBoundingSet=~CAP_BPF").starts_with('✗'),

@@ -117,7 +117,7 @@ impl PortWalker {
                 Ok(fd) => fd,
                 // A refusal (no CAP_BPF) would be the same here; anything
                 // else (the binary gone, no process allowed) is tried here.
-                Err(WalkError::Load(e)) => return Err(WalkError::Load(e)),
+                Err(e @ WalkError::Load(_)) => return Err(e),
                 Err(e) => {
                     log::debug!("the BPF loader process failed ({e}); loading in the exporter");
                     load_program()?
