@@ -606,12 +606,8 @@ pub(crate) mod tests {
 
     fn owner(comm: &str) -> Option<Holder> {
         Some(Holder::Process(Arc::new(Owner {
-            pid: 1,
-            comm: comm.as_bytes().to_vec(),
             exe: Some(format!("/usr/bin/{comm}").into_bytes()),
-            user: None,
-            user_id: None,
-            name_via_link: false,
+            ..Owner::named(1, comm.as_bytes())
         })))
     }
 

@@ -237,10 +237,9 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 mod tests {
     use super::*;
     use crate::allowlist::Expected;
-    use crate::platform::{Holder, Owner};
+    use crate::platform::Owner;
     use crate::ranges::{PortSet, Protocol};
     use crate::report::{CollectorRun, Listener, RangeView};
-    use std::sync::Arc;
     use std::time::Duration;
 
     fn report(listeners: Vec<Listener>) -> Report {
@@ -301,23 +300,7 @@ mod tests {
     }
 
     fn listener(comm: &[u8]) -> Listener {
-        Listener {
-            range: "fh".into(),
-            protocol: Protocol::Udp,
-            port: 1,
-            address: "0.0.0.0".parse().unwrap(),
-            holder: Some(Holder::Process(Arc::new(Owner {
-                pid: 9,
-                comm: comm.to_vec(),
-                exe: None,
-                user: None,
-                user_id: None,
-                name_via_link: false,
-            }))),
-            user: "root".into(),
-            expected: Expected::False,
-            netns: None,
-        }
+        Listener::held_by("fh", 1, Owner::named(9, comm), Expected::False)
     }
 
     fn text(r: &Report) -> String {

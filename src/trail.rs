@@ -1011,7 +1011,7 @@ pub fn without_cmdlines(events: &[Arc<Event>]) -> Vec<Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::platform::{Holder, Owner};
+    use crate::platform::Owner;
     use crate::ranges::{PortSet, Protocol};
     use crate::report::{RangeView, Report};
 
@@ -1123,23 +1123,11 @@ mod tests {
     }
 
     fn listener(port: u16, pid: u32, comm: &str, expected: Expected) -> Listener {
-        Listener {
-            range: "rtp".into(),
-            protocol: Protocol::Udp,
-            port,
-            address: "0.0.0.0".parse().unwrap(),
-            holder: Some(Holder::Process(Arc::new(Owner {
-                pid,
-                comm: comm.as_bytes().to_vec(),
-                exe: Some(b"/usr/bin/x".to_vec()),
-                user: None,
-                user_id: None,
-                name_via_link: false,
-            }))),
-            user: "root".into(),
-            expected,
-            netns: None,
-        }
+        let owner = Owner {
+            exe: Some(b"/usr/bin/x".to_vec()),
+            ..Owner::named(pid, comm.as_bytes())
+        };
+        Listener::held_by("rtp", port, owner, expected)
     }
 
     fn no_details(_: u32) -> Option<ProcessDetails> {

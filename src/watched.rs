@@ -46,6 +46,24 @@ pub struct Listener {
     pub netns: Option<String>,
 }
 
+#[cfg(test)]
+impl Listener {
+    /// A UDP listener of range `range` on 0.0.0.0:`port`, held by `owner`
+    /// running as root, for tests.
+    pub fn held_by(range: &str, port: u16, owner: Owner, expected: Expected) -> Listener {
+        Listener {
+            range: range.into(),
+            protocol: Protocol::Udp,
+            port,
+            address: IpAddr::from([0, 0, 0, 0]),
+            holder: Some(Holder::Process(Arc::new(owner))),
+            user: "root".into(),
+            expected,
+            netns: None,
+        }
+    }
+}
+
 impl Listener {
     /// The process label value: the process name (lossily decoded),
     /// `kernel` (with the tunnel device when known) for kernel-held

@@ -267,6 +267,21 @@ pub struct Owner {
     pub name_via_link: bool,
 }
 
+#[cfg(test)]
+impl Owner {
+    /// A process named `comm` with pid `pid` and nothing else known, for tests.
+    pub fn named(pid: u32, comm: &[u8]) -> Owner {
+        Owner {
+            pid,
+            comm: comm.to_vec(),
+            exe: None,
+            user: None,
+            user_id: None,
+            name_via_link: false,
+        }
+    }
+}
+
 impl Owner {
     /// Whether the executable is gone: deleted after the process started,
     /// or an anonymous memory file (`memfd_create`), as the exe link says

@@ -12,21 +12,8 @@ use crate::report::Report;
 
 fn listener(comm: &[u8], port: u16, expected: Expected) -> Listener {
     Listener {
-        range: "framehawk".into(),
-        protocol: Protocol::Udp,
-        port,
         address: "::".parse().unwrap(),
-        holder: Some(Holder::Process(Arc::new(Owner {
-            pid: 4242,
-            comm: comm.to_vec(),
-            exe: None,
-            user: None,
-            user_id: None,
-            name_via_link: false,
-        }))),
-        user: "root".into(),
-        expected,
-        netns: None,
+        ..Listener::held_by("framehawk", port, Owner::named(4242, comm), expected)
     }
 }
 
