@@ -1654,6 +1654,7 @@ fn encode_cost(m: usize) -> f64 {
             user: "rtp".into(),
             expected: Expected::True,
             netns: None,
+            since: None,
         })
         .collect();
     listeners.push(Listener {

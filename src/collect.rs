@@ -706,15 +706,7 @@ pub(crate) mod tests {
         assert_eq!(r.listeners().count(), 6);
         let exp: Vec<_> = r
             .listeners()
-            .map(|l| {
-                (
-                    l.range.as_str(),
-                    l.port,
-                    l.process(),
-                    l.user.as_str(),
-                    l.expected,
-                )
-            })
+            .map(|l| (&*l.range, l.port, l.process(), &*l.user, l.expected))
             .collect();
         assert!(exp.contains(&("fh", 3224, "ok".into(), "root", Expected::True)));
         assert!(exp.contains(&("fh", 3226, "bad".into(), "root", Expected::False)));

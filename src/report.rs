@@ -78,8 +78,7 @@ impl Report {
     /// exporter observed it then or its process started then): what the
     /// ranges' renderers take as their [`crate::watched::SinceOf`].
     pub fn since_of(&self, l: &Listener) -> Option<(f64, &'static str)> {
-        let s = self.trail.as_ref()?.since_of(l)?;
-        Some((s.unix, s.source))
+        l.since
     }
 
     /// How many parts were skipped in `stage`.
@@ -98,7 +97,14 @@ impl crate::trail::Observed for Report {
         }
     }
 
-    fn set_trail(&mut self, view: crate::trail::TrailView) {
+    /// Takes the trail's view, moving each listener's since-time onto
+    /// the listener (the view lists them in [`Report::listeners`] order).
+    fn set_trail(&mut self, mut view: crate::trail::TrailView) {
+        let since = std::mem::take(&mut view.since);
+        let listeners = self.ranges.iter_mut().flat_map(|r| r.listeners.iter_mut());
+        for (l, s) in listeners.zip(since) {
+            l.since = s.map(|s| (s.unix, s.source));
+        }
         self.trail = Some(view);
     }
 }

@@ -37,6 +37,7 @@ use crate::allowlist::Expected;
 use crate::exposition::{counter_family, counter_metric};
 use crate::netns::NetnsReport;
 use crate::platform::{ProcessDetails, Skipped};
+use crate::ranges::Protocol;
 pub use crate::text::rfc3339_unix;
 use crate::watched::{Listener, RangeView};
 
@@ -159,9 +160,9 @@ pub struct Event {
 /// What identifies a listener from one collection to the next.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ListenerId {
-    pub netns: Option<String>,
-    pub range: String,
-    pub protocol: &'static str,
+    pub netns: Option<Arc<str>>,
+    pub range: Arc<str>,
+    pub protocol: Protocol,
     pub address: IpAddr,
     pub port: u16,
     /// The holder's pid; `None` when kernel-held or unknown.
@@ -173,7 +174,7 @@ impl ListenerId {
         ListenerId {
             netns: l.netns.clone(),
             range: l.range.clone(),
-            protocol: l.protocol.as_str(),
+            protocol: l.protocol,
             address: l.address,
             port: l.port,
             pid: l.owner().map(|o| o.pid),
@@ -183,7 +184,13 @@ impl ListenerId {
 
 /// Where a listener listens, whoever holds it: namespace, range,
 /// protocol, address, port.
-type Place = (Option<String>, String, &'static str, IpAddr, u16);
+type Place = (Option<Arc<str>>, Arc<str>, Protocol, IpAddr, u16);
+
+/// The trail's map of tracked listeners, looked up for every listener of
+/// every collection (9,900 in a busy range): a fast hash (foldhash,
+/// seeded per process) rather than SipHash, whose cost was most of the
+/// trail's per-scrape time.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Since when a listener is known, and what that time is.
 #[derive(Clone, Debug, PartialEq)]
@@ -207,14 +214,11 @@ pub struct TrailView {
     pub dropped: u64,
     /// The newest events, newest last (at most [`RECENT_SHOWN`]).
     pub recent: Vec<Arc<Event>>,
-    /// Since when each listener of the report is known.
-    pub since: HashMap<ListenerId, Since>,
-}
-
-impl TrailView {
-    pub fn since_of(&self, l: &Listener) -> Option<&Since> {
-        self.since.get(&ListenerId::of(l))
-    }
+    /// Since when each listener of the report is known, in the order of
+    /// [`Collection::listeners`] (`None`: not known). The report moves
+    /// these onto its listeners ([`Listener::since`]) when it takes the
+    /// view, and this is then empty.
+    pub since: Vec<Option<Since>>,
 }
 
 /// The verdict of a listener, as events and their counter say it.
@@ -308,6 +312,8 @@ impl Bucket {
 /// of the peak for 9,900 listeners of one process).
 struct Live {
     first_seen: SystemTime,
+    /// The last pass ([`Recorder::diff`]) that saw it.
+    seen: u64,
     verdict: &'static str,
     /// Whether the process's details were read into `holder`.
     details_read: bool,
@@ -340,11 +346,11 @@ impl Live {
             seq: 0,
             time: String::new(),
             kind: "appeared",
-            range: id.range.clone(),
-            protocol: id.protocol,
+            range: id.range.to_string(),
+            protocol: id.protocol.as_str(),
             address: id.address.to_string(),
             port: id.port,
-            netns: id.netns.clone(),
+            netns: id.netns.as_deref().map(str::to_string),
             container: h.container.clone(),
             pod: h.pod.clone(),
             pod_namespace: h.pod_namespace.clone(),
@@ -388,7 +394,9 @@ struct Aggregate {
 pub struct Recorder {
     options: Options,
     shared: Arc<Mutex<Trail>>,
-    live: HashMap<ListenerId, Live>,
+    live: FastMap<ListenerId, Live>,
+    /// Passes of [`Recorder::diff`] so far.
+    pass: u64,
     /// One [`HolderFields`] per distinct holder, shared by its listeners.
     holders: HashSet<Arc<HolderFields>>,
     bucket: Bucket,
@@ -418,7 +426,8 @@ impl Recorder {
             },
             options,
             shared,
-            live: HashMap::new(),
+            live: FastMap::default(),
+            pass: 0,
             holders: HashSet::new(),
             groups: HashMap::new(),
         }
@@ -453,10 +462,18 @@ impl Recorder {
         let mut out: Vec<Event> = Vec::new();
         let mut counted: Vec<(String, &'static str, &'static str, &'static str)> = Vec::new();
         self.flush_groups(clock, now, &mut out);
-        let current = if report.up() {
+        let since = if report.up() {
             self.diff(&report, now, details, &mut out, &mut counted)
         } else {
-            report.listeners().map(ListenerId::of).collect()
+            report
+                .listeners()
+                .map(|l| {
+                    self.live.get(&ListenerId::of(l)).map(|live| Since {
+                        unix: unix(live.first_seen),
+                        source: "observed",
+                    })
+                })
+                .collect()
         };
         let mut recorded = Vec::new();
         {
@@ -482,22 +499,6 @@ impl Recorder {
             log_event(e);
         }
         let trail = self.lock();
-        // The ids made once by the diff are moved into the view: one
-        // allocation per listener a scrape, not three (a busy range holds
-        // thousands).
-        let since = current
-            .into_iter()
-            .filter_map(|id| {
-                let live = self.live.get(&id)?;
-                Some((
-                    id,
-                    Since {
-                        unix: unix(live.first_seen),
-                        source: "observed",
-                    },
-                ))
-            })
-            .collect();
         let skip = trail.ring.len().saturating_sub(RECENT_SHOWN);
         observed.set_trail(TrailView {
             counts: trail.counts.clone(),
@@ -535,6 +536,11 @@ impl Recorder {
         }
     }
 
+    /// Compares the collection's listeners with the tracked ones and
+    /// records the changes; returns since when each listener is known, in
+    /// the collection's order. One hash lookup per listener in the common
+    /// case (nothing changed): each tracked listener is marked with the
+    /// pass that saw it, and what no pass mark reaches vanished.
     fn diff(
         &mut self,
         report: &Collection<'_>,
@@ -542,7 +548,7 @@ impl Recorder {
         details: &mut dyn FnMut(u32) -> Option<ProcessDetails>,
         out: &mut Vec<Event>,
         counted: &mut Vec<(String, &'static str, &'static str, &'static str)>,
-    ) -> Vec<ListenerId> {
+    ) -> Vec<Option<Since>> {
         let partial = report.skipped_in(Skipped::SAMPLE) > 0;
         let namespaces: HashMap<&str, NsInfo> = report
             .netns
@@ -559,34 +565,69 @@ impl Recorder {
                 )
             })
             .collect();
-        // Each listener's id is made once; `seen` borrows them, and the
-        // first of each is the one compared (and returned for the view).
+        self.pass += 1;
+        let pass = self.pass;
+        let observed = |live: &Live| {
+            Some(Since {
+                unix: unix(live.first_seen),
+                source: "observed",
+            })
+        };
+        // 1. Mark what is tracked; note what changed verdict and what is
+        //    new (a listener identical to one before it, SO_REUSEPORT, is
+        //    the same listener).
         let listeners: Vec<&Listener> = report.listeners().collect();
-        let ids: Vec<ListenerId> = listeners.iter().map(|l| ListenerId::of(l)).collect();
-        let mut seen: HashSet<&ListenerId> = HashSet::with_capacity(ids.len());
-        let first: Vec<bool> = ids.iter().map(|id| seen.insert(id)).collect();
-        // A holder found or lost between two passes (the scan ran out of
-        // time) is the same listener: match it by its place.
-        let mut unmatched_live: HashMap<Place, Vec<ListenerId>> = HashMap::new();
-        for id in self.live.keys() {
-            if !seen.contains(id) {
-                unmatched_live
-                    .entry((
-                        id.netns.clone(),
-                        id.range.clone(),
-                        id.protocol,
-                        id.address,
-                        id.port,
-                    ))
-                    .or_default()
-                    .push(id.clone());
+        let mut since: Vec<Option<Since>> = Vec::with_capacity(listeners.len());
+        let mut todo: Vec<(usize, bool)> = Vec::new(); // (index, new)
+        for (i, l) in listeners.iter().enumerate() {
+            let id = ListenerId::of(l);
+            match self.live.get_mut(&id) {
+                Some(live) => {
+                    if live.seen != pass {
+                        live.seen = pass;
+                        if live.verdict != verdict(l) {
+                            todo.push((i, false));
+                        }
+                    }
+                    since.push(observed(live));
+                }
+                None => {
+                    todo.push((i, true));
+                    since.push(None);
+                }
             }
         }
+        // A holder found or lost between two passes (the scan ran out of
+        // time) is the same listener: match it by its place.
+        let mut unmatched_live: FastMap<Place, Vec<ListenerId>> = FastMap::default();
+        if todo.iter().any(|&(_, new)| new) {
+            for (id, live) in &self.live {
+                if live.seen != pass {
+                    unmatched_live
+                        .entry((
+                            id.netns.clone(),
+                            id.range.clone(),
+                            id.protocol,
+                            id.address,
+                            id.port,
+                        ))
+                        .or_default()
+                        .push(id.clone());
+                }
+            }
+        }
+        // 2. Record the changes, in the listeners' order.
         let clock = Instant::now();
-        for ((id, l), _) in ids.iter().zip(&listeners).zip(&first).filter(|(_, f)| **f) {
+        for (i, new) in todo {
+            let l = listeners[i];
+            let id = ListenerId::of(l);
             let v = verdict(l);
-            let mut found = self.live.contains_key(id).then_some(id);
-            if found.is_none() {
+            if new {
+                if let Some(live) = self.live.get(&id) {
+                    // Identical to a new listener before it.
+                    since[i] = observed(live);
+                    continue;
+                }
                 let place = (
                     id.netns.clone(),
                     id.range.clone(),
@@ -595,48 +636,53 @@ impl Recorder {
                     id.port,
                 );
                 if let Some(list) = unmatched_live.get_mut(&place)
-                    && let Some(i) = list
+                    && let Some(k) = list
                         .iter()
                         .position(|old| old.pid.is_none() || id.pid.is_none())
                 {
-                    let old = list.swap_remove(i);
-                    let entry = self.live.remove(&old).expect("listed from live");
+                    let old = list.swap_remove(k);
+                    let mut entry = self.live.remove(&old).expect("listed from live");
+                    entry.seen = pass;
+                    since[i] = observed(&entry);
                     self.live.insert(id.clone(), entry);
-                    found = Some(id);
-                }
-            }
-            match found {
-                Some(key) => {
-                    let live = self.live.get_mut(key).expect("found");
-                    if live.verdict != v {
-                        let before = live.verdict;
-                        live.verdict = v;
-                        live.holder = intern(&mut self.holders, holder_fields(l, &namespaces));
-                        live.details_read = false;
-                        live.program = program_of(l);
-                        counted.push((l.range.clone(), id.protocol, "verdict_changed", v));
-                        let mut e = live.event(key);
-                        e.kind = "verdict_changed";
-                        e.previous_verdict = Some(before);
-                        self.emit(e, key, now, clock, details, out);
-                    }
-                }
-                None => {
+                } else {
                     let live = Live {
                         first_seen: now,
+                        seen: pass,
                         verdict: v,
                         details_read: false,
                         program: program_of(l),
                         holder: intern(&mut self.holders, holder_fields(l, &namespaces)),
                     };
-                    let mut e = live.event(id);
+                    since[i] = observed(&live);
+                    let mut e = live.event(&id);
                     self.live.insert(id.clone(), live);
-                    counted.push((l.range.clone(), id.protocol, "appeared", v));
+                    counted.push((l.range.to_string(), id.protocol.as_str(), "appeared", v));
                     e.kind = "appeared";
-                    self.emit(e, id, now, clock, details, out);
+                    self.emit(e, &id, now, clock, details, out);
+                    continue;
                 }
             }
+            let live = self.live.get_mut(&id).expect("tracked");
+            if live.verdict != v {
+                let before = live.verdict;
+                live.verdict = v;
+                live.holder = intern(&mut self.holders, holder_fields(l, &namespaces));
+                live.details_read = false;
+                live.program = program_of(l);
+                counted.push((
+                    l.range.to_string(),
+                    id.protocol.as_str(),
+                    "verdict_changed",
+                    v,
+                ));
+                let mut e = live.event(&id);
+                e.kind = "verdict_changed";
+                e.previous_verdict = Some(before);
+                self.emit(e, &id, now, clock, details, out);
+            }
         }
+        // 3. What no listener of this collection marked vanished.
         // Listeners of ranges no longer watched (a reload) are dropped
         // without an event: they did not vanish.
         let watched: HashSet<(&str, &str)> = report
@@ -648,19 +694,23 @@ impl Recorder {
             Vec::new()
         } else {
             self.live
-                .keys()
-                .filter(|id| !seen.contains(*id))
-                .cloned()
+                .iter()
+                .filter(|(_, live)| live.seen != pass)
+                .map(|(id, _)| id.clone())
                 .collect()
         };
-        drop(seen);
         for id in gone {
             let live = self.live.get(&id).expect("listed");
-            if !watched.contains(&(id.range.as_str(), id.protocol)) {
+            if !watched.contains(&(&*id.range, id.protocol.as_str())) {
                 self.live.remove(&id);
                 continue;
             }
-            counted.push((id.range.clone(), id.protocol, "vanished", live.verdict));
+            counted.push((
+                id.range.to_string(),
+                id.protocol.as_str(),
+                "vanished",
+                live.verdict,
+            ));
             let mut e = live.event(&id);
             e.kind = "vanished";
             self.emit(e, &id, now, clock, details, out);
@@ -668,10 +718,7 @@ impl Recorder {
         }
         // Holders no listener shares any more.
         self.holders.retain(|h| Arc::strong_count(h) > 1);
-        ids.into_iter()
-            .zip(first)
-            .filter_map(|(id, first)| first.then_some(id))
-            .collect()
+        since
     }
 
     /// Records `e` (of the listener `id`), aggregated when expected, under
@@ -768,22 +815,17 @@ pub fn since_process_start(
     details: &mut dyn FnMut(u32) -> Option<ProcessDetails>,
 ) {
     let report = observed.collection();
-    let mut since = HashMap::new();
-    for l in report.listeners() {
-        if l.expected == Expected::True {
-            continue;
-        }
-        let Some(o) = l.owner() else { continue };
-        if let Some(t) = details(o.pid).and_then(|d| d.start_time) {
-            since.insert(
-                ListenerId::of(l),
-                Since {
-                    unix: t,
-                    source: "process_start",
-                },
-            );
-        }
-    }
+    let since = report
+        .listeners()
+        .map(|l| {
+            let o = l.owner().filter(|_| l.expected != Expected::True)?;
+            let t = details(o.pid).and_then(|d| d.start_time)?;
+            Some(Since {
+                unix: t,
+                source: "process_start",
+            })
+        })
+        .collect();
     observed.set_trail(TrailView {
         since,
         ..TrailView::default()
@@ -809,7 +851,7 @@ fn holder_fields(l: &Listener, namespaces: &HashMap<&str, NsInfo>) -> HolderFiel
                 .map(|x| escape(&String::from_utf8_lossy(x)))
         }),
         exe_gone: owner.is_some_and(|o| o.exe_gone()),
-        user: l.user.clone(),
+        user: l.user.to_string(),
         container: ns.and_then(|n| n.container.clone()),
         pod: ns.and_then(|n| n.pod.clone()),
         pod_namespace: ns.and_then(|n| n.pod_namespace.clone()),
@@ -1148,13 +1190,8 @@ mod tests {
         let t0 = SystemTime::now();
         let mut r = view(vec![listener(5000, 42, "nc", Expected::False)]);
         rec.observe(&mut r, t0, &mut no_details);
-        let since = r
-            .trail
-            .as_ref()
-            .unwrap()
-            .since_of(&r.ranges[0].listeners[0])
-            .unwrap();
-        assert_eq!(since.source, "observed");
+        let since = r.since_of(&r.ranges[0].listeners[0]).unwrap();
+        assert_eq!(since.1, "observed");
         // The owner is not found this time: the same listener, unknown.
         let mut r = view(vec![Listener {
             holder: None,
@@ -1192,6 +1229,33 @@ mod tests {
             12,
             "every kind and verdict of the range, zeros included"
         );
+    }
+
+    #[test]
+    fn each_listener_keeps_the_time_it_was_first_seen() {
+        let mut rec = Recorder::new(Options::default());
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000);
+        let t1 = UNIX_EPOCH + Duration::from_secs(2_000);
+        let a = listener(5000, 42, "nc", Expected::False);
+        rec.observe(&mut view(vec![a.clone()]), t0, &mut no_details);
+        // Two identical listeners (SO_REUSEPORT) and a new one, in the
+        // report's order: each gets its own time, the old one keeps t0.
+        let b = listener(5001, 43, "nc", Expected::False);
+        let mut r = view(vec![a.clone(), a.clone(), b]);
+        rec.observe(&mut r, t1, &mut no_details);
+        let since: Vec<Option<(f64, &str)>> = r.listeners().map(|l| r.since_of(l)).collect();
+        assert_eq!(
+            since,
+            vec![
+                Some((1_000.0, "observed")),
+                Some((1_000.0, "observed")),
+                Some((2_000.0, "observed"))
+            ]
+        );
+        // A failed collection knows no listener's time.
+        let mut failed = Report::failed("refused".into(), vec![], Duration::ZERO);
+        rec.observe(&mut failed, t1, &mut no_details);
+        assert!(failed.listeners().all(|l| l.since.is_none()));
     }
 
     #[test]

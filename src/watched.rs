@@ -31,19 +31,27 @@ pub use crate::platform::EPHEMERAL_OVERLAP_HELP;
 /// report that carries it ([`crate::report::Report::since_of`]).
 pub type SinceOf<'a> = &'a dyn Fn(&Listener) -> Option<(f64, &'static str)>;
 
-/// One listener in a range.
+/// One listener in a range. Its strings are shared (`Arc<str>`): a busy
+/// range holds thousands of listeners of one range, user and namespace,
+/// and the listener trail keys its record by them, so a copy is a count,
+/// not an allocation.
 #[derive(Clone, Debug)]
 pub struct Listener {
-    pub range: String,
+    pub range: Arc<str>,
     pub protocol: Protocol,
     pub port: u16,
     pub address: IpAddr,
     /// Who holds it; `None` when that could not be found.
     pub holder: Option<Holder>,
-    pub user: String,
+    pub user: Arc<str>,
     pub expected: Expected,
     /// The `netns` label value with `--collector.netns`; `None` without.
-    pub netns: Option<String>,
+    pub netns: Option<Arc<str>>,
+    /// Since when the listener trail knows it (Unix seconds, and the
+    /// source: `observed` or `process_start`); set when the trail
+    /// observes the report that carries it ([`crate::trail::TrailView`]),
+    /// `None` before and without a trail.
+    pub since: Option<(f64, &'static str)>,
 }
 
 #[cfg(test)]
@@ -60,6 +68,7 @@ impl Listener {
             user: "root".into(),
             expected,
             netns: None,
+            since: None,
         }
     }
 }
@@ -399,7 +408,7 @@ fn itemize(view: &RangeView) -> (BTreeMap<CountKey<'_>, u64>, BTreeSet<InfoKey>,
     let mut to_itemize: Vec<&Listener> = Vec::new();
     for l in &view.listeners {
         *counts
-            .entry((l.process_name(), l.user.as_str(), l.expected))
+            .entry((l.process_name(), &*l.user, l.expected))
             .or_default() += 1;
         if l.expected != Expected::True || view.per_port {
             to_itemize.push(l);
@@ -419,7 +428,7 @@ fn itemize(view: &RangeView) -> (BTreeMap<CountKey<'_>, u64>, BTreeSet<InfoKey>,
             l.port.to_string(),
             l.address.to_string(),
             l.process(),
-            l.user.clone(),
+            l.user.to_string(),
             l.expected.as_str().to_string(),
         ];
         if info.contains(&key) {

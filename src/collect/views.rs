@@ -7,6 +7,7 @@
 //! [`crate::collect`] samples, these functions count and judge.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::allowlist::{self, Expected};
 use crate::config::{Config, RangeConfig};
@@ -65,7 +66,7 @@ pub fn build_report(
     users: &UserNames,
 ) -> Report {
     // One lookup and one label per uid, not per listener.
-    let mut user_names: HashMap<u32, (allowlist::UserName, String)> = HashMap::new();
+    let mut user_names: UserLabels = HashMap::new();
     let mut ranges = Vec::new();
     for range in &config.ranges {
         for &protocol in &range.protocols {
@@ -86,6 +87,17 @@ pub fn build_report(
     }
 }
 
+/// A user's name for the allowlist and its label (shared by the
+/// listeners of that user), by uid or by the name the process's owner
+/// record gives.
+type UserLabels = HashMap<UserKey, (allowlist::UserName, Arc<str>)>;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum UserKey {
+    Uid(u32),
+    Name(String),
+}
+
 /// The view of one range on one protocol.
 fn build_view(
     range: &RangeConfig,
@@ -94,8 +106,10 @@ fn build_view(
     holders: &[Option<Holder>],
     ephemeral: Option<&EphemeralPorts>,
     users: &UserNames,
-    user_names: &mut HashMap<u32, (allowlist::UserName, String)>,
+    user_names: &mut UserLabels,
 ) -> RangeView {
+    // Shared by every listener of the view.
+    let range_name: Arc<str> = range.name.as_str().into();
     let mut used = PortBits::default();
     let mut view = RangeView::capacity(&range.name, protocol, None, range.ports.clone());
     view.per_port = range.per_port;
@@ -104,10 +118,20 @@ fn build_view(
         .iter()
         .map(|&n| (n, 0))
         .collect();
+    let mine = |s: &&Socket| s.protocol == protocol && range.ports.contains(s.port);
+    // The list is made at its size: grown by doubling it held up to twice
+    // that (a busy range's 9,900 listeners), for as long as the report lives.
+    view.listeners.reserve_exact(
+        sockets
+            .iter()
+            .filter(mine)
+            .filter(|s| s.is_listener())
+            .count(),
+    );
     for (s, holder) in sockets
         .iter()
         .zip(holders.iter().chain(std::iter::repeat(&None)))
-        .filter(|(s, _)| s.protocol == protocol && range.ports.contains(s.port))
+        .filter(|(s, _)| mine(s))
     {
         if s.holds_port() {
             used.insert(s.port);
@@ -122,17 +146,23 @@ fn build_view(
         if !s.is_listener() {
             continue;
         }
-        let own;
         let (user, label) = match holder {
             Some(Holder::Process(o)) if o.user.is_some() => {
-                let name = o.user.clone().unwrap_or_default();
-                own = (allowlist::UserName::Known(name.clone()), name);
-                (&own.0, &own.1)
+                let name = o.user.as_deref().unwrap_or_default();
+                let e = match user_names.get(&UserKey::Name(name.to_string())) {
+                    Some(e) => e,
+                    None => user_names
+                        .entry(UserKey::Name(name.to_string()))
+                        .or_insert_with(|| {
+                            (allowlist::UserName::Known(name.to_string()), name.into())
+                        }),
+                };
+                (&e.0, &e.1)
             }
             _ => {
-                let e = user_names.entry(s.uid).or_insert_with(|| {
+                let e = user_names.entry(UserKey::Uid(s.uid)).or_insert_with(|| {
                     let n = users.get(s.uid);
-                    let label = users::label(&n, s.uid);
+                    let label = users::label(&n, s.uid).into();
                     (n, label)
                 });
                 (&e.0, &e.1)
@@ -145,7 +175,7 @@ fn build_view(
             Expected::True => {}
         }
         view.listeners.push(Listener {
-            range: range.name.clone(),
+            range: range_name.clone(),
             protocol,
             port: s.port,
             address: s.local,
@@ -153,13 +183,17 @@ fn build_view(
             user: label.clone(),
             expected,
             netns: None,
+            since: None,
         });
     }
-    view.listeners.sort_by(|a, b| {
+    // In place (a stable sort copies the list), and total up to identical
+    // listeners: the holder's pid decides between those that differ in it.
+    view.listeners.sort_unstable_by(|a, b| {
         (a.port, a.address)
             .cmp(&(b.port, b.address))
             .then_with(|| a.process_name().cmp(&b.process_name()))
             .then_with(|| (&a.user, a.expected).cmp(&(&b.user, b.expected)))
+            .then_with(|| a.owner().map(|o| o.pid).cmp(&b.owner().map(|o| o.pid)))
     });
     view.in_use = used.len();
     view.in_use_ports = used.ports();
@@ -205,11 +239,12 @@ pub fn build_netns_report(
             continue;
         }
         let label = netns_label(ns);
+        let shared: Arc<str> = label.as_str().into();
         let part = build_report(config, &mine, &held, ns.ephemeral.as_ref(), users);
         report.ranges.extend(part.ranges.into_iter().map(|mut r| {
             r.netns = Some(label.clone());
             for l in &mut r.listeners {
-                l.netns = Some(label.clone());
+                l.netns = Some(shared.clone());
             }
             r
         }));

@@ -67,7 +67,7 @@ fn undecided_reason(seen: &Seen<'_>, l: &Listener) -> String {
     if exe_unreadable {
         why.push("its executable cannot be read");
     }
-    if l.user == "unknown" {
+    if &*l.user == "unknown" {
         why.push("its user's name was not resolved");
     }
     if why.is_empty() {
@@ -534,7 +534,7 @@ fn listener_table<'a>(
             l.owner().map_or("-".to_string(), |o| o.pid.to_string()),
             printable(&l.user),
             l.expected.as_str().to_string(),
-            l.range.clone(),
+            l.range.to_string(),
         ];
         if since {
             row.push(since_text(seen, l));

@@ -177,7 +177,7 @@ pub fn table(out: &mut String, seen: &Seen<'_>, listeners: &[&Listener], rows: u
             g.pids(),
             printable(&l.user),
             l.expected.as_str().to_string(),
-            l.range.clone(),
+            l.range.to_string(),
             g.listeners.len().to_string(),
             g.ports(),
         ];

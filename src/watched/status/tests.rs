@@ -46,6 +46,7 @@ fn listener(
         user: user.into(),
         expected,
         netns: None,
+        since: None,
     }
 }
 
