@@ -25,8 +25,8 @@ use crate::allowlist;
 use crate::config::Config;
 use crate::ephemeral::{self, EPHEMERAL, EphemeralReport};
 use crate::platform::{
-    self, EphemeralPorts, Filter, Holder, Namespaces, PassStats, PerProtocol, Platform, Sample,
-    Skipped, Socket,
+    self, EphemeralPorts, Filter, Holder, Namespaces, PassStats, PerProtocol, Platform, PortWalk,
+    Sample, Skipped, Socket,
 };
 use crate::ranges::{PortSet, Protocol};
 pub use crate::report::{CollectorRun, Listener, NetnsInfo, NetnsReport, RangeView, Report};
@@ -192,6 +192,13 @@ impl Collector {
             })),
             _ => None,
         };
+        // The ephemeral collector's walk of how the TCP ports were taken
+        // starts now and runs beside the sample (a thread of the
+        // platform's).
+        let walk = match &ephemeral_ports {
+            Some(Ok(_)) if self.config.ephemeral.bpf => Some(self.platform.port_sharing()),
+            _ => None,
+        };
         // A dump that fails with the dynamic range in it (a kernel error,
         // a reply too large: the dynamic range can hold far more sockets
         // than the watched ranges) fails the ephemeral collector only: the
@@ -244,7 +251,7 @@ impl Collector {
                 Some(e) if sampled.is_some() => Err(format!(
                     "the socket sample with the dynamic range failed (the watched ranges were sampled again without it): {e}"
                 )),
-                _ => self.collect_ephemeral(host, sampled.as_ref(), deadline),
+                _ => self.collect_ephemeral(host, sampled.as_ref(), deadline, walk),
             });
             match found {
                 Ok((found, skipped)) => {
@@ -418,6 +425,7 @@ impl Collector {
         host: Result<EphemeralPorts, String>,
         sampled: Option<&Sampled>,
         deadline: Instant,
+        walk: Option<PortWalk>,
     ) -> Result<(EphemeralReport, Vec<Skipped>), String> {
         let host = host.map_err(|e| format!("cannot read the dynamic port range: {e}"))?;
         let sampled =
@@ -483,12 +491,12 @@ impl Collector {
             })
             .collect();
         self.users.resolve(&uids, deadline);
-        // How the own namespace's TCP ports were taken, walked after the
-        // sample: a port bound since is unknown (counted as gone).
-        let sharing = if self.config.ephemeral.bpf {
-            self.platform.port_sharing()
-        } else {
-            Err("--no-collector.ephemeral.bpf".to_string())
+        // How the own namespace's TCP ports were taken, walked beside the
+        // sample: a port in the sample that the walk did not pass is
+        // unknown (counted as gone).
+        let sharing = match walk {
+            Some(walk) => walk.wait(),
+            None => Err("--no-collector.ephemeral.bpf".to_string()),
         };
         match &sharing {
             Err(e) if !self.warned_sharing => {

@@ -440,8 +440,15 @@ pub struct Sample {
     /// rests on their owners, so attribution finds them in what it reads
     /// anyway (known owners' freed and new fds, new processes) and never
     /// re-reads every owner of their uid for them.
-    pub count_only: std::collections::HashSet<u64>,
+    pub count_only: InodeSet,
 }
+
+/// A set of socket inodes, hashed fast (foldhash, seeded per process):
+/// attribution probes its sets and maps for each of tens of thousands of
+/// sockets a collection, where SipHash's cost showed.
+pub type InodeSet = std::collections::HashSet<u64, foldhash::fast::RandomState>;
+/// A map keyed by socket inode, hashed as [`InodeSet`].
+pub type InodeMap<V> = std::collections::HashMap<u64, V, foldhash::fast::RandomState>;
 
 /// A part of a collection that was left out, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -552,6 +559,33 @@ pub enum Sharing {
     Unknown,
 }
 
+/// A walk of how the TCP ports were taken ([`Platform::port_sharing`]),
+/// started and not yet waited for. Dropped unwaited, it finishes on its own.
+pub struct PortWalk(Box<dyn FnOnce() -> Result<PortSharing, String> + Send>);
+
+impl PortWalk {
+    /// A walk already done (or refused).
+    pub fn ready(result: Result<PortSharing, String>) -> PortWalk {
+        PortWalk(Box::new(move || result))
+    }
+
+    /// A walk whose result `wait` gives (joining its thread).
+    pub fn later(wait: impl FnOnce() -> Result<PortSharing, String> + Send + 'static) -> PortWalk {
+        PortWalk(Box::new(wait))
+    }
+
+    /// The walk's result, once it has finished.
+    pub fn wait(self) -> Result<PortSharing, String> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for PortWalk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PortWalk")
+    }
+}
+
 /// The TCP ports bound in one network namespace, by how they were taken
 /// ([`Sharing`]), from one walk of the kernel's sockets.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -648,11 +682,15 @@ pub trait Platform: Send {
     }
 
     /// How each TCP port of the exporter's own network namespace was
-    /// taken ([`PortSharing`]), walked now; `Err` says why it cannot be
-    /// told here and what would tell it (the default: only Linux with a
-    /// BPF socket iterator shows it).
-    fn port_sharing(&mut self) -> Result<PortSharing, String> {
-        Err("this platform does not show how a port was taken".to_string())
+    /// taken ([`PortSharing`]): a walk started now, which the platform may
+    /// run on a thread of its own beside the socket sample, and whose
+    /// result [`PortWalk::wait`] gives; `Err` says why it cannot be told
+    /// here and what would tell it (the default: only Linux with a BPF
+    /// socket iterator shows it).
+    fn port_sharing(&mut self) -> PortWalk {
+        PortWalk::ready(Err(
+            "this platform does not show how a port was taken".to_string()
+        ))
     }
 
     /// A resolver for user names, to run on a lookup thread.

@@ -81,15 +81,22 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::deadline::{self, Job, Late, Next};
-use crate::platform::{Owner, PassStats, Socket};
+use crate::platform::{InodeMap, InodeSet, Owner, PassStats, Socket};
 use crate::ranges::Protocol;
+
+/// (Maps and sets keyed by socket inode: a pass builds and probes several
+/// of them for every socket of the sample, 31,000 with the dynamic
+/// range, where SipHash's cost was a third of the pass's own time.)
+fn inode_map<V>(capacity: usize) -> InodeMap<V> {
+    InodeMap::with_capacity_and_hasher(capacity, Default::default())
+}
 
 /// What one attribution pass found, by inode.
 #[derive(Debug, Default)]
 pub struct InodePass {
-    pub owners: HashMap<u64, Arc<Owner>>,
+    pub owners: InodeMap<Arc<Owner>>,
     /// Inodes confirmed earlier as held by no process.
-    pub kernel: HashSet<u64>,
+    pub kernel: InodeSet,
     /// Inodes a complete scan just failed to find, each with whether the
     /// scan was strict (no process refused it): the caller checks them and
     /// then calls [`Attributor::confirm_kernel`].
@@ -97,7 +104,7 @@ pub struct InodePass {
     /// Inodes a second sample showed closed (see
     /// [`Attributor::attribute_rechecking`]): those not placed were not
     /// searched for; those placed were held where the cache says.
-    pub closed: HashSet<u64>,
+    pub closed: InodeSet,
     pub stats: PassStats,
 }
 
@@ -154,9 +161,9 @@ struct ProcInfo {
 /// The owner cache and the `/proc` scanner.
 pub struct Attributor {
     procfs: PathBuf,
-    cache: HashMap<u64, Place>,
+    cache: InodeMap<Place>,
     owners: HashMap<u32, Known>,
-    missing: HashMap<u64, Missing>,
+    missing: InodeMap<Missing>,
     pending: Option<Pending>,
     /// Passes so far.
     pass: u64,
@@ -207,9 +214,9 @@ impl Attributor {
             counts_fds,
             own_pid,
             procfs,
-            cache: HashMap::new(),
+            cache: InodeMap::default(),
             owners: HashMap::new(),
-            missing: HashMap::new(),
+            missing: InodeMap::default(),
             pending: None,
             pass: 0,
             sees_all: false,
@@ -313,7 +320,7 @@ impl Attributor {
     /// waits past `deadline`: a scan still running then goes on in the
     /// background, and a later call takes its results.
     pub fn attribute(&mut self, sockets: &[Socket], deadline: Instant) -> InodePass {
-        self.attribute_counting(sockets, &HashSet::new(), deadline)
+        self.attribute_counting(sockets, &InodeSet::default(), deadline)
     }
 
     /// [`Attributor::attribute`], where the sockets of `count_only` are
@@ -326,7 +333,7 @@ impl Attributor {
     pub fn attribute_counting(
         &mut self,
         sockets: &[Socket],
-        count_only: &HashSet<u64>,
+        count_only: &InodeSet,
         deadline: Instant,
     ) -> InodePass {
         self.attribute_rechecking(sockets, count_only, deadline, &mut |_| None)
@@ -343,15 +350,15 @@ impl Attributor {
     pub fn attribute_rechecking(
         &mut self,
         sockets: &[Socket],
-        count_only: &HashSet<u64>,
+        count_only: &InodeSet,
         deadline: Instant,
-        still_open: &mut dyn FnMut(&[&Socket]) -> Option<HashSet<u64>>,
+        still_open: &mut dyn FnMut(&[&Socket]) -> Option<InodeSet>,
     ) -> InodePass {
         let now = Instant::now();
         self.pass += 1;
         let mut stats = PassStats::default();
         let mut candidates = Vec::new();
-        let mut uid_of: HashMap<u64, u32> = HashMap::with_capacity(sockets.len());
+        let mut uid_of: InodeMap<u32> = inode_map(sockets.len());
         for s in sockets.iter().filter(|s| s.inode != 0) {
             uid_of.insert(s.inode, s.uid);
         }
@@ -367,7 +374,7 @@ impl Attributor {
         }
         self.missing.retain(|inode, _| uid_of.contains_key(inode));
 
-        let mut found: HashMap<u64, Arc<Owner>> = HashMap::with_capacity(uid_of.len());
+        let mut found: InodeMap<Arc<Owner>> = inode_map(uid_of.len());
 
         // 1. A scan left running by an earlier call: take its results if it
         //    finishes within this call's budget.
@@ -413,7 +420,7 @@ impl Attributor {
         // 3. Inodes not placed, not in back-off and not already being
         //    searched by a scan still running.
         let searching = self.pending.as_ref().map(|p| &p.inodes);
-        let mut wanted: HashSet<u64> = uid_of
+        let mut wanted: InodeSet = uid_of
             .keys()
             .copied()
             .filter(|i| !found.contains_key(i))
@@ -441,11 +448,10 @@ impl Attributor {
         // (Computed after the cheap step: what the freed and new fds hold
         // lists no one.)
         let mut unplaced_uids: HashSet<u32> = HashSet::new();
-        let unplaced = |found: &HashMap<u64, Arc<Owner>>| {
-            uid_of.keys().filter(|i| !found.contains_key(i)).count()
-        };
+        let unplaced =
+            |found: &InodeMap<Arc<Owner>>| uid_of.keys().filter(|i| !found.contains_key(i)).count();
         let mut buf = Vec::with_capacity(64);
-        let mut closed = HashSet::new();
+        let mut closed = InodeSet::default();
         // The fds, per known owner, whose mapped socket a second sample
         // showed closed: where new sockets are (the kernel reuses the
         // lowest free fd). `None` until round two asks, and when
@@ -669,7 +675,7 @@ impl Attributor {
         for inode in found.keys() {
             self.missing.remove(inode);
         }
-        let kernel: HashSet<u64> = self
+        let kernel: InodeSet = self
             .missing
             .iter()
             .filter(|(_, m)| m.kernel)
@@ -784,9 +790,17 @@ impl Attributor {
             .collect();
         known.verify_from = slice.last().map_or(0, |(fd, _)| fd.saturating_add(1));
         let mut buf = Vec::with_capacity(64);
+        // Read relative to the fd directory, opened once: a whole path per
+        // link walked /proc and the pid's directory again each time (a
+        // sixteenth of 31,000 sockets is 2,000 links a scrape).
+        let dir = (!slice.is_empty()).then(|| open_fd_dir(&self.procfs, pid));
         for (fd, inode) in slice {
             stats.links_read += 1;
-            if !link_is_at(&self.procfs, pid, fd, inode, &mut buf) {
+            let at = match &dir {
+                Some(Ok(dir)) => link_is_at(dir, fd, inode, &mut buf),
+                _ => false,
+            };
+            if !at {
                 self.forget(inode);
             }
         }
@@ -802,8 +816,8 @@ impl Attributor {
         &mut self,
         result: ScanResult,
         late: bool,
-        uid_of: &HashMap<u64, u32>,
-        found: &mut HashMap<u64, Arc<Owner>>,
+        uid_of: &InodeMap<u32>,
+        found: &mut InodeMap<Arc<Owner>>,
         stats: &mut PassStats,
         now: Instant,
     ) -> Vec<(u64, bool)> {
@@ -815,7 +829,8 @@ impl Attributor {
                 continue;
             }
             if late
-                && !(link_is_at(&self.procfs, pid, fd, inode, &mut Vec::new())
+                && !(open_fd_dir(&self.procfs, pid)
+                    .is_ok_and(|dir| link_is_at(&dir, fd, inode, &mut Vec::new()))
                     && read_proc(&self.procfs, pid)
                         .is_some_and(|p| p.start_time == info.start_time))
             {
@@ -858,7 +873,7 @@ impl Attributor {
 /// What one complete scan of `/proc` found.
 struct ScanResult {
     hits: Vec<(u64, u32, u32, ProcInfo)>,
-    not_found: HashSet<u64>,
+    not_found: InodeSet,
     processes_scanned: usize,
     permission_denied: usize,
     links_read: usize,
@@ -870,7 +885,7 @@ struct ScanResult {
 /// A scan running on its own thread.
 struct Pending {
     job: Job<ScanResult>,
-    inodes: HashSet<u64>,
+    inodes: InodeSet,
 }
 
 /// Scans fd directories for the `wanted` inodes until all are found or
@@ -880,13 +895,13 @@ struct Pending {
 /// new owner is usually a new process.
 fn scan_procs(
     procfs: &Path,
-    mut wanted: HashSet<u64>,
+    mut wanted: InodeSet,
     known: &HashSet<u32>,
     uids: &HashSet<u32>,
 ) -> ScanResult {
     let mut result = ScanResult {
         hits: Vec::new(),
-        not_found: HashSet::new(),
+        not_found: InodeSet::default(),
         processes_scanned: 0,
         permission_denied: 0,
         links_read: 0,
@@ -951,7 +966,7 @@ fn scan_one(
     procfs: &Path,
     proc_dir: &OwnedFd,
     pid: u32,
-    wanted: &mut HashSet<u64>,
+    wanted: &mut InodeSet,
     buf: &mut Vec<u8>,
     result: &mut ScanResult,
 ) {
@@ -992,7 +1007,7 @@ fn scan_one(
 /// with their fd numbers.
 fn scan_fds(
     fd_dir: OwnedFd,
-    wanted: &HashSet<u64>,
+    wanted: &InodeSet,
     buf: &mut Vec<u8>,
     denied: &mut usize,
     links: &mut usize,
@@ -1071,7 +1086,7 @@ fn read_fds(
     procfs: &Path,
     pid: u32,
     fds: &[u32],
-    watched: &HashMap<u64, u32>,
+    watched: &InodeMap<u32>,
     buf: &mut Vec<u8>,
 ) -> (Vec<(u32, u64)>, Vec<u32>, Vec<u32>) {
     let mut hits = Vec::new();
@@ -1100,12 +1115,20 @@ fn read_fds(
     (hits, others, unsampled)
 }
 
-/// Whether `<procfs>/<pid>/fd/<fd>` still points at socket `inode`, with
-/// one `readlink` and no allocation beyond `buf`.
-fn link_is_at(procfs: &Path, pid: u32, fd: u32, inode: u64, buf: &mut Vec<u8>) -> bool {
+/// Opens `<procfs>/<pid>/fd`, to read links relative to it.
+fn open_fd_dir(procfs: &Path, pid: u32) -> Result<OwnedFd, Errno> {
+    rustix::fs::open(
+        procfs.join(format!("{pid}/fd")),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Whether `fd` in the fd directory `dir` still points at socket `inode`,
+/// with one `readlinkat` and no allocation beyond `buf`.
+fn link_is_at(dir: &OwnedFd, fd: u32, inode: u64, buf: &mut Vec<u8>) -> bool {
     buf.clear();
-    let path = procfs.join(format!("{pid}/fd/{fd}"));
-    match rustix::fs::readlink(&path, std::mem::take(buf)) {
+    match rustix::fs::readlinkat(dir, fd.to_string().as_str(), std::mem::take(buf)) {
         Ok(target) => {
             let target = target.into_bytes();
             let ok = parse_socket_link(&target) == Some(inode);
@@ -1289,7 +1312,7 @@ mod tests {
             std::os::unix::fs::symlink(format!("socket:[{inode}]"), &link).unwrap();
         }
         let socks = [sock(5001), sock(5002), sock(6001), sock(6002)];
-        let count_only: HashSet<u64> = [6001, 6002].into();
+        let count_only: InodeSet = [6001, 6002].into_iter().collect();
         let pass = a.attribute_counting(&socks, &count_only, far());
         assert_eq!(
             pass.owners.get(&6001).map(|o| o.pid),
@@ -1570,7 +1593,7 @@ for line in sys.stdin:
             let mut all = socks.clone();
             all.push(new.clone());
             let listings = a.listings;
-            let only: HashSet<u64> = [new.inode].into();
+            let only: InodeSet = [new.inode].into_iter().collect();
             let others = other_processes_fds(pool.pid());
             let pass = a.attribute_counting(&all, &only, far());
             let others = others.max(other_processes_fds(pool.pid()));
@@ -1780,7 +1803,8 @@ for line in sys.stdin:
                 asked.extend(s.iter().map(|s| s.inode));
                 recheck.then(|| s.iter().map(|s| s.inode).filter(|&i| i != 7000).collect())
             };
-            let pass = a.attribute_rechecking(&sample, &HashSet::new(), far(), &mut still_open);
+            let pass =
+                a.attribute_rechecking(&sample, &InodeSet::default(), far(), &mut still_open);
             assert_eq!(pass.owners[&9000].comm, b"rtp", "recheck {recheck}");
             assert!(asked.contains(&9000) && asked.contains(&7000), "{asked:?}");
             if recheck {
@@ -1810,10 +1834,11 @@ for line in sys.stdin:
             let mut still_open = |s: &[&Socket]| {
                 recheck.then(|| s.iter().map(|s| s.inode).filter(|&i| i != 9999).collect())
             };
-            let pass = a.attribute_rechecking(&sample, &HashSet::new(), far(), &mut still_open);
+            let pass =
+                a.attribute_rechecking(&sample, &InodeSet::default(), far(), &mut still_open);
             assert_eq!(pass.owners.len(), 2);
             if recheck {
-                assert_eq!(pass.closed, HashSet::from([9999]));
+                assert_eq!(pass.closed, InodeSet::from_iter([9999]));
                 assert_eq!(pass.stats.closed, 1);
                 assert!(pass.candidates.is_empty(), "{:?}", pass.candidates);
                 assert!(

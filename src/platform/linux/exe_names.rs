@@ -180,7 +180,7 @@ impl Executables {
     /// `skipped`).
     pub fn judge(
         &mut self,
-        owners: &mut HashMap<u64, Arc<Owner>>,
+        owners: &mut crate::platform::InodeMap<Arc<Owner>>,
         deadline: Instant,
         skipped: &mut Vec<Skipped>,
     ) {
@@ -728,8 +728,10 @@ mod tests {
         let mut ex = Executables::new(PathBuf::from("/proc"));
         let file = me.file_name().unwrap().as_bytes();
         let comm = &file[..file.len().min(15)];
-        let mut owners: HashMap<u64, Arc<Owner>> =
-            [(1, owner(pid, comm, &exe)), (2, owner(pid, comm, &exe))].into();
+        let mut owners: crate::platform::InodeMap<Arc<Owner>> =
+            [(1, owner(pid, comm, &exe)), (2, owner(pid, comm, &exe))]
+                .into_iter()
+                .collect();
         let mut skipped = Vec::new();
         let far = Instant::now() + std::time::Duration::from_secs(10);
         ex.judge(&mut owners, far, &mut skipped);
@@ -745,25 +747,28 @@ mod tests {
                 root: PathBuf::from("/"),
             },
         );
-        let mut owners: HashMap<u64, Arc<Owner>> = [
+        let mut owners: crate::platform::InodeMap<Arc<Owner>> = [
             (1, owner(pid, comm, &exe)),
             (2, owner(pid, comm, b"/bin/sh")),
         ]
-        .into();
+        .into_iter()
+        .collect();
         // Two owners of one pid with different exes: one key per pid.
         owners.remove(&2);
         ex.judge(&mut owners, far, &mut skipped);
         assert!(skipped.is_empty(), "{skipped:?}");
         assert_eq!(ex.lookups, 1);
         assert_eq!(owners[&1].exe.as_deref(), Some(&exe[..]));
-        let mut forged: HashMap<u64, Arc<Owner>> = [(1, owner(pid, b"sh", b"/bin/sh"))].into();
+        let mut forged: crate::platform::InodeMap<Arc<Owner>> =
+            [(1, owner(pid, b"sh", b"/bin/sh"))].into_iter().collect();
         ex.judge(&mut forged, far, &mut skipped);
         let marked = forged[&1].exe.clone().unwrap();
         assert!(marked.ends_with(NOT_THIS_FILE_MARK), "{marked:?}");
         assert!(forged[&1].exe_gone());
         // Cached: a second scrape looks at nothing.
         let before = ex.lookups;
-        let mut again: HashMap<u64, Arc<Owner>> = [(1, owner(pid, b"sh", b"/bin/sh"))].into();
+        let mut again: crate::platform::InodeMap<Arc<Owner>> =
+            [(1, owner(pid, b"sh", b"/bin/sh"))].into_iter().collect();
         ex.judge(&mut again, far, &mut skipped);
         assert_eq!(ex.lookups, before);
         assert!(again[&1].exe_gone());

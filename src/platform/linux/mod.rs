@@ -32,7 +32,7 @@ pub mod users;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use std::time::Instant;
 
@@ -77,7 +77,8 @@ pub struct LinuxPlatform {
     /// read ([`process`]).
     cmdlines: std::sync::Mutex<Cmdlines>,
     /// How TCP ports were taken, from a BPF socket iterator ([`port_sharing`]).
-    port_walker: port_sharing::PortWalker,
+    /// Shared with the walk's thread ([`Platform::port_sharing`]).
+    port_walker: Arc<Mutex<port_sharing::PortWalker>>,
 }
 
 /// The command-line reads, and how long the collection they belong to
@@ -125,7 +126,7 @@ impl LinuxPlatform {
                 deadline: Instant::now(),
                 until: None,
             }),
-            port_walker: port_sharing::PortWalker::new(),
+            port_walker: Arc::new(Mutex::new(port_sharing::PortWalker::new())),
             procfs,
         }
     }
@@ -336,7 +337,7 @@ impl Platform for LinuxPlatform {
             if no_sock_diag {
                 return None;
             }
-            let mut present = HashSet::new();
+            let mut present = crate::platform::InodeSet::default();
             for (_, again) in resample(netns, asked, deadline) {
                 present.extend(again.ok()?);
             }
@@ -447,15 +448,39 @@ impl Platform for LinuxPlatform {
         Ok(EphemeralPorts::same(ports))
     }
 
-    fn port_sharing(&mut self) -> Result<crate::platform::PortSharing, String> {
+    /// Walks on a thread of its own, beside the sample that follows (the
+    /// walk took 11 ms of a 50 ms collection at 31,000 sockets). The thread
+    /// is started from the collection thread, which is in the exporter's
+    /// own namespace (the netns sampler's threads enter others and come
+    /// back), so it walks that namespace.
+    fn port_sharing(&mut self) -> crate::platform::PortWalk {
+        use crate::platform::PortWalk;
         use std::os::unix::fs::MetadataExt;
-        // The collection thread is in the exporter's own namespace (the
-        // netns sampler's threads enter others and come back).
         let path = self.procfs.join("thread-self/ns/net");
-        let netns = std::fs::metadata(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-            .ino();
-        self.port_walker.walk(netns).map_err(|e| e.to_string())
+        let netns = match std::fs::metadata(&path) {
+            Ok(m) => m.ino(),
+            Err(e) => return PortWalk::ready(Err(format!("cannot read {}: {e}", path.display()))),
+        };
+        let walker = self.port_walker.clone();
+        let walk = move || {
+            let mut walker = walker.lock().unwrap_or_else(|p| p.into_inner());
+            walker.walk(netns).map_err(|e| e.to_string())
+        };
+        let inline = walk.clone();
+        match std::thread::Builder::new()
+            .name("port-walk".into())
+            .spawn(walk)
+        {
+            Ok(thread) => PortWalk::later(move || {
+                thread
+                    .join()
+                    .unwrap_or_else(|_| Err("the port walk panicked".to_string()))
+            }),
+            Err(e) => {
+                log::debug!("no thread for the port walk ({e}), walking here");
+                PortWalk::ready(inline())
+            }
+        }
     }
 
     fn user_resolver(&self) -> UserResolver {
