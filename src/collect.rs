@@ -78,6 +78,9 @@ struct Sampled {
     namespaces: Option<Namespaces>,
     /// The filter the sample used.
     filter: Filter,
+    /// The walk of how the TCP ports were taken, started after the sample
+    /// and running beside attribution, for the ephemeral collector.
+    walk: Option<PortWalk>,
 }
 
 /// Runs one collector, timing it and noting its outcome in `runs`.
@@ -192,13 +195,9 @@ impl Collector {
             })),
             _ => None,
         };
-        // The ephemeral collector's walk of how the TCP ports were taken
-        // starts now and runs beside the sample (a thread of the
-        // platform's).
-        let walk = match &ephemeral_ports {
-            Some(Ok(_)) if self.config.ephemeral.bpf => Some(self.platform.port_sharing()),
-            _ => None,
-        };
+        // The ephemeral collector's walk of how the TCP ports were taken:
+        // started by the ranges collector once it has sampled.
+        let walk_ports = matches!(ephemeral_ports, Some(Ok(_))) && self.config.ephemeral.bpf;
         // A dump that fails with the dynamic range in it (a kernel error,
         // a reply too large: the dynamic range can hold far more sockets
         // than the watched ranges) fails the ephemeral collector only: the
@@ -207,13 +206,13 @@ impl Collector {
         let mut with_dynamic_failed = None;
         let mut report = match run(&mut runs, RANGES, || {
             let dynamic = dynamic.as_ref().and_then(|d| d.as_ref().ok());
-            match self.collect_ranges(deadline, extra.as_ref(), dynamic) {
+            match self.collect_ranges(deadline, extra.as_ref(), dynamic, walk_ports) {
                 Err(e) if extra.is_some() => {
                     log::debug!(
                         "the socket sample with the dynamic range failed, sampling the watched ranges alone: {e}"
                     );
                     with_dynamic_failed = Some(e);
-                    self.collect_ranges(deadline, None, dynamic)
+                    self.collect_ranges(deadline, None, dynamic, false)
                 }
                 other => other,
             }
@@ -247,6 +246,7 @@ impl Collector {
             .ok();
         }
         if let Some(host) = ephemeral_ports {
+            let walk = sampled.as_mut().and_then(|s| s.walk.take());
             let found = run(&mut runs, EPHEMERAL, || match with_dynamic_failed {
                 Some(e) if sampled.is_some() => Err(format!(
                     "the socket sample with the dynamic range failed (the watched ranges were sampled again without it): {e}"
@@ -294,6 +294,7 @@ impl Collector {
         deadline: Instant,
         extra: Option<&Filter>,
         dynamic: Option<&EphemeralPorts>,
+        walk_ports: bool,
     ) -> Result<(Report, Sampled), String> {
         let started = Instant::now();
         let filter = match extra {
@@ -319,6 +320,10 @@ impl Collector {
                 .collect();
         }
         let t_sample = started.elapsed();
+        // The port walk runs beside attribution, on a thread of the
+        // platform's: after the sample, so that a port bound since is not
+        // in the walk and counts as gone (the headroom errs low).
+        let walk = walk_ports.then(|| self.platform.port_sharing());
         let attribution = self.platform.attribute(&sample, deadline);
         let mut attribution = self.platform.confirm_kernel(&sample, attribution, deadline);
         if !attribution.closed.is_empty() {
@@ -410,6 +415,7 @@ impl Collector {
                 holders: attribution.holders,
                 namespaces,
                 filter,
+                walk,
             },
         ))
     }
@@ -491,9 +497,8 @@ impl Collector {
             })
             .collect();
         self.users.resolve(&uids, deadline);
-        // How the own namespace's TCP ports were taken, walked beside the
-        // sample: a port in the sample that the walk did not pass is
-        // unknown (counted as gone).
+        // How the own namespace's TCP ports were taken, walked after the
+        // sample: a port bound since is unknown (counted as gone).
         let sharing = match walk {
             Some(walk) => walk.wait(),
             None => Err("--no-collector.ephemeral.bpf".to_string()),

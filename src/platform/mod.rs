@@ -683,7 +683,7 @@ pub trait Platform: Send {
 
     /// How each TCP port of the exporter's own network namespace was
     /// taken ([`PortSharing`]): a walk started now, which the platform may
-    /// run on a thread of its own beside the socket sample, and whose
+    /// run on a thread of its own beside what the collection does next, and whose
     /// result [`PortWalk::wait`] gives; `Err` says why it cannot be told
     /// here and what would tell it (the default: only Linux with a BPF
     /// socket iterator shows it).

@@ -18,7 +18,7 @@ use std::time::Instant;
 use super::netlink::{self as nl, FrameError, RecvError};
 use super::sock_diag_filter::compile_filter;
 use crate::platform::{Filter, SampleError, Socket};
-use crate::ranges::Protocol;
+use crate::ranges::{PortSet, Protocol};
 
 /// A reply that does not follow the netlink / inet_diag layout.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -184,15 +184,64 @@ fn hint(protocol: Protocol, errno: i32) -> &'static str {
 /// Samples every socket in `filter`'s ports. Fails (never returns a silent
 /// empty list) when any dump fails, or has not ended by `deadline`.
 pub fn sample(filter: &Filter, deadline: Instant) -> Result<Vec<Socket>, SampleError> {
-    let fd = open()?;
-    let mut sockets = Vec::new();
-    let mut seq = 0u32;
-    dump(&fd, filter, Dumps::ALL, deadline, &mut seq, &mut sockets)?;
+    let mut sockets = if Protocol::ALL.iter().all(|&p| !filter.ports(p).is_empty()) {
+        sample_both(filter, deadline)?
+    } else {
+        sample_on(&open()?, filter, deadline)?
+    };
     // The list grew by doubling: up to twice its length in memory for the
     // whole collection (9,900 sockets of a busy range held 1.2 MiB, not
     // 0.7, at the exporter's peak).
     sockets.shrink_to_fit();
     Ok(sockets)
+}
+
+/// The sockets of `filter` on one socket, in one thread.
+fn sample_on(fd: &OwnedFd, filter: &Filter, deadline: Instant) -> Result<Vec<Socket>, SampleError> {
+    let mut sockets = Vec::new();
+    let mut seq = 0u32;
+    dump(fd, filter, Dumps::ALL, deadline, &mut seq, &mut sockets)?;
+    Ok(sockets)
+}
+
+/// The TCP and the UDP dumps at once, the UDP ones on a thread of their
+/// own with a socket of their own (opened here: a socket answers for the
+/// namespace of the thread that opened it): the kernel's walks of the two
+/// tables are independent, and with the dynamic range they are most of a
+/// collection's time (20 ms of 35 at 31,000 sockets). TCP's sockets come
+/// first, as from one socket. Without a thread, one after the other.
+fn sample_both(filter: &Filter, deadline: Instant) -> Result<Vec<Socket>, SampleError> {
+    let only = |p: Protocol| {
+        Filter::from_fn(|q| {
+            if q == p {
+                filter.ports(q).clone()
+            } else {
+                PortSet::default()
+            }
+        })
+    };
+    let (tcp, udp) = (only(Protocol::Tcp), only(Protocol::Udp));
+    let (tcp_fd, udp_fd) = (open()?, open()?);
+    std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new()
+            .name("sample-udp".into())
+            .spawn_scoped(scope, || sample_on(&udp_fd, &udp, deadline));
+        let sockets = sample_on(&tcp_fd, &tcp, deadline);
+        let udp = match thread {
+            Ok(thread) => thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(e) => {
+                log::debug!("no thread for the UDP dumps ({e}), dumping them here");
+                sample_on(&udp_fd, &udp, deadline)
+            }
+        };
+        // TCP's in front of UDP's, in the larger list (no third copy).
+        let tcp = sockets?;
+        let mut all = udp?;
+        all.splice(0..0, tcp);
+        Ok(all)
+    })
 }
 
 /// Opens a NETLINK_SOCK_DIAG socket. It answers for the network namespace
