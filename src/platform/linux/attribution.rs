@@ -16,17 +16,18 @@
 //! placed does it read links: first, with no listing, the fd numbers of
 //! sockets that went away (the kernel reuses the lowest free one) and
 //! those read last pass holding a socket the sample did not have yet
-//! (opened after it); then the fds of known owners that the map does not
-//! hold (new fd numbers and the owner's other files), at most one pass per
-//! owner, and the fd directory of every known owner of the still missing
-//! sockets' uids is listed for it even when its count did not change (one
-//! fd closed and another opened). What is still missing is sampled again
-//! (a dump filtered to its ports, with the known owners' mapped sockets of
+//! (opened after it). What a verdict still needs is then sampled again (a
+//! dump filtered to its ports, with the known owners' mapped sockets of
 //! the watched ranges): a socket closed since the sample is not searched
 //! for, and a mapped socket closed meanwhile points at the fd a new one
-//! took. Then every fd of the owners of its uid, and last a scan of the
-//! other processes (those running as the new sockets' uids first, newest
-//! pid first), which stops once every inode is found.
+//! took, which is read, still with no listing. Then the fds of known
+//! owners that the map does not hold (new fd numbers and the owner's other
+//! files), at most one pass per owner, and the fd directory of every known
+//! owner of the still missing sockets' uids is listed for it even when its
+//! count did not change (one fd closed and another opened). Then every fd
+//! of the owners of its uid, and last a scan of the other processes (those
+//! running as the new sockets' uids first, newest pid first), which stops
+//! once every inode is found.
 //!
 //! A stale name is caught as follows. A reused pid: the start time
 //! differs, the owner is dropped and its sockets are searched again. An
@@ -456,40 +457,58 @@ impl Attributor {
         // (Computed after the cheap step: what the freed and new fds hold
         // lists no one.)
         let mut unplaced_uids: HashSet<u32> = HashSet::new();
-        let unplaced =
-            |found: &InodeMap<Arc<Owner>>| uid_of.keys().filter(|i| !found.contains_key(i)).count();
+        // (Not counting those a second sample showed closed.)
+        let unplaced = |found: &InodeMap<Arc<Owner>>, closed: &InodeSet| {
+            uid_of
+                .keys()
+                .filter(|i| !found.contains_key(i) && !closed.contains(i))
+                .count()
+        };
         let mut buf = Vec::with_capacity(64);
         let mut closed = InodeSet::default();
         // The fds, per known owner, whose mapped socket a second sample
         // showed closed: where new sockets are (the kernel reuses the
-        // lowest free fd). `None` until round two asks, and when
-        // `still_open` cannot tell.
+        // lowest free fd). `None` until step 1 asks, and when `still_open`
+        // cannot tell.
         let mut reused: Option<HashMap<u32, Vec<u32>>> = None;
         // The known owners whose fds this pass read (each counts once).
         let mut read_from: HashSet<u32> = HashSet::new();
         // Step 0 reads only what needs no listing: the freed fd numbers
         // (the kernel reuses them first) and the new fds a listing in
         // `confirm_owner` found; under churn that is usually all it takes.
-        // Steps 1-3 are rounds one to three.
-        for step in 0..4usize {
+        // Step 1 takes the second sample and reads, with no listing, the
+        // fds whose mapped socket it shows closed (a socket closed while
+        // the sample was being taken is still in it, while a new socket
+        // already holds its fd number): before round one, whose listing of
+        // every owner of the missing sockets' uids cost 31,000 directory
+        // entries in the busy-range benchmark, twice, for one socket the
+        // second sample would have placed. Steps 2-4 are rounds one to
+        // three.
+        for step in 0..5usize {
             let cheap = step == 0;
-            let round = step.saturating_sub(1);
-            // Round two (every fd of every owner) only for sockets a
-            // verdict needs; round three only when round two looked where
-            // the second sample pointed and missed.
+            let resample = step == 1;
+            let round = step.saturating_sub(2);
+            // The second sample and round two (every fd of every owner)
+            // only for sockets a verdict needs; round three only when the
+            // second sample pointed and rounds one and two missed.
+            let verdicts_need = wanted.iter().filter(|i| !count_only.contains(i)).count();
             let needed = match step {
-                0 | 1 => unplaced(&found),
-                2 => wanted.len(),
+                0 | 2 => unplaced(&found, &closed),
+                1 | 3 => verdicts_need,
                 _ if reused.is_none() => 0,
-                _ => wanted.iter().filter(|i| !count_only.contains(i)).count(),
+                _ => verdicts_need,
             };
             if needed == 0 {
+                if step == 1 {
+                    continue; // nothing a verdict needs: on to round one
+                }
                 break;
             }
-            if step == 1 {
+            if step == 2 {
                 unplaced_uids = uid_of
                     .iter()
                     .filter(|(i, _)| !found.contains_key(i) && !count_only.contains(i))
+                    .filter(|(i, _)| !closed.contains(*i))
                     .filter(|(i, _)| self.missing.get(i).is_none_or(|m| !m.kernel))
                     .map(|(_, &uid)| uid)
                     .collect();
@@ -500,7 +519,7 @@ impl Attributor {
                 .filter(|i| !count_only.contains(i))
                 .map(|i| uid_of[i])
                 .collect();
-            if step == 2 {
+            if resample {
                 // A second sample of the sockets still unplaced and of
                 // those the owners of their uids are known to hold: a
                 // socket closed since the sample is not searched for, and
@@ -543,7 +562,7 @@ impl Attributor {
                 }
                 let left = wanted.iter().filter(|i| !count_only.contains(i)).count();
                 if left == 0 {
-                    break;
+                    continue; // the counted-only ones, if any: round one
                 }
             }
             for (pid, (info, unclassified)) in &mut infos {
@@ -560,7 +579,7 @@ impl Attributor {
                     }
                 }
                 let list = match (round, &mut *unclassified) {
-                    _ if cheap => false,
+                    _ if cheap || resample => false,
                     (1 | 2, _) => true,
                     (_, Unclassified::Listed(new)) => {
                         fds.append(new);
@@ -577,9 +596,11 @@ impl Attributor {
                 // every mapped fd: a mapped fd may hold a new socket while
                 // the sample still shows the old one.
                 let own_uid = wanted_uids.contains(&k.uid);
-                let everything =
-                    !cheap && own_uid && (round == 2 || (round == 1 && reused.is_none()));
-                if step == 2
+                let everything = !cheap
+                    && !resample
+                    && own_uid
+                    && (round == 2 || (round == 1 && reused.is_none()));
+                if resample
                     && own_uid
                     && let Some(fds_closed) = reused.as_ref().and_then(|r| r.get(pid))
                 {
@@ -1721,6 +1742,49 @@ for line in sys.stdin:
             assert_eq!(pass.stats.processes_scanned, 1, "{:?}", pass.stats);
             assert!(pass.stats.links_read <= 21, "{:?}", pass.stats);
         }
+    }
+
+    /// The churn of a busy owner caught by the sample mid-way: a socket
+    /// closed while the sample was being taken (so the sample still has
+    /// it) and the next one opened at its fd number (so it has that one
+    /// too). No freed fd points there; the second sample shows the old one
+    /// closed and its fd is read: no fd directory is listed, where round
+    /// one listed every owner of the uid (31,000 entries in the
+    /// busy-range benchmark) before the second sample was asked.
+    #[test]
+    fn a_new_socket_at_the_fd_of_one_closed_during_the_sample_lists_no_fd_directory() {
+        let Some(mut a) = counting(
+            "a_new_socket_at_the_fd_of_one_closed_during_the_sample_lists_no_fd_directory",
+        ) else {
+            return;
+        };
+        let mut j = Juggler::start();
+        let held = j.socks(320);
+        let mut sample: Vec<Socket> = held.iter().map(|(_, s)| s.clone()).collect();
+        a.attribute(&sample, far());
+        a.attribute(&sample, far());
+        let (fd, old) = &held[0];
+        j.run(&format!("close {fd}"));
+        let new = j.socks(1).remove(0);
+        assert_eq!(new.0, *fd, "the kernel reused the fd number");
+        sample.push(new.1.clone());
+        let mut asked = 0;
+        let mut still_open = |s: &[&Socket]| {
+            asked += 1;
+            Some(
+                s.iter()
+                    .map(|s| s.inode)
+                    .filter(|&i| i != old.inode)
+                    .collect(),
+            )
+        };
+        let listings = a.listings;
+        let pass = a.attribute_rechecking(&sample, &InodeSet::default(), far(), &mut still_open);
+        assert_eq!(pass.owners[&new.1.inode].pid, j.pid());
+        assert_eq!(asked, 1, "one second sample");
+        assert!(pass.closed.contains(&old.inode), "{:?}", pass.closed);
+        assert_eq!(a.listings, listings, "no listing: {:?}", pass.stats);
+        assert!(pass.stats.links_read <= 22, "{:?}", pass.stats);
     }
 
     /// A churning owner's next socket opens after the sample, at the fd
