@@ -16,9 +16,12 @@
 // src/platform/linux/port_sharing.rs through aya. The structs below name
 // only the fields read: with preserve_access_index their offsets are
 // relocated at load time from the running kernel's BTF
-// (/sys/kernel/btf/vmlinux), so one object serves every kernel.
-// bpf_probe_read_kernel (through BPF_CORE_READ) is GPL-only: hence the
-// dual licence of this file.
+// (/sys/kernel/btf/vmlinux), so one object serves every kernel. The
+// fields are read directly (the iterator's socket and what the
+// bpf_skc_to_* helpers return are pointers the verifier knows by their
+// BTF type, whose loads cannot fault), not through bpf_probe_read_kernel,
+// whose calls were a third of the walk's time at 31,000 sockets. The
+// licence is dual, as GPL-only helpers may be used.
 
 typedef unsigned char __u8;
 typedef signed char __s8;
@@ -34,7 +37,6 @@ typedef __u32 __wsum;
 typedef unsigned int uid_t;
 
 #include <bpf/bpf_helpers.h>
-#include <bpf/bpf_core_read.h>
 
 #define TCP_TIME_WAIT 6
 #define TCP_NEW_SYN_RECV 12
@@ -68,8 +70,16 @@ struct inet_connection_sock {
 	struct inet_bind_bucket *icsk_bind_hash;
 } __attribute__((preserve_access_index));
 
+struct tcp_sock {
+	struct inet_connection_sock inet_conn;
+} __attribute__((preserve_access_index));
+
 struct inet_timewait_sock {
 	struct inet_bind_bucket *tw_tb;
+} __attribute__((preserve_access_index));
+
+struct tcp_timewait_sock {
+	struct inet_timewait_sock tw_sk;
 } __attribute__((preserve_access_index));
 
 // One record per socket, 8 bytes (decoded by port_sharing.rs).
@@ -92,21 +102,28 @@ int port_sharing(struct bpf_iter__tcp *ctx)
 
 	if (!skc)
 		return 0;
-	r.state = BPF_CORE_READ(skc, skc_state);
+	r.state = skc->skc_state;
 	// A request socket holds its listener's port, which the listener
 	// reports itself.
 	if (r.state == TCP_NEW_SYN_RECV)
 		return 0;
-	r.port = BPF_CORE_READ(skc, skc_num);
-	r.family = BPF_CORE_READ(skc, skc_family);
-	if (r.state == TCP_TIME_WAIT)
-		tb = BPF_CORE_READ((struct inet_timewait_sock *)skc, tw_tb);
-	else
-		tb = BPF_CORE_READ((struct inet_connection_sock *)skc, icsk_bind_hash);
+	r.port = skc->skc_num;
+	r.family = skc->skc_family;
+	if (r.state == TCP_TIME_WAIT) {
+		struct tcp_timewait_sock *tw = bpf_skc_to_tcp_timewait_sock(skc);
+
+		if (tw)
+			tb = tw->tw_sk.tw_tb;
+	} else {
+		struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
+
+		if (tp)
+			tb = tp->inet_conn.icsk_bind_hash;
+	}
 	if (tb) {
 		r.bound = 1;
-		r.fastreuse = BPF_CORE_READ(tb, fastreuse);
-		r.fastreuseport = BPF_CORE_READ(tb, fastreuseport);
+		r.fastreuse = tb->fastreuse;
+		r.fastreuseport = tb->fastreuseport;
 	}
 	bpf_seq_write(seq, &r, sizeof(r));
 	return 0;
