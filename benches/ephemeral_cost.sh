@@ -25,7 +25,7 @@ cd "$(dirname "$0")/.."
 exporter=target/release/portrange_exporter
 [ -x "$exporter" ] || { echo "build first: cargo build --release" >&2; exit 2; }
 tmp=$(mktemp -d)
-trap 'kill -CONT $(jobs -p) 2>/dev/null; kill $(jobs -p) 2>/dev/null; rm -rf "$tmp"' EXIT
+trap 'kill -CONT $(jobs -p) 2>/dev/null; kill $(jobs -p) 2>/dev/null; [ -n "${KEEP_LOG:-}" ] && cp "$tmp/with.log" "$KEEP_LOG"; rm -rf "$tmp"' EXIT
 ip link set lo up
 ulimit -n 20000
 sysctl -q -w net.ipv4.tcp_max_tw_buckets=262144
@@ -63,7 +63,7 @@ python3 tests/ephemeral_client.py --name twserver $specs <"$tmp/tw.in" >"$tmp/tw
 exec 4>"$tmp/tw.in"
 ready "$tmp/tw.out"
 
-"$exporter" --web.listen-address 127.0.0.1:10224 2>"$tmp/with.log" &
+"$exporter" --web.listen-address 127.0.0.1:10224 ${EXPORTER_LOG_LEVEL:+--log.level "$EXPORTER_LOG_LEVEL"} 2>"$tmp/with.log" &
 with=$!
 "$exporter" --web.listen-address 127.0.0.1:10225 --no-collector.ephemeral 2>"$tmp/without.log" &
 without=$!

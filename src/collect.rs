@@ -68,6 +68,12 @@ pub struct Collector {
     warned_ephemeral_collector: bool,
     /// Why TCP's headroom is counted conservatively, logged once.
     warned_sharing: bool,
+    /// Whether the next collection starts the port walk with its sample
+    /// (see `collect_scoped`).
+    walk_first: bool,
+    /// How long the last sample with the dynamic range took, and its
+    /// attribution.
+    last_sampled: (Duration, Duration),
 }
 
 /// What the `ranges` collector sampled and attributed, passed on to the
@@ -117,6 +123,8 @@ impl Collector {
             ephemeral_seen: Filter::default(),
             warned_ephemeral_collector: false,
             warned_sharing: false,
+            walk_first: false,
+            last_sampled: (Duration::ZERO, Duration::ZERO),
         }
     }
 
@@ -195,9 +203,18 @@ impl Collector {
             })),
             _ => None,
         };
-        // The ephemeral collector's walk of how the TCP ports were taken:
-        // started by the ranges collector once it has sampled.
+        // The ephemeral collector's walk of how the TCP ports were taken,
+        // on a thread of the platform's: started by the ranges collector
+        // once it has sampled, to run beside attribution; or now, beside
+        // the sample too, when the last walk outlasted attribution by more
+        // than half the sample (its length follows every TCP socket of the
+        // namespace, 75 ms at 100,000, the sample's those in the ranges:
+        // started after the sample, it made such a scrape as long as the
+        // two in a row). Busy ranges keep it after: the sample's two dumps
+        // use both cores of a small host.
         let walk_ports = matches!(ephemeral_ports, Some(Ok(_))) && self.config.ephemeral.bpf;
+        let early = (walk_ports && self.walk_first).then(|| self.platform.port_sharing());
+        let walk_ports = walk_ports && early.is_none();
         // A dump that fails with the dynamic range in it (a kernel error,
         // a reply too large: the dynamic range can hold far more sockets
         // than the watched ranges) fails the ephemeral collector only: the
@@ -246,7 +263,7 @@ impl Collector {
             .ok();
         }
         if let Some(host) = ephemeral_ports {
-            let walk = sampled.as_mut().and_then(|s| s.walk.take());
+            let walk = early.or_else(|| sampled.as_mut().and_then(|s| s.walk.take()));
             let found = run(&mut runs, EPHEMERAL, || match with_dynamic_failed {
                 Some(e) if sampled.is_some() => Err(format!(
                     "the socket sample with the dynamic range failed (the watched ranges were sampled again without it): {e}"
@@ -320,9 +337,7 @@ impl Collector {
                 .collect();
         }
         let t_sample = started.elapsed();
-        // The port walk runs beside attribution, on a thread of the
-        // platform's: after the sample, so that a port bound since is not
-        // in the walk and counts as gone (the headroom errs low).
+        // The port walk runs beside attribution (see `collect_scoped`).
         let walk = walk_ports.then(|| self.platform.port_sharing());
         let attribution = self.platform.attribute(&sample, deadline);
         let mut attribution = self.platform.confirm_kernel(&sample, attribution, deadline);
@@ -330,6 +345,9 @@ impl Collector {
             drop_closed(&mut sample.sockets, &mut attribution);
         }
         let t_attr = started.elapsed();
+        if extra.is_some() {
+            self.last_sampled = (t_sample, t_attr - t_sample);
+        }
         self.log_attribution(&attribution.stats);
         let Sample {
             sockets,
@@ -497,10 +515,24 @@ impl Collector {
             })
             .collect();
         self.users.resolve(&uids, deadline);
-        // How the own namespace's TCP ports were taken, walked after the
-        // sample: a port bound since is unknown (counted as gone).
+        // How the own namespace's TCP ports were taken. A port in the
+        // sample the walk did not pass (bound after it) is unknown: counted
+        // as gone.
         let sharing = match walk {
-            Some(walk) => walk.wait(),
+            Some(walk) => {
+                let (sharing, took) = walk.wait();
+                let (sample, attribution) = self.last_sampled;
+                log::debug!(
+                    "timing: port walk {took:?} (started {} the sample of {sample:?}, attribution {attribution:?})",
+                    if self.walk_first { "with" } else { "after" },
+                );
+                // Started after the sample, the walk outlasts attribution
+                // by `took - attribution`; started with it, it takes a
+                // core from the sample's two dumps (TCP and UDP at once),
+                // up to half the sample's time.
+                self.walk_first = took > attribution + sample / 2;
+                sharing
+            }
             None => Err("--no-collector.ephemeral.bpf".to_string()),
         };
         match &sharing {

@@ -561,21 +561,23 @@ pub enum Sharing {
 
 /// A walk of how the TCP ports were taken ([`Platform::port_sharing`]),
 /// started and not yet waited for. Dropped unwaited, it finishes on its own.
-pub struct PortWalk(Box<dyn FnOnce() -> Result<PortSharing, String> + Send>);
+pub struct PortWalk(Box<dyn FnOnce() -> (Result<PortSharing, String>, std::time::Duration) + Send>);
 
 impl PortWalk {
     /// A walk already done (or refused).
     pub fn ready(result: Result<PortSharing, String>) -> PortWalk {
-        PortWalk(Box::new(move || result))
+        PortWalk(Box::new(move || (result, std::time::Duration::ZERO)))
     }
 
-    /// A walk whose result `wait` gives (joining its thread).
-    pub fn later(wait: impl FnOnce() -> Result<PortSharing, String> + Send + 'static) -> PortWalk {
+    /// A walk whose result and duration `wait` gives (joining its thread).
+    pub fn later(
+        wait: impl FnOnce() -> (Result<PortSharing, String>, std::time::Duration) + Send + 'static,
+    ) -> PortWalk {
         PortWalk(Box::new(wait))
     }
 
-    /// The walk's result, once it has finished.
-    pub fn wait(self) -> Result<PortSharing, String> {
+    /// The walk's result once it has finished, and how long it took.
+    pub fn wait(self) -> (Result<PortSharing, String>, std::time::Duration) {
         (self.0)()
     }
 }

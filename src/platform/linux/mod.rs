@@ -463,8 +463,10 @@ impl Platform for LinuxPlatform {
         };
         let walker = self.port_walker.clone();
         let walk = move || {
+            let started = Instant::now();
             let mut walker = walker.lock().unwrap_or_else(|p| p.into_inner());
-            walker.walk(netns).map_err(|e| e.to_string())
+            let walked = walker.walk(netns).map_err(|e| e.to_string());
+            (walked, started.elapsed())
         };
         let inline = walk.clone();
         match std::thread::Builder::new()
@@ -472,13 +474,17 @@ impl Platform for LinuxPlatform {
             .spawn(walk)
         {
             Ok(thread) => PortWalk::later(move || {
-                thread
-                    .join()
-                    .unwrap_or_else(|_| Err("the port walk panicked".to_string()))
+                thread.join().unwrap_or_else(|_| {
+                    (
+                        Err("the port walk panicked".to_string()),
+                        std::time::Duration::ZERO,
+                    )
+                })
             }),
             Err(e) => {
                 log::debug!("no thread for the port walk ({e}), walking here");
-                PortWalk::ready(inline())
+                let (walked, took) = inline();
+                PortWalk::later(move || (walked, took))
             }
         }
     }

@@ -236,11 +236,18 @@ fn sample_both(filter: &Filter, deadline: Instant) -> Result<Vec<Socket>, Sample
                 sample_on(&udp_fd, &udp, deadline)
             }
         };
-        // TCP's in front of UDP's, in the larger list (no third copy).
-        let tcp = sockets?;
-        let mut all = udp?;
-        all.splice(0..0, tcp);
-        Ok(all)
+        // TCP's in front of UDP's, the smaller list moved into the larger
+        // (moving 100,000 TCP sockets into the UDP list held both copies,
+        // 7 MiB more at the exporter's peak).
+        let mut tcp = sockets?;
+        let mut udp = udp?;
+        if tcp.len() >= udp.len() {
+            tcp.append(&mut udp);
+            Ok(tcp)
+        } else {
+            udp.splice(0..0, tcp);
+            Ok(udp)
+        }
     })
 }
 
