@@ -1189,6 +1189,81 @@ pub(crate) mod tests {
         assert!(r.ephemeral.is_some());
     }
 
+    /// A platform that records whether the port walk was started before
+    /// or after the sample, and says the walk took `walk_took`.
+    struct Walking {
+        events: Arc<std::sync::Mutex<Vec<&'static str>>>,
+        walk_took: Arc<std::sync::Mutex<Duration>>,
+    }
+
+    impl Platform for Walking {
+        fn sample(&mut self, _: &Filter, _: Instant) -> Result<Sample, platform::SampleError> {
+            self.events.lock().unwrap().push("sample");
+            Ok(Sample::default())
+        }
+        fn attribute(&mut self, _: &Sample, _: Instant) -> platform::Attribution {
+            platform::Attribution::default()
+        }
+        fn ephemeral_ports(&self) -> Result<EphemeralPorts, String> {
+            Ok(EphemeralPorts::same(PortSet::from_intervals(vec![(
+                40000, 40099,
+            )])))
+        }
+        fn port_sharing(&mut self) -> PortWalk {
+            self.events.lock().unwrap().push("walk");
+            let took = *self.walk_took.lock().unwrap();
+            PortWalk::later(move || (Ok(platform::PortSharing::new(0)), took))
+        }
+        fn user_resolver(&self) -> platform::UserResolver {
+            Arc::new(|_| Ok(UserLookup::NoEntry))
+        }
+        fn missing_privileges(&self) -> Vec<&'static str> {
+            Vec::new()
+        }
+    }
+
+    /// The port walk starts after the sample, beside attribution; once a
+    /// walk outlasted attribution by more than half the sample, the next
+    /// starts with the sample; once one did not, after it again.
+    #[test]
+    fn a_long_port_walk_starts_with_the_sample() {
+        let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let walk_took = Arc::new(std::sync::Mutex::new(Duration::from_millis(100)));
+        let platform = Walking {
+            events: events.clone(),
+            walk_took: walk_took.clone(),
+        };
+        let mut c = Collector::new(Arc::new(Config::builtin()), Box::new(platform));
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let order = |c: &mut Collector| {
+            let r = c.collect(deadline);
+            assert!(
+                r.ephemeral.as_ref().is_some_and(|e| e.error.is_none()),
+                "{:?}",
+                r.ephemeral
+            );
+            std::mem::take(&mut *events.lock().unwrap())
+        };
+        assert_eq!(order(&mut c), ["sample", "walk"]);
+        assert_eq!(
+            order(&mut c),
+            ["walk", "sample"],
+            "the last walk took 100 ms"
+        );
+        *walk_took.lock().unwrap() = Duration::ZERO;
+        assert_eq!(order(&mut c), ["walk", "sample"]);
+        assert_eq!(
+            order(&mut c),
+            ["sample", "walk"],
+            "the last walk took no time"
+        );
+        // A walk the collection does not ask for is never started.
+        let mut config = Config::builtin();
+        config.ephemeral.bpf = false;
+        c.set_config(Arc::new(config));
+        assert_eq!(order(&mut c), ["sample"]);
+    }
+
     #[test]
     fn empty_sample_is_all_zero() {
         let c = Config::builtin();
