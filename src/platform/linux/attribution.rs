@@ -1744,6 +1744,34 @@ for line in sys.stdin:
         }
     }
 
+    /// A churning owner after one turn: 320 sockets attributed twice,
+    /// then the first closed and a new one opened at its fd number.
+    struct Churned {
+        j: Juggler,
+        /// The 320 sockets as the last pass had them (the old one in it).
+        sample: Vec<Socket>,
+        old: Socket,
+        new: Socket,
+    }
+
+    fn churn_one(a: &mut Attributor) -> Churned {
+        let mut j = Juggler::start();
+        let held = j.socks(320);
+        let sample: Vec<Socket> = held.iter().map(|(_, s)| s.clone()).collect();
+        a.attribute(&sample, far());
+        a.attribute(&sample, far());
+        let (fd, old) = held[0].clone();
+        j.run(&format!("close {fd}"));
+        let (at, new) = j.socks(1).remove(0);
+        assert_eq!(at, fd, "the kernel reused the fd number");
+        Churned {
+            j,
+            sample,
+            old,
+            new,
+        }
+    }
+
     /// The churn of a busy owner caught by the sample mid-way: a socket
     /// closed while the sample was being taken (so the sample still has
     /// it) and the next one opened at its fd number (so it has that one
@@ -1758,16 +1786,13 @@ for line in sys.stdin:
         ) else {
             return;
         };
-        let mut j = Juggler::start();
-        let held = j.socks(320);
-        let mut sample: Vec<Socket> = held.iter().map(|(_, s)| s.clone()).collect();
-        a.attribute(&sample, far());
-        a.attribute(&sample, far());
-        let (fd, old) = &held[0];
-        j.run(&format!("close {fd}"));
-        let new = j.socks(1).remove(0);
-        assert_eq!(new.0, *fd, "the kernel reused the fd number");
-        sample.push(new.1.clone());
+        let Churned {
+            j,
+            mut sample,
+            old,
+            new,
+        } = churn_one(&mut a);
+        sample.push(new.clone());
         let mut asked = 0;
         let mut still_open = |s: &[&Socket]| {
             asked += 1;
@@ -1780,7 +1805,7 @@ for line in sys.stdin:
         };
         let listings = a.listings;
         let pass = a.attribute_rechecking(&sample, &InodeSet::default(), far(), &mut still_open);
-        assert_eq!(pass.owners[&new.1.inode].pid, j.pid());
+        assert_eq!(pass.owners[&new.inode].pid, j.pid());
         assert_eq!(asked, 1, "one second sample");
         assert!(pass.closed.contains(&old.inode), "{:?}", pass.closed);
         assert_eq!(a.listings, listings, "no listing: {:?}", pass.stats);
@@ -1800,30 +1825,27 @@ for line in sys.stdin:
         else {
             return;
         };
-        let mut j = Juggler::start();
-        let held = j.socks(320);
-        let mut sample: Vec<Socket> = held.iter().map(|(_, s)| s.clone()).collect();
-        a.attribute(&sample, far());
-        a.attribute(&sample, far());
-        let (fd, old) = &held[0];
-        j.run(&format!("close {fd}"));
-        let new = j.socks(1).remove(0);
-        assert_eq!(new.0, *fd, "the kernel reused the fd number");
+        let Churned {
+            j,
+            mut sample,
+            old,
+            new,
+        } = churn_one(&mut a);
         // The sample was taken between the close and the open; another
         // socket in it is not placed yet (as under churn there always is
         // one), so the pass reads the freed fd and finds the new socket.
         sample.retain(|s| s.inode != old.inode);
-        let mut unplaced = new.1.clone();
+        let mut unplaced = new.clone();
         unplaced.inode = u64::MAX - 1;
         sample.push(unplaced);
         let pass = a.attribute(&sample, far());
         assert_eq!(pass.owners.len(), 319);
         assert!(pass.stats.processes_scanned >= 1, "{:?}", pass.stats);
         sample.pop();
-        sample.push(new.1.clone());
+        sample.push(new.clone());
         let listings = a.listings;
         let pass = a.attribute(&sample, far());
-        assert_eq!(pass.owners[&new.1.inode].pid, j.pid());
+        assert_eq!(pass.owners[&new.inode].pid, j.pid());
         assert_eq!(a.listings, listings, "no listing: {:?}", pass.stats);
         assert!(pass.stats.links_read <= 21, "{:?}", pass.stats);
     }
