@@ -180,6 +180,17 @@ impl ListenerId {
             pid: l.owner().map(|o| o.pid),
         }
     }
+
+    /// Where it listens ([`Place`]).
+    fn place(&self) -> Place {
+        (
+            self.netns.clone(),
+            self.range.clone(),
+            self.protocol,
+            self.address,
+            self.port,
+        )
+    }
 }
 
 /// Where a listener listens, whoever holds it: namespace, range,
@@ -339,6 +350,14 @@ struct HolderFields {
 }
 
 impl Live {
+    /// Since when the listener is known: when the exporter first saw it.
+    fn since(&self) -> Since {
+        Since {
+            unix: unix(self.first_seen),
+            source: "observed",
+        }
+    }
+
     /// The listener's event (kind and time are set by the caller).
     fn event(&self, id: &ListenerId) -> Event {
         let h = &*self.holder;
@@ -467,12 +486,7 @@ impl Recorder {
         } else {
             report
                 .listeners()
-                .map(|l| {
-                    self.live.get(&ListenerId::of(l)).map(|live| Since {
-                        unix: unix(live.first_seen),
-                        source: "observed",
-                    })
-                })
+                .map(|l| self.live.get(&ListenerId::of(l)).map(Live::since))
                 .collect()
         };
         let mut recorded = Vec::new();
@@ -567,12 +581,7 @@ impl Recorder {
             .collect();
         self.pass += 1;
         let pass = self.pass;
-        let observed = |live: &Live| {
-            Some(Since {
-                unix: unix(live.first_seen),
-                source: "observed",
-            })
-        };
+        let observed = |live: &Live| Some(live.since());
         // 1. Mark what is tracked; note what changed verdict and what is
         //    new (a listener identical to one before it, SO_REUSEPORT, is
         //    the same listener).
@@ -604,13 +613,7 @@ impl Recorder {
             for (id, live) in &self.live {
                 if live.seen != pass {
                     unmatched_live
-                        .entry((
-                            id.netns.clone(),
-                            id.range.clone(),
-                            id.protocol,
-                            id.address,
-                            id.port,
-                        ))
+                        .entry(id.place())
                         .or_default()
                         .push(id.clone());
                 }
@@ -628,14 +631,7 @@ impl Recorder {
                     since[i] = observed(live);
                     continue;
                 }
-                let place = (
-                    id.netns.clone(),
-                    id.range.clone(),
-                    id.protocol,
-                    id.address,
-                    id.port,
-                );
-                if let Some(list) = unmatched_live.get_mut(&place)
+                if let Some(list) = unmatched_live.get_mut(&id.place())
                     && let Some(k) = list
                         .iter()
                         .position(|old| old.pid.is_none() || id.pid.is_none())

@@ -1057,18 +1057,10 @@ fn scan_fds(
         let Some(fd) = super::proc_number(name) else {
             continue;
         };
-        buf.clear();
         *links += 1;
-        match rustix::fs::readlinkat(&fd_dir, entry.file_name(), std::mem::take(buf)) {
-            Ok(target) => {
-                let target = target.into_bytes();
-                if let Some(inode) = parse_socket_link(&target)
-                    && wanted.contains(&inode)
-                {
-                    hits.push((inode, fd));
-                }
-                *buf = target;
-            }
+        match read_link(&fd_dir, entry.file_name(), buf) {
+            Ok(Some(inode)) if wanted.contains(&inode) => hits.push((inode, fd)),
+            Ok(_) => {}
             Err(Errno::ACCESS) | Err(Errno::PERM) => {
                 *denied += 1;
                 break;
@@ -1096,12 +1088,7 @@ fn process_uid(procfs: &Path, pid: u32) -> u32 {
 /// `Err(true)` when refused for lack of privilege, `Err(false)` when the
 /// process is gone.
 fn list_fds(procfs: &Path, pid: u32) -> Result<Vec<u32>, bool> {
-    let dir = rustix::fs::open(
-        procfs.join(format!("{pid}/fd")),
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| matches!(e, Errno::ACCESS | Errno::PERM))?;
+    let dir = open_fd_dir(procfs, pid).map_err(|e| matches!(e, Errno::ACCESS | Errno::PERM))?;
     let Ok(entries) = rustix::fs::Dir::read_from(&dir) else {
         return Err(false);
     };
@@ -1127,24 +1114,16 @@ fn read_fds(
     let mut hits = Vec::new();
     let mut others = Vec::new();
     let mut unsampled = Vec::new();
-    let Ok(dir) = rustix::fs::open(
-        procfs.join(format!("{pid}/fd")),
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) else {
+    let Ok(dir) = open_fd_dir(procfs, pid) else {
         return (hits, others, unsampled);
     };
     for &fd in fds {
-        buf.clear();
         // An error means closed meanwhile, or refused: not remembered.
-        if let Ok(target) = rustix::fs::readlinkat(&dir, fd.to_string(), std::mem::take(buf)) {
-            let target = target.into_bytes();
-            match parse_socket_link(&target) {
-                Some(inode) if watched.contains_key(&inode) => hits.push((fd, inode)),
-                Some(_) => unsampled.push(fd),
-                None => others.push(fd),
-            }
-            *buf = target;
+        match read_link(&dir, fd.to_string(), buf) {
+            Ok(Some(inode)) if watched.contains_key(&inode) => hits.push((fd, inode)),
+            Ok(Some(_)) => unsampled.push(fd),
+            Ok(None) => others.push(fd),
+            Err(_) => {}
         }
     }
     (hits, others, unsampled)
@@ -1159,19 +1138,25 @@ fn open_fd_dir(procfs: &Path, pid: u32) -> Result<OwnedFd, Errno> {
     )
 }
 
-/// Whether `fd` in the fd directory `dir` still points at socket `inode`,
-/// with one `readlinkat` and no allocation beyond `buf`.
-fn link_is_at(dir: &OwnedFd, fd: u32, inode: u64, buf: &mut Vec<u8>) -> bool {
+/// What the link `name` in the fd directory `dir` points at: a socket's
+/// inode, or `None` for anything else; an error when the fd closed
+/// meanwhile or the read was refused. One `readlinkat`, no allocation
+/// beyond `buf`.
+fn read_link(
+    dir: &OwnedFd,
+    name: impl rustix::path::Arg,
+    buf: &mut Vec<u8>,
+) -> Result<Option<u64>, Errno> {
     buf.clear();
-    match rustix::fs::readlinkat(dir, fd.to_string().as_str(), std::mem::take(buf)) {
-        Ok(target) => {
-            let target = target.into_bytes();
-            let ok = parse_socket_link(&target) == Some(inode);
-            *buf = target;
-            ok
-        }
-        Err(_) => false,
-    }
+    let target = rustix::fs::readlinkat(dir, name, std::mem::take(buf))?.into_bytes();
+    let inode = parse_socket_link(&target);
+    *buf = target;
+    Ok(inode)
+}
+
+/// Whether `fd` in the fd directory `dir` still points at socket `inode`.
+fn link_is_at(dir: &OwnedFd, fd: u32, inode: u64, buf: &mut Vec<u8>) -> bool {
+    read_link(dir, fd.to_string(), buf) == Ok(Some(inode))
 }
 
 fn list_pids(proc_dir: &OwnedFd) -> Vec<u32> {
